@@ -1,0 +1,16 @@
+//! Everything Leerspoor says on NATS, named in one place.
+//!
+//! # Layout
+//! - [`subjects`]: subject and stream names, and the JetStream stream definitions.
+//! - [`wire`]: the messages that travel on those subjects (ingest envelopes, applied
+//!   announcements, request/reply bodies).
+//! - [`server`]: a supervised local `nats-server` child with JetStream, used by
+//!   `leerspoor serve` and by the tests.
+
+pub mod server;
+pub mod subjects;
+pub mod wire;
+
+/// A JetStream message id header value must be unique per logical publish: JetStream drops a
+/// second publish with the same id inside the stream's duplicate window.
+pub const MSG_ID_HEADER: &str = "Nats-Msg-Id";

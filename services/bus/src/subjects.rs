@@ -1,0 +1,107 @@
+//! Subject and stream names. Nothing else in Leerspoor spells a subject.
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, stream};
+
+/// Everything written to Leerspoor enters here, from the gateway or straight from a hub.
+pub const STREAM_IN: &str = "LRS_IN";
+/// Every statement the store applied (`stored`) or voided (`voided`), in apply order.
+pub const STREAM_STORED: &str = "LRS_STORED";
+/// Messages published straight to NATS that failed validation, with the reason.
+pub const STREAM_REJECTED: &str = "LRS_REJECTED";
+
+/// All ingest subjects: `lrs.in.http` and `lrs.in.<source…>`.
+pub const IN_ALL: &str = "lrs.in.>";
+/// A batch from an HTTP client; only the gateway publishes here, so its authority is trusted.
+pub const IN_HTTP: &str = "lrs.in.http";
+/// Prefix of the subjects hubs and other services publish statements to directly.
+pub const IN_PREFIX: &str = "lrs.in.";
+/// Prefix of hub subjects: `lrs.in.hub.<hub>`.
+pub const IN_HUB_PREFIX: &str = "lrs.in.hub.";
+
+pub const STORED_ALL: &str = "lrs.stored.>";
+pub const STORED_STATEMENT: &str = "lrs.stored.statement";
+pub const STORED_VOIDED: &str = "lrs.stored.voided";
+pub const REJECTED: &str = "lrs.rejected";
+
+/// Core NATS: the store's applied watermark and per-sequence verdicts, after each flush.
+pub const APPLIED: &str = "lrs.applied";
+
+/// Request/reply: statement queries (by id or by filters).
+pub const API_STATEMENTS: &str = "lrs.api.statements";
+/// Request/reply: the verdict for one `LRS_IN` sequence (fallback when an announcement was missed).
+pub const API_VERDICT: &str = "lrs.api.verdict";
+/// Queue group so several store replicas could share the read load.
+pub const API_QUEUE: &str = "store";
+
+/// The durable consumer the store pulls `LRS_IN` with.
+pub const STORE_CONSUMER: &str = "store";
+
+/// JetStream drops a repeated `Nats-Msg-Id` inside this window.
+pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
+
+/// The source a direct-ingest subject stands for: `lrs.in.hub.eindhoven` -> `hub.eindhoven`.
+pub fn ingest_source(subject: &str) -> Option<&str> {
+    subject.strip_prefix(IN_PREFIX).filter(|rest| !rest.is_empty())
+}
+
+/// The hub a subject belongs to, if it is a hub subject.
+pub fn hub_of(subject: &str) -> Option<&str> {
+    subject.strip_prefix(IN_HUB_PREFIX).filter(|hub| !hub.is_empty() && !hub.contains('.'))
+}
+
+fn file_stream(name: &str, subject: &str) -> stream::Config {
+    stream::Config {
+        name: name.to_owned(),
+        subjects: vec![subject.to_owned()],
+        storage: stream::StorageType::File,
+        retention: stream::RetentionPolicy::Limits,
+        duplicate_window: DUPLICATE_WINDOW,
+        ..Default::default()
+    }
+}
+
+/// Creates (or confirms) the three streams. Every service calls this at start, so any one of
+/// them can come up first on an empty NATS.
+pub async fn ensure_streams(js: &jetstream::Context) -> Result<(), EnsureStreamError> {
+    for config in [
+        file_stream(STREAM_IN, IN_ALL),
+        file_stream(STREAM_STORED, STORED_ALL),
+        file_stream(STREAM_REJECTED, REJECTED),
+    ] {
+        let name = config.name.clone();
+        js.get_or_create_stream(config)
+            .await
+            .map_err(|source| EnsureStreamError { name, source })?;
+    }
+    Ok(())
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("cannot create or open jetstream stream {name}")]
+pub struct EnsureStreamError {
+    name: String,
+    #[source]
+    source: jetstream::context::CreateStreamError,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hub_subjects_name_their_hub() {
+        assert_eq!(hub_of("lrs.in.hub.eindhoven"), Some("eindhoven"));
+        assert_eq!(hub_of("lrs.in.hub."), None);
+        assert_eq!(hub_of("lrs.in.hub.a.b"), None);
+        assert_eq!(hub_of("lrs.in.http"), None);
+    }
+
+    #[test]
+    fn ingest_source_strips_the_prefix() {
+        assert_eq!(ingest_source("lrs.in.hub.x"), Some("hub.x"));
+        assert_eq!(ingest_source("lrs.in."), None);
+        assert_eq!(ingest_source("lrs.stored.x"), None);
+    }
+}

@@ -1,0 +1,109 @@
+//! Turning an `LRS_IN` message into statements, its authority and its version.
+//! The gateway's batches come pre-validated with a trusted authority; anything published
+//! straight to `lrs.in.<source…>` gets the authority of its source and is validated here.
+
+use bus::wire::{HttpBatch, Rejection};
+use serde_json::{json, Value};
+use xapi::XapiVersion;
+
+/// One `LRS_IN` message, ready to apply.
+#[derive(Debug)]
+pub struct Batch {
+    pub authority: Value,
+    pub version: XapiVersion,
+    pub statements: Vec<Value>,
+}
+
+/// The homePage of the authorities Leerspoor gives to direct NATS sources.
+pub const SOURCE_HOME_PAGE: &str = "https://w3id.org/xapi/llo/sources";
+
+/// The authority of a direct-ingest source, e.g. `hub.eindhoven`.
+pub fn source_authority(source: &str) -> Value {
+    json!({
+        "objectType": "Agent",
+        "name": source,
+        "account": {"homePage": SOURCE_HOME_PAGE, "name": source},
+    })
+}
+
+fn malformed(message: String) -> Rejection {
+    Rejection {
+        statement: None,
+        path: String::new(),
+        rule: "message.json".into(),
+        message,
+    }
+}
+
+/// Parses a message by its subject. `version_header` is the message's
+/// `X-Experience-API-Version` header, if any (direct publishers may set it; 2.0.0 otherwise).
+pub fn parse(
+    subject: &str,
+    payload: &[u8],
+    version_header: Option<&str>,
+) -> Result<Batch, Rejection> {
+    if subject == bus::subjects::IN_HTTP {
+        let batch: HttpBatch = serde_json::from_slice(payload)
+            .map_err(|err| malformed(format!("gateway batch is not valid: {err}")))?;
+        let version = XapiVersion::from_header(&batch.version)
+            .ok_or_else(|| malformed(format!("unknown xAPI version {:?}", batch.version)))?;
+        return Ok(Batch {
+            authority: batch.authority,
+            version,
+            statements: batch.statements,
+        });
+    }
+    let Some(source) = bus::subjects::ingest_source(subject) else {
+        return Err(malformed(format!("{subject} is not an ingest subject")));
+    };
+    let version = match version_header {
+        None => XapiVersion::V2_0_0,
+        Some(header) => XapiVersion::from_header(header).ok_or_else(|| Rejection {
+            statement: None,
+            path: String::new(),
+            rule: "message.version_header".into(),
+            message: format!("X-Experience-API-Version {header:?} is not 1.0.x or 2.0.x"),
+        })?,
+    };
+    let body: Value = serde_json::from_slice(payload)
+        .map_err(|err| malformed(format!("payload is not JSON: {err}")))?;
+    let statements = match body {
+        Value::Array(statements) => statements,
+        statement @ Value::Object(_) => vec![statement],
+        _ => {
+            return Err(malformed(
+                "payload must be a statement object or an array of statements".into(),
+            ))
+        }
+    };
+    if statements.is_empty() {
+        return Err(malformed("payload is an empty array".into()));
+    }
+    Ok(Batch {
+        authority: source_authority(source),
+        version,
+        statements,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hub_messages_get_the_authority_of_their_subject() {
+        let batch = parse("lrs.in.hub.eindhoven", br#"{"actor": {}}"#, None).expect("parses");
+        assert_eq!(batch.authority["account"]["name"], "hub.eindhoven");
+        assert_eq!(batch.version, XapiVersion::V2_0_0);
+        assert_eq!(batch.statements.len(), 1);
+    }
+
+    #[test]
+    fn malformed_payloads_are_rejected_with_a_reason() {
+        assert!(parse("lrs.in.hub.x", b"not json", None).is_err());
+        assert!(parse("lrs.in.hub.x", b"[]", None).is_err());
+        assert!(parse("lrs.in.hub.x", b"42", None).is_err());
+        assert!(parse("lrs.in.hub.x", b"{}", Some("9.9")).is_err());
+        assert!(parse("lrs.in.http", b"{}", None).is_err());
+    }
+}

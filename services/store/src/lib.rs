@@ -1,0 +1,21 @@
+//! The store: Leerspoor's system of record.
+//!
+//! It pulls `LRS_IN`, validates every message again (hubs publish straight to NATS), applies
+//! each message to sled as one atomic batch together with the last applied stream sequence,
+//! flushes, and only then acknowledges. A redelivered message at or below the applied
+//! sequence changes nothing, so every message takes effect exactly once.
+//!
+//! # Layout
+//! - [`keys`]: the sled key layout.
+//! - [`ingest`]: an `LRS_IN` message to statements, authority and version.
+//! - [`db`]: applying a message; reading records and verdicts; the outbox.
+//! - [`query`]: statement queries.
+//! - [`service`]: the NATS side: the pull loop, the outbox publisher, request/reply.
+
+pub mod db;
+pub mod ingest;
+pub mod keys;
+pub mod query;
+pub mod service;
+
+pub use service::{Store, StoreConfig};

@@ -1,0 +1,173 @@
+//! Statement queries: by id, or by filters through one index, newest first by default.
+
+use bus::wire::{StatementQuery, StatementReply};
+use serde_json::Value;
+use uuid::Uuid;
+use xapi::statement::index_terms;
+
+use crate::db::{Db, DbError, Record};
+use crate::keys::{self, IndexKind};
+
+/// The most statements one page returns; `limit=0` means this.
+pub const MAX_PAGE: usize = 100;
+
+pub fn run(db: &Db, query: &StatementQuery) -> Result<StatementReply, DbError> {
+    let consistent_through = db.consistent_through();
+    if let Some(id) = &query.statement_id {
+        let statement = find(db, id)?
+            .filter(|record| !record.voided)
+            .map(|record| record.statement);
+        return Ok(StatementReply::One {
+            statement,
+            consistent_through,
+        });
+    }
+    if let Some(id) = &query.voided_statement_id {
+        let statement = find(db, id)?
+            .filter(|record| record.voided)
+            .map(|record| record.statement);
+        return Ok(StatementReply::One {
+            statement,
+            consistent_through,
+        });
+    }
+    let limit = if query.limit == 0 {
+        MAX_PAGE
+    } else {
+        query.limit.min(MAX_PAGE)
+    };
+    let mut statements = Vec::with_capacity(limit);
+    let mut next_after = None;
+    for position in candidates(db, query) {
+        let position = position?;
+        let Some(record) = db.record_at(position)? else {
+            continue;
+        };
+        if record.voided || !matches(&record, query) {
+            continue;
+        }
+        if statements.len() == limit {
+            next_after = statements.last().map(|(position, _)| *position);
+            break;
+        }
+        statements.push((position, record.statement));
+    }
+    Ok(StatementReply::Page {
+        statements: statements.into_iter().map(|(_, statement)| statement).collect(),
+        next_after,
+        consistent_through,
+    })
+}
+
+fn find(db: &Db, id: &str) -> Result<Option<Record>, DbError> {
+    match Uuid::parse_str(id) {
+        Ok(uuid) => db.record(&uuid),
+        Err(_) => Ok(None),
+    }
+}
+
+/// The index to walk: the most selective filter present, or all positions.
+fn chosen_index(query: &StatementQuery) -> Option<(IndexKind, String)> {
+    if let Some(registration) = &query.registration {
+        return Some((IndexKind::Registration, registration.to_lowercase()));
+    }
+    if let Some(agent) = &query.agent {
+        let kind = if query.related_agents {
+            IndexKind::RelatedAgent
+        } else {
+            IndexKind::Agent
+        };
+        return Some((kind, agent.clone()));
+    }
+    if let Some(activity) = &query.activity {
+        let kind = if query.related_activities {
+            IndexKind::RelatedActivity
+        } else {
+            IndexKind::Activity
+        };
+        return Some((kind, activity.clone()));
+    }
+    query
+        .verb
+        .as_ref()
+        .map(|verb| (IndexKind::Verb, verb.clone()))
+}
+
+/// Positions in query order, starting after the cursor.
+fn candidates<'a>(
+    db: &'a Db,
+    query: &StatementQuery,
+) -> Box<dyn Iterator<Item = Result<u64, DbError>> + 'a> {
+    let prefix = match chosen_index(query) {
+        Some((kind, term)) => keys::index_prefix(kind, &term),
+        None => vec![keys::POSITION],
+    };
+    let mut start = prefix.clone();
+    let mut end = prefix.clone();
+    match (query.after, query.ascending) {
+        (Some(after), true) => start.extend_from_slice(&(after.saturating_add(1)).to_be_bytes()),
+        (Some(after), false) => end.extend_from_slice(&after.to_be_bytes()),
+        _ => {}
+    }
+    if query.after.is_none() || query.ascending {
+        end.extend_from_slice(&u64::MAX.to_be_bytes());
+        end.push(0xff);
+    }
+    let range = db.tree().range(start..end);
+    let positions = |item: sled::Result<(sled::IVec, sled::IVec)>| -> Result<u64, DbError> {
+        let (key, _) = item?;
+        keys::trailing_u64(&key).ok_or_else(|| DbError::Corrupt {
+            key: key.to_vec(),
+            reason: "short index key".into(),
+        })
+    };
+    if query.ascending {
+        Box::new(range.map(positions))
+    } else {
+        Box::new(range.rev().map(positions))
+    }
+}
+
+/// The filters, checked on the statement itself (index keys are hashes).
+fn matches(record: &Record, query: &StatementQuery) -> bool {
+    let statement = &record.statement;
+    let stored = statement.get("stored").and_then(Value::as_str).unwrap_or("");
+    if query.since.as_deref().is_some_and(|since| stored <= since) {
+        return false;
+    }
+    if query.until.as_deref().is_some_and(|until| stored > until) {
+        return false;
+    }
+    let terms = index_terms(statement);
+    if let Some(agent) = &query.agent {
+        let pool = if query.related_agents {
+            &terms.related_agents
+        } else {
+            &terms.agents
+        };
+        if !pool.contains(agent) {
+            return false;
+        }
+    }
+    if let Some(verb) = &query.verb {
+        if terms.verb.as_ref() != Some(verb) {
+            return false;
+        }
+    }
+    if let Some(activity) = &query.activity {
+        let found = if query.related_activities {
+            terms.related_activities.contains(activity)
+        } else {
+            terms.activity.as_ref() == Some(activity)
+        };
+        if !found {
+            return false;
+        }
+    }
+    if let Some(registration) = &query.registration {
+        if terms.registration.as_deref() != Some(registration.to_lowercase().as_str()) {
+            return false;
+        }
+    }
+    true
+}

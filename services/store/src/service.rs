@@ -1,0 +1,279 @@
+//! The store on NATS: pull `LRS_IN` -> apply -> flush -> publish outbox -> ack -> announce;
+//! and answer statement queries and verdict look-ups over request/reply.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use async_nats::jetstream::{self, consumer::pull, consumer::AckPolicy, AckKind};
+use bus::subjects;
+use bus::wire::{Applied, StatementQuery, StatementReply, Verdict, VerdictReply, VerdictRequest};
+use futures::{FutureExt, StreamExt};
+use tokio_util::sync::CancellationToken;
+use xapi::Validator;
+
+use crate::db::{Db, Incoming};
+use crate::{ingest, query};
+
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    /// Folder of the sled database; one store process owns it.
+    pub data_dir: PathBuf,
+    /// At most this many messages are applied under one sled flush and one ack.
+    pub max_batch: usize,
+}
+
+pub struct Store {
+    client: async_nats::Client,
+    js: jetstream::Context,
+    db: Arc<Db>,
+    /// Compiled once; shared with the blocking apply tasks.
+    validator: Arc<Validator>,
+    consumer: jetstream::consumer::Consumer<pull::Config>,
+    config: StoreConfig,
+}
+
+impl Store {
+    /// Opens sled, makes sure the streams and the durable consumer exist. Fails fast with
+    /// context: sled locked by another process, NATS without JetStream, schema errors.
+    pub async fn build(client: async_nats::Client, config: StoreConfig) -> anyhow::Result<Store> {
+        let validator = Arc::new(Validator::new().context("compiling xAPI schemas")?);
+        let db_path = config.data_dir.join("store.sled");
+        let db = tokio::task::spawn_blocking(move || Db::open(&db_path))
+            .await
+            .context("opening sled")?
+            .context("opening the store database (is another store running on it?)")?;
+        let js = jetstream::new(client.clone());
+        subjects::ensure_streams(&js).await?;
+        let stream = js
+            .get_stream(subjects::STREAM_IN)
+            .await
+            .context("opening stream LRS_IN")?;
+        let consumer = stream
+            .get_or_create_consumer(
+                subjects::STORE_CONSUMER,
+                pull::Config {
+                    durable_name: Some(subjects::STORE_CONSUMER.to_owned()),
+                    ack_policy: AckPolicy::All,
+                    ack_wait: Duration::from_secs(60),
+                    max_ack_pending: 20_000,
+                    ..Default::default()
+                },
+            )
+            .await
+            .context("creating the store's durable consumer on LRS_IN")?;
+        Ok(Store {
+            client,
+            js,
+            db: Arc::new(db),
+            validator,
+            consumer,
+            config,
+        })
+    }
+
+    /// Runs until `shutdown`: finishes the batch in hand, flushes, acks, then returns.
+    pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let api = serve_api(self.client.clone(), self.db.clone(), shutdown.clone());
+        let ingest = self.ingest_loop(shutdown.clone());
+        let (api_result, ingest_result) = tokio::join!(api, ingest);
+        // Whichever ended first, stop the other too.
+        shutdown.cancel();
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || db.flush())
+            .await
+            .context("final flush")??;
+        api_result.and(ingest_result)
+    }
+
+    async fn ingest_loop(&self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        // Anything flushed but not yet published before a crash goes out first.
+        self.publish_outbox().await?;
+        let result = self.pull_and_apply(&shutdown).await;
+        if result.is_err() {
+            shutdown.cancel();
+        }
+        result
+    }
+
+    async fn pull_and_apply(&self, shutdown: &CancellationToken) -> anyhow::Result<()> {
+        let mut messages = self
+            .consumer
+            .stream()
+            .max_messages_per_batch(self.config.max_batch)
+            .messages()
+            .await
+            .context("pulling from LRS_IN")?;
+        loop {
+            let first = tokio::select! {
+                _ = shutdown.cancelled() => return Ok(()),
+                next = messages.next() => next,
+            };
+            let Some(first) = first else {
+                return Ok(());
+            };
+            let mut batch = vec![first.context("receiving from LRS_IN")?];
+            while batch.len() < self.config.max_batch {
+                match messages.next().now_or_never() {
+                    Some(Some(Ok(message))) => batch.push(message),
+                    _ => break,
+                }
+            }
+            self.apply_batch(batch).await?;
+        }
+    }
+
+    async fn apply_batch(&self, batch: Vec<jetstream::Message>) -> anyhow::Result<()> {
+        let db = self.db.clone();
+        let validator = self.validator.clone();
+        let (batch, through, verdicts) = tokio::task::spawn_blocking(move || {
+            let mut verdicts = Vec::new();
+            let mut through = 0;
+            for message in &batch {
+                let Ok(info) = message.info() else {
+                    continue;
+                };
+                let sequence = info.stream_sequence;
+                let version = message
+                    .headers
+                    .as_ref()
+                    .and_then(|headers| headers.get("X-Experience-API-Version"))
+                    .map(|value| value.as_str().to_owned());
+                let incoming = Incoming {
+                    sequence,
+                    subject: message.subject.as_str(),
+                    payload: &message.payload,
+                };
+                let parsed = ingest::parse(incoming.subject, incoming.payload, version.as_deref());
+                let verdict = db.apply(&incoming, parsed, &validator)?;
+                if verdict != Verdict::Applied {
+                    tracing::info!(sequence, subject = incoming.subject, ?verdict, "message not applied");
+                    verdicts.push((sequence, verdict));
+                }
+                through = through.max(sequence);
+            }
+            db.flush()?;
+            Ok::<_, crate::db::DbError>((batch, through, verdicts))
+        })
+        .await
+        .context("apply task")??;
+        self.publish_outbox().await?;
+        if let Some(last) = batch.last() {
+            last.ack_with(AckKind::Ack)
+                .await
+                .map_err(|err| anyhow::anyhow!("acking LRS_IN through {through}: {err}"))?;
+        }
+        let announcement = serde_json::to_vec(&Applied { through, verdicts })?;
+        self.client
+            .publish(subjects::APPLIED, announcement.into())
+            .await
+            .context("announcing applied watermark")?;
+        Ok(())
+    }
+
+    /// Publishes every outbox entry to JetStream (deduplicated by its msg id), then removes
+    /// the published ones.
+    async fn publish_outbox(&self) -> anyhow::Result<()> {
+        let db = self.db.clone();
+        let entries = tokio::task::spawn_blocking(move || db.outbox())
+            .await
+            .context("outbox task")??;
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let mut acks = Vec::with_capacity(entries.len());
+        for (_, entry) in &entries {
+            let mut headers = async_nats::HeaderMap::new();
+            headers.insert(bus::MSG_ID_HEADER, entry.msg_id.as_str());
+            let payload = serde_json::to_vec(&entry.payload)?;
+            let ack = self
+                .js
+                .publish_with_headers(entry.subject.clone(), headers, payload.into())
+                .await
+                .context("publishing outbox")?;
+            acks.push(ack);
+        }
+        for ack in acks {
+            ack.await.context("outbox publish not acknowledged")?;
+        }
+        let keys: Vec<sled::IVec> = entries.into_iter().map(|(key, _)| key).collect();
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || db.remove_outbox(&keys))
+            .await
+            .context("outbox task")??;
+        Ok(())
+    }
+}
+
+/// Answers `lrs.api.statements` and `lrs.api.verdict` until shutdown.
+async fn serve_api(
+    client: async_nats::Client,
+    db: Arc<Db>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let statements = client
+        .queue_subscribe(subjects::API_STATEMENTS, subjects::API_QUEUE.to_owned())
+        .await?;
+    let verdicts = client
+        .queue_subscribe(subjects::API_VERDICT, subjects::API_QUEUE.to_owned())
+        .await?;
+    let requests = futures::stream::select(statements, verdicts);
+    let handle_all = requests.for_each_concurrent(32, |request| {
+        let client = client.clone();
+        let db = db.clone();
+        async move {
+            let Some(reply_to) = request.reply.clone() else {
+                return;
+            };
+            let subject = request.subject.to_string();
+            let payload = request.payload.clone();
+            let answer = tokio::task::spawn_blocking(move || answer(&db, &subject, &payload)).await;
+            let body = match answer {
+                Ok(body) => body,
+                Err(err) => {
+                    tracing::error!(error = %err, "api task failed");
+                    return;
+                }
+            };
+            if let Err(err) = client.publish(reply_to, body.into()).await {
+                tracing::warn!(error = %err, "cannot send api reply");
+            }
+        }
+    });
+    tokio::select! {
+        _ = shutdown.cancelled() => Ok(()),
+        _ = handle_all => Ok(()),
+    }
+}
+
+fn answer(db: &Db, subject: &str, payload: &[u8]) -> Vec<u8> {
+    let reply = if subject == subjects::API_VERDICT {
+        match serde_json::from_slice::<VerdictRequest>(payload) {
+            Ok(request) => match db.verdict(request.sequence) {
+                Ok(verdict) => serde_json::to_vec(&VerdictReply { verdict }),
+                Err(err) => {
+                    tracing::error!(error = %err, "verdict lookup failed");
+                    serde_json::to_vec(&VerdictReply { verdict: None })
+                }
+            },
+            Err(err) => serde_json::to_vec(&StatementReply::Error {
+                message: format!("bad verdict request: {err}"),
+            }),
+        }
+    } else {
+        let reply = match serde_json::from_slice::<StatementQuery>(payload) {
+            Ok(request) => query::run(db, &request).unwrap_or_else(|err| {
+                tracing::error!(error = %err, "statement query failed");
+                StatementReply::Error {
+                    message: "internal error".into(),
+                }
+            }),
+            Err(err) => StatementReply::Error {
+                message: format!("bad statement query: {err}"),
+            },
+        };
+        serde_json::to_vec(&reply)
+    };
+    reply.unwrap_or_default()
+}

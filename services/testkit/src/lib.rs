@@ -1,0 +1,43 @@
+//! Test harness: a real `nats-server` on a random port in a temp dir, and `wait_until`.
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+pub use bus::server::LocalServer;
+
+/// A throwaway nats-server with JetStream; its data dir and process go away on drop.
+pub struct Nats {
+    pub server: LocalServer,
+    pub dir: tempfile::TempDir,
+}
+
+impl Nats {
+    pub async fn start() -> Nats {
+        let dir = tempfile::tempdir().expect("temp dir for nats");
+        let server = LocalServer::start(dir.path(), 0)
+            .await
+            .expect("start nats-server (run deploy/install-nats.sh or set NATS_SERVER_BIN)");
+        Nats { server, dir }
+    }
+
+    pub fn url(&self) -> String {
+        self.server.url()
+    }
+}
+
+/// Polls `check` until it returns `Some`, or panics with `what` after `deadline`.
+/// This is how tests wait for asynchronous effects: never a bare sleep.
+pub async fn wait_until<T, F, Fut>(what: &str, deadline: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let end = Instant::now() + deadline;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(Instant::now() < end, "timed out after {deadline:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}

@@ -1,0 +1,29 @@
+//! The xAPI model and its validation, shared by the gateway and the store.
+//!
+//! No I/O and no async: everything here is a pure function of its input, so the gateway can
+//! reject a bad statement at once and the store can check the same rules again for statements
+//! that arrive straight over NATS.
+//!
+//! # Layout
+//! - [`version`]: the xAPI versions spoken (1.0.3, 2.0.0) and the header rules.
+//! - [`schema`]: the JSON Schema of `schemas/`, compiled once.
+//! - [`rules`]: the requirements a JSON Schema cannot express.
+//! - [`validate`]: [`Validator`], both layers over one statement or a batch.
+//! - [`agent`]: inverse functional identifiers, canonical keys for indexes and filters.
+//! - [`time`]: timestamps and durations.
+//! - [`statement`]: what the LRS adds on store (id, stored, authority, version), equivalence
+//!   for conflicts, and the `ids` / `canonical` output formats.
+
+pub mod agent;
+pub mod rules;
+pub mod schema;
+pub mod statement;
+pub mod time;
+pub mod validate;
+pub mod version;
+
+pub use validate::{BatchViolation, Validator, Violation};
+pub use version::XapiVersion;
+
+/// The verb that voids the statement its StatementRef object points at.
+pub const VERB_VOIDED: &str = "http://adlnet.gov/expapi/verbs/voided";

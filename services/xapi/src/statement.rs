@@ -1,0 +1,383 @@
+//! What the LRS does to a statement beyond validating it: the properties it sets on store,
+//! equivalence for conflicts, the terms its indexes hold, and the output formats.
+
+use serde_json::{Map, Value};
+use uuid::Uuid;
+
+use crate::agent::{ids_only, ifi_key, is_group, members};
+use crate::{XapiVersion, VERB_VOIDED};
+
+/// The statement's id, lowercased, or a new one written into it. The gateway calls this
+/// before publishing, so a retried publish carries the same ids.
+pub fn ensure_id(statement: &mut Value) -> String {
+    if let Some(id) = statement_id(statement) {
+        return id;
+    }
+    let id = Uuid::new_v4().to_string();
+    if let Some(object) = statement.as_object_mut() {
+        object.insert("id".into(), Value::String(id.clone()));
+    }
+    id
+}
+
+/// The statement's id in canonical (lowercase hyphenated) form.
+pub fn statement_id(statement: &Value) -> Option<String> {
+    let id = statement.get("id")?.as_str()?;
+    Uuid::parse_str(id).ok().map(|uuid| uuid.to_string())
+}
+
+/// Sets what the LRS owns: `stored`, `authority`, `version` if missing, `timestamp` if missing.
+pub fn complete_for_store(
+    statement: &mut Value,
+    stored: &str,
+    authority: &Value,
+    version: XapiVersion,
+) {
+    let Some(object) = statement.as_object_mut() else {
+        return;
+    };
+    object.insert("stored".into(), Value::String(stored.to_owned()));
+    object.insert("authority".into(), authority.clone());
+    object
+        .entry("version")
+        .or_insert_with(|| Value::String(version.statement_default().to_owned()));
+    object
+        .entry("timestamp")
+        .or_insert_with(|| Value::String(stored.to_owned()));
+}
+
+/// Whether an incoming statement is the one already stored under its id, apart from what the
+/// LRS set. A POST or PUT of the same statement again is then a no-op, not a conflict.
+pub fn equivalent(stored: &Value, incoming: &Value) -> bool {
+    let (Some(stored), Some(incoming)) = (stored.as_object(), incoming.as_object()) else {
+        return false;
+    };
+    let lrs_owned = ["stored", "authority", "version", "timestamp"];
+    let comparable = |object: &Map<String, Value>, other: &Map<String, Value>| -> Map<String, Value> {
+        object
+            .iter()
+            .filter(|(key, _)| {
+                !(lrs_owned.contains(&key.as_str()) && (key.as_str() == "stored" || !other.contains_key(*key)))
+            })
+            .filter(|(key, _)| key.as_str() != "id")
+            .map(|(key, value)| (key.clone(), value.clone()))
+            .collect()
+    };
+    comparable(stored, incoming) == comparable(incoming, stored)
+}
+
+/// The id of the statement a voiding statement voids.
+pub fn voided_target(statement: &Value) -> Option<String> {
+    let verb = statement.get("verb")?.get("id")?.as_str()?;
+    if verb != VERB_VOIDED {
+        return None;
+    }
+    let object = statement.get("object")?;
+    if object.get("objectType")?.as_str()? != "StatementRef" {
+        return None;
+    }
+    let id = object.get("id")?.as_str()?;
+    Uuid::parse_str(id).ok().map(|uuid| uuid.to_string())
+}
+
+/// The terms a statement is found by. The store indexes them and checks them again after an
+/// index lookup, so index keys may be hashes.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct IndexTerms {
+    /// IFI keys of the actor and of an Agent or Group object (the `agent` filter).
+    pub agents: Vec<String>,
+    /// IFI keys of every agent anywhere (`related_agents=true`), including `agents`.
+    pub related_agents: Vec<String>,
+    pub verb: Option<String>,
+    /// The object's activity id (the `activity` filter).
+    pub activity: Option<String>,
+    /// Every activity id anywhere (`related_activities=true`), including `activity`.
+    pub related_activities: Vec<String>,
+    pub registration: Option<String>,
+}
+
+pub fn index_terms(statement: &Value) -> IndexTerms {
+    let mut terms = IndexTerms {
+        verb: statement
+            .pointer("/verb/id")
+            .and_then(Value::as_str)
+            .map(str::to_owned),
+        registration: statement
+            .pointer("/context/registration")
+            .and_then(Value::as_str)
+            .map(str::to_lowercase),
+        ..IndexTerms::default()
+    };
+    if let Some(actor) = statement.get("actor") {
+        push_agent(&mut terms.agents, actor);
+    }
+    if let Some(object) = statement.get("object") {
+        match object.get("objectType").and_then(Value::as_str) {
+            Some("Agent") | Some("Group") => push_agent(&mut terms.agents, object),
+            None | Some("Activity") => {
+                terms.activity = object.get("id").and_then(Value::as_str).map(str::to_owned);
+            }
+            _ => {}
+        }
+    }
+    collect_related(statement, &mut terms.related_agents, &mut terms.related_activities);
+    if let Some(authority) = statement.get("authority") {
+        push_agent_and_members(&mut terms.related_agents, authority);
+    }
+    dedup(&mut terms.agents);
+    dedup(&mut terms.related_agents);
+    dedup(&mut terms.related_activities);
+    terms
+}
+
+fn dedup(values: &mut Vec<String>) {
+    values.sort();
+    values.dedup();
+}
+
+fn push_agent(into: &mut Vec<String>, agent: &Value) {
+    if let Some(key) = ifi_key(agent) {
+        into.push(key);
+    }
+}
+
+fn push_agent_and_members(into: &mut Vec<String>, agent: &Value) {
+    push_agent(into, agent);
+    if is_group(agent) {
+        for member in members(agent) {
+            push_agent(into, member);
+        }
+    }
+}
+
+/// Agents and activities of a statement or SubStatement, recursively.
+fn collect_related(statement: &Value, agents: &mut Vec<String>, activities: &mut Vec<String>) {
+    if let Some(actor) = statement.get("actor") {
+        push_agent_and_members(agents, actor);
+    }
+    if let Some(object) = statement.get("object") {
+        match object.get("objectType").and_then(Value::as_str) {
+            Some("Agent") | Some("Group") => push_agent_and_members(agents, object),
+            Some("SubStatement") => collect_related(object, agents, activities),
+            Some("StatementRef") => {}
+            _ => {
+                if let Some(id) = object.get("id").and_then(Value::as_str) {
+                    activities.push(id.to_owned());
+                }
+            }
+        }
+    }
+    let Some(context) = statement.get("context") else {
+        return;
+    };
+    for key in ["instructor", "team"] {
+        if let Some(agent) = context.get(key) {
+            push_agent_and_members(agents, agent);
+        }
+    }
+    for entry in context
+        .get("contextAgents")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        if let Some(agent) = entry.get("agent") {
+            push_agent(agents, agent);
+        }
+    }
+    for entry in context
+        .get("contextGroups")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        if let Some(group) = entry.get("group") {
+            push_agent_and_members(agents, group);
+        }
+    }
+    if let Some(lists) = context.get("contextActivities").and_then(Value::as_object) {
+        for list in lists.values() {
+            let items = match list {
+                Value::Array(items) => items.as_slice(),
+                single => std::slice::from_ref(single),
+            };
+            for activity in items {
+                if let Some(id) = activity.get("id").and_then(Value::as_str) {
+                    activities.push(id.to_owned());
+                }
+            }
+        }
+    }
+}
+
+/// The `ids` format: agents reduced to their identifiers, activities and verbs to their ids.
+pub fn format_ids(statement: &Value) -> Value {
+    let mut out = statement.clone();
+    reduce_to_ids(&mut out);
+    out
+}
+
+fn reduce_to_ids(statement: &mut Value) {
+    let Some(object) = statement.as_object_mut() else {
+        return;
+    };
+    for key in ["actor", "authority"] {
+        if let Some(agent) = object.get_mut(key) {
+            *agent = ids_only(agent);
+        }
+    }
+    if let Some(verb) = object.get_mut("verb") {
+        if let Some(id) = verb.get("id").cloned() {
+            *verb = serde_json::json!({ "id": id });
+        }
+    }
+    if let Some(target) = object.get_mut("object") {
+        match target.get("objectType").and_then(Value::as_str) {
+            Some("Agent") | Some("Group") => *target = ids_only(target),
+            Some("SubStatement") => reduce_to_ids(target),
+            Some("StatementRef") => {}
+            _ => {
+                if let Some(id) = target.get("id").cloned() {
+                    let mut activity = Map::new();
+                    activity.insert("objectType".into(), Value::String("Activity".into()));
+                    activity.insert("id".into(), id);
+                    *target = Value::Object(activity);
+                }
+            }
+        }
+    }
+}
+
+/// The `canonical` format: every language map reduced to the one entry that best matches
+/// the requested languages (the first entry when none matches).
+pub fn format_canonical(statement: &Value, languages: &[String]) -> Value {
+    let mut out = statement.clone();
+    reduce_language_maps(&mut out, languages, None);
+    out
+}
+
+const LANGUAGE_MAP_KEYS: [&str; 3] = ["display", "name", "description"];
+
+fn reduce_language_maps(value: &mut Value, languages: &[String], key: Option<&str>) {
+    match value {
+        Value::Object(object) => {
+            if key.is_some_and(|key| LANGUAGE_MAP_KEYS.contains(&key))
+                && object.values().all(Value::is_string)
+            {
+                let chosen = languages
+                    .iter()
+                    .find_map(|wanted| {
+                        object
+                            .keys()
+                            .find(|tag| tag.eq_ignore_ascii_case(wanted))
+                            .cloned()
+                    })
+                    .or_else(|| object.keys().next().cloned());
+                if let Some(tag) = chosen {
+                    object.retain(|existing, _| *existing == tag);
+                }
+                return;
+            }
+            for (child_key, child) in object.iter_mut() {
+                if child_key == "extensions" {
+                    continue;
+                }
+                reduce_language_maps(child, languages, Some(child_key));
+            }
+        }
+        Value::Array(items) => {
+            for item in items {
+                reduce_language_maps(item, languages, None);
+            }
+        }
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn sample() -> Value {
+        json!({
+            "id": "6690E6C9-3EF0-4ED3-8B37-7F3964730BEE",
+            "actor": {"objectType": "Group", "name": "team", "member": [
+                {"mbox": "mailto:ann@example.org"}, {"mbox": "mailto:bob@example.org"}]},
+            "verb": {"id": "http://adlnet.gov/expapi/verbs/attended", "display": {"en-US": "attended", "nl": "woonde bij"}},
+            "object": {"id": "https://hub.example/sessions/1", "definition": {"name": {"nl": "sessie"}}},
+            "context": {"registration": "EC531277-B57B-4C15-8D91-D292C5B2B8F7",
+                "instructor": {"mbox": "mailto:teacher@example.org"},
+                "contextActivities": {"parent": {"id": "https://hub.example/courses/1"}}}
+        })
+    }
+
+    #[test]
+    fn ids_are_lowercased_and_assigned_when_missing() {
+        assert_eq!(
+            statement_id(&sample()).as_deref(),
+            Some("6690e6c9-3ef0-4ed3-8b37-7f3964730bee")
+        );
+        let mut without = json!({"actor": {}});
+        let id = ensure_id(&mut without);
+        assert_eq!(without["id"], Value::String(id));
+    }
+
+    #[test]
+    fn index_terms_cover_related_agents_and_activities() {
+        let terms = index_terms(&sample());
+        assert!(terms.agents.is_empty(), "an anonymous group has no IFI of its own");
+        assert!(terms.related_agents.contains(&"mbox:mailto:ann@example.org".to_owned()));
+        assert!(terms.related_agents.contains(&"mbox:mailto:teacher@example.org".to_owned()));
+        assert_eq!(terms.activity.as_deref(), Some("https://hub.example/sessions/1"));
+        assert!(terms.related_activities.contains(&"https://hub.example/courses/1".to_owned()));
+        assert_eq!(
+            terms.registration.as_deref(),
+            Some("ec531277-b57b-4c15-8d91-d292c5b2b8f7")
+        );
+    }
+
+    #[test]
+    fn the_same_statement_again_is_equivalent_but_other_content_is_not() {
+        let mut stored = sample();
+        complete_for_store(
+            &mut stored,
+            "2026-11-26T10:00:00.000Z",
+            &json!({"mbox": "mailto:lrs@example.org"}),
+            XapiVersion::V1_0_3,
+        );
+        assert!(equivalent(&stored, &sample()));
+        let mut changed = sample();
+        changed["verb"]["id"] = json!("http://adlnet.gov/expapi/verbs/completed");
+        assert!(!equivalent(&stored, &changed));
+    }
+
+    #[test]
+    fn canonical_format_keeps_one_language() {
+        let canonical = format_canonical(&sample(), &["nl".to_owned()]);
+        assert_eq!(canonical["verb"]["display"], json!({"nl": "woonde bij"}));
+        let fallback = format_canonical(&sample(), &[]);
+        assert_eq!(fallback["verb"]["display"].as_object().map(Map::len), Some(1));
+    }
+
+    #[test]
+    fn ids_format_reduces_activities_and_verbs() {
+        let ids = format_ids(&sample());
+        assert_eq!(
+            ids["object"],
+            json!({"objectType": "Activity", "id": "https://hub.example/sessions/1"})
+        );
+        assert_eq!(ids["verb"], json!({"id": "http://adlnet.gov/expapi/verbs/attended"}));
+    }
+
+    #[test]
+    fn voided_target_needs_the_voided_verb_and_a_statement_ref() {
+        let voiding = json!({"verb": {"id": VERB_VOIDED},
+            "object": {"objectType": "StatementRef", "id": "6690E6C9-3EF0-4ED3-8B37-7F3964730BEE"}});
+        assert_eq!(
+            voided_target(&voiding).as_deref(),
+            Some("6690e6c9-3ef0-4ed3-8b37-7f3964730bee")
+        );
+        assert_eq!(voided_target(&sample()), None);
+    }
+}
