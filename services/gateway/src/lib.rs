@@ -1,1 +1,157 @@
+//! The gateway: Leerspoor's HTTP front door.
+//!
+//! Stateless: it validates what it can at once (so a bad statement is a 400 with its index,
+//! path and rule), publishes writes to JetStream as one message per request, waits for the
+//! store's verdict (read-your-writes, conflicts as 409), and answers reads by asking the
+//! store over NATS request/reply. Any number of gateways can run side by side.
+//!
+//! # Layout
+//! - [`auth`]: Basic auth against configured credentials, and the authority they map to.
+//! - [`version`]: the `X-Experience-API-Version` rules on every request and response.
+//! - [`statements`]: `/xapi/statements` PUT, POST, GET, HEAD.
+//! - [`params`]: strict parsing of the GET parameters.
+//! - [`watermark`]: waiting for the store's applied watermark.
+//! - [`error`]: the JSON error shape and status mapping.
 
+pub mod auth;
+pub mod error;
+pub mod params;
+pub mod statements;
+pub mod version;
+pub mod watermark;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use async_nats::jetstream;
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::json;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use xapi::Validator;
+
+pub use auth::Credential;
+use error::ApiError;
+use watermark::Watermarks;
+
+#[derive(Debug, Clone)]
+pub struct GatewayConfig {
+    /// Where to listen; port 0 picks a free port (tests).
+    pub listen: SocketAddr,
+    pub credentials: Vec<Credential>,
+    /// The homePage of the authority accounts of HTTP credentials.
+    pub authority_home_page: String,
+    /// Request bodies above this are refused with 413.
+    pub max_body_bytes: usize,
+    /// How long a write waits for the store's verdict before answering 503.
+    pub write_timeout: Duration,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        GatewayConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            credentials: Vec::new(),
+            authority_home_page: "https://w3id.org/xapi/llo/clients".into(),
+            max_body_bytes: 16 * 1024 * 1024,
+            write_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    pub credentials: Arc<Vec<Credential>>,
+    pub authority_home_page: Arc<str>,
+    pub validator: Arc<Validator>,
+    pub client: async_nats::Client,
+    pub js: jetstream::Context,
+    pub watermarks: Watermarks,
+    pub max_body_bytes: usize,
+    pub write_timeout: Duration,
+}
+
+pub struct Gateway {
+    listener: TcpListener,
+    state: AppState,
+}
+
+impl Gateway {
+    /// Binds the listener and prepares the state; `run` serves. Tests build it on port 0
+    /// exactly as production does.
+    pub async fn build(client: async_nats::Client, config: GatewayConfig) -> anyhow::Result<Self> {
+        let validator = Arc::new(Validator::new().context("compiling xAPI schemas")?);
+        let js = jetstream::new(client.clone());
+        bus::subjects::ensure_streams(&js).await?;
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("binding http listener on {}", config.listen))?;
+        let state = AppState {
+            credentials: Arc::new(config.credentials),
+            authority_home_page: config.authority_home_page.into(),
+            validator,
+            watermarks: Watermarks::new(client.clone()),
+            client,
+            js,
+            max_body_bytes: config.max_body_bytes,
+            write_timeout: config.write_timeout,
+        };
+        Ok(Gateway { listener, state })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)))
+    }
+
+    /// Serves until `shutdown`; in-flight requests finish first.
+    pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let follow = self.state.watermarks.clone().follow(shutdown.clone());
+        let app = router(self.state);
+        let serve = axum::serve(self.listener, app)
+            .with_graceful_shutdown(shutdown.clone().cancelled_owned());
+        let (follow_result, serve_result) = tokio::join!(follow, async {
+            let result = serve.await.context("http server");
+            shutdown.cancel();
+            result
+        });
+        follow_result.and(serve_result)
+    }
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/xapi/about", get(about))
+        .route(
+            "/xapi/statements",
+            get(statements::get)
+                .put(statements::put)
+                .post(statements::post)
+                .fallback(method_not_allowed),
+        )
+        .fallback(not_found)
+        .layer(axum::middleware::from_fn(version::negotiate))
+        .with_state(state)
+}
+
+async fn about() -> Json<serde_json::Value> {
+    Json(json!({
+        "version": xapi::XapiVersion::ALL.map(|version| version.as_str()),
+        "extensions": {
+            "https://w3id.org/xapi/llo/extensions/lrs": {"name": "Leerspoor", "version": env!("CARGO_PKG_VERSION")}
+        }
+    }))
+}
+
+async fn not_found(uri: axum::http::Uri) -> ApiError {
+    ApiError::NotFound(format!("no resource at {}", uri.path()))
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::MethodNotAllowed
+}

@@ -1,1 +1,67 @@
-fn main() {}
+//! `leerspoor`: one binary for every part of the LRS.
+
+use clap::Parser;
+use leerspoor::node::{Node, Parts};
+
+mod cli;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,async_nats=warn".into()),
+        )
+        .init();
+    let cli = cli::Cli::parse();
+    let config = cli.common.config()?;
+    let parts = match cli.command {
+        cli::Command::Serve => Parts::All,
+        cli::Command::Gateway => Parts::Gateway,
+        cli::Command::Store => Parts::Store,
+        cli::Command::Bench(args) => return leerspoor::bench::run(args).await,
+    };
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let node = Node::start(config, parts).await?;
+    if let Some(addr) = node.http_addr() {
+        println!("Leerspoor is ready: xAPI endpoint http://{addr}/xapi  (NATS {})", node.nats_url());
+    } else {
+        println!("Leerspoor {parts:?} is running (NATS {})", node.nats_url());
+    }
+    let signals = shutdown.clone();
+    let (result, ()) = tokio::join!(node.run(shutdown.clone()), async move {
+        tokio::select! {
+            _ = wait_for_signal() => signals.cancel(),
+            _ = signals.cancelled() => {}
+        }
+    });
+    result
+}
+
+/// SIGINT or SIGTERM.
+async fn wait_for_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let terminate = async {
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(mut stream) => {
+                    stream.recv().await;
+                }
+                Err(err) => {
+                    tracing::warn!(error = %err, "cannot listen for SIGTERM");
+                    std::future::pending::<()>().await;
+                }
+            }
+        };
+        tokio::select! {
+            _ = interrupt => {}
+            _ = terminate => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = interrupt.await;
+    }
+    tracing::info!("shutting down");
+}

@@ -1,0 +1,364 @@
+//! `/xapi/statements`: PUT and POST publish to JetStream and wait for the store's verdict;
+//! GET and HEAD ask the store.
+
+use axum::body::{Body, Bytes};
+use axum::extract::{RawQuery, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use bus::subjects;
+use bus::wire::{HttpBatch, StatementQuery, StatementReply, Verdict};
+use chrono::{DateTime, Utc};
+use serde_json::{json, Value};
+use xapi::statement::{ensure_id, format_canonical, format_ids, statement_id};
+use xapi::{BatchViolation, Violation, XapiVersion};
+
+use crate::auth::Caller;
+use crate::error::ApiError;
+use crate::params::{self, Format};
+use crate::AppState;
+
+pub const CONSISTENT_THROUGH: &str = "X-Experience-API-Consistent-Through";
+
+/// How long a read waits for the store.
+const READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+pub async fn post(
+    State(state): State<AppState>,
+    Extension(version): Extension<XapiVersion>,
+    Caller(caller): Caller,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    if let Some((name, _)) = params::parse_pairs(query.as_deref())?.first() {
+        return Err(ApiError::BadRequest(format!(
+            "POST statements takes no parameters; got {name:?}"
+        )));
+    }
+    let body = read_json_body(&state, &headers, body).await?;
+    let statements = match body {
+        Value::Array(statements) => statements,
+        statement @ Value::Object(_) => vec![statement],
+        _ => {
+            return Err(ApiError::BadRequest(
+                "the body must be a statement object or an array of statements".into(),
+            ))
+        }
+    };
+    let ids = submit(&state, &caller.authority(&state.authority_home_page), version, statements)
+        .await?;
+    Ok(Json(ids).into_response())
+}
+
+pub async fn put(
+    State(state): State<AppState>,
+    Extension(version): Extension<XapiVersion>,
+    Caller(caller): Caller,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let pairs = params::parse_pairs(query.as_deref())?;
+    let mut statement_id_param = None;
+    for (name, value) in pairs {
+        match name.as_str() {
+            "statementId" if statement_id_param.is_none() => statement_id_param = Some(value),
+            _ => {
+                return Err(ApiError::BadRequest(format!(
+                    "PUT statements takes exactly one parameter, statementId; got {name:?}"
+                )))
+            }
+        }
+    }
+    let id_param = statement_id_param
+        .ok_or_else(|| ApiError::BadRequest("PUT statements needs the statementId parameter".into()))?;
+    let id = uuid::Uuid::parse_str(&id_param)
+        .map_err(|_| ApiError::BadRequest(format!("statementId {id_param:?} is not a UUID")))?
+        .to_string();
+    let mut statement = read_json_body(&state, &headers, body).await?;
+    let Some(object) = statement.as_object_mut() else {
+        return Err(ApiError::BadRequest("the body must be one statement object".into()));
+    };
+    if let Some(body_id) = object.get("id") {
+        let matches = body_id
+            .as_str()
+            .and_then(|body_id| uuid::Uuid::parse_str(body_id).ok())
+            .is_some_and(|body_id| body_id.to_string() == id);
+        if !matches {
+            return Err(ApiError::BadRequest(format!(
+                "the statement's id {body_id} differs from statementId {id}"
+            )));
+        }
+    } else {
+        object.insert("id".into(), Value::String(id));
+    }
+    submit(&state, &caller.authority(&state.authority_home_page), version, vec![statement])
+        .await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn read_json_body(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Value, ApiError> {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or("");
+    let media_type = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    if media_type != "application/json" {
+        return Err(ApiError::BadRequest(format!(
+            "statements must be sent as application/json, not {content_type:?}"
+        )));
+    }
+    let bytes = read_body(state, headers, body).await?;
+    serde_json::from_slice(&bytes)
+        .map_err(|err| ApiError::BadRequest(format!("the body is not valid JSON: {err}")))
+}
+
+async fn read_body(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Bytes, ApiError> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse::<usize>().ok());
+    if declared.is_some_and(|length| length > state.max_body_bytes) {
+        return Err(ApiError::PayloadTooLarge(state.max_body_bytes));
+    }
+    axum::body::to_bytes(body, state.max_body_bytes)
+        .await
+        .map_err(|_| ApiError::PayloadTooLarge(state.max_body_bytes))
+}
+
+/// Validates, assigns ids, publishes the batch as one JetStream message, waits for the verdict.
+async fn submit(
+    state: &AppState,
+    authority: &Value,
+    version: XapiVersion,
+    mut statements: Vec<Value>,
+) -> Result<Vec<String>, ApiError> {
+    if statements.is_empty() {
+        return Ok(Vec::new());
+    }
+    let validator = state.validator.clone();
+    let checked = if statements.len() > 10 {
+        // Large batches take more than ~500 µs to validate: off the async workers.
+        let (result, returned) = tokio::task::spawn_blocking(move || {
+            let result = validator.check_batch(&statements, version);
+            (result, statements)
+        })
+        .await
+        .map_err(|err| {
+            tracing::error!(error = %err, "validation task failed");
+            ApiError::Internal
+        })?;
+        statements = returned;
+        result
+    } else {
+        validator.check_batch(&statements, version)
+    };
+    checked.map_err(ApiError::InvalidStatement)?;
+    let ids: Vec<String> = statements.iter_mut().map(ensure_id).collect();
+    let batch = HttpBatch {
+        authority: authority.clone(),
+        version: version.as_str().to_owned(),
+        statements,
+    };
+    let payload = serde_json::to_vec(&batch).map_err(|err| {
+        tracing::error!(error = %err, "cannot encode batch");
+        ApiError::Internal
+    })?;
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert(bus::MSG_ID_HEADER, uuid::Uuid::new_v4().to_string().as_str());
+    let unavailable = |err: &dyn std::fmt::Display| {
+        tracing::warn!(error = %err, "publish to LRS_IN failed");
+        ApiError::Unavailable("the message bus is unavailable; nothing was stored, retry later".into())
+    };
+    let ack_future = state
+        .js
+        .publish_with_headers(subjects::IN_HTTP, headers, payload.into())
+        .await
+        .map_err(|err| unavailable(&err))?;
+    let ack = ack_future.await.map_err(|err| unavailable(&err))?;
+    match state.watermarks.wait(ack.sequence, state.write_timeout).await {
+        Some(Verdict::Applied) => Ok(ids),
+        Some(Verdict::Conflict { statement, id }) => Err(ApiError::Conflict {
+            message: format!(
+                "statement {statement}: id {id} is already stored with different content"
+            ),
+        }),
+        Some(Verdict::Rejected(rejection)) => Err(ApiError::InvalidStatement(BatchViolation {
+            statement: rejection.statement,
+            violation: Violation {
+                path: rejection.path,
+                rule: rejection.rule,
+                message: rejection.message,
+            },
+        })),
+        None => Err(ApiError::Unavailable(
+            "the statements are safely queued but not yet stored; retry the same request later".into(),
+        )),
+    }
+}
+
+pub async fn get(
+    State(state): State<AppState>,
+    Extension(_version): Extension<XapiVersion>,
+    Caller(_caller): Caller,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    match get_inner(&state, query.as_deref(), &headers).await {
+        Ok(response) => response,
+        Err(err) => {
+            // Every GET answer carries the header, errors included.
+            let mut response = err.into_response();
+            set_consistent_through(&mut response, &xapi::time::format_timestamp(Utc::now()));
+            response
+        }
+    }
+}
+
+async fn get_inner(state: &AppState, raw_query: Option<&str>, headers: &HeaderMap) -> Result<Response, ApiError> {
+    let params = params::parse_get(params::parse_pairs(raw_query)?)?;
+    let reply = ask_store(state, &params.query).await?;
+    let languages = accept_languages(headers);
+    let render = |statement: Value| match params.format {
+        Format::Exact => statement,
+        Format::Ids => format_ids(&statement),
+        Format::Canonical => format_canonical(&statement, &languages),
+    };
+    let (body, consistent_through, last_modified) = match reply {
+        StatementReply::One {
+            statement,
+            consistent_through,
+        } => {
+            let Some(statement) = statement else {
+                let wanted = params
+                    .query
+                    .statement_id
+                    .or(params.query.voided_statement_id)
+                    .unwrap_or_default();
+                return Err(ApiError::NotFound(format!("no statement with id {wanted}")));
+            };
+            let stored = stored_of(&statement);
+            (render(statement), consistent_through, stored)
+        }
+        StatementReply::Page {
+            statements,
+            next_after,
+            consistent_through,
+        } => {
+            let last_modified = statements.iter().filter_map(stored_of).max();
+            let more = next_after.map(|after| {
+                let mut pairs = params.echo.clone();
+                pairs.push(("cursor".into(), after.to_string()));
+                format!(
+                    "/xapi/statements?{}",
+                    serde_urlencoded::to_string(pairs).unwrap_or_default()
+                )
+            });
+            let statements: Vec<Value> = statements.into_iter().map(render).collect();
+            (
+                json!({"statements": statements, "more": more.unwrap_or_default()}),
+                consistent_through,
+                last_modified,
+            )
+        }
+        StatementReply::Error { message } => {
+            tracing::error!(%message, "store refused a query");
+            return Err(ApiError::Internal);
+        }
+    };
+    let mut response = if params.attachments {
+        multipart_response(&body)
+    } else {
+        Json(body).into_response()
+    };
+    set_consistent_through(&mut response, &consistent_through);
+    if let Some(http_date) = last_modified.and_then(|stored| {
+        DateTime::parse_from_rfc3339(&stored)
+            .ok()
+            .map(|at| httpdate::fmt_http_date(at.with_timezone(&Utc).into()))
+    }) {
+        if let Ok(value) = HeaderValue::from_str(&http_date) {
+            response.headers_mut().insert(header::LAST_MODIFIED, value);
+        }
+    }
+    Ok(response)
+}
+
+fn stored_of(statement: &Value) -> Option<String> {
+    statement.get("stored")?.as_str().map(str::to_owned)
+}
+
+fn set_consistent_through(response: &mut Response, value: &str) {
+    if let Ok(value) = HeaderValue::from_str(value) {
+        response.headers_mut().insert(CONSISTENT_THROUGH, value);
+    }
+}
+
+async fn ask_store(state: &AppState, query: &StatementQuery) -> Result<StatementReply, ApiError> {
+    let payload = serde_json::to_vec(query).map_err(|err| {
+        tracing::error!(error = %err, "cannot encode query");
+        ApiError::Internal
+    })?;
+    let reply = tokio::time::timeout(
+        READ_TIMEOUT,
+        state.client.request(subjects::API_STATEMENTS, payload.into()),
+    )
+    .await
+    .map_err(|_| ApiError::Unavailable("the store did not answer in time".into()))?
+    .map_err(|err| {
+        tracing::warn!(error = %err, "statement query failed");
+        ApiError::Unavailable("the store is unavailable".into())
+    })?;
+    serde_json::from_slice(&reply.payload).map_err(|err| {
+        tracing::error!(error = %err, "unreadable store reply");
+        ApiError::Internal
+    })
+}
+
+/// Language tags of `Accept-Language`, most wanted first.
+fn accept_languages(headers: &HeaderMap) -> Vec<String> {
+    let Some(header) = headers
+        .get(header::ACCEPT_LANGUAGE)
+        .and_then(|value| value.to_str().ok())
+    else {
+        return Vec::new();
+    };
+    let mut weighted: Vec<(f32, String)> = header
+        .split(',')
+        .filter_map(|part| {
+            let mut pieces = part.trim().split(';');
+            let tag = pieces.next()?.trim();
+            if tag.is_empty() || tag == "*" {
+                return None;
+            }
+            let weight = pieces
+                .find_map(|piece| piece.trim().strip_prefix("q="))
+                .and_then(|q| q.parse().ok())
+                .unwrap_or(1.0);
+            Some((weight, tag.to_owned()))
+        })
+        .collect();
+    weighted.sort_by(|a, b| b.0.total_cmp(&a.0));
+    weighted.into_iter().map(|(_, tag)| tag).collect()
+}
+
+/// `attachments=true`: the statements as the first part of a multipart/mixed body. Raw
+/// attachment parts come with attachment storage (a later issue); until then there are none.
+fn multipart_response(body: &Value) -> Response {
+    let boundary = format!("leerspoor-{}", uuid::Uuid::new_v4().simple());
+    let json = body.to_string();
+    let text = format!(
+        "--{boundary}\r\nContent-Type: application/json\r\n\r\n{json}\r\n--{boundary}--\r\n"
+    );
+    let mut response = text.into_response();
+    if let Ok(value) = HeaderValue::from_str(&format!("multipart/mixed; boundary={boundary}")) {
+        response.headers_mut().insert(header::CONTENT_TYPE, value);
+    }
+    response
+}
+
+/// The ids a POST answered with, in request order (exposed for tests and the bench).
+pub fn ids_of(statements: &[Value]) -> Vec<Option<String>> {
+    statements.iter().map(statement_id).collect()
+}

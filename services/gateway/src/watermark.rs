@@ -1,0 +1,114 @@
+//! Read-your-writes: the gateway waits until the store has applied its publish.
+//!
+//! The store announces `{through, verdicts}` on `lrs.applied` after each flush. Core NATS may
+//! drop an announcement (a reconnect, a gateway started later), so a waiter that hears nothing
+//! for a while asks the store directly over `lrs.api.verdict`.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bus::subjects;
+use bus::wire::{Applied, Verdict, VerdictReply, VerdictRequest};
+use futures::StreamExt;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+/// How many non-applied verdicts are remembered; rejections are rare, so this is generous.
+const MAX_VERDICTS: usize = 10_000;
+/// How long a waiter trusts the announcements before asking the store itself.
+const ASK_AFTER: Duration = Duration::from_millis(500);
+
+#[derive(Clone)]
+pub struct Watermarks {
+    through: watch::Sender<u64>,
+    /// Verdicts of sequences that were not plainly applied. Written before `through` moves,
+    /// so a waiter that sees `through >= seq` also sees its verdict.
+    verdicts: Arc<Mutex<BTreeMap<u64, Verdict>>>,
+    client: async_nats::Client,
+}
+
+impl Watermarks {
+    pub fn new(client: async_nats::Client) -> Self {
+        Watermarks {
+            through: watch::Sender::new(0),
+            verdicts: Arc::new(Mutex::new(BTreeMap::new())),
+            client,
+        }
+    }
+
+    /// Follows `lrs.applied` until shutdown.
+    pub async fn follow(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let mut announcements = self.client.subscribe(subjects::APPLIED).await?;
+        loop {
+            let message = tokio::select! {
+                _ = shutdown.cancelled() => return Ok(()),
+                message = announcements.next() => message,
+            };
+            let Some(message) = message else {
+                return Ok(());
+            };
+            match serde_json::from_slice::<Applied>(&message.payload) {
+                Ok(applied) => self.record(applied),
+                Err(err) => tracing::warn!(error = %err, "unreadable applied announcement"),
+            }
+        }
+    }
+
+    fn record(&self, applied: Applied) {
+        if !applied.verdicts.is_empty() {
+            let mut verdicts = self.verdicts.lock().unwrap_or_else(|poison| poison.into_inner());
+            verdicts.extend(applied.verdicts);
+            while verdicts.len() > MAX_VERDICTS {
+                verdicts.pop_first();
+            }
+        }
+        self.through.send_if_modified(|through| {
+            let moved = applied.through > *through;
+            *through = (*through).max(applied.through);
+            moved
+        });
+    }
+
+    fn known_verdict(&self, sequence: u64) -> Verdict {
+        let verdicts = self.verdicts.lock().unwrap_or_else(|poison| poison.into_inner());
+        verdicts.get(&sequence).cloned().unwrap_or(Verdict::Applied)
+    }
+
+    /// The store's verdict on `sequence`, or `None` if it did not come within `timeout`.
+    pub async fn wait(&self, sequence: u64, timeout: Duration) -> Option<Verdict> {
+        let deadline = Instant::now() + timeout;
+        let mut receiver = self.through.subscribe();
+        loop {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            let slice = remaining.min(ASK_AFTER);
+            let reached =
+                tokio::time::timeout(slice, receiver.wait_for(|through| *through >= sequence))
+                    .await
+                    .is_ok_and(|waited| waited.is_ok());
+            if reached {
+                return Some(self.known_verdict(sequence));
+            }
+            if let Some(verdict) = self.ask(sequence).await {
+                return Some(verdict);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+        }
+    }
+
+    async fn ask(&self, sequence: u64) -> Option<Verdict> {
+        let request = serde_json::to_vec(&VerdictRequest { sequence }).ok()?;
+        let reply = tokio::time::timeout(
+            ASK_AFTER,
+            self.client.request(subjects::API_VERDICT, request.into()),
+        )
+        .await
+        .ok()?
+        .ok()?;
+        serde_json::from_slice::<VerdictReply>(&reply.payload)
+            .ok()?
+            .verdict
+    }
+}

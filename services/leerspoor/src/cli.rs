@@ -1,0 +1,66 @@
+//! Command line. Flags and `LEERSPOOR_*` variables override the TOML file.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "leerspoor", version, about = "Leerspoor: a learning record store on NATS and sled")]
+pub struct Cli {
+    #[command(flatten)]
+    pub common: Common,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args)]
+pub struct Common {
+    /// TOML configuration file.
+    #[arg(long, global = true, env = "LEERSPOOR_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Data folder (sled database, local nats-server files).
+    #[arg(long, global = true, env = "LEERSPOOR_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// NATS to join; `serve` starts its own nats-server when none is given.
+    #[arg(long, global = true, env = "LEERSPOOR_NATS_URL")]
+    pub nats_url: Option<String>,
+    /// Port for the nats-server `serve` starts (0: any free port).
+    #[arg(long, global = true, env = "LEERSPOOR_NATS_PORT")]
+    pub nats_port: Option<u16>,
+    /// HTTP listen address of the gateway.
+    #[arg(long, global = true, env = "LEERSPOOR_LISTEN")]
+    pub listen: Option<SocketAddr>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Everything in one process: nats-server (unless --nats-url), store and gateway.
+    Serve,
+    /// The HTTP gateway alone, joining --nats-url.
+    Gateway,
+    /// The store alone, joining --nats-url.
+    Store,
+    /// Measures ingest throughput and latency against a fresh, durable, in-process Leerspoor.
+    Bench(leerspoor::bench::BenchArgs),
+}
+
+impl Common {
+    /// The configuration file, with environment and flags on top.
+    pub fn config(&self) -> anyhow::Result<leerspoor::config::Config> {
+        let mut config = leerspoor::config::Config::load(self.config.as_deref())?;
+        if let Some(data_dir) = &self.data_dir {
+            config.data_dir = data_dir.clone();
+        }
+        if let Some(url) = &self.nats_url {
+            config.nats.url = Some(url.clone());
+        }
+        if let Some(port) = self.nats_port {
+            config.nats.port = port;
+        }
+        if let Some(listen) = self.listen {
+            config.gateway.listen = listen;
+        }
+        Ok(config)
+    }
+}

@@ -1,0 +1,154 @@
+//! Typed configuration: defaults < TOML file < `LEERSPOOR_*` environment < flags.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use gateway::{Credential, GatewayConfig};
+use serde::Deserialize;
+use store::StoreConfig;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Where the store's sled database and a local nats-server's files live.
+    pub data_dir: PathBuf,
+    pub nats: NatsConfig,
+    pub gateway: GatewaySection,
+    pub store: StoreSection,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NatsConfig {
+    /// NATS to join. Without it `serve` starts and supervises its own nats-server.
+    pub url: Option<String>,
+    /// Port of the nats-server `serve` starts; 0 picks a free one.
+    pub port: u16,
+    /// NATS user credentials file (`.creds`), if the server requires one.
+    pub credentials_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GatewaySection {
+    pub listen: SocketAddr,
+    pub credentials: Vec<Credential>,
+    pub authority_home_page: String,
+    pub max_body_bytes: usize,
+    pub write_timeout_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreSection {
+    pub max_batch: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            data_dir: PathBuf::from("data"),
+            nats: NatsConfig::default(),
+            gateway: GatewaySection::default(),
+            store: StoreSection::default(),
+        }
+    }
+}
+
+impl Default for NatsConfig {
+    fn default() -> Self {
+        NatsConfig {
+            url: None,
+            port: 4222,
+            credentials_file: None,
+        }
+    }
+}
+
+impl Default for GatewaySection {
+    fn default() -> Self {
+        let defaults = GatewayConfig::default();
+        GatewaySection {
+            listen: defaults.listen,
+            credentials: Vec::new(),
+            authority_home_page: defaults.authority_home_page,
+            max_body_bytes: defaults.max_body_bytes,
+            write_timeout_secs: defaults.write_timeout.as_secs(),
+        }
+    }
+}
+
+impl Default for StoreSection {
+    fn default() -> Self {
+        StoreSection { max_batch: 256 }
+    }
+}
+
+/// The credential `serve` uses when the configuration names none, so the first README
+/// command gives a working LRS. It is announced loudly at start.
+pub const DEMO_KEY: &str = "leerspoor";
+pub const DEMO_SECRET: &str = "leerspoor";
+
+impl Config {
+    pub fn load(path: Option<&Path>) -> anyhow::Result<Config> {
+        let Some(path) = path else {
+            return Ok(Config::default());
+        };
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading config file {}", path.display()))?;
+        toml::from_str(&text).with_context(|| format!("parsing config file {}", path.display()))
+    }
+
+    pub fn gateway(&self) -> GatewayConfig {
+        let mut credentials = self.gateway.credentials.clone();
+        if credentials.is_empty() {
+            tracing::warn!(
+                key = DEMO_KEY,
+                "no credentials configured: accepting the demo credential leerspoor:leerspoor"
+            );
+            credentials.push(Credential {
+                key: DEMO_KEY.into(),
+                secret: DEMO_SECRET.into(),
+                name: Some("demo".into()),
+            });
+        }
+        GatewayConfig {
+            listen: self.gateway.listen,
+            credentials,
+            authority_home_page: self.gateway.authority_home_page.clone(),
+            max_body_bytes: self.gateway.max_body_bytes,
+            write_timeout: Duration::from_secs(self.gateway.write_timeout_secs),
+        }
+    }
+
+    pub fn store(&self) -> StoreConfig {
+        StoreConfig {
+            data_dir: self.data_dir.clone(),
+            max_batch: self.store.max_batch.max(1),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        let parsed: Result<Config, _> = toml::from_str("data_dir = \"x\"\nlisten = \"y\"\n");
+        assert!(parsed.is_err());
+    }
+
+    #[test]
+    fn sections_override_defaults() {
+        let parsed: Config = toml::from_str(
+            "[gateway]\nlisten = \"127.0.0.1:9000\"\n[[gateway.credentials]]\nkey = \"tool\"\nsecret = \"s\"\n",
+        )
+        .expect("valid config");
+        assert_eq!(parsed.gateway.listen.port(), 9000);
+        assert_eq!(parsed.gateway.credentials.len(), 1);
+        assert_eq!(parsed.store.max_batch, 256);
+    }
+}
