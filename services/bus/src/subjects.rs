@@ -43,12 +43,16 @@ pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
 
 /// The source a direct-ingest subject stands for: `lrs.in.hub.eindhoven` -> `hub.eindhoven`.
 pub fn ingest_source(subject: &str) -> Option<&str> {
-    subject.strip_prefix(IN_PREFIX).filter(|rest| !rest.is_empty())
+    subject
+        .strip_prefix(IN_PREFIX)
+        .filter(|rest| !rest.is_empty())
 }
 
 /// The hub a subject belongs to, if it is a hub subject.
 pub fn hub_of(subject: &str) -> Option<&str> {
-    subject.strip_prefix(IN_HUB_PREFIX).filter(|hub| !hub.is_empty() && !hub.contains('.'))
+    subject
+        .strip_prefix(IN_HUB_PREFIX)
+        .filter(|hub| !hub.is_empty() && !hub.contains('.'))
 }
 
 fn file_stream(name: &str, subject: &str) -> stream::Config {

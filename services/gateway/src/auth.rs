@@ -66,7 +66,8 @@ impl FromRequestParts<AppState> for Caller {
             .credentials
             .iter()
             .find(|credential| {
-                credential.key == key && same_secret(secret.as_bytes(), credential.secret.as_bytes())
+                credential.key == key
+                    && same_secret(secret.as_bytes(), credential.secret.as_bytes())
             })
             .map(|credential| Caller(credential.clone()))
             .ok_or(ApiError::Unauthorized)

@@ -65,7 +65,9 @@ fn boolean(name: &str, value: &str) -> Result<bool, ApiError> {
 fn uuid(name: &str, value: &str) -> Result<String, ApiError> {
     uuid::Uuid::parse_str(value)
         .map(|uuid| uuid.to_string())
-        .map_err(|_| ApiError::BadRequest(format!("parameter {name} must be a UUID, not {value:?}")))
+        .map_err(|_| {
+            ApiError::BadRequest(format!("parameter {name} must be a UUID, not {value:?}"))
+        })
 }
 
 fn iri(name: &str, value: &str) -> Result<String, ApiError> {
@@ -97,9 +99,8 @@ fn agent(value: &str) -> Result<String, ApiError> {
             "parameter agent must have exactly one of mbox, mbox_sha1sum, openid, account".into(),
         ));
     }
-    xapi::agent::ifi_key(&agent).ok_or_else(|| {
-        ApiError::BadRequest("parameter agent has a malformed identifier".into())
-    })
+    xapi::agent::ifi_key(&agent)
+        .ok_or_else(|| ApiError::BadRequest("parameter agent has a malformed identifier".into()))
 }
 
 pub fn parse_get(pairs: Vec<(String, String)>) -> Result<GetParams, ApiError> {
@@ -111,7 +112,9 @@ pub fn parse_get(pairs: Vec<(String, String)>) -> Result<GetParams, ApiError> {
             )));
         }
         if !seen.insert(name.clone()) {
-            return Err(ApiError::BadRequest(format!("parameter {name:?} is repeated")));
+            return Err(ApiError::BadRequest(format!(
+                "parameter {name:?} is repeated"
+            )));
         }
     }
     let by_id = seen.contains("statementId") || seen.contains("voidedStatementId");
@@ -194,8 +197,14 @@ mod tests {
             "agent=%7B%22mbox%22%3A%22mailto%3AAnn%40example.org%22%7D&verb=http%3A%2F%2Fadlnet.gov%2Fexpapi%2Fverbs%2Fattended&since=2026-01-01T01:00:00%2B01:00&limit=5&ascending=true",
         ))
         .expect("valid");
-        assert_eq!(params.query.agent.as_deref(), Some("mbox:mailto:ann@example.org"));
-        assert_eq!(params.query.since.as_deref(), Some("2026-01-01T00:00:00.000Z"));
+        assert_eq!(
+            params.query.agent.as_deref(),
+            Some("mbox:mailto:ann@example.org")
+        );
+        assert_eq!(
+            params.query.since.as_deref(),
+            Some("2026-01-01T00:00:00.000Z")
+        );
         assert_eq!(params.query.limit, 5);
         assert!(params.query.ascending);
     }

@@ -46,8 +46,13 @@ pub async fn post(
             ))
         }
     };
-    let ids = submit(&state, &caller.authority(&state.authority_home_page), version, statements)
-        .await?;
+    let ids = submit(
+        &state,
+        &caller.authority(&state.authority_home_page),
+        version,
+        statements,
+    )
+    .await?;
     Ok(Json(ids).into_response())
 }
 
@@ -71,14 +76,17 @@ pub async fn put(
             }
         }
     }
-    let id_param = statement_id_param
-        .ok_or_else(|| ApiError::BadRequest("PUT statements needs the statementId parameter".into()))?;
+    let id_param = statement_id_param.ok_or_else(|| {
+        ApiError::BadRequest("PUT statements needs the statementId parameter".into())
+    })?;
     let id = uuid::Uuid::parse_str(&id_param)
         .map_err(|_| ApiError::BadRequest(format!("statementId {id_param:?} is not a UUID")))?
         .to_string();
     let mut statement = read_json_body(&state, &headers, body).await?;
     let Some(object) = statement.as_object_mut() else {
-        return Err(ApiError::BadRequest("the body must be one statement object".into()));
+        return Err(ApiError::BadRequest(
+            "the body must be one statement object".into(),
+        ));
     };
     if let Some(body_id) = object.get("id") {
         let matches = body_id
@@ -93,17 +101,31 @@ pub async fn put(
     } else {
         object.insert("id".into(), Value::String(id));
     }
-    submit(&state, &caller.authority(&state.authority_home_page), version, vec![statement])
-        .await?;
+    submit(
+        &state,
+        &caller.authority(&state.authority_home_page),
+        version,
+        vec![statement],
+    )
+    .await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-async fn read_json_body(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Value, ApiError> {
+async fn read_json_body(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Value, ApiError> {
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|value| value.to_str().ok())
         .unwrap_or("");
-    let media_type = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    let media_type = content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
     if media_type != "application/json" {
         return Err(ApiError::BadRequest(format!(
             "statements must be sent as application/json, not {content_type:?}"
@@ -166,10 +188,15 @@ async fn submit(
         ApiError::Internal
     })?;
     let mut headers = async_nats::HeaderMap::new();
-    headers.insert(bus::MSG_ID_HEADER, uuid::Uuid::new_v4().to_string().as_str());
+    headers.insert(
+        bus::MSG_ID_HEADER,
+        uuid::Uuid::new_v4().to_string().as_str(),
+    );
     let unavailable = |err: &dyn std::fmt::Display| {
         tracing::warn!(error = %err, "publish to LRS_IN failed");
-        ApiError::Unavailable("the message bus is unavailable; nothing was stored, retry later".into())
+        ApiError::Unavailable(
+            "the message bus is unavailable; nothing was stored, retry later".into(),
+        )
     };
     let ack_future = state
         .js
@@ -177,7 +204,11 @@ async fn submit(
         .await
         .map_err(|err| unavailable(&err))?;
     let ack = ack_future.await.map_err(|err| unavailable(&err))?;
-    match state.watermarks.wait(ack.sequence, state.write_timeout).await {
+    match state
+        .watermarks
+        .wait(ack.sequence, state.write_timeout)
+        .await
+    {
         Some(Verdict::Applied) => Ok(ids),
         Some(Verdict::Conflict { statement, id }) => Err(ApiError::Conflict {
             message: format!(
@@ -193,7 +224,8 @@ async fn submit(
             },
         })),
         None => Err(ApiError::Unavailable(
-            "the statements are safely queued but not yet stored; retry the same request later".into(),
+            "the statements are safely queued but not yet stored; retry the same request later"
+                .into(),
         )),
     }
 }
@@ -216,7 +248,11 @@ pub async fn get(
     }
 }
 
-async fn get_inner(state: &AppState, raw_query: Option<&str>, headers: &HeaderMap) -> Result<Response, ApiError> {
+async fn get_inner(
+    state: &AppState,
+    raw_query: Option<&str>,
+    headers: &HeaderMap,
+) -> Result<Response, ApiError> {
     let params = params::parse_get(params::parse_pairs(raw_query)?)?;
     let reply = ask_store(state, &params.query).await?;
     let languages = accept_languages(headers);
@@ -302,7 +338,9 @@ async fn ask_store(state: &AppState, query: &StatementQuery) -> Result<Statement
     })?;
     let reply = tokio::time::timeout(
         READ_TIMEOUT,
-        state.client.request(subjects::API_STATEMENTS, payload.into()),
+        state
+            .client
+            .request(subjects::API_STATEMENTS, payload.into()),
     )
     .await
     .map_err(|_| ApiError::Unavailable("the store did not answer in time".into()))?

@@ -57,7 +57,10 @@ impl Watermarks {
 
     fn record(&self, applied: Applied) {
         if !applied.verdicts.is_empty() {
-            let mut verdicts = self.verdicts.lock().unwrap_or_else(|poison| poison.into_inner());
+            let mut verdicts = self
+                .verdicts
+                .lock()
+                .unwrap_or_else(|poison| poison.into_inner());
             verdicts.extend(applied.verdicts);
             while verdicts.len() > MAX_VERDICTS {
                 verdicts.pop_first();
@@ -71,7 +74,10 @@ impl Watermarks {
     }
 
     fn known_verdict(&self, sequence: u64) -> Verdict {
-        let verdicts = self.verdicts.lock().unwrap_or_else(|poison| poison.into_inner());
+        let verdicts = self
+            .verdicts
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
         verdicts.get(&sequence).cloned().unwrap_or(Verdict::Applied)
     }
 

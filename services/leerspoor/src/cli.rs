@@ -6,7 +6,11 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(name = "leerspoor", version, about = "Leerspoor: a learning record store on NATS and sled")]
+#[command(
+    name = "leerspoor",
+    version,
+    about = "Leerspoor: a learning record store on NATS and sled"
+)]
 pub struct Cli {
     #[command(flatten)]
     pub common: Common,

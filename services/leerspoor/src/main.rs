@@ -24,7 +24,10 @@ async fn main() -> anyhow::Result<()> {
     let shutdown = tokio_util::sync::CancellationToken::new();
     let node = Node::start(config, parts).await?;
     if let Some(addr) = node.http_addr() {
-        println!("Leerspoor is ready: xAPI endpoint http://{addr}/xapi  (NATS {})", node.nats_url());
+        println!(
+            "Leerspoor is ready: xAPI endpoint http://{addr}/xapi  (NATS {})",
+            node.nats_url()
+        );
     } else {
         println!("Leerspoor {parts:?} is running (NATS {})", node.nats_url());
     }

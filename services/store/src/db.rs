@@ -8,7 +8,10 @@ use chrono::Utc;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
-use xapi::statement::{complete_for_store, equivalent, index_terms, statement_id, voided_target};
+use xapi::statement::{
+    complete_for_store, equivalent, index_terms, referenced_statement, statement_id, voided_target,
+    IndexTerms,
+};
 use xapi::time::format_timestamp;
 use xapi::Validator;
 
@@ -112,12 +115,14 @@ impl Db {
         let key = keys::verdict(sequence);
         match self.tree.get(&key)? {
             None => Ok(Some(Verdict::Applied)),
-            Some(bytes) => serde_json::from_slice(&bytes)
-                .map(Some)
-                .map_err(|err| DbError::Corrupt {
-                    key,
-                    reason: err.to_string(),
-                }),
+            Some(bytes) => {
+                serde_json::from_slice(&bytes)
+                    .map(Some)
+                    .map_err(|err| DbError::Corrupt {
+                        key,
+                        reason: err.to_string(),
+                    })
+            }
         }
     }
 
@@ -256,7 +261,11 @@ impl Db {
             }
             write_record(batch, &id, &record);
             batch.insert(keys::position(position), id.as_bytes().as_slice());
-            write_indexes(batch, &record);
+            write_indexes(batch, &index_terms(&record.statement), position);
+            // A statement that references another is found by the filters its target matches.
+            for target in self.reference_chain(&record.statement, &pending)? {
+                write_indexes(batch, &index_terms(&target), position);
+            }
             for (subject, kind) in events {
                 self.write_outbox(batch, subject, kind, &record);
             }
@@ -267,21 +276,44 @@ impl Db {
         Ok(Verdict::Applied)
     }
 
+    /// The statements a statement references through StatementRef objects, nearest first
+    /// (a reference to a reference counts too), as far as they are stored.
+    pub fn reference_chain(
+        &self,
+        statement: &Value,
+        pending: &HashMap<Uuid, Record>,
+    ) -> Result<Vec<Value>, DbError> {
+        const MAX_DEPTH: usize = 8;
+        let mut chain = Vec::new();
+        let mut next = referenced_statement(statement);
+        while let Some(target) = next.take() {
+            if chain.len() == MAX_DEPTH {
+                break;
+            }
+            let Ok(target) = Uuid::parse_str(&target) else {
+                break;
+            };
+            let record = match pending.get(&target) {
+                Some(record) => Some(record.clone()),
+                None => self.record(&target)?,
+            };
+            let Some(record) = record else {
+                break;
+            };
+            next = referenced_statement(&record.statement);
+            chain.push(record.statement);
+        }
+        Ok(chain)
+    }
+
     fn write_voided(&self, batch: &mut sled::Batch, target: &Record) {
-        if let Some(id) = statement_id(&target.statement).and_then(|id| Uuid::parse_str(&id).ok())
-        {
+        if let Some(id) = statement_id(&target.statement).and_then(|id| Uuid::parse_str(&id).ok()) {
             write_record(batch, &id, target);
         }
         self.write_outbox(batch, bus::subjects::STORED_VOIDED, "voided", target);
     }
 
-    fn write_outbox(
-        &self,
-        batch: &mut sled::Batch,
-        subject: &str,
-        kind: &str,
-        record: &Record,
-    ) {
+    fn write_outbox(&self, batch: &mut sled::Batch, subject: &str, kind: &str, record: &Record) {
         let id = statement_id(&record.statement).unwrap_or_default();
         let event = StoredEvent {
             position: record.position,
@@ -350,9 +382,7 @@ fn write_record(batch: &mut sled::Batch, id: &Uuid, record: &Record) {
 }
 
 /// One entry per filterable term: each is ~12 µs of sled work, so only what queries use.
-fn write_indexes(batch: &mut sled::Batch, record: &Record) {
-    let terms = index_terms(&record.statement);
-    let position = record.position;
+fn write_indexes(batch: &mut sled::Batch, terms: &IndexTerms, position: u64) {
     let empty: &[u8] = &[];
     for agent in &terms.agents {
         batch.insert(keys::index(IndexKind::Agent, agent, position), empty);
@@ -367,9 +397,15 @@ fn write_indexes(batch: &mut sled::Batch, record: &Record) {
         batch.insert(keys::index(IndexKind::Activity, activity, position), empty);
     }
     for activity in &terms.related_activities {
-        batch.insert(keys::index(IndexKind::RelatedActivity, activity, position), empty);
+        batch.insert(
+            keys::index(IndexKind::RelatedActivity, activity, position),
+            empty,
+        );
     }
     if let Some(registration) = &terms.registration {
-        batch.insert(keys::index(IndexKind::Registration, registration, position), empty);
+        batch.insert(
+            keys::index(IndexKind::Registration, registration, position),
+            empty,
+        );
     }
 }

@@ -3,7 +3,7 @@
 use bus::wire::{StatementQuery, StatementReply};
 use serde_json::Value;
 use uuid::Uuid;
-use xapi::statement::index_terms;
+use xapi::statement::{index_terms, IndexTerms};
 
 use crate::db::{Db, DbError, Record};
 use crate::keys::{self, IndexKind};
@@ -43,7 +43,7 @@ pub fn run(db: &Db, query: &StatementQuery) -> Result<StatementReply, DbError> {
         let Some(record) = db.record_at(position)? else {
             continue;
         };
-        if record.voided || !matches(&record, query) {
+        if record.voided || !matches(db, &record, query)? {
             continue;
         }
         if statements.len() == limit {
@@ -53,7 +53,10 @@ pub fn run(db: &Db, query: &StatementQuery) -> Result<StatementReply, DbError> {
         statements.push((position, record.statement));
     }
     Ok(StatementReply::Page {
-        statements: statements.into_iter().map(|(_, statement)| statement).collect(),
+        statements: statements
+            .into_iter()
+            .map(|(_, statement)| statement)
+            .collect(),
         next_after,
         consistent_through,
     })
@@ -128,17 +131,30 @@ fn candidates<'a>(
     }
 }
 
-/// The filters, checked on the statement itself (index keys are hashes).
-fn matches(record: &Record, query: &StatementQuery) -> bool {
+/// The filters, checked on the statement itself (index keys are hashes): the time window on
+/// the statement, the other filters on it or on a statement it references.
+fn matches(db: &Db, record: &Record, query: &StatementQuery) -> Result<bool, DbError> {
     let statement = &record.statement;
-    let stored = statement.get("stored").and_then(Value::as_str).unwrap_or("");
+    let stored = statement
+        .get("stored")
+        .and_then(Value::as_str)
+        .unwrap_or("");
     if query.since.as_deref().is_some_and(|since| stored <= since) {
-        return false;
+        return Ok(false);
     }
     if query.until.as_deref().is_some_and(|until| stored > until) {
-        return false;
+        return Ok(false);
     }
-    let terms = index_terms(statement);
+    if terms_match(&index_terms(statement), query) {
+        return Ok(true);
+    }
+    let chain = db.reference_chain(statement, &Default::default())?;
+    Ok(chain
+        .iter()
+        .any(|target| terms_match(&index_terms(target), query)))
+}
+
+fn terms_match(terms: &IndexTerms, query: &StatementQuery) -> bool {
     if let Some(agent) = &query.agent {
         let pool = if query.related_agents {
             &terms.related_agents

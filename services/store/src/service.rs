@@ -148,7 +148,12 @@ impl Store {
                 let parsed = ingest::parse(incoming.subject, incoming.payload, version.as_deref());
                 let verdict = db.apply(&incoming, parsed, &validator)?;
                 if verdict != Verdict::Applied {
-                    tracing::info!(sequence, subject = incoming.subject, ?verdict, "message not applied");
+                    tracing::info!(
+                        sequence,
+                        subject = incoming.subject,
+                        ?verdict,
+                        "message not applied"
+                    );
                     verdicts.push((sequence, verdict));
                 }
                 through = through.max(sequence);

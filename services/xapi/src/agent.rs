@@ -92,7 +92,10 @@ mod tests {
     #[test]
     fn ids_format_keeps_only_identifiers() {
         let agent = json!({"objectType": "Agent", "name": "Ann", "mbox": "mailto:a@b.c"});
-        assert_eq!(ids_only(&agent), json!({"objectType": "Agent", "mbox": "mailto:a@b.c"}));
+        assert_eq!(
+            ids_only(&agent),
+            json!({"objectType": "Agent", "mbox": "mailto:a@b.c"})
+        );
         let anonymous = json!({"objectType": "Group", "name": "team",
             "member": [{"name": "Ann", "mbox": "mailto:a@b.c"}]});
         assert_eq!(

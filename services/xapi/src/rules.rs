@@ -273,12 +273,20 @@ impl Walk {
         }
         if let (Some(raw), Some(min)) = (raw, min) {
             if raw < min {
-                self.fail(child(path, "raw"), "score.raw_range", "score.raw is below score.min");
+                self.fail(
+                    child(path, "raw"),
+                    "score.raw_range",
+                    "score.raw is below score.min",
+                );
             }
         }
         if let (Some(raw), Some(max)) = (raw, max) {
             if raw > max {
-                self.fail(child(path, "raw"), "score.raw_range", "score.raw is above score.max");
+                self.fail(
+                    child(path, "raw"),
+                    "score.raw_range",
+                    "score.raw is above score.max",
+                );
             }
         }
     }

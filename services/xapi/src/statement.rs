@@ -44,25 +44,63 @@ pub fn complete_for_store(
     object
         .entry("timestamp")
         .or_insert_with(|| Value::String(stored.to_owned()));
+    normalize_context_activities(statement);
+}
+
+/// xAPI lets a client send one context activity as an object; the LRS returns arrays.
+fn normalize_context_activities(statement: &mut Value) {
+    if let Some(lists) = statement
+        .pointer_mut("/context/contextActivities")
+        .and_then(Value::as_object_mut)
+    {
+        for list in lists.values_mut() {
+            if list.is_object() {
+                *list = Value::Array(vec![list.take()]);
+            }
+        }
+    }
+    if statement
+        .pointer("/object/objectType")
+        .and_then(Value::as_str)
+        == Some("SubStatement")
+    {
+        if let Some(sub) = statement.get_mut("object") {
+            normalize_context_activities(sub);
+        }
+    }
+}
+
+/// The statement a statement's StatementRef object points at (voiding or not).
+pub fn referenced_statement(statement: &Value) -> Option<String> {
+    let object = statement.get("object")?;
+    if object.get("objectType")?.as_str()? != "StatementRef" {
+        return None;
+    }
+    let id = object.get("id")?.as_str()?;
+    Uuid::parse_str(id).ok().map(|uuid| uuid.to_string())
 }
 
 /// Whether an incoming statement is the one already stored under its id, apart from what the
 /// LRS set. A POST or PUT of the same statement again is then a no-op, not a conflict.
 pub fn equivalent(stored: &Value, incoming: &Value) -> bool {
+    let mut incoming = incoming.clone();
+    normalize_context_activities(&mut incoming);
     let (Some(stored), Some(incoming)) = (stored.as_object(), incoming.as_object()) else {
         return false;
     };
     let lrs_owned = ["stored", "authority", "version", "timestamp"];
-    let comparable = |object: &Map<String, Value>, other: &Map<String, Value>| -> Map<String, Value> {
-        object
-            .iter()
-            .filter(|(key, _)| {
-                !(lrs_owned.contains(&key.as_str()) && (key.as_str() == "stored" || !other.contains_key(*key)))
-            })
-            .filter(|(key, _)| key.as_str() != "id")
-            .map(|(key, value)| (key.clone(), value.clone()))
-            .collect()
-    };
+    let comparable =
+        |object: &Map<String, Value>, other: &Map<String, Value>| -> Map<String, Value> {
+            object
+                .iter()
+                .filter(|(key, _)| {
+                    !(lrs_owned.contains(&key.as_str())
+                        && (key.as_str() == "stored" || !other.contains_key(*key)))
+                })
+                .filter(|(key, _)| key.as_str() != "id")
+                .map(|(key, value)| (key.clone(), value.clone()))
+                .collect()
+        };
     comparable(stored, incoming) == comparable(incoming, stored)
 }
 
@@ -72,12 +110,7 @@ pub fn voided_target(statement: &Value) -> Option<String> {
     if verb != VERB_VOIDED {
         return None;
     }
-    let object = statement.get("object")?;
-    if object.get("objectType")?.as_str()? != "StatementRef" {
-        return None;
-    }
-    let id = object.get("id")?.as_str()?;
-    Uuid::parse_str(id).ok().map(|uuid| uuid.to_string())
+    referenced_statement(statement)
 }
 
 /// The terms a statement is found by. The store indexes them and checks them again after an
@@ -120,7 +153,11 @@ pub fn index_terms(statement: &Value) -> IndexTerms {
             _ => {}
         }
     }
-    collect_related(statement, &mut terms.related_agents, &mut terms.related_activities);
+    collect_related(
+        statement,
+        &mut terms.related_agents,
+        &mut terms.related_activities,
+    );
     if let Some(authority) = statement.get("authority") {
         push_agent_and_members(&mut terms.related_agents, authority);
     }
@@ -238,10 +275,7 @@ fn reduce_to_ids(statement: &mut Value) {
             Some("StatementRef") => {}
             _ => {
                 if let Some(id) = target.get("id").cloned() {
-                    let mut activity = Map::new();
-                    activity.insert("objectType".into(), Value::String("Activity".into()));
-                    activity.insert("id".into(), id);
-                    *target = Value::Object(activity);
+                    *target = serde_json::json!({ "id": id });
                 }
             }
         }
@@ -326,11 +360,23 @@ mod tests {
     #[test]
     fn index_terms_cover_related_agents_and_activities() {
         let terms = index_terms(&sample());
-        assert!(terms.agents.is_empty(), "an anonymous group has no IFI of its own");
-        assert!(terms.related_agents.contains(&"mbox:mailto:ann@example.org".to_owned()));
-        assert!(terms.related_agents.contains(&"mbox:mailto:teacher@example.org".to_owned()));
-        assert_eq!(terms.activity.as_deref(), Some("https://hub.example/sessions/1"));
-        assert!(terms.related_activities.contains(&"https://hub.example/courses/1".to_owned()));
+        assert!(
+            terms.agents.is_empty(),
+            "an anonymous group has no IFI of its own"
+        );
+        assert!(terms
+            .related_agents
+            .contains(&"mbox:mailto:ann@example.org".to_owned()));
+        assert!(terms
+            .related_agents
+            .contains(&"mbox:mailto:teacher@example.org".to_owned()));
+        assert_eq!(
+            terms.activity.as_deref(),
+            Some("https://hub.example/sessions/1")
+        );
+        assert!(terms
+            .related_activities
+            .contains(&"https://hub.example/courses/1".to_owned()));
         assert_eq!(
             terms.registration.as_deref(),
             Some("ec531277-b57b-4c15-8d91-d292c5b2b8f7")
@@ -353,11 +399,29 @@ mod tests {
     }
 
     #[test]
+    fn single_context_activities_are_stored_as_arrays() {
+        let mut statement = sample();
+        complete_for_store(
+            &mut statement,
+            "2026-11-26T10:00:00.000Z",
+            &json!({}),
+            XapiVersion::V2_0_0,
+        );
+        assert_eq!(
+            statement["context"]["contextActivities"]["parent"],
+            json!([{"id": "https://hub.example/courses/1"}])
+        );
+    }
+
+    #[test]
     fn canonical_format_keeps_one_language() {
         let canonical = format_canonical(&sample(), &["nl".to_owned()]);
         assert_eq!(canonical["verb"]["display"], json!({"nl": "woonde bij"}));
         let fallback = format_canonical(&sample(), &[]);
-        assert_eq!(fallback["verb"]["display"].as_object().map(Map::len), Some(1));
+        assert_eq!(
+            fallback["verb"]["display"].as_object().map(Map::len),
+            Some(1)
+        );
     }
 
     #[test]
@@ -365,9 +429,12 @@ mod tests {
         let ids = format_ids(&sample());
         assert_eq!(
             ids["object"],
-            json!({"objectType": "Activity", "id": "https://hub.example/sessions/1"})
+            json!({"id": "https://hub.example/sessions/1"})
         );
-        assert_eq!(ids["verb"], json!({"id": "http://adlnet.gov/expapi/verbs/attended"}));
+        assert_eq!(
+            ids["verb"],
+            json!({"id": "http://adlnet.gov/expapi/verbs/attended"})
+        );
     }
 
     #[test]

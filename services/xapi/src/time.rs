@@ -30,6 +30,10 @@ pub fn parse_duration_seconds(value: &str) -> Result<f64, &'static str> {
     if value.ends_with('P') || value.ends_with('T') {
         return Err(RULE);
     }
+    // Weeks stand alone in ISO 8601 (`P4W`, not `P4W1D`).
+    if value.contains('W') && !value.ends_with('W') {
+        return Err(RULE);
+    }
     let parsed = iso8601::duration(value).map_err(|_| RULE)?;
     let seconds = match parsed {
         iso8601::Duration::Weeks(weeks) => f64::from(weeks) * 7.0 * 86_400.0,
@@ -93,6 +97,7 @@ mod tests {
         assert_eq!(parse_duration_seconds("P2W"), Ok(1_209_600.0));
         assert!(parse_duration_seconds("1H").is_err());
         assert!(parse_duration_seconds("PT").is_err());
+        assert!(parse_duration_seconds("P4W1D").is_err());
         assert!(parse_duration_seconds("").is_err());
     }
 }

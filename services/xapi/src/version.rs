@@ -76,7 +76,9 @@ mod tests {
         assert_eq!(XapiVersion::from_header("1.0"), Some(XapiVersion::V1_0_3));
         assert_eq!(XapiVersion::from_header("1.0.0"), Some(XapiVersion::V1_0_3));
         assert_eq!(XapiVersion::from_header("2.0.0"), Some(XapiVersion::V2_0_0));
-        for bad in ["", "1", "1.1.0", "0.9.5", "1.0.", "1.0.x", "2.1.0", "3.0.0", "1.0.3a"] {
+        for bad in [
+            "", "1", "1.1.0", "0.9.5", "1.0.", "1.0.x", "2.1.0", "3.0.0", "1.0.3a",
+        ] {
             assert_eq!(XapiVersion::from_header(bad), None, "{bad:?}");
         }
     }
