@@ -138,6 +138,11 @@ impl LocalServer {
 
     /// Stops the server and waits for it, so its files are closed.
     pub async fn stop(mut self) {
+        self.kill().await;
+    }
+
+    /// Kills the server in place (tests use this to take NATS away under a running LRS).
+    pub async fn kill(&mut self) {
         let _ = self.child.kill().await;
     }
 }

@@ -43,7 +43,10 @@ pub struct GatewaySection {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StoreSection {
+    /// Messages applied under one sled flush and one ack.
     pub max_batch: usize,
+    /// Seconds before a message delivered to a store that died is redelivered.
+    pub ack_wait_secs: u64,
 }
 
 impl Default for Config {
@@ -82,7 +85,10 @@ impl Default for GatewaySection {
 
 impl Default for StoreSection {
     fn default() -> Self {
-        StoreSection { max_batch: 256 }
+        StoreSection {
+            max_batch: 256,
+            ack_wait_secs: 30,
+        }
     }
 }
 
@@ -127,6 +133,7 @@ impl Config {
         StoreConfig {
             data_dir: self.data_dir.clone(),
             max_batch: self.store.max_batch.max(1),
+            ack_wait: Duration::from_secs(self.store.ack_wait_secs.max(1)),
         }
     }
 }

@@ -12,9 +12,12 @@ async fn main() -> anyhow::Result<()> {
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| "info,async_nats=warn".into()),
         )
+        // stdout carries the one "ready" line that scripts and tests read.
+        .with_writer(std::io::stderr)
         .init();
     let cli = cli::Cli::parse();
     let config = cli.common.config()?;
+    let demo_credentials = config.gateway.credentials.is_empty();
     let parts = match cli.command {
         cli::Command::Serve => Parts::All,
         cli::Command::Gateway => Parts::Gateway,
@@ -28,6 +31,7 @@ async fn main() -> anyhow::Result<()> {
             "Leerspoor is ready: xAPI endpoint http://{addr}/xapi  (NATS {})",
             node.nats_url()
         );
+        print_example(addr, demo_credentials);
     } else {
         println!("Leerspoor {parts:?} is running (NATS {})", node.nats_url());
     }
@@ -39,6 +43,21 @@ async fn main() -> anyhow::Result<()> {
         }
     });
     result
+}
+
+/// A first request to copy, with the demo credential when no other is configured.
+fn print_example(addr: std::net::SocketAddr, demo_credentials: bool) {
+    let user = if demo_credentials {
+        "leerspoor:leerspoor"
+    } else {
+        "KEY:SECRET"
+    };
+    let statement = r#"{"actor":{"mbox":"mailto:ann@example.org"},"verb":{"id":"http://adlnet.gov/expapi/verbs/attended"},"object":{"id":"https://hub.example/sessions/1"}}"#;
+    println!("Try it:");
+    println!(
+        "  curl -u {user} -H 'X-Experience-API-Version: 2.0.0' -H 'Content-Type: application/json' -d '{statement}' http://{addr}/xapi/statements"
+    );
+    println!("  curl -u {user} -H 'X-Experience-API-Version: 2.0.0' http://{addr}/xapi/statements");
 }
 
 /// SIGINT or SIGTERM.

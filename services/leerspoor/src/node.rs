@@ -81,15 +81,17 @@ impl Node {
 
     /// Runs every part until `shutdown` (or until one fails, which stops the others).
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        // A part that runs here stops the others when it ends; an absent part ends at once
+        // and must not.
         let gateway = async {
             match self.gateway {
-                Some(gateway) => gateway.run(shutdown.clone()).await,
+                Some(gateway) => stop_all_on_exit(gateway.run(shutdown.clone()), &shutdown).await,
                 None => Ok(()),
             }
         };
         let store = async {
             match self.store {
-                Some(store) => store.run(shutdown.clone()).await,
+                Some(store) => stop_all_on_exit(store.run(shutdown.clone()), &shutdown).await,
                 None => Ok(()),
             }
         };
@@ -106,11 +108,7 @@ impl Node {
                 }
             }
         };
-        let (gateway_result, store_result, nats_result) = tokio::join!(
-            stop_all_on_exit(gateway, &shutdown),
-            stop_all_on_exit(store, &shutdown),
-            supervise
-        );
+        let (gateway_result, store_result, nats_result) = tokio::join!(gateway, store, supervise);
         // Services are down and sled is flushed: now the bus may go.
         if let Some(server) = nats_server {
             server.stop().await;

@@ -9,12 +9,15 @@ use anyhow::Context as _;
 use async_nats::jetstream::{self, consumer::pull, consumer::AckPolicy, AckKind};
 use bus::subjects;
 use bus::wire::{Applied, StatementQuery, StatementReply, Verdict, VerdictReply, VerdictRequest};
-use futures::{FutureExt, StreamExt};
+use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 use xapi::Validator;
 
 use crate::db::{Db, Incoming};
 use crate::{ingest, query};
+
+/// How long one pull request waits for a message before it is renewed.
+const PULL_WAIT: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Clone)]
 pub struct StoreConfig {
@@ -22,6 +25,9 @@ pub struct StoreConfig {
     pub data_dir: PathBuf,
     /// At most this many messages are applied under one sled flush and one ack.
     pub max_batch: usize,
+    /// A message delivered to a store that died unacknowledged is redelivered after this.
+    /// Redeliveries are harmless (the applied sequence skips them), so shorter only costs work.
+    pub ack_wait: Duration,
 }
 
 pub struct Store {
@@ -56,7 +62,7 @@ impl Store {
                 pull::Config {
                     durable_name: Some(subjects::STORE_CONSUMER.to_owned()),
                     ack_policy: AckPolicy::All,
-                    ack_wait: Duration::from_secs(60),
+                    ack_wait: config.ack_wait,
                     max_ack_pending: 20_000,
                     ..Default::default()
                 },
@@ -97,27 +103,45 @@ impl Store {
         result
     }
 
+    /// Pulls in explicit requests (wait for one message, then take what else is there, up to
+    /// `max_batch`), so that at shutdown nothing is delivered to this process that it has not
+    /// applied and acknowledged.
     async fn pull_and_apply(&self, shutdown: &CancellationToken) -> anyhow::Result<()> {
-        let mut messages = self
-            .consumer
-            .stream()
-            .max_messages_per_batch(self.config.max_batch)
-            .messages()
-            .await
-            .context("pulling from LRS_IN")?;
         loop {
+            let waiting = async {
+                let mut one = self
+                    .consumer
+                    .batch()
+                    .max_messages(1)
+                    .expires(PULL_WAIT)
+                    .messages()
+                    .await
+                    .map_err(|err| anyhow::anyhow!("pulling from LRS_IN: {err}"))?;
+                one.next()
+                    .await
+                    .transpose()
+                    .map_err(|err| anyhow::anyhow!("receiving from LRS_IN: {err}"))
+            };
             let first = tokio::select! {
                 _ = shutdown.cancelled() => return Ok(()),
-                next = messages.next() => next,
+                first = waiting => first?,
             };
             let Some(first) = first else {
-                return Ok(());
+                continue;
             };
-            let mut batch = vec![first.context("receiving from LRS_IN")?];
-            while batch.len() < self.config.max_batch {
-                match messages.next().now_or_never() {
-                    Some(Some(Ok(message))) => batch.push(message),
-                    _ => break,
+            let mut batch = vec![first];
+            if self.config.max_batch > 1 {
+                let mut rest = self
+                    .consumer
+                    .fetch()
+                    .max_messages(self.config.max_batch - 1)
+                    .messages()
+                    .await
+                    .map_err(|err| anyhow::anyhow!("pulling from LRS_IN: {err}"))?;
+                while let Some(message) = rest.next().await {
+                    batch.push(
+                        message.map_err(|err| anyhow::anyhow!("receiving from LRS_IN: {err}"))?,
+                    );
                 }
             }
             self.apply_batch(batch).await?;

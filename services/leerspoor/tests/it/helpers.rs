@@ -1,0 +1,186 @@
+//! Starting Leerspoor exactly as production does, on random ports, in temp dirs.
+
+use std::time::Duration;
+
+use leerspoor::config::{Config, GatewaySection, NatsConfig, StoreSection};
+use leerspoor::node::{Node, Parts};
+use reqwest::{Method, RequestBuilder, Response, StatusCode};
+use serde_json::{json, Value};
+use testkit::Nats;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+pub const KEY: &str = "tool";
+pub const SECRET: &str = "s3cret";
+
+/// A running node and the way to stop it.
+pub struct Running {
+    pub shutdown: CancellationToken,
+    pub handle: JoinHandle<anyhow::Result<()>>,
+    pub http_addr: Option<std::net::SocketAddr>,
+}
+
+impl Running {
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        self.handle
+            .await
+            .expect("node task")
+            .expect("node stops cleanly");
+    }
+}
+
+pub fn config(nats_url: &str, data_dir: &std::path::Path) -> Config {
+    Config {
+        data_dir: data_dir.to_owned(),
+        nats: NatsConfig {
+            url: Some(nats_url.to_owned()),
+            ..NatsConfig::default()
+        },
+        gateway: GatewaySection {
+            listen: "127.0.0.1:0".parse().expect("addr"),
+            credentials: vec![gateway::Credential {
+                key: KEY.into(),
+                secret: SECRET.into(),
+                name: Some("test tool".into()),
+            }],
+            write_timeout_secs: 5,
+            max_body_bytes: 1024 * 1024,
+            ..GatewaySection::default()
+        },
+        // A killed store's messages come back quickly (tests wait at most 20 s).
+        store: StoreSection {
+            ack_wait_secs: 2,
+            ..StoreSection::default()
+        },
+    }
+}
+
+pub async fn start_node(config: Config, parts: Parts) -> Running {
+    let node = Node::start(config, parts).await.expect("node starts");
+    let http_addr = node.http_addr();
+    let shutdown = CancellationToken::new();
+    let handle = tokio::spawn(node.run(shutdown.clone()));
+    Running {
+        shutdown,
+        handle,
+        http_addr,
+    }
+}
+
+/// nats-server + store + gateway in this process, like `leerspoor serve`.
+pub struct TestApp {
+    pub nats: Nats,
+    /// Held so the sled folder outlives the node.
+    _data: tempfile::TempDir,
+    pub base: String,
+    pub http: reqwest::Client,
+    node: Running,
+}
+
+impl TestApp {
+    pub async fn start() -> TestApp {
+        let nats = Nats::start().await;
+        let data = tempfile::tempdir().expect("temp dir");
+        let node = start_node(config(&nats.url(), data.path()), Parts::All).await;
+        let base = format!("http://{}", node.http_addr.expect("gateway runs"));
+        TestApp {
+            nats,
+            _data: data,
+            base,
+            http: reqwest::Client::new(),
+            node,
+        }
+    }
+
+    /// Stops the node and waits for it to flush.
+    pub async fn stop(self) {
+        self.node.stop().await;
+    }
+
+    /// A request with credentials and the xAPI version header.
+    pub fn request(&self, method: Method, path: &str) -> RequestBuilder {
+        self.http
+            .request(method, format!("{}{path}", self.base))
+            .basic_auth(KEY, Some(SECRET))
+            .header("X-Experience-API-Version", "1.0.3")
+    }
+
+    pub async fn post_statements(&self, body: &Value) -> Response {
+        self.request(Method::POST, "/xapi/statements")
+            .json(body)
+            .send()
+            .await
+            .expect("http")
+    }
+
+    pub async fn put_statement(&self, id: &str, body: &Value) -> Response {
+        self.request(Method::PUT, &format!("/xapi/statements?statementId={id}"))
+            .json(body)
+            .send()
+            .await
+            .expect("http")
+    }
+
+    pub async fn get(&self, path_and_query: &str) -> Response {
+        self.request(Method::GET, path_and_query)
+            .send()
+            .await
+            .expect("http")
+    }
+
+    /// GET statements with the given query pairs, following every `more` link.
+    pub async fn get_all(&self, query: &[(&str, &str)]) -> Vec<Value> {
+        let encoded = serde_urlencoded::to_string(query).expect("query");
+        let mut next = format!("/xapi/statements?{encoded}");
+        let mut all = Vec::new();
+        loop {
+            let response = self.get(&next).await;
+            assert_eq!(response.status(), StatusCode::OK, "GET {next}");
+            let page: Value = response.json().await.expect("json");
+            all.extend(
+                page["statements"]
+                    .as_array()
+                    .expect("statements")
+                    .iter()
+                    .cloned(),
+            );
+            match page["more"].as_str() {
+                Some(more) if !more.is_empty() => next = more.to_owned(),
+                _ => return all,
+            }
+        }
+    }
+
+    /// A NATS client on the same server (for hubs publishing directly).
+    pub async fn nats_client(&self) -> async_nats::Client {
+        async_nats::connect(self.nats.url()).await.expect("nats")
+    }
+}
+
+pub fn statement(email: &str, verb: &str, activity: &str) -> Value {
+    json!({
+        "actor": {"objectType": "Agent", "name": email, "mbox": format!("mailto:{email}")},
+        "verb": {"id": format!("http://adlnet.gov/expapi/verbs/{verb}"), "display": {"en-US": verb}},
+        "object": {"objectType": "Activity", "id": activity,
+            "definition": {"name": {"en-US": "a session"}}},
+    })
+}
+
+pub fn with_id(mut statement: Value, id: &str) -> Value {
+    statement["id"] = json!(id);
+    statement
+}
+
+pub fn new_id() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+pub fn ids(statements: &[Value]) -> Vec<String> {
+    statements
+        .iter()
+        .map(|statement| statement["id"].as_str().expect("id").to_owned())
+        .collect()
+}
+
+pub const WAIT: Duration = Duration::from_secs(20);

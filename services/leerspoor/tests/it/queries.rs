@@ -1,0 +1,233 @@
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+use crate::helpers::{ids, new_id, statement, with_id, TestApp};
+
+const ATTENDED: &str = "http://adlnet.gov/expapi/verbs/attended";
+const COMPLETED: &str = "http://adlnet.gov/expapi/verbs/completed";
+
+/// Posts statements one request at a time, so their `stored` order is the order given.
+async fn post_each(app: &TestApp, statements: &[Value]) -> Vec<String> {
+    let mut posted = Vec::new();
+    for statement in statements {
+        let response = app.post_statements(statement).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        let mut ids: Vec<String> = response.json().await.expect("ids");
+        posted.append(&mut ids);
+    }
+    posted
+}
+
+#[tokio::test]
+async fn every_filter_selects_exactly_its_statements() {
+    let app = TestApp::start().await;
+    let registration = new_id();
+    let mut in_course = statement("ann@example.org", "completed", "https://x.example/module/1");
+    in_course["context"] = json!({
+        "registration": registration,
+        "instructor": {"mbox": "mailto:teacher@example.org"},
+        "contextActivities": {"parent": {"id": "https://x.example/course"}},
+    });
+    let posted = post_each(
+        &app,
+        &[
+            statement("ann@example.org", "attended", "https://x.example/session/1"),
+            statement("bob@example.org", "attended", "https://x.example/session/1"),
+            in_course,
+            statement("bob@example.org", "completed", "https://x.example/module/2"),
+        ],
+    )
+    .await;
+    let ann = r#"{"mbox":"mailto:ann@example.org"}"#;
+    let teacher = r#"{"mbox":"mailto:teacher@example.org"}"#;
+    type Case<'a> = (Vec<(&'a str, &'a str)>, Vec<usize>);
+    let cases: Vec<Case> = vec![
+        (vec![("agent", ann)], vec![2, 0]),
+        (vec![("verb", ATTENDED)], vec![1, 0]),
+        (vec![("verb", COMPLETED), ("agent", ann)], vec![2]),
+        (
+            vec![("activity", "https://x.example/session/1")],
+            vec![1, 0],
+        ),
+        (vec![("activity", "https://x.example/course")], vec![]),
+        (
+            vec![
+                ("activity", "https://x.example/course"),
+                ("related_activities", "true"),
+            ],
+            vec![2],
+        ),
+        (vec![("agent", teacher)], vec![]),
+        (
+            vec![("agent", teacher), ("related_agents", "true")],
+            vec![2],
+        ),
+        (vec![("registration", registration.as_str())], vec![2]),
+        (vec![("verb", ATTENDED), ("ascending", "true")], vec![0, 1]),
+        (vec![], vec![3, 2, 1, 0]),
+    ];
+    for (query, expected) in cases {
+        let found = ids(&app.get_all(&query).await);
+        let wanted: Vec<String> = expected
+            .iter()
+            .map(|index| posted[*index].clone())
+            .collect();
+        assert_eq!(found, wanted, "query {query:?}");
+    }
+}
+
+#[tokio::test]
+async fn since_and_until_bound_the_stored_time() {
+    let app = TestApp::start().await;
+    let posted = post_each(
+        &app,
+        &[
+            statement("a@example.org", "attended", "https://x.example/1"),
+            statement("b@example.org", "attended", "https://x.example/1"),
+            statement("c@example.org", "attended", "https://x.example/1"),
+        ],
+    )
+    .await;
+    let all = app.get_all(&[("ascending", "true")]).await;
+    let stored: Vec<String> = all
+        .iter()
+        .map(|statement| statement["stored"].as_str().expect("stored").to_owned())
+        .collect();
+    let after_first = ids(&app
+        .get_all(&[("since", &stored[0]), ("ascending", "true")])
+        .await);
+    let expected: Vec<String> = posted
+        .iter()
+        .zip(&stored)
+        .filter(|(_, at)| at.as_str() > stored[0].as_str())
+        .map(|(id, _)| id.clone())
+        .collect();
+    assert_eq!(after_first, expected, "since is exclusive");
+    let up_to_first = ids(&app
+        .get_all(&[("until", &stored[0]), ("ascending", "true")])
+        .await);
+    let expected: Vec<String> = posted
+        .iter()
+        .zip(&stored)
+        .filter(|(_, at)| at.as_str() <= stored[0].as_str())
+        .map(|(id, _)| id.clone())
+        .collect();
+    assert_eq!(up_to_first, expected, "until is inclusive");
+}
+
+#[tokio::test]
+async fn paging_through_more_returns_every_statement_once_in_order() {
+    let app = TestApp::start().await;
+    let batch: Vec<Value> = (0..25)
+        .map(|n| {
+            with_id(
+                statement(
+                    &format!("w{n}@example.org"),
+                    "attended",
+                    "https://x.example/1",
+                ),
+                &new_id(),
+            )
+        })
+        .collect();
+    let response = app.post_statements(&Value::Array(batch.clone())).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let posted: Vec<String> = response.json().await.expect("ids");
+
+    let first_page: Value = app
+        .get("/xapi/statements?limit=10&ascending=true")
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(first_page["statements"].as_array().map(Vec::len), Some(10));
+    assert!(first_page["more"]
+        .as_str()
+        .is_some_and(|more| more.starts_with("/xapi/statements?")));
+
+    let ascending = ids(&app.get_all(&[("limit", "10"), ("ascending", "true")]).await);
+    assert_eq!(ascending, posted);
+    let mut descending = ids(&app.get_all(&[("limit", "7")]).await);
+    descending.reverse();
+    assert_eq!(descending, posted);
+}
+
+#[tokio::test]
+async fn formats_shape_the_statements() {
+    let app = TestApp::start().await;
+    let mut body = statement("ann@example.org", "attended", "https://x.example/1");
+    body["verb"]["display"] = json!({"en-US": "attended", "nl-NL": "woonde bij"});
+    let posted = post_each(&app, &[body]).await;
+    let id = &posted[0];
+
+    let ids_format: Value = app
+        .get(&format!("/xapi/statements?statementId={id}&format=ids"))
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(
+        ids_format["actor"],
+        json!({"objectType": "Agent", "mbox": "mailto:ann@example.org"})
+    );
+    assert_eq!(ids_format["object"], json!({"id": "https://x.example/1"}));
+
+    let canonical: Value = app
+        .request(
+            reqwest::Method::GET,
+            &format!("/xapi/statements?statementId={id}&format=canonical"),
+        )
+        .header("Accept-Language", "nl-NL, en;q=0.5")
+        .send()
+        .await
+        .expect("http")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(canonical["verb"]["display"], json!({"nl-NL": "woonde bij"}));
+
+    let exact: Value = app
+        .get(&format!("/xapi/statements?statementId={id}&format=exact"))
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(
+        exact["verb"]["display"].as_object().map(|map| map.len()),
+        Some(2)
+    );
+
+    let multipart = app
+        .get(&format!(
+            "/xapi/statements?statementId={id}&attachments=true"
+        ))
+        .await;
+    assert_eq!(multipart.status(), StatusCode::OK);
+    let content_type = multipart.headers()["content-type"]
+        .to_str()
+        .expect("ascii")
+        .to_owned();
+    assert!(content_type.starts_with("multipart/mixed; boundary="));
+    let text = multipart.text().await.expect("body");
+    assert!(text.contains(id.as_str()));
+}
+
+#[tokio::test]
+async fn a_statement_that_references_a_match_matches_too() {
+    let app = TestApp::start().await;
+    let target = new_id();
+    let original = with_id(
+        statement("a@example.org", "passed", "https://x.example/exam"),
+        &target,
+    );
+    let referrer = json!({
+        "actor": {"mbox": "mailto:b@example.org"},
+        "verb": {"id": "http://adlnet.gov/expapi/verbs/commented"},
+        "object": {"objectType": "StatementRef", "id": target},
+    });
+    let posted = post_each(&app, &[original, referrer]).await;
+    let found = ids(&app
+        .get_all(&[("verb", "http://adlnet.gov/expapi/verbs/passed")])
+        .await);
+    assert_eq!(found, vec![posted[1].clone(), posted[0].clone()]);
+}

@@ -1,0 +1,251 @@
+//! Restarts, crashes and outages: nothing acknowledged is lost, nothing is applied twice.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+
+use async_nats::jetstream;
+use bus::subjects;
+use leerspoor::node::Parts;
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use testkit::{wait_until, Nats};
+
+use crate::helpers::{
+    config, ids, new_id, start_node, statement, with_id, TestApp, KEY, SECRET, WAIT,
+};
+
+/// Publishes `batches` messages of `per_batch` statements with known ids; returns the ids.
+async fn publish_batches(js: &jetstream::Context, batches: usize, per_batch: usize) -> Vec<String> {
+    let mut all = Vec::new();
+    let mut acks = Vec::new();
+    for batch in 0..batches {
+        let statements: Vec<Value> = (0..per_batch)
+            .map(|n| {
+                with_id(
+                    statement(
+                        &format!("w{batch}-{n}@example.org"),
+                        "attended",
+                        "https://x.example/1",
+                    ),
+                    &new_id(),
+                )
+            })
+            .collect();
+        all.extend(ids(&statements));
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert("Nats-Msg-Id", format!("load-{batch}").as_str());
+        let ack = js
+            .publish_with_headers(
+                "lrs.in.hub.load",
+                headers,
+                Value::Array(statements).to_string().into(),
+            )
+            .await
+            .expect("publish");
+        acks.push(ack);
+    }
+    for ack in acks {
+        ack.await.expect("jetstream ack");
+    }
+    all
+}
+
+async fn stored_events(js: &jetstream::Context) -> u64 {
+    let mut stream = js
+        .get_stream(subjects::STREAM_STORED)
+        .await
+        .expect("stream");
+    stream.info().await.expect("info").state.messages
+}
+
+async fn count_via_http(http: &reqwest::Client, base: &str) -> Option<Vec<String>> {
+    let mut next = "/xapi/statements?limit=100".to_owned();
+    let mut found = Vec::new();
+    loop {
+        let response = http
+            .get(format!("{base}{next}"))
+            .basic_auth(KEY, Some(SECRET))
+            .header("X-Experience-API-Version", "2.0.0")
+            .send()
+            .await
+            .ok()?;
+        if response.status() != StatusCode::OK {
+            return None;
+        }
+        let page: Value = response.json().await.ok()?;
+        found.extend(ids(page["statements"].as_array()?));
+        match page["more"].as_str() {
+            Some(more) if !more.is_empty() => next = more.to_owned(),
+            _ => return Some(found),
+        }
+    }
+}
+
+fn assert_exactly(found: &[String], published: &[String]) {
+    let mut found_sorted = found.to_vec();
+    found_sorted.sort();
+    let before = found_sorted.len();
+    found_sorted.dedup();
+    assert_eq!(before, found_sorted.len(), "no statement is listed twice");
+    let mut published_sorted = published.to_vec();
+    published_sorted.sort();
+    assert_eq!(
+        found_sorted, published_sorted,
+        "every published statement, and nothing else"
+    );
+}
+
+#[tokio::test]
+async fn the_store_stopped_mid_stream_resumes_without_loss_or_duplicates() {
+    let nats = Nats::start().await;
+    let data = tempfile::tempdir().expect("temp dir");
+    let gateway = start_node(config(&nats.url(), data.path()), Parts::Gateway).await;
+    let base = format!("http://{}", gateway.http_addr.expect("gateway"));
+    let store = start_node(config(&nats.url(), data.path()), Parts::Store).await;
+    let js = jetstream::new(async_nats::connect(nats.url()).await.expect("nats"));
+    let http = reqwest::Client::new();
+
+    let published = publish_batches(&js, 200, 10).await;
+    // Stop the store as soon as it is part-way through.
+    wait_until("some statements applied", WAIT, || async {
+        (stored_events(&js).await > 0).then_some(())
+    })
+    .await;
+    store.stop().await;
+    let applied_before_restart = stored_events(&js).await;
+
+    let store = start_node(config(&nats.url(), data.path()), Parts::Store).await;
+    let found = wait_until("every statement applied", WAIT, || async {
+        let found = count_via_http(&http, &base).await?;
+        (found.len() >= published.len()).then_some(found)
+    })
+    .await;
+    assert_exactly(&found, &published);
+    assert!(applied_before_restart <= published.len() as u64);
+    assert_eq!(
+        stored_events(&js).await,
+        published.len() as u64,
+        "one stored event per statement"
+    );
+    store.stop().await;
+    gateway.stop().await;
+}
+
+fn write_fast_redelivery_config(dir: &std::path::Path) -> std::path::PathBuf {
+    std::fs::create_dir_all(dir).expect("data dir");
+    let path = dir.join("store.toml");
+    std::fs::write(&path, "[store]\nack_wait_secs = 2\n").expect("write config");
+    path
+}
+
+/// `leerspoor store` as a child process, so the test can kill it without warning.
+fn spawn_store(nats_url: &str, data_dir: &std::path::Path) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_leerspoor"))
+        .args(["store", "--nats-url", nats_url, "--data-dir"])
+        .arg(data_dir)
+        .env("LEERSPOOR_CONFIG", write_fast_redelivery_config(data_dir))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn leerspoor store")
+}
+
+#[tokio::test]
+async fn a_killed_store_loses_nothing_and_applies_nothing_twice() {
+    let nats = Nats::start().await;
+    let data = tempfile::tempdir().expect("temp dir");
+    let gateway = start_node(config(&nats.url(), data.path()), Parts::Gateway).await;
+    let base = format!("http://{}", gateway.http_addr.expect("gateway"));
+    let js = jetstream::new(async_nats::connect(nats.url()).await.expect("nats"));
+    let http = reqwest::Client::new();
+
+    let mut store = spawn_store(&nats.url(), data.path());
+    let published = publish_batches(&js, 300, 10).await;
+    wait_until("some statements applied", WAIT, || async {
+        (stored_events(&js).await > 0).then_some(())
+    })
+    .await;
+    store.kill().expect("kill -9");
+    store.wait().expect("reaped");
+
+    let mut store = spawn_store(&nats.url(), data.path());
+    let found = wait_until("every statement applied", WAIT, || async {
+        let found = count_via_http(&http, &base).await?;
+        (found.len() >= published.len()).then_some(found)
+    })
+    .await;
+    assert_exactly(&found, &published);
+    let _ = store.kill();
+    let _ = store.wait();
+    gateway.stop().await;
+}
+
+#[tokio::test]
+async fn gateway_and_store_in_separate_processes_serve_the_api() {
+    let nats = Nats::start().await;
+    let data = tempfile::tempdir().expect("temp dir");
+    let config_path = data.path().join("leerspoor.toml");
+    std::fs::write(
+        &config_path,
+        format!(
+            "[gateway]\nlisten = \"127.0.0.1:0\"\n[[gateway.credentials]]\nkey = \"{KEY}\"\nsecret = \"{SECRET}\"\n"
+        ),
+    )
+    .expect("write config");
+    let mut store = spawn_store(&nats.url(), &data.path().join("store"));
+    let mut gateway = Command::new(env!("CARGO_BIN_EXE_leerspoor"))
+        .args(["gateway", "--nats-url", &nats.url(), "--config"])
+        .arg(&config_path)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn leerspoor gateway");
+    let stdout = gateway.stdout.take().expect("stdout");
+    let ready_line = BufReader::new(stdout)
+        .lines()
+        .map_while(Result::ok)
+        .find(|line| line.contains("http://"))
+        .expect("gateway prints its endpoint");
+    let endpoint = ready_line
+        .split_whitespace()
+        .find(|word| word.starts_with("http://"))
+        .expect("url")
+        .trim_end_matches("/xapi")
+        .to_owned();
+
+    let http = reqwest::Client::new();
+    let body = statement("ann@example.org", "attended", "https://x.example/1");
+    let response = http
+        .post(format!("{endpoint}/xapi/statements"))
+        .basic_auth(KEY, Some(SECRET))
+        .header("X-Experience-API-Version", "1.0.3")
+        .json(&body)
+        .send()
+        .await
+        .expect("http");
+    assert_eq!(response.status(), StatusCode::OK);
+    let posted: Vec<String> = response.json().await.expect("ids");
+    let found = count_via_http(&http, &endpoint).await.expect("listing");
+    assert_eq!(found, posted);
+    for child in [&mut store, &mut gateway] {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
+#[tokio::test]
+async fn with_nats_down_a_write_is_a_503_with_retry_after_never_a_false_200() {
+    let mut app = TestApp::start().await;
+    app.nats.server.kill().await;
+    let response = app
+        .post_statements(&json!(statement(
+            "a@example.org",
+            "attended",
+            "https://x.example/1"
+        )))
+        .await;
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(response.headers().contains_key("retry-after"));
+    let body: Value = response.json().await.expect("json");
+    assert_eq!(body["code"], "unavailable");
+}

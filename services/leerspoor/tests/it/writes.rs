@@ -1,0 +1,258 @@
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+use crate::helpers::{new_id, statement, with_id, TestApp};
+
+#[tokio::test]
+async fn a_posted_statement_is_readable_at_once_with_what_the_lrs_sets() {
+    let app = TestApp::start().await;
+    let response = app
+        .post_statements(&statement(
+            "ann@example.org",
+            "attended",
+            "https://hub.example/s/1",
+        ))
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()["x-experience-api-version"], "1.0.3");
+    let ids: Vec<String> = response.json().await.expect("ids");
+    assert_eq!(ids.len(), 1);
+
+    let response = app
+        .get(&format!("/xapi/statements?statementId={}", ids[0]))
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(response
+        .headers()
+        .contains_key("x-experience-api-consistent-through"));
+    assert!(response.headers().contains_key("last-modified"));
+    let stored: Value = response.json().await.expect("json");
+    assert_eq!(stored["id"], json!(ids[0]));
+    assert_eq!(stored["version"], "1.0.0");
+    assert_eq!(stored["authority"]["account"]["name"], "tool");
+    assert!(stored["stored"].is_string());
+    assert_eq!(stored["timestamp"], stored["stored"]);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_batch_with_one_invalid_statement_stores_nothing() {
+    let app = TestApp::start().await;
+    let first = with_id(
+        statement("a@example.org", "attended", "https://x.example/1"),
+        &new_id(),
+    );
+    let second = with_id(
+        statement("b@example.org", "attended", "https://x.example/1"),
+        &new_id(),
+    );
+    let mut third = statement("c@example.org", "attended", "https://x.example/1");
+    third["actor"]["mbox"] = json!("c@example.org");
+    let response = app.post_statements(&json!([first, second, third])).await;
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    let error: Value = response.json().await.expect("json");
+    assert_eq!(error["statement"], 2);
+    assert_eq!(error["path"], "/actor/mbox");
+    assert!(error["rule"].as_str().is_some_and(|rule| !rule.is_empty()));
+    for id in [&first["id"], &second["id"]] {
+        let id = id.as_str().expect("id");
+        let response = app.get(&format!("/xapi/statements?statementId={id}")).await;
+        assert_eq!(response.status(), StatusCode::NOT_FOUND);
+    }
+}
+
+#[tokio::test]
+async fn a_batch_with_a_conflicting_id_is_a_409_and_stores_nothing() {
+    let app = TestApp::start().await;
+    let taken = new_id();
+    let original = with_id(
+        statement("a@example.org", "attended", "https://x.example/1"),
+        &taken,
+    );
+    assert_eq!(
+        app.post_statements(&original).await.status(),
+        StatusCode::OK
+    );
+
+    let fresh = with_id(
+        statement("b@example.org", "attended", "https://x.example/2"),
+        &new_id(),
+    );
+    let clash = with_id(
+        statement("a@example.org", "completed", "https://x.example/1"),
+        &taken,
+    );
+    let response = app.post_statements(&json!([fresh, clash])).await;
+    assert_eq!(response.status(), StatusCode::CONFLICT);
+    let fresh_id = fresh["id"].as_str().expect("id");
+    let response = app
+        .get(&format!("/xapi/statements?statementId={fresh_id}"))
+        .await;
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+    let kept: Value = app
+        .get(&format!("/xapi/statements?statementId={taken}"))
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(
+        kept["verb"]["id"],
+        "http://adlnet.gov/expapi/verbs/attended"
+    );
+}
+
+#[tokio::test]
+async fn put_is_idempotent_and_other_content_under_the_same_id_conflicts() {
+    let app = TestApp::start().await;
+    let id = new_id();
+    let body = statement("a@example.org", "completed", "https://x.example/course");
+    assert_eq!(
+        app.put_statement(&id, &body).await.status(),
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        app.put_statement(&id, &body).await.status(),
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        app.post_statements(&with_id(body.clone(), &id))
+            .await
+            .status(),
+        StatusCode::OK
+    );
+    let all = app.get_all(&[]).await;
+    assert_eq!(
+        all.len(),
+        1,
+        "the same statement three times is stored once"
+    );
+
+    let other = statement("a@example.org", "failed", "https://x.example/course");
+    let response = app.put_statement(&id, &other).await;
+    assert_eq!(response.status(), StatusCode::CONFLICT);
+    let error: Value = response.json().await.expect("json");
+    assert_eq!(error["code"], "conflict");
+}
+
+#[tokio::test]
+async fn put_needs_a_statement_id_that_matches_the_body() {
+    let app = TestApp::start().await;
+    let body = statement("a@example.org", "completed", "https://x.example/course");
+    let response = app
+        .request(reqwest::Method::PUT, "/xapi/statements")
+        .json(&body)
+        .send()
+        .await
+        .expect("http");
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    let response = app
+        .put_statement(&new_id(), &with_id(body, &new_id()))
+        .await;
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    assert!(app.get_all(&[]).await.is_empty());
+}
+
+fn voiding(target: &str) -> Value {
+    json!({
+        "actor": {"mbox": "mailto:admin@example.org"},
+        "verb": {"id": "http://adlnet.gov/expapi/verbs/voided"},
+        "object": {"objectType": "StatementRef", "id": target},
+    })
+}
+
+#[tokio::test]
+async fn a_voided_statement_is_only_reachable_by_voided_statement_id() {
+    let app = TestApp::start().await;
+    let target = new_id();
+    let original = with_id(
+        statement("a@example.org", "passed", "https://x.example/exam"),
+        &target,
+    );
+    assert_eq!(
+        app.post_statements(&original).await.status(),
+        StatusCode::OK
+    );
+    let voiding_ids: Vec<String> = app
+        .post_statements(&voiding(&target))
+        .await
+        .json()
+        .await
+        .expect("ids");
+
+    let by_id = app
+        .get(&format!("/xapi/statements?statementId={target}"))
+        .await;
+    assert_eq!(by_id.status(), StatusCode::NOT_FOUND);
+    let by_voided = app
+        .get(&format!("/xapi/statements?voidedStatementId={target}"))
+        .await;
+    assert_eq!(by_voided.status(), StatusCode::OK);
+    let voided: Value = by_voided.json().await.expect("json");
+    assert_eq!(voided["id"], json!(target));
+
+    let listed = crate::helpers::ids(&app.get_all(&[]).await);
+    assert_eq!(listed, voiding_ids, "only the voiding statement is listed");
+    let voiding_id = &voiding_ids[0];
+    let response = app
+        .get(&format!("/xapi/statements?voidedStatementId={voiding_id}"))
+        .await;
+    assert_eq!(
+        response.status(),
+        StatusCode::NOT_FOUND,
+        "a voiding statement is not voided"
+    );
+}
+
+#[tokio::test]
+async fn voiding_a_voiding_statement_is_rejected() {
+    let app = TestApp::start().await;
+    let target = new_id();
+    let original = with_id(
+        statement("a@example.org", "passed", "https://x.example/exam"),
+        &target,
+    );
+    assert_eq!(
+        app.post_statements(&original).await.status(),
+        StatusCode::OK
+    );
+    let voiding_ids: Vec<String> = app
+        .post_statements(&voiding(&target))
+        .await
+        .json()
+        .await
+        .expect("ids");
+    let response = app.post_statements(&voiding(&voiding_ids[0])).await;
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    let error: Value = response.json().await.expect("json");
+    assert_eq!(error["rule"], "voiding.target_not_voiding");
+    let still_there = app
+        .get(&format!("/xapi/statements?statementId={}", voiding_ids[0]))
+        .await;
+    assert_eq!(still_there.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn a_void_that_arrives_before_its_target_voids_it_on_arrival() {
+    let app = TestApp::start().await;
+    let target = new_id();
+    assert_eq!(
+        app.post_statements(&voiding(&target)).await.status(),
+        StatusCode::OK
+    );
+    let original = with_id(
+        statement("a@example.org", "passed", "https://x.example/exam"),
+        &target,
+    );
+    assert_eq!(
+        app.post_statements(&original).await.status(),
+        StatusCode::OK
+    );
+    let by_id = app
+        .get(&format!("/xapi/statements?statementId={target}"))
+        .await;
+    assert_eq!(by_id.status(), StatusCode::NOT_FOUND);
+    let by_voided = app
+        .get(&format!("/xapi/statements?voidedStatementId={target}"))
+        .await;
+    assert_eq!(by_voided.status(), StatusCode::OK);
+}
