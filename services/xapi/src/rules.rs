@@ -84,7 +84,10 @@ impl Walk {
         }
         if let Some(attachments) = statement.get("attachments").and_then(Value::as_array) {
             for (index, attachment) in attachments.iter().enumerate() {
-                self.attachment(attachment, &child(path, &format!("attachments/{index}")));
+                self.attachment(
+                    attachment,
+                    &child(&child(path, "attachments"), &index.to_string()),
+                );
             }
         }
         let verb_id = statement
@@ -128,7 +131,7 @@ impl Walk {
                 );
             }
             for (index, member) in group_members.iter().enumerate() {
-                self.agent(member, &child(path, &format!("member/{index}")));
+                self.agent(member, &child(&child(path, "member"), &index.to_string()));
             }
         } else {
             self.agent(actor, path);

@@ -24,38 +24,67 @@ pub fn format_timestamp(at: DateTime<Utc>) -> String {
 
 /// Parses an ISO 8601 duration (`PT1H30M`, `P1DT2.5S`, `P2W`) into seconds.
 /// Years and months are taken as 365 and 30 days: xAPI durations of learning never need more.
+///
+/// Hand-written because the `iso8601` crate accepts forms ISO 8601 forbids (`PTH`, a
+/// fraction on an element that is not the last), which xAPI requires an LRS to refuse.
 pub fn parse_duration_seconds(value: &str) -> Result<f64, &'static str> {
     const RULE: &str = "not an ISO 8601 duration, e.g. PT1H30M or P1DT2.5S";
-    // ISO 8601 needs at least one element after `P` and after `T`; the parser accepts `PT`.
-    if value.ends_with('P') || value.ends_with('T') {
-        return Err(RULE);
-    }
-    // Weeks stand alone in ISO 8601 (`P4W`, not `P4W1D`).
-    if value.contains('W') && !value.ends_with('W') {
-        return Err(RULE);
-    }
-    let parsed = iso8601::duration(value).map_err(|_| RULE)?;
-    let seconds = match parsed {
-        iso8601::Duration::Weeks(weeks) => f64::from(weeks) * 7.0 * 86_400.0,
-        iso8601::Duration::YMDHMS {
-            year,
-            month,
-            day,
-            hour,
-            minute,
-            second,
-            millisecond,
-        } => {
-            f64::from(year) * 365.0 * 86_400.0
-                + f64::from(month) * 30.0 * 86_400.0
-                + f64::from(day) * 86_400.0
-                + f64::from(hour) * 3_600.0
-                + f64::from(minute) * 60.0
-                + f64::from(second)
-                + f64::from(millisecond) / 1_000.0
-        }
+    let rest = value.strip_prefix('P').ok_or(RULE)?;
+    let (date, time) = match rest.split_once('T') {
+        Some((date, time)) if !time.is_empty() => (date, Some(time)),
+        Some(_) => return Err(RULE),
+        None => (rest, None),
     };
+    if date.is_empty() && time.is_none() {
+        return Err(RULE);
+    }
+    let date_units: &[(char, f64)] = &[
+        ('Y', 365.0 * 86_400.0),
+        ('M', 30.0 * 86_400.0),
+        ('W', 7.0 * 86_400.0),
+        ('D', 86_400.0),
+    ];
+    let time_units: &[(char, f64)] = &[('H', 3_600.0), ('M', 60.0), ('S', 1.0)];
+    let date_elements = elements(date, date_units).ok_or(RULE)?;
+    // Weeks stand alone: `P4W`, never `P4W1D`.
+    if date.contains('W') && (date_elements.len() > 1 || time.is_some()) {
+        return Err(RULE);
+    }
+    let mut seconds: f64 = date_elements.iter().sum();
+    if let Some(time) = time {
+        seconds += elements(time, time_units).ok_or(RULE)?.iter().sum::<f64>();
+    }
+    // Only the last element of the whole duration may carry a fraction.
+    let fraction_at = value.find(['.', ',']);
+    if let Some(at) = fraction_at {
+        let after = &value[at + 1..];
+        if after.chars().filter(|c| c.is_ascii_alphabetic()).count() != 1 {
+            return Err(RULE);
+        }
+    }
     Ok(seconds)
+}
+
+/// `<number><unit>` elements in the order of `units`, each unit at most once; their seconds.
+fn elements(text: &str, units: &[(char, f64)]) -> Option<Vec<f64>> {
+    let mut found = Vec::new();
+    let mut next_unit = 0;
+    let mut number = String::new();
+    for c in text.chars() {
+        if c.is_ascii_digit() || c == '.' || c == ',' {
+            number.push(if c == ',' { '.' } else { c });
+            continue;
+        }
+        let offset = units[next_unit..].iter().position(|(unit, _)| *unit == c)?;
+        if number.is_empty() || number.starts_with('.') || number.ends_with('.') {
+            return None;
+        }
+        let amount: f64 = number.parse().ok()?;
+        found.push(amount * units[next_unit + offset].1);
+        next_unit += offset + 1;
+        number.clear();
+    }
+    number.is_empty().then_some(found)
 }
 
 #[cfg(test)]
@@ -98,6 +127,14 @@ mod tests {
         assert!(parse_duration_seconds("1H").is_err());
         assert!(parse_duration_seconds("PT").is_err());
         assert!(parse_duration_seconds("P4W1D").is_err());
+        assert!(parse_duration_seconds("PTH").is_err());
+        assert!(parse_duration_seconds("PT1.5H1M").is_err());
+        assert!(parse_duration_seconds("PT1M1H").is_err());
+        assert_eq!(
+            parse_duration_seconds("P1Y2M3DT4H5M6.07S"),
+            Ok(36_993_906.07)
+        );
+        assert_eq!(parse_duration_seconds("PT0,5S"), Ok(0.5));
         assert!(parse_duration_seconds("").is_err());
     }
 }
