@@ -16,6 +16,9 @@ struct Case {
     expect: Expect,
 }
 
+/// A place in a statement: a name, the statement it is in, the JSON pointer to it.
+type Position = (&'static str, fn() -> Value, &'static str);
+
 const BOTH: [XapiVersion; 2] = [XapiVersion::V1_0_3, XapiVersion::V2_0_0];
 
 fn base() -> Value {
@@ -225,22 +228,22 @@ fn invalid_agents() -> Vec<(&'static str, Value)> {
 }
 
 /// Where an Agent may stand, per statement builder.
-fn agent_positions() -> Vec<(
-    &'static str,
-    fn() -> Value,
-    &'static str,
-    &'static [XapiVersion],
-)> {
+fn agent_positions() -> Vec<(Position, &'static [XapiVersion])> {
     vec![
-        ("actor", base, "/actor", &BOTH),
-        ("instructor", base, "/context/instructor", &BOTH),
-        ("team member", base, "/context/team/member/0", &BOTH),
-        ("authority", base, "/authority", &BOTH),
-        ("substatement actor", sub_statement, "/object/actor", &BOTH),
+        (("actor", base, "/actor"), &BOTH),
+        (("instructor", base, "/context/instructor"), &BOTH),
+        (("team member", base, "/context/team/member/0"), &BOTH),
+        (("authority", base, "/authority"), &BOTH),
         (
-            "context agent",
-            with_context_agents,
-            "/context/contextAgents/0/agent",
+            ("substatement actor", sub_statement, "/object/actor"),
+            &BOTH,
+        ),
+        (
+            (
+                "context agent",
+                with_context_agents,
+                "/context/contextAgents/0/agent",
+            ),
             &[XapiVersion::V2_0_0],
         ),
     ]
@@ -248,7 +251,7 @@ fn agent_positions() -> Vec<(
 
 fn agent_cases() -> Vec<Case> {
     let mut cases = Vec::new();
-    for (position, build, pointer, versions) in agent_positions() {
+    for ((position, build, pointer), versions) in agent_positions() {
         for (shape, agent) in valid_agents() {
             cases.push(valid(
                 &format!("{position}: {shape}"),
@@ -400,7 +403,7 @@ fn group_cases() -> Vec<Case> {
 }
 
 fn language_map_cases() -> Vec<Case> {
-    let positions: [(&str, fn() -> Value, &str); 6] = [
+    let positions: [Position; 6] = [
         ("verb display", base, "/verb/display"),
         ("activity name", base, "/object/definition/name"),
         (
@@ -450,7 +453,7 @@ fn language_map_cases() -> Vec<Case> {
 }
 
 fn timestamp_cases() -> Vec<Case> {
-    let positions: [(&str, fn() -> Value, &str); 3] = [
+    let positions: [Position; 3] = [
         ("timestamp", base, "/timestamp"),
         ("stored", base, "/stored"),
         ("substatement timestamp", sub_statement, "/object/timestamp"),
