@@ -21,8 +21,10 @@ pub const IN_PREFIX: &str = "lrs.in.";
 pub const IN_HUB_PREFIX: &str = "lrs.in.hub.";
 
 pub const STORED_ALL: &str = "lrs.stored.>";
-pub const STORED_STATEMENT: &str = "lrs.stored.statement";
-pub const STORED_VOIDED: &str = "lrs.stored.voided";
+/// What one `LRS_IN` message changed, as one message: [`crate::wire::StoredEvents`]. One
+/// message per ingest message, not per statement, because every JetStream message costs an
+/// fsync.
+pub const STORED_EVENTS: &str = "lrs.stored.events";
 pub const REJECTED: &str = "lrs.rejected";
 
 /// Core NATS: the store's applied watermark and per-sequence verdicts, after each flush.

@@ -54,9 +54,26 @@ pub struct RejectedMessage {
     pub payload: String,
 }
 
-/// An event on `LRS_STORED`.
+/// A message on `LRS_STORED`: the effects of one `LRS_IN` message, in the order they happened.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StoredEvents {
+    /// The `LRS_IN` sequence whose message caused these events.
+    pub sequence: u64,
+    pub events: Vec<StoredEvent>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    /// The statement was stored.
+    Stored,
+    /// The statement (stored earlier, or in this same message) was voided.
+    Voided,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StoredEvent {
+    pub kind: EventKind,
     /// The store's own order number of the statement (the `more` cursor order).
     pub position: u64,
     pub statement: Value,

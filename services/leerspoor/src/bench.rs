@@ -1,8 +1,420 @@
-//! The ingest benchmark (filled in below).
+//! `leerspoor bench`: ingest throughput and latency against a fresh, durable Leerspoor in this
+//! process (its own nats-server with `sync_interval: always`, sled flushed before every ack,
+//! every index written), plus a per-stage profile of one batch.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use async_nats::jetstream;
+use bus::server::LocalServer;
+use bus::wire::Applied;
+use futures::StreamExt;
+use hdrhistogram::Histogram;
+use serde_json::{json, Value};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Config, GatewaySection, NatsConfig};
+use crate::node::{Node, Parts};
 
 #[derive(Debug, clap::Args)]
-pub struct BenchArgs {}
+pub struct BenchArgs {
+    /// Statements sent per scenario.
+    #[arg(long, default_value_t = 20_000)]
+    pub statements: usize,
+    /// Concurrent HTTP clients (and NATS publishers).
+    #[arg(long, default_value_t = 8)]
+    pub concurrency: usize,
+    /// HTTP batch sizes to measure.
+    #[arg(long, value_delimiter = ',', default_value = "1,10,100")]
+    pub batches: Vec<usize>,
+}
 
-pub async fn run(_args: BenchArgs) -> anyhow::Result<()> {
+const KEY: &str = "bench";
+const SECRET: &str = "bench";
+
+/// A realistic LLO statement: one of 1,000 workers at one of 12 hubs, one of 200 activities.
+pub fn llo_statement(n: usize) -> Value {
+    let verbs = ["attended", "completed", "passed", "failed", "experienced"];
+    let worker = n % 1_000;
+    let hub = [
+        "eindhoven",
+        "delft",
+        "twente",
+        "groningen",
+        "zwolle",
+        "tilburg",
+        "venlo",
+        "breda",
+        "arnhem",
+        "leiden",
+        "almere",
+        "utrecht",
+    ][n % 12];
+    json!({
+        "id": uuid::Uuid::new_v4().to_string(),
+        "actor": {"objectType": "Agent", "name": format!("Worker {worker}"), "mbox": format!("mailto:worker{worker}@example.org")},
+        "verb": {"id": format!("http://adlnet.gov/expapi/verbs/{}", verbs[n % verbs.len()]), "display": {"en-US": verbs[n % verbs.len()]}},
+        "object": {"objectType": "Activity", "id": format!("https://{hub}.technohub.example/activities/{}", n % 200),
+            "definition": {"name": {"nl-NL": "CNC-training", "en-US": "CNC training"}, "type": "http://adlnet.gov/expapi/activities/course"}},
+        "result": {"duration": "PT1H30M", "score": {"scaled": 0.75}, "success": true, "completion": true},
+        "context": {
+            "registration": uuid::Uuid::new_v4().to_string(),
+            "contextActivities": {"parent": [{"id": format!("https://{hub}.technohub.example/programmes/metal")}]},
+            "extensions": {
+                "https://w3id.org/xapi/llo/extensions/hub": hub,
+                "https://w3id.org/xapi/llo/extensions/company": format!("KVK-{:08}", worker % 300),
+                "https://w3id.org/xapi/llo/extensions/skills": ["http://data.europa.eu/esco/skill/ccd0a1d9-afda-43d9-b901-96344886e14d"]
+            }
+        },
+        "timestamp": "2026-11-26T10:00:00.000Z"
+    })
+}
+
+pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir().context("temp dir")?;
+    let nats = LocalServer::start(&dir.path().join("nats"), 0).await?;
+    let config = Config {
+        data_dir: dir.path().to_owned(),
+        nats: NatsConfig {
+            url: Some(nats.url()),
+            ..NatsConfig::default()
+        },
+        gateway: GatewaySection {
+            listen: "127.0.0.1:0".parse()?,
+            credentials: vec![gateway::Credential {
+                key: KEY.into(),
+                secret: SECRET.into(),
+                name: None,
+            }],
+            write_timeout_secs: 60,
+            ..GatewaySection::default()
+        },
+        ..Config::default()
+    };
+    let node = Node::start(config, Parts::All).await?;
+    let base = format!("http://{}", node.http_addr().context("gateway address")?);
+    let shutdown = CancellationToken::new();
+    let running = tokio::spawn(node.run(shutdown.clone()));
+
+    println!("leerspoor bench: {} statements per scenario, {} concurrent clients; durable (JetStream sync_interval: always, sled flushed before ack), fully indexed", args.statements, args.concurrency);
+    println!(
+        "{:<28} {:>12} {:>10} {:>10} {:>10}",
+        "scenario", "statements/s", "p50 ms", "p99 ms", "max ms"
+    );
+    for batch in &args.batches {
+        let report =
+            http_scenario(&base, args.statements, (*batch).max(1), args.concurrency).await?;
+        report.print(&format!("HTTP POST, batch of {batch}"));
+    }
+    let report = nats_scenario(&nats.url(), args.statements, 100, args.concurrency).await?;
+    report.print("NATS publish, batch of 100");
+
+    shutdown.cancel();
+    running.await.context("node task")??;
+    nats.stop().await;
+    stage_profile()?;
+    Ok(())
+}
+
+struct Report {
+    statements: usize,
+    elapsed: Duration,
+    /// Per request (HTTP) or per message (NATS), in microseconds.
+    latency: Histogram<u64>,
+}
+
+impl Report {
+    fn print(&self, name: &str) {
+        let rate = self.statements as f64 / self.elapsed.as_secs_f64();
+        let ms = |quantile: f64| self.latency.value_at_quantile(quantile) as f64 / 1000.0;
+        println!(
+            "{name:<28} {rate:>12.0} {:>10.2} {:>10.2} {:>10.2}",
+            ms(0.5),
+            ms(0.99),
+            self.latency.max() as f64 / 1000.0
+        );
+    }
+}
+
+fn histogram() -> anyhow::Result<Histogram<u64>> {
+    Histogram::new_with_bounds(1, 120_000_000, 3).context("histogram")
+}
+
+async fn http_scenario(
+    base: &str,
+    total: usize,
+    batch: usize,
+    concurrency: usize,
+) -> anyhow::Result<Report> {
+    let client = reqwest::Client::new();
+    let requests = total.div_ceil(batch);
+    // Bodies are made before the clock starts: the load generator's own work is not the LRS's.
+    let bodies: Arc<Vec<Vec<u8>>> = Arc::new(
+        (0..requests)
+            .map(|request| {
+                let body: Vec<Value> = (0..batch)
+                    .map(|n| llo_statement(request * batch + n))
+                    .collect();
+                let body = if batch == 1 {
+                    body[0].clone()
+                } else {
+                    Value::Array(body)
+                };
+                serde_json::to_vec(&body)
+            })
+            .collect::<Result<_, _>>()?,
+    );
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let started = Instant::now();
+    let mut workers = tokio::task::JoinSet::new();
+    for _ in 0..concurrency {
+        let client = client.clone();
+        let next = next.clone();
+        let bodies = bodies.clone();
+        let url = format!("{base}/xapi/statements");
+        workers.spawn(async move {
+            let mut latency = histogram()?;
+            loop {
+                let request = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if request >= requests {
+                    return Ok::<_, anyhow::Error>(latency);
+                }
+                let sent = Instant::now();
+                let response = client
+                    .post(&url)
+                    .basic_auth(KEY, Some(SECRET))
+                    .header("X-Experience-API-Version", "2.0.0")
+                    .header("Content-Type", "application/json")
+                    .body(bodies[request].clone())
+                    .send()
+                    .await?;
+                anyhow::ensure!(
+                    response.status().is_success(),
+                    "POST answered {}",
+                    response.status()
+                );
+                latency.record(sent.elapsed().as_micros() as u64)?;
+            }
+        });
+    }
+    let mut latency = histogram()?;
+    while let Some(worker) = workers.join_next().await {
+        latency.add(worker??)?;
+    }
+    Ok(Report {
+        statements: requests * batch,
+        elapsed: started.elapsed(),
+        latency,
+    })
+}
+
+/// Publishes like a hub would and measures until the store announced every message applied.
+async fn nats_scenario(
+    url: &str,
+    total: usize,
+    batch: usize,
+    concurrency: usize,
+) -> anyhow::Result<Report> {
+    let client = async_nats::connect(url).await?;
+    let mut applied = client.subscribe(bus::subjects::APPLIED).await?;
+    let js = jetstream::new(client.clone());
+    let messages = total.div_ceil(batch);
+    let bodies: Vec<Vec<u8>> = (0..messages)
+        .map(|message| {
+            let body: Vec<Value> = (0..batch)
+                .map(|n| llo_statement(message * batch + n))
+                .collect();
+            serde_json::to_vec(&body)
+        })
+        .collect::<Result<_, _>>()?;
+    let started = Instant::now();
+    let mut published: HashMap<u64, Instant> = HashMap::with_capacity(messages);
+    let mut last_sequence = 0;
+    // Publishes are pipelined in windows, as a hub's client library does.
+    for window in bodies.chunks(concurrency.max(1) * 4) {
+        let mut acks = Vec::new();
+        for body in window {
+            let mut headers = async_nats::HeaderMap::new();
+            headers.insert(
+                "Nats-Msg-Id",
+                format!("bench-{}", uuid::Uuid::new_v4()).as_str(),
+            );
+            let sent = Instant::now();
+            let ack = js
+                .publish_with_headers("lrs.in.hub.bench", headers, body.clone().into())
+                .await?;
+            acks.push((sent, ack));
+        }
+        for (sent, ack) in acks {
+            let ack = ack.await?;
+            published.insert(ack.sequence, sent);
+            last_sequence = last_sequence.max(ack.sequence);
+        }
+    }
+    let mut latency = histogram()?;
+    let mut through = 0;
+    let mut pending: Vec<u64> = published.keys().copied().collect();
+    pending.sort_unstable();
+    let mut pending = pending.into_iter().peekable();
+    while through < last_sequence {
+        let message = tokio::time::timeout(Duration::from_secs(60), applied.next())
+            .await
+            .context("store stopped announcing")?
+            .context("announcements ended")?;
+        let announcement: Applied = serde_json::from_slice(&message.payload)?;
+        through = through.max(announcement.through);
+        let now = Instant::now();
+        while let Some(sequence) = pending.next_if(|sequence| *sequence <= through) {
+            if let Some(sent) = published.get(&sequence) {
+                latency.record(now.duration_since(*sent).as_micros() as u64)?;
+            }
+        }
+    }
+    Ok(Report {
+        statements: messages * batch,
+        elapsed: started.elapsed(),
+        latency,
+    })
+}
+
+/// The store's whole apply of one 100-statement `lrs.in.http` message (parse, validate, conflict
+/// checks, records, indexes, outbox), on a database that already holds 20,000 statements.
+/// Returns microseconds per message on the apply thread, and until the index thread is done.
+fn store_apply_per_message(validator: &xapi::Validator) -> anyhow::Result<(f64, f64)> {
+    let dir = tempfile::tempdir()?;
+    let db = store::db::Db::open(&dir.path().join("store.sled"))?;
+    let authority = json!({"objectType": "Agent", "account": {"homePage": "https://x.example", "name": "bench"}});
+    let message = |n: usize| -> anyhow::Result<Vec<u8>> {
+        let statements: Vec<Value> = (0..100).map(|i| llo_statement(n * 100 + i)).collect();
+        Ok(serde_json::to_vec(&bus::wire::HttpBatch {
+            authority: authority.clone(),
+            version: "2.0.0".into(),
+            statements,
+        })?)
+    };
+    let warm: Vec<Vec<u8>> = (0..200).map(message).collect::<anyhow::Result<_>>()?;
+    let timed: Vec<Vec<u8>> = (200..250).map(message).collect::<anyhow::Result<_>>()?;
+    let mut sequence = 0;
+    let mut apply = |payload: &[u8]| -> anyhow::Result<()> {
+        sequence += 1;
+        let incoming = store::db::Incoming {
+            sequence,
+            subject: bus::subjects::IN_HTTP,
+            payload,
+        };
+        let parsed = store::ingest::parse(incoming.subject, payload, None);
+        let verdict = db.apply(&incoming, parsed, validator)?;
+        anyhow::ensure!(verdict == bus::wire::Verdict::Applied, "{verdict:?}");
+        Ok(())
+    };
+    for payload in &warm {
+        apply(payload)?;
+    }
+    db.wait_for_indexes()?;
+    let started = Instant::now();
+    for payload in &timed {
+        apply(payload)?;
+    }
+    let applied = started.elapsed();
+    db.wait_for_indexes()?;
+    let indexed = started.elapsed();
+    let per_message = |elapsed: Duration| elapsed.as_secs_f64() * 1e6 / timed.len() as f64;
+    Ok((per_message(applied), per_message(indexed)))
+}
+
+/// Where the time of one batch of 100 goes, stage by stage, in this process.
+fn stage_profile() -> anyhow::Result<()> {
+    const ROUNDS: usize = 50;
+    let batch: Vec<Value> = (0..100).map(llo_statement).collect();
+    let body = serde_json::to_vec(&batch)?;
+    let validator = xapi::Validator::new()?;
+    let time = |work: &mut dyn FnMut() -> anyhow::Result<()>| -> anyhow::Result<f64> {
+        let started = Instant::now();
+        for _ in 0..ROUNDS {
+            work()?;
+        }
+        Ok(started.elapsed().as_secs_f64() * 1e6 / ROUNDS as f64)
+    };
+    let parse = time(&mut || {
+        let parsed: Value = serde_json::from_slice(&body)?;
+        std::hint::black_box(parsed);
+        Ok(())
+    })?;
+    let validate = time(&mut || {
+        validator
+            .check_batch(&batch, xapi::XapiVersion::V2_0_0)
+            .map_err(|err| anyhow::anyhow!("{err}"))
+    })?;
+    let dir = tempfile::tempdir()?;
+    let db = sled::open(dir.path())?;
+    let records: Vec<(Vec<u8>, Vec<u8>)> = batch
+        .iter()
+        .map(|statement| {
+            Ok((
+                uuid::Uuid::new_v4().as_bytes().to_vec(),
+                serde_json::to_vec(statement)?,
+            ))
+        })
+        .collect::<anyhow::Result<_>>()?;
+    let index_entries: usize = batch
+        .iter()
+        .map(|statement| {
+            let terms = xapi::statement::index_terms(statement);
+            terms.agents.len()
+                + terms.related_agents.len()
+                + terms.related_activities.len()
+                + usize::from(terms.verb.is_some())
+                + usize::from(terms.activity.is_some())
+                + usize::from(terms.registration.is_some())
+        })
+        .sum();
+    let mut counter = 0u64;
+    let statements_write = time(&mut || {
+        let mut sled_batch = sled::Batch::default();
+        for (key, value) in &records {
+            counter += 1;
+            let mut unique = key.clone();
+            unique.extend_from_slice(&counter.to_be_bytes());
+            sled_batch.insert(unique, value.as_slice());
+        }
+        db.apply_batch(sled_batch)?;
+        Ok(())
+    })?;
+    let index_write = time(&mut || {
+        let mut sled_batch = sled::Batch::default();
+        for _ in 0..index_entries {
+            counter += 1;
+            let mut key = vec![b'i'];
+            key.extend_from_slice(&counter.to_be_bytes());
+            sled_batch.insert(key, &[] as &[u8]);
+        }
+        db.apply_batch(sled_batch)?;
+        Ok(())
+    })?;
+    let flush = time(&mut || {
+        db.insert(b"m", &counter.to_be_bytes())?;
+        db.flush()?;
+        Ok(())
+    })?;
+    let (store_apply, store_indexed) = store_apply_per_message(&validator)?;
+    println!();
+    println!("stage profile, one batch of 100 statements ({} bytes, {index_entries} index entries), mean of {ROUNDS} rounds:", body.len());
+    for (stage, micros) in [
+        ("parse JSON", parse),
+        ("validate (schema + rules)", validate),
+        ("sled write: statements", statements_write),
+        ("sled write: index entries", index_write),
+        ("sled flush (fsync)", flush),
+        ("store: apply one message", store_apply),
+        ("store: ... and index it", store_indexed),
+    ] {
+        println!(
+            "  {stage:<28} {micros:>10.0} µs  ({:>8.0} statements/s alone)",
+            100.0 / micros * 1e6
+        );
+    }
+    println!("  publish + JetStream fsync: see the p50 of \"NATS publish, batch of 100\" above");
     Ok(())
 }

@@ -5,6 +5,15 @@ use leerspoor::node::{Node, Parts};
 
 mod cli;
 
+/// Like `println!`, but a closed stdout (a supervisor that stopped reading) is not a reason
+/// for a running LRS to panic.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
@@ -27,13 +36,13 @@ async fn main() -> anyhow::Result<()> {
     let shutdown = tokio_util::sync::CancellationToken::new();
     let node = Node::start(config, parts).await?;
     if let Some(addr) = node.http_addr() {
-        println!(
+        say!(
             "Leerspoor is ready: xAPI endpoint http://{addr}/xapi  (NATS {})",
             node.nats_url()
         );
         print_example(addr, demo_credentials);
     } else {
-        println!("Leerspoor {parts:?} is running (NATS {})", node.nats_url());
+        say!("Leerspoor {parts:?} is running (NATS {})", node.nats_url());
     }
     let signals = shutdown.clone();
     let (result, ()) = tokio::join!(node.run(shutdown.clone()), async move {
@@ -53,11 +62,11 @@ fn print_example(addr: std::net::SocketAddr, demo_credentials: bool) {
         "KEY:SECRET"
     };
     let statement = r#"{"actor":{"mbox":"mailto:ann@example.org"},"verb":{"id":"http://adlnet.gov/expapi/verbs/attended"},"object":{"id":"https://hub.example/sessions/1"}}"#;
-    println!("Try it:");
-    println!(
+    say!("Try it:");
+    say!(
         "  curl -u {user} -H 'X-Experience-API-Version: 2.0.0' -H 'Content-Type: application/json' -d '{statement}' http://{addr}/xapi/statements"
     );
-    println!("  curl -u {user} -H 'X-Experience-API-Version: 2.0.0' http://{addr}/xapi/statements");
+    say!("  curl -u {user} -H 'X-Experience-API-Version: 2.0.0' http://{addr}/xapi/statements");
 }
 
 /// SIGINT or SIGTERM.

@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use bus::wire::{RejectedMessage, Rejection, StoredEvent, Verdict};
+use bus::wire::{EventKind, RejectedMessage, Rejection, StoredEvent, StoredEvents, Verdict};
 use chrono::Utc;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -15,8 +15,9 @@ use xapi::statement::{
 use xapi::time::format_timestamp;
 use xapi::Validator;
 
+use crate::indexer::{IndexJob, Indexer};
 use crate::ingest::Batch;
-use crate::keys::{self, IndexKind};
+use crate::keys;
 
 /// A stored statement and whether it has been voided.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -26,14 +27,26 @@ pub struct Record {
     pub position: u64,
 }
 
-/// A message waiting in the outbox for `LRS_STORED` or `LRS_REJECTED`. It is written in the
-/// same batch as the change it reports, so a crash after the flush cannot lose it.
+/// A message owed to `LRS_STORED` or `LRS_REJECTED`, written in the same batch as the change
+/// it reports, so a crash after the flush cannot lose it. Events name their statements only:
+/// the statements are read back when published, which keeps outbox values small (a sled value
+/// of ~100 KB becomes a blob file of its own, a cost per message).
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct OutboxEntry {
-    pub subject: String,
+enum OutboxItem {
+    Events {
+        sequence: u64,
+        events: Vec<(EventKind, Uuid)>,
+    },
+    Rejected(RejectedMessage),
+}
+
+/// An outbox message ready to publish.
+#[derive(Debug, Clone)]
+pub struct OutboxMessage {
+    pub subject: &'static str,
     /// `Nats-Msg-Id`, so a republish after a crash is dropped by JetStream dedup.
     pub msg_id: String,
-    pub payload: Value,
+    pub payload: Vec<u8>,
 }
 
 /// The `LRS_IN` message being applied, as it arrived.
@@ -47,12 +60,16 @@ pub struct Incoming<'a> {
 pub enum DbError {
     #[error("sled")]
     Sled(#[from] sled::Error),
+    #[error("the indexes did not reach position {0} in time")]
+    IndexLag(u64),
     #[error("corrupt record under key {key:?}: {reason}")]
     Corrupt { key: Vec<u8>, reason: String },
 }
 
 pub struct Db {
     tree: sled::Db,
+    /// Writes the secondary indexes on its own thread.
+    indexer: Indexer,
 }
 
 impl Db {
@@ -61,8 +78,74 @@ impl Db {
         let tree = sled::Config::new()
             .path(path)
             .cache_capacity(256 * 1024 * 1024)
+            .mode(sled::Mode::HighThroughput)
             .open()?;
-        Ok(Db { tree })
+        let indexed = tree
+            .get(keys::META_INDEXED)?
+            .and_then(|bytes| keys::u64_value(&bytes))
+            .unwrap_or(0);
+        let db = Db {
+            indexer: Indexer::start(tree.clone(), indexed),
+            tree,
+        };
+        db.reindex_after(indexed)?;
+        Ok(db)
+    }
+
+    /// Re-indexes the statements a crash left unindexed (positions after `indexed`).
+    fn reindex_after(&self, indexed: u64) -> Result<(), DbError> {
+        let last = self.last_position()?;
+        if last <= indexed {
+            return Ok(());
+        }
+        tracing::info!(
+            from = indexed + 1,
+            to = last,
+            "re-indexing statements after a restart"
+        );
+        let mut entries = Vec::new();
+        for position in indexed + 1..=last {
+            if let Some(record) = self.record_at(position)? {
+                entries.extend(self.index_entries(&record, &HashMap::new())?);
+            }
+        }
+        self.indexer.submit(IndexJob {
+            entries,
+            through: last,
+        });
+        Ok(())
+    }
+
+    /// The position of the last stored statement (0 when none).
+    fn last_position(&self) -> Result<u64, DbError> {
+        Ok(self.meta_u64(keys::META_NEXT_POSITION)?.saturating_sub(1))
+    }
+
+    /// Waits until the indexes cover every statement stored so far; queries call this first.
+    pub fn wait_for_indexes(&self) -> Result<(), DbError> {
+        let last = self.last_position()?;
+        if self
+            .indexer
+            .wait_for(last, std::time::Duration::from_secs(10))
+        {
+            Ok(())
+        } else {
+            Err(DbError::IndexLag(last))
+        }
+    }
+
+    /// The index terms of a record: its own, and those of the statements it references.
+    fn index_entries(
+        &self,
+        record: &Record,
+        pending: &HashMap<Uuid, Record>,
+    ) -> Result<Vec<(u64, IndexTerms)>, DbError> {
+        let mut entries = vec![(record.position, index_terms(&record.statement))];
+        // A statement that references another is found by the filters its target matches.
+        for target in self.reference_chain(&record.statement, pending)? {
+            entries.push((record.position, index_terms(&target)));
+        }
+        Ok(entries)
     }
 
     pub fn flush(&self) -> Result<(), DbError> {
@@ -146,55 +229,65 @@ impl Db {
         }
         let mut batch = sled::Batch::default();
         batch.insert(keys::META_APPLIED, &sequence.to_be_bytes());
-        let verdict = match parsed {
-            Err(rejection) => Verdict::Rejected(rejection),
+        let planned = match parsed {
+            Err(rejection) => Err(Verdict::Rejected(rejection)),
             Ok(parsed) => match validator.check_batch(&parsed.statements, parsed.version) {
-                Err(violation) => Verdict::Rejected(Rejection {
+                Err(violation) => Err(Verdict::Rejected(Rejection {
                     statement: violation.statement,
                     path: violation.violation.path,
                     rule: violation.violation.rule,
                     message: violation.violation.message,
-                }),
-                Ok(()) => self.plan(parsed, &mut batch)?,
+                })),
+                Ok(()) => self.plan(sequence, parsed, &mut batch)?,
             },
         };
-        if verdict != Verdict::Applied {
-            // Only the applied sequence and the verdict: none of the message's writes.
-            batch = sled::Batch::default();
-            batch.insert(keys::META_APPLIED, &sequence.to_be_bytes());
-            let verdict_json = serde_json::to_vec(&verdict).unwrap_or_default();
-            batch.insert(keys::verdict(sequence), verdict_json);
-            // The gateway answers its own clients; anything else goes to LRS_REJECTED.
-            if let (Verdict::Rejected(rejection), false) =
-                (&verdict, incoming.subject == bus::subjects::IN_HTTP)
-            {
-                let rejected = RejectedMessage {
-                    subject: incoming.subject.to_owned(),
-                    sequence,
-                    rejection: rejection.clone(),
-                    payload: String::from_utf8_lossy(incoming.payload).into_owned(),
-                };
-                let entry = OutboxEntry {
-                    subject: bus::subjects::REJECTED.to_owned(),
-                    msg_id: format!("rejected-{sequence}"),
-                    payload: serde_json::to_value(rejected).unwrap_or_default(),
-                };
-                self.push_outbox(&mut batch, &entry);
+        let verdict = match planned {
+            Ok(index_job) => {
+                self.tree.apply_batch(batch)?;
+                // After the statements are in: an index entry never points at nothing.
+                self.indexer.submit(index_job);
+                return Ok(Verdict::Applied);
             }
+            Err(verdict) => verdict,
+        };
+        // Only the applied sequence and the verdict: none of the message's writes.
+        let mut batch = sled::Batch::default();
+        batch.insert(keys::META_APPLIED, &sequence.to_be_bytes());
+        let verdict_json = serde_json::to_vec(&verdict).unwrap_or_default();
+        batch.insert(keys::verdict(sequence), verdict_json);
+        // The gateway answers its own clients; anything else goes to LRS_REJECTED.
+        if let (Verdict::Rejected(rejection), false) =
+            (&verdict, incoming.subject == bus::subjects::IN_HTTP)
+        {
+            let rejected = RejectedMessage {
+                subject: incoming.subject.to_owned(),
+                sequence,
+                rejection: rejection.clone(),
+                payload: String::from_utf8_lossy(incoming.payload).into_owned(),
+            };
+            self.push_outbox(&mut batch, &OutboxItem::Rejected(rejected));
         }
         self.tree.apply_batch(batch)?;
         Ok(verdict)
     }
 
-    /// Decides the effects of a valid message and writes them into `batch`; returns a
-    /// non-`Applied` verdict (and the caller discards `batch`) on a conflict or voiding error.
-    fn plan(&self, parsed: Batch, batch: &mut sled::Batch) -> Result<Verdict, DbError> {
+    /// Decides the effects of a valid message and writes them into `batch`, returning the
+    /// index work; or the verdict (and the caller discards `batch`) on a conflict or voiding
+    /// error.
+    fn plan(
+        &self,
+        sequence: u64,
+        parsed: Batch,
+        batch: &mut sled::Batch,
+    ) -> Result<Result<IndexJob, Verdict>, DbError> {
         let mut next_position = self.meta_u64(keys::META_NEXT_POSITION)?.max(1);
         let stored = self.next_stored()?;
         // Statements of this message, by id, as they will be after the batch.
         let mut pending: HashMap<Uuid, Record> = HashMap::new();
         // Voids of this message whose target was not found (yet).
         let mut voids_waiting: std::collections::HashSet<Uuid> = std::collections::HashSet::new();
+        let mut events = Vec::new();
+        let mut index_entries = Vec::new();
         for (index, mut statement) in parsed.statements.into_iter().enumerate() {
             let id = match statement_id(&statement).and_then(|id| Uuid::parse_str(&id).ok()) {
                 Some(id) => id,
@@ -210,10 +303,10 @@ impl Db {
                 if equivalent(&existing.statement, &statement) {
                     continue;
                 }
-                return Ok(Verdict::Conflict {
+                return Ok(Err(Verdict::Conflict {
                     statement: index,
                     id: id.to_string(),
-                });
+                }));
             }
             complete_for_store(&mut statement, &stored, &parsed.authority, parsed.version);
             let position = next_position;
@@ -223,7 +316,6 @@ impl Db {
                 voided: false,
                 position,
             };
-            let mut events = vec![(bus::subjects::STORED_STATEMENT, "stored")];
             if let Some(target) = voided_target(&record.statement) {
                 let target = Uuid::parse_str(&target).unwrap_or_default();
                 let target_record = match pending.get(&target) {
@@ -232,19 +324,20 @@ impl Db {
                 };
                 match target_record {
                     Some(target_record) if voided_target(&target_record.statement).is_some() => {
-                        return Ok(Verdict::Rejected(Rejection {
+                        return Ok(Err(Verdict::Rejected(Rejection {
                             statement: Some(index),
                             path: "/object/id".into(),
                             rule: "voiding.target_not_voiding".into(),
                             message: format!(
                                 "statement {target} is itself a voiding statement and cannot be voided"
                             ),
-                        }));
+                        })));
                     }
                     Some(mut target_record) => {
                         if !target_record.voided {
                             target_record.voided = true;
-                            self.write_voided(batch, &target_record);
+                            write_record(batch, &target, &target_record);
+                            events.push((EventKind::Voided, target));
                             pending.insert(target, target_record);
                         }
                     }
@@ -254,26 +347,26 @@ impl Db {
                     }
                 }
             }
+            events.push((EventKind::Stored, id));
             if voids_waiting.remove(&id) || self.tree.contains_key(keys::pending_void(&id))? {
                 record.voided = true;
                 batch.remove(keys::pending_void(&id));
-                events.push((bus::subjects::STORED_VOIDED, "voided"));
+                events.push((EventKind::Voided, id));
             }
             write_record(batch, &id, &record);
             batch.insert(keys::position(position), id.as_bytes().as_slice());
-            write_indexes(batch, &index_terms(&record.statement), position);
-            // A statement that references another is found by the filters its target matches.
-            for target in self.reference_chain(&record.statement, &pending)? {
-                write_indexes(batch, &index_terms(&target), position);
-            }
-            for (subject, kind) in events {
-                self.write_outbox(batch, subject, kind, &record);
-            }
+            index_entries.extend(self.index_entries(&record, &pending)?);
             pending.insert(id, record);
         }
         batch.insert(keys::META_NEXT_POSITION, &next_position.to_be_bytes());
         batch.insert(keys::META_LAST_STORED, stored.as_bytes());
-        Ok(Verdict::Applied)
+        if !events.is_empty() {
+            self.push_outbox(batch, &OutboxItem::Events { sequence, events });
+        }
+        Ok(Ok(IndexJob {
+            entries: index_entries,
+            through: next_position - 1,
+        }))
     }
 
     /// The statements a statement references through StatementRef objects, nearest first
@@ -306,28 +399,7 @@ impl Db {
         Ok(chain)
     }
 
-    fn write_voided(&self, batch: &mut sled::Batch, target: &Record) {
-        if let Some(id) = statement_id(&target.statement).and_then(|id| Uuid::parse_str(&id).ok()) {
-            write_record(batch, &id, target);
-        }
-        self.write_outbox(batch, bus::subjects::STORED_VOIDED, "voided", target);
-    }
-
-    fn write_outbox(&self, batch: &mut sled::Batch, subject: &str, kind: &str, record: &Record) {
-        let id = statement_id(&record.statement).unwrap_or_default();
-        let event = StoredEvent {
-            position: record.position,
-            statement: record.statement.clone(),
-        };
-        let entry = OutboxEntry {
-            subject: subject.to_owned(),
-            msg_id: format!("{kind}-{id}"),
-            payload: serde_json::to_value(event).unwrap_or_default(),
-        };
-        self.push_outbox(batch, &entry);
-    }
-
-    fn push_outbox(&self, batch: &mut sled::Batch, entry: &OutboxEntry) {
+    fn push_outbox(&self, batch: &mut sled::Batch, entry: &OutboxItem) {
         // sled's id generator is monotonic across restarts: outbox keys keep event order.
         let order = self.tree.generate_id().unwrap_or(u64::MAX);
         if let Ok(bytes) = serde_json::to_vec(entry) {
@@ -347,18 +419,51 @@ impl Db {
         Ok(if last > now { last } else { now })
     }
 
-    /// Outbox entries in event order, with their keys for removal once published.
-    pub fn outbox(&self) -> Result<Vec<(sled::IVec, OutboxEntry)>, DbError> {
-        let mut entries = Vec::new();
+    /// Outbox messages in event order, with their keys for removal once published.
+    pub fn outbox(&self) -> Result<Vec<(sled::IVec, OutboxMessage)>, DbError> {
+        let mut messages = Vec::new();
         for item in self.tree.scan_prefix([keys::OUTBOX]) {
             let (key, value) = item?;
-            let entry = serde_json::from_slice(&value).map_err(|err| DbError::Corrupt {
+            let corrupt = |reason: String| DbError::Corrupt {
                 key: key.to_vec(),
-                reason: err.to_string(),
-            })?;
-            entries.push((key, entry));
+                reason,
+            };
+            let item: OutboxItem =
+                serde_json::from_slice(&value).map_err(|err| corrupt(err.to_string()))?;
+            let message = match item {
+                OutboxItem::Rejected(rejected) => OutboxMessage {
+                    subject: bus::subjects::REJECTED,
+                    msg_id: format!("rejected-{}", rejected.sequence),
+                    payload: serde_json::to_vec(&rejected)
+                        .map_err(|err| corrupt(err.to_string()))?,
+                },
+                OutboxItem::Events { sequence, events } => {
+                    let mut stored_events = Vec::with_capacity(events.len());
+                    for (kind, id) in events {
+                        let record = self.record(&id)?.ok_or_else(|| {
+                            corrupt(format!("outbox names missing statement {id}"))
+                        })?;
+                        stored_events.push(StoredEvent {
+                            kind,
+                            position: record.position,
+                            statement: record.statement,
+                        });
+                    }
+                    let events = StoredEvents {
+                        sequence,
+                        events: stored_events,
+                    };
+                    OutboxMessage {
+                        subject: bus::subjects::STORED_EVENTS,
+                        msg_id: format!("events-{sequence}"),
+                        payload: serde_json::to_vec(&events)
+                            .map_err(|err| corrupt(err.to_string()))?,
+                    }
+                }
+            };
+            messages.push((key, message));
         }
-        Ok(entries)
+        Ok(messages)
     }
 
     pub fn remove_outbox(&self, published: &[sled::IVec]) -> Result<(), DbError> {
@@ -381,31 +486,87 @@ fn write_record(batch: &mut sled::Batch, id: &Uuid, record: &Record) {
     }
 }
 
-/// One entry per filterable term: each is ~12 µs of sled work, so only what queries use.
-fn write_indexes(batch: &mut sled::Batch, terms: &IndexTerms, position: u64) {
-    let empty: &[u8] = &[];
-    for agent in &terms.agents {
-        batch.insert(keys::index(IndexKind::Agent, agent, position), empty);
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ingest;
+    use bus::wire::StatementQuery;
+    use serde_json::json;
+
+    fn message(n: usize) -> Vec<u8> {
+        let statements: Vec<Value> = (0..5)
+            .map(|i| {
+                json!({
+                    "actor": {"mbox": format!("mailto:w{n}-{i}@example.org")},
+                    "verb": {"id": "http://adlnet.gov/expapi/verbs/attended"},
+                    "object": {"id": "https://hub.example/sessions/1"}
+                })
+            })
+            .collect();
+        serde_json::to_vec(&statements).expect("json")
     }
-    for agent in &terms.related_agents {
-        batch.insert(keys::index(IndexKind::RelatedAgent, agent, position), empty);
-    }
-    if let Some(verb) = &terms.verb {
-        batch.insert(keys::index(IndexKind::Verb, verb, position), empty);
-    }
-    if let Some(activity) = &terms.activity {
-        batch.insert(keys::index(IndexKind::Activity, activity, position), empty);
-    }
-    for activity in &terms.related_activities {
-        batch.insert(
-            keys::index(IndexKind::RelatedActivity, activity, position),
-            empty,
+
+    fn apply(db: &Db, validator: &Validator, sequence: u64) {
+        let payload = message(sequence as usize);
+        let incoming = Incoming {
+            sequence,
+            subject: "lrs.in.hub.test",
+            payload: &payload,
+        };
+        let parsed = ingest::parse(incoming.subject, &payload, None);
+        assert_eq!(
+            db.apply(&incoming, parsed, validator).expect("apply"),
+            Verdict::Applied
         );
     }
-    if let Some(registration) = &terms.registration {
-        batch.insert(
-            keys::index(IndexKind::Registration, registration, position),
-            empty,
-        );
+
+    fn by_verb(db: &Db) -> usize {
+        let query = StatementQuery {
+            verb: Some("http://adlnet.gov/expapi/verbs/attended".into()),
+            ..StatementQuery::default()
+        };
+        match crate::query::run(db, &query).expect("query") {
+            bus::wire::StatementReply::Page { statements, .. } => statements.len(),
+            other => panic!("unexpected reply {other:?}"),
+        }
+    }
+
+    #[test]
+    fn indexes_lost_in_a_crash_are_rebuilt_at_open() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let validator = Validator::new().expect("schemas");
+        {
+            let db = Db::open(dir.path()).expect("open");
+            for sequence in 1..=3 {
+                apply(&db, &validator, sequence);
+            }
+            assert_eq!(by_verb(&db), 15);
+            // What a crash before the index thread wrote anything would leave behind.
+            db.wait_for_indexes().expect("indexed");
+            let index_keys: Vec<sled::IVec> = db
+                .tree()
+                .scan_prefix([keys::INDEX])
+                .keys()
+                .collect::<Result<_, _>>()
+                .expect("scan");
+            for key in index_keys {
+                db.tree().remove(key).expect("remove");
+            }
+            db.tree().remove(keys::META_INDEXED).expect("remove");
+            db.flush().expect("flush");
+        }
+        let db = Db::open(dir.path()).expect("reopen");
+        assert_eq!(by_verb(&db), 15);
+    }
+
+    #[test]
+    fn a_redelivered_message_changes_nothing() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let validator = Validator::new().expect("schemas");
+        let db = Db::open(dir.path()).expect("open");
+        apply(&db, &validator, 1);
+        apply(&db, &validator, 1);
+        assert_eq!(by_verb(&db), 5);
+        assert_eq!(db.applied_sequence().expect("meta"), 1);
     }
 }

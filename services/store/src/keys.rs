@@ -22,15 +22,17 @@ pub const OUTBOX: u8 = b'o';
 pub const META_APPLIED: &[u8] = b"mapplied";
 pub const META_NEXT_POSITION: &[u8] = b"mnext_position";
 pub const META_LAST_STORED: &[u8] = b"mlast_stored";
+/// Every position at or below this one has its index entries (see [`crate::indexer`]).
+pub const META_INDEXED: &[u8] = b"mindexed";
 
 /// Index kinds: which filter an index entry serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
 pub enum IndexKind {
-    Agent = b'a',
+    /// Every agent anywhere in the statement (serves `agent` with and without `related_agents`).
     RelatedAgent = b'A',
     Verb = b'v',
-    Activity = b'c',
+    /// Every activity anywhere (serves `activity` with and without `related_activities`).
     RelatedActivity = b'C',
     Registration = b'r',
 }

@@ -9,10 +9,12 @@
 //! - [`keys`]: the sled key layout.
 //! - [`ingest`]: an `LRS_IN` message to statements, authority and version.
 //! - [`db`]: applying a message; reading records and verdicts; the outbox.
+//! - [`indexer`]: the secondary indexes, written by their own thread.
 //! - [`query`]: statement queries.
 //! - [`service`]: the NATS side: the pull loop, the outbox publisher, request/reply.
 
 pub mod db;
+pub mod indexer;
 pub mod ingest;
 pub mod keys;
 pub mod query;

@@ -31,6 +31,7 @@ pub fn run(db: &Db, query: &StatementQuery) -> Result<StatementReply, DbError> {
             consistent_through,
         });
     }
+    db.wait_for_indexes()?;
     let limit = if query.limit == 0 {
         MAX_PAGE
     } else {
@@ -75,20 +76,10 @@ fn chosen_index(query: &StatementQuery) -> Option<(IndexKind, String)> {
         return Some((IndexKind::Registration, registration.to_lowercase()));
     }
     if let Some(agent) = &query.agent {
-        let kind = if query.related_agents {
-            IndexKind::RelatedAgent
-        } else {
-            IndexKind::Agent
-        };
-        return Some((kind, agent.clone()));
+        return Some((IndexKind::RelatedAgent, agent.clone()));
     }
     if let Some(activity) = &query.activity {
-        let kind = if query.related_activities {
-            IndexKind::RelatedActivity
-        } else {
-            IndexKind::Activity
-        };
-        return Some((kind, activity.clone()));
+        return Some((IndexKind::RelatedActivity, activity.clone()));
     }
     query
         .verb

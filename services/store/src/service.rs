@@ -151,7 +151,8 @@ impl Store {
     async fn apply_batch(&self, batch: Vec<jetstream::Message>) -> anyhow::Result<()> {
         let db = self.db.clone();
         let validator = self.validator.clone();
-        let (batch, through, verdicts) = tokio::task::spawn_blocking(move || {
+        let started = std::time::Instant::now();
+        let (batch, through, verdicts, flush_started) = tokio::task::spawn_blocking(move || {
             let mut verdicts = Vec::new();
             let mut through = 0;
             for message in &batch {
@@ -182,12 +183,15 @@ impl Store {
                 }
                 through = through.max(sequence);
             }
+            let flush_started = std::time::Instant::now();
             db.flush()?;
-            Ok::<_, crate::db::DbError>((batch, through, verdicts))
+            Ok::<_, crate::db::DbError>((batch, through, verdicts, flush_started))
         })
         .await
         .context("apply task")??;
+        let outbox_started = std::time::Instant::now();
         self.publish_outbox().await?;
+        let ack_started = std::time::Instant::now();
         if let Some(last) = batch.last() {
             last.ack_with(AckKind::Ack)
                 .await
@@ -198,6 +202,15 @@ impl Store {
             .publish(subjects::APPLIED, announcement.into())
             .await
             .context("announcing applied watermark")?;
+        tracing::debug!(
+            messages = batch.len(),
+            through,
+            apply_us = (flush_started - started).as_micros() as u64,
+            flush_us = (outbox_started - flush_started).as_micros() as u64,
+            outbox_us = (ack_started - outbox_started).as_micros() as u64,
+            ack_us = ack_started.elapsed().as_micros() as u64,
+            "batch applied"
+        );
         Ok(())
     }
 
@@ -215,10 +228,9 @@ impl Store {
         for (_, entry) in &entries {
             let mut headers = async_nats::HeaderMap::new();
             headers.insert(bus::MSG_ID_HEADER, entry.msg_id.as_str());
-            let payload = serde_json::to_vec(&entry.payload)?;
             let ack = self
                 .js
-                .publish_with_headers(entry.subject.clone(), headers, payload.into())
+                .publish_with_headers(entry.subject, headers, entry.payload.clone().into())
                 .await
                 .context("publishing outbox")?;
             acks.push(ack);
