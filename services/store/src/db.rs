@@ -419,11 +419,28 @@ impl Db {
         Ok(if last > now { last } else { now })
     }
 
-    /// Outbox messages in event order, with their keys for removal once published.
-    pub fn outbox(&self) -> Result<Vec<(sled::IVec, OutboxMessage)>, DbError> {
+    /// The key of the newest outbox entry, if any.
+    pub fn last_outbox_key(&self) -> Result<Option<sled::IVec>, DbError> {
+        Ok(self
+            .tree
+            .scan_prefix([keys::OUTBOX])
+            .keys()
+            .next_back()
+            .transpose()?)
+    }
+
+    /// Outbox messages in event order, up to and including the key `through` (all when
+    /// `None`), with their keys for removal once published.
+    pub fn outbox(
+        &self,
+        through: Option<&[u8]>,
+    ) -> Result<Vec<(sled::IVec, OutboxMessage)>, DbError> {
         let mut messages = Vec::new();
         for item in self.tree.scan_prefix([keys::OUTBOX]) {
             let (key, value) = item?;
+            if through.is_some_and(|through| key.as_ref() > through) {
+                break;
+            }
             let corrupt = |reason: String| DbError::Corrupt {
                 key: key.to_vec(),
                 reason,

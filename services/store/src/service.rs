@@ -16,6 +16,18 @@ use xapi::Validator;
 use crate::db::{Db, Incoming};
 use crate::{ingest, query};
 
+/// Applied batches waiting for their outbox publish and ack.
+const FINISH_QUEUE: usize = 4;
+
+/// What an applied, flushed batch still needs: its events published, then its ack.
+struct Finish {
+    /// Acking the last message acknowledges the whole batch (`AckPolicy::All`).
+    last: jetstream::Message,
+    through: u64,
+    /// The last outbox key the batch's flush covered.
+    outbox_through: Option<sled::IVec>,
+}
+
 /// How long one pull request waits for a message before it is renewed.
 const PULL_WAIT: Duration = Duration::from_secs(5);
 
@@ -93,20 +105,54 @@ impl Store {
         api_result.and(ingest_result)
     }
 
+    /// Two stages: the pull loop applies and flushes batch N+1 while the finisher publishes
+    /// batch N's outbox and acknowledges it.
     async fn ingest_loop(&self, shutdown: CancellationToken) -> anyhow::Result<()> {
         // Anything flushed but not yet published before a crash goes out first.
-        self.publish_outbox().await?;
-        let result = self.pull_and_apply(&shutdown).await;
-        if result.is_err() {
-            shutdown.cancel();
+        self.publish_outbox(None).await?;
+        let (finish_sender, finish_receiver) = tokio::sync::mpsc::channel(FINISH_QUEUE);
+        let pull = async {
+            let result = self.pull_and_apply(&shutdown, finish_sender).await;
+            if result.is_err() {
+                shutdown.cancel();
+            }
+            result
+        };
+        let finish = async {
+            let result = self.finish(finish_receiver).await;
+            if result.is_err() {
+                shutdown.cancel();
+            }
+            result
+        };
+        let (pull_result, finish_result) = tokio::join!(pull, finish);
+        pull_result.and(finish_result)
+    }
+
+    /// Publishes each applied batch's outbox, then acknowledges the batch. Runs until the
+    /// pull loop ends and everything it handed over is done.
+    async fn finish(
+        &self,
+        mut receiver: tokio::sync::mpsc::Receiver<Finish>,
+    ) -> anyhow::Result<()> {
+        while let Some(done) = receiver.recv().await {
+            self.publish_outbox(done.outbox_through).await?;
+            done.last
+                .ack_with(AckKind::Ack)
+                .await
+                .map_err(|err| anyhow::anyhow!("acking LRS_IN through {}: {err}", done.through))?;
         }
-        result
+        Ok(())
     }
 
     /// Pulls in explicit requests (wait for one message, then take what else is there, up to
     /// `max_batch`), so that at shutdown nothing is delivered to this process that it has not
     /// applied and acknowledged.
-    async fn pull_and_apply(&self, shutdown: &CancellationToken) -> anyhow::Result<()> {
+    async fn pull_and_apply(
+        &self,
+        shutdown: &CancellationToken,
+        finish: tokio::sync::mpsc::Sender<Finish>,
+    ) -> anyhow::Result<()> {
         loop {
             let waiting = async {
                 let mut one = self
@@ -144,81 +190,95 @@ impl Store {
                     );
                 }
             }
-            self.apply_batch(batch).await?;
+            let done = self.apply_batch(batch).await?;
+            if let Some(done) = done {
+                finish
+                    .send(done)
+                    .await
+                    .map_err(|_| anyhow::anyhow!("the finisher stopped"))?;
+            }
         }
     }
 
-    async fn apply_batch(&self, batch: Vec<jetstream::Message>) -> anyhow::Result<()> {
+    /// Applies and flushes a batch and announces it; returns what the finisher still owes it.
+    async fn apply_batch(&self, batch: Vec<jetstream::Message>) -> anyhow::Result<Option<Finish>> {
         let db = self.db.clone();
         let validator = self.validator.clone();
         let started = std::time::Instant::now();
-        let (batch, through, verdicts, flush_started) = tokio::task::spawn_blocking(move || {
-            let mut verdicts = Vec::new();
-            let mut through = 0;
-            for message in &batch {
-                let Ok(info) = message.info() else {
-                    continue;
-                };
-                let sequence = info.stream_sequence;
-                let version = message
-                    .headers
-                    .as_ref()
-                    .and_then(|headers| headers.get("X-Experience-API-Version"))
-                    .map(|value| value.as_str().to_owned());
-                let incoming = Incoming {
-                    sequence,
-                    subject: message.subject.as_str(),
-                    payload: &message.payload,
-                };
-                let parsed = ingest::parse(incoming.subject, incoming.payload, version.as_deref());
-                let verdict = db.apply(&incoming, parsed, &validator)?;
-                if verdict != Verdict::Applied {
-                    tracing::info!(
+        let (mut batch, through, verdicts, outbox_through, flush_started) =
+            tokio::task::spawn_blocking(move || {
+                let mut verdicts = Vec::new();
+                let mut through = 0;
+                for message in &batch {
+                    let Ok(info) = message.info() else {
+                        continue;
+                    };
+                    let sequence = info.stream_sequence;
+                    let version = message
+                        .headers
+                        .as_ref()
+                        .and_then(|headers| headers.get("X-Experience-API-Version"))
+                        .map(|value| value.as_str().to_owned());
+                    let incoming = Incoming {
                         sequence,
-                        subject = incoming.subject,
-                        ?verdict,
-                        "message not applied"
-                    );
-                    verdicts.push((sequence, verdict));
+                        subject: message.subject.as_str(),
+                        payload: &message.payload,
+                    };
+                    let parsed =
+                        ingest::parse(incoming.subject, incoming.payload, version.as_deref());
+                    let verdict = db.apply(&incoming, parsed, &validator)?;
+                    if verdict != Verdict::Applied {
+                        tracing::info!(
+                            sequence,
+                            subject = incoming.subject,
+                            ?verdict,
+                            "message not applied"
+                        );
+                        verdicts.push((sequence, verdict));
+                    }
+                    through = through.max(sequence);
                 }
-                through = through.max(sequence);
-            }
-            let flush_started = std::time::Instant::now();
-            db.flush()?;
-            Ok::<_, crate::db::DbError>((batch, through, verdicts, flush_started))
-        })
-        .await
-        .context("apply task")??;
-        let outbox_started = std::time::Instant::now();
-        self.publish_outbox().await?;
-        let ack_started = std::time::Instant::now();
-        if let Some(last) = batch.last() {
-            last.ack_with(AckKind::Ack)
-                .await
-                .map_err(|err| anyhow::anyhow!("acking LRS_IN through {through}: {err}"))?;
-        }
+                let flush_started = std::time::Instant::now();
+                // Only what this flush covers may be published: a later batch's events could
+                // still be lost to a crash.
+                let outbox_through = db.last_outbox_key()?;
+                db.flush()?;
+                Ok::<_, crate::db::DbError>((
+                    batch,
+                    through,
+                    verdicts,
+                    outbox_through,
+                    flush_started,
+                ))
+            })
+            .await
+            .context("apply task")??;
+        // Durable in sled: readers may see it now; the ack can follow.
+        let messages = batch.len();
         let announcement = serde_json::to_vec(&Applied { through, verdicts })?;
         self.client
             .publish(subjects::APPLIED, announcement.into())
             .await
             .context("announcing applied watermark")?;
         tracing::debug!(
-            messages = batch.len(),
+            messages,
             through,
             apply_us = (flush_started - started).as_micros() as u64,
-            flush_us = (outbox_started - flush_started).as_micros() as u64,
-            outbox_us = (ack_started - outbox_started).as_micros() as u64,
-            ack_us = ack_started.elapsed().as_micros() as u64,
+            flush_us = flush_started.elapsed().as_micros() as u64,
             "batch applied"
         );
-        Ok(())
+        Ok(batch.pop().map(|last| Finish {
+            last,
+            through,
+            outbox_through,
+        }))
     }
 
-    /// Publishes every outbox entry to JetStream (deduplicated by its msg id), then removes
-    /// the published ones.
-    async fn publish_outbox(&self) -> anyhow::Result<()> {
+    /// Publishes the outbox entries up to `through` (all, if `None`) to JetStream,
+    /// deduplicated by their msg ids, then removes the published ones.
+    async fn publish_outbox(&self, through: Option<sled::IVec>) -> anyhow::Result<()> {
         let db = self.db.clone();
-        let entries = tokio::task::spawn_blocking(move || db.outbox())
+        let entries = tokio::task::spawn_blocking(move || db.outbox(through.as_deref()))
             .await
             .context("outbox task")??;
         if entries.is_empty() {
