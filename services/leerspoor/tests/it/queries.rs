@@ -231,3 +231,56 @@ async fn a_statement_that_references_a_match_matches_too() {
         .await);
     assert_eq!(found, vec![posted[1].clone(), posted[0].clone()]);
 }
+
+#[tokio::test]
+async fn head_answers_like_get_without_a_body() {
+    let app = TestApp::start().await;
+    let posted = post_each(
+        &app,
+        &[statement(
+            "a@example.org",
+            "attended",
+            "https://x.example/1",
+        )],
+    )
+    .await;
+    let response = app
+        .request(
+            reqwest::Method::HEAD,
+            &format!("/xapi/statements?statementId={}", posted[0]),
+        )
+        .send()
+        .await
+        .expect("http");
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(response
+        .headers()
+        .contains_key("x-experience-api-consistent-through"));
+    assert!(response.headers().contains_key("last-modified"));
+    assert!(response.bytes().await.expect("body").is_empty());
+    let missing = app
+        .request(
+            reqwest::Method::HEAD,
+            &format!("/xapi/statements?statementId={}", new_id()),
+        )
+        .send()
+        .await
+        .expect("http");
+    assert_eq!(missing.status(), StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn every_get_answer_says_how_consistent_it_is_errors_included() {
+    let app = TestApp::start().await;
+    for query in ["", "?limit=nope", &format!("?statementId={}", new_id())] {
+        let response = app.get(&format!("/xapi/statements{query}")).await;
+        let through = response.headers()["x-experience-api-consistent-through"]
+            .to_str()
+            .expect("ascii")
+            .to_owned();
+        assert!(
+            xapi::time::parse_timestamp(&through).is_ok(),
+            "{query}: {through}"
+        );
+    }
+}
