@@ -32,6 +32,10 @@ pub const APPLIED: &str = "lrs.applied";
 
 /// Request/reply: statement queries (by id or by filters).
 pub const API_STATEMENTS: &str = "lrs.api.statements";
+/// Request/reply: the document resources (State, Activity Profile, Agent Profile).
+pub const API_DOCUMENTS: &str = "lrs.api.documents";
+/// Request/reply: the Agents and Activities resources.
+pub const API_OBJECTS: &str = "lrs.api.objects";
 /// Request/reply: the verdict for one `LRS_IN` sequence (fallback when an announcement was missed).
 pub const API_VERDICT: &str = "lrs.api.verdict";
 /// Queue group so several store replicas could share the read load.

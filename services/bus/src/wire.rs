@@ -130,3 +130,140 @@ pub enum StatementReply {
         message: String,
     },
 }
+
+/// The three document resources.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DocumentKind {
+    State,
+    ActivityProfile,
+    AgentProfile,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DocumentOp {
+    Get,
+    /// The ids in the scope (optionally updated after `since`).
+    List,
+    Put,
+    /// Store, or merge JSON objects into the existing document.
+    Post,
+    Delete,
+    /// Every document in the scope (State only).
+    DeleteAll,
+}
+
+/// A document request. Travels framed with the body (see [`frame`]).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DocumentRequest {
+    pub op: DocumentOp,
+    pub kind: DocumentKind,
+    /// Canonical scope: the activity, agent and registration the documents belong to.
+    pub scope: String,
+    pub id: Option<String>,
+    /// RFC 3339 UTC; `List` returns ids updated after it.
+    pub since: Option<String>,
+    pub content_type: Option<String>,
+    pub if_match: Option<String>,
+    pub if_none_match: Option<String>,
+    /// What a PUT without `If-Match`/`If-None-Match` gets.
+    pub precondition: Precondition,
+}
+
+/// Whether a PUT must say which version of the document it replaces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Precondition {
+    /// Overwrites freely (State under xAPI 1.0.3).
+    Optional,
+    /// Overwriting an existing document without a precondition is a 409 (xAPI 2.0).
+    RequiredToOverwrite,
+    /// As above, and creating one without a precondition is a 400 (profiles, xAPI 1.0.3).
+    Required,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DocumentStatus {
+    Ok,
+    NoContent,
+    NotFound,
+    BadRequest,
+    Conflict,
+    PreconditionFailed,
+    Internal,
+}
+
+/// A document reply. Travels framed with the body: the document for `Get`, a JSON array of
+/// ids for `List`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DocumentReply {
+    pub status: DocumentStatus,
+    pub message: Option<String>,
+    pub content_type: Option<String>,
+    /// Quoted, as it goes into the `ETag` header.
+    pub etag: Option<String>,
+    /// RFC 3339 UTC.
+    pub updated: Option<String>,
+}
+
+/// A JSON header and a binary body in one NATS payload: `u32` big-endian header length,
+/// the header, the body. Keeps document bodies byte-for-byte, whatever their type.
+pub fn frame<T: Serialize>(header: &T, body: &[u8]) -> Result<Vec<u8>, serde_json::Error> {
+    let header = serde_json::to_vec(header)?;
+    let length = u32::try_from(header.len()).unwrap_or(u32::MAX);
+    let mut out = Vec::with_capacity(4 + header.len() + body.len());
+    out.extend_from_slice(&length.to_be_bytes());
+    out.extend_from_slice(&header);
+    out.extend_from_slice(body);
+    Ok(out)
+}
+
+/// Splits a [`frame`]d payload.
+pub fn unframe<T: for<'de> Deserialize<'de>>(payload: &[u8]) -> Result<(T, &[u8]), String> {
+    let length_bytes: [u8; 4] = payload
+        .get(..4)
+        .and_then(|bytes| bytes.try_into().ok())
+        .ok_or("frame shorter than its length prefix")?;
+    let length =
+        usize::try_from(u32::from_be_bytes(length_bytes)).map_err(|err| err.to_string())?;
+    let header = payload
+        .get(4..4 + length)
+        .ok_or("frame shorter than its header")?;
+    let header = serde_json::from_slice(header).map_err(|err| err.to_string())?;
+    Ok((header, &payload[4 + length..]))
+}
+
+/// Request on `lrs.api.objects`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "resource", rename_all = "snake_case")]
+pub enum ObjectQuery {
+    /// The canonical definition of an activity, merged from the statements stored.
+    Activity { id: String },
+    /// Everything known of the person behind one agent IFI key.
+    Person { ifi: String },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_round_trip_binary_bodies() {
+        let reply = DocumentReply {
+            status: DocumentStatus::Ok,
+            message: None,
+            content_type: Some("application/octet-stream".into()),
+            etag: Some("\"abc\"".into()),
+            updated: None,
+        };
+        let body = [0u8, 255, 10, 13, 0];
+        let framed = frame(&reply, &body).expect("frame");
+        let (header, rest): (DocumentReply, &[u8]) = unframe(&framed).expect("unframe");
+        assert_eq!(header.etag, reply.etag);
+        assert_eq!(rest, body);
+        assert!(unframe::<DocumentReply>(&[0, 0]).is_err());
+        assert!(unframe::<DocumentReply>(&[0, 0, 0, 9, b'{']).is_err());
+    }
+}

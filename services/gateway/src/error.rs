@@ -14,6 +14,8 @@ pub enum ApiError {
     InvalidStatement(BatchViolation),
     #[error("{message}")]
     Conflict { message: String },
+    #[error("{0}")]
+    PreconditionFailed(String),
     #[error("authentication required")]
     Unauthorized,
     #[error("{0}")]
@@ -51,6 +53,9 @@ impl ApiError {
             ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
             ApiError::InvalidStatement(_) => (StatusCode::BAD_REQUEST, "invalid_statement"),
             ApiError::Conflict { .. } => (StatusCode::CONFLICT, "conflict"),
+            ApiError::PreconditionFailed(_) => {
+                (StatusCode::PRECONDITION_FAILED, "precondition_failed")
+            }
             ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),

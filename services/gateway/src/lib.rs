@@ -10,10 +10,13 @@
 //! - [`version`]: the `X-Experience-API-Version` rules on every request and response.
 //! - [`statements`]: `/xapi/statements` PUT, POST, GET, HEAD.
 //! - [`params`]: strict parsing of the GET parameters.
+//! - [`documents`]: the State, Activity Profile and Agent Profile resources, and the
+//!   Activities and Agents resources.
 //! - [`watermark`]: waiting for the store's applied watermark.
 //! - [`error`]: the JSON error shape and status mapping.
 
 pub mod auth;
+pub mod documents;
 pub mod error;
 pub mod params;
 pub mod statements;
@@ -133,6 +136,38 @@ pub fn router(state: AppState) -> Router {
                 .put(statements::put)
                 .post(statements::post)
                 .fallback(method_not_allowed),
+        )
+        .route(
+            "/xapi/activities/state",
+            get(documents::state)
+                .put(documents::state)
+                .post(documents::state)
+                .delete(documents::state)
+                .fallback(method_not_allowed),
+        )
+        .route(
+            "/xapi/activities/profile",
+            get(documents::activity_profile)
+                .put(documents::activity_profile)
+                .post(documents::activity_profile)
+                .delete(documents::activity_profile)
+                .fallback(method_not_allowed),
+        )
+        .route(
+            "/xapi/agents/profile",
+            get(documents::agent_profile)
+                .put(documents::agent_profile)
+                .post(documents::agent_profile)
+                .delete(documents::agent_profile)
+                .fallback(method_not_allowed),
+        )
+        .route(
+            "/xapi/activities",
+            get(documents::activities).fallback(method_not_allowed),
+        )
+        .route(
+            "/xapi/agents",
+            get(documents::agents).fallback(method_not_allowed),
         )
         .fallback(not_found)
         .layer(axum::middleware::from_fn(version::negotiate))

@@ -79,6 +79,11 @@ fn iri(name: &str, value: &str) -> Result<String, ApiError> {
     }
 }
 
+/// A timestamp parameter, normalised to the LRS's own UTC form so it compares as text.
+pub fn parse_timestamp_param(name: &str, value: &str) -> Result<String, ApiError> {
+    timestamp(name, value)
+}
+
 fn timestamp(name: &str, value: &str) -> Result<String, ApiError> {
     let parsed = parse_timestamp(value)
         .map_err(|reason| ApiError::BadRequest(format!("parameter {name}: {reason}")))?;

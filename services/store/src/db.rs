@@ -492,7 +492,7 @@ impl Db {
         Ok(())
     }
 
-    pub(crate) fn tree(&self) -> &sled::Db {
+    pub fn tree(&self) -> &sled::Db {
         &self.tree
     }
 }

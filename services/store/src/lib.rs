@@ -9,14 +9,20 @@
 //! - [`keys`]: the sled key layout.
 //! - [`ingest`]: an `LRS_IN` message to statements, authority and version.
 //! - [`db`]: applying a message; reading records and verdicts; the outbox.
+//! - [`documents`]: the State, Activity Profile and Agent Profile resources.
 //! - [`indexer`]: the secondary indexes, written by their own thread.
 //! - [`query`]: statement queries.
-//! - [`service`]: the NATS side: the pull loop, the outbox publisher, request/reply.
+//! - [`objects`]: the Activities and Agents resources.
+//! - [`service`]: the NATS side: the pull loop and the outbox publisher.
+//! - [`api`]: request/reply: queries, verdicts, documents, activities, agents.
 
+pub mod api;
 pub mod db;
+pub mod documents;
 pub mod indexer;
 pub mod ingest;
 pub mod keys;
+pub mod objects;
 pub mod query;
 pub mod service;
 

@@ -8,13 +8,13 @@ use std::time::Duration;
 use anyhow::Context as _;
 use async_nats::jetstream::{self, consumer::pull, consumer::AckPolicy, AckKind};
 use bus::subjects;
-use bus::wire::{Applied, StatementQuery, StatementReply, Verdict, VerdictReply, VerdictRequest};
+use bus::wire::{Applied, Verdict};
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 use xapi::Validator;
 
 use crate::db::{Db, Incoming};
-use crate::{ingest, query};
+use crate::ingest;
 
 /// Applied batches waiting for their outbox publish and ack.
 const FINISH_QUEUE: usize = 4;
@@ -93,7 +93,7 @@ impl Store {
 
     /// Runs until `shutdown`: finishes the batch in hand, flushes, acks, then returns.
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        let api = serve_api(self.client.clone(), self.db.clone(), shutdown.clone());
+        let api = crate::api::serve(self.client.clone(), self.db.clone(), shutdown.clone());
         let ingest = self.ingest_loop(shutdown.clone());
         let (api_result, ingest_result) = tokio::join!(api, ingest);
         // Whichever ended first, stop the other too.
@@ -305,76 +305,4 @@ impl Store {
             .context("outbox task")??;
         Ok(())
     }
-}
-
-/// Answers `lrs.api.statements` and `lrs.api.verdict` until shutdown.
-async fn serve_api(
-    client: async_nats::Client,
-    db: Arc<Db>,
-    shutdown: CancellationToken,
-) -> anyhow::Result<()> {
-    let statements = client
-        .queue_subscribe(subjects::API_STATEMENTS, subjects::API_QUEUE.to_owned())
-        .await?;
-    let verdicts = client
-        .queue_subscribe(subjects::API_VERDICT, subjects::API_QUEUE.to_owned())
-        .await?;
-    let requests = futures::stream::select(statements, verdicts);
-    let handle_all = requests.for_each_concurrent(32, |request| {
-        let client = client.clone();
-        let db = db.clone();
-        async move {
-            let Some(reply_to) = request.reply.clone() else {
-                return;
-            };
-            let subject = request.subject.to_string();
-            let payload = request.payload.clone();
-            let answer = tokio::task::spawn_blocking(move || answer(&db, &subject, &payload)).await;
-            let body = match answer {
-                Ok(body) => body,
-                Err(err) => {
-                    tracing::error!(error = %err, "api task failed");
-                    return;
-                }
-            };
-            if let Err(err) = client.publish(reply_to, body.into()).await {
-                tracing::warn!(error = %err, "cannot send api reply");
-            }
-        }
-    });
-    tokio::select! {
-        _ = shutdown.cancelled() => Ok(()),
-        _ = handle_all => Ok(()),
-    }
-}
-
-fn answer(db: &Db, subject: &str, payload: &[u8]) -> Vec<u8> {
-    let reply = if subject == subjects::API_VERDICT {
-        match serde_json::from_slice::<VerdictRequest>(payload) {
-            Ok(request) => match db.verdict(request.sequence) {
-                Ok(verdict) => serde_json::to_vec(&VerdictReply { verdict }),
-                Err(err) => {
-                    tracing::error!(error = %err, "verdict lookup failed");
-                    serde_json::to_vec(&VerdictReply { verdict: None })
-                }
-            },
-            Err(err) => serde_json::to_vec(&StatementReply::Error {
-                message: format!("bad verdict request: {err}"),
-            }),
-        }
-    } else {
-        let reply = match serde_json::from_slice::<StatementQuery>(payload) {
-            Ok(request) => query::run(db, &request).unwrap_or_else(|err| {
-                tracing::error!(error = %err, "statement query failed");
-                StatementReply::Error {
-                    message: "internal error".into(),
-                }
-            }),
-            Err(err) => StatementReply::Error {
-                message: format!("bad statement query: {err}"),
-            },
-        };
-        serde_json::to_vec(&reply)
-    };
-    reply.unwrap_or_default()
 }

@@ -67,6 +67,23 @@ impl Validator {
         rules::check(statement, version)
     }
 
+    /// Checks an Agent or Group given on its own (the `agent` parameter of the document,
+    /// Agents and statement resources) by the same rules as a statement's actor.
+    pub fn check_agent(&self, agent: &Value, version: XapiVersion) -> Result<(), Violation> {
+        let probe = serde_json::json!({
+            "actor": agent,
+            "verb": {"id": "https://w3id.org/xapi/llo/verbs/probe"},
+            "object": {"id": "https://w3id.org/xapi/llo/activities/probe"},
+        });
+        match self.check(&probe, version).into_iter().next() {
+            None => Ok(()),
+            Some(violation) => Err(Violation {
+                path: violation.path.replacen("/actor", "", 1),
+                ..violation
+            }),
+        }
+    }
+
     /// Checks a batch: the first violation wins, and so does a duplicate id inside the batch.
     pub fn check_batch(
         &self,

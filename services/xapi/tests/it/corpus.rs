@@ -1015,3 +1015,20 @@ fn every_violation_names_a_rule_and_a_message() {
         }
     }
 }
+
+#[test]
+fn agents_given_alone_follow_the_actor_rules() {
+    let validator = Validator::new().expect("schemas compile");
+    for (shape, agent) in valid_agents() {
+        assert!(
+            validator.check_agent(&agent, XapiVersion::V2_0_0).is_ok(),
+            "{shape}"
+        );
+    }
+    for (shape, agent) in invalid_agents() {
+        assert!(
+            validator.check_agent(&agent, XapiVersion::V1_0_3).is_err(),
+            "{shape}"
+        );
+    }
+}

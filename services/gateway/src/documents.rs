@@ -1,0 +1,439 @@
+//! The document resources (`/xapi/activities/state`, `/xapi/activities/profile`,
+//! `/xapi/agents/profile`) and the Activities and Agents resources, answered by the store.
+
+use axum::body::Body;
+use axum::extract::{RawQuery, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use bus::subjects;
+use bus::wire::{
+    DocumentKind, DocumentOp, DocumentReply, DocumentRequest, DocumentStatus, ObjectQuery,
+    Precondition,
+};
+use chrono::{DateTime, Utc};
+use serde_json::{json, Value};
+use xapi::XapiVersion;
+
+use crate::auth::Caller;
+use crate::error::ApiError;
+use crate::params::{parse_pairs, parse_timestamp_param};
+use crate::AppState;
+
+const READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The parameters a resource takes, and which of them name the document.
+struct Resource {
+    kind: DocumentKind,
+    /// The parameter that names one document: `stateId` or `profileId`.
+    id_param: &'static str,
+    needs_activity: bool,
+    needs_agent: bool,
+    allows_registration: bool,
+}
+
+const STATE: Resource = Resource {
+    kind: DocumentKind::State,
+    id_param: "stateId",
+    needs_activity: true,
+    needs_agent: true,
+    allows_registration: true,
+};
+const ACTIVITY_PROFILE: Resource = Resource {
+    kind: DocumentKind::ActivityProfile,
+    id_param: "profileId",
+    needs_activity: true,
+    needs_agent: false,
+    allows_registration: false,
+};
+const AGENT_PROFILE: Resource = Resource {
+    kind: DocumentKind::AgentProfile,
+    id_param: "profileId",
+    needs_activity: false,
+    needs_agent: true,
+    allows_registration: false,
+};
+
+pub async fn state(
+    state: State<AppState>,
+    version: Extension<XapiVersion>,
+    caller: Caller,
+    method: Method,
+    query: RawQuery,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    document(&STATE, state, version, caller, method, query, headers, body).await
+}
+
+pub async fn activity_profile(
+    state: State<AppState>,
+    version: Extension<XapiVersion>,
+    caller: Caller,
+    method: Method,
+    query: RawQuery,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    document(
+        &ACTIVITY_PROFILE,
+        state,
+        version,
+        caller,
+        method,
+        query,
+        headers,
+        body,
+    )
+    .await
+}
+
+pub async fn agent_profile(
+    state: State<AppState>,
+    version: Extension<XapiVersion>,
+    caller: Caller,
+    method: Method,
+    query: RawQuery,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    document(
+        &AGENT_PROFILE,
+        state,
+        version,
+        caller,
+        method,
+        query,
+        headers,
+        body,
+    )
+    .await
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn document(
+    resource: &Resource,
+    State(state): State<AppState>,
+    Extension(version): Extension<XapiVersion>,
+    Caller(_caller): Caller,
+    method: Method,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    match document_inner(
+        resource,
+        &state,
+        version,
+        &method,
+        query.as_deref(),
+        &headers,
+        body,
+    )
+    .await
+    {
+        Ok(response) => response,
+        Err(err) => err.into_response(),
+    }
+}
+
+/// The validated parameters of a document request.
+struct Target {
+    scope: String,
+    id: Option<String>,
+    since: Option<String>,
+}
+
+fn parse_target(
+    resource: &Resource,
+    state: &AppState,
+    version: XapiVersion,
+    method: &Method,
+    raw: Option<&str>,
+) -> Result<Target, ApiError> {
+    let mut allowed = vec![resource.id_param];
+    if resource.needs_activity {
+        allowed.push("activityId");
+    }
+    if resource.needs_agent {
+        allowed.push("agent");
+    }
+    if resource.allows_registration {
+        allowed.push("registration");
+    }
+    if *method == Method::GET || *method == Method::HEAD {
+        allowed.push("since");
+    }
+    let mut activity = None;
+    let mut agent = None;
+    let mut registration = None;
+    let mut id = None;
+    let mut since = None;
+    let mut seen = std::collections::HashSet::new();
+    for (name, value) in parse_pairs(raw)? {
+        if !allowed.contains(&name.as_str()) {
+            return Err(ApiError::BadRequest(format!(
+                "unknown parameter {name:?} for {method} on this resource"
+            )));
+        }
+        if !seen.insert(name.clone()) {
+            return Err(ApiError::BadRequest(format!(
+                "parameter {name:?} is repeated"
+            )));
+        }
+        match name.as_str() {
+            "activityId" => {
+                if iri_string::types::IriStr::new(&value).is_err() {
+                    return Err(ApiError::BadRequest(format!(
+                        "activityId {value:?} is not an absolute IRI"
+                    )));
+                }
+                activity = Some(value);
+            }
+            "agent" => agent = Some(agent_key(state, version, &value)?),
+            "registration" => {
+                let parsed = uuid::Uuid::parse_str(&value).map_err(|_| {
+                    ApiError::BadRequest(format!("registration {value:?} is not a UUID"))
+                })?;
+                registration = Some(parsed.to_string());
+            }
+            "since" => since = Some(parse_timestamp_param("since", &value)?),
+            _ => id = Some(value),
+        }
+    }
+    if resource.needs_activity && activity.is_none() {
+        return Err(ApiError::BadRequest(
+            "the activityId parameter is required".into(),
+        ));
+    }
+    if resource.needs_agent && agent.is_none() {
+        return Err(ApiError::BadRequest(
+            "the agent parameter is required".into(),
+        ));
+    }
+    if since.is_some() && id.is_some() {
+        return Err(ApiError::BadRequest(format!(
+            "since lists documents; it cannot be combined with {}",
+            resource.id_param
+        )));
+    }
+    let scope = [
+        activity.unwrap_or_default(),
+        agent.unwrap_or_default(),
+        registration.unwrap_or_default(),
+    ]
+    .join("\n");
+    Ok(Target { scope, id, since })
+}
+
+/// The canonical IFI key of an `agent` parameter, after the same checks as an actor.
+pub fn agent_key(state: &AppState, version: XapiVersion, value: &str) -> Result<String, ApiError> {
+    let agent: Value = serde_json::from_str(value)
+        .map_err(|err| ApiError::BadRequest(format!("parameter agent is not JSON: {err}")))?;
+    state
+        .validator
+        .check_agent(&agent, version)
+        .map_err(|violation| {
+            ApiError::BadRequest(format!("parameter agent is not a valid Agent: {violation}"))
+        })?;
+    xapi::agent::ifi_key(&agent)
+        .ok_or_else(|| ApiError::BadRequest("parameter agent has no identifier".into()))
+}
+
+async fn document_inner(
+    resource: &Resource,
+    state: &AppState,
+    version: XapiVersion,
+    method: &Method,
+    raw_query: Option<&str>,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let target = parse_target(resource, state, version, method, raw_query)?;
+    let op = match (method.as_str(), &target.id) {
+        ("GET" | "HEAD", Some(_)) => DocumentOp::Get,
+        ("GET" | "HEAD", None) => DocumentOp::List,
+        ("PUT", Some(_)) => DocumentOp::Put,
+        ("POST", Some(_)) => DocumentOp::Post,
+        ("DELETE", Some(_)) => DocumentOp::Delete,
+        ("DELETE", None) if resource.kind == DocumentKind::State => DocumentOp::DeleteAll,
+        ("PUT" | "POST" | "DELETE", None) => {
+            return Err(ApiError::BadRequest(format!(
+                "the {} parameter is required",
+                resource.id_param
+            )))
+        }
+        _ => return Err(ApiError::MethodNotAllowed),
+    };
+    let header_text = |name: header::HeaderName| {
+        headers
+            .get(name)
+            .and_then(|value| value.to_str().ok())
+            .map(str::to_owned)
+    };
+    let body = match op {
+        DocumentOp::Put | DocumentOp::Post => {
+            crate::statements::read_body(state, headers, body).await?
+        }
+        _ => Default::default(),
+    };
+    let request = DocumentRequest {
+        op,
+        kind: resource.kind,
+        scope: target.scope,
+        id: target.id,
+        since: target.since,
+        content_type: header_text(header::CONTENT_TYPE),
+        if_match: header_text(header::IF_MATCH),
+        if_none_match: header_text(header::IF_NONE_MATCH),
+        // xAPI 1.0.3 asks for concurrency control on the profile resources (and a precondition
+        // on every PUT there); 2.0 on all three.
+        precondition: match (resource.kind, version) {
+            (DocumentKind::State, XapiVersion::V1_0_3) => Precondition::Optional,
+            (_, XapiVersion::V1_0_3) => Precondition::Required,
+            (_, XapiVersion::V2_0_0) => Precondition::RequiredToOverwrite,
+        },
+    };
+    let payload = bus::wire::frame(&request, &body).map_err(|err| {
+        tracing::error!(error = %err, "cannot encode document request");
+        ApiError::Internal
+    })?;
+    let reply = ask(state, subjects::API_DOCUMENTS, payload).await?;
+    let (reply, body): (DocumentReply, &[u8]) = bus::wire::unframe(&reply).map_err(|reason| {
+        tracing::error!(%reason, "unreadable document reply");
+        ApiError::Internal
+    })?;
+    let message = reply.message.clone().unwrap_or_default();
+    let mut response = match reply.status {
+        DocumentStatus::Ok => {
+            let mut response = Response::new(Body::from(body.to_vec()));
+            if let Some(value) = reply
+                .content_type
+                .as_deref()
+                .and_then(|value| HeaderValue::from_str(value).ok())
+            {
+                response.headers_mut().insert(header::CONTENT_TYPE, value);
+            }
+            response
+        }
+        DocumentStatus::NoContent => StatusCode::NO_CONTENT.into_response(),
+        DocumentStatus::NotFound => return Err(ApiError::NotFound(message)),
+        DocumentStatus::BadRequest => return Err(ApiError::BadRequest(message)),
+        DocumentStatus::Conflict => return Err(ApiError::Conflict { message }),
+        DocumentStatus::PreconditionFailed => return Err(ApiError::PreconditionFailed(message)),
+        DocumentStatus::Internal => return Err(ApiError::Internal),
+    };
+    if let Some(value) = reply
+        .etag
+        .as_deref()
+        .and_then(|value| HeaderValue::from_str(value).ok())
+    {
+        response.headers_mut().insert(header::ETAG, value);
+    }
+    set_last_modified(&mut response, reply.updated.as_deref());
+    Ok(response)
+}
+
+pub fn set_last_modified(response: &mut Response, updated: Option<&str>) {
+    let http_date = updated
+        .and_then(|updated| DateTime::parse_from_rfc3339(updated).ok())
+        .map(|at| httpdate::fmt_http_date(at.with_timezone(&Utc).into()));
+    if let Some(value) = http_date.and_then(|date| HeaderValue::from_str(&date).ok()) {
+        response.headers_mut().insert(header::LAST_MODIFIED, value);
+    }
+}
+
+async fn ask(
+    state: &AppState,
+    subject: &'static str,
+    payload: Vec<u8>,
+) -> Result<bytes::Bytes, ApiError> {
+    let reply = tokio::time::timeout(READ_TIMEOUT, state.client.request(subject, payload.into()))
+        .await
+        .map_err(|_| ApiError::Unavailable("the store did not answer in time".into()))?
+        .map_err(|err| {
+            tracing::warn!(error = %err, "store request failed");
+            ApiError::Unavailable("the store is unavailable".into())
+        })?;
+    Ok(reply.payload)
+}
+
+/// `GET /xapi/activities?activityId=`: the activity as the LRS knows it.
+pub async fn activities(
+    State(state): State<AppState>,
+    Caller(_caller): Caller,
+    RawQuery(query): RawQuery,
+) -> Result<Response, ApiError> {
+    let mut activity_id = None;
+    for (name, value) in parse_pairs(query.as_deref())? {
+        match name.as_str() {
+            "activityId" if activity_id.is_none() => activity_id = Some(value),
+            _ => {
+                return Err(ApiError::BadRequest(format!(
+                    "unexpected parameter {name:?}; the Activities resource takes activityId"
+                )))
+            }
+        }
+    }
+    let id = activity_id
+        .ok_or_else(|| ApiError::BadRequest("the activityId parameter is required".into()))?;
+    if iri_string::types::IriStr::new(&id).is_err() {
+        return Err(ApiError::BadRequest(format!(
+            "activityId {id:?} is not an absolute IRI"
+        )));
+    }
+    let payload =
+        serde_json::to_vec(&ObjectQuery::Activity { id }).map_err(|_| ApiError::Internal)?;
+    let reply = ask(&state, subjects::API_OBJECTS, payload).await?;
+    let activity: Value = serde_json::from_slice(&reply).map_err(|_| ApiError::Internal)?;
+    if activity.get("error").is_some() {
+        return Err(ApiError::Internal);
+    }
+    Ok(Json(activity).into_response())
+}
+
+/// `GET /xapi/agents?agent=`: the Person behind an agent, with what the LRS knows of them.
+pub async fn agents(
+    State(state): State<AppState>,
+    Extension(version): Extension<XapiVersion>,
+    Caller(_caller): Caller,
+    RawQuery(query): RawQuery,
+) -> Result<Response, ApiError> {
+    let mut agent_param = None;
+    for (name, value) in parse_pairs(query.as_deref())? {
+        match name.as_str() {
+            "agent" if agent_param.is_none() => agent_param = Some(value),
+            _ => {
+                return Err(ApiError::BadRequest(format!(
+                    "unexpected parameter {name:?}; the Agents resource takes agent"
+                )))
+            }
+        }
+    }
+    let raw = agent_param
+        .ok_or_else(|| ApiError::BadRequest("the agent parameter is required".into()))?;
+    let ifi = agent_key(&state, version, &raw)?;
+    let agent: Value = serde_json::from_str(&raw).map_err(|_| ApiError::Internal)?;
+    let payload =
+        serde_json::to_vec(&ObjectQuery::Person { ifi }).map_err(|_| ApiError::Internal)?;
+    let reply = ask(&state, subjects::API_OBJECTS, payload).await?;
+    let known: Value = serde_json::from_slice(&reply).map_err(|_| ApiError::Internal)?;
+    let mut names: Vec<Value> = known
+        .get("names")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    if let Some(name) = agent.get("name").filter(|name| !names.contains(name)) {
+        names.insert(0, name.clone());
+    }
+    let mut person = json!({"objectType": "Person"});
+    if !names.is_empty() {
+        person["name"] = Value::Array(names);
+    }
+    for property in xapi::agent::IFI_PROPERTIES {
+        if let Some(value) = agent.get(property) {
+            person[property] = json!([value]);
+        }
+    }
+    Ok(Json(person).into_response())
+}

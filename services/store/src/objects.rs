@@ -1,0 +1,145 @@
+//! The Activities and Agents resources: what the stored statements say about one activity
+//! or one person.
+
+use bus::wire::ObjectQuery;
+use serde_json::{json, Map, Value};
+use xapi::agent::ifi_key;
+
+use crate::db::{Db, DbError};
+use crate::keys::{self, IndexKind};
+
+/// How many of the most recent statements naming an activity or agent are read.
+const SCAN_LIMIT: usize = 500;
+
+pub fn run(db: &Db, query: &ObjectQuery) -> Result<Value, DbError> {
+    db.wait_for_indexes()?;
+    match query {
+        ObjectQuery::Activity { id } => activity(db, id),
+        ObjectQuery::Person { ifi } => person(db, ifi),
+    }
+}
+
+/// Statements naming a term, newest first.
+fn recent(db: &Db, kind: IndexKind, term: &str) -> Result<Vec<Value>, DbError> {
+    let mut statements = Vec::new();
+    for item in db
+        .tree()
+        .scan_prefix(keys::index_prefix(kind, term))
+        .rev()
+        .take(SCAN_LIMIT)
+    {
+        let (key, _) = item?;
+        let Some(position) = keys::trailing_u64(&key) else {
+            continue;
+        };
+        if let Some(record) = db.record_at(position)? {
+            statements.push(record.statement);
+        }
+    }
+    Ok(statements)
+}
+
+/// The canonical definition: every definition of the activity the statements carry, merged
+/// oldest to newest (language maps merged per language, other properties replaced).
+fn activity(db: &Db, id: &str) -> Result<Value, DbError> {
+    let mut definition = Map::new();
+    for statement in recent(db, IndexKind::RelatedActivity, id)?.iter().rev() {
+        let mut found = Vec::new();
+        collect_activities(statement, id, &mut found);
+        for activity_definition in found {
+            for (key, value) in activity_definition {
+                match (definition.get_mut(key), value) {
+                    (Some(Value::Object(existing)), Value::Object(update))
+                        if matches!(key.as_str(), "name" | "description" | "extensions") =>
+                    {
+                        existing.extend(update.clone());
+                    }
+                    _ => {
+                        definition.insert(key.clone(), value.clone());
+                    }
+                }
+            }
+        }
+    }
+    let mut activity = json!({"objectType": "Activity", "id": id});
+    if !definition.is_empty() {
+        activity["definition"] = Value::Object(definition);
+    }
+    Ok(activity)
+}
+
+fn collect_activities<'a>(statement: &'a Value, id: &str, found: &mut Vec<&'a Map<String, Value>>) {
+    let mut consider = |activity: &'a Value| {
+        if activity.get("id").and_then(Value::as_str) == Some(id) {
+            if let Some(definition) = activity.get("definition").and_then(Value::as_object) {
+                found.push(definition);
+            }
+        }
+    };
+    let sub_statement = statement
+        .get("object")
+        .filter(|object| object.get("objectType").and_then(Value::as_str) == Some("SubStatement"));
+    if let Some(object) = statement.get("object") {
+        if matches!(
+            object.get("objectType").and_then(Value::as_str),
+            None | Some("Activity")
+        ) {
+            consider(object);
+        }
+    }
+    if let Some(lists) = statement
+        .pointer("/context/contextActivities")
+        .and_then(Value::as_object)
+    {
+        for list in lists.values() {
+            match list {
+                Value::Array(items) => items.iter().for_each(&mut consider),
+                single => consider(single),
+            }
+        }
+    }
+    if let Some(sub_statement) = sub_statement {
+        collect_activities(sub_statement, id, found);
+    }
+}
+
+/// The names the statements give the person behind an IFI, newest first.
+fn person(db: &Db, ifi: &str) -> Result<Value, DbError> {
+    let mut names: Vec<String> = Vec::new();
+    for statement in recent(db, IndexKind::RelatedAgent, ifi)? {
+        let mut agents = Vec::new();
+        collect_agents(&statement, &mut agents);
+        for agent in agents {
+            if ifi_key(agent).as_deref() != Some(ifi) {
+                continue;
+            }
+            if let Some(name) = agent.get("name").and_then(Value::as_str) {
+                if !names.iter().any(|known| known == name) {
+                    names.push(name.to_owned());
+                }
+            }
+        }
+    }
+    Ok(json!({ "names": names }))
+}
+
+fn collect_agents<'a>(value: &'a Value, agents: &mut Vec<&'a Value>) {
+    match value {
+        Value::Object(object) => {
+            if object.contains_key("mbox")
+                || object.contains_key("mbox_sha1sum")
+                || object.contains_key("openid")
+                || object.get("account").is_some_and(Value::is_object)
+            {
+                agents.push(value);
+            }
+            for (key, child) in object {
+                if key != "extensions" {
+                    collect_agents(child, agents);
+                }
+            }
+        }
+        Value::Array(items) => items.iter().for_each(|item| collect_agents(item, agents)),
+        _ => {}
+    }
+}
