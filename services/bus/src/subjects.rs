@@ -41,6 +41,10 @@ pub const API_VERDICT: &str = "lrs.api.verdict";
 /// Queue group so several store replicas could share the read load.
 pub const API_QUEUE: &str = "store";
 
+/// NATS Object Store bucket of attachment bodies, by SHA-2 (hex, lowercase). Attachments go
+/// here, not through `LRS_IN`, so their size is not bound by the message size limit.
+pub const ATTACHMENTS_BUCKET: &str = "LRS_ATTACHMENTS";
+
 /// The durable consumer the store pulls `LRS_IN` with.
 pub const STORE_CONSUMER: &str = "store";
 

@@ -272,9 +272,7 @@ async fn document_inner(
             .map(str::to_owned)
     };
     let body = match op {
-        DocumentOp::Put | DocumentOp::Post => {
-            crate::statements::read_body(state, headers, body).await?
-        }
+        DocumentOp::Put | DocumentOp::Post => crate::body::read_body(state, headers, body).await?,
         _ => Default::default(),
     };
     let request = DocumentRequest {

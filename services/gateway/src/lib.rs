@@ -6,6 +6,9 @@
 //! store over NATS request/reply. Any number of gateways can run side by side.
 //!
 //! # Layout
+//! - [`attachments`]: multipart attachment parts, hashes, signatures, the attachment bucket.
+//! - [`body`]: request bodies: limits, JSON or multipart statements.
+//! - [`multipart`]: `multipart/mixed` bodies.
 //! - [`auth`]: Basic auth against configured credentials, and the authority they map to.
 //! - [`version`]: the `X-Experience-API-Version` rules on every request and response.
 //! - [`statements`]: `/xapi/statements` PUT, POST, GET, HEAD.
@@ -15,9 +18,12 @@
 //! - [`watermark`]: waiting for the store's applied watermark.
 //! - [`error`]: the JSON error shape and status mapping.
 
+pub mod attachments;
 pub mod auth;
+pub mod body;
 pub mod documents;
 pub mod error;
+pub mod multipart;
 pub mod params;
 pub mod statements;
 pub mod version;
@@ -74,6 +80,8 @@ pub struct AppState {
     pub client: async_nats::Client,
     pub js: jetstream::Context,
     pub watermarks: Watermarks,
+    /// Attachment bodies, in a NATS Object Store bucket.
+    pub attachments: attachments::AttachmentStore,
     pub max_body_bytes: usize,
     pub write_timeout: Duration,
 }
@@ -93,7 +101,9 @@ impl Gateway {
         let listener = TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("binding http listener on {}", config.listen))?;
+        let attachments = attachments::AttachmentStore::open(&js).await?;
         let state = AppState {
+            attachments,
             credentials: Arc::new(config.credentials),
             authority_home_page: config.authority_home_page.into(),
             validator,

@@ -1,6 +1,8 @@
 //! `/xapi/statements`: PUT and POST publish to JetStream and wait for the store's verdict;
 //! GET and HEAD ask the store.
 
+use std::collections::HashMap;
+
 use axum::body::{Body, Bytes};
 use axum::extract::{RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -14,6 +16,7 @@ use xapi::statement::{ensure_id, format_canonical, format_ids, statement_id};
 use xapi::{BatchViolation, Violation, XapiVersion};
 
 use crate::auth::Caller;
+use crate::body::read_statements;
 use crate::error::ApiError;
 use crate::params::{self, Format};
 use crate::AppState;
@@ -36,7 +39,7 @@ pub async fn post(
             "POST statements takes no parameters; got {name:?}"
         )));
     }
-    let body = read_json_body(&state, &headers, body).await?;
+    let (body, attachments) = read_statements(&state, &headers, body).await?;
     let statements = match body {
         Value::Array(statements) => statements,
         statement @ Value::Object(_) => vec![statement],
@@ -51,6 +54,7 @@ pub async fn post(
         &caller.authority(&state.authority_home_page),
         version,
         statements,
+        attachments,
     )
     .await?;
     Ok(Json(ids).into_response())
@@ -82,7 +86,7 @@ pub async fn put(
     let id = uuid::Uuid::parse_str(&id_param)
         .map_err(|_| ApiError::BadRequest(format!("statementId {id_param:?} is not a UUID")))?
         .to_string();
-    let mut statement = read_json_body(&state, &headers, body).await?;
+    let (mut statement, attachments) = read_statements(&state, &headers, body).await?;
     let Some(object) = statement.as_object_mut() else {
         return Err(ApiError::BadRequest(
             "the body must be one statement object".into(),
@@ -106,51 +110,10 @@ pub async fn put(
         &caller.authority(&state.authority_home_page),
         version,
         vec![statement],
+        attachments,
     )
     .await?;
     Ok(StatusCode::NO_CONTENT.into_response())
-}
-
-async fn read_json_body(
-    state: &AppState,
-    headers: &HeaderMap,
-    body: Body,
-) -> Result<Value, ApiError> {
-    let content_type = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|value| value.to_str().ok())
-        .unwrap_or("");
-    let media_type = content_type
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
-    if media_type != "application/json" {
-        return Err(ApiError::BadRequest(format!(
-            "statements must be sent as application/json, not {content_type:?}"
-        )));
-    }
-    let bytes = read_body(state, headers, body).await?;
-    serde_json::from_slice(&bytes)
-        .map_err(|err| ApiError::BadRequest(format!("the body is not valid JSON: {err}")))
-}
-
-pub(crate) async fn read_body(
-    state: &AppState,
-    headers: &HeaderMap,
-    body: Body,
-) -> Result<Bytes, ApiError> {
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.parse::<usize>().ok());
-    if declared.is_some_and(|length| length > state.max_body_bytes) {
-        return Err(ApiError::PayloadTooLarge(state.max_body_bytes));
-    }
-    axum::body::to_bytes(body, state.max_body_bytes)
-        .await
-        .map_err(|_| ApiError::PayloadTooLarge(state.max_body_bytes))
 }
 
 /// Validates, assigns ids, publishes the batch as one JetStream message, waits for the verdict.
@@ -159,6 +122,7 @@ async fn submit(
     authority: &Value,
     version: XapiVersion,
     mut statements: Vec<Value>,
+    attachments: HashMap<String, Bytes>,
 ) -> Result<Vec<String>, ApiError> {
     if statements.is_empty() {
         return Ok(Vec::new());
@@ -181,6 +145,10 @@ async fn submit(
         validator.check_batch(&statements, version)
     };
     checked.map_err(ApiError::InvalidStatement)?;
+    // Bodies first: once the statement is acknowledged, its attachments must be readable.
+    for (sha2, body) in &attachments {
+        state.attachments.put(sha2, body).await?;
+    }
     let ids: Vec<String> = statements.iter_mut().map(ensure_id).collect();
     let batch = HttpBatch {
         authority: authority.clone(),
@@ -308,7 +276,7 @@ async fn get_inner(
         }
     };
     let mut response = if params.attachments {
-        multipart_response(&body)
+        multipart_response(state, &body).await?
     } else {
         Json(body).into_response()
     };
@@ -385,19 +353,59 @@ fn accept_languages(headers: &HeaderMap) -> Vec<String> {
     weighted.into_iter().map(|(_, tag)| tag).collect()
 }
 
-/// `attachments=true`: the statements as the first part of a multipart/mixed body. Raw
-/// attachment parts come with attachment storage (a later issue); until then there are none.
-fn multipart_response(body: &Value) -> Response {
-    let boundary = format!("leerspoor-{}", uuid::Uuid::new_v4().simple());
-    let json = body.to_string();
-    let text = format!(
-        "--{boundary}\r\nContent-Type: application/json\r\n\r\n{json}\r\n--{boundary}--\r\n"
-    );
-    let mut response = text.into_response();
-    if let Ok(value) = HeaderValue::from_str(&format!("multipart/mixed; boundary={boundary}")) {
-        response.headers_mut().insert(header::CONTENT_TYPE, value);
+/// `attachments=true`: the statements as the first part of a multipart/mixed body, then
+/// the body of every attachment the LRS holds, once per hash.
+async fn multipart_response(state: &AppState, body: &Value) -> Result<Response, ApiError> {
+    let statements: Vec<&Value> = match body.get("statements").and_then(Value::as_array) {
+        Some(statements) => statements.iter().collect(),
+        None => vec![body],
+    };
+    let mut parts = vec![(
+        vec![("Content-Type", "application/json".to_owned())],
+        Bytes::from(body.to_string()),
+    )];
+    // Hashes and content types first: nothing borrowed from `body` lives across an await.
+    let mut wanted: Vec<(String, String)> = Vec::new();
+    for attachment in statements
+        .iter()
+        .filter_map(|statement| statement.get("attachments").and_then(Value::as_array))
+        .flatten()
+    {
+        let Some(sha2) = attachment.get("sha2").and_then(Value::as_str) else {
+            continue;
+        };
+        let sha2 = sha2.to_ascii_lowercase();
+        if wanted.iter().any(|(known, _)| *known == sha2) {
+            continue;
+        }
+        let content_type = attachment
+            .get("contentType")
+            .and_then(Value::as_str)
+            .unwrap_or("application/octet-stream")
+            .to_owned();
+        wanted.push((sha2, content_type));
     }
+    for (sha2, content_type) in wanted {
+        let Some(content) = state.attachments.get(&sha2).await? else {
+            continue;
+        };
+        parts.push((
+            vec![
+                ("Content-Type", content_type),
+                ("Content-Transfer-Encoding", "binary".to_owned()),
+                ("X-Experience-API-Hash", sha2),
+            ],
+            content,
+        ));
+    }
+    let (text, boundary) = crate::multipart::build(&parts);
+    let mut response = text.into_response();
+    let content_type = HeaderValue::from_str(&format!("multipart/mixed; boundary={boundary}"))
+        .map_err(|_| ApiError::Internal)?;
     response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, content_type);
+    Ok(response)
 }
 
 /// The ids a POST answered with, in request order (exposed for tests and the bench).

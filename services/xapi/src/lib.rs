@@ -25,5 +25,8 @@ pub mod version;
 pub use validate::{BatchViolation, Validator, Violation};
 pub use version::XapiVersion;
 
+/// The usageType of a JWS signature attachment.
+pub const USAGE_SIGNATURE: &str = "http://adlnet.gov/expapi/attachments/signature";
+
 /// The verb that voids the statement its StatementRef object points at.
 pub const VERB_VOIDED: &str = "http://adlnet.gov/expapi/verbs/voided";

@@ -364,6 +364,16 @@ impl Walk {
     }
 
     fn attachment(&mut self, attachment: &Value, path: &str) {
+        let usage = attachment.get("usageType").and_then(Value::as_str);
+        let content_type = attachment.get("contentType").and_then(Value::as_str);
+        if usage == Some(crate::USAGE_SIGNATURE) && content_type != Some("application/octet-stream")
+        {
+            self.fail(
+                child(path, "contentType"),
+                "attachment.signature_content_type",
+                "a signature attachment must have contentType application/octet-stream",
+            );
+        }
         for key in ["display", "description"] {
             if let Some(map) = attachment.get(key) {
                 self.language_map(map, &child(path, key));
