@@ -9,6 +9,7 @@
 //! - [`attachments`]: multipart attachment parts, hashes, signatures, the attachment bucket.
 //! - [`body`]: request bodies: limits, JSON or multipart statements.
 //! - [`multipart`]: `multipart/mixed` bodies.
+//! - [`alternate`]: xAPI 1.0.3's alternate request syntax, rebuilt into plain requests.
 //! - [`auth`]: Basic auth against configured credentials, and the authority they map to.
 //! - [`version`]: the `X-Experience-API-Version` rules on every request and response.
 //! - [`statements`]: `/xapi/statements` PUT, POST, GET, HEAD.
@@ -18,6 +19,7 @@
 //! - [`watermark`]: waiting for the store's applied watermark.
 //! - [`error`]: the JSON error shape and status mapping.
 
+pub mod alternate;
 pub mod attachments;
 pub mod auth;
 pub mod body;
@@ -125,9 +127,17 @@ impl Gateway {
     /// Serves until `shutdown`; in-flight requests finish first.
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let follow = self.state.watermarks.clone().follow(shutdown.clone());
-        let app = router(self.state);
-        let serve = axum::serve(self.listener, app)
-            .with_graceful_shutdown(shutdown.clone().cancelled_owned());
+        // The rewrite wraps the router instead of being one of its layers: a router's own
+        // layers run after routing, and the rewrite changes the method and the query.
+        let app = tower::Layer::layer(
+            &axum::middleware::from_fn(alternate::rewrite),
+            router(self.state),
+        );
+        let serve = axum::serve(
+            self.listener,
+            axum::ServiceExt::<axum::extract::Request>::into_make_service(app),
+        )
+        .with_graceful_shutdown(shutdown.clone().cancelled_owned());
         let (follow_result, serve_result) = tokio::join!(follow, async {
             let result = serve.await.context("http server");
             shutdown.cancel();

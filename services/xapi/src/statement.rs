@@ -84,7 +84,11 @@ pub fn referenced_statement(statement: &Value) -> Option<String> {
 /// LRS set. A POST or PUT of the same statement again is then a no-op, not a conflict.
 pub fn equivalent(stored: &Value, incoming: &Value) -> bool {
     let mut incoming = incoming.clone();
-    normalize_context_activities(&mut incoming);
+    let mut stored = stored.clone();
+    for statement in [&mut stored, &mut incoming] {
+        normalize_context_activities(statement);
+        truncate_durations(statement);
+    }
     let (Some(stored), Some(incoming)) = (stored.as_object(), incoming.as_object()) else {
         return false;
     };
@@ -102,6 +106,42 @@ pub fn equivalent(stored: &Value, incoming: &Value) -> bool {
                 .collect()
         };
     comparable(stored, incoming) == comparable(incoming, stored)
+}
+
+/// xAPI compares durations to 0.01 s: `PT1.2345S`, `PT1.23S` and `PT1.230S` are one duration.
+fn truncate_durations(statement: &mut Value) {
+    if let Some(duration) = statement.pointer_mut("/result/duration") {
+        if let Some(text) = duration.as_str() {
+            *duration = Value::String(hundredths(text));
+        }
+    }
+    if statement
+        .pointer("/object/objectType")
+        .and_then(Value::as_str)
+        == Some("SubStatement")
+    {
+        if let Some(sub) = statement.get_mut("object") {
+            truncate_durations(sub);
+        }
+    }
+}
+
+/// The duration with its seconds written to exactly two decimals (truncated, not rounded).
+fn hundredths(duration: &str) -> String {
+    let Some(body) = duration.strip_suffix('S') else {
+        return duration.to_owned();
+    };
+    let start = body
+        .rfind(|c: char| !(c.is_ascii_digit() || c == '.' || c == ','))
+        .map_or(0, |at| at + 1);
+    let (head, seconds) = body.split_at(start);
+    let (whole, fraction) = seconds.split_once(['.', ',']).unwrap_or((seconds, ""));
+    let fraction: String = fraction
+        .chars()
+        .chain(std::iter::repeat('0'))
+        .take(2)
+        .collect();
+    format!("{head}{whole}.{fraction}S")
 }
 
 /// The id of the statement a voiding statement voids.
@@ -411,6 +451,20 @@ mod tests {
             statement["context"]["contextActivities"]["parent"],
             json!([{"id": "https://hub.example/courses/1"}])
         );
+    }
+
+    #[test]
+    fn durations_compare_to_the_hundredth() {
+        let with = |duration: &str| {
+            let mut statement = sample();
+            statement["result"] = json!({"duration": duration});
+            statement
+        };
+        assert!(equivalent(&with("PT1.2345S"), &with("PT1.23S")));
+        assert!(equivalent(&with("PT1.2S"), &with("PT1.20S")));
+        assert!(equivalent(&with("P1DT2S"), &with("P1DT2.001S")));
+        assert!(!equivalent(&with("PT1.23S"), &with("PT1.24S")));
+        assert!(!equivalent(&with("PT1H"), &with("PT2H")));
     }
 
     #[test]

@@ -1,0 +1,153 @@
+//! xAPI 1.0.3's Alternate Request Syntax: a browser that cannot send custom headers or
+//! methods POSTs `?method=PUT` with an `application/x-www-form-urlencoded` body whose fields
+//! are the headers, the parameters and the `content`. This layer turns such a request back
+//! into the request it stands for, before anything else sees it. xAPI 2.0 dropped the syntax,
+//! so a rewritten request that speaks 2.0 is refused.
+
+use axum::body::Body;
+use axum::extract::Request;
+use axum::http::{header, HeaderName, HeaderValue, Method, Uri};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use xapi::XapiVersion;
+
+use crate::error::ApiError;
+
+/// Form fields that are headers, not parameters.
+const HEADER_FIELDS: [&str; 6] = [
+    "authorization",
+    "x-experience-api-version",
+    "content-type",
+    "content-length",
+    "if-match",
+    "if-none-match",
+];
+
+/// Form bodies are small: headers, parameters and one statement or document.
+const MAX_FORM_BYTES: usize = 16 * 1024 * 1024;
+
+pub async fn rewrite(request: Request, next: Next) -> Response {
+    let method_param = request.uri().query().and_then(|query| {
+        serde_urlencoded::from_str::<Vec<(String, String)>>(query)
+            .ok()?
+            .into_iter()
+            .find(|(name, _)| name == "method")
+            .map(|(_, value)| value)
+    });
+    let Some(method) = method_param else {
+        return next.run(request).await;
+    };
+    match rebuild(request, &method).await {
+        Ok(rebuilt) => next.run(rebuilt).await,
+        Err(err) => {
+            let mut response = err.into_response();
+            response.headers_mut().insert(
+                crate::version::HEADER,
+                HeaderValue::from_static(XapiVersion::V1_0_3.as_str()),
+            );
+            response
+        }
+    }
+}
+
+fn bad(message: impl Into<String>) -> ApiError {
+    ApiError::BadRequest(message.into())
+}
+
+async fn rebuild(request: Request, method: &str) -> Result<Request, ApiError> {
+    if request.method() != Method::POST {
+        return Err(bad(
+            "the alternate request syntax (?method=) is only for POST requests",
+        ));
+    }
+    let query = request.uri().query().unwrap_or("");
+    let query_pairs: Vec<(String, String)> = serde_urlencoded::from_str(query)
+        .map_err(|err| bad(format!("malformed query string: {err}")))?;
+    if query_pairs.len() != 1 {
+        return Err(bad("with the alternate request syntax, method is the only query parameter; send the others as form fields"));
+    }
+    let target = Method::from_bytes(method.to_ascii_uppercase().as_bytes())
+        .ok()
+        .filter(|method| {
+            matches!(
+                *method,
+                Method::GET | Method::HEAD | Method::PUT | Method::POST | Method::DELETE
+            )
+        })
+        .ok_or_else(|| {
+            bad(format!(
+                "method {method:?} is not GET, HEAD, PUT, POST or DELETE"
+            ))
+        })?;
+    let content_type = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or("");
+    if !content_type
+        .to_ascii_lowercase()
+        .starts_with("application/x-www-form-urlencoded")
+    {
+        return Err(bad(
+            "the alternate request syntax needs an application/x-www-form-urlencoded body",
+        ));
+    }
+    let (parts, body) = request.into_parts();
+    let bytes = axum::body::to_bytes(body, MAX_FORM_BYTES)
+        .await
+        .map_err(|_| ApiError::PayloadTooLarge(MAX_FORM_BYTES))?;
+    let fields: Vec<(String, String)> = serde_urlencoded::from_bytes(&bytes)
+        .map_err(|err| bad(format!("the form body is not url-encoded: {err}")))?;
+    let mut headers = parts.headers.clone();
+    headers.remove(header::CONTENT_TYPE);
+    headers.remove(header::CONTENT_LENGTH);
+    let mut content = None;
+    let mut parameters = Vec::new();
+    for (name, value) in fields {
+        let lower = name.to_ascii_lowercase();
+        if lower == "content" {
+            content = Some(value);
+        } else if HEADER_FIELDS.contains(&lower.as_str()) {
+            if lower == "content-length" {
+                continue;
+            }
+            let header_name =
+                HeaderName::from_bytes(lower.as_bytes()).map_err(|_| bad("bad header field"))?;
+            let header_value = HeaderValue::from_str(&value)
+                .map_err(|_| bad(format!("form field {name} is not a valid header value")))?;
+            headers.insert(header_name, header_value);
+        } else {
+            parameters.push((name, value));
+        }
+    }
+    let version = headers
+        .get(crate::version::HEADER)
+        .and_then(|value| value.to_str().ok())
+        .and_then(XapiVersion::from_header);
+    if version == Some(XapiVersion::V2_0_0) {
+        return Err(bad(
+            "xAPI 2.0.0 has no alternate request syntax; send a real PUT/GET/DELETE",
+        ));
+    }
+    if content.is_some() && !headers.contains_key(header::CONTENT_TYPE) {
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+    }
+    let query = serde_urlencoded::to_string(&parameters)
+        .map_err(|_| bad("cannot re-encode the parameters"))?;
+    let path_and_query = if query.is_empty() {
+        parts.uri.path().to_owned()
+    } else {
+        format!("{}?{query}", parts.uri.path())
+    };
+    let uri: Uri = path_and_query
+        .parse()
+        .map_err(|_| bad("the form fields do not make a valid request"))?;
+    let mut rebuilt = Request::new(Body::from(content.unwrap_or_default()));
+    *rebuilt.method_mut() = target;
+    *rebuilt.uri_mut() = uri;
+    *rebuilt.headers_mut() = headers;
+    Ok(rebuilt)
+}
