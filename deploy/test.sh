@@ -6,4 +6,11 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 deploy/install-nats.sh
 export NATS_SERVER_BIN="${NATS_SERVER_BIN:-$root/.tools/nats/bin/nats-server}"
+# A real xAPI client library for the interoperability test (PyPI's tincan), in its own venv.
+clients="$root/.tools/clients/venv"
+if ! "$clients/bin/python" -c "import tincan" >/dev/null 2>&1; then
+  python3 -m venv "$clients"
+  "$clients/bin/pip" install --quiet --disable-pip-version-check "tincan==1.0.0"
+fi
+export LEERSPOOR_TINCAN_PYTHON="${LEERSPOOR_TINCAN_PYTHON:-$clients/bin/python}"
 cargo test --workspace --all-targets "$@"

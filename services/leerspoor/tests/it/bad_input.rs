@@ -72,7 +72,7 @@ async fn an_invalid_statement_names_its_index_path_and_rule() {
 async fn oversize_bodies_are_refused_with_413() {
     let app = TestApp::start().await;
     let big = statement(
-        &format!("{}@example.org", "a".repeat(2 * 1024 * 1024)),
+        &format!("{}@example.org", "a".repeat(9 * 1024 * 1024)),
         "attended",
         "https://x.example/1",
     );

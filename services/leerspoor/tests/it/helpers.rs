@@ -45,7 +45,7 @@ pub fn config(nats_url: &str, data_dir: &std::path::Path) -> Config {
                 name: Some("test tool".into()),
             }],
             write_timeout_secs: 5,
-            max_body_bytes: 1024 * 1024,
+            max_body_bytes: 8 * 1024 * 1024,
             ..GatewaySection::default()
         },
         // A killed store's messages come back quickly (tests wait at most 20 s).
@@ -98,12 +98,17 @@ impl TestApp {
         self.node.stop().await;
     }
 
-    /// A request with credentials and the xAPI version header.
+    /// A request with credentials, speaking xAPI 1.0.3.
     pub fn request(&self, method: Method, path: &str) -> RequestBuilder {
+        self.request_as("1.0.3", method, path)
+    }
+
+    /// A request with credentials, speaking the given xAPI version.
+    pub fn request_as(&self, version: &str, method: Method, path: &str) -> RequestBuilder {
         self.http
             .request(method, format!("{}{path}", self.base))
             .basic_auth(KEY, Some(SECRET))
-            .header("X-Experience-API-Version", "1.0.3")
+            .header("X-Experience-API-Version", version)
     }
 
     pub async fn post_statements(&self, body: &Value) -> Response {
