@@ -133,6 +133,9 @@ impl Gateway {
             &axum::middleware::from_fn(alternate::rewrite),
             router(self.state),
         );
+        // Browser-based tools call from other origins; preflights are answered here, before
+        // authentication (browsers send them without credentials).
+        let app = tower::Layer::layer(&cors(), app);
         let serve = axum::serve(
             self.listener,
             axum::ServiceExt::<axum::extract::Request>::into_make_service(app),
@@ -145,6 +148,35 @@ impl Gateway {
         });
         follow_result.and(serve_result)
     }
+}
+
+/// CORS for browser-based xAPI tools: any origin, the xAPI methods and headers, and the
+/// response headers a tool needs to read.
+fn cors() -> tower_http::cors::CorsLayer {
+    use axum::http::{header, HeaderName, Method};
+    tower_http::cors::CorsLayer::new()
+        .allow_origin(tower_http::cors::Any)
+        .allow_methods([
+            Method::GET,
+            Method::HEAD,
+            Method::PUT,
+            Method::POST,
+            Method::DELETE,
+        ])
+        .allow_headers([
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            header::IF_MATCH,
+            header::IF_NONE_MATCH,
+            HeaderName::from_static("x-experience-api-version"),
+        ])
+        .expose_headers([
+            header::ETAG,
+            header::LAST_MODIFIED,
+            HeaderName::from_static("x-experience-api-version"),
+            HeaderName::from_static("x-experience-api-consistent-through"),
+        ])
+        .max_age(std::time::Duration::from_secs(3600))
 }
 
 pub fn router(state: AppState) -> Router {

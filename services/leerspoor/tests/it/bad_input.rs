@@ -152,3 +152,43 @@ async fn missing_or_wrong_credentials_are_a_401() {
     assert_json_error(wrong, StatusCode::UNAUTHORIZED).await;
     assert!(app.get_all(&[]).await.is_empty());
 }
+
+#[tokio::test]
+async fn browser_tools_get_cors_preflights_and_headers() {
+    let app = TestApp::start().await;
+    let preflight = app
+        .http
+        .request(Method::OPTIONS, format!("{}/xapi/statements", app.base))
+        .header("Origin", "https://tool.example")
+        .header("Access-Control-Request-Method", "PUT")
+        .header(
+            "Access-Control-Request-Headers",
+            "authorization, content-type, x-experience-api-version",
+        )
+        .send()
+        .await
+        .expect("http");
+    assert!(preflight.status().is_success(), "{}", preflight.status());
+    assert_eq!(preflight.headers()["access-control-allow-origin"], "*");
+    let methods = preflight.headers()["access-control-allow-methods"]
+        .to_str()
+        .expect("ascii")
+        .to_owned();
+    assert!(methods.contains("PUT"), "{methods}");
+
+    let response = app
+        .request(Method::GET, "/xapi/statements")
+        .header("Origin", "https://tool.example")
+        .send()
+        .await
+        .expect("http");
+    assert_eq!(response.headers()["access-control-allow-origin"], "*");
+    let exposed = response.headers()["access-control-expose-headers"]
+        .to_str()
+        .expect("ascii")
+        .to_ascii_lowercase();
+    assert!(
+        exposed.contains("x-experience-api-consistent-through"),
+        "{exposed}"
+    );
+}
