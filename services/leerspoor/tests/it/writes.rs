@@ -256,3 +256,51 @@ async fn a_void_that_arrives_before_its_target_voids_it_on_arrival() {
         .await;
     assert_eq!(by_voided.status(), StatusCode::OK);
 }
+
+#[tokio::test]
+async fn the_alternate_request_syntax_works_for_1_0_3_and_is_refused_for_2_0_0() {
+    let app = TestApp::start().await;
+    let form = |version: &str, id: &str| {
+        serde_urlencoded::to_string([
+            ("statementId", id),
+            ("X-Experience-API-Version", version),
+            ("Authorization", "Basic dG9vbDpzM2NyZXQ="),
+            (
+                "content",
+                &statement("a@example.org", "attended", "https://x.example/1").to_string(),
+            ),
+        ])
+        .expect("form")
+    };
+    let send = |body: String| {
+        app.http
+            .post(format!("{}/xapi/statements?method=PUT", app.base))
+            .header("Content-Type", "application/x-www-form-urlencoded")
+            .body(body)
+            .send()
+    };
+    let id = new_id();
+    let response = send(form("1.0.3", &id)).await.expect("http");
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    let stored = app.get(&format!("/xapi/statements?statementId={id}")).await;
+    assert_eq!(stored.status(), StatusCode::OK);
+
+    let refused = send(form("2.0.0", &new_id())).await.expect("http");
+    assert_eq!(refused.status(), StatusCode::BAD_REQUEST);
+    let extra = app
+        .http
+        .post(format!(
+            "{}/xapi/statements?method=PUT&statementId={id}",
+            app.base
+        ))
+        .header("Content-Type", "application/x-www-form-urlencoded")
+        .body(form("1.0.3", &id))
+        .send()
+        .await
+        .expect("http");
+    assert_eq!(
+        extra.status(),
+        StatusCode::BAD_REQUEST,
+        "parameters belong in the form"
+    );
+}
