@@ -356,25 +356,27 @@ async fn ask(
     Ok(reply.payload)
 }
 
+/// The value of a resource's one required parameter; anything else in the query is a 400.
+fn only_parameter(raw: Option<&str>, wanted: &str, resource: &str) -> Result<String, ApiError> {
+    let mut found = None;
+    for (name, value) in parse_pairs(raw)? {
+        if name != wanted || found.is_some() {
+            return Err(ApiError::BadRequest(format!(
+                "unexpected parameter {name:?}; the {resource} resource takes {wanted} once"
+            )));
+        }
+        found = Some(value);
+    }
+    found.ok_or_else(|| ApiError::BadRequest(format!("the {wanted} parameter is required")))
+}
+
 /// `GET /xapi/activities?activityId=`: the activity as the LRS knows it.
 pub async fn activities(
     State(state): State<AppState>,
     Caller(_caller): Caller,
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
-    let mut activity_id = None;
-    for (name, value) in parse_pairs(query.as_deref())? {
-        match name.as_str() {
-            "activityId" if activity_id.is_none() => activity_id = Some(value),
-            _ => {
-                return Err(ApiError::BadRequest(format!(
-                    "unexpected parameter {name:?}; the Activities resource takes activityId"
-                )))
-            }
-        }
-    }
-    let id = activity_id
-        .ok_or_else(|| ApiError::BadRequest("the activityId parameter is required".into()))?;
+    let id = only_parameter(query.as_deref(), "activityId", "Activities")?;
     if iri_string::types::IriStr::new(&id).is_err() {
         return Err(ApiError::BadRequest(format!(
             "activityId {id:?} is not an absolute IRI"
@@ -397,19 +399,7 @@ pub async fn agents(
     Caller(_caller): Caller,
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
-    let mut agent_param = None;
-    for (name, value) in parse_pairs(query.as_deref())? {
-        match name.as_str() {
-            "agent" if agent_param.is_none() => agent_param = Some(value),
-            _ => {
-                return Err(ApiError::BadRequest(format!(
-                    "unexpected parameter {name:?}; the Agents resource takes agent"
-                )))
-            }
-        }
-    }
-    let raw = agent_param
-        .ok_or_else(|| ApiError::BadRequest("the agent parameter is required".into()))?;
+    let raw = only_parameter(query.as_deref(), "agent", "Agents")?;
     let ifi = agent_key(&state, version, &raw)?;
     let agent: Value = serde_json::from_str(&raw).map_err(|_| ApiError::Internal)?;
     let payload =

@@ -407,8 +407,3 @@ async fn multipart_response(state: &AppState, body: &Value) -> Result<Response, 
         .insert(header::CONTENT_TYPE, content_type);
     Ok(response)
 }
-
-/// The ids a POST answered with, in request order (exposed for tests and the bench).
-pub fn ids_of(statements: &[Value]) -> Vec<Option<String>> {
-    statements.iter().map(statement_id).collect()
-}

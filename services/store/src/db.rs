@@ -403,7 +403,7 @@ impl Db {
         // sled's id generator is monotonic across restarts: outbox keys keep event order.
         let order = self.tree.generate_id().unwrap_or(u64::MAX);
         if let Ok(bytes) = serde_json::to_vec(entry) {
-            batch.insert(keys::outbox(order, 0), bytes);
+            batch.insert(keys::outbox(order), bytes);
         }
     }
 

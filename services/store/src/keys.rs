@@ -16,7 +16,7 @@ pub const META: u8 = b'm';
 pub const VERDICT: u8 = b'v';
 /// `w` + uuid(16) -> voiding statement uuid(16): a void that arrived before its target.
 pub const PENDING_VOID: u8 = b'w';
-/// `o` + position(8) + n(1) -> outbox entry JSON: events flushed but not yet on LRS_STORED.
+/// `o` + order(8) -> outbox entry JSON: messages flushed but not yet on LRS_STORED/REJECTED.
 pub const OUTBOX: u8 = b'o';
 
 pub const META_APPLIED: &[u8] = b"mapplied";
@@ -85,11 +85,10 @@ pub fn pending_void(target: &Uuid) -> Vec<u8> {
     key
 }
 
-pub fn outbox(position: u64, n: u8) -> Vec<u8> {
-    let mut key = Vec::with_capacity(10);
+pub fn outbox(order: u64) -> Vec<u8> {
+    let mut key = Vec::with_capacity(9);
     key.push(OUTBOX);
-    key.extend_from_slice(&position.to_be_bytes());
-    key.push(n);
+    key.extend_from_slice(&order.to_be_bytes());
     key
 }
 
