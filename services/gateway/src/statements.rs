@@ -12,7 +12,7 @@ use bus::subjects;
 use bus::wire::{HttpBatch, StatementQuery, StatementReply, Verdict};
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
-use xapi::statement::{ensure_id, format_canonical, format_ids, statement_id};
+use xapi::statement::{ensure_id, format_canonical, format_ids};
 use xapi::{BatchViolation, Violation, XapiVersion};
 
 use crate::auth::Caller;
