@@ -244,7 +244,7 @@ async fn nats_scenario(
             );
             let sent = Instant::now();
             let ack = js
-                .publish_with_headers("lrs.in.hub.bench", headers, body.clone().into())
+                .publish_with_headers("lrs.in.tool.bench", headers, body.clone().into())
                 .await?;
             acks.push((sent, ack));
         }

@@ -527,7 +527,7 @@ mod tests {
         let payload = message(sequence as usize);
         let incoming = Incoming {
             sequence,
-            subject: "lrs.in.hub.test",
+            subject: "lrs.in.tool.test",
             payload: &payload,
         };
         let parsed = ingest::parse(incoming.subject, &payload, None);

@@ -79,11 +79,40 @@ pub fn parse(
     if statements.is_empty() {
         return Err(malformed("payload is an empty array".into()));
     }
+    if let Some(hub) = bus::subjects::hub_of(subject) {
+        check_hub(&statements, hub)?;
+    }
     Ok(Batch {
         authority: source_authority(source),
         version,
         statements,
     })
+}
+
+/// The LLO hub extension.
+pub const HUB_EXTENSION: &str = "https://w3id.org/xapi/llo/extensions/hub";
+
+/// A hub may only publish statements of its own hub: each names it in its hub extension.
+fn check_hub(statements: &[Value], hub: &str) -> Result<(), Rejection> {
+    for (index, statement) in statements.iter().enumerate() {
+        let named = statement
+            .get("context")
+            .and_then(|context| context.get("extensions"))
+            .and_then(|extensions| extensions.get(HUB_EXTENSION))
+            .and_then(Value::as_str);
+        if named != Some(hub) {
+            let found = named.map_or("no hub".to_owned(), |named| format!("hub {named:?}"));
+            return Err(Rejection {
+                statement: Some(index),
+                path: "/context/extensions/https:~1~1w3id.org~1xapi~1llo~1extensions~1hub".into(),
+                rule: "llo.hub_subject".into(),
+                message: format!(
+                    "published on lrs.in.hub.{hub}, so the statement must name hub {hub:?}; it names {found}"
+                ),
+            });
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -92,10 +121,30 @@ mod tests {
 
     #[test]
     fn hub_messages_get_the_authority_of_their_subject() {
-        let batch = parse("lrs.in.hub.eindhoven", br#"{"actor": {}}"#, None).expect("parses");
+        let body = br#"{"actor": {}, "context": {"extensions": {"https://w3id.org/xapi/llo/extensions/hub": "eindhoven"}}}"#;
+        let batch = parse("lrs.in.hub.eindhoven", body, None).expect("parses");
         assert_eq!(batch.authority["account"]["name"], "hub.eindhoven");
         assert_eq!(batch.version, XapiVersion::V2_0_0);
         assert_eq!(batch.statements.len(), 1);
+    }
+
+    #[test]
+    fn a_hub_cannot_publish_for_another_hub_or_for_none() {
+        let other = br#"{"context": {"extensions": {"https://w3id.org/xapi/llo/extensions/hub": "delft"}}}"#;
+        let rejection = parse("lrs.in.hub.eindhoven", other, None).expect_err("other hub");
+        assert_eq!(rejection.rule, "llo.hub_subject");
+        assert_eq!(rejection.statement, Some(0));
+        let rejection =
+            parse("lrs.in.hub.eindhoven", br#"[{"actor": {}}]"#, None).expect_err("no hub");
+        assert!(
+            rejection.message.contains("no hub"),
+            "{}",
+            rejection.message
+        );
+        assert!(
+            parse("lrs.in.tool.lms", br#"{"actor": {}}"#, None).is_ok(),
+            "only hub subjects"
+        );
     }
 
     #[test]

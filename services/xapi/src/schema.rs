@@ -8,24 +8,48 @@ use crate::Violation;
 /// with a schema other than the one its rules were tested with.
 const STATEMENT_SCHEMA: &str = include_str!("../../../schemas/xapi-statement.schema.json");
 
-/// The compiled statement schema.
+/// The LLO profile's context extensions.
+const LLO_EXTENSIONS_SCHEMA: &str = include_str!("../../../schemas/llo-extensions.schema.json");
+
+/// The compiled statement schema and the LLO profile schema.
 pub struct StatementSchema {
     validator: jsonschema::Validator,
+    llo_extensions: jsonschema::Validator,
 }
 
 #[derive(Debug, thiserror::Error)]
 #[error("cannot compile statement schema: {0}")]
 pub struct SchemaError(String);
 
+fn build(text: &str) -> Result<jsonschema::Validator, SchemaError> {
+    let schema: Value = serde_json::from_str(text).map_err(|err| SchemaError(err.to_string()))?;
+    jsonschema::options()
+        .should_validate_formats(true)
+        .build(&schema)
+        .map_err(|err| SchemaError(err.to_string()))
+}
+
 impl StatementSchema {
     pub fn compile() -> Result<Self, SchemaError> {
-        let schema: Value =
-            serde_json::from_str(STATEMENT_SCHEMA).map_err(|err| SchemaError(err.to_string()))?;
-        let validator = jsonschema::options()
-            .should_validate_formats(true)
-            .build(&schema)
-            .map_err(|err| SchemaError(err.to_string()))?;
-        Ok(StatementSchema { validator })
+        Ok(StatementSchema {
+            validator: build(STATEMENT_SCHEMA)?,
+            llo_extensions: build(LLO_EXTENSIONS_SCHEMA)?,
+        })
+    }
+
+    /// Violations of the LLO profile in one context's `extensions`, with paths under `at`.
+    pub fn check_llo_extensions(&self, extensions: &Value, at: &str) -> Vec<Violation> {
+        if self.llo_extensions.is_valid(extensions) {
+            return Vec::new();
+        }
+        self.llo_extensions
+            .iter_errors(extensions)
+            .map(|error| Violation {
+                path: format!("{at}{}", error.instance_path),
+                rule: format!("llo:{}", error.schema_path),
+                message: error.to_string(),
+            })
+            .collect()
     }
 
     /// Every schema violation of one statement, with the JSON path where it occurs.

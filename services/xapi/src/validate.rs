@@ -64,7 +64,13 @@ impl Validator {
         if !schema_violations.is_empty() {
             return schema_violations;
         }
-        rules::check(statement, version)
+        let mut violations = rules::check(statement, version);
+        for at in ["/context/extensions", "/object/context/extensions"] {
+            if let Some(extensions) = statement.pointer(at) {
+                violations.extend(self.schema.check_llo_extensions(extensions, at));
+            }
+        }
+        violations
     }
 
     /// Checks an Agent or Group given on its own (the `agent` parameter of the document,

@@ -19,6 +19,12 @@ async fn publish(js: &jetstream::Context, subject: &str, msg_id: &str, body: &Va
         .expect("jetstream ack");
 }
 
+/// A statement as a hub publishes it: naming its hub in the LLO extension.
+fn at_hub(mut statement: Value, hub: &str) -> Value {
+    statement["context"] = json!({"extensions": {"https://w3id.org/xapi/llo/extensions/hub": hub}});
+    statement
+}
+
 async fn find(app: &TestApp, id: &str) -> Option<Value> {
     let response = app.get(&format!("/xapi/statements?statementId={id}")).await;
     if response.status() != StatusCode::OK {
@@ -31,18 +37,27 @@ async fn find(app: &TestApp, id: &str) -> Option<Value> {
 async fn statements_published_on_a_hub_subject_are_stored_with_the_hub_as_authority() {
     let app = TestApp::start().await;
     let js = jetstream::new(app.nats_client().await);
-    let single = with_id(
-        statement("ann@example.org", "attended", "https://hub.example/s/1"),
-        &new_id(),
+    let single = at_hub(
+        with_id(
+            statement("ann@example.org", "attended", "https://hub.example/s/1"),
+            &new_id(),
+        ),
+        "eindhoven",
     );
     let pair = json!([
-        with_id(
-            statement("bob@example.org", "attended", "https://hub.example/s/1"),
-            &new_id()
+        at_hub(
+            with_id(
+                statement("bob@example.org", "attended", "https://hub.example/s/1"),
+                &new_id()
+            ),
+            "eindhoven"
         ),
-        with_id(
-            statement("cem@example.org", "attended", "https://hub.example/s/1"),
-            &new_id()
+        at_hub(
+            with_id(
+                statement("cem@example.org", "attended", "https://hub.example/s/1"),
+                &new_id()
+            ),
+            "eindhoven"
         ),
     ]);
     publish(&js, "lrs.in.hub.eindhoven", "scan-1", &single).await;
@@ -62,13 +77,19 @@ async fn statements_published_on_a_hub_subject_are_stored_with_the_hub_as_author
 async fn a_republished_message_is_stored_once() {
     let app = TestApp::start().await;
     let js = jetstream::new(app.nats_client().await);
-    let body = statement("ann@example.org", "attended", "https://hub.example/s/1");
+    let body = at_hub(
+        statement("ann@example.org", "attended", "https://hub.example/s/1"),
+        "delft",
+    );
     // Without an id, only JetStream's dedup keeps the retry from becoming a second statement.
     publish(&js, "lrs.in.hub.delft", "retry-me", &body).await;
     publish(&js, "lrs.in.hub.delft", "retry-me", &body).await;
-    let marker = with_id(
-        statement("zed@example.org", "attended", "https://hub.example/s/1"),
-        &new_id(),
+    let marker = at_hub(
+        with_id(
+            statement("zed@example.org", "attended", "https://hub.example/s/1"),
+            &new_id(),
+        ),
+        "delft",
     );
     publish(&js, "lrs.in.hub.delft", "marker", &marker).await;
     let marker_id = marker["id"].as_str().expect("id");
@@ -81,12 +102,22 @@ async fn a_republished_message_is_stored_once() {
 async fn an_invalid_message_goes_to_lrs_rejected_with_its_reason() {
     let app = TestApp::start().await;
     let js = jetstream::new(app.nats_client().await);
-    let good = with_id(
-        statement("ann@example.org", "attended", "https://hub.example/s/1"),
-        &new_id(),
+    let good = at_hub(
+        with_id(
+            statement("ann@example.org", "attended", "https://hub.example/s/1"),
+            &new_id(),
+        ),
+        "tilburg",
     );
-    let mut bad = statement("bob@example.org", "attended", "https://hub.example/s/1");
+    let mut bad = at_hub(
+        statement("bob@example.org", "attended", "https://hub.example/s/1"),
+        "tilburg",
+    );
     bad["verb"]["id"] = json!("attended");
+    let elsewhere = at_hub(
+        statement("cem@example.org", "attended", "https://hub.example/s/1"),
+        "delft",
+    );
     publish(&js, "lrs.in.hub.tilburg", "mixed-1", &json!([good, bad])).await;
     publish(
         &js,
@@ -95,18 +126,20 @@ async fn an_invalid_message_goes_to_lrs_rejected_with_its_reason() {
         &json!("not a statement"),
     )
     .await;
+    publish(&js, "lrs.in.hub.tilburg", "other-hub-1", &elsewhere).await;
 
     let stream = js
         .get_stream(subjects::STREAM_REJECTED)
         .await
         .expect("stream");
-    let rejected: Vec<RejectedMessage> = wait_until("two rejections", WAIT, || {
+    let rejected: Vec<RejectedMessage> = wait_until("three rejections", WAIT, || {
         let stream = stream.clone();
         async move {
             let first = stream.get_raw_message(1).await.ok()?;
             let second = stream.get_raw_message(2).await.ok()?;
+            let third = stream.get_raw_message(3).await.ok()?;
             Some(
-                [first, second]
+                [first, second, third]
                     .iter()
                     .map(|message| serde_json::from_slice(&message.payload).expect("rejection"))
                     .collect(),
@@ -122,6 +155,10 @@ async fn an_invalid_message_goes_to_lrs_rejected_with_its_reason() {
         "the payload is kept for replay"
     );
     assert_eq!(rejected[1].rejection.rule, "message.json");
+    assert_eq!(
+        rejected[2].rejection.rule, "llo.hub_subject",
+        "a hub publishes only its own hub"
+    );
     let good_id = good["id"].as_str().expect("id");
     assert!(
         find(&app, good_id).await.is_none(),

@@ -37,7 +37,7 @@ async fn publish_batches(js: &jetstream::Context, batches: usize, per_batch: usi
         headers.insert("Nats-Msg-Id", format!("load-{batch}").as_str());
         let ack = js
             .publish_with_headers(
-                "lrs.in.hub.load",
+                "lrs.in.tool.load",
                 headers,
                 Value::Array(statements).to_string().into(),
             )

@@ -949,8 +949,53 @@ fn structure_cases() -> Vec<Case> {
     cases
 }
 
+fn llo_cases() -> Vec<Case> {
+    const HUB: &str = "/context/extensions/https:~1~1w3id.org~1xapi~1llo~1extensions~1hub";
+    const COMPANY: &str = "/context/extensions/https:~1~1w3id.org~1xapi~1llo~1extensions~1company";
+    const SKILLS: &str = "/context/extensions/https:~1~1w3id.org~1xapi~1llo~1extensions~1skills";
+    let skill = "http://data.europa.eu/esco/skill/ccd0a1d9-afda-43d9-b901-96344886e14d";
+    let mut cases = vec![
+        valid(
+            "llo: hub with dash",
+            &BOTH,
+            set(base(), HUB, json!("den-bosch")),
+        ),
+        valid("llo: skills", &BOTH, set(base(), SKILLS, json!([skill]))),
+        valid("llo: no skills", &BOTH, set(base(), SKILLS, json!([]))),
+        valid(
+            "llo: without extensions",
+            &BOTH,
+            remove(base(), "/context/extensions"),
+        ),
+    ];
+    for (name, pointer, value) in [
+        ("hub empty", HUB, json!("")),
+        ("hub with a space", HUB, json!("den bosch")),
+        ("hub with a dot", HUB, json!("hub.eindhoven")),
+        ("hub a number", HUB, json!(42)),
+        ("company empty", COMPANY, json!("")),
+        ("company an object", COMPANY, json!({"kvk": "1"})),
+        ("skills a string", SKILLS, json!(skill)),
+        (
+            "skills not ESCO",
+            SKILLS,
+            json!(["https://example.org/skill/1"]),
+        ),
+        ("skills repeated", SKILLS, json!([skill, skill])),
+    ] {
+        cases.push(invalid(
+            &format!("llo: {name}"),
+            &BOTH,
+            set(base(), pointer, value),
+            pointer,
+        ));
+    }
+    cases
+}
+
 fn all_cases() -> Vec<Case> {
     [
+        llo_cases(),
         agent_cases(),
         group_cases(),
         language_map_cases(),
