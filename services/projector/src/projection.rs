@@ -1,0 +1,230 @@
+//! The projector's sled database: applying `LRS_STORED` messages exactly once, and reading
+//! the summaries back.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use bus::wire::{EventKind, StoredEvents};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::contribution::{contributions, Contribution};
+use crate::summary::{CompanyState, HubState, MonthRange, WorkerState};
+
+/// `m` + name: the last applied `LRS_STORED` sequence.
+const META_APPLIED: &[u8] = b"mapplied";
+/// `s` + statement id -> `c` (counted) or `v` (voided: never counts, even if its `stored`
+/// event comes later). Makes every event idempotent and the order of events irrelevant.
+const MARKER: u8 = b's';
+const COUNTED: &[u8] = b"c";
+const VOIDED: &[u8] = b"v";
+const WORKER: u8 = b'w';
+const HUB: u8 = b'h';
+const COMPANY: u8 = b'c';
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProjectionError {
+    #[error("sled")]
+    Sled(#[from] sled::Error),
+    #[error("corrupt summary under key {key:?}: {reason}")]
+    Corrupt { key: Vec<u8>, reason: String },
+}
+
+fn key(prefix: u8, id: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(1 + id.len());
+    key.push(prefix);
+    key.extend_from_slice(id.as_bytes());
+    key
+}
+
+pub struct Projection {
+    tree: sled::Db,
+}
+
+/// The summaries one message touches, loaded once and written back together.
+#[derive(Default)]
+struct Touched {
+    workers: HashMap<String, WorkerState>,
+    hubs: HashMap<String, HubState>,
+    companies: HashMap<String, CompanyState>,
+    markers: HashMap<String, Option<Vec<u8>>>,
+}
+
+impl Projection {
+    pub fn open(path: &Path) -> Result<Projection, ProjectionError> {
+        Ok(Projection {
+            // No background flusher: every applied message is flushed before its ack, and a
+            // flusher thread would keep the database locked after a drop.
+            tree: sled::Config::new().path(path).flush_every_ms(None).open()?,
+        })
+    }
+
+    pub fn flush(&self) -> Result<(), ProjectionError> {
+        self.tree.flush()?;
+        Ok(())
+    }
+
+    pub fn applied(&self) -> Result<u64, ProjectionError> {
+        Ok(self
+            .tree
+            .get(META_APPLIED)?
+            .and_then(|bytes| <[u8; 8]>::try_from(bytes.as_ref()).ok())
+            .map_or(0, u64::from_be_bytes))
+    }
+
+    fn load<T: DeserializeOwned + Default>(&self, key: &[u8]) -> Result<T, ProjectionError> {
+        match self.tree.get(key)? {
+            None => Ok(T::default()),
+            Some(bytes) => serde_json::from_slice(&bytes).map_err(|err| ProjectionError::Corrupt {
+                key: key.to_vec(),
+                reason: err.to_string(),
+            }),
+        }
+    }
+
+    /// Applies one `LRS_STORED` message (stream sequence `sequence`) in one sled batch with
+    /// the sequence itself; a message at or below the applied sequence changes nothing.
+    pub fn apply(&self, sequence: u64, message: &StoredEvents) -> Result<(), ProjectionError> {
+        if sequence <= self.applied()? {
+            return Ok(());
+        }
+        let mut touched = Touched::default();
+        for event in &message.events {
+            let Some(id) = event.statement.get("id").and_then(Value::as_str) else {
+                continue;
+            };
+            let marker = match touched.markers.get(id) {
+                Some(marker) => marker.clone(),
+                None => self.tree.get(key(MARKER, id))?.map(|bytes| bytes.to_vec()),
+            };
+            let (sign, next) = match (event.kind, marker.as_deref()) {
+                (EventKind::Stored, None) => (1, COUNTED),
+                (EventKind::Voided, Some(COUNTED)) => (-1, VOIDED),
+                (EventKind::Voided, None) => (0, VOIDED),
+                _ => continue,
+            };
+            touched.markers.insert(id.to_owned(), Some(next.to_vec()));
+            if sign != 0 {
+                for contribution in contributions(&event.statement) {
+                    self.add(&mut touched, &contribution, sign)?;
+                }
+            }
+        }
+        let mut batch = sled::Batch::default();
+        for (id, marker) in touched.markers {
+            if let Some(marker) = marker {
+                batch.insert(key(MARKER, &id), marker);
+            }
+        }
+        write_states(&mut batch, WORKER, touched.workers, WorkerState::is_empty);
+        write_states(&mut batch, HUB, touched.hubs, HubState::is_empty);
+        write_states(
+            &mut batch,
+            COMPANY,
+            touched.companies,
+            CompanyState::is_empty,
+        );
+        batch.insert(META_APPLIED, &sequence.to_be_bytes());
+        self.tree.apply_batch(batch)?;
+        Ok(())
+    }
+
+    fn add(
+        &self,
+        touched: &mut Touched,
+        contribution: &Contribution,
+        sign: i64,
+    ) -> Result<(), ProjectionError> {
+        if !touched.workers.contains_key(&contribution.worker) {
+            let state = self.load(&key(WORKER, &contribution.worker))?;
+            touched.workers.insert(contribution.worker.clone(), state);
+        }
+        if let Some(worker) = touched.workers.get_mut(&contribution.worker) {
+            worker.apply(contribution, sign);
+        }
+        if let Some(hub) = &contribution.hub {
+            if !touched.hubs.contains_key(hub) {
+                let state = self.load(&key(HUB, hub))?;
+                touched.hubs.insert(hub.clone(), state);
+            }
+            if let Some(state) = touched.hubs.get_mut(hub) {
+                state.apply(contribution, sign);
+            }
+        }
+        if let Some(company) = &contribution.company {
+            if !touched.companies.contains_key(company) {
+                let state = self.load(&key(COMPANY, company))?;
+                touched.companies.insert(company.clone(), state);
+            }
+            if let Some(state) = touched.companies.get_mut(company) {
+                state.apply(contribution, sign);
+            }
+        }
+        Ok(())
+    }
+
+    pub fn worker(
+        &self,
+        worker: &str,
+        months: &MonthRange,
+    ) -> Result<Option<Value>, ProjectionError> {
+        let state: WorkerState = self.load(&key(WORKER, worker))?;
+        Ok((!state.is_empty()).then(|| state.view(worker, months)))
+    }
+
+    pub fn hub(&self, hub: &str, months: &MonthRange) -> Result<Option<Value>, ProjectionError> {
+        let state: HubState = self.load(&key(HUB, hub))?;
+        Ok((!state.is_empty()).then(|| state.view(hub, months)))
+    }
+
+    pub fn company(&self, company: &str) -> Result<Option<Value>, ProjectionError> {
+        let state: CompanyState = self.load(&key(COMPANY, company))?;
+        Ok((!state.is_empty()).then(|| state.view(company)))
+    }
+
+    /// Every hub's (or company's, or worker's) summary, in key order.
+    pub fn all(&self, kind: SummaryKind) -> Result<Vec<Value>, ProjectionError> {
+        let prefix = match kind {
+            SummaryKind::Worker => WORKER,
+            SummaryKind::Hub => HUB,
+            SummaryKind::Company => COMPANY,
+        };
+        let everything = MonthRange::default();
+        let mut views = Vec::new();
+        for item in self.tree.scan_prefix([prefix]) {
+            let (raw_key, _) = item?;
+            let id = String::from_utf8_lossy(&raw_key[1..]).into_owned();
+            let view = match kind {
+                SummaryKind::Worker => self.worker(&id, &everything)?,
+                SummaryKind::Hub => self.hub(&id, &everything)?,
+                SummaryKind::Company => self.company(&id)?,
+            };
+            views.extend(view);
+        }
+        Ok(views)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SummaryKind {
+    Worker,
+    Hub,
+    Company,
+}
+
+fn write_states<T: Serialize>(
+    batch: &mut sled::Batch,
+    prefix: u8,
+    states: HashMap<String, T>,
+    is_empty: fn(&T) -> bool,
+) {
+    for (id, state) in states {
+        if is_empty(&state) {
+            batch.remove(key(prefix, &id));
+        } else if let Ok(bytes) = serde_json::to_vec(&state) {
+            batch.insert(key(prefix, &id), bytes);
+        }
+    }
+}

@@ -1,0 +1,262 @@
+//! The summaries' state: counters that can be added to and subtracted from exactly, so a
+//! voided statement takes back exactly what it gave, distinct counts and means included.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use crate::contribution::Contribution;
+
+/// How many contributions name each value; a value with no contributions left is removed,
+/// so `len()` is the distinct count.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Counts(BTreeMap<String, u64>);
+
+impl Counts {
+    pub fn change(&mut self, key: &str, sign: i64) {
+        if sign > 0 {
+            *self.0.entry(key.to_owned()).or_default() += 1;
+        } else if let Some(count) = self.0.get_mut(key) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                self.0.remove(key);
+            }
+        }
+    }
+
+    pub fn distinct(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn keys(&self) -> impl DoubleEndedIterator<Item = &String> {
+        self.0.keys()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+fn add(total: &mut i64, amount: i64, sign: i64) {
+    *total += sign * amount;
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct WorkerMonth {
+    pub statements: i64,
+    pub learning_ms: i64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct WorkerState {
+    pub statements: i64,
+    /// Every timestamp, for first and last.
+    pub timestamps: Counts,
+    pub learning_ms: i64,
+    pub attendance: i64,
+    pub attended_sessions: Counts,
+    pub attended_ms: i64,
+    pub completed: Counts,
+    pub passed: Counts,
+    pub failed: Counts,
+    pub scaled_sum_micros: i64,
+    pub scaled_count: i64,
+    pub hubs: Counts,
+    pub skills: Counts,
+    pub months: BTreeMap<String, WorkerMonth>,
+}
+
+impl WorkerState {
+    pub fn apply(&mut self, contribution: &Contribution, sign: i64) {
+        add(&mut self.statements, 1, sign);
+        self.timestamps.change(&contribution.timestamp, sign);
+        add(&mut self.learning_ms, contribution.learning_ms, sign);
+        if let Some(session) = &contribution.attended {
+            add(&mut self.attendance, 1, sign);
+            self.attended_sessions.change(session, sign);
+            add(&mut self.attended_ms, contribution.learning_ms, sign);
+        }
+        for (counts, activity) in [
+            (&mut self.completed, &contribution.completed),
+            (&mut self.passed, &contribution.passed),
+            (&mut self.failed, &contribution.failed),
+        ] {
+            if let Some(activity) = activity {
+                counts.change(activity, sign);
+            }
+        }
+        if let Some(scaled) = contribution.scaled_micros {
+            add(&mut self.scaled_sum_micros, scaled, sign);
+            add(&mut self.scaled_count, 1, sign);
+        }
+        if let Some(hub) = &contribution.hub {
+            self.hubs.change(hub, sign);
+        }
+        for skill in &contribution.skills {
+            self.skills.change(skill, sign);
+        }
+        let month = self.months.entry(contribution.month.clone()).or_default();
+        add(&mut month.statements, 1, sign);
+        add(&mut month.learning_ms, contribution.learning_ms, sign);
+        if month.statements == 0 {
+            self.months.remove(&contribution.month);
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.statements == 0
+    }
+
+    pub fn view(&self, worker: &str, months: &MonthRange) -> Value {
+        let mean = (self.scaled_count > 0)
+            .then(|| self.scaled_sum_micros as f64 / self.scaled_count as f64 / 1e6);
+        json!({
+            "worker": worker,
+            "statements": self.statements,
+            "first": self.timestamps.keys().next(),
+            "last": self.timestamps.keys().next_back(),
+            "learning_seconds": seconds(self.learning_ms),
+            "attendance": self.attendance,
+            "attended_sessions": self.attended_sessions.distinct(),
+            "attended_seconds": seconds(self.attended_ms),
+            "completed_activities": self.completed.distinct(),
+            "passed_activities": self.passed.distinct(),
+            "failed_activities": self.failed.distinct(),
+            "mean_scaled_score": mean,
+            "hubs": self.hubs.keys().collect::<Vec<_>>(),
+            "skills": self.skills.keys().collect::<Vec<_>>(),
+            "months": self.months.iter().filter(|(month, _)| months.contains(month)).map(|(month, totals)| json!({
+                "month": month,
+                "statements": totals.statements,
+                "learning_seconds": seconds(totals.learning_ms),
+            })).collect::<Vec<_>>(),
+        })
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct HubMonth {
+    pub attendance: i64,
+    pub workers: Counts,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct HubState {
+    pub workers: Counts,
+    pub companies: Counts,
+    pub statements: i64,
+    pub attendance: i64,
+    pub attended_ms: i64,
+    pub sessions: Counts,
+    pub completions: i64,
+    pub passed: i64,
+    pub months: BTreeMap<String, HubMonth>,
+}
+
+impl HubState {
+    pub fn apply(&mut self, contribution: &Contribution, sign: i64) {
+        self.workers.change(&contribution.worker, sign);
+        if let Some(company) = &contribution.company {
+            self.companies.change(company, sign);
+        }
+        add(&mut self.statements, 1, sign);
+        if contribution.completed.is_some() {
+            add(&mut self.completions, 1, sign);
+        }
+        if contribution.passed.is_some() {
+            add(&mut self.passed, 1, sign);
+        }
+        if let Some(session) = &contribution.attended {
+            add(&mut self.attendance, 1, sign);
+            add(&mut self.attended_ms, contribution.learning_ms, sign);
+            self.sessions.change(session, sign);
+            let month = self.months.entry(contribution.month.clone()).or_default();
+            add(&mut month.attendance, 1, sign);
+            month.workers.change(&contribution.worker, sign);
+            if month.attendance == 0 && month.workers.is_empty() {
+                self.months.remove(&contribution.month);
+            }
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.statements == 0
+    }
+
+    pub fn view(&self, hub: &str, months: &MonthRange) -> Value {
+        json!({
+            "hub": hub,
+            "workers": self.workers.distinct(),
+            "companies": self.companies.distinct(),
+            "statements": self.statements,
+            "attendance": self.attendance,
+            "attended_seconds": seconds(self.attended_ms),
+            "sessions": self.sessions.distinct(),
+            "completions": self.completions,
+            "passed": self.passed,
+            "months": self.months.iter().filter(|(month, _)| months.contains(month)).map(|(month, totals)| json!({
+                "month": month,
+                "attendance": totals.attendance,
+                "workers": totals.workers.distinct(),
+            })).collect::<Vec<_>>(),
+        })
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct CompanyState {
+    pub workers: Counts,
+    pub statements: i64,
+    pub learning_ms: i64,
+    pub completed: Counts,
+    pub skills: Counts,
+}
+
+impl CompanyState {
+    pub fn apply(&mut self, contribution: &Contribution, sign: i64) {
+        self.workers.change(&contribution.worker, sign);
+        add(&mut self.statements, 1, sign);
+        add(&mut self.learning_ms, contribution.learning_ms, sign);
+        if let Some(activity) = &contribution.completed {
+            self.completed.change(activity, sign);
+        }
+        for skill in &contribution.skills {
+            self.skills.change(skill, sign);
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.statements == 0
+    }
+
+    pub fn view(&self, company: &str) -> Value {
+        json!({
+            "company": company,
+            "workers": self.workers.distinct(),
+            "statements": self.statements,
+            "learning_seconds": seconds(self.learning_ms),
+            "completed_activities": self.completed.distinct(),
+            "skills": self.skills.distinct(),
+        })
+    }
+}
+
+fn seconds(milliseconds: i64) -> f64 {
+    milliseconds as f64 / 1000.0
+}
+
+/// `from`/`to` months (inclusive, `YYYY-MM`) of a month series.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MonthRange {
+    pub from: Option<String>,
+    pub to: Option<String>,
+}
+
+impl MonthRange {
+    pub fn contains(&self, month: &str) -> bool {
+        self.from.as_deref().is_none_or(|from| month >= from)
+            && self.to.as_deref().is_none_or(|to| month <= to)
+    }
+}

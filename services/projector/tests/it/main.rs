@@ -1,0 +1,320 @@
+//! Projection equals recomputation, whatever the arrival order, duplicates, redeliveries,
+//! voiding and restarts.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use bus::wire::{EventKind, StoredEvent, StoredEvents};
+use projector::projection::{Projection, SummaryKind};
+use proptest::prelude::*;
+use serde_json::{json, Value};
+
+const VERBS: [&str; 5] = [
+    "http://adlnet.gov/expapi/verbs/attended",
+    "http://adlnet.gov/expapi/verbs/completed",
+    "http://adlnet.gov/expapi/verbs/passed",
+    "http://adlnet.gov/expapi/verbs/failed",
+    "http://id.tincanapi.com/verb/earned",
+];
+
+#[derive(Debug, Clone)]
+struct Spec {
+    workers: Vec<u8>,
+    group: bool,
+    verb: usize,
+    activity: u8,
+    hub: Option<u8>,
+    company: Option<u8>,
+    duration_ms: u32,
+    scaled: Option<i8>,
+    success: Option<bool>,
+    completion: Option<bool>,
+    skills: Vec<u8>,
+    month: u8,
+    voided: bool,
+}
+
+fn spec() -> impl Strategy<Value = Spec> {
+    (
+        prop::collection::vec(0u8..6, 1..4),
+        any::<bool>(),
+        0usize..VERBS.len(),
+        0u8..4,
+        prop::option::of(0u8..3),
+        prop::option::of(0u8..3),
+        0u32..10_000_000,
+        prop::option::of(-100i8..=100),
+        prop::option::of(any::<bool>()),
+        prop::option::of(any::<bool>()),
+        prop::collection::vec(0u8..4, 0..3),
+        (0u8..4, any::<bool>()),
+    )
+        .prop_map(
+            |(
+                workers,
+                group,
+                verb,
+                activity,
+                hub,
+                company,
+                duration_ms,
+                scaled,
+                success,
+                completion,
+                skills,
+                (month, voided),
+            )| Spec {
+                workers,
+                group,
+                verb,
+                activity,
+                hub,
+                company,
+                duration_ms,
+                scaled,
+                success,
+                completion,
+                skills,
+                month,
+                voided,
+            },
+        )
+}
+
+fn statement(index: usize, spec: &Spec) -> Value {
+    let agent = |worker: &u8| json!({"mbox": format!("mailto:w{worker}@example.org")});
+    let actor = if spec.group {
+        json!({"objectType": "Group", "member": spec.workers.iter().map(agent).collect::<Vec<_>>()})
+    } else {
+        agent(&spec.workers[0])
+    };
+    let mut result = json!({"duration": format!("PT{}.{:03}S", spec.duration_ms / 1000, spec.duration_ms % 1000)});
+    if let Some(scaled) = spec.scaled {
+        result["score"] = json!({"scaled": f64::from(scaled) / 100.0});
+    }
+    if let Some(success) = spec.success {
+        result["success"] = json!(success);
+    }
+    if let Some(completion) = spec.completion {
+        result["completion"] = json!(completion);
+    }
+    let mut extensions = serde_json::Map::new();
+    if let Some(hub) = spec.hub {
+        extensions.insert(
+            projector::contribution::HUB.into(),
+            json!(format!("hub{hub}")),
+        );
+    }
+    if let Some(company) = spec.company {
+        extensions.insert(
+            projector::contribution::COMPANY.into(),
+            json!(format!("KVK-{company}")),
+        );
+    }
+    let skills: BTreeSet<String> = spec
+        .skills
+        .iter()
+        .map(|skill| format!("http://data.europa.eu/esco/skill/s{skill}"))
+        .collect();
+    extensions.insert(projector::contribution::SKILLS.into(), json!(skills));
+    json!({
+        "id": format!("00000000-0000-4000-8000-{index:012}"),
+        "actor": actor,
+        "verb": {"id": VERBS[spec.verb]},
+        "object": {"id": format!("https://hub.example/activities/{}", spec.activity)},
+        "result": result,
+        "context": {"extensions": extensions},
+        "timestamp": format!("2026-{:02}-15T10:00:00.000Z", spec.month + 1),
+    })
+}
+
+/// Opens the database again after a drop. sled releases its file lock from a background
+/// thread shortly after the last handle goes, so the open is retried until the lock is free.
+fn reopen(path: &std::path::Path) -> Projection {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        match Projection::open(path) {
+            Ok(projection) => return projection,
+            Err(err)
+                if std::time::Instant::now() < deadline && err.to_string().contains("sled") =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            Err(err) => panic!("reopen: {err:?}"),
+        }
+    }
+}
+
+fn event(kind: EventKind, statement: &Value) -> StoredEvent {
+    StoredEvent {
+        kind,
+        position: 0,
+        statement: statement.clone(),
+    }
+}
+
+fn snapshot(projection: &Projection) -> Vec<Vec<Value>> {
+    [SummaryKind::Worker, SummaryKind::Hub, SummaryKind::Company]
+        .into_iter()
+        .map(|kind| projection.all(kind).expect("read"))
+        .collect()
+}
+
+/// The projection of just the surviving statements, stored once each, in order.
+fn recomputed(statements: &[Value], specs: &[Spec]) -> Vec<Vec<Value>> {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let projection = Projection::open(dir.path()).expect("open");
+    for (sequence, (statement, spec)) in statements.iter().zip(specs).enumerate() {
+        if !spec.voided {
+            let message = StoredEvents {
+                sequence: sequence as u64 + 1,
+                events: vec![event(EventKind::Stored, statement)],
+            };
+            projection
+                .apply(sequence as u64 + 1, &message)
+                .expect("apply");
+        }
+    }
+    snapshot(&projection)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    #[test]
+    fn projection_equals_recomputation_in_any_order(
+        specs in prop::collection::vec(spec(), 1..25),
+        order_seed in any::<u64>(),
+        duplicate_every in 2usize..6,
+        restart_every in 3usize..9,
+    ) {
+        let statements: Vec<Value> = specs.iter().enumerate().map(|(index, spec)| statement(index, spec)).collect();
+        let mut events: Vec<StoredEvent> = Vec::new();
+        for (statement, spec) in statements.iter().zip(&specs) {
+            events.push(event(EventKind::Stored, statement));
+            if spec.voided {
+                events.push(event(EventKind::Voided, statement));
+            }
+        }
+        // Duplicates: some events arrive twice (a republished outbox message).
+        let duplicates: Vec<StoredEvent> = events.iter().step_by(duplicate_every).cloned().collect();
+        events.extend(duplicates);
+        // Arbitrary arrival order, from the seed.
+        let mut state = order_seed | 1;
+        for index in (1..events.len()).rev() {
+            state ^= state << 13; state ^= state >> 7; state ^= state << 17;
+            events.swap(index, (state % (index as u64 + 1)) as usize);
+        }
+
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut projection = Projection::open(dir.path()).expect("open");
+        for (index, stored_event) in events.into_iter().enumerate() {
+            let sequence = index as u64 + 1;
+            let message = StoredEvents { sequence, events: vec![stored_event] };
+            projection.apply(sequence, &message).expect("apply");
+            // A redelivery of the same stream message changes nothing.
+            projection.apply(sequence, &message).expect("apply again");
+            if index % restart_every == 0 {
+                projection.flush().expect("flush");
+                drop(projection);
+                projection = reopen(dir.path());
+            }
+        }
+        prop_assert_eq!(snapshot(&projection), recomputed(&statements, &specs));
+    }
+}
+
+/// An independent recomputation of a few figures, written without the projector's types.
+#[test]
+fn figures_match_a_plain_count() {
+    let specs: Vec<Spec> = (0..40u8)
+        .map(|n| Spec {
+            workers: vec![n % 3, (n + 1) % 3],
+            group: n % 4 == 0,
+            verb: usize::from(n) % VERBS.len(),
+            activity: n % 4,
+            hub: Some(n % 2),
+            company: (n % 3 != 0).then_some(n % 2),
+            duration_ms: u32::from(n) * 1000,
+            scaled: None,
+            success: None,
+            completion: None,
+            skills: vec![n % 4],
+            month: n % 3,
+            voided: n % 5 == 0,
+        })
+        .collect();
+    let statements: Vec<Value> = specs
+        .iter()
+        .enumerate()
+        .map(|(index, spec)| statement(index, spec))
+        .collect();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let projection = Projection::open(dir.path()).expect("open");
+    let mut sequence = 0;
+    for (statement, spec) in statements.iter().zip(&specs) {
+        sequence += 1;
+        projection
+            .apply(
+                sequence,
+                &StoredEvents {
+                    sequence,
+                    events: vec![event(EventKind::Stored, statement)],
+                },
+            )
+            .expect("apply");
+        if spec.voided {
+            sequence += 1;
+            projection
+                .apply(
+                    sequence,
+                    &StoredEvents {
+                        sequence,
+                        events: vec![event(EventKind::Voided, statement)],
+                    },
+                )
+                .expect("apply");
+        }
+    }
+    let mut statements_per_worker: BTreeMap<String, i64> = BTreeMap::new();
+    let mut hub_workers: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    let mut hub_attendance: BTreeMap<String, i64> = BTreeMap::new();
+    for spec in specs.iter().filter(|spec| !spec.voided) {
+        let workers: BTreeSet<u8> = if spec.group {
+            spec.workers.iter().copied().collect()
+        } else {
+            [spec.workers[0]].into()
+        };
+        for worker in workers {
+            let key = format!("mbox:mailto:w{worker}@example.org");
+            *statements_per_worker.entry(key.clone()).or_default() += 1;
+            if let Some(hub) = spec.hub {
+                hub_workers
+                    .entry(format!("hub{hub}"))
+                    .or_default()
+                    .insert(key);
+                if spec.verb == 0 {
+                    *hub_attendance.entry(format!("hub{hub}")).or_default() += 1;
+                }
+            }
+        }
+    }
+    for (worker, count) in statements_per_worker {
+        let view = projection
+            .worker(&worker, &Default::default())
+            .expect("read")
+            .expect("worker");
+        assert_eq!(view["statements"], json!(count), "{worker}");
+    }
+    for (hub, workers) in hub_workers {
+        let view = projection
+            .hub(&hub, &Default::default())
+            .expect("read")
+            .expect("hub");
+        assert_eq!(view["workers"], json!(workers.len()), "{hub}");
+        assert_eq!(
+            view["attendance"],
+            json!(hub_attendance.get(&hub).copied().unwrap_or(0)),
+            "{hub}"
+        );
+    }
+}
