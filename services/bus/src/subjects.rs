@@ -36,6 +36,12 @@ pub const API_STATEMENTS: &str = "lrs.api.statements";
 pub const API_DOCUMENTS: &str = "lrs.api.documents";
 /// Request/reply: the Agents and Activities resources.
 pub const API_OBJECTS: &str = "lrs.api.objects";
+/// Request/reply: the projector's summaries.
+pub const API_SUMMARIES: &str = "lrs.api.summaries";
+/// Queue group of the projectors answering summary queries.
+pub const SUMMARY_QUEUE: &str = "projector";
+/// The durable consumer the projector pulls `LRS_STORED` with.
+pub const PROJECTOR_CONSUMER: &str = "projector";
 /// Request/reply: the verdict for one `LRS_IN` sequence (fallback when an announcement was missed).
 pub const API_VERDICT: &str = "lrs.api.verdict";
 /// Queue group so several store replicas could share the read load.

@@ -267,3 +267,42 @@ mod tests {
         assert!(unframe::<DocumentReply>(&[0, 0, 0, 9, b'{']).is_err());
     }
 }
+
+/// Which summaries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SummaryKind {
+    Worker,
+    Hub,
+    Company,
+}
+
+/// Request on `lrs.api.summaries`. Months are `YYYY-MM`, inclusive.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "query", rename_all = "snake_case")]
+pub enum SummaryQuery {
+    One {
+        kind: SummaryKind,
+        /// Worker IFI key, hub id or company id.
+        id: String,
+        from: Option<String>,
+        to: Option<String>,
+    },
+    List {
+        kind: SummaryKind,
+        /// A numeric field of the summaries to sort by; by id when absent.
+        sort: Option<String>,
+        descending: bool,
+        offset: usize,
+        limit: usize,
+    },
+}
+
+/// Reply on `lrs.api.summaries`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "reply", rename_all = "snake_case")]
+pub enum SummaryReply {
+    One { summary: Option<Value> },
+    List { total: usize, items: Vec<Value> },
+    Error { message: String },
+}

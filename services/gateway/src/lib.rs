@@ -16,6 +16,7 @@
 //! - [`params`]: strict parsing of the GET parameters.
 //! - [`documents`]: the State, Activity Profile and Agent Profile resources, and the
 //!   Activities and Agents resources.
+//! - [`summaries`]: the summary API (JSON and CSV), answered by the projector.
 //! - [`watermark`]: waiting for the store's applied watermark.
 //! - [`error`]: the JSON error shape and status mapping.
 
@@ -28,6 +29,7 @@ pub mod error;
 pub mod multipart;
 pub mod params;
 pub mod statements;
+pub mod summaries;
 pub mod version;
 pub mod watermark;
 
@@ -220,6 +222,26 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/xapi/agents",
             get(documents::agents).fallback(method_not_allowed),
+        )
+        .route(
+            "/summaries/workers",
+            get(summaries::workers).fallback(method_not_allowed),
+        )
+        .route(
+            "/summaries/hubs",
+            get(summaries::hubs).fallback(method_not_allowed),
+        )
+        .route(
+            "/summaries/hubs/{hub}",
+            get(summaries::hub).fallback(method_not_allowed),
+        )
+        .route(
+            "/summaries/companies",
+            get(summaries::companies).fallback(method_not_allowed),
+        )
+        .route(
+            "/summaries/companies/{company}",
+            get(summaries::company).fallback(method_not_allowed),
         )
         .fallback(not_found)
         .layer(axum::middleware::from_fn(version::negotiate))

@@ -16,6 +16,10 @@ pub async fn negotiate(mut request: Request, next: Next) -> Response {
         .headers()
         .get(HEADER)
         .map(|value| value.to_str().ok().and_then(XapiVersion::from_header));
+    // The summary API is Leerspoor's own, not xAPI: no version to negotiate.
+    if !request.uri().path().starts_with("/xapi/") {
+        return next.run(request).await;
+    }
     let is_about = request.uri().path() == "/xapi/about";
     let version = match declared {
         Some(Some(version)) => version,

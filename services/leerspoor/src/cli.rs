@@ -45,6 +45,8 @@ pub enum Command {
     Gateway,
     /// The store alone, joining --nats-url.
     Store,
+    /// The projector alone, joining --nats-url.
+    Projector,
     /// Measures ingest throughput and latency against a fresh, durable, in-process Leerspoor.
     Bench(leerspoor::bench::BenchArgs),
 }

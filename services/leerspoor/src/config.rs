@@ -129,6 +129,15 @@ impl Config {
         }
     }
 
+    /// The projector shares the store's batching and redelivery settings.
+    pub fn projector(&self) -> projector::ProjectorConfig {
+        projector::ProjectorConfig {
+            data_dir: self.data_dir.clone(),
+            max_batch: self.store.max_batch.max(1),
+            ack_wait: Duration::from_secs(self.store.ack_wait_secs.max(1)),
+        }
+    }
+
     pub fn store(&self) -> StoreConfig {
         StoreConfig {
             data_dir: self.data_dir.clone(),

@@ -31,6 +31,7 @@ async fn main() -> anyhow::Result<()> {
         cli::Command::Serve => Parts::All,
         cli::Command::Gateway => Parts::Gateway,
         cli::Command::Store => Parts::Store,
+        cli::Command::Projector => Parts::Projector,
         cli::Command::Bench(args) => return leerspoor::bench::run(args).await,
     };
     let shutdown = tokio_util::sync::CancellationToken::new();

@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use anyhow::Context as _;
 use bus::server::LocalServer;
 use gateway::Gateway;
+use projector::Projector;
 use store::Store;
 use tokio_util::sync::CancellationToken;
 
@@ -16,6 +17,7 @@ pub enum Parts {
     All,
     Gateway,
     Store,
+    Projector,
 }
 
 /// A started process: its services are built (ports bound, sled open, streams ready).
@@ -25,6 +27,7 @@ pub struct Node {
     nats_url: String,
     gateway: Option<Gateway>,
     store: Option<Store>,
+    projector: Option<Projector>,
 }
 
 impl Node {
@@ -55,19 +58,26 @@ impl Node {
             .with_context(|| format!("NATS unreachable at {nats_url}"))?;
         let store = match parts {
             Parts::All | Parts::Store => Some(Store::build(client.clone(), config.store()).await?),
-            Parts::Gateway => None,
+            Parts::Gateway | Parts::Projector => None,
+        };
+        let projector = match parts {
+            Parts::All | Parts::Projector => {
+                Some(Projector::build(client.clone(), config.projector()).await?)
+            }
+            _ => None,
         };
         let gateway = match parts {
             Parts::All | Parts::Gateway => {
                 Some(Gateway::build(client.clone(), config.gateway()).await?)
             }
-            Parts::Store => None,
+            Parts::Store | Parts::Projector => None,
         };
         Ok(Node {
             nats_server,
             nats_url,
             gateway,
             store,
+            projector,
         })
     }
 
@@ -95,6 +105,14 @@ impl Node {
                 None => Ok(()),
             }
         };
+        let projector = async {
+            match self.projector {
+                Some(projector) => {
+                    stop_all_on_exit(projector.run(shutdown.clone()), &shutdown).await
+                }
+                None => Ok(()),
+            }
+        };
         let mut nats_server = self.nats_server;
         let supervise = async {
             let Some(server) = nats_server.as_mut() else {
@@ -108,12 +126,16 @@ impl Node {
                 }
             }
         };
-        let (gateway_result, store_result, nats_result) = tokio::join!(gateway, store, supervise);
+        let (gateway_result, store_result, projector_result, nats_result) =
+            tokio::join!(gateway, store, projector, supervise);
         // Services are down and sled is flushed: now the bus may go.
         if let Some(server) = nats_server {
             server.stop().await;
         }
-        gateway_result.and(store_result).and(nats_result)
+        gateway_result
+            .and(store_result)
+            .and(projector_result)
+            .and(nats_result)
     }
 }
 

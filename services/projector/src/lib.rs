@@ -9,7 +9,11 @@
 //! - [`contribution`]: what one statement adds, per worker (pure).
 //! - [`summary`]: the exactly-reversible summary state and its JSON views.
 //! - [`projection`]: the sled database: apply, read.
+//! - [`service`]: the NATS side: the `LRS_STORED` consumer and `lrs.api.summaries`.
+
+pub use service::{Projector, ProjectorConfig};
 
 pub mod contribution;
 pub mod projection;
+pub mod service;
 pub mod summary;

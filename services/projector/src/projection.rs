@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 
+pub use bus::wire::SummaryKind;
 use bus::wire::{EventKind, StoredEvents};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -204,14 +205,6 @@ impl Projection {
         }
         Ok(views)
     }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum SummaryKind {
-    Worker,
-    Hub,
-    Company,
 }
 
 fn write_states<T: Serialize>(

@@ -8,4 +8,5 @@ mod helpers;
 mod ingest;
 mod queries;
 mod restart;
+mod summaries;
 mod writes;

@@ -1,0 +1,298 @@
+//! The summary API for analysts: one worker, hub or company, and lists of them, as JSON or
+//! CSV (`Accept: text/csv` or `format=csv`), answered by the projector over NATS.
+//!
+//! - `GET /summaries/workers?agent=<Agent JSON>` (or a list without `agent`)
+//! - `GET /summaries/hubs/{hub}`, `GET /summaries/hubs`
+//! - `GET /summaries/companies/{company}`, `GET /summaries/companies`
+//!
+//! One summary takes `from` and `to` (`YYYY-MM`) for its month series; lists take `sort` (a
+//! numeric field), `order` (`asc`, `desc`), `limit` and `offset`.
+
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{header, HeaderMap, HeaderValue};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use bus::subjects;
+use bus::wire::{SummaryKind, SummaryQuery, SummaryReply};
+use serde_json::{json, Map, Value};
+use xapi::XapiVersion;
+
+use crate::auth::Caller;
+use crate::documents::agent_key;
+use crate::error::ApiError;
+use crate::params::parse_pairs;
+use crate::AppState;
+
+const TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+struct Options {
+    csv: bool,
+    from: Option<String>,
+    to: Option<String>,
+    sort: Option<String>,
+    descending: bool,
+    limit: usize,
+    offset: usize,
+    agent: Option<String>,
+}
+
+fn month(name: &str, value: &str) -> Result<String, ApiError> {
+    let valid = value.len() == 7
+        && value.as_bytes()[4] == b'-'
+        && value[..4].bytes().all(|b| b.is_ascii_digit())
+        && value[5..]
+            .parse::<u8>()
+            .is_ok_and(|month| (1..=12).contains(&month));
+    if valid {
+        Ok(value.to_owned())
+    } else {
+        Err(ApiError::BadRequest(format!(
+            "{name} must be a month as YYYY-MM, not {value:?}"
+        )))
+    }
+}
+
+fn number(name: &str, value: &str) -> Result<usize, ApiError> {
+    value.parse().map_err(|_| {
+        ApiError::BadRequest(format!(
+            "{name} must be a non-negative integer, not {value:?}"
+        ))
+    })
+}
+
+fn options(raw: Option<&str>, headers: &HeaderMap, allowed: &[&str]) -> Result<Options, ApiError> {
+    let accept_csv = headers
+        .get(header::ACCEPT)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|accept| accept.contains("text/csv"));
+    let mut options = Options {
+        csv: accept_csv,
+        from: None,
+        to: None,
+        sort: None,
+        descending: false,
+        limit: 0,
+        offset: 0,
+        agent: None,
+    };
+    for (name, value) in parse_pairs(raw)? {
+        if name != "format" && !allowed.contains(&name.as_str()) {
+            return Err(ApiError::BadRequest(format!(
+                "unknown parameter {name:?}; this summary takes {}",
+                allowed.join(", ")
+            )));
+        }
+        match name.as_str() {
+            "format" => match value.as_str() {
+                "csv" => options.csv = true,
+                "json" => options.csv = false,
+                other => {
+                    return Err(ApiError::BadRequest(format!(
+                        "format must be json or csv, not {other:?}"
+                    )))
+                }
+            },
+            "from" => options.from = Some(month("from", &value)?),
+            "to" => options.to = Some(month("to", &value)?),
+            "sort" => options.sort = Some(value),
+            "order" => {
+                options.descending = match value.as_str() {
+                    "asc" => false,
+                    "desc" => true,
+                    other => {
+                        return Err(ApiError::BadRequest(format!(
+                            "order must be asc or desc, not {other:?}"
+                        )))
+                    }
+                }
+            }
+            "limit" => options.limit = number("limit", &value)?,
+            "offset" => options.offset = number("offset", &value)?,
+            _ => options.agent = Some(value),
+        }
+    }
+    Ok(options)
+}
+
+async fn ask(state: &AppState, query: &SummaryQuery) -> Result<SummaryReply, ApiError> {
+    let payload = serde_json::to_vec(query).map_err(|_| ApiError::Internal)?;
+    let reply = tokio::time::timeout(
+        TIMEOUT,
+        state
+            .client
+            .request(subjects::API_SUMMARIES, payload.into()),
+    )
+    .await
+    .map_err(|_| ApiError::Unavailable("the projector did not answer in time".into()))?
+    .map_err(|err| {
+        tracing::warn!(error = %err, "summary request failed");
+        ApiError::Unavailable("the projector is unavailable".into())
+    })?;
+    match serde_json::from_slice(&reply.payload) {
+        Ok(SummaryReply::Error { message }) => {
+            tracing::error!(%message, "projector refused a query");
+            Err(ApiError::Internal)
+        }
+        Ok(reply) => Ok(reply),
+        Err(err) => {
+            tracing::error!(error = %err, "unreadable summary reply");
+            Err(ApiError::Internal)
+        }
+    }
+}
+
+async fn one(
+    state: &AppState,
+    kind: SummaryKind,
+    id: String,
+    options: Options,
+) -> Result<Response, ApiError> {
+    let query = SummaryQuery::One {
+        kind,
+        id: id.clone(),
+        from: options.from,
+        to: options.to,
+    };
+    match ask(state, &query).await? {
+        SummaryReply::One {
+            summary: Some(summary),
+        } => render(vec![summary], options.csv, None),
+        SummaryReply::One { summary: None } => {
+            Err(ApiError::NotFound(format!("no summary for {id}")))
+        }
+        _ => Err(ApiError::Internal),
+    }
+}
+
+async fn list(state: &AppState, kind: SummaryKind, options: Options) -> Result<Response, ApiError> {
+    let query = SummaryQuery::List {
+        kind,
+        sort: options.sort,
+        descending: options.descending,
+        offset: options.offset,
+        limit: options.limit,
+    };
+    match ask(state, &query).await? {
+        SummaryReply::List { total, items } => render(items, options.csv, Some(total)),
+        _ => Err(ApiError::Internal),
+    }
+}
+
+/// JSON (one object, or `{total, items}`), or CSV with one row per summary: scalar fields,
+/// lists joined with `;`, month series left out.
+fn render(items: Vec<Value>, csv: bool, total: Option<usize>) -> Result<Response, ApiError> {
+    if !csv {
+        return Ok(match total {
+            Some(total) => Json(json!({"total": total, "items": items})).into_response(),
+            None => Json(items.into_iter().next().unwrap_or(Value::Null)).into_response(),
+        });
+    }
+    let columns: Vec<String> = items
+        .first()
+        .and_then(Value::as_object)
+        .map(|first| {
+            first
+                .keys()
+                .filter(|key| key.as_str() != "months")
+                .cloned()
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut writer = csv::Writer::from_writer(Vec::new());
+    let failed = |err: csv::Error| {
+        tracing::error!(error = %err, "csv");
+        ApiError::Internal
+    };
+    writer.write_record(&columns).map_err(failed)?;
+    for item in &items {
+        let empty = Map::new();
+        let object = item.as_object().unwrap_or(&empty);
+        let row: Vec<String> = columns
+            .iter()
+            .map(|column| cell(object.get(column)))
+            .collect();
+        writer.write_record(&row).map_err(failed)?;
+    }
+    let bytes = writer.into_inner().map_err(|_| ApiError::Internal)?;
+    let mut response = bytes.into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/csv; charset=utf-8"),
+    );
+    Ok(response)
+}
+
+fn cell(value: Option<&Value>) -> String {
+    match value {
+        None | Some(Value::Null) => String::new(),
+        Some(Value::String(text)) => text.clone(),
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(|item| cell(Some(item)))
+            .collect::<Vec<_>>()
+            .join(";"),
+        Some(other) => other.to_string(),
+    }
+}
+
+const ONE: &[&str] = &["from", "to"];
+const LIST: &[&str] = &["sort", "order", "limit", "offset"];
+
+pub async fn workers(
+    State(state): State<AppState>,
+    Caller(_caller): Caller,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let allowed: Vec<&str> = ["agent"].iter().chain(ONE).chain(LIST).copied().collect();
+    let mut options = options(query.as_deref(), &headers, &allowed)?;
+    match options.agent.take() {
+        Some(agent) => {
+            let ifi = agent_key(&state, XapiVersion::V2_0_0, &agent)?;
+            one(&state, SummaryKind::Worker, ifi, options).await
+        }
+        None => list(&state, SummaryKind::Worker, options).await,
+    }
+}
+
+pub async fn hub(
+    State(state): State<AppState>,
+    Caller(_caller): Caller,
+    Path(hub): Path<String>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let options = options(query.as_deref(), &headers, ONE)?;
+    one(&state, SummaryKind::Hub, hub, options).await
+}
+
+pub async fn hubs(
+    State(state): State<AppState>,
+    Caller(_caller): Caller,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let options = options(query.as_deref(), &headers, LIST)?;
+    list(&state, SummaryKind::Hub, options).await
+}
+
+pub async fn company(
+    State(state): State<AppState>,
+    Caller(_caller): Caller,
+    Path(company): Path<String>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let options = options(query.as_deref(), &headers, &[])?;
+    one(&state, SummaryKind::Company, company, options).await
+}
+
+pub async fn companies(
+    State(state): State<AppState>,
+    Caller(_caller): Caller,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let options = options(query.as_deref(), &headers, LIST)?;
+    list(&state, SummaryKind::Company, options).await
+}

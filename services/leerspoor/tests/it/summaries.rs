@@ -1,0 +1,210 @@
+//! The summary API over a real pipeline: HTTP and NATS ingest, voiding, the projector.
+
+use async_nats::jetstream;
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use testkit::wait_until;
+
+use crate::helpers::{new_id, TestApp, KEY, SECRET, WAIT};
+
+fn llo(
+    actor: Value,
+    verb: &str,
+    activity: &str,
+    hub: &str,
+    company: &str,
+    duration: &str,
+    at: &str,
+) -> Value {
+    json!({
+        "id": new_id(),
+        "actor": actor,
+        "verb": {"id": verb},
+        "object": {"id": activity},
+        "result": {"duration": duration, "success": true},
+        "context": {"extensions": {
+            "https://w3id.org/xapi/llo/extensions/hub": hub,
+            "https://w3id.org/xapi/llo/extensions/company": company,
+            "https://w3id.org/xapi/llo/extensions/skills": ["http://data.europa.eu/esco/skill/cnc"]
+        }},
+        "timestamp": at,
+    })
+}
+
+async fn summary(app: &TestApp, path: &str) -> Option<Value> {
+    let response = app
+        .http
+        .get(format!("{}{path}", app.base))
+        .basic_auth(KEY, Some(SECRET))
+        .send()
+        .await
+        .ok()?;
+    (response.status() == StatusCode::OK).then_some(())?;
+    response.json().await.ok()
+}
+
+#[tokio::test]
+async fn summaries_follow_http_and_hub_ingest_and_voiding() {
+    let app = TestApp::start().await;
+    const ATTENDED: &str = "http://adlnet.gov/expapi/verbs/attended";
+    const COMPLETED: &str = "http://adlnet.gov/expapi/verbs/completed";
+    let ann = json!({"mbox": "mailto:ann@example.org"});
+    let bob = json!({"mbox": "mailto:bob@example.org"});
+    let s1 = llo(
+        ann.clone(),
+        ATTENDED,
+        "https://eindhoven.example/s/1",
+        "eindhoven",
+        "KVK-1",
+        "PT1H",
+        "2026-01-10T09:00:00Z",
+    );
+    let s2 = llo(
+        ann.clone(),
+        ATTENDED,
+        "https://eindhoven.example/s/2",
+        "eindhoven",
+        "KVK-1",
+        "PT2H",
+        "2026-02-10T09:00:00Z",
+    );
+    let team = json!({"objectType": "Group", "member": [ann.clone(), bob.clone()]});
+    let s4 = llo(
+        team,
+        ATTENDED,
+        "https://eindhoven.example/s/1",
+        "eindhoven",
+        "KVK-1",
+        "PT1H",
+        "2026-02-12T09:00:00Z",
+    );
+    for statement in [&s1, &s2, &s4] {
+        assert_eq!(
+            app.post_statements(statement).await.status(),
+            StatusCode::OK
+        );
+    }
+    let s3 = llo(
+        bob.clone(),
+        COMPLETED,
+        "https://delft.example/course",
+        "delft",
+        "KVK-2",
+        "PT30M",
+        "2026-02-11T09:00:00Z",
+    );
+    let js = jetstream::new(app.nats_client().await);
+    js.publish("lrs.in.hub.delft", s3.to_string().into())
+        .await
+        .expect("publish")
+        .await
+        .expect("ack");
+    let void = json!({"actor": {"mbox": "mailto:admin@example.org"}, "verb": {"id": "http://adlnet.gov/expapi/verbs/voided"},
+        "object": {"objectType": "StatementRef", "id": s2["id"]}});
+    assert_eq!(app.post_statements(&void).await.status(), StatusCode::OK);
+
+    let agent =
+        |who: &Value| serde_urlencoded::to_string([("agent", who.to_string())]).expect("query");
+    let ann_summary = wait_until(
+        "ann's summary without the voided statement",
+        WAIT,
+        || async {
+            let found = summary(&app, &format!("/summaries/workers?{}", agent(&ann))).await?;
+            (found["statements"] == json!(2) && found["months"].as_array()?.len() == 2)
+                .then_some(found)
+        },
+    )
+    .await;
+    assert_eq!(ann_summary["learning_seconds"], json!(7200.0));
+    assert_eq!(ann_summary["attendance"], json!(2));
+    assert_eq!(ann_summary["attended_sessions"], json!(1));
+    assert_eq!(ann_summary["hubs"], json!(["eindhoven"]));
+    assert_eq!(ann_summary["first"], json!("2026-01-10T09:00:00.000Z"));
+    assert_eq!(ann_summary["last"], json!("2026-02-12T09:00:00.000Z"));
+
+    let bob_summary = wait_until("bob's summary with the hub statement", WAIT, || async {
+        let found = summary(&app, &format!("/summaries/workers?{}", agent(&bob))).await?;
+        (found["statements"] == json!(2)).then_some(found)
+    })
+    .await;
+    assert_eq!(bob_summary["completed_activities"], json!(1));
+    assert_eq!(
+        bob_summary["skills"],
+        json!(["http://data.europa.eu/esco/skill/cnc"])
+    );
+    assert_eq!(bob_summary["hubs"], json!(["delft", "eindhoven"]));
+
+    let hub = summary(&app, "/summaries/hubs/eindhoven")
+        .await
+        .expect("hub");
+    assert_eq!(hub["workers"], json!(2));
+    assert_eq!(hub["companies"], json!(1));
+    assert_eq!(hub["statements"], json!(3));
+    assert_eq!(hub["attendance"], json!(3));
+    assert_eq!(hub["sessions"], json!(1));
+    assert_eq!(
+        hub["months"],
+        json!([{"month": "2026-01", "attendance": 1, "workers": 1}, {"month": "2026-02", "attendance": 2, "workers": 2}])
+    );
+    let february = summary(&app, "/summaries/hubs/eindhoven?from=2026-02&to=2026-02")
+        .await
+        .expect("hub");
+    assert_eq!(february["months"].as_array().map(Vec::len), Some(1));
+
+    let kvk1 = summary(&app, "/summaries/companies/KVK-1")
+        .await
+        .expect("company");
+    assert_eq!(kvk1["workers"], json!(2));
+    assert_eq!(kvk1["statements"], json!(3));
+    let kvk2 = summary(&app, "/summaries/companies/KVK-2")
+        .await
+        .expect("company");
+    assert_eq!(kvk2["skills"], json!(1));
+
+    let hubs = summary(&app, "/summaries/hubs?sort=statements&order=desc")
+        .await
+        .expect("list");
+    assert_eq!(hubs["total"], json!(2));
+    assert_eq!(hubs["items"][0]["hub"], json!("eindhoven"));
+
+    let csv = app
+        .http
+        .get(format!("{}/summaries/hubs?format=csv", app.base))
+        .basic_auth(KEY, Some(SECRET))
+        .send()
+        .await
+        .expect("http");
+    assert_eq!(csv.headers()["content-type"], "text/csv; charset=utf-8");
+    let text = csv.text().await.expect("body");
+    let mut lines = text.lines();
+    let header = lines.next().expect("header");
+    assert!(header.split(',').any(|column| column == "hub"), "{header}");
+    assert_eq!(lines.count(), 2);
+
+    let missing = app
+        .http
+        .get(format!("{}/summaries/hubs/nowhere", app.base))
+        .basic_auth(KEY, Some(SECRET))
+        .send()
+        .await
+        .expect("http");
+    assert_eq!(missing.status(), StatusCode::NOT_FOUND);
+    let bad = app
+        .http
+        .get(format!(
+            "{}/summaries/hubs/eindhoven?from=january",
+            app.base
+        ))
+        .basic_auth(KEY, Some(SECRET))
+        .send()
+        .await
+        .expect("http");
+    assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
+    let anonymous = app
+        .http
+        .get(format!("{}/summaries/hubs", app.base))
+        .send()
+        .await
+        .expect("http");
+    assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED);
+}

@@ -1,0 +1,248 @@
+//! The projector on NATS: pull `LRS_STORED` -> apply -> flush -> ack; answer summary
+//! queries on `lrs.api.summaries`.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use async_nats::jetstream::{self, consumer::pull, consumer::AckPolicy, AckKind};
+use bus::subjects;
+use bus::wire::{StoredEvents, SummaryQuery, SummaryReply};
+use futures::StreamExt;
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+
+use crate::projection::{Projection, ProjectionError};
+use crate::summary::MonthRange;
+
+#[derive(Debug, Clone)]
+pub struct ProjectorConfig {
+    /// Folder of the projector's sled database.
+    pub data_dir: PathBuf,
+    pub max_batch: usize,
+    pub ack_wait: Duration,
+}
+
+pub struct Projector {
+    client: async_nats::Client,
+    projection: Arc<Projection>,
+    consumer: jetstream::consumer::Consumer<pull::Config>,
+    config: ProjectorConfig,
+}
+
+const PULL_WAIT: Duration = Duration::from_secs(5);
+/// The most summaries one list page returns.
+pub const MAX_PAGE: usize = 500;
+
+impl Projector {
+    pub async fn build(
+        client: async_nats::Client,
+        config: ProjectorConfig,
+    ) -> anyhow::Result<Projector> {
+        let path = config.data_dir.join("projector.sled");
+        let projection = tokio::task::spawn_blocking(move || Projection::open(&path))
+            .await
+            .context("opening sled")?
+            .context("opening the projector database (is another projector running on it?)")?;
+        let js = jetstream::new(client.clone());
+        subjects::ensure_streams(&js).await?;
+        let stream = js
+            .get_stream(subjects::STREAM_STORED)
+            .await
+            .context("opening stream LRS_STORED")?;
+        let consumer = stream
+            .get_or_create_consumer(
+                subjects::PROJECTOR_CONSUMER,
+                pull::Config {
+                    durable_name: Some(subjects::PROJECTOR_CONSUMER.to_owned()),
+                    ack_policy: AckPolicy::All,
+                    ack_wait: config.ack_wait,
+                    max_ack_pending: 20_000,
+                    ..Default::default()
+                },
+            )
+            .await
+            .context("creating the projector's durable consumer on LRS_STORED")?;
+        Ok(Projector {
+            client,
+            projection: Arc::new(projection),
+            consumer,
+            config,
+        })
+    }
+
+    pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let api = serve_api(
+            self.client.clone(),
+            self.projection.clone(),
+            shutdown.clone(),
+        );
+        let pull = async {
+            let result = self.pull_and_apply(&shutdown).await;
+            shutdown.cancel();
+            result
+        };
+        let (api_result, pull_result) = tokio::join!(api, pull);
+        let projection = self.projection.clone();
+        tokio::task::spawn_blocking(move || projection.flush())
+            .await
+            .context("final flush")??;
+        api_result.and(pull_result)
+    }
+
+    async fn pull_and_apply(&self, shutdown: &CancellationToken) -> anyhow::Result<()> {
+        loop {
+            let waiting = async {
+                let mut one = self
+                    .consumer
+                    .batch()
+                    .max_messages(1)
+                    .expires(PULL_WAIT)
+                    .messages()
+                    .await
+                    .map_err(|err| anyhow::anyhow!("pulling from LRS_STORED: {err}"))?;
+                one.next()
+                    .await
+                    .transpose()
+                    .map_err(|err| anyhow::anyhow!("receiving from LRS_STORED: {err}"))
+            };
+            let first = tokio::select! {
+                _ = shutdown.cancelled() => return Ok(()),
+                first = waiting => first?,
+            };
+            let Some(first) = first else {
+                continue;
+            };
+            let mut batch = vec![first];
+            if self.config.max_batch > 1 {
+                let mut rest = self
+                    .consumer
+                    .fetch()
+                    .max_messages(self.config.max_batch - 1)
+                    .messages()
+                    .await
+                    .map_err(|err| anyhow::anyhow!("pulling from LRS_STORED: {err}"))?;
+                while let Some(message) = rest.next().await {
+                    batch.push(
+                        message
+                            .map_err(|err| anyhow::anyhow!("receiving from LRS_STORED: {err}"))?,
+                    );
+                }
+            }
+            let projection = self.projection.clone();
+            let batch = tokio::task::spawn_blocking(move || {
+                for message in &batch {
+                    let Ok(info) = message.info() else {
+                        continue;
+                    };
+                    match serde_json::from_slice::<StoredEvents>(&message.payload) {
+                        Ok(events) => projection.apply(info.stream_sequence, &events)?,
+                        Err(err) => tracing::error!(sequence = info.stream_sequence, error = %err, "unreadable LRS_STORED message skipped"),
+                    }
+                }
+                projection.flush()?;
+                Ok::<_, ProjectionError>(batch)
+            })
+            .await
+            .context("apply task")??;
+            if let Some(last) = batch.last() {
+                last.ack_with(AckKind::Ack)
+                    .await
+                    .map_err(|err| anyhow::anyhow!("acking LRS_STORED: {err}"))?;
+            }
+        }
+    }
+}
+
+async fn serve_api(
+    client: async_nats::Client,
+    projection: Arc<Projection>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let requests = client
+        .queue_subscribe(subjects::API_SUMMARIES, subjects::SUMMARY_QUEUE.to_owned())
+        .await?;
+    let handle_all = requests.for_each_concurrent(16, |request| {
+        let client = client.clone();
+        let projection = projection.clone();
+        async move {
+            let Some(reply_to) = request.reply.clone() else {
+                return;
+            };
+            let payload = request.payload.clone();
+            let answer = tokio::task::spawn_blocking(move || answer(&projection, &payload)).await;
+            let Ok(body) = answer else {
+                tracing::error!("summary task failed");
+                return;
+            };
+            if let Err(err) = client.publish(reply_to, body.into()).await {
+                tracing::warn!(error = %err, "cannot send summary reply");
+            }
+        }
+    });
+    tokio::select! {
+        _ = shutdown.cancelled() => Ok(()),
+        _ = handle_all => Ok(()),
+    }
+}
+
+fn answer(projection: &Projection, payload: &[u8]) -> Vec<u8> {
+    let reply = match serde_json::from_slice::<SummaryQuery>(payload) {
+        Ok(query) => run_query(projection, query).unwrap_or_else(|err| {
+            tracing::error!(error = %err, "summary query failed");
+            SummaryReply::Error {
+                message: "internal error".into(),
+            }
+        }),
+        Err(err) => SummaryReply::Error {
+            message: format!("bad summary query: {err}"),
+        },
+    };
+    serde_json::to_vec(&reply).unwrap_or_default()
+}
+
+pub fn run_query(
+    projection: &Projection,
+    query: SummaryQuery,
+) -> Result<SummaryReply, ProjectionError> {
+    match query {
+        SummaryQuery::One { kind, id, from, to } => {
+            let months = MonthRange { from, to };
+            let summary = match kind {
+                bus::wire::SummaryKind::Worker => projection.worker(&id, &months)?,
+                bus::wire::SummaryKind::Hub => projection.hub(&id, &months)?,
+                bus::wire::SummaryKind::Company => projection.company(&id)?,
+            };
+            Ok(SummaryReply::One { summary })
+        }
+        SummaryQuery::List {
+            kind,
+            sort,
+            descending,
+            offset,
+            limit,
+        } => {
+            let mut items = projection.all(kind)?;
+            if let Some(field) = &sort {
+                items.sort_by(|a, b| {
+                    let number = |value: &Value| {
+                        value.get(field).and_then(Value::as_f64).unwrap_or(f64::MIN)
+                    };
+                    number(a).total_cmp(&number(b))
+                });
+            }
+            if descending {
+                items.reverse();
+            }
+            let total = items.len();
+            let limit = if limit == 0 {
+                MAX_PAGE
+            } else {
+                limit.min(MAX_PAGE)
+            };
+            let items = items.into_iter().skip(offset).take(limit).collect();
+            Ok(SummaryReply::List { total, items })
+        }
+    }
+}
