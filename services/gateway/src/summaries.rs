@@ -187,7 +187,22 @@ fn render(items: Vec<Value>, csv: bool, total: Option<usize>) -> Result<Response
             None => Json(items.into_iter().next().unwrap_or(Value::Null)).into_response(),
         });
     }
-    let columns: Vec<String> = items
+    let bytes = to_csv(&items).map_err(|err| {
+        tracing::error!(error = %err, "csv");
+        ApiError::Internal
+    })?;
+    let mut response = bytes.into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/csv; charset=utf-8"),
+    );
+    Ok(response)
+}
+
+/// Summaries as CSV: a header of the first summary's fields (month series left out), then one
+/// row per summary, lists joined with `;`. Shared with the `leerspoor summary` command.
+pub fn to_csv(items: &[Value]) -> Result<Vec<u8>, csv::Error> {
+    let mut columns: Vec<String> = items
         .first()
         .and_then(Value::as_object)
         .map(|first| {
@@ -198,28 +213,18 @@ fn render(items: Vec<Value>, csv: bool, total: Option<usize>) -> Result<Response
                 .collect()
         })
         .unwrap_or_default();
+    // What the row is about comes first.
+    columns.sort_by_key(|column| !matches!(column.as_str(), "worker" | "hub" | "company"));
     let mut writer = csv::Writer::from_writer(Vec::new());
-    let failed = |err: csv::Error| {
-        tracing::error!(error = %err, "csv");
-        ApiError::Internal
-    };
-    writer.write_record(&columns).map_err(failed)?;
-    for item in &items {
-        let empty = Map::new();
+    writer.write_record(&columns)?;
+    let empty = Map::new();
+    for item in items {
         let object = item.as_object().unwrap_or(&empty);
-        let row: Vec<String> = columns
-            .iter()
-            .map(|column| cell(object.get(column)))
-            .collect();
-        writer.write_record(&row).map_err(failed)?;
+        writer.write_record(columns.iter().map(|column| cell(object.get(column))))?;
     }
-    let bytes = writer.into_inner().map_err(|_| ApiError::Internal)?;
-    let mut response = bytes.into_response();
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/csv; charset=utf-8"),
-    );
-    Ok(response)
+    writer
+        .into_inner()
+        .map_err(|err| csv::Error::from(err.into_error()))
 }
 
 fn cell(value: Option<&Value>) -> String {

@@ -16,6 +16,7 @@ use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, GatewaySection, NatsConfig};
+use crate::demo::llo_statement;
 use crate::node::{Node, Parts};
 
 #[derive(Debug, clap::Args)]
@@ -33,44 +34,6 @@ pub struct BenchArgs {
 
 const KEY: &str = "bench";
 const SECRET: &str = "bench";
-
-/// A realistic LLO statement: one of 1,000 workers at one of 12 hubs, one of 200 activities.
-pub fn llo_statement(n: usize) -> Value {
-    let verbs = ["attended", "completed", "passed", "failed", "experienced"];
-    let worker = n % 1_000;
-    let hub = [
-        "eindhoven",
-        "delft",
-        "twente",
-        "groningen",
-        "zwolle",
-        "tilburg",
-        "venlo",
-        "breda",
-        "arnhem",
-        "leiden",
-        "almere",
-        "utrecht",
-    ][n % 12];
-    json!({
-        "id": uuid::Uuid::new_v4().to_string(),
-        "actor": {"objectType": "Agent", "name": format!("Worker {worker}"), "mbox": format!("mailto:worker{worker}@example.org")},
-        "verb": {"id": format!("http://adlnet.gov/expapi/verbs/{}", verbs[n % verbs.len()]), "display": {"en-US": verbs[n % verbs.len()]}},
-        "object": {"objectType": "Activity", "id": format!("https://{hub}.technohub.example/activities/{}", n % 200),
-            "definition": {"name": {"nl-NL": "CNC-training", "en-US": "CNC training"}, "type": "http://adlnet.gov/expapi/activities/course"}},
-        "result": {"duration": "PT1H30M", "score": {"scaled": 0.75}, "success": true, "completion": true},
-        "context": {
-            "registration": uuid::Uuid::new_v4().to_string(),
-            "contextActivities": {"parent": [{"id": format!("https://{hub}.technohub.example/programmes/metal")}]},
-            "extensions": {
-                "https://w3id.org/xapi/llo/extensions/hub": hub,
-                "https://w3id.org/xapi/llo/extensions/company": format!("KVK-{:08}", worker % 300),
-                "https://w3id.org/xapi/llo/extensions/skills": ["http://data.europa.eu/esco/skill/ccd0a1d9-afda-43d9-b901-96344886e14d"]
-            }
-        },
-        "timestamp": "2026-11-26T10:00:00.000Z"
-    })
-}
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let dir = tempfile::tempdir().context("temp dir")?;

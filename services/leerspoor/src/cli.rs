@@ -47,6 +47,10 @@ pub enum Command {
     Store,
     /// The projector alone, joining --nats-url.
     Projector,
+    /// Shows a worker, hub or company summary, or a list of them (from the projector).
+    Summary(leerspoor::analyst::SummaryArgs),
+    /// Publishes realistic demo statements (and voids a few) to a running Leerspoor.
+    Demo(leerspoor::demo::DemoArgs),
     /// Measures ingest throughput and latency against a fresh, durable, in-process Leerspoor.
     Bench(leerspoor::bench::BenchArgs),
 }

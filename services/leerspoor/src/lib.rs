@@ -4,8 +4,12 @@
 //! # Layout
 //! - [`config`]: the typed configuration and its sources.
 //! - [`node`]: starts the parts a command asks for, supervising a local nats-server if needed.
+//! - [`analyst`]: `leerspoor summary`, the summaries on the command line.
 //! - [`bench`]: the ingest benchmark.
+//! - [`demo`]: demo data for a new installation.
 
+pub mod analyst;
 pub mod bench;
 pub mod config;
+pub mod demo;
 pub mod node;

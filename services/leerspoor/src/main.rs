@@ -33,6 +33,15 @@ async fn main() -> anyhow::Result<()> {
         cli::Command::Store => Parts::Store,
         cli::Command::Projector => Parts::Projector,
         cli::Command::Bench(args) => return leerspoor::bench::run(args).await,
+        cli::Command::Demo(args) => return leerspoor::demo::run(args).await,
+        cli::Command::Summary(args) => {
+            let nats_url = config
+                .nats
+                .url
+                .clone()
+                .unwrap_or_else(|| format!("nats://127.0.0.1:{}", config.nats.port));
+            return leerspoor::analyst::run(&nats_url, args).await;
+        }
     };
     let shutdown = tokio_util::sync::CancellationToken::new();
     let node = Node::start(config, parts).await?;

@@ -208,3 +208,74 @@ async fn summaries_follow_http_and_hub_ingest_and_voiding() {
         .expect("http");
     assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED);
 }
+
+#[tokio::test]
+async fn demo_data_shows_up_in_the_summary_command() {
+    let app = TestApp::start().await;
+    let demo = tokio::process::Command::new(env!("CARGO_BIN_EXE_leerspoor"))
+        .args([
+            "demo",
+            "--statements",
+            "240",
+            "--key",
+            KEY,
+            "--secret",
+            SECRET,
+            "--endpoint",
+        ])
+        .arg(format!("{}/xapi", app.base))
+        .arg("--hub-nats-url")
+        .arg(app.nats.url())
+        .output()
+        .await
+        .expect("run leerspoor demo");
+    assert!(
+        demo.status.success(),
+        "{}",
+        String::from_utf8_lossy(&demo.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&demo.stdout).into_owned();
+    assert!(stdout.contains("240 statements"), "{stdout}");
+
+    let voided: i64 = stdout
+        .split_whitespace()
+        .zip(stdout.split_whitespace().skip(1))
+        .find(|(_, next)| *next == "voided;")
+        .and_then(|(count, _)| count.parse().ok())
+        .expect("the demo says how many it voided");
+    // Every demo statement names a hub and counts for one worker.
+    let hubs = wait_until("the projector has every demo statement", WAIT, || async {
+        let list = summary(&app, "/summaries/hubs?limit=100").await?;
+        let total: i64 = list["items"]
+            .as_array()?
+            .iter()
+            .filter_map(|hub| hub["statements"].as_i64())
+            .sum();
+        (total == 240 - voided).then_some(list)
+    })
+    .await;
+    assert_eq!(hubs["total"], json!(12));
+
+    let cli = tokio::process::Command::new(env!("CARGO_BIN_EXE_leerspoor"))
+        .args([
+            "summary",
+            "hubs",
+            "--csv",
+            "--sort",
+            "statements",
+            "--desc",
+            "--nats-url",
+        ])
+        .arg(app.nats.url())
+        .output()
+        .await
+        .expect("run leerspoor summary");
+    assert!(
+        cli.status.success(),
+        "{}",
+        String::from_utf8_lossy(&cli.stderr)
+    );
+    let csv = String::from_utf8_lossy(&cli.stdout).into_owned();
+    assert!(csv.starts_with("hub,"), "{csv}");
+    assert_eq!(csv.lines().count(), 13, "a header and twelve hubs");
+}

@@ -1,0 +1,211 @@
+//! `leerspoor summary`: the summaries for analysts on the command line, straight from the
+//! projector over NATS, as a table or CSV.
+
+use anyhow::Context as _;
+use bus::wire::{SummaryKind, SummaryQuery, SummaryReply};
+use serde_json::Value;
+
+#[derive(Debug, clap::Args)]
+pub struct SummaryArgs {
+    /// worker, hub, company (one, with ID) or workers, hubs, companies (a list).
+    pub kind: String,
+    /// Worker (e.g. mailto:ann@example.org or an IFI key), hub or company id.
+    pub id: Option<String>,
+    /// First month of the series, YYYY-MM.
+    #[arg(long)]
+    pub from: Option<String>,
+    /// Last month of the series, YYYY-MM.
+    #[arg(long)]
+    pub to: Option<String>,
+    /// Sort a list by this numeric field.
+    #[arg(long)]
+    pub sort: Option<String>,
+    #[arg(long)]
+    pub desc: bool,
+    #[arg(long, default_value_t = 50)]
+    pub limit: usize,
+    #[arg(long, default_value_t = 0)]
+    pub offset: usize,
+    /// CSV instead of a table.
+    #[arg(long)]
+    pub csv: bool,
+}
+
+/// `mailto:` addresses are the common case; anything else is taken as an IFI key.
+fn worker_key(id: &str) -> String {
+    if id.starts_with("mailto:") {
+        format!("mbox:{}", id.to_lowercase())
+    } else {
+        id.to_owned()
+    }
+}
+
+fn query(args: &SummaryArgs) -> anyhow::Result<SummaryQuery> {
+    let (kind, list) = match args.kind.as_str() {
+        "worker" => (SummaryKind::Worker, false),
+        "hub" => (SummaryKind::Hub, false),
+        "company" => (SummaryKind::Company, false),
+        "workers" => (SummaryKind::Worker, true),
+        "hubs" => (SummaryKind::Hub, true),
+        "companies" => (SummaryKind::Company, true),
+        other => anyhow::bail!(
+            "unknown summary {other:?}: worker, hub, company, workers, hubs or companies"
+        ),
+    };
+    if list {
+        return Ok(SummaryQuery::List {
+            kind,
+            sort: args.sort.clone(),
+            descending: args.desc,
+            offset: args.offset,
+            limit: args.limit,
+        });
+    }
+    let id = args
+        .id
+        .clone()
+        .with_context(|| format!("leerspoor summary {} needs an id", args.kind))?;
+    let id = if kind == SummaryKind::Worker {
+        worker_key(&id)
+    } else {
+        id
+    };
+    Ok(SummaryQuery::One {
+        kind,
+        id,
+        from: args.from.clone(),
+        to: args.to.clone(),
+    })
+}
+
+pub async fn run(nats_url: &str, args: SummaryArgs) -> anyhow::Result<()> {
+    let client = async_nats::connect(nats_url)
+        .await
+        .with_context(|| format!("NATS unreachable at {nats_url}"))?;
+    let payload = serde_json::to_vec(&query(&args)?)?;
+    let reply = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        client.request(bus::subjects::API_SUMMARIES, payload.into()),
+    )
+    .await
+    .context("the projector did not answer in time")?
+    .context("the projector is unavailable")?;
+    let items = match serde_json::from_slice(&reply.payload)? {
+        SummaryReply::One {
+            summary: Some(summary),
+        } => vec![summary],
+        SummaryReply::One { summary: None } => anyhow::bail!(
+            "no {} summary for {:?}",
+            args.kind,
+            args.id.unwrap_or_default()
+        ),
+        SummaryReply::List { items, total } => {
+            eprintln!("{} of {total}", items.len());
+            items
+        }
+        SummaryReply::Error { message } => anyhow::bail!("the projector refused: {message}"),
+    };
+    let csv = gateway::summaries::to_csv(&items)?;
+    if args.csv {
+        print!("{}", String::from_utf8_lossy(&csv));
+    } else {
+        print!("{}", table(&csv)?);
+        if let [one] = items.as_slice() {
+            print!("{}", months(one));
+        }
+    }
+    Ok(())
+}
+
+/// The CSV as aligned columns.
+fn table(csv_bytes: &[u8]) -> anyhow::Result<String> {
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .from_reader(csv_bytes);
+    let rows: Vec<Vec<String>> = reader
+        .records()
+        .map(|record| record.map(|record| record.iter().map(str::to_owned).collect()))
+        .collect::<Result<_, _>>()?;
+    let columns = rows.first().map_or(0, Vec::len);
+    let widths: Vec<usize> = (0..columns)
+        .map(|column| {
+            rows.iter()
+                .map(|row| {
+                    row.get(column)
+                        .map_or(0, |cell| cell.chars().count().min(48))
+                })
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let mut out = String::new();
+    for row in &rows {
+        let cells: Vec<String> = row
+            .iter()
+            .zip(&widths)
+            .map(|(cell, width)| {
+                let shown: String = cell.chars().take(48).collect();
+                format!("{shown:<width$}")
+            })
+            .collect();
+        out.push_str(cells.join("  ").trim_end());
+        out.push('\n');
+    }
+    Ok(out)
+}
+
+/// The month series of one summary, if it has one.
+fn months(summary: &Value) -> String {
+    let Some(months) = summary.get("months").and_then(Value::as_array) else {
+        return String::new();
+    };
+    let mut out = String::from("\nmonth    ");
+    let fields: Vec<String> = months
+        .first()
+        .and_then(Value::as_object)
+        .map(|first| {
+            first
+                .keys()
+                .filter(|key| key.as_str() != "month")
+                .cloned()
+                .collect()
+        })
+        .unwrap_or_default();
+    out.push_str(&fields.join("  "));
+    out.push('\n');
+    for month in months {
+        out.push_str(month.get("month").and_then(Value::as_str).unwrap_or(""));
+        for field in &fields {
+            out.push_str(&format!(
+                "  {:>width$}",
+                month.get(field).map(Value::to_string).unwrap_or_default(),
+                width = field.len()
+            ));
+        }
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tables_align_their_columns() {
+        let text = table(b"hub,workers\neindhoven,12\nden-bosch,3\n").expect("table");
+        assert_eq!(text, "hub        workers\neindhoven  12\nden-bosch  3\n");
+    }
+
+    #[test]
+    fn workers_are_named_by_mailbox_or_key() {
+        assert_eq!(
+            worker_key("mailto:Ann@Example.org"),
+            "mbox:mailto:ann@example.org"
+        );
+        assert_eq!(
+            worker_key("account:https://hub.example|42"),
+            "account:https://hub.example|42"
+        );
+    }
+}
