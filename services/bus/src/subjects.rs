@@ -38,6 +38,8 @@ pub const API_DOCUMENTS: &str = "lrs.api.documents";
 pub const API_OBJECTS: &str = "lrs.api.objects";
 /// Request/reply: the projector's summaries.
 pub const API_SUMMARIES: &str = "lrs.api.summaries";
+/// Request/reply: rebuild every summary from the stored statements (`leerspoor project --rebuild`).
+pub const API_REBUILD: &str = "lrs.api.projector.rebuild";
 /// Queue group of the projectors answering summary queries.
 pub const SUMMARY_QUEUE: &str = "projector";
 /// The durable consumer the projector pulls `LRS_STORED` with.

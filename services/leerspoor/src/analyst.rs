@@ -117,6 +117,27 @@ pub async fn run(nats_url: &str, args: SummaryArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `leerspoor project --rebuild`: the running projector recomputes every summary from the
+/// stored statements and swaps the result in; this waits for its report.
+pub async fn rebuild(nats_url: &str) -> anyhow::Result<()> {
+    let client = async_nats::connect(nats_url)
+        .await
+        .with_context(|| format!("NATS unreachable at {nats_url}"))?;
+    let request = async_nats::Request::new()
+        .payload("{}".into())
+        .timeout(Some(std::time::Duration::from_secs(3600)));
+    let reply = client
+        .send_request(bus::subjects::API_REBUILD, request)
+        .await
+        .context("no projector answered within an hour")?;
+    let answer: Value = serde_json::from_slice(&reply.payload)?;
+    if let Some(error) = answer.get("error") {
+        anyhow::bail!("rebuild failed (the old summaries stay): {error}");
+    }
+    println!("rebuilt: {}", answer["ok"]);
+    Ok(())
+}
+
 /// The CSV as aligned columns.
 fn table(csv_bytes: &[u8]) -> anyhow::Result<String> {
     let mut reader = csv::ReaderBuilder::new()

@@ -47,6 +47,12 @@ pub enum Command {
     Store,
     /// The projector alone, joining --nats-url.
     Projector,
+    /// Asks the running projector to rebuild every summary from the stored statements.
+    Project {
+        /// Recompute from the store's statements and swap the result in.
+        #[arg(long)]
+        rebuild: bool,
+    },
     /// Shows a worker, hub or company summary, or a list of them (from the projector).
     Summary(leerspoor::analyst::SummaryArgs),
     /// Publishes realistic demo statements (and voids a few) to a running Leerspoor.

@@ -107,6 +107,14 @@ impl Config {
         toml::from_str(&text).with_context(|| format!("parsing config file {}", path.display()))
     }
 
+    /// The NATS to talk to: the configured one, or the one `serve` starts on this machine.
+    pub fn nats_url_or_local(&self) -> String {
+        self.nats
+            .url
+            .clone()
+            .unwrap_or_else(|| format!("nats://127.0.0.1:{}", self.nats.port))
+    }
+
     pub fn gateway(&self) -> GatewayConfig {
         let mut credentials = self.gateway.credentials.clone();
         if credentials.is_empty() {

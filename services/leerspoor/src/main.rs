@@ -35,12 +35,14 @@ async fn main() -> anyhow::Result<()> {
         cli::Command::Bench(args) => return leerspoor::bench::run(args).await,
         cli::Command::Demo(args) => return leerspoor::demo::run(args).await,
         cli::Command::Summary(args) => {
-            let nats_url = config
-                .nats
-                .url
-                .clone()
-                .unwrap_or_else(|| format!("nats://127.0.0.1:{}", config.nats.port));
-            return leerspoor::analyst::run(&nats_url, args).await;
+            return leerspoor::analyst::run(&config.nats_url_or_local(), args).await;
+        }
+        cli::Command::Project { rebuild } => {
+            anyhow::ensure!(
+                rebuild,
+                "leerspoor project does one thing for now: --rebuild"
+            );
+            return leerspoor::analyst::rebuild(&config.nats_url_or_local()).await;
         }
     };
     let shutdown = tokio_util::sync::CancellationToken::new();

@@ -9,11 +9,13 @@
 //! - [`contribution`]: what one statement adds, per worker (pure).
 //! - [`summary`]: the exactly-reversible summary state and its JSON views.
 //! - [`projection`]: the sled database: apply, read.
+//! - [`rebuild`]: recomputing every summary from the stored statements, and the swap.
 //! - [`service`]: the NATS side: the `LRS_STORED` consumer and `lrs.api.summaries`.
 
 pub use service::{Projector, ProjectorConfig};
 
 pub mod contribution;
 pub mod projection;
+pub mod rebuild;
 pub mod service;
 pub mod summary;

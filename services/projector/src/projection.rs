@@ -41,6 +41,8 @@ fn key(prefix: u8, id: &str) -> Vec<u8> {
 
 pub struct Projection {
     tree: sled::Db,
+    /// Where it lives, so a rebuild can remove it once replaced.
+    path: std::path::PathBuf,
 }
 
 /// The summaries one message touches, loaded once and written back together.
@@ -58,11 +60,22 @@ impl Projection {
             // No background flusher: every applied message is flushed before its ack, and a
             // flusher thread would keep the database locked after a drop.
             tree: sled::Config::new().path(path).flush_every_ms(None).open()?,
+            path: path.to_owned(),
         })
     }
 
     pub fn flush(&self) -> Result<(), ProjectionError> {
         self.tree.flush()?;
+        Ok(())
+    }
+
+    pub fn path(&self) -> Option<std::path::PathBuf> {
+        Some(self.path.clone())
+    }
+
+    /// Takes over another database's position in `LRS_STORED` (after a rebuild).
+    pub fn set_applied(&self, sequence: u64) -> Result<(), ProjectionError> {
+        self.tree.insert(META_APPLIED, &sequence.to_be_bytes())?;
         Ok(())
     }
 

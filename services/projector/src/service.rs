@@ -2,7 +2,6 @@
 //! queries on `lrs.api.summaries`.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -14,6 +13,7 @@ use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
 use crate::projection::{Projection, ProjectionError};
+use crate::rebuild::Current;
 use crate::summary::MonthRange;
 
 #[derive(Debug, Clone)]
@@ -26,7 +26,8 @@ pub struct ProjectorConfig {
 
 pub struct Projector {
     client: async_nats::Client,
-    projection: Arc<Projection>,
+    /// The database in use; a rebuild swaps it.
+    projection: Current,
     consumer: jetstream::consumer::Consumer<pull::Config>,
     config: ProjectorConfig,
 }
@@ -40,7 +41,7 @@ impl Projector {
         client: async_nats::Client,
         config: ProjectorConfig,
     ) -> anyhow::Result<Projector> {
-        let path = config.data_dir.join("projector.sled");
+        let path = crate::rebuild::active_path(&config.data_dir);
         let projection = tokio::task::spawn_blocking(move || Projection::open(&path))
             .await
             .context("opening sled")?
@@ -66,7 +67,7 @@ impl Projector {
             .context("creating the projector's durable consumer on LRS_STORED")?;
         Ok(Projector {
             client,
-            projection: Arc::new(projection),
+            projection: Current::new(projection),
             consumer,
             config,
         })
@@ -84,7 +85,7 @@ impl Projector {
             result
         };
         let (api_result, pull_result) = tokio::join!(api, pull);
-        let projection = self.projection.clone();
+        let projection = self.projection.get();
         tokio::task::spawn_blocking(move || projection.flush())
             .await
             .context("final flush")??;
@@ -92,6 +93,10 @@ impl Projector {
     }
 
     async fn pull_and_apply(&self, shutdown: &CancellationToken) -> anyhow::Result<()> {
+        let mut rebuilds = self
+            .client
+            .queue_subscribe(subjects::API_REBUILD, subjects::SUMMARY_QUEUE.to_owned())
+            .await?;
         loop {
             let waiting = async {
                 let mut one = self
@@ -109,6 +114,10 @@ impl Projector {
             };
             let first = tokio::select! {
                 _ = shutdown.cancelled() => return Ok(()),
+                Some(request) = rebuilds.next() => {
+                    self.answer_rebuild(request).await;
+                    continue;
+                }
                 first = waiting => first?,
             };
             let Some(first) = first else {
@@ -130,7 +139,7 @@ impl Projector {
                     );
                 }
             }
-            let projection = self.projection.clone();
+            let projection = self.projection.get();
             let batch = tokio::task::spawn_blocking(move || {
                 for message in &batch {
                     let Ok(info) = message.info() else {
@@ -155,9 +164,40 @@ impl Projector {
     }
 }
 
+impl Projector {
+    /// Runs a rebuild between batches (so nothing is applied meanwhile) and replies with its
+    /// report or its error.
+    async fn answer_rebuild(&self, request: async_nats::Message) {
+        tracing::info!("rebuilding every summary from the stored statements");
+        let started = std::time::Instant::now();
+        let outcome =
+            crate::rebuild::rebuild(&self.client, &self.config.data_dir, &self.projection).await;
+        let reply = match &outcome {
+            Ok(report) => {
+                tracing::info!(
+                    statements = report.statements,
+                    seconds = started.elapsed().as_secs_f64(),
+                    "rebuild done"
+                );
+                serde_json::json!({"ok": report})
+            }
+            Err(err) => {
+                tracing::error!(error = %format!("{err:#}"), "rebuild failed; the old summaries stay");
+                serde_json::json!({"error": format!("{err:#}")})
+            }
+        };
+        if let Some(reply_to) = request.reply {
+            let body = serde_json::to_vec(&reply).unwrap_or_default();
+            if let Err(err) = self.client.publish(reply_to, body.into()).await {
+                tracing::warn!(error = %err, "cannot answer the rebuild request");
+            }
+        }
+    }
+}
+
 async fn serve_api(
     client: async_nats::Client,
-    projection: Arc<Projection>,
+    projection: Current,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let requests = client
@@ -165,7 +205,7 @@ async fn serve_api(
         .await?;
     let handle_all = requests.for_each_concurrent(16, |request| {
         let client = client.clone();
-        let projection = projection.clone();
+        let projection = projection.get();
         async move {
             let Some(reply_to) = request.reply.clone() else {
                 return;

@@ -279,3 +279,86 @@ async fn demo_data_shows_up_in_the_summary_command() {
     assert!(csv.starts_with("hub,"), "{csv}");
     assert_eq!(csv.lines().count(), 13, "a header and twelve hubs");
 }
+
+#[tokio::test]
+async fn a_rebuild_recomputes_from_the_store_even_when_the_stream_is_gone() {
+    let app = TestApp::start().await;
+    let ann = json!({"mbox": "mailto:ann@example.org"});
+    for (n, at) in [
+        "2026-03-01T10:00:00Z",
+        "2026-03-02T10:00:00Z",
+        "2026-04-01T10:00:00Z",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let statement = llo(
+            ann.clone(),
+            "http://adlnet.gov/expapi/verbs/attended",
+            &format!("https://x.example/s/{n}"),
+            "zwolle",
+            "KVK-9",
+            "PT1H",
+            at,
+        );
+        assert_eq!(
+            app.post_statements(&statement).await.status(),
+            StatusCode::OK
+        );
+    }
+    let before = wait_until("the projector caught up", WAIT, || async {
+        let hub = summary(&app, "/summaries/hubs/zwolle").await?;
+        (hub["statements"] == json!(3)).then_some(hub)
+    })
+    .await;
+
+    // LRS_STORED expired: a rebuild must not need it.
+    let js = jetstream::new(app.nats_client().await);
+    js.get_stream(bus::subjects::STREAM_STORED)
+        .await
+        .expect("stream")
+        .purge()
+        .await
+        .expect("purge");
+    let rebuild = tokio::process::Command::new(env!("CARGO_BIN_EXE_leerspoor"))
+        .args(["project", "--rebuild", "--nats-url"])
+        .arg(app.nats.url())
+        .output()
+        .await
+        .expect("run leerspoor project --rebuild");
+    assert!(
+        rebuild.status.success(),
+        "{}",
+        String::from_utf8_lossy(&rebuild.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&rebuild.stdout).contains("\"statements\":3"),
+        "{}",
+        String::from_utf8_lossy(&rebuild.stdout)
+    );
+    let after = summary(&app, "/summaries/hubs/zwolle")
+        .await
+        .expect("hub after rebuild");
+    assert_eq!(after, before);
+
+    // The rebuilt projection goes on with new events.
+    let later = llo(
+        ann,
+        "http://adlnet.gov/expapi/verbs/attended",
+        "https://x.example/s/9",
+        "zwolle",
+        "KVK-9",
+        "PT1H",
+        "2026-05-01T10:00:00Z",
+    );
+    assert_eq!(app.post_statements(&later).await.status(), StatusCode::OK);
+    wait_until(
+        "the rebuilt projection counts new statements",
+        WAIT,
+        || async {
+            let hub = summary(&app, "/summaries/hubs/zwolle").await?;
+            (hub["statements"] == json!(4)).then_some(())
+        },
+    )
+    .await;
+}

@@ -1,0 +1,164 @@
+//! Rebuilding every summary from the stored statements (not from `LRS_STORED`, which may have
+//! expired), and swapping the result in.
+//!
+//! The rebuild pages through the store's statements (`lrs.api.statements`, ascending: the
+//! stored, non-voided ones) into a fresh database beside the current one, while queries keep
+//! being answered from the current one. It then takes over the current one's applied
+//! `LRS_STORED` sequence, becomes current in one step (readers see either the old or the new
+//! database, never a mix), and is named in `projector.current` so that a restart opens it.
+//! Events after that sequence are applied on top as usual; per-statement markers make the
+//! overlap with what the store already had harmless.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use bus::subjects;
+use bus::wire::{EventKind, StatementQuery, StatementReply, StoredEvent, StoredEvents};
+
+use crate::projection::Projection;
+
+/// Names the directory of the database in use, relative to the data folder.
+const POINTER: &str = "projector.current";
+const FIRST: &str = "projector.sled";
+
+/// The database in use, swappable while readers hold the previous one.
+#[derive(Clone)]
+pub struct Current(Arc<RwLock<Arc<Projection>>>);
+
+impl Current {
+    pub fn new(projection: Projection) -> Current {
+        Current(Arc::new(RwLock::new(Arc::new(projection))))
+    }
+
+    pub fn get(&self) -> Arc<Projection> {
+        self.0
+            .read()
+            .unwrap_or_else(|poison| poison.into_inner())
+            .clone()
+    }
+
+    fn replace(&self, projection: Arc<Projection>) -> Arc<Projection> {
+        let mut current = self.0.write().unwrap_or_else(|poison| poison.into_inner());
+        std::mem::replace(&mut *current, projection)
+    }
+}
+
+/// The directory of the database in use.
+pub fn active_path(data_dir: &Path) -> PathBuf {
+    let name = std::fs::read_to_string(data_dir.join(POINTER))
+        .ok()
+        .map(|name| name.trim().to_owned())
+        .filter(|name| !name.is_empty() && !name.contains('/'))
+        .unwrap_or_else(|| FIRST.to_owned());
+    data_dir.join(name)
+}
+
+/// What a rebuild did.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct RebuildReport {
+    pub statements: u64,
+    pub applied_sequence: u64,
+    pub database: String,
+}
+
+/// Rebuilds from the store and swaps the result in. Call it where no message is being applied
+/// (the projector's pull loop), so the applied sequence it takes over stays put.
+pub async fn rebuild(
+    client: &async_nats::Client,
+    data_dir: &Path,
+    current: &Current,
+) -> anyhow::Result<RebuildReport> {
+    let name = format!("projector-{}.sled", uuid_like());
+    let path = data_dir.join(&name);
+    let fresh_path = path.clone();
+    let fresh = Arc::new(
+        tokio::task::spawn_blocking(move || Projection::open(&fresh_path))
+            .await
+            .context("rebuild task")??,
+    );
+    let mut after = None;
+    let mut statements = 0u64;
+    let mut sequence = 0u64;
+    loop {
+        let query = StatementQuery {
+            ascending: true,
+            limit: 100,
+            after,
+            ..StatementQuery::default()
+        };
+        let payload = serde_json::to_vec(&query)?;
+        let reply = tokio::time::timeout(
+            Duration::from_secs(30),
+            client.request(subjects::API_STATEMENTS, payload.into()),
+        )
+        .await
+        .context("the store did not answer in time")?
+        .context("asking the store for statements")?;
+        let StatementReply::Page {
+            statements: page,
+            next_after,
+            ..
+        } = serde_json::from_slice(&reply.payload)?
+        else {
+            anyhow::bail!("the store refused the statement query");
+        };
+        statements += page.len() as u64;
+        sequence += 1;
+        let events = StoredEvents {
+            sequence,
+            events: page
+                .into_iter()
+                .map(|statement| StoredEvent {
+                    kind: EventKind::Stored,
+                    position: 0,
+                    statement,
+                })
+                .collect(),
+        };
+        let target = fresh.clone();
+        tokio::task::spawn_blocking(move || target.apply(sequence, &events))
+            .await
+            .context("rebuild task")??;
+        match next_after {
+            Some(next) => after = Some(next),
+            None => break,
+        }
+    }
+    let applied = current.get().applied()?;
+    let target = fresh.clone();
+    tokio::task::spawn_blocking(move || {
+        target.set_applied(applied)?;
+        target.flush()
+    })
+    .await
+    .context("rebuild task")??;
+    // Point restarts at the new database, then switch readers to it.
+    let pointer = data_dir.join(POINTER);
+    let pointer_tmp = data_dir.join(format!("{POINTER}.tmp"));
+    std::fs::write(&pointer_tmp, &name).context("writing projector.current")?;
+    std::fs::rename(&pointer_tmp, &pointer).context("writing projector.current")?;
+    let previous = current.replace(fresh);
+    let previous_path = previous.path();
+    drop(previous);
+    // The old database goes once no reader holds it; its files are only unlinked now.
+    if let Some(old) = previous_path {
+        if old != path {
+            let _ = std::fs::remove_dir_all(old);
+        }
+    }
+    Ok(RebuildReport {
+        statements,
+        applied_sequence: applied,
+        database: name,
+    })
+}
+
+/// A unique, sortable directory suffix.
+fn uuid_like() -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    format!("{}-{}", now.as_secs(), now.subsec_nanos())
+}
