@@ -75,7 +75,8 @@ pub struct TestApp {
     _data: tempfile::TempDir,
     pub base: String,
     pub http: reqwest::Client,
-    node: Running,
+    /// The node, when this app started it.
+    node: Option<Running>,
 }
 
 impl TestApp {
@@ -89,13 +90,26 @@ impl TestApp {
             _data: data,
             base,
             http: reqwest::Client::new(),
-            node,
+            node: Some(node),
+        }
+    }
+
+    /// A client for a Leerspoor started some other way (separate parts), over its NATS and URL.
+    pub fn attach(nats: Nats, base: String) -> TestApp {
+        TestApp {
+            nats,
+            _data: tempfile::tempdir().expect("temp dir"),
+            base,
+            http: reqwest::Client::new(),
+            node: None,
         }
     }
 
     /// Stops the node and waits for it to flush.
     pub async fn stop(self) {
-        self.node.stop().await;
+        if let Some(node) = self.node {
+            node.stop().await;
+        }
     }
 
     /// A request with credentials, speaking xAPI 1.0.3.

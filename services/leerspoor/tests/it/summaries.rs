@@ -362,3 +362,124 @@ async fn a_rebuild_recomputes_from_the_store_even_when_the_stream_is_gone() {
     )
     .await;
 }
+
+/// Every summary, as the API lists it.
+async fn all_summaries(app: &TestApp, kind: &str) -> Option<Vec<Value>> {
+    let mut items = Vec::new();
+    loop {
+        let page = summary(
+            app,
+            &format!("/summaries/{kind}?limit=500&offset={}", items.len()),
+        )
+        .await?;
+        let got = page["items"].as_array()?.clone();
+        let total = page["total"].as_u64()? as usize;
+        items.extend(got);
+        if items.len() >= total {
+            return Some(items);
+        }
+    }
+}
+
+#[tokio::test]
+async fn thousands_of_demo_statements_with_a_projector_restart_match_a_recomputation() {
+    use leerspoor::node::Parts;
+    let nats = testkit::Nats::start().await;
+    let data = tempfile::tempdir().expect("temp dir");
+    let config = crate::helpers::config(&nats.url(), data.path());
+    let front = crate::helpers::start_node(config.clone(), Parts::Gateway).await;
+    let store = crate::helpers::start_node(config.clone(), Parts::Store).await;
+    let mut projector = crate::helpers::start_node(config.clone(), Parts::Projector).await;
+    let base = format!("http://{}", front.http_addr.expect("gateway"));
+    let http = reqwest::Client::new();
+    let js = jetstream::new(async_nats::connect(nats.url()).await.expect("nats"));
+
+    let statements: Vec<Value> = (0..3000).map(leerspoor::demo::llo_statement).collect();
+    for (index, batch) in statements.chunks(100).enumerate() {
+        if index == 15 {
+            // Restart the projector mid-way.
+            projector.stop().await;
+            projector = crate::helpers::start_node(config.clone(), Parts::Projector).await;
+        }
+        if index % 3 == 2 {
+            for statement in batch {
+                let hub = statement["context"]["extensions"]
+                    ["https://w3id.org/xapi/llo/extensions/hub"]
+                    .as_str()
+                    .expect("hub");
+                js.publish(format!("lrs.in.hub.{hub}"), statement.to_string().into())
+                    .await
+                    .expect("publish");
+            }
+        } else {
+            let response = http
+                .post(format!("{base}/xapi/statements"))
+                .basic_auth(KEY, Some(SECRET))
+                .header("X-Experience-API-Version", "2.0.0")
+                .json(&batch)
+                .send()
+                .await
+                .expect("http");
+            assert_eq!(response.status(), StatusCode::OK);
+        }
+    }
+    let voids: Vec<Value> = statements
+        .iter()
+        .step_by(37)
+        .map(|statement| json!({"actor": {"mbox": "mailto:records@example.org"}, "verb": {"id": "http://adlnet.gov/expapi/verbs/voided"},
+            "object": {"objectType": "StatementRef", "id": statement["id"]}}))
+        .collect();
+    let response = http
+        .post(format!("{base}/xapi/statements"))
+        .basic_auth(KEY, Some(SECRET))
+        .header("X-Experience-API-Version", "2.0.0")
+        .json(&voids)
+        .send()
+        .await
+        .expect("http");
+    assert_eq!(response.status(), StatusCode::OK);
+    let surviving = statements.len() - voids.len();
+
+    // The recomputation: the stored, non-voided statements, projected afresh.
+    let app_like = TestApp::attach(nats, base.clone());
+    let stored = wait_until("every statement stored", WAIT, || async {
+        let all = app_like.get_all(&[("limit", "100")]).await;
+        (all.len() == surviving + voids.len()).then_some(all)
+    })
+    .await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let fresh = projector::projection::Projection::open(dir.path()).expect("open");
+    let events = bus::wire::StoredEvents {
+        sequence: 1,
+        events: stored
+            .into_iter()
+            .map(|statement| bus::wire::StoredEvent {
+                kind: bus::wire::EventKind::Stored,
+                position: 0,
+                statement,
+            })
+            .collect(),
+    };
+    fresh.apply(1, &events).expect("apply");
+    for kind in [
+        bus::wire::SummaryKind::Hub,
+        bus::wire::SummaryKind::Company,
+        bus::wire::SummaryKind::Worker,
+    ] {
+        let path = match kind {
+            bus::wire::SummaryKind::Hub => "hubs",
+            bus::wire::SummaryKind::Company => "companies",
+            bus::wire::SummaryKind::Worker => "workers",
+        };
+        let expected = fresh.all(kind).expect("recomputed");
+        let served = wait_until("the projector matches the recomputation", WAIT, || async {
+            let served = all_summaries(&app_like, path).await?;
+            (served == expected).then_some(served)
+        })
+        .await;
+        assert_eq!(served.len(), expected.len(), "{path}");
+    }
+    projector.stop().await;
+    store.stop().await;
+    front.stop().await;
+}
