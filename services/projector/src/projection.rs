@@ -23,6 +23,23 @@ const VOIDED: &[u8] = b"v";
 const WORKER: u8 = b'w';
 const HUB: u8 = b'h';
 const COMPANY: u8 = b'c';
+/// `t` + worker + 0 + timestamp + 0 + statement id -> empty: a worker's first and last
+/// timestamps are the ends of this range.
+const TIMESTAMP: u8 = b't';
+
+fn timestamp_prefix(worker: &str) -> Vec<u8> {
+    let mut key = key(TIMESTAMP, worker);
+    key.push(0);
+    key
+}
+
+fn timestamp_key(contribution: &Contribution, statement: &str) -> Vec<u8> {
+    let mut key = timestamp_prefix(&contribution.worker);
+    key.extend_from_slice(contribution.timestamp.as_bytes());
+    key.push(0);
+    key.extend_from_slice(statement.as_bytes());
+    key
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProjectionError {
@@ -52,6 +69,8 @@ struct Touched {
     hubs: HashMap<String, HubState>,
     companies: HashMap<String, CompanyState>,
     markers: HashMap<String, Option<Vec<u8>>>,
+    /// Timestamp keys to add (true) or remove (false).
+    timestamps: Vec<(Vec<u8>, bool)>,
 }
 
 impl Projection {
@@ -121,6 +140,9 @@ impl Projection {
             touched.markers.insert(id.to_owned(), Some(next.to_vec()));
             if sign != 0 {
                 for contribution in contributions(&event.statement) {
+                    touched
+                        .timestamps
+                        .push((timestamp_key(&contribution, id), sign > 0));
                     self.add(&mut touched, &contribution, sign)?;
                 }
             }
@@ -129,6 +151,13 @@ impl Projection {
         for (id, marker) in touched.markers {
             if let Some(marker) = marker {
                 batch.insert(key(MARKER, &id), marker);
+            }
+        }
+        for (timestamp, present) in touched.timestamps {
+            if present {
+                batch.insert(timestamp, &[] as &[u8]);
+            } else {
+                batch.remove(timestamp);
             }
         }
         write_states(&mut batch, WORKER, touched.workers, WorkerState::is_empty);
@@ -184,7 +213,27 @@ impl Projection {
         months: &MonthRange,
     ) -> Result<Option<Value>, ProjectionError> {
         let state: WorkerState = self.load(&key(WORKER, worker))?;
-        Ok((!state.is_empty()).then(|| state.view(worker, months)))
+        if state.is_empty() {
+            return Ok(None);
+        }
+        let prefix = timestamp_prefix(worker);
+        let timestamp_of =
+            |item: Option<sled::Result<sled::IVec>>| -> Result<Option<String>, ProjectionError> {
+                let Some(item) = item else {
+                    return Ok(None);
+                };
+                let raw = item?;
+                let rest = &raw[prefix.len()..];
+                let end = rest
+                    .iter()
+                    .position(|byte| *byte == 0)
+                    .unwrap_or(rest.len());
+                Ok(Some(String::from_utf8_lossy(&rest[..end]).into_owned()))
+            };
+        let mut range = self.tree.scan_prefix(&prefix).keys();
+        let first = timestamp_of(range.next())?;
+        let last = timestamp_of(range.next_back())?.or_else(|| first.clone());
+        Ok(Some(state.view(worker, months, first, last)))
     }
 
     pub fn hub(&self, hub: &str, months: &MonthRange) -> Result<Option<Value>, ProjectionError> {

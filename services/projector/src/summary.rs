@@ -52,8 +52,6 @@ pub struct WorkerMonth {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct WorkerState {
     pub statements: i64,
-    /// Every timestamp, for first and last.
-    pub timestamps: Counts,
     pub learning_ms: i64,
     pub attendance: i64,
     pub attended_sessions: Counts,
@@ -71,7 +69,6 @@ pub struct WorkerState {
 impl WorkerState {
     pub fn apply(&mut self, contribution: &Contribution, sign: i64) {
         add(&mut self.statements, 1, sign);
-        self.timestamps.change(&contribution.timestamp, sign);
         add(&mut self.learning_ms, contribution.learning_ms, sign);
         if let Some(session) = &contribution.attended {
             add(&mut self.attendance, 1, sign);
@@ -109,14 +106,22 @@ impl WorkerState {
         self.statements == 0
     }
 
-    pub fn view(&self, worker: &str, months: &MonthRange) -> Value {
+    /// The view; `first` and `last` come from the projection's timestamp keys, which grow
+    /// with the statements and so are not kept in this state.
+    pub fn view(
+        &self,
+        worker: &str,
+        months: &MonthRange,
+        first: Option<String>,
+        last: Option<String>,
+    ) -> Value {
         let mean = (self.scaled_count > 0)
             .then(|| self.scaled_sum_micros as f64 / self.scaled_count as f64 / 1e6);
         json!({
             "worker": worker,
             "statements": self.statements,
-            "first": self.timestamps.keys().next(),
-            "last": self.timestamps.keys().next_back(),
+            "first": first,
+            "last": last,
             "learning_seconds": seconds(self.learning_ms),
             "attendance": self.attendance,
             "attended_sessions": self.attended_sessions.distinct(),
