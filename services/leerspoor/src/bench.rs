@@ -30,6 +30,12 @@ pub struct BenchArgs {
     /// HTTP batch sizes to measure.
     #[arg(long, value_delimiter = ',', default_value = "1,10,100")]
     pub batches: Vec<usize>,
+    /// Leave out the NATS publish scenario.
+    #[arg(long)]
+    pub skip_nats: bool,
+    /// Summary queries over HTTP at the end (on everything stored by then).
+    #[arg(long, default_value_t = 3000)]
+    pub summary_queries: usize,
 }
 
 const KEY: &str = "bench";
@@ -66,14 +72,49 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         "{:<28} {:>12} {:>10} {:>10} {:>10}",
         "scenario", "statements/s", "p50 ms", "p99 ms", "max ms"
     );
+    let js = async_nats::jetstream::new(async_nats::connect(nats.url()).await?);
+    let mut lag_notes = Vec::new();
     for batch in &args.batches {
+        let stop_sampling = CancellationToken::new();
+        let sampler = crate::bench_summaries::sample_lag(js.clone(), stop_sampling.clone());
         let report =
             http_scenario(&base, args.statements, (*batch).max(1), args.concurrency).await?;
         report.print(&format!("HTTP POST, batch of {batch}"));
+        let drained = crate::bench_summaries::drain_time(&js).await?;
+        stop_sampling.cancel();
+        let worst = sampler.await.unwrap_or(0);
+        lag_notes.push(format!(
+            "  projector under HTTP batches of {batch}: at most {worst} LRS_STORED messages behind; caught up {:.0} ms after the last write",
+            drained.as_secs_f64() * 1000.0
+        ));
     }
-    let report = nats_scenario(&nats.url(), args.statements, 100, args.concurrency).await?;
-    report.print("NATS publish, batch of 100");
-    println!("  (NATS: all messages are published at once, so its latency is publish -> applied under a backlog of the whole run)");
+    if !args.skip_nats {
+        let report = nats_scenario(&nats.url(), args.statements, 100, args.concurrency).await?;
+        report.print("NATS publish, batch of 100");
+        println!("  (NATS: all messages are published at once, so its latency is publish -> applied under a backlog of the whole run)");
+        crate::bench_summaries::drain_time(&js).await?;
+    }
+    for note in &lag_notes {
+        println!("{note}");
+    }
+    if args.summary_queries > 0 {
+        let latency = crate::bench_summaries::summary_queries(
+            &base,
+            KEY,
+            SECRET,
+            args.summary_queries,
+            args.concurrency,
+        )
+        .await?;
+        let ms = |quantile: f64| latency.value_at_quantile(quantile) as f64 / 1000.0;
+        println!(
+            "summary queries over HTTP ({} on everything stored): p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+            args.summary_queries,
+            ms(0.5),
+            ms(0.99),
+            latency.max() as f64 / 1000.0
+        );
+    }
 
     shutdown.cancel();
     running.await.context("node task")??;
@@ -367,6 +408,10 @@ fn stage_profile() -> anyhow::Result<()> {
         ("sled flush (fsync)", flush),
         ("store: apply one message", store_apply),
         ("store: ... and index it", store_indexed),
+        (
+            "projector: apply 100 events",
+            100.0 / crate::bench_summaries::projection_events_per_second()? * 1e6,
+        ),
     ] {
         println!(
             "  {stage:<28} {micros:>10.0} µs  ({:>8.0} statements/s alone)",

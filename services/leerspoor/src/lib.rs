@@ -10,6 +10,7 @@
 
 pub mod analyst;
 pub mod bench;
+pub mod bench_summaries;
 pub mod config;
 pub mod demo;
 pub mod node;
