@@ -119,10 +119,33 @@ impl Projection {
     /// Applies one `LRS_STORED` message (stream sequence `sequence`) in one sled batch with
     /// the sequence itself; a message at or below the applied sequence changes nothing.
     pub fn apply(&self, sequence: u64, message: &StoredEvents) -> Result<(), ProjectionError> {
-        if sequence <= self.applied()? {
+        self.apply_all(&[(sequence, message)])
+    }
+
+    /// Applies several `LRS_STORED` messages, in stream order, as one sled batch with the last
+    /// sequence: each summary they touch is read and written once, not once per message.
+    pub fn apply_all(&self, messages: &[(u64, &StoredEvents)]) -> Result<(), ProjectionError> {
+        let applied = self.applied()?;
+        let mut touched = Touched::default();
+        let mut last = applied;
+        for (sequence, message) in messages {
+            if *sequence <= last {
+                continue;
+            }
+            last = *sequence;
+            self.collect(&mut touched, message)?;
+        }
+        if last == applied {
             return Ok(());
         }
-        let mut touched = Touched::default();
+        self.write(touched, last)
+    }
+
+    fn collect(
+        &self,
+        touched: &mut Touched,
+        message: &StoredEvents,
+    ) -> Result<(), ProjectionError> {
         for event in &message.events {
             let Some(id) = event.statement.get("id").and_then(Value::as_str) else {
                 continue;
@@ -143,10 +166,14 @@ impl Projection {
                     touched
                         .timestamps
                         .push((timestamp_key(&contribution, id), sign > 0));
-                    self.add(&mut touched, &contribution, sign)?;
+                    self.add(touched, &contribution, sign)?;
                 }
             }
         }
+        Ok(())
+    }
+
+    fn write(&self, touched: Touched, sequence: u64) -> Result<(), ProjectionError> {
         let mut batch = sled::Batch::default();
         for (id, marker) in touched.markers {
             if let Some(marker) = marker {

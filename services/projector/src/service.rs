@@ -141,15 +141,18 @@ impl Projector {
             }
             let projection = self.projection.get();
             let batch = tokio::task::spawn_blocking(move || {
+                let mut decoded = Vec::with_capacity(batch.len());
                 for message in &batch {
                     let Ok(info) = message.info() else {
                         continue;
                     };
                     match serde_json::from_slice::<StoredEvents>(&message.payload) {
-                        Ok(events) => projection.apply(info.stream_sequence, &events)?,
+                        Ok(events) => decoded.push((info.stream_sequence, events)),
                         Err(err) => tracing::error!(sequence = info.stream_sequence, error = %err, "unreadable LRS_STORED message skipped"),
                     }
                 }
+                let messages: Vec<(u64, &StoredEvents)> = decoded.iter().map(|(sequence, events)| (*sequence, events)).collect();
+                projection.apply_all(&messages)?;
                 projection.flush()?;
                 Ok::<_, ProjectionError>(batch)
             })

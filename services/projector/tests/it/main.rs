@@ -186,6 +186,7 @@ proptest! {
         order_seed in any::<u64>(),
         duplicate_every in 2usize..6,
         restart_every in 3usize..9,
+        fetch_size in 1usize..6,
     ) {
         let statements: Vec<Value> = specs.iter().enumerate().map(|(index, spec)| statement(index, spec)).collect();
         let mut events: Vec<StoredEvent> = Vec::new();
@@ -207,12 +208,17 @@ proptest! {
 
         let dir = tempfile::tempdir().expect("temp dir");
         let mut projection = Projection::open(dir.path()).expect("open");
-        for (index, stored_event) in events.into_iter().enumerate() {
-            let sequence = index as u64 + 1;
-            let message = StoredEvents { sequence, events: vec![stored_event] };
-            projection.apply(sequence, &message).expect("apply");
-            // A redelivery of the same stream message changes nothing.
-            projection.apply(sequence, &message).expect("apply again");
+        let messages: Vec<(u64, StoredEvents)> = events
+            .into_iter()
+            .enumerate()
+            .map(|(index, stored_event)| (index as u64 + 1, StoredEvents { sequence: index as u64 + 1, events: vec![stored_event] }))
+            .collect();
+        // Messages arrive in fetches of several, applied together as the service does.
+        for (index, chunk) in messages.chunks(fetch_size).enumerate() {
+            let fetched: Vec<(u64, &StoredEvents)> = chunk.iter().map(|(sequence, message)| (*sequence, message)).collect();
+            projection.apply_all(&fetched).expect("apply");
+            // A redelivery of the same stream messages changes nothing.
+            projection.apply_all(&fetched).expect("apply again");
             if index % restart_every == 0 {
                 projection.flush().expect("flush");
                 drop(projection);
