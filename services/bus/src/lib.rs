@@ -4,9 +4,11 @@
 //! - [`subjects`]: subject and stream names, and the JetStream stream definitions.
 //! - [`wire`]: the messages that travel on those subjects (ingest envelopes, applied
 //!   announcements, request/reply bodies).
+//! - [`pull`]: durable pull consumers and batch-wise pulling, shared by store and projector.
 //! - [`server`]: a supervised local `nats-server` child with JetStream, used by
 //!   `leerspoor serve` and by the tests.
 
+pub mod pull;
 pub mod server;
 pub mod subjects;
 pub mod wire;

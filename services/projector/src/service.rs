@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use async_nats::jetstream::{self, consumer::pull, consumer::AckPolicy, AckKind};
+use async_nats::jetstream::{self, consumer::pull, AckKind};
 use bus::subjects;
 use bus::wire::{StoredEvents, SummaryQuery, SummaryReply};
 use futures::StreamExt;
@@ -32,7 +32,6 @@ pub struct Projector {
     config: ProjectorConfig,
 }
 
-const PULL_WAIT: Duration = Duration::from_secs(5);
 /// The most summaries one list page returns.
 pub const MAX_PAGE: usize = 500;
 
@@ -48,23 +47,14 @@ impl Projector {
             .context("opening the projector database (is another projector running on it?)")?;
         let js = jetstream::new(client.clone());
         subjects::ensure_streams(&js).await?;
-        let stream = js
-            .get_stream(subjects::STREAM_STORED)
-            .await
-            .context("opening stream LRS_STORED")?;
-        let consumer = stream
-            .get_or_create_consumer(
-                subjects::PROJECTOR_CONSUMER,
-                pull::Config {
-                    durable_name: Some(subjects::PROJECTOR_CONSUMER.to_owned()),
-                    ack_policy: AckPolicy::All,
-                    ack_wait: config.ack_wait,
-                    max_ack_pending: 20_000,
-                    ..Default::default()
-                },
-            )
-            .await
-            .context("creating the projector's durable consumer on LRS_STORED")?;
+        let consumer = bus::pull::durable(
+            &js,
+            subjects::STREAM_STORED,
+            subjects::PROJECTOR_CONSUMER,
+            config.ack_wait,
+        )
+        .await
+        .context("the projector's durable consumer on LRS_STORED")?;
         Ok(Projector {
             client,
             projection: Current::new(projection),
@@ -98,47 +88,22 @@ impl Projector {
             .queue_subscribe(subjects::API_REBUILD, subjects::SUMMARY_QUEUE.to_owned())
             .await?;
         loop {
-            let waiting = async {
-                let mut one = self
-                    .consumer
-                    .batch()
-                    .max_messages(1)
-                    .expires(PULL_WAIT)
-                    .messages()
-                    .await
-                    .map_err(|err| anyhow::anyhow!("pulling from LRS_STORED: {err}"))?;
-                one.next()
-                    .await
-                    .transpose()
-                    .map_err(|err| anyhow::anyhow!("receiving from LRS_STORED: {err}"))
-            };
-            let first = tokio::select! {
+            let next = bus::pull::next_batch(
+                &self.consumer,
+                subjects::STREAM_STORED,
+                self.config.max_batch,
+            );
+            let batch = tokio::select! {
                 _ = shutdown.cancelled() => return Ok(()),
                 Some(request) = rebuilds.next() => {
                     self.answer_rebuild(request).await;
                     continue;
                 }
-                first = waiting => first?,
+                batch = next => batch?,
             };
-            let Some(first) = first else {
+            let Some(batch) = batch else {
                 continue;
             };
-            let mut batch = vec![first];
-            if self.config.max_batch > 1 {
-                let mut rest = self
-                    .consumer
-                    .fetch()
-                    .max_messages(self.config.max_batch - 1)
-                    .messages()
-                    .await
-                    .map_err(|err| anyhow::anyhow!("pulling from LRS_STORED: {err}"))?;
-                while let Some(message) = rest.next().await {
-                    batch.push(
-                        message
-                            .map_err(|err| anyhow::anyhow!("receiving from LRS_STORED: {err}"))?,
-                    );
-                }
-            }
             let projection = self.projection.get();
             let batch = tokio::task::spawn_blocking(move || {
                 let mut decoded = Vec::with_capacity(batch.len());

@@ -6,10 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use async_nats::jetstream::{self, consumer::pull, consumer::AckPolicy, AckKind};
+use async_nats::jetstream::{self, consumer::pull, AckKind};
 use bus::subjects;
 use bus::wire::{Applied, Verdict};
-use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 use xapi::Validator;
 
@@ -27,9 +26,6 @@ struct Finish {
     /// The last outbox key the batch's flush covered.
     outbox_through: Option<sled::IVec>,
 }
-
-/// How long one pull request waits for a message before it is renewed.
-const PULL_WAIT: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Clone)]
 pub struct StoreConfig {
@@ -64,23 +60,14 @@ impl Store {
             .context("opening the store database (is another store running on it?)")?;
         let js = jetstream::new(client.clone());
         subjects::ensure_streams(&js).await?;
-        let stream = js
-            .get_stream(subjects::STREAM_IN)
-            .await
-            .context("opening stream LRS_IN")?;
-        let consumer = stream
-            .get_or_create_consumer(
-                subjects::STORE_CONSUMER,
-                pull::Config {
-                    durable_name: Some(subjects::STORE_CONSUMER.to_owned()),
-                    ack_policy: AckPolicy::All,
-                    ack_wait: config.ack_wait,
-                    max_ack_pending: 20_000,
-                    ..Default::default()
-                },
-            )
-            .await
-            .context("creating the store's durable consumer on LRS_IN")?;
+        let consumer = bus::pull::durable(
+            &js,
+            subjects::STREAM_IN,
+            subjects::STORE_CONSUMER,
+            config.ack_wait,
+        )
+        .await
+        .context("the store's durable consumer on LRS_IN")?;
         Ok(Store {
             client,
             js,
@@ -154,42 +141,15 @@ impl Store {
         finish: tokio::sync::mpsc::Sender<Finish>,
     ) -> anyhow::Result<()> {
         loop {
-            let waiting = async {
-                let mut one = self
-                    .consumer
-                    .batch()
-                    .max_messages(1)
-                    .expires(PULL_WAIT)
-                    .messages()
-                    .await
-                    .map_err(|err| anyhow::anyhow!("pulling from LRS_IN: {err}"))?;
-                one.next()
-                    .await
-                    .transpose()
-                    .map_err(|err| anyhow::anyhow!("receiving from LRS_IN: {err}"))
-            };
-            let first = tokio::select! {
+            let next =
+                bus::pull::next_batch(&self.consumer, subjects::STREAM_IN, self.config.max_batch);
+            let batch = tokio::select! {
                 _ = shutdown.cancelled() => return Ok(()),
-                first = waiting => first?,
+                batch = next => batch?,
             };
-            let Some(first) = first else {
+            let Some(batch) = batch else {
                 continue;
             };
-            let mut batch = vec![first];
-            if self.config.max_batch > 1 {
-                let mut rest = self
-                    .consumer
-                    .fetch()
-                    .max_messages(self.config.max_batch - 1)
-                    .messages()
-                    .await
-                    .map_err(|err| anyhow::anyhow!("pulling from LRS_IN: {err}"))?;
-                while let Some(message) = rest.next().await {
-                    batch.push(
-                        message.map_err(|err| anyhow::anyhow!("receiving from LRS_IN: {err}"))?,
-                    );
-                }
-            }
             let done = self.apply_batch(batch).await?;
             if let Some(done) = done {
                 finish
