@@ -123,6 +123,48 @@ impl LocalServer {
         Err(LocalServerError::NoPort(timeout))
     }
 
+    /// Starts `nats-server` with a configuration of the caller's (e.g. one that includes
+    /// `deploy/nats-accounts.conf`) and these environment variables. The configuration must
+    /// not set `listen`: the server gets a free port on 127.0.0.1.
+    pub async fn start_with_config(
+        data_dir: &Path,
+        extra_config: &str,
+        environment: &[(&str, &str)],
+    ) -> Result<Self, LocalServerError> {
+        let binary = locate_binary().ok_or(LocalServerError::NotFound)?;
+        let io_err = |source| LocalServerError::DataDir {
+            path: data_dir.to_owned(),
+            source,
+        };
+        let store_dir = data_dir.join("jetstream");
+        let ports_dir = data_dir.join("ports");
+        std::fs::create_dir_all(&store_dir).map_err(io_err)?;
+        std::fs::create_dir_all(&ports_dir).map_err(io_err)?;
+        let config_path = data_dir.join("nats-server.conf");
+        let config = format!(
+            "listen: \"127.0.0.1:-1\"\njetstream {{\n  store_dir: \"{}\"\n}}\n{extra_config}\n",
+            store_dir.display()
+        );
+        std::fs::write(&config_path, config).map_err(io_err)?;
+        let log_path = data_dir.join("nats-server.log");
+        let log = std::fs::File::create(&log_path).map_err(io_err)?;
+        let child = Command::new(&binary)
+            .arg("-c")
+            .arg(&config_path)
+            .arg("--ports_file_dir")
+            .arg(&ports_dir)
+            .envs(environment.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|source| LocalServerError::Spawn { binary, source })?;
+        let mut server = LocalServer { child, port: 0 };
+        server.port = server.wait_for_port(&ports_dir, &log_path).await?;
+        Ok(server)
+    }
+
     pub fn port(&self) -> u16 {
         self.port
     }

@@ -28,6 +28,9 @@ pub struct NatsConfig {
     pub port: u16,
     /// NATS user credentials file (`.creds`), if the server requires one.
     pub credentials_file: Option<PathBuf>,
+    /// NATS user and password, if the server requires them (see deploy/nats-accounts.conf).
+    pub user: Option<String>,
+    pub password: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -66,6 +69,8 @@ impl Default for NatsConfig {
             url: None,
             port: 4222,
             credentials_file: None,
+            user: None,
+            password: None,
         }
     }
 }

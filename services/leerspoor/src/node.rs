@@ -45,7 +45,14 @@ impl Node {
             }
             (None, _) => anyhow::bail!("--nats-url is required to run one part alone"),
         };
-        let mut options = async_nats::ConnectOptions::new().name("leerspoor");
+        // Hubs may read _INBOX.> for their own publish acknowledgements; the services' replies
+        // (statements, documents, summaries) go to an inbox no hub may read.
+        let mut options = async_nats::ConnectOptions::new()
+            .name("leerspoor")
+            .custom_inbox_prefix("_LRS_INBOX");
+        if let (Some(user), Some(password)) = (&config.nats.user, &config.nats.password) {
+            options = options.user_and_password(user.clone(), password.clone());
+        }
         if let Some(path) = &config.nats.credentials_file {
             options = options
                 .credentials_file(path)

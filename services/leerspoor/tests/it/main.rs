@@ -8,5 +8,6 @@ mod helpers;
 mod ingest;
 mod queries;
 mod restart;
+mod security;
 mod summaries;
 mod writes;
