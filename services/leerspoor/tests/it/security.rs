@@ -30,6 +30,7 @@ async fn hub_client(url: &str, errors: Arc<Mutex<Vec<String>>>) -> async_nats::C
         "hub-eindhoven".into(),
         EINDHOVEN_PASSWORD.into(),
     )
+    .custom_inbox_prefix("_INBOX_hub_eindhoven")
     .event_callback(move |event| {
         let errors = errors.clone();
         async move {
@@ -123,6 +124,7 @@ async fn a_hub_publishes_only_for_itself_and_reads_nothing() {
 
     let _stored = hub.subscribe("lrs.stored.>").await.expect("subscribe call");
     let _api = hub.subscribe("lrs.api.>").await.expect("subscribe call");
+    let _others = hub.subscribe("_INBOX.>").await.expect("subscribe call");
     let query = tokio::time::timeout(
         std::time::Duration::from_secs(2),
         hub.request("lrs.api.statements", "{}".into()),
@@ -137,7 +139,7 @@ async fn a_hub_publishes_only_for_itself_and_reads_nothing() {
                 .iter()
                 .filter(|error| error.to_lowercase().contains("permissions violation"))
                 .count();
-            (violations >= 3).then_some(errors)
+            (violations >= 4).then_some(errors)
         }
     })
     .await;
@@ -145,5 +147,9 @@ async fn a_hub_publishes_only_for_itself_and_reads_nothing() {
     assert!(text.contains("lrs.in.hub.delft"), "{text}");
     assert!(text.contains("lrs.stored.>"), "{text}");
     assert!(text.contains("lrs.api"), "{text}");
+    assert!(
+        text.contains("_INBOX.>"),
+        "another client's replies: {text}"
+    );
     node.stop().await;
 }
