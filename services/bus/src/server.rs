@@ -61,6 +61,26 @@ pub enum LocalServerError {
 impl LocalServer {
     /// Starts `nats-server` with JetStream in `data_dir`. `port` 0 picks a free port.
     pub async fn start(data_dir: &Path, port: u16) -> Result<Self, LocalServerError> {
+        let port_setting = if port == 0 { -1 } else { i32::from(port) };
+        Self::launch(data_dir, port_setting, "", &[]).await
+    }
+
+    /// Starts `nats-server` with more configuration of the caller's (e.g. an include of
+    /// `deploy/nats-accounts.conf`) and these environment variables, on a free port.
+    pub async fn start_with_config(
+        data_dir: &Path,
+        extra_config: &str,
+        environment: &[(&str, &str)],
+    ) -> Result<Self, LocalServerError> {
+        Self::launch(data_dir, -1, extra_config, environment).await
+    }
+
+    async fn launch(
+        data_dir: &Path,
+        port_setting: i32,
+        extra_config: &str,
+        environment: &[(&str, &str)],
+    ) -> Result<Self, LocalServerError> {
         let binary = locate_binary().ok_or(LocalServerError::NotFound)?;
         let io_err = |source| LocalServerError::DataDir {
             path: data_dir.to_owned(),
@@ -75,11 +95,10 @@ impl LocalServer {
             let _ = std::fs::remove_file(entry.path());
         }
         let config_path = data_dir.join("nats-server.conf");
-        let port_setting = if port == 0 { -1 } else { i32::from(port) };
         let config = format!(
             "listen: \"127.0.0.1:{port_setting}\"\n\
              max_payload: 8MB\n\
-             jetstream {{\n  store_dir: \"{}\"\n  sync_interval: always\n}}\n",
+             jetstream {{\n  store_dir: \"{}\"\n  sync_interval: always\n}}\n{extra_config}\n",
             store_dir.display()
         );
         std::fs::write(&config_path, config).map_err(io_err)?;
@@ -90,6 +109,7 @@ impl LocalServer {
             .arg(&config_path)
             .arg("--ports_file_dir")
             .arg(&ports_dir)
+            .envs(environment.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
@@ -121,48 +141,6 @@ impl LocalServer {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         Err(LocalServerError::NoPort(timeout))
-    }
-
-    /// Starts `nats-server` with a configuration of the caller's (e.g. one that includes
-    /// `deploy/nats-accounts.conf`) and these environment variables. The configuration must
-    /// not set `listen`: the server gets a free port on 127.0.0.1.
-    pub async fn start_with_config(
-        data_dir: &Path,
-        extra_config: &str,
-        environment: &[(&str, &str)],
-    ) -> Result<Self, LocalServerError> {
-        let binary = locate_binary().ok_or(LocalServerError::NotFound)?;
-        let io_err = |source| LocalServerError::DataDir {
-            path: data_dir.to_owned(),
-            source,
-        };
-        let store_dir = data_dir.join("jetstream");
-        let ports_dir = data_dir.join("ports");
-        std::fs::create_dir_all(&store_dir).map_err(io_err)?;
-        std::fs::create_dir_all(&ports_dir).map_err(io_err)?;
-        let config_path = data_dir.join("nats-server.conf");
-        let config = format!(
-            "listen: \"127.0.0.1:-1\"\njetstream {{\n  store_dir: \"{}\"\n}}\n{extra_config}\n",
-            store_dir.display()
-        );
-        std::fs::write(&config_path, config).map_err(io_err)?;
-        let log_path = data_dir.join("nats-server.log");
-        let log = std::fs::File::create(&log_path).map_err(io_err)?;
-        let child = Command::new(&binary)
-            .arg("-c")
-            .arg(&config_path)
-            .arg("--ports_file_dir")
-            .arg(&ports_dir)
-            .envs(environment.iter().copied())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(|source| LocalServerError::Spawn { binary, source })?;
-        let mut server = LocalServer { child, port: 0 };
-        server.port = server.wait_for_port(&ports_dir, &log_path).await?;
-        Ok(server)
     }
 
     pub fn port(&self) -> u16 {

@@ -442,7 +442,7 @@ async fn thousands_of_demo_statements_with_a_projector_restart_match_a_recomputa
 
     // The recomputation: the stored, non-voided statements, projected afresh.
     let app_like = TestApp::attach(nats, base.clone());
-    let stored = wait_until("every statement stored", WAIT, || async {
+    let stored = wait_until("every statement stored", WAIT * 3, || async {
         let all = app_like.get_all(&[("limit", "100")]).await;
         (all.len() == surviving + voids.len()).then_some(all)
     })
@@ -472,10 +472,14 @@ async fn thousands_of_demo_statements_with_a_projector_restart_match_a_recomputa
             bus::wire::SummaryKind::Worker => "workers",
         };
         let expected = fresh.all(kind).expect("recomputed");
-        let served = wait_until("the projector matches the recomputation", WAIT, || async {
-            let served = all_summaries(&app_like, path).await?;
-            (served == expected).then_some(served)
-        })
+        let served = wait_until(
+            "the projector matches the recomputation",
+            WAIT * 3,
+            || async {
+                let served = all_summaries(&app_like, path).await?;
+                (served == expected).then_some(served)
+            },
+        )
         .await;
         assert_eq!(served.len(), expected.len(), "{path}");
     }
