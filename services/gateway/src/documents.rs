@@ -5,6 +5,7 @@ use axum::body::Body;
 use axum::extract::{RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
+use axum::routing::{get, MethodRouter};
 use axum::{Extension, Json};
 use bus::subjects;
 use bus::wire::{
@@ -23,7 +24,7 @@ use crate::AppState;
 const READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The parameters a resource takes, and which of them name the document.
-struct Resource {
+pub struct Resource {
     kind: DocumentKind,
     /// The parameter that names one document: `stateId` or `profileId`.
     id_param: &'static str,
@@ -32,21 +33,21 @@ struct Resource {
     allows_registration: bool,
 }
 
-const STATE: Resource = Resource {
+pub const STATE: Resource = Resource {
     kind: DocumentKind::State,
     id_param: "stateId",
     needs_activity: true,
     needs_agent: true,
     allows_registration: true,
 };
-const ACTIVITY_PROFILE: Resource = Resource {
+pub const ACTIVITY_PROFILE: Resource = Resource {
     kind: DocumentKind::ActivityProfile,
     id_param: "profileId",
     needs_activity: true,
     needs_agent: false,
     allows_registration: false,
 };
-const AGENT_PROFILE: Resource = Resource {
+pub const AGENT_PROFILE: Resource = Resource {
     kind: DocumentKind::AgentProfile,
     id_param: "profileId",
     needs_activity: false,
@@ -54,65 +55,20 @@ const AGENT_PROFILE: Resource = Resource {
     allows_registration: false,
 };
 
-pub async fn state(
-    state: State<AppState>,
-    version: Extension<XapiVersion>,
-    caller: Caller,
-    method: Method,
-    query: RawQuery,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
-    document(&STATE, state, version, caller, method, query, headers, body).await
+/// The routes of one document resource: one handler, told its resource by an extension.
+pub fn routes(resource: &'static Resource) -> MethodRouter<AppState> {
+    get(document)
+        .put(document)
+        .post(document)
+        .delete(document)
+        .fallback(crate::method_not_allowed)
+        .layer(Extension(resource))
 }
 
-pub async fn activity_profile(
-    state: State<AppState>,
-    version: Extension<XapiVersion>,
-    caller: Caller,
-    method: Method,
-    query: RawQuery,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
-    document(
-        &ACTIVITY_PROFILE,
-        state,
-        version,
-        caller,
-        method,
-        query,
-        headers,
-        body,
-    )
-    .await
-}
-
-pub async fn agent_profile(
-    state: State<AppState>,
-    version: Extension<XapiVersion>,
-    caller: Caller,
-    method: Method,
-    query: RawQuery,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
-    document(
-        &AGENT_PROFILE,
-        state,
-        version,
-        caller,
-        method,
-        query,
-        headers,
-        body,
-    )
-    .await
-}
-
+// An axum handler takes what it needs as extractors, one argument each.
 #[allow(clippy::too_many_arguments)]
 async fn document(
-    resource: &Resource,
+    Extension(resource): Extension<&'static Resource>,
     State(state): State<AppState>,
     Extension(version): Extension<XapiVersion>,
     Caller(_caller): Caller,

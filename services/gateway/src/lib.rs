@@ -193,27 +193,15 @@ pub fn router(state: AppState) -> Router {
         )
         .route(
             "/xapi/activities/state",
-            get(documents::state)
-                .put(documents::state)
-                .post(documents::state)
-                .delete(documents::state)
-                .fallback(method_not_allowed),
+            documents::routes(&documents::STATE),
         )
         .route(
             "/xapi/activities/profile",
-            get(documents::activity_profile)
-                .put(documents::activity_profile)
-                .post(documents::activity_profile)
-                .delete(documents::activity_profile)
-                .fallback(method_not_allowed),
+            documents::routes(&documents::ACTIVITY_PROFILE),
         )
         .route(
             "/xapi/agents/profile",
-            get(documents::agent_profile)
-                .put(documents::agent_profile)
-                .post(documents::agent_profile)
-                .delete(documents::agent_profile)
-                .fallback(method_not_allowed),
+            documents::routes(&documents::AGENT_PROFILE),
         )
         .route(
             "/xapi/activities",
@@ -261,6 +249,6 @@ async fn not_found(uri: axum::http::Uri) -> ApiError {
     ApiError::NotFound(format!("no resource at {}", uri.path()))
 }
 
-async fn method_not_allowed() -> ApiError {
+pub(crate) async fn method_not_allowed() -> ApiError {
     ApiError::MethodNotAllowed
 }

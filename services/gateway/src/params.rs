@@ -81,10 +81,6 @@ fn iri(name: &str, value: &str) -> Result<String, ApiError> {
 
 /// A timestamp parameter, normalised to the LRS's own UTC form so it compares as text.
 pub fn parse_timestamp_param(name: &str, value: &str) -> Result<String, ApiError> {
-    timestamp(name, value)
-}
-
-fn timestamp(name: &str, value: &str) -> Result<String, ApiError> {
     let parsed = parse_timestamp(value)
         .map_err(|reason| ApiError::BadRequest(format!("parameter {name}: {reason}")))?;
     Ok(format_timestamp(parsed.with_timezone(&Utc)))
@@ -152,8 +148,8 @@ pub fn parse_get(pairs: Vec<(String, String)>) -> Result<GetParams, ApiError> {
             "registration" => query.registration = Some(uuid(&name, &value)?),
             "related_activities" => query.related_activities = boolean(&name, &value)?,
             "related_agents" => query.related_agents = boolean(&name, &value)?,
-            "since" => query.since = Some(timestamp(&name, &value)?),
-            "until" => query.until = Some(timestamp(&name, &value)?),
+            "since" => query.since = Some(parse_timestamp_param(&name, &value)?),
+            "until" => query.until = Some(parse_timestamp_param(&name, &value)?),
             "limit" => {
                 query.limit = value.parse().map_err(|_| {
                     ApiError::BadRequest(format!(

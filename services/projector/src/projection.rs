@@ -88,8 +88,8 @@ impl Projection {
         Ok(())
     }
 
-    pub fn path(&self) -> Option<std::path::PathBuf> {
-        Some(self.path.clone())
+    pub fn path(&self) -> &Path {
+        &self.path
     }
 
     /// Takes over another database's position in `LRS_STORED` (after a rebuild).

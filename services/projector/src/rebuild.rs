@@ -140,13 +140,11 @@ pub async fn rebuild(
     std::fs::write(&pointer_tmp, &name).context("writing projector.current")?;
     std::fs::rename(&pointer_tmp, &pointer).context("writing projector.current")?;
     let previous = current.replace(fresh);
-    let previous_path = previous.path();
+    let previous_path = previous.path().to_owned();
     drop(previous);
-    // The old database goes once no reader holds it; its files are only unlinked now.
-    if let Some(old) = previous_path {
-        if old != path {
-            let _ = std::fs::remove_dir_all(old);
-        }
+    // Readers still holding the old database keep its open files; only the names go now.
+    if previous_path != path {
+        let _ = std::fs::remove_dir_all(previous_path);
     }
     Ok(RebuildReport {
         statements,

@@ -109,6 +109,19 @@ async fn list_via_http(http: &reqwest::Client, base: &str, query: &str) -> Optio
     }
 }
 
+/// Waits until the listing holds at least as many statements as were published.
+async fn every_statement_listed(
+    http: &reqwest::Client,
+    base: &str,
+    published: &[String],
+) -> Vec<String> {
+    wait_until("every statement applied", WAIT, || async {
+        let found = count_via_http(http, base).await?;
+        (found.len() >= published.len()).then_some(found)
+    })
+    .await
+}
+
 fn assert_exactly(found: &[String], published: &[String]) {
     let mut found_sorted = found.to_vec();
     found_sorted.sort();
@@ -142,11 +155,7 @@ async fn the_store_stopped_mid_stream_resumes_without_loss_or_duplicates() {
     store.stop().await;
 
     let store = start_node(config(&nats.url(), data.path()), Parts::Store).await;
-    let found = wait_until("every statement applied", WAIT, || async {
-        let found = count_via_http(&http, &base).await?;
-        (found.len() >= published.len()).then_some(found)
-    })
-    .await;
+    let found = every_statement_listed(&http, &base, &published).await;
     assert_exactly(&found, &published);
     assert_exactly(&stored_event_ids(&js).await, &published);
     store.stop().await;
@@ -191,11 +200,7 @@ async fn a_killed_store_loses_nothing_and_applies_nothing_twice() {
     store.wait().expect("reaped");
 
     let mut store = spawn_store(&nats.url(), data.path());
-    let found = wait_until("every statement applied", WAIT, || async {
-        let found = count_via_http(&http, &base).await?;
-        (found.len() >= published.len()).then_some(found)
-    })
-    .await;
+    let found = every_statement_listed(&http, &base, &published).await;
     assert_exactly(&found, &published);
     assert_exactly(&stored_event_ids(&js).await, &published);
     // The indexes are complete too (the store re-indexes what a crash left unindexed).

@@ -160,9 +160,8 @@ fn voiding(target: &str) -> Value {
     })
 }
 
-#[tokio::test]
-async fn a_voided_statement_is_only_reachable_by_voided_statement_id() {
-    let app = TestApp::start().await;
+/// Stores a statement and voids it; returns its id and the voiding statement's ids.
+async fn store_then_void(app: &TestApp) -> (String, Vec<String>) {
     let target = new_id();
     let original = with_id(
         statement("a@example.org", "passed", "https://x.example/exam"),
@@ -178,6 +177,13 @@ async fn a_voided_statement_is_only_reachable_by_voided_statement_id() {
         .json()
         .await
         .expect("ids");
+    (target, voiding_ids)
+}
+
+#[tokio::test]
+async fn a_voided_statement_is_only_reachable_by_voided_statement_id() {
+    let app = TestApp::start().await;
+    let (target, voiding_ids) = store_then_void(&app).await;
 
     let by_id = app
         .get(&format!("/xapi/statements?statementId={target}"))
@@ -206,21 +212,7 @@ async fn a_voided_statement_is_only_reachable_by_voided_statement_id() {
 #[tokio::test]
 async fn voiding_a_voiding_statement_is_rejected() {
     let app = TestApp::start().await;
-    let target = new_id();
-    let original = with_id(
-        statement("a@example.org", "passed", "https://x.example/exam"),
-        &target,
-    );
-    assert_eq!(
-        app.post_statements(&original).await.status(),
-        StatusCode::OK
-    );
-    let voiding_ids: Vec<String> = app
-        .post_statements(&voiding(&target))
-        .await
-        .json()
-        .await
-        .expect("ids");
+    let (_, voiding_ids) = store_then_void(&app).await;
     let response = app.post_statements(&voiding(&voiding_ids[0])).await;
     assert_eq!(response.status(), StatusCode::BAD_REQUEST);
     let error: Value = response.json().await.expect("json");
