@@ -27,7 +27,9 @@ fn failed(what: &'static str, stream: &str, reason: impl std::fmt::Display) -> P
     }
 }
 
-/// The durable consumer `name` on `stream`, acknowledging cumulatively (`AckPolicy::All`).
+/// The durable consumer `name` on `stream`, acknowledged message by message: JetStream may
+/// redeliver an earlier message after a later one, and a cumulative ack would acknowledge it
+/// unapplied.
 pub async fn durable(
     js: &jetstream::Context,
     stream: &str,
@@ -43,7 +45,7 @@ pub async fn durable(
             name,
             pull::Config {
                 durable_name: Some(name.to_owned()),
-                ack_policy: AckPolicy::All,
+                ack_policy: AckPolicy::Explicit,
                 ack_wait,
                 max_ack_pending: 20_000,
                 ..Default::default()

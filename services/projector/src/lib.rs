@@ -1,9 +1,9 @@
 //! The projector: `LRS_STORED` in, per-worker, per-hub and per-company summaries out.
 //!
-//! It keeps its own sled database. Each `LRS_STORED` message is applied as one sled batch
-//! together with its stream sequence, so a redelivery changes nothing; each statement is
-//! marked counted or voided, so repeated events and any order of `stored` and `voided` give
-//! the same summaries as a recomputation over the stored, non-voided statements.
+//! It keeps its own sled database. Each fetch of `LRS_STORED` messages is applied as one sled
+//! batch; each statement is marked counted or voided in the same batch, so redeliveries (in
+//! any order), repeated events and any order of `stored` and `voided` give the same summaries
+//! as a recomputation over the stored, non-voided statements.
 //!
 //! # Layout
 //! - [`contribution`]: what one statement adds, per worker (pure).

@@ -117,26 +117,21 @@ impl Projection {
     }
 
     /// Applies one `LRS_STORED` message (stream sequence `sequence`) in one sled batch with
-    /// the sequence itself; a message at or below the applied sequence changes nothing.
+    /// the sequence itself; applying a message again changes nothing (per-statement markers).
     pub fn apply(&self, sequence: u64, message: &StoredEvents) -> Result<(), ProjectionError> {
         self.apply_all(&[(sequence, message)])
     }
 
-    /// Applies several `LRS_STORED` messages, in stream order, as one sled batch with the last
-    /// sequence: each summary they touch is read and written once, not once per message.
+    /// Applies several `LRS_STORED` messages as one sled batch: each summary they touch is
+    /// read and written once, not once per message. Every event is idempotent (the
+    /// per-statement marker), so a redelivered message, even one that comes back after later
+    /// ones, changes nothing twice; the highest sequence seen is kept for rebuilds.
     pub fn apply_all(&self, messages: &[(u64, &StoredEvents)]) -> Result<(), ProjectionError> {
-        let applied = self.applied()?;
         let mut touched = Touched::default();
-        let mut last = applied;
+        let mut last = self.applied()?;
         for (sequence, message) in messages {
-            if *sequence <= last {
-                continue;
-            }
-            last = *sequence;
+            last = last.max(*sequence);
             self.collect(&mut touched, message)?;
-        }
-        if last == applied {
-            return Ok(());
         }
         self.write(touched, last)
     }

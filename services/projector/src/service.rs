@@ -123,8 +123,9 @@ impl Projector {
             })
             .await
             .context("apply task")??;
-            if let Some(last) = batch.last() {
-                last.ack_with(AckKind::Ack)
+            for message in &batch {
+                message
+                    .ack_with(AckKind::Ack)
                     .await
                     .map_err(|err| anyhow::anyhow!("acking LRS_STORED: {err}"))?;
             }

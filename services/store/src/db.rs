@@ -191,8 +191,31 @@ impl Db {
     }
 
     /// The verdict recorded for a sequence: `None` if not applied yet.
+    /// Whether the message with this `LRS_IN` sequence has been applied (or rejected).
+    pub fn is_applied(&self, sequence: u64) -> Result<bool, DbError> {
+        Ok(sequence <= self.applied_sequence()?
+            || self.tree.contains_key(keys::applied_above(sequence))?)
+    }
+
+    /// Records `sequence` as applied in `batch`, moving the contiguous watermark over it and
+    /// over any sequences above it that were applied earlier.
+    fn mark_applied(&self, batch: &mut sled::Batch, sequence: u64) -> Result<(), DbError> {
+        let mut watermark = self.applied_sequence()?;
+        if sequence != watermark + 1 {
+            batch.insert(keys::applied_above(sequence), &[] as &[u8]);
+            return Ok(());
+        }
+        watermark = sequence;
+        while self.tree.contains_key(keys::applied_above(watermark + 1))? {
+            watermark += 1;
+            batch.remove(keys::applied_above(watermark));
+        }
+        batch.insert(keys::META_APPLIED, &watermark.to_be_bytes());
+        Ok(())
+    }
+
     pub fn verdict(&self, sequence: u64) -> Result<Option<Verdict>, DbError> {
-        if sequence > self.applied_sequence()? {
+        if !self.is_applied(sequence)? {
             return Ok(None);
         }
         let key = keys::verdict(sequence);
@@ -224,11 +247,11 @@ impl Db {
         validator: &Validator,
     ) -> Result<Verdict, DbError> {
         let sequence = incoming.sequence;
-        if sequence <= self.applied_sequence()? {
+        if self.is_applied(sequence)? {
             return Ok(self.verdict(sequence)?.unwrap_or(Verdict::Applied));
         }
         let mut batch = sled::Batch::default();
-        batch.insert(keys::META_APPLIED, &sequence.to_be_bytes());
+        self.mark_applied(&mut batch, sequence)?;
         let planned = match parsed {
             Err(rejection) => Err(Verdict::Rejected(rejection)),
             Ok(parsed) => match validator.check_batch(&parsed.statements, parsed.version) {
@@ -252,7 +275,7 @@ impl Db {
         };
         // Only the applied sequence and the verdict: none of the message's writes.
         let mut batch = sled::Batch::default();
-        batch.insert(keys::META_APPLIED, &sequence.to_be_bytes());
+        self.mark_applied(&mut batch, sequence)?;
         let verdict_json = serde_json::to_vec(&verdict).unwrap_or_default();
         batch.insert(keys::verdict(sequence), verdict_json);
         // The gateway answers its own clients; anything else goes to LRS_REJECTED.
@@ -574,6 +597,26 @@ mod tests {
         }
         let db = Db::open(dir.path()).expect("reopen");
         assert_eq!(by_verb(&db), 15);
+    }
+
+    #[test]
+    fn an_earlier_message_redelivered_after_a_later_one_is_still_applied() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let validator = Validator::new().expect("schemas");
+        let db = Db::open(dir.path()).expect("open");
+        apply(&db, &validator, 2);
+        assert_eq!(
+            db.applied_sequence().expect("meta"),
+            0,
+            "1 is still missing"
+        );
+        assert!(db.is_applied(2).expect("check"));
+        assert!(!db.is_applied(1).expect("check"));
+        apply(&db, &validator, 1);
+        assert_eq!(db.applied_sequence().expect("meta"), 2);
+        assert_eq!(by_verb(&db), 10);
+        apply(&db, &validator, 2);
+        assert_eq!(by_verb(&db), 10, "and a redelivery of 2 changes nothing");
     }
 
     #[test]

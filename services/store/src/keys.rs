@@ -19,7 +19,19 @@ pub const PENDING_VOID: u8 = b'w';
 /// `o` + order(8) -> outbox entry JSON: messages flushed but not yet on LRS_STORED/REJECTED.
 pub const OUTBOX: u8 = b'o';
 
+/// Every `LRS_IN` sequence at or below this one is applied (a contiguous watermark).
 pub const META_APPLIED: &[u8] = b"mapplied";
+/// `a` + sequence(8) -> empty: applied, above the watermark. JetStream may redeliver an
+/// earlier message after a later one (a message delivered to a stopped process comes back
+/// after `ack_wait`), so "at or below the highest applied" does not mean applied.
+pub const APPLIED_ABOVE: u8 = b'a';
+
+pub fn applied_above(sequence: u64) -> Vec<u8> {
+    let mut key = Vec::with_capacity(9);
+    key.push(APPLIED_ABOVE);
+    key.extend_from_slice(&sequence.to_be_bytes());
+    key
+}
 pub const META_NEXT_POSITION: &[u8] = b"mnext_position";
 pub const META_LAST_STORED: &[u8] = b"mlast_stored";
 /// Every position at or below this one has its index entries (see [`crate::indexer`]).

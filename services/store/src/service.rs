@@ -18,10 +18,11 @@ use crate::ingest;
 /// Applied batches waiting for their outbox publish and ack.
 const FINISH_QUEUE: usize = 4;
 
-/// What an applied, flushed batch still needs: its events published, then its ack.
+/// What an applied, flushed batch still needs: its events published, then its acks.
 struct Finish {
-    /// Acking the last message acknowledges the whole batch (`AckPolicy::All`).
-    last: jetstream::Message,
+    /// Each is acknowledged on its own (`AckPolicy::Explicit`): a cumulative ack would also
+    /// acknowledge an earlier message still waiting for redelivery.
+    messages: Vec<jetstream::Message>,
     through: u64,
     /// The last outbox key the batch's flush covered.
     outbox_through: Option<sled::IVec>,
@@ -124,10 +125,11 @@ impl Store {
     ) -> anyhow::Result<()> {
         while let Some(done) = receiver.recv().await {
             self.publish_outbox(done.outbox_through).await?;
-            done.last
-                .ack_with(AckKind::Ack)
-                .await
-                .map_err(|err| anyhow::anyhow!("acking LRS_IN through {}: {err}", done.through))?;
+            for message in &done.messages {
+                message.ack_with(AckKind::Ack).await.map_err(|err| {
+                    anyhow::anyhow!("acking LRS_IN (applied through {}): {err}", done.through)
+                })?;
+            }
         }
         Ok(())
     }
@@ -165,10 +167,9 @@ impl Store {
         let db = self.db.clone();
         let validator = self.validator.clone();
         let started = std::time::Instant::now();
-        let (mut batch, through, verdicts, outbox_through, flush_started) =
+        let (batch, through, verdicts, outbox_through, flush_started) =
             tokio::task::spawn_blocking(move || {
                 let mut verdicts = Vec::new();
-                let mut through = 0;
                 for message in &batch {
                     let Ok(info) = message.info() else {
                         continue;
@@ -196,11 +197,13 @@ impl Store {
                         );
                         verdicts.push((sequence, verdict));
                     }
-                    through = through.max(sequence);
                 }
                 let flush_started = std::time::Instant::now();
                 // Only what this flush covers may be published: a later batch's events could
                 // still be lost to a crash.
+                // Announce the contiguous watermark, not the highest sequence: a message that
+                // comes back after a later one must not be reported applied early.
+                let through = db.applied_sequence()?;
                 let outbox_through = db.last_outbox_key()?;
                 db.flush()?;
                 Ok::<_, crate::db::DbError>((
@@ -227,8 +230,8 @@ impl Store {
             flush_us = flush_started.elapsed().as_micros() as u64,
             "batch applied"
         );
-        Ok(batch.pop().map(|last| Finish {
-            last,
+        Ok((!batch.is_empty()).then_some(Finish {
+            messages: batch,
             through,
             outbox_through,
         }))
