@@ -4,10 +4,12 @@
 //! - [`subjects`]: subject and stream names, and the JetStream stream definitions.
 //! - [`wire`]: the messages that travel on those subjects (ingest envelopes, applied
 //!   announcements, request/reply bodies).
+//! - [`access`]: credentials, scopes, admin requests, the audit log, erasure.
 //! - [`pull`]: durable pull consumers and batch-wise pulling, shared by store and projector.
 //! - [`server`]: a supervised local `nats-server` child with JetStream, used by
 //!   `leerspoor serve` and by the tests.
 
+pub mod access;
 pub mod pull;
 pub mod server;
 pub mod subjects;

@@ -27,9 +27,21 @@ fn failed(what: &'static str, stream: &str, reason: impl std::fmt::Display) -> P
     }
 }
 
-/// The durable consumer `name` on `stream`, acknowledged message by message: JetStream may
+/// The configuration of a durable consumer acknowledged message by message: JetStream may
 /// redeliver an earlier message after a later one, and a cumulative ack would acknowledge it
 /// unapplied.
+pub fn durable_config(name: &str, ack_wait: Duration) -> pull::Config {
+    pull::Config {
+        durable_name: Some(name.to_owned()),
+        ack_policy: AckPolicy::Explicit,
+        ack_wait,
+        max_ack_pending: 20_000,
+        ..Default::default()
+    }
+}
+
+/// The durable consumer `name` on `stream` (see [`durable_config`]), with this `ack_wait`
+/// even if it was created earlier with another.
 pub async fn durable(
     js: &jetstream::Context,
     stream: &str,
@@ -40,19 +52,24 @@ pub async fn durable(
         .get_stream(stream)
         .await
         .map_err(|err| failed("opening", stream, err))?;
-    handle
-        .get_or_create_consumer(
-            name,
-            pull::Config {
-                durable_name: Some(name.to_owned()),
-                ack_policy: AckPolicy::Explicit,
-                ack_wait,
-                max_ack_pending: 20_000,
-                ..Default::default()
-            },
-        )
+    let config = durable_config(name, ack_wait);
+    let mut consumer = handle
+        .get_or_create_consumer(name, config.clone())
         .await
-        .map_err(|err| failed("creating the durable consumer", stream, err))
+        .map_err(|err| failed("creating the durable consumer", stream, err))?;
+    let current = consumer
+        .info()
+        .await
+        .map_err(|err| failed("reading the durable consumer", stream, err))?
+        .config
+        .ack_wait;
+    if current != ack_wait {
+        consumer = handle
+            .update_consumer(config)
+            .await
+            .map_err(|err| failed("updating the durable consumer", stream, err))?;
+    }
+    Ok(consumer)
 }
 
 /// The next batch: waits up to [`PULL_WAIT`] for a first message (`None` if none came), then

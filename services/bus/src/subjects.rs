@@ -19,6 +19,10 @@ pub const IN_HTTP: &str = "lrs.in.http";
 pub const IN_PREFIX: &str = "lrs.in.";
 /// Prefix of hub subjects: `lrs.in.hub.<hub>`.
 pub const IN_HUB_PREFIX: &str = "lrs.in.hub.";
+/// Erasure of one person's data ([`crate::access::EraseCommand`]): through `LRS_IN`, so it
+/// is applied in order with the statements, exactly once, by the store's one writer. Only the
+/// services' NATS user may publish here.
+pub const IN_ERASE: &str = "lrs.in.admin.erase";
 
 pub const STORED_ALL: &str = "lrs.stored.>";
 /// What one `LRS_IN` message changed, as one message: [`crate::wire::StoredEvents`]. One
@@ -40,6 +44,10 @@ pub const API_OBJECTS: &str = "lrs.api.objects";
 pub const API_SUMMARIES: &str = "lrs.api.summaries";
 /// Request/reply: rebuild every summary from the stored statements (`leerspoor project --rebuild`).
 pub const API_REBUILD: &str = "lrs.api.projector.rebuild";
+/// Request/reply: credentials, audit log, exports ([`crate::access::AdminRequest`]).
+pub const API_ADMIN: &str = "lrs.api.admin";
+/// Core NATS: the store says a credential changed; gateways reload theirs.
+pub const CREDENTIALS_CHANGED: &str = "lrs.credentials.changed";
 /// Queue group of the projectors answering summary queries.
 pub const SUMMARY_QUEUE: &str = "projector";
 /// The durable consumer the projector pulls `LRS_STORED` with.
@@ -63,7 +71,7 @@ pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
 pub fn ingest_source(subject: &str) -> Option<&str> {
     subject
         .strip_prefix(IN_PREFIX)
-        .filter(|rest| !rest.is_empty())
+        .filter(|rest| !rest.is_empty() && subject != IN_ERASE)
 }
 
 /// The hub a subject belongs to, if it is a hub subject.
@@ -73,39 +81,89 @@ pub fn hub_of(subject: &str) -> Option<&str> {
         .filter(|hub| !hub.is_empty() && !hub.contains('.'))
 }
 
-fn file_stream(name: &str, subject: &str) -> stream::Config {
+fn file_stream(name: &str, subject: &str, retention: stream::RetentionPolicy) -> stream::Config {
     stream::Config {
         name: name.to_owned(),
         subjects: vec![subject.to_owned()],
         storage: stream::StorageType::File,
-        retention: stream::RetentionPolicy::Limits,
+        retention,
         duplicate_window: DUPLICATE_WINDOW,
         ..Default::default()
     }
 }
 
-/// Creates (or confirms) the three streams. Every service calls this at start, so any one of
-/// them can come up first on an empty NATS.
+/// How long `LRS_REJECTED` keeps a message (payload included) for an operator to fix and
+/// replay it.
+pub const REJECTED_MAX_AGE: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// The streams are transport, not storage: a message stays until its consumer has applied it
+/// and no longer. `LRS_IN` is a work queue (gone once the store acknowledged it), `LRS_STORED`
+/// keeps a message until every consumer (the projector's durable one, created here so that
+/// nothing is published before it exists) acknowledged it, `LRS_REJECTED` keeps messages for
+/// [`REJECTED_MAX_AGE`]. So after an erasure no copy of a person's statements stays on the bus.
+fn streams() -> [stream::Config; 3] {
+    use stream::RetentionPolicy::{Interest, Limits, WorkQueue};
+    [
+        file_stream(STREAM_IN, IN_ALL, WorkQueue),
+        file_stream(STREAM_STORED, STORED_ALL, Interest),
+        stream::Config {
+            max_age: REJECTED_MAX_AGE,
+            ..file_stream(STREAM_REJECTED, REJECTED, Limits)
+        },
+    ]
+}
+
+/// Creates (or confirms) the three streams and the projector's durable consumer. Every service
+/// calls this at start, so any one of them can come up first on an empty NATS.
 pub async fn ensure_streams(js: &jetstream::Context) -> Result<(), EnsureStreamError> {
-    for config in [
-        file_stream(STREAM_IN, IN_ALL),
-        file_stream(STREAM_STORED, STORED_ALL),
-        file_stream(STREAM_REJECTED, REJECTED),
-    ] {
+    for config in streams() {
         let name = config.name.clone();
-        js.get_or_create_stream(config)
-            .await
-            .map_err(|source| EnsureStreamError { name, source })?;
+        let retention = config.retention;
+        let mut stream =
+            js.get_or_create_stream(config)
+                .await
+                .map_err(|source| EnsureStreamError {
+                    name: name.clone(),
+                    reason: source.to_string(),
+                })?;
+        let found = stream.info().await.map(|info| info.config.retention);
+        if let Ok(found) = found {
+            if found != retention {
+                tracing::warn!(
+                    stream = %name,
+                    ?found,
+                    expected = ?retention,
+                    "stream was created by an older Leerspoor with another retention; \
+                     recreate it (nats stream rm) once it is drained"
+                );
+            }
+        }
     }
+    let stored = js
+        .get_stream(STREAM_STORED)
+        .await
+        .map_err(|source| EnsureStreamError {
+            name: STREAM_STORED.into(),
+            reason: source.to_string(),
+        })?;
+    stored
+        .get_or_create_consumer(
+            PROJECTOR_CONSUMER,
+            crate::pull::durable_config(PROJECTOR_CONSUMER, Duration::from_secs(30)),
+        )
+        .await
+        .map_err(|source| EnsureStreamError {
+            name: STREAM_STORED.into(),
+            reason: format!("projector consumer: {source}"),
+        })?;
     Ok(())
 }
 
 #[derive(Debug, thiserror::Error)]
-#[error("cannot create or open jetstream stream {name}")]
+#[error("cannot create or open jetstream stream {name}: {reason}")]
 pub struct EnsureStreamError {
     name: String,
-    #[source]
-    source: jetstream::context::CreateStreamError,
+    reason: String,
 }
 
 #[cfg(test)]

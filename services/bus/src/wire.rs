@@ -12,6 +12,14 @@ pub struct HttpBatch {
     /// `1.0.3` or `2.0.0`: the version the client spoke, which decides the rules applied.
     pub version: String,
     pub statements: Vec<Value>,
+    /// Whether the credential may (re)define activities (the `define` scope); statements
+    /// written without it do not change what the Activities resource returns.
+    #[serde(default = "yes")]
+    pub define: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// The store's verdict on one `LRS_IN` message.
@@ -24,6 +32,8 @@ pub enum Verdict {
     Rejected(Rejection),
     /// A statement id is already stored with other content; nothing of the message was stored.
     Conflict { statement: usize, id: String },
+    /// An erasure command was applied: this many statements and documents are gone.
+    Erased { statements: usize, documents: usize },
 }
 
 /// Why a message was rejected: which statement, where, which rule.
@@ -69,6 +79,9 @@ pub enum EventKind {
     Stored,
     /// The statement (stored earlier, or in this same message) was voided.
     Voided,
+    /// The statement was erased (the right to erasure): it no longer counts anywhere, and
+    /// nothing may count it again.
+    Erased,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -110,6 +123,10 @@ pub struct StatementQuery {
     pub ascending: bool,
     /// Continue after this position (exclusive), from a `more` link.
     pub after: Option<u64>,
+    /// Only statements whose authority is (or has as a member) this agent IFI key: the
+    /// `statements/read/mine` scope.
+    #[serde(default)]
+    pub authority: Option<String>,
 }
 
 /// Reply on `lrs.api.statements`.

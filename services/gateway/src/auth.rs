@@ -1,88 +1,441 @@
-//! HTTP Basic authentication against the credentials of the configuration.
+//! Who is calling, and may they: Basic auth against the store's credentials, the scope each
+//! route needs, and per-credential rate limits.
+//!
+//! The gateway keeps a copy of the credentials (Argon2 hashes, never secrets), loaded over
+//! `lrs.api.admin` and reloaded when the store says `lrs.credentials.changed`, when an unknown
+//! key shows up, and every minute in case an announcement was missed. Argon2 is slow on
+//! purpose (tens of milliseconds), so a verified secret is remembered as its SHA-256 for as
+//! long as the credential's hash is unchanged, and compared in constant time.
 
-use axum::extract::FromRequestParts;
+use std::collections::HashMap;
+use std::num::NonZeroU32;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use argon2::{PasswordHash, PasswordVerifier};
+use axum::extract::{FromRequestParts, Request, State};
 use axum::http::request::Parts;
+use axum::http::Method;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
-use serde::Deserialize;
-use serde_json::{json, Value};
+use bus::access::{AdminReply, AdminRequest, CredentialRecord, Scope};
+use bus::subjects;
+use futures::StreamExt;
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+use tokio_util::sync::CancellationToken;
 
 use crate::error::ApiError;
 use crate::AppState;
 
-/// A client allowed to use the xAPI API.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Credential {
-    /// The Basic auth user name.
-    pub key: String,
-    /// The Basic auth password.
-    pub secret: String,
-    /// A human name for the client, used in its authority.
-    #[serde(default)]
-    pub name: Option<String>,
-}
+/// Failed secrets a key may send per minute before it is refused without a check: each check
+/// costs an Argon2 verification.
+const FAILURES_PER_MINUTE: u32 = 30;
+/// Unknown keys reload the credentials at most this often.
+const RELOAD_ON_UNKNOWN_EVERY: Duration = Duration::from_secs(1);
+/// Reload even without an announcement this often.
+const RELOAD_EVERY: Duration = Duration::from_secs(60);
+const LOAD_TIMEOUT: Duration = Duration::from_secs(5);
 
-impl Credential {
-    /// The authority the LRS writes into statements this client sends.
-    pub fn authority(&self, home_page: &str) -> Value {
-        json!({
-            "objectType": "Agent",
-            "name": self.name.clone().unwrap_or_else(|| self.key.clone()),
-            "account": {"homePage": home_page, "name": self.key},
-        })
+/// The authenticated caller of a request, put into the request by [`authorize`].
+#[derive(Debug, Clone)]
+pub struct Caller(pub Arc<CredentialRecord>);
+
+impl Caller {
+    pub fn has(&self, scope: Scope) -> bool {
+        self.0.has(scope)
+    }
+
+    pub fn has_any(&self, scopes: &[Scope]) -> bool {
+        scopes.iter().any(|scope| self.has(*scope))
+    }
+
+    /// `credential:<key>`, for the audit log.
+    pub fn actor(&self) -> String {
+        format!("credential:{}", self.0.key)
     }
 }
 
-/// The authenticated caller of a request.
-pub struct Caller(pub Credential);
-
-/// Compares without returning early, so timing does not reveal how much of a secret matched.
-fn same_secret(given: &[u8], expected: &[u8]) -> bool {
-    let mut difference = given.len() ^ expected.len();
-    for (index, byte) in expected.iter().enumerate() {
-        difference |= usize::from(byte ^ given.get(index).copied().unwrap_or(0));
-    }
-    difference == 0
-}
-
-impl FromRequestParts<AppState> for Caller {
+impl<S: Send + Sync> FromRequestParts<S> for Caller {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let header = parts
-            .headers
-            .get(axum::http::header::AUTHORIZATION)
-            .and_then(|value| value.to_str().ok())
-            .ok_or(ApiError::Unauthorized)?;
-        let encoded = header
-            .strip_prefix("Basic ")
-            .ok_or(ApiError::Unauthorized)?;
-        let decoded = base64::engine::general_purpose::STANDARD
-            .decode(encoded.trim())
-            .map_err(|_| ApiError::Unauthorized)?;
-        let decoded = String::from_utf8(decoded).map_err(|_| ApiError::Unauthorized)?;
-        let (key, secret) = decoded.split_once(':').ok_or(ApiError::Unauthorized)?;
-        state
-            .credentials
-            .iter()
-            .find(|credential| {
-                credential.key == key
-                    && same_secret(secret.as_bytes(), credential.secret.as_bytes())
-            })
-            .map(|credential| Caller(credential.clone()))
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, ApiError> {
+        parts
+            .extensions
+            .get::<Caller>()
+            .cloned()
             .ok_or(ApiError::Unauthorized)
     }
 }
 
+struct Limiter {
+    per_minute: u32,
+    limiter: DefaultDirectRateLimiter,
+}
+
+fn limiter(per_minute: u32) -> Limiter {
+    let rate = NonZeroU32::new(per_minute).unwrap_or(NonZeroU32::MIN);
+    Limiter {
+        per_minute,
+        limiter: RateLimiter::direct(Quota::per_minute(rate)),
+    }
+}
+
+#[derive(Default)]
+struct Table {
+    by_key: HashMap<String, Arc<CredentialRecord>>,
+    loaded: bool,
+}
+
+/// The gateway's copy of the credentials, and what it remembers about them.
+#[derive(Clone)]
+pub struct Credentials {
+    client: async_nats::Client,
+    table: Arc<RwLock<Table>>,
+    /// Key -> (the hash it was checked against, SHA-256 of the secret that matched).
+    verified: Arc<Mutex<HashMap<String, (String, [u8; 32])>>>,
+    limiters: Arc<Mutex<HashMap<String, Arc<Limiter>>>>,
+    failures: Arc<Mutex<HashMap<String, Arc<Limiter>>>>,
+    last_load: Arc<Mutex<Option<Instant>>>,
+    default_per_minute: u32,
+}
+
+fn locked<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poison| poison.into_inner())
+}
+
+impl Credentials {
+    pub fn new(client: async_nats::Client, default_per_minute: u32) -> Credentials {
+        Credentials {
+            client,
+            table: Arc::default(),
+            verified: Arc::default(),
+            limiters: Arc::default(),
+            failures: Arc::default(),
+            last_load: Arc::default(),
+            default_per_minute,
+        }
+    }
+
+    /// Loads every credential from the store.
+    pub async fn load(&self) -> Result<(), ApiError> {
+        *locked(&self.last_load) = Some(Instant::now());
+        let payload = serde_json::to_vec(&AdminRequest::ListCredentials).unwrap_or_default();
+        let reply = tokio::time::timeout(
+            LOAD_TIMEOUT,
+            self.client.request(subjects::API_ADMIN, payload.into()),
+        )
+        .await
+        .map_err(|_| ApiError::Unavailable("the credential store did not answer".into()))?
+        .map_err(|err| {
+            tracing::warn!(error = %err, "cannot load credentials");
+            ApiError::Unavailable("the credential store is unavailable".into())
+        })?;
+        let credentials = match serde_json::from_slice(&reply.payload) {
+            Ok(AdminReply::Credentials { credentials }) => credentials,
+            other => {
+                tracing::error!(reply = ?other.map(|_| ()), "unexpected credentials reply");
+                return Err(ApiError::Internal);
+            }
+        };
+        let by_key: HashMap<String, Arc<CredentialRecord>> = credentials
+            .into_iter()
+            .filter(|record| record.revoked.is_none())
+            .map(|record| (record.key.clone(), Arc::new(record)))
+            .collect();
+        // A rotated or revoked credential's remembered secret goes with its old hash.
+        locked(&self.verified).retain(|key, (hash, _)| {
+            by_key
+                .get(key)
+                .is_some_and(|record| &record.secret_hash == hash)
+        });
+        let mut table = self.table.write().unwrap_or_else(|p| p.into_inner());
+        table.by_key = by_key;
+        table.loaded = true;
+        Ok(())
+    }
+
+    /// Loads, retrying for up to [`LOAD_TIMEOUT`] while the store does not answer.
+    async fn load_patiently(&self) -> Result<(), ApiError> {
+        let deadline = Instant::now() + LOAD_TIMEOUT;
+        loop {
+            match self.load().await {
+                Ok(()) => return Ok(()),
+                Err(err) if Instant::now() >= deadline => return Err(err),
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+    }
+
+    /// Reloads on every announcement from the store, and every minute, until `shutdown`.
+    pub async fn follow(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let mut changes = self.client.subscribe(subjects::CREDENTIALS_CHANGED).await?;
+        let mut every = tokio::time::interval(RELOAD_EVERY);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return Ok(()),
+                change = changes.next() => {
+                    if change.is_none() {
+                        return Ok(());
+                    }
+                }
+                _ = every.tick() => {}
+            }
+            if let Err(err) = self.load().await {
+                tracing::warn!(error = %err, "credentials not reloaded");
+            }
+        }
+    }
+
+    fn lookup(&self, key: &str) -> (bool, Option<Arc<CredentialRecord>>) {
+        let table = self.table.read().unwrap_or_else(|p| p.into_inner());
+        (table.loaded, table.by_key.get(key).cloned())
+    }
+
+    async fn find(&self, key: &str) -> Result<Option<Arc<CredentialRecord>>, ApiError> {
+        let (loaded, found) = self.lookup(key);
+        if found.is_some() {
+            return Ok(found);
+        }
+        let recently =
+            locked(&self.last_load).is_some_and(|last| last.elapsed() < RELOAD_ON_UNKNOWN_EVERY);
+        if !loaded {
+            // The first request since start: the store may be starting too.
+            self.load_patiently().await?;
+        } else if !recently {
+            // A credential created a moment ago?
+            if let Err(err) = self.load().await {
+                tracing::warn!(error = %err, "credentials not reloaded");
+            }
+        }
+        Ok(self.lookup(key).1)
+    }
+
+    /// The credential behind a Basic `Authorization` header, or 401 (the same 401 whether
+    /// the key is unknown, revoked or the secret wrong), 429 after too many failures.
+    pub async fn authenticate(
+        &self,
+        authorization: Option<&str>,
+    ) -> Result<Arc<CredentialRecord>, ApiError> {
+        let (key, secret) = basic(authorization).ok_or(ApiError::Unauthorized)?;
+        let record = self.find(&key).await?;
+        let digest: [u8; 32] = Sha256::digest(secret.as_bytes()).into();
+        let Some(record) = record else {
+            return Err(ApiError::Unauthorized);
+        };
+        let remembered = locked(&self.verified)
+            .get(&key)
+            .filter(|(hash, _)| hash == &record.secret_hash)
+            .map(|(_, known)| *known);
+        if let Some(known) = remembered {
+            if bool::from(known.ct_eq(&digest)) {
+                return Ok(record);
+            }
+        }
+        self.charge(&self.failures, &key, FAILURES_PER_MINUTE)?;
+        let hash = record.secret_hash.clone();
+        let matches = tokio::task::spawn_blocking(move || {
+            PasswordHash::new(&hash).is_ok_and(|parsed| {
+                argon2::Argon2::default()
+                    .verify_password(secret.as_bytes(), &parsed)
+                    .is_ok()
+            })
+        })
+        .await
+        .map_err(|_| ApiError::Internal)?;
+        if !matches {
+            return Err(ApiError::Unauthorized);
+        }
+        locked(&self.verified).insert(key, (record.secret_hash.clone(), digest));
+        Ok(record)
+    }
+
+    /// Takes one request from the credential's allowance, or 429 with the wait.
+    pub fn limit(&self, record: &CredentialRecord) -> Result<(), ApiError> {
+        let per_minute = record
+            .requests_per_minute
+            .unwrap_or(self.default_per_minute);
+        self.charge(&self.limiters, &record.key, per_minute)
+    }
+
+    fn charge(
+        &self,
+        limiters: &Mutex<HashMap<String, Arc<Limiter>>>,
+        key: &str,
+        per_minute: u32,
+    ) -> Result<(), ApiError> {
+        let limiter = {
+            let mut limiters = locked(limiters);
+            let entry = limiters
+                .entry(key.to_owned())
+                .or_insert_with(|| Arc::new(limiter(per_minute)));
+            if entry.per_minute != per_minute {
+                *entry = Arc::new(limiter(per_minute));
+            }
+            entry.clone()
+        };
+        limiter.limiter.check().map_err(|not_until| {
+            let wait = not_until.wait_time_from(DefaultClock::default().now());
+            ApiError::TooManyRequests {
+                retry_after_secs: wait.as_secs() + u64::from(wait.subsec_nanos() > 0),
+            }
+        })
+    }
+}
+
+/// `(key, secret)` of a Basic `Authorization` header.
+fn basic(header: Option<&str>) -> Option<(String, String)> {
+    let encoded = header?.strip_prefix("Basic ")?;
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .ok()?;
+    let decoded = String::from_utf8(decoded).ok()?;
+    let (key, secret) = decoded.split_once(':')?;
+    Some((key.to_owned(), secret.to_owned()))
+}
+
+/// What a route needs of its caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Need {
+    /// Nothing: the About resource.
+    Nobody,
+    /// Any valid credential (routes that only answer 405 or 404).
+    AnyCredential,
+    /// Any one of these scopes.
+    AnyOf(&'static [Scope]),
+}
+
+const READ: &[Scope] = &[Scope::All, Scope::AllRead];
+const STATEMENTS_READ: &[Scope] = &[
+    Scope::All,
+    Scope::AllRead,
+    Scope::StatementsRead,
+    Scope::StatementsReadMine,
+];
+const STATEMENTS_WRITE: &[Scope] = &[Scope::All, Scope::StatementsWrite];
+const STATE_READ: &[Scope] = &[Scope::All, Scope::AllRead, Scope::State];
+const STATE_WRITE: &[Scope] = &[Scope::All, Scope::State];
+const PROFILE_READ: &[Scope] = &[Scope::All, Scope::AllRead, Scope::Profile];
+const PROFILE_WRITE: &[Scope] = &[Scope::All, Scope::Profile];
+const DEFINITIONS_READ: &[Scope] = &[Scope::All, Scope::AllRead, Scope::Define];
+const SUMMARIES: &[Scope] = &[Scope::SummariesRead];
+const ADMIN: &[Scope] = &[Scope::Admin];
+
+/// The one table of who may call what.
+pub fn need(method: &Method, path: &str) -> Need {
+    let reads = matches!(*method, Method::GET | Method::HEAD);
+    let writes = matches!(*method, Method::PUT | Method::POST | Method::DELETE);
+    let pick = |read: &'static [Scope], write: &'static [Scope]| {
+        if reads {
+            Need::AnyOf(read)
+        } else if writes {
+            Need::AnyOf(write)
+        } else {
+            Need::AnyCredential
+        }
+    };
+    match path {
+        "/xapi/about" => Need::Nobody,
+        "/xapi/statements" => pick(STATEMENTS_READ, STATEMENTS_WRITE),
+        "/xapi/activities/state" => pick(STATE_READ, STATE_WRITE),
+        "/xapi/activities/profile" | "/xapi/agents/profile" => pick(PROFILE_READ, PROFILE_WRITE),
+        "/xapi/activities" | "/xapi/agents" => pick(DEFINITIONS_READ, DEFINITIONS_READ),
+        _ if path.starts_with("/summaries/") || path == "/summaries" => pick(SUMMARIES, SUMMARIES),
+        _ if path.starts_with("/admin/") || path == "/admin" => pick(ADMIN, ADMIN),
+        _ if path.starts_with("/xapi/") => pick(READ, READ),
+        _ => Need::AnyCredential,
+    }
+}
+
+/// Middleware: authenticates, checks the route's scope and the rate limit, and hands the
+/// [`Caller`] to the handler. 401 when the credential is missing or wrong, 403 when it lacks
+/// the scope, 429 when it is over its limit.
+pub async fn authorize(
+    State(state): State<AppState>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let need = need(request.method(), request.uri().path());
+    if need == Need::Nobody {
+        return next.run(request).await;
+    }
+    let authorization = request
+        .headers()
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok());
+    let record = match state.credentials.authenticate(authorization).await {
+        Ok(record) => record,
+        Err(err) => return err.into_response(),
+    };
+    if let Need::AnyOf(scopes) = need {
+        if !scopes.iter().any(|scope| record.has(*scope)) {
+            let names: Vec<&str> = scopes.iter().map(|scope| scope.as_str()).collect();
+            return ApiError::Forbidden(format!(
+                "this credential may not {} {}; that needs one of the scopes {}",
+                request.method(),
+                request.uri().path(),
+                names.join(", ")
+            ))
+            .into_response();
+        }
+    }
+    if let Err(err) = state.credentials.limit(&record) {
+        return err.into_response();
+    }
+    request.extensions_mut().insert(Caller(record));
+    next.run(request).await
+}
+
+/// The IFI key of the agent that stands for the caller in `authority` (the client itself,
+/// also inside a group authority): what `statements/read/mine` matches.
+pub fn caller_ifi(caller: &Caller, home_page: &str) -> Option<String> {
+    let agent: Value = caller.0.client_agent(home_page);
+    xapi::agent::ifi_key(&agent)
+}
+
 #[cfg(test)]
 mod tests {
-    use super::same_secret;
+    use super::*;
 
     #[test]
-    fn secrets_compare_exactly() {
-        assert!(same_secret(b"s3cret", b"s3cret"));
-        assert!(!same_secret(b"s3cre", b"s3cret"));
-        assert!(!same_secret(b"s3crett", b"s3cret"));
-        assert!(!same_secret(b"", b"s3cret"));
+    fn basic_headers_parse_and_malformed_ones_do_not() {
+        assert_eq!(
+            basic(Some("Basic dG9vbDpzM2NyZXQ=")),
+            Some(("tool".into(), "s3cret".into()))
+        );
+        assert_eq!(basic(Some("Bearer abc")), None);
+        assert_eq!(basic(Some("Basic !!!")), None);
+        assert_eq!(basic(Some("Basic dG9vbA==")), None, "no colon");
+        assert_eq!(basic(None), None);
+    }
+
+    #[test]
+    fn every_route_needs_the_scopes_xapi_gives_it() {
+        use Scope::*;
+        let allowed = |method: Method, path: &str, scope: Scope| match need(&method, path) {
+            Need::Nobody | Need::AnyCredential => true,
+            Need::AnyOf(scopes) => scopes.contains(&scope),
+        };
+        assert_eq!(need(&Method::GET, "/xapi/about"), Need::Nobody);
+        assert!(allowed(Method::POST, "/xapi/statements", StatementsWrite));
+        assert!(!allowed(Method::POST, "/xapi/statements", StatementsRead));
+        assert!(!allowed(Method::POST, "/xapi/statements", AllRead));
+        assert!(allowed(Method::GET, "/xapi/statements", StatementsReadMine));
+        assert!(!allowed(Method::GET, "/xapi/statements", StatementsWrite));
+        assert!(allowed(Method::PUT, "/xapi/activities/state", State));
+        assert!(!allowed(Method::PUT, "/xapi/activities/state", AllRead));
+        assert!(allowed(Method::GET, "/xapi/activities/state", AllRead));
+        assert!(!allowed(Method::GET, "/xapi/activities/state", Profile));
+        assert!(allowed(Method::DELETE, "/xapi/agents/profile", Profile));
+        assert!(!allowed(Method::DELETE, "/xapi/agents/profile", State));
+        assert!(allowed(Method::GET, "/xapi/activities", Define));
+        assert!(!allowed(Method::GET, "/summaries/hubs", All));
+        assert!(allowed(Method::GET, "/summaries/hubs/x", SummariesRead));
+        assert!(!allowed(Method::POST, "/admin/erasures", All));
+        assert!(allowed(Method::POST, "/admin/erasures", Admin));
     }
 }

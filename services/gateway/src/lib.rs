@@ -10,7 +10,8 @@
 //! - [`body`]: request bodies: limits, JSON or multipart statements.
 //! - [`multipart`]: `multipart/mixed` bodies.
 //! - [`alternate`]: xAPI 1.0.3's alternate request syntax, rebuilt into plain requests.
-//! - [`auth`]: Basic auth against configured credentials, and the authority they map to.
+//! - [`auth`]: Basic auth against the store's credentials, scopes per route, rate limits.
+//! - [`admin`]: the admin routes: audit log, credentials listing, export and erasure.
 //! - [`version`]: the `X-Experience-API-Version` rules on every request and response.
 //! - [`statements`]: `/xapi/statements` PUT, POST, GET, HEAD.
 //! - [`params`]: strict parsing of the GET parameters.
@@ -20,6 +21,7 @@
 //! - [`watermark`]: waiting for the store's applied watermark.
 //! - [`error`]: the JSON error shape and status mapping.
 
+pub mod admin;
 pub mod alternate;
 pub mod attachments;
 pub mod auth;
@@ -46,7 +48,6 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use xapi::Validator;
 
-pub use auth::Credential;
 use error::ApiError;
 use watermark::Watermarks;
 
@@ -54,7 +55,8 @@ use watermark::Watermarks;
 pub struct GatewayConfig {
     /// Where to listen; port 0 picks a free port (tests).
     pub listen: SocketAddr,
-    pub credentials: Vec<Credential>,
+    /// Requests per minute of a credential that sets no limit of its own.
+    pub default_requests_per_minute: u32,
     /// The homePage of the authority accounts of HTTP credentials.
     pub authority_home_page: String,
     /// Request bodies above this are refused with 413.
@@ -67,7 +69,7 @@ impl Default for GatewayConfig {
     fn default() -> Self {
         GatewayConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
-            credentials: Vec::new(),
+            default_requests_per_minute: 6000,
             authority_home_page: "https://w3id.org/xapi/llo/clients".into(),
             max_body_bytes: 16 * 1024 * 1024,
             write_timeout: Duration::from_secs(10),
@@ -78,7 +80,7 @@ impl Default for GatewayConfig {
 /// What every handler shares.
 #[derive(Clone)]
 pub struct AppState {
-    pub credentials: Arc<Vec<Credential>>,
+    pub credentials: auth::Credentials,
     pub authority_home_page: Arc<str>,
     pub validator: Arc<Validator>,
     pub client: async_nats::Client,
@@ -106,9 +108,10 @@ impl Gateway {
             .await
             .with_context(|| format!("binding http listener on {}", config.listen))?;
         let attachments = attachments::AttachmentStore::open(&js).await?;
+        // Without a store yet, the first request loads them.
         let state = AppState {
             attachments,
-            credentials: Arc::new(config.credentials),
+            credentials: auth::Credentials::new(client.clone(), config.default_requests_per_minute),
             authority_home_page: config.authority_home_page.into(),
             validator,
             watermarks: Watermarks::new(client.clone()),
@@ -129,6 +132,11 @@ impl Gateway {
     /// Serves until `shutdown`; in-flight requests finish first.
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let follow = self.state.watermarks.clone().follow(shutdown.clone());
+        let credentials = self.state.credentials.clone();
+        if let Err(err) = credentials.load().await {
+            tracing::warn!(error = %err, "credentials not loaded yet; the first request retries");
+        }
+        let follow_credentials = credentials.follow(shutdown.clone());
         // The rewrite wraps the router instead of being one of its layers: a router's own
         // layers run after routing, and the rewrite changes the method and the query.
         let app = tower::Layer::layer(
@@ -143,12 +151,13 @@ impl Gateway {
             axum::ServiceExt::<axum::extract::Request>::into_make_service(app),
         )
         .with_graceful_shutdown(shutdown.clone().cancelled_owned());
-        let (follow_result, serve_result) = tokio::join!(follow, async {
-            let result = serve.await.context("http server");
-            shutdown.cancel();
-            result
-        });
-        follow_result.and(serve_result)
+        let (follow_result, credentials_result, serve_result) =
+            tokio::join!(follow, follow_credentials, async {
+                let result = serve.await.context("http server");
+                shutdown.cancel();
+                result
+            });
+        follow_result.and(credentials_result).and(serve_result)
     }
 }
 
@@ -231,7 +240,28 @@ pub fn router(state: AppState) -> Router {
             "/summaries/companies/{company}",
             get(summaries::company).fallback(method_not_allowed),
         )
+        .route(
+            "/admin/audit",
+            get(admin::audit).fallback(method_not_allowed),
+        )
+        .route(
+            "/admin/credentials",
+            get(admin::credentials).fallback(method_not_allowed),
+        )
+        .route(
+            "/admin/exports",
+            get(admin::export).fallback(method_not_allowed),
+        )
+        .route(
+            "/admin/erasures",
+            axum::routing::post(admin::erase).fallback(method_not_allowed),
+        )
         .fallback(not_found)
+        // Inside the version rules, so every answer (401 and 403 too) carries the header.
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::authorize,
+        ))
         .layer(axum::middleware::from_fn(version::negotiate))
         .with_state(state)
 }

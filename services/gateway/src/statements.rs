@@ -8,14 +8,15 @@ use axum::extract::{RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
+use bus::access::Scope;
 use bus::subjects;
 use bus::wire::{HttpBatch, StatementQuery, StatementReply, Verdict};
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
-use xapi::statement::{ensure_id, format_canonical, format_ids};
+use xapi::statement::{authority_names, ensure_id, format_canonical, format_ids};
 use xapi::{BatchViolation, Violation, XapiVersion};
 
-use crate::auth::Caller;
+use crate::auth::{caller_ifi, Caller};
 use crate::body::read_statements;
 use crate::error::ApiError;
 use crate::params::{self, Format};
@@ -29,7 +30,7 @@ const READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 pub async fn post(
     State(state): State<AppState>,
     Extension(version): Extension<XapiVersion>,
-    Caller(caller): Caller,
+    caller: Caller,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
     body: Body,
@@ -49,21 +50,14 @@ pub async fn post(
             ))
         }
     };
-    let ids = submit(
-        &state,
-        &caller.authority(&state.authority_home_page),
-        version,
-        statements,
-        attachments,
-    )
-    .await?;
+    let ids = submit(&state, &caller, version, statements, attachments).await?;
     Ok(Json(ids).into_response())
 }
 
 pub async fn put(
     State(state): State<AppState>,
     Extension(version): Extension<XapiVersion>,
-    Caller(caller): Caller,
+    caller: Caller,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
     body: Body,
@@ -105,21 +99,14 @@ pub async fn put(
     } else {
         object.insert("id".into(), Value::String(id));
     }
-    submit(
-        &state,
-        &caller.authority(&state.authority_home_page),
-        version,
-        vec![statement],
-        attachments,
-    )
-    .await?;
+    submit(&state, &caller, version, vec![statement], attachments).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 /// Validates, assigns ids, publishes the batch as one JetStream message, waits for the verdict.
 async fn submit(
     state: &AppState,
-    authority: &Value,
+    caller: &Caller,
     version: XapiVersion,
     mut statements: Vec<Value>,
     attachments: HashMap<String, Bytes>,
@@ -151,9 +138,10 @@ async fn submit(
     }
     let ids: Vec<String> = statements.iter_mut().map(ensure_id).collect();
     let batch = HttpBatch {
-        authority: authority.clone(),
+        authority: caller.0.authority(&state.authority_home_page),
         version: version.as_str().to_owned(),
         statements,
+        define: caller.has_any(&[Scope::All, Scope::Define]),
     };
     let payload = serde_json::to_vec(&batch).map_err(|err| {
         tracing::error!(error = %err, "cannot encode batch");
@@ -182,6 +170,10 @@ async fn submit(
         .await
     {
         Some(Verdict::Applied) => Ok(ids),
+        Some(other @ Verdict::Erased { .. }) => {
+            tracing::error!(?other, "an erasure verdict for a statement batch");
+            Err(ApiError::Internal)
+        }
         Some(Verdict::Conflict { statement, id }) => Err(ApiError::Conflict {
             message: format!(
                 "statement {statement}: id {id} is already stored with different content"
@@ -205,11 +197,11 @@ async fn submit(
 pub async fn get(
     State(state): State<AppState>,
     Extension(_version): Extension<XapiVersion>,
-    Caller(_caller): Caller,
+    caller: Caller,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Response {
-    match get_inner(&state, query.as_deref(), &headers).await {
+    match get_inner(&state, &caller, query.as_deref(), &headers).await {
         Ok(response) => response,
         Err(err) => {
             // Every GET answer carries the header, errors included.
@@ -222,11 +214,34 @@ pub async fn get(
 
 async fn get_inner(
     state: &AppState,
+    caller: &Caller,
     raw_query: Option<&str>,
     headers: &HeaderMap,
 ) -> Result<Response, ApiError> {
-    let params = params::parse_get(params::parse_pairs(raw_query)?)?;
-    let reply = ask_store(state, &params.query).await?;
+    let mut params = params::parse_get(params::parse_pairs(raw_query)?)?;
+    // `statements/read/mine` alone: only what this credential wrote.
+    let mine = if caller.has_any(&[Scope::All, Scope::AllRead, Scope::StatementsRead]) {
+        None
+    } else {
+        Some(caller_ifi(caller, &state.authority_home_page).ok_or(ApiError::Internal)?)
+    };
+    params.query.authority = mine.clone();
+    let mut reply = ask_store(state, &params.query).await?;
+    if let (
+        Some(mine),
+        StatementReply::One {
+            statement: found @ Some(_),
+            ..
+        },
+    ) = (&mine, &mut reply)
+    {
+        if !found
+            .as_ref()
+            .is_some_and(|statement| authority_names(statement, mine))
+        {
+            *found = None;
+        }
+    }
     let languages = accept_languages(headers);
     let render = |statement: Value| match params.format {
         Format::Exact => statement,

@@ -52,17 +52,22 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         },
         gateway: GatewaySection {
             listen: "127.0.0.1:0".parse()?,
-            credentials: vec![gateway::Credential {
-                key: KEY.into(),
-                secret: SECRET.into(),
-                name: None,
-            }],
             write_timeout_secs: 60,
             ..GatewaySection::default()
         },
         ..Config::default()
     };
     let node = Node::start(config, Parts::All).await?;
+    let admin = async_nats::connect(nats.url()).await?;
+    let credential = crate::access::record(
+        KEY,
+        "bench",
+        SECRET,
+        bus::access::Scope::EVERY.to_vec(),
+        None,
+        Some(u32::MAX),
+    )?;
+    crate::access::create(&admin, credential, "bench").await?;
     let base = format!("http://{}", node.http_addr().context("gateway address")?);
     let shutdown = CancellationToken::new();
     let running = tokio::spawn(node.run(shutdown.clone()));
@@ -297,6 +302,7 @@ fn store_apply_per_message(validator: &xapi::Validator) -> anyhow::Result<(f64, 
             authority: authority.clone(),
             version: "2.0.0".into(),
             statements,
+            define: true,
         })?)
     };
     let warm: Vec<Vec<u8>> = (0..200).map(message).collect::<anyhow::Result<_>>()?;

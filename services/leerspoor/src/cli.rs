@@ -57,6 +57,13 @@ pub enum Command {
     Summary(leerspoor::analyst::SummaryArgs),
     /// Publishes realistic demo statements (and voids a few) to a running Leerspoor.
     Demo(leerspoor::demo::DemoArgs),
+    /// Creates, lists, rotates and revokes the credentials of xAPI tools, hubs and analysts.
+    #[command(subcommand)]
+    Credentials(leerspoor::access::CredentialsCommand),
+    /// Shows the audit log of admin actions (credential changes, erasures).
+    Audit(leerspoor::access::AuditArgs),
+    /// Erases everything stored about one person (statements, documents, summaries).
+    EraseAgent(leerspoor::access::EraseArgs),
     /// Measures ingest throughput and latency against a fresh, durable, in-process Leerspoor.
     Bench(leerspoor::bench::BenchArgs),
 }

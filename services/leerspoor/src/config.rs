@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context as _;
-use gateway::{Credential, GatewayConfig};
+use gateway::GatewayConfig;
 use serde::Deserialize;
 use store::StoreConfig;
 
@@ -37,7 +37,8 @@ pub struct NatsConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct GatewaySection {
     pub listen: SocketAddr,
-    pub credentials: Vec<Credential>,
+    /// Requests per minute of a credential that sets no limit of its own.
+    pub default_requests_per_minute: u32,
     pub authority_home_page: String,
     pub max_body_bytes: usize,
     pub write_timeout_secs: u64,
@@ -50,6 +51,12 @@ pub struct StoreSection {
     pub max_batch: usize,
     /// Seconds before a message delivered to a store that died is redelivered.
     pub ack_wait_secs: u64,
+    /// Create the demo credential `leerspoor:leerspoor` (every scope) if the store has no
+    /// credential at all. On when Leerspoor runs without a configuration file.
+    pub demo_credential: bool,
+    /// A credential to create if the store has none (tests and `bench`; not from files).
+    #[serde(skip)]
+    pub bootstrap: Option<bus::access::CredentialRecord>,
 }
 
 impl Default for Config {
@@ -80,7 +87,7 @@ impl Default for GatewaySection {
         let defaults = GatewayConfig::default();
         GatewaySection {
             listen: defaults.listen,
-            credentials: Vec::new(),
+            default_requests_per_minute: defaults.default_requests_per_minute,
             authority_home_page: defaults.authority_home_page,
             max_body_bytes: defaults.max_body_bytes,
             write_timeout_secs: defaults.write_timeout.as_secs(),
@@ -93,19 +100,23 @@ impl Default for StoreSection {
         StoreSection {
             max_batch: 256,
             ack_wait_secs: 30,
+            demo_credential: false,
+            bootstrap: None,
         }
     }
 }
 
-/// The credential `serve` uses when the configuration names none, so the first README
-/// command gives a working LRS. It is announced loudly at start.
+/// The credential `serve` creates when run without a configuration file on a store with no
+/// credentials, so the first README command gives a working LRS. Announced loudly.
 pub const DEMO_KEY: &str = "leerspoor";
 pub const DEMO_SECRET: &str = "leerspoor";
 
 impl Config {
     pub fn load(path: Option<&Path>) -> anyhow::Result<Config> {
         let Some(path) = path else {
-            return Ok(Config::default());
+            let mut config = Config::default();
+            config.store.demo_credential = true;
+            return Ok(config);
         };
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("reading config file {}", path.display()))?;
@@ -121,21 +132,9 @@ impl Config {
     }
 
     pub fn gateway(&self) -> GatewayConfig {
-        let mut credentials = self.gateway.credentials.clone();
-        if credentials.is_empty() {
-            tracing::warn!(
-                key = DEMO_KEY,
-                "no credentials configured: accepting the demo credential leerspoor:leerspoor"
-            );
-            credentials.push(Credential {
-                key: DEMO_KEY.into(),
-                secret: DEMO_SECRET.into(),
-                name: Some("demo".into()),
-            });
-        }
         GatewayConfig {
             listen: self.gateway.listen,
-            credentials,
+            default_requests_per_minute: self.gateway.default_requests_per_minute.max(1),
             authority_home_page: self.gateway.authority_home_page.clone(),
             max_body_bytes: self.gateway.max_body_bytes,
             write_timeout: Duration::from_secs(self.gateway.write_timeout_secs),
@@ -151,12 +150,27 @@ impl Config {
         }
     }
 
-    pub fn store(&self) -> StoreConfig {
-        StoreConfig {
+    pub fn store(&self) -> anyhow::Result<StoreConfig> {
+        let bootstrap_credential = if let Some(record) = &self.store.bootstrap {
+            Some(record.clone())
+        } else if self.store.demo_credential {
+            Some(crate::access::record(
+                DEMO_KEY,
+                "Leerspoor demo",
+                DEMO_SECRET,
+                bus::access::Scope::EVERY.to_vec(),
+                None,
+                None,
+            )?)
+        } else {
+            None
+        };
+        Ok(StoreConfig {
             data_dir: self.data_dir.clone(),
             max_batch: self.store.max_batch.max(1),
             ack_wait: Duration::from_secs(self.store.ack_wait_secs.max(1)),
-        }
+            bootstrap_credential,
+        })
     }
 }
 
@@ -173,11 +187,12 @@ mod tests {
     #[test]
     fn sections_override_defaults() {
         let parsed: Config = toml::from_str(
-            "[gateway]\nlisten = \"127.0.0.1:9000\"\n[[gateway.credentials]]\nkey = \"tool\"\nsecret = \"s\"\n",
+            "[gateway]\nlisten = \"127.0.0.1:9000\"\ndefault_requests_per_minute = 60\n",
         )
         .expect("valid config");
         assert_eq!(parsed.gateway.listen.port(), 9000);
-        assert_eq!(parsed.gateway.credentials.len(), 1);
+        assert_eq!(parsed.gateway.default_requests_per_minute, 60);
+        assert!(!parsed.store.demo_credential, "only without a file");
         assert_eq!(parsed.store.max_batch, 256);
     }
 }

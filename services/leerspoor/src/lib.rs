@@ -4,10 +4,12 @@
 //! # Layout
 //! - [`config`]: the typed configuration and its sources.
 //! - [`node`]: starts the parts a command asks for, supervising a local nats-server if needed.
+//! - [`access`]: `leerspoor credentials`, `audit` and `erase-agent`.
 //! - [`analyst`]: `leerspoor summary`, the summaries on the command line.
 //! - [`bench`]: the ingest benchmark.
 //! - [`demo`]: demo data for a new installation.
 
+pub mod access;
 pub mod analyst;
 pub mod bench;
 pub mod bench_summaries;

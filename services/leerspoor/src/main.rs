@@ -26,7 +26,7 @@ async fn main() -> anyhow::Result<()> {
         .init();
     let cli = cli::Cli::parse();
     let config = cli.common.config()?;
-    let demo_credentials = config.gateway.credentials.is_empty();
+    let demo_credentials = config.store.demo_credential;
     let parts = match cli.command {
         cli::Command::Serve => Parts::All,
         cli::Command::Gateway => Parts::Gateway,
@@ -36,6 +36,18 @@ async fn main() -> anyhow::Result<()> {
         cli::Command::Demo(args) => return leerspoor::demo::run(args).await,
         cli::Command::Summary(args) => {
             return leerspoor::analyst::run(&config.nats_url_or_local(), args).await;
+        }
+        cli::Command::Credentials(command) => {
+            let client = admin_client(&config).await?;
+            return leerspoor::access::credentials(&client, command).await;
+        }
+        cli::Command::Audit(args) => {
+            let client = admin_client(&config).await?;
+            return leerspoor::access::audit(&client, args).await;
+        }
+        cli::Command::EraseAgent(args) => {
+            let client = admin_client(&config).await?;
+            return leerspoor::access::erase(&client, args).await;
         }
         cli::Command::Project { rebuild } => {
             anyhow::ensure!(
@@ -64,6 +76,11 @@ async fn main() -> anyhow::Result<()> {
         }
     });
     result
+}
+
+/// NATS as the services' user, for the admin commands.
+async fn admin_client(config: &leerspoor::config::Config) -> anyhow::Result<async_nats::Client> {
+    leerspoor::node::connect(config, &config.nats_url_or_local()).await
 }
 
 /// A first request to copy, with the demo credential when no other is configured.

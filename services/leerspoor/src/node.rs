@@ -45,26 +45,9 @@ impl Node {
             }
             (None, _) => anyhow::bail!("--nats-url is required to run one part alone"),
         };
-        // Hubs may read _INBOX.> for their own publish acknowledgements; the services' replies
-        // (statements, documents, summaries) go to an inbox no hub may read.
-        let mut options = async_nats::ConnectOptions::new()
-            .name("leerspoor")
-            .custom_inbox_prefix("_LRS_INBOX");
-        if let (Some(user), Some(password)) = (&config.nats.user, &config.nats.password) {
-            options = options.user_and_password(user.clone(), password.clone());
-        }
-        if let Some(path) = &config.nats.credentials_file {
-            options = options
-                .credentials_file(path)
-                .await
-                .with_context(|| format!("reading NATS credentials {}", path.display()))?;
-        }
-        let client = options
-            .connect(&nats_url)
-            .await
-            .with_context(|| format!("NATS unreachable at {nats_url}"))?;
+        let client = connect(&config, &nats_url).await?;
         let store = match parts {
-            Parts::All | Parts::Store => Some(Store::build(client.clone(), config.store()).await?),
+            Parts::All | Parts::Store => Some(Store::build(client.clone(), config.store()?).await?),
             Parts::Gateway | Parts::Projector => None,
         };
         let projector = match parts {
@@ -144,6 +127,28 @@ impl Node {
             .and(projector_result)
             .and(nats_result)
     }
+}
+
+/// Connects to NATS as the services' user of the configuration. Hubs may read `_INBOX.>` for
+/// their own publish acknowledgements; the services' replies (statements, documents,
+/// summaries, credentials) go to an inbox no hub may read.
+pub async fn connect(config: &Config, nats_url: &str) -> anyhow::Result<async_nats::Client> {
+    let mut options = async_nats::ConnectOptions::new()
+        .name("leerspoor")
+        .custom_inbox_prefix("_LRS_INBOX");
+    if let (Some(user), Some(password)) = (&config.nats.user, &config.nats.password) {
+        options = options.user_and_password(user.clone(), password.clone());
+    }
+    if let Some(path) = &config.nats.credentials_file {
+        options = options
+            .credentials_file(path)
+            .await
+            .with_context(|| format!("reading NATS credentials {}", path.display()))?;
+    }
+    options
+        .connect(nats_url)
+        .await
+        .with_context(|| format!("NATS unreachable at {nats_url}"))
 }
 
 async fn stop_all_on_exit(

@@ -15,11 +15,13 @@ use crate::summary::{CompanyState, HubState, MonthRange, WorkerState};
 
 /// `m` + name: the last applied `LRS_STORED` sequence.
 const META_APPLIED: &[u8] = b"mapplied";
-/// `s` + statement id -> `c` (counted) or `v` (voided: never counts, even if its `stored`
-/// event comes later). Makes every event idempotent and the order of events irrelevant.
+/// `s` + statement id -> `c` (counted), `v` (voided: never counts, even if its `stored`
+/// event comes later) or `e` (erased: never counts again, whatever comes later). Makes every
+/// event idempotent and the order of events irrelevant.
 const MARKER: u8 = b's';
 const COUNTED: &[u8] = b"c";
 const VOIDED: &[u8] = b"v";
+const ERASED: &[u8] = b"e";
 const WORKER: u8 = b'w';
 const HUB: u8 = b'h';
 const COMPANY: u8 = b'c';
@@ -153,6 +155,8 @@ impl Projection {
                 (EventKind::Stored, None) => (1, COUNTED),
                 (EventKind::Voided, Some(COUNTED)) => (-1, VOIDED),
                 (EventKind::Voided, None) => (0, VOIDED),
+                (EventKind::Erased, Some(COUNTED)) => (-1, ERASED),
+                (EventKind::Erased, Some(VOIDED) | None) => (0, ERASED),
                 _ => continue,
             };
             touched.markers.insert(id.to_owned(), Some(next.to_vec()));

@@ -1,9 +1,10 @@
 //! The store's request/reply side: statement queries, verdicts, documents, activities and
-//! agents. Each request is answered on a blocking thread (sled reads can take longer than an
+//! agents, and the admin requests (credentials, audit log, exports). Each request is answered on a blocking thread (sled reads can take longer than an
 //! async task may block), at most 32 at a time.
 
 use std::sync::Arc;
 
+use bus::access::{AdminReply, AdminRequest, CredentialView};
 use bus::subjects;
 use bus::wire::{
     DocumentReply, DocumentRequest, DocumentStatus, ObjectQuery, StatementQuery, StatementReply,
@@ -12,22 +13,24 @@ use bus::wire::{
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
+use crate::access::{Access, AccessError};
 use crate::db::Db;
 use crate::documents::Documents;
 use crate::{objects, query};
 
-/// Answers until shutdown.
-pub async fn serve(
-    client: async_nats::Client,
-    db: Arc<Db>,
-    shutdown: CancellationToken,
-) -> anyhow::Result<()> {
+/// The store's request subjects, subscribed when the store is built: a request sent between
+/// start and run waits in the subscription instead of finding no responder.
+#[derive(Default)]
+pub struct Subscriptions(Vec<async_nats::Subscriber>);
+
+pub async fn subscribe(client: &async_nats::Client) -> anyhow::Result<Subscriptions> {
     let mut subscriptions = Vec::new();
     for subject in [
         subjects::API_STATEMENTS,
         subjects::API_VERDICT,
         subjects::API_DOCUMENTS,
         subjects::API_OBJECTS,
+        subjects::API_ADMIN,
     ] {
         subscriptions.push(
             client
@@ -35,6 +38,17 @@ pub async fn serve(
                 .await?,
         );
     }
+    Ok(Subscriptions(subscriptions))
+}
+
+/// Answers until shutdown.
+pub async fn serve(
+    client: async_nats::Client,
+    db: Arc<Db>,
+    subscriptions: Subscriptions,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let subscriptions = subscriptions.0;
     let requests = futures::stream::select_all(subscriptions);
     let handle_all = requests.for_each_concurrent(32, |request| {
         let client = client.clone();
@@ -46,13 +60,22 @@ pub async fn serve(
             let subject = request.subject.to_string();
             let payload = request.payload.clone();
             let answer = tokio::task::spawn_blocking(move || answer(&db, &subject, &payload)).await;
-            let body = match answer {
-                Ok(body) => body,
+            let (body, credentials_changed) = match answer {
+                Ok(answer) => answer,
                 Err(err) => {
                     tracing::error!(error = %err, "api task failed");
                     return;
                 }
             };
+            if credentials_changed {
+                // Gateways reload their copy; the change is flushed already.
+                if let Err(err) = client
+                    .publish(subjects::CREDENTIALS_CHANGED, Vec::new().into())
+                    .await
+                {
+                    tracing::warn!(error = %err, "cannot announce a credential change");
+                }
+            }
             if let Err(err) = client.publish(reply_to, body.into()).await {
                 tracing::warn!(error = %err, "cannot send api reply");
             }
@@ -64,14 +87,91 @@ pub async fn serve(
     }
 }
 
-fn answer(db: &Db, subject: &str, payload: &[u8]) -> Vec<u8> {
+/// The reply body, and whether a credential changed.
+fn answer(db: &Db, subject: &str, payload: &[u8]) -> (Vec<u8>, bool) {
     let encoded = match subject {
         subjects::API_VERDICT => verdict(db, payload),
-        subjects::API_DOCUMENTS => return document(db, payload),
+        subjects::API_DOCUMENTS => return (document(db, payload), false),
         subjects::API_OBJECTS => object(db, payload),
+        subjects::API_ADMIN => {
+            let (reply, changed) = admin(db, payload);
+            return (serde_json::to_vec(&reply).unwrap_or_default(), changed);
+        }
         _ => statements(db, payload),
     };
-    encoded.unwrap_or_default()
+    (encoded.unwrap_or_default(), false)
+}
+
+fn admin_error(code: &str, message: impl Into<String>) -> AdminReply {
+    AdminReply::Error {
+        code: code.into(),
+        message: message.into(),
+    }
+}
+
+fn internal(err: impl std::fmt::Display) -> AdminReply {
+    tracing::error!(error = %err, "admin request failed");
+    admin_error("internal", "internal error")
+}
+
+/// Credentials, audit log and exports.
+fn admin(db: &Db, payload: &[u8]) -> (AdminReply, bool) {
+    let request = match serde_json::from_slice::<AdminRequest>(payload) {
+        Ok(request) => request,
+        Err(err) => {
+            return (
+                admin_error("bad_request", format!("bad admin request: {err}")),
+                false,
+            )
+        }
+    };
+    let access = Access { tree: db.tree() };
+    let changed = |result: Result<CredentialView, AccessError>| match result {
+        Ok(credential) => (AdminReply::Done { credential }, true),
+        Err(AccessError::BadRequest(message)) => (admin_error("bad_request", message), false),
+        Err(err @ AccessError::NotFound(_)) => (admin_error("not_found", err.to_string()), false),
+        Err(err @ AccessError::Conflict(_)) => (admin_error("conflict", err.to_string()), false),
+        Err(AccessError::Db(err)) => (internal(err), false),
+    };
+    let reply = match request {
+        AdminRequest::ListCredentials => match access.credentials() {
+            Ok(credentials) => AdminReply::Credentials { credentials },
+            Err(err) => internal(err),
+        },
+        AdminRequest::CreateCredential { record, actor } => {
+            return changed(access.create(record, &actor))
+        }
+        AdminRequest::RotateCredential {
+            key,
+            secret_hash,
+            actor,
+        } => return changed(access.rotate(&key, secret_hash, &actor)),
+        AdminRequest::RevokeCredential { key, actor } => {
+            return changed(access.revoke(&key, &actor))
+        }
+        AdminRequest::Audit { after, limit } => match access.audit(after, limit) {
+            Ok(entries) => AdminReply::Audit { entries },
+            Err(err) => internal(err),
+        },
+        AdminRequest::ExportStatements {
+            agent,
+            after,
+            limit,
+        } => match db.export_statements(&agent, after, limit) {
+            Ok((statements, next_after)) => AdminReply::Statements {
+                statements,
+                next_after,
+            },
+            Err(err) => internal(err),
+        },
+        AdminRequest::ExportDocument { agent, index } => {
+            match (Documents { tree: db.tree() }).export(&agent, index) {
+                Ok(document) => AdminReply::Document { document },
+                Err(err) => internal(err),
+            }
+        }
+    };
+    (reply, false)
 }
 
 fn verdict(db: &Db, payload: &[u8]) -> serde_json::Result<Vec<u8>> {

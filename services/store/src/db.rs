@@ -25,6 +25,14 @@ pub struct Record {
     pub statement: Value,
     pub voided: bool,
     pub position: u64,
+    /// Whether its writer had the `define` scope: only then do its activity definitions
+    /// count in the Activities resource. Stored only when false.
+    #[serde(default = "defines_by_default", skip_serializing_if = "Clone::clone")]
+    pub defines: bool,
+}
+
+fn defines_by_default() -> bool {
+    true
 }
 
 /// A message owed to `LRS_STORED` or `LRS_REJECTED`, written in the same batch as the change
@@ -32,12 +40,19 @@ pub struct Record {
 /// the statements are read back when published, which keeps outbox values small (a sled value
 /// of ~100 KB becomes a blob file of its own, a cost per message).
 #[derive(Debug, Clone, Serialize, Deserialize)]
-enum OutboxItem {
+pub(crate) enum OutboxItem {
     Events {
         sequence: u64,
         events: Vec<(EventKind, Uuid)>,
     },
     Rejected(RejectedMessage),
+    /// Erased statements, carried whole: they are gone from the tree, and the projector
+    /// needs them to take back what they counted. One item per chunk of an erasure.
+    Erased {
+        sequence: u64,
+        chunk: usize,
+        statements: Vec<(u64, Value)>,
+    },
 }
 
 /// An outbox message ready to publish.
@@ -135,7 +150,7 @@ impl Db {
     }
 
     /// The index terms of a record: its own, and those of the statements it references.
-    fn index_entries(
+    pub(crate) fn index_entries(
         &self,
         record: &Record,
         pending: &HashMap<Uuid, Record>,
@@ -199,7 +214,11 @@ impl Db {
 
     /// Records `sequence` as applied in `batch`, moving the contiguous watermark over it and
     /// over any sequences above it that were applied earlier.
-    fn mark_applied(&self, batch: &mut sled::Batch, sequence: u64) -> Result<(), DbError> {
+    pub(crate) fn mark_applied(
+        &self,
+        batch: &mut sled::Batch,
+        sequence: u64,
+    ) -> Result<(), DbError> {
         let mut watermark = self.applied_sequence()?;
         if sequence != watermark + 1 {
             batch.insert(keys::applied_above(sequence), &[] as &[u8]);
@@ -249,6 +268,9 @@ impl Db {
         let sequence = incoming.sequence;
         if self.is_applied(sequence)? {
             return Ok(self.verdict(sequence)?.unwrap_or(Verdict::Applied));
+        }
+        if incoming.subject == bus::subjects::IN_ERASE {
+            return self.erase(sequence, incoming.payload);
         }
         let mut batch = sled::Batch::default();
         self.mark_applied(&mut batch, sequence)?;
@@ -338,6 +360,7 @@ impl Db {
                 statement,
                 voided: false,
                 position,
+                defines: parsed.define,
             };
             if let Some(target) = voided_target(&record.statement) {
                 let target = Uuid::parse_str(&target).unwrap_or_default();
@@ -422,7 +445,7 @@ impl Db {
         Ok(chain)
     }
 
-    fn push_outbox(&self, batch: &mut sled::Batch, entry: &OutboxItem) {
+    pub(crate) fn push_outbox(&self, batch: &mut sled::Batch, entry: &OutboxItem) {
         // sled's id generator is monotonic across restarts: outbox keys keep event order.
         let order = self.tree.generate_id().unwrap_or(u64::MAX);
         if let Ok(bytes) = serde_json::to_vec(entry) {
@@ -477,12 +500,36 @@ impl Db {
                     payload: serde_json::to_vec(&rejected)
                         .map_err(|err| corrupt(err.to_string()))?,
                 },
+                OutboxItem::Erased {
+                    sequence,
+                    chunk,
+                    statements,
+                } => {
+                    let events = StoredEvents {
+                        sequence,
+                        events: statements
+                            .into_iter()
+                            .map(|(position, statement)| StoredEvent {
+                                kind: EventKind::Erased,
+                                position,
+                                statement,
+                            })
+                            .collect(),
+                    };
+                    OutboxMessage {
+                        subject: bus::subjects::STORED_EVENTS,
+                        msg_id: format!("erased-{sequence}-{chunk}"),
+                        payload: serde_json::to_vec(&events)
+                            .map_err(|err| corrupt(err.to_string()))?,
+                    }
+                }
                 OutboxItem::Events { sequence, events } => {
                     let mut stored_events = Vec::with_capacity(events.len());
                     for (kind, id) in events {
-                        let record = self.record(&id)?.ok_or_else(|| {
-                            corrupt(format!("outbox names missing statement {id}"))
-                        })?;
+                        // Erased since: its `erased` event follows in a later item.
+                        let Some(record) = self.record(&id)? else {
+                            continue;
+                        };
                         stored_events.push(StoredEvent {
                             kind,
                             position: record.position,

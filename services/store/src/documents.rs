@@ -37,6 +37,21 @@ fn kind_byte(kind: DocumentKind) -> u8 {
     }
 }
 
+/// Every document of one resource.
+pub(crate) fn kind_prefix(kind: DocumentKind) -> [u8; 2] {
+    [DOCUMENT, kind_byte(kind)]
+}
+
+/// A stored document's metadata (scope, id, content type, updated), as JSON.
+pub(crate) fn meta_of(key: &[u8], value: &[u8]) -> Result<Option<Value>, DbError> {
+    let (meta, _): (DocumentMeta, &[u8]) =
+        bus::wire::unframe(value).map_err(|reason| DbError::Corrupt {
+            key: key.to_vec(),
+            reason,
+        })?;
+    Ok(serde_json::to_value(meta).ok())
+}
+
 fn scope_prefix(kind: DocumentKind, scope: &str) -> Vec<u8> {
     let mut key = Vec::with_capacity(18);
     key.push(DOCUMENT);

@@ -12,6 +12,8 @@ pub struct Batch {
     pub authority: Value,
     pub version: XapiVersion,
     pub statements: Vec<Value>,
+    /// Whether the writer may (re)define activities (see [`crate::db::Record::defines`]).
+    pub define: bool,
 }
 
 /// The homePage of the authorities Leerspoor gives to direct NATS sources.
@@ -51,6 +53,7 @@ pub fn parse(
             authority: batch.authority,
             version,
             statements: batch.statements,
+            define: batch.define,
         });
     }
     let Some(source) = bus::subjects::ingest_source(subject) else {
@@ -86,6 +89,7 @@ pub fn parse(
         authority: source_authority(source),
         version,
         statements,
+        define: true,
     })
 }
 

@@ -18,6 +18,10 @@ pub const VERDICT: u8 = b'v';
 pub const PENDING_VOID: u8 = b'w';
 /// `o` + order(8) -> outbox entry JSON: messages flushed but not yet on LRS_STORED/REJECTED.
 pub const OUTBOX: u8 = b'o';
+/// `k` + credential key -> [`bus::access::CredentialRecord`] JSON.
+pub const CREDENTIAL: u8 = b'k';
+/// `l` + entry id(8) -> [`bus::access::AuditEntry`] JSON: the audit log, oldest first.
+pub const AUDIT: u8 = b'l';
 
 /// Every `LRS_IN` sequence at or below this one is applied (a contiguous watermark).
 pub const META_APPLIED: &[u8] = b"mapplied";
@@ -94,6 +98,20 @@ pub fn pending_void(target: &Uuid) -> Vec<u8> {
     let mut key = Vec::with_capacity(17);
     key.push(PENDING_VOID);
     key.extend_from_slice(target.as_bytes());
+    key
+}
+
+pub fn credential(key: &str) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(1 + key.len());
+    bytes.push(CREDENTIAL);
+    bytes.extend_from_slice(key.as_bytes());
+    bytes
+}
+
+pub fn audit(id: u64) -> Vec<u8> {
+    let mut key = Vec::with_capacity(9);
+    key.push(AUDIT);
+    key.extend_from_slice(&id.to_be_bytes());
     key
 }
 

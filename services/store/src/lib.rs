@@ -14,11 +14,15 @@
 //! - [`query`]: statement queries.
 //! - [`objects`]: the Activities and Agents resources.
 //! - [`service`]: the NATS side: the pull loop and the outbox publisher.
-//! - [`api`]: request/reply: queries, verdicts, documents, activities, agents.
+//! - [`api`]: request/reply: queries, verdicts, documents, activities, agents, admin.
+//! - [`access`]: credentials and the audit log.
+//! - [`erase`]: the right to erasure, and the export before it.
 
+pub mod access;
 pub mod api;
 pub mod db;
 pub mod documents;
+pub mod erase;
 pub mod indexer;
 pub mod ingest;
 pub mod keys;

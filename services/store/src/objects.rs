@@ -19,8 +19,8 @@ pub fn run(db: &Db, query: &ObjectQuery) -> Result<Value, DbError> {
     }
 }
 
-/// Statements naming a term, newest first.
-fn recent(db: &Db, kind: IndexKind, term: &str) -> Result<Vec<Value>, DbError> {
+/// Statements naming a term, newest first, with whether their writer may define activities.
+fn recent(db: &Db, kind: IndexKind, term: &str) -> Result<Vec<(Value, bool)>, DbError> {
     let mut statements = Vec::new();
     for item in db
         .tree()
@@ -33,7 +33,7 @@ fn recent(db: &Db, kind: IndexKind, term: &str) -> Result<Vec<Value>, DbError> {
             continue;
         };
         if let Some(record) = db.record_at(position)? {
-            statements.push(record.statement);
+            statements.push((record.statement, record.defines));
         }
     }
     Ok(statements)
@@ -43,7 +43,9 @@ fn recent(db: &Db, kind: IndexKind, term: &str) -> Result<Vec<Value>, DbError> {
 /// oldest to newest (language maps merged per language, other properties replaced).
 fn activity(db: &Db, id: &str) -> Result<Value, DbError> {
     let mut definition = Map::new();
-    for statement in recent(db, IndexKind::RelatedActivity, id)?.iter().rev() {
+    // Only statements written with the `define` scope (re)define an activity.
+    let defining = recent(db, IndexKind::RelatedActivity, id)?;
+    for (statement, _) in defining.iter().rev().filter(|(_, defines)| *defines) {
         let mut found = Vec::new();
         collect_activities(statement, id, &mut found);
         for activity_definition in found {
@@ -106,7 +108,7 @@ fn collect_activities<'a>(statement: &'a Value, id: &str, found: &mut Vec<&'a Ma
 /// The names the statements give the person behind an IFI, newest first.
 fn person(db: &Db, ifi: &str) -> Result<Value, DbError> {
     let mut names: Vec<String> = Vec::new();
-    for statement in recent(db, IndexKind::RelatedAgent, ifi)? {
+    for (statement, _) in recent(db, IndexKind::RelatedAgent, ifi)? {
         let mut agents = Vec::new();
         collect_agents(&statement, &mut agents);
         for agent in agents {

@@ -81,10 +81,14 @@ fn chosen_index(query: &StatementQuery) -> Option<(IndexKind, String)> {
     if let Some(activity) = &query.activity {
         return Some((IndexKind::RelatedActivity, activity.clone()));
     }
+    if let Some(verb) = &query.verb {
+        return Some((IndexKind::Verb, verb.clone()));
+    }
+    // The authority is among a statement's related agents.
     query
-        .verb
+        .authority
         .as_ref()
-        .map(|verb| (IndexKind::Verb, verb.clone()))
+        .map(|authority| (IndexKind::RelatedAgent, authority.clone()))
 }
 
 /// Positions in query order, starting after the cursor.
@@ -135,6 +139,11 @@ fn matches(db: &Db, record: &Record, query: &StatementQuery) -> Result<bool, DbE
     }
     if query.until.as_deref().is_some_and(|until| stored > until) {
         return Ok(false);
+    }
+    if let Some(authority) = &query.authority {
+        if !xapi::statement::authority_names(statement, authority) {
+            return Ok(false);
+        }
     }
     if terms_match(&index_terms(statement), query) {
         return Ok(true);

@@ -37,6 +37,9 @@ pub struct StoreConfig {
     /// A message delivered to a store that died unacknowledged is redelivered after this.
     /// Redeliveries are harmless (the applied sequence skips them), so shorter only costs work.
     pub ack_wait: Duration,
+    /// Created at start when the store has no credential at all (`serve`'s demo credential),
+    /// so that a first run can be used at once.
+    pub bootstrap_credential: Option<bus::access::CredentialRecord>,
 }
 
 pub struct Store {
@@ -46,6 +49,7 @@ pub struct Store {
     /// Compiled once; shared with the blocking apply tasks.
     validator: Arc<Validator>,
     consumer: jetstream::consumer::Consumer<pull::Config>,
+    api: crate::api::Subscriptions,
     config: StoreConfig,
 }
 
@@ -59,6 +63,16 @@ impl Store {
             .await
             .context("opening sled")?
             .context("opening the store database (is another store running on it?)")?;
+        if let Some(record) = config.bootstrap_credential.clone() {
+            let access = crate::access::Access { tree: db.tree() };
+            if access.credentials()?.is_empty() {
+                let key = record.key.clone();
+                access
+                    .create(record, "bootstrap")
+                    .context("creating the bootstrap credential")?;
+                tracing::warn!(%key, "no credentials yet: created the demo credential");
+            }
+        }
         let js = jetstream::new(client.clone());
         subjects::ensure_streams(&js).await?;
         let consumer = bus::pull::durable(
@@ -69,7 +83,9 @@ impl Store {
         )
         .await
         .context("the store's durable consumer on LRS_IN")?;
+        let api = crate::api::subscribe(&client).await?;
         Ok(Store {
+            api,
             client,
             js,
             db: Arc::new(db),
@@ -80,8 +96,13 @@ impl Store {
     }
 
     /// Runs until `shutdown`: finishes the batch in hand, flushes, acks, then returns.
-    pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        let api = crate::api::serve(self.client.clone(), self.db.clone(), shutdown.clone());
+    pub async fn run(mut self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let api = crate::api::serve(
+            self.client.clone(),
+            self.db.clone(),
+            std::mem::take(&mut self.api),
+            shutdown.clone(),
+        );
         let ingest = self.ingest_loop(shutdown.clone());
         let (api_result, ingest_result) = tokio::join!(api, ingest);
         // Whichever ended first, stop the other too.

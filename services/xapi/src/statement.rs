@@ -169,6 +169,16 @@ pub struct IndexTerms {
     pub registration: Option<String>,
 }
 
+/// Whether the statement's own authority is the agent with this IFI key, or a group with it
+/// as a member (the OAuth-style authority): what `statements/read/mine` returns.
+pub fn authority_names(statement: &Value, key: &str) -> bool {
+    let Some(authority) = statement.get("authority") else {
+        return false;
+    };
+    let is = |agent: &Value| ifi_key(agent).as_deref() == Some(key);
+    is(authority) || (is_group(authority) && members(authority).iter().any(|member| is(member)))
+}
+
 pub fn index_terms(statement: &Value) -> IndexTerms {
     let mut terms = IndexTerms {
         verb: statement

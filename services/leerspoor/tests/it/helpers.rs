@@ -11,7 +11,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 pub const KEY: &str = "tool";
-pub const SECRET: &str = "s3cret";
+pub const SECRET: &str = "s3cret-for-tests";
 
 /// A running node and the way to stop it.
 pub struct Running {
@@ -39,11 +39,6 @@ pub fn config(nats_url: &str, data_dir: &std::path::Path) -> Config {
         },
         gateway: GatewaySection {
             listen: "127.0.0.1:0".parse().expect("addr"),
-            credentials: vec![gateway::Credential {
-                key: KEY.into(),
-                secret: SECRET.into(),
-                name: Some("test tool".into()),
-            }],
             write_timeout_secs: 5,
             max_body_bytes: 8 * 1024 * 1024,
             ..GatewaySection::default()
@@ -51,9 +46,66 @@ pub fn config(nats_url: &str, data_dir: &std::path::Path) -> Config {
         // A killed store's messages come back quickly (tests wait at most 20 s).
         store: StoreSection {
             ack_wait_secs: 2,
+            bootstrap: Some(test_credential()),
             ..StoreSection::default()
         },
     }
+}
+
+/// Creates the test credential with `leerspoor credentials create` (as an operator would),
+/// once the store (another process) answers.
+pub async fn grant_via_cli(nats_url: &str) {
+    testkit::wait_until("the store takes the test credential", WAIT, || async {
+        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_leerspoor"))
+            .args([
+                "credentials",
+                "create",
+                "--nats-url",
+                nats_url,
+                "--key",
+                KEY,
+            ])
+            .args([
+                "--name",
+                "test tool",
+                "--scopes",
+                "all,summaries/read,admin",
+            ])
+            .arg("--secret-stdin")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn leerspoor credentials create");
+        let mut stdin = child.stdin.take().expect("stdin");
+        tokio::io::AsyncWriteExt::write_all(&mut stdin, format!("{SECRET}\n").as_bytes())
+            .await
+            .expect("secret");
+        drop(stdin);
+        let output = child.wait_with_output().await.expect("credentials create");
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(!stdout.contains(SECRET), "a given secret is never echoed");
+        (output.status.success() && stdout.contains(&format!("key: {KEY}"))).then_some(())
+    })
+    .await;
+}
+
+/// The credential every test request uses: every scope. Hashed once per test binary.
+pub fn test_credential() -> bus::access::CredentialRecord {
+    static RECORD: std::sync::OnceLock<bus::access::CredentialRecord> = std::sync::OnceLock::new();
+    RECORD
+        .get_or_init(|| {
+            leerspoor::access::record(
+                KEY,
+                "test tool",
+                SECRET,
+                bus::access::Scope::EVERY.to_vec(),
+                None,
+                None,
+            )
+            .expect("hash")
+        })
+        .clone()
 }
 
 pub async fn start_node(config: Config, parts: Parts) -> Running {

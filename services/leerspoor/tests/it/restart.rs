@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 use testkit::{wait_until, Nats};
 
 use crate::helpers::{
-    config, ids, new_id, start_node, statement, with_id, TestApp, KEY, SECRET, WAIT,
+    config, grant_via_cli, ids, new_id, start_node, statement, with_id, TestApp, KEY, SECRET, WAIT,
 };
 
 /// Publishes `batches` messages of `per_batch` statements with known ids; returns the ids.
@@ -191,6 +191,7 @@ async fn a_killed_store_loses_nothing_and_applies_nothing_twice() {
     let http = reqwest::Client::new();
 
     let mut store = spawn_store(&nats.url(), data.path());
+    grant_via_cli(&nats.url()).await;
     let published = publish_batches(&js, 300, 10).await;
     wait_until("some statements applied", WAIT, || async {
         (stored_messages(&js).await > 0).then_some(())
@@ -222,14 +223,9 @@ async fn gateway_and_store_in_separate_processes_serve_the_api() {
     let nats = Nats::start().await;
     let data = tempfile::tempdir().expect("temp dir");
     let config_path = data.path().join("leerspoor.toml");
-    std::fs::write(
-        &config_path,
-        format!(
-            "[gateway]\nlisten = \"127.0.0.1:0\"\n[[gateway.credentials]]\nkey = \"{KEY}\"\nsecret = \"{SECRET}\"\n"
-        ),
-    )
-    .expect("write config");
+    std::fs::write(&config_path, "[gateway]\nlisten = \"127.0.0.1:0\"\n").expect("write config");
     let mut store = spawn_store(&nats.url(), &data.path().join("store"));
+    grant_via_cli(&nats.url()).await;
     let mut gateway = Command::new(env!("CARGO_BIN_EXE_leerspoor"))
         .args(["gateway", "--nats-url", &nats.url(), "--config"])
         .arg(&config_path)

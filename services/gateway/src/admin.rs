@@ -1,0 +1,231 @@
+//! The admin routes (scope `admin`): the audit log, the credentials (without hashes), a
+//! person's export, and erasure.
+//!
+//! - `GET /admin/audit?after=ID&limit=N`
+//! - `GET /admin/credentials`
+//! - `GET /admin/exports?agent=AGENT_JSON`: every statement naming the person (voided ones
+//!   too) and their State and Agent Profile documents.
+//! - `POST /admin/erasures` with `{"agent": AGENT, "reason": "ticket 123"}`: erases them, and
+//!   answers with the counts once the store has applied it.
+
+use axum::extract::{RawQuery, State};
+use axum::http::HeaderMap;
+use axum::Json;
+use bus::access::{AdminReply, AdminRequest, CredentialView, EraseCommand};
+use bus::subjects;
+use bus::wire::Verdict;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::auth::Caller;
+use crate::error::ApiError;
+use crate::params;
+use crate::AppState;
+
+const ADMIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Sends one admin request to the store and returns its reply, errors mapped to HTTP.
+pub async fn ask(
+    client: &async_nats::Client,
+    request: &AdminRequest,
+) -> Result<AdminReply, ApiError> {
+    let payload = serde_json::to_vec(request).map_err(|_| ApiError::Internal)?;
+    let reply = tokio::time::timeout(
+        ADMIN_TIMEOUT,
+        client.request(subjects::API_ADMIN, payload.into()),
+    )
+    .await
+    .map_err(|_| ApiError::Unavailable("the store did not answer in time".into()))?
+    .map_err(|_| ApiError::Unavailable("the store is unavailable".into()))?;
+    match serde_json::from_slice(&reply.payload) {
+        Ok(AdminReply::Error { code, message }) => Err(match code.as_str() {
+            "not_found" => ApiError::NotFound(message),
+            "conflict" => ApiError::Conflict { message },
+            "bad_request" => ApiError::BadRequest(message),
+            _ => ApiError::Internal,
+        }),
+        Ok(reply) => Ok(reply),
+        Err(err) => {
+            tracing::error!(error = %err, "unreadable admin reply");
+            Err(ApiError::Internal)
+        }
+    }
+}
+
+pub async fn audit(
+    State(state): State<AppState>,
+    _caller: Caller,
+    RawQuery(query): RawQuery,
+) -> Result<Json<Value>, ApiError> {
+    let mut after = None;
+    let mut limit = 100;
+    for (name, value) in params::parse_pairs(query.as_deref())? {
+        let number = value
+            .parse::<u64>()
+            .map_err(|_| ApiError::BadRequest(format!("{name} must be a whole number")))?;
+        match name.as_str() {
+            "after" => after = Some(number),
+            "limit" => limit = usize::try_from(number).unwrap_or(1000).clamp(1, 1000),
+            _ => return Err(ApiError::BadRequest(format!("unknown parameter {name:?}"))),
+        }
+    }
+    match ask(&state.client, &AdminRequest::Audit { after, limit }).await? {
+        AdminReply::Audit { entries } => Ok(Json(json!({ "entries": entries }))),
+        _ => Err(ApiError::Internal),
+    }
+}
+
+pub async fn credentials(
+    State(state): State<AppState>,
+    _caller: Caller,
+) -> Result<Json<Value>, ApiError> {
+    match ask(&state.client, &AdminRequest::ListCredentials).await? {
+        AdminReply::Credentials { credentials } => {
+            let views: Vec<CredentialView> = credentials.iter().map(CredentialView::from).collect();
+            Ok(Json(json!({ "credentials": views })))
+        }
+        _ => Err(ApiError::Internal),
+    }
+}
+
+/// The canonical IFI key of an agent given as JSON, after the Agent checks.
+fn person(state: &AppState, agent: &Value) -> Result<String, ApiError> {
+    state
+        .validator
+        .check_agent(agent, xapi::XapiVersion::V2_0_0)
+        .map_err(|violation| {
+            ApiError::BadRequest(format!("agent is not a valid Agent: {violation}"))
+        })?;
+    xapi::agent::ifi_key(agent)
+        .ok_or_else(|| ApiError::BadRequest("agent has no identifier".into()))
+}
+
+/// Everything stored about one person: statements (paged through the store) and documents.
+pub async fn export_of(client: &async_nats::Client, person: &str) -> Result<Value, ApiError> {
+    let mut statements = Vec::new();
+    let mut after = None;
+    loop {
+        let request = AdminRequest::ExportStatements {
+            agent: person.to_owned(),
+            after,
+            limit: 500,
+        };
+        match ask(client, &request).await? {
+            AdminReply::Statements {
+                statements: page,
+                next_after,
+            } => {
+                statements.extend(page);
+                match next_after {
+                    Some(next) => after = Some(next),
+                    None => break,
+                }
+            }
+            _ => return Err(ApiError::Internal),
+        }
+    }
+    let mut documents = Vec::new();
+    for index in 0.. {
+        let request = AdminRequest::ExportDocument {
+            agent: person.to_owned(),
+            index,
+        };
+        match ask(client, &request).await? {
+            AdminReply::Document {
+                document: Some(document),
+            } => documents.push(document),
+            AdminReply::Document { document: None } => break,
+            _ => return Err(ApiError::Internal),
+        }
+    }
+    Ok(json!({ "statements": statements, "documents": documents }))
+}
+
+pub async fn export(
+    State(state): State<AppState>,
+    _caller: Caller,
+    RawQuery(query): RawQuery,
+) -> Result<Json<Value>, ApiError> {
+    let mut agent = None;
+    for (name, value) in params::parse_pairs(query.as_deref())? {
+        match name.as_str() {
+            "agent" => {
+                agent = Some(serde_json::from_str::<Value>(&value).map_err(|err| {
+                    ApiError::BadRequest(format!("parameter agent is not JSON: {err}"))
+                })?)
+            }
+            _ => return Err(ApiError::BadRequest(format!("unknown parameter {name:?}"))),
+        }
+    }
+    let agent =
+        agent.ok_or_else(|| ApiError::BadRequest("the agent parameter is required".into()))?;
+    let person = person(&state, &agent)?;
+    Ok(Json(export_of(&state.client, &person).await?))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EraseBody {
+    agent: Value,
+    reason: Option<String>,
+}
+
+/// Publishes an erasure to `LRS_IN` and waits for the store to apply it.
+pub async fn submit_erasure(
+    js: &async_nats::jetstream::Context,
+    watermarks: &crate::watermark::Watermarks,
+    command: &EraseCommand,
+    timeout: std::time::Duration,
+) -> Result<Verdict, ApiError> {
+    let payload = serde_json::to_vec(command).map_err(|_| ApiError::Internal)?;
+    let unavailable = |_| ApiError::Unavailable("the message bus is unavailable".into());
+    let ack = js
+        .publish(subjects::IN_ERASE, payload.into())
+        .await
+        .map_err(unavailable)?
+        .await
+        .map_err(|_| ApiError::Unavailable("the message bus is unavailable".into()))?;
+    watermarks.wait(ack.sequence, timeout).await.ok_or_else(|| {
+        ApiError::Unavailable(
+            "the erasure is queued but not yet applied; check the audit log later".into(),
+        )
+    })
+}
+
+pub async fn erase(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let is_json = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| value.starts_with("application/json"));
+    if !is_json {
+        return Err(ApiError::UnsupportedMediaType(
+            "an erasure is a JSON body: {\"agent\": {...}, \"reason\": \"...\"}".into(),
+        ));
+    }
+    let body: EraseBody = serde_json::from_slice(&body)
+        .map_err(|err| ApiError::BadRequest(format!("bad erasure request: {err}")))?;
+    person(&state, &body.agent)?;
+    let command = EraseCommand {
+        agent: body.agent,
+        actor: caller.actor(),
+        reason: body.reason,
+    };
+    match submit_erasure(&state.js, &state.watermarks, &command, ADMIN_TIMEOUT).await? {
+        Verdict::Erased {
+            statements,
+            documents,
+        } => Ok(Json(
+            json!({"statements": statements, "documents": documents}),
+        )),
+        Verdict::Rejected(rejection) => Err(ApiError::BadRequest(rejection.message)),
+        other => {
+            tracing::error!(?other, "unexpected erasure verdict");
+            Err(ApiError::Internal)
+        }
+    }
+}

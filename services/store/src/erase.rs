@@ -1,0 +1,276 @@
+//! The right to erasure: removing everything the store holds about one person, and exporting
+//! it first.
+//!
+//! An erasure is an `LRS_IN` message ([`bus::subjects::IN_ERASE`]), so the store's one writer
+//! applies it between two statement messages, exactly once, as one sled batch with the
+//! applied sequence: the person's statements (as actor, object, in context or authority,
+//! also inside groups and sub-statements; voided ones too), every index entry under their
+//! identifier or pointing at an erased statement, their State and Agent Profile documents,
+//! and an `erased` event per statement for the projector, which takes back what each counted.
+//! The audit entry says how much went and why, never whom.
+
+use bus::access::{EraseCommand, ExportedDocument};
+use bus::wire::{DocumentKind, Rejection, Verdict};
+use serde_json::{json, Value};
+use uuid::Uuid;
+use xapi::agent::ifi_key;
+use xapi::statement::{index_terms, voided_target};
+
+use crate::access::Access;
+use crate::db::{Db, DbError, OutboxItem, Record};
+use crate::documents::Documents;
+use crate::keys::{self, IndexKind};
+
+/// Erased statements per `LRS_STORED` message, to stay well under the NATS payload limit.
+const ERASED_PER_MESSAGE: usize = 100;
+
+/// Whether a statement itself (not a statement it references) names the person.
+fn names(statement: &Value, person: &str) -> bool {
+    index_terms(statement)
+        .related_agents
+        .iter()
+        .any(|agent| agent == person)
+}
+
+fn refused(rule: &str, message: String) -> Verdict {
+    Verdict::Rejected(Rejection {
+        statement: None,
+        path: "/agent".into(),
+        rule: rule.into(),
+        message,
+    })
+}
+
+impl Db {
+    /// The positions indexed under a person's identifier, with their index keys, in order.
+    fn indexed_under(&self, person: &str) -> Result<Vec<(sled::IVec, u64)>, DbError> {
+        let mut found = Vec::new();
+        for item in self
+            .tree()
+            .scan_prefix(keys::index_prefix(IndexKind::RelatedAgent, person))
+        {
+            let (key, _) = item?;
+            if let Some(position) = keys::trailing_u64(&key) {
+                found.push((key, position));
+            }
+        }
+        Ok(found)
+    }
+
+    /// Applies an erasure command (see the module docs).
+    pub(crate) fn erase(&self, sequence: u64, payload: &[u8]) -> Result<Verdict, DbError> {
+        let verdict = match serde_json::from_slice::<EraseCommand>(payload) {
+            Err(err) => refused("erase.command", format!("not an erasure command: {err}")),
+            Ok(command) => match ifi_key(&command.agent) {
+                None => refused(
+                    "erase.agent",
+                    "the agent to erase needs an identifier (mbox, mbox_sha1sum, openid or account)"
+                        .into(),
+                ),
+                Some(person) => return self.erase_person(sequence, &command, &person),
+            },
+        };
+        let mut batch = sled::Batch::default();
+        self.mark_applied(&mut batch, sequence)?;
+        batch.insert(
+            keys::verdict(sequence),
+            serde_json::to_vec(&verdict).unwrap_or_default(),
+        );
+        self.tree().apply_batch(batch)?;
+        Ok(verdict)
+    }
+
+    fn erase_person(
+        &self,
+        sequence: u64,
+        command: &EraseCommand,
+        person: &str,
+    ) -> Result<Verdict, DbError> {
+        // Every index entry must exist before it can be removed.
+        self.wait_for_indexes()?;
+        let mut batch = sled::Batch::default();
+        self.mark_applied(&mut batch, sequence)?;
+        let mut erased: Vec<(u64, Value)> = Vec::new();
+        for (key, position) in self.indexed_under(person)? {
+            // Also the entries of statements that only reference one of theirs.
+            batch.remove(key);
+            let Some(record) = self.record_at(position)? else {
+                continue;
+            };
+            if names(&record.statement, person) {
+                self.remove_record(&mut batch, &record)?;
+                erased.push((position, record.statement));
+            }
+        }
+        let documents = Documents { tree: self.tree() }.erase_agent(person, &mut batch)?;
+        for (chunk, statements) in erased.chunks(ERASED_PER_MESSAGE).enumerate() {
+            self.push_outbox(
+                &mut batch,
+                &OutboxItem::Erased {
+                    sequence,
+                    chunk,
+                    statements: statements.to_vec(),
+                },
+            );
+        }
+        let verdict = Verdict::Erased {
+            statements: erased.len(),
+            documents,
+        };
+        Access { tree: self.tree() }.audit_into(
+            &mut batch,
+            &command.actor,
+            "agent.erase",
+            json!({
+                "statements": erased.len(),
+                "documents": documents,
+                "reason": command.reason,
+                "lrs_in_sequence": sequence,
+            }),
+        )?;
+        batch.insert(
+            keys::verdict(sequence),
+            serde_json::to_vec(&verdict).unwrap_or_default(),
+        );
+        self.tree().apply_batch(batch)?;
+        tracing::info!(
+            statements = erased.len(),
+            documents,
+            "erased one person's data"
+        );
+        Ok(verdict)
+    }
+
+    /// Removes a statement, its position, every index entry it has, and a void of it that
+    /// is still waiting for its target.
+    fn remove_record(&self, batch: &mut sled::Batch, record: &Record) -> Result<(), DbError> {
+        let id = record
+            .statement
+            .get("id")
+            .and_then(Value::as_str)
+            .and_then(|id| Uuid::parse_str(id).ok())
+            .unwrap_or_default();
+        batch.remove(keys::statement(&id));
+        batch.remove(keys::position(record.position));
+        for (position, terms) in self.index_entries(record, &Default::default())? {
+            for key in crate::indexer::entry_keys(&terms, position) {
+                batch.remove(key);
+            }
+        }
+        if let Some(target) =
+            voided_target(&record.statement).and_then(|target| Uuid::parse_str(&target).ok())
+        {
+            let waiting = keys::pending_void(&target);
+            if self.tree().get(&waiting)?.as_deref() == Some(id.as_bytes().as_slice()) {
+                batch.remove(waiting);
+            }
+        }
+        Ok(())
+    }
+
+    /// One page of the statements that name a person (voided ones included), oldest first,
+    /// after the position `after`.
+    pub fn export_statements(
+        &self,
+        person: &str,
+        after: Option<u64>,
+        limit: usize,
+    ) -> Result<(Vec<Value>, Option<u64>), DbError> {
+        self.wait_for_indexes()?;
+        let limit = limit.clamp(1, 500);
+        let mut statements = Vec::new();
+        let mut last = None;
+        for (_, position) in self.indexed_under(person)? {
+            if after.is_some_and(|after| position <= after) {
+                continue;
+            }
+            let Some(record) = self.record_at(position)? else {
+                continue;
+            };
+            if !names(&record.statement, person) {
+                continue;
+            }
+            if statements.len() == limit {
+                return Ok((statements, last));
+            }
+            last = Some(position);
+            statements.push(json!({"voided": record.voided, "statement": record.statement}));
+        }
+        Ok((statements, None))
+    }
+}
+
+impl Documents<'_> {
+    /// The keys and contents of a person's State and Agent Profile documents.
+    fn of_agent(&self, person: &str) -> Result<Vec<(sled::IVec, DocumentKind, Value)>, DbError> {
+        let mut found = Vec::new();
+        for kind in [DocumentKind::State, DocumentKind::AgentProfile] {
+            for item in self.tree.scan_prefix(crate::documents::kind_prefix(kind)) {
+                let (key, value) = item?;
+                let Some(meta) = crate::documents::meta_of(&key, &value)? else {
+                    continue;
+                };
+                let scope: Vec<&str> = meta["scope"].as_str().unwrap_or("").split('\n').collect();
+                if scope.get(1) == Some(&person) {
+                    found.push((key, kind, meta));
+                }
+            }
+        }
+        Ok(found)
+    }
+
+    /// Adds the removal of every document of the person to `batch`; returns how many.
+    pub fn erase_agent(&self, person: &str, batch: &mut sled::Batch) -> Result<usize, DbError> {
+        let documents = self.of_agent(person)?;
+        for (key, _, _) in &documents {
+            batch.remove(key);
+        }
+        Ok(documents.len())
+    }
+
+    /// The `index`-th document of the person, for an export.
+    pub fn export(&self, person: &str, index: usize) -> Result<Option<ExportedDocument>, DbError> {
+        let Some((key, kind, meta)) = self.of_agent(person)?.into_iter().nth(index) else {
+            return Ok(None);
+        };
+        let Some(bytes) = self.tree.get(&key)? else {
+            return Ok(None);
+        };
+        let (_, body): (Value, &[u8]) =
+            bus::wire::unframe(&bytes).map_err(|reason| DbError::Corrupt {
+                key: key.to_vec(),
+                reason,
+            })?;
+        let scope: Vec<String> = meta["scope"]
+            .as_str()
+            .unwrap_or("")
+            .split('\n')
+            .map(str::to_owned)
+            .collect();
+        let non_empty = |index: usize| scope.get(index).filter(|part| !part.is_empty()).cloned();
+        let text = std::str::from_utf8(body).ok().map(str::to_owned);
+        let base64 = match text {
+            Some(_) => None,
+            None => Some(base64_encode(body)),
+        };
+        Ok(Some(ExportedDocument {
+            resource: match kind {
+                DocumentKind::State => "state",
+                _ => "agent_profile",
+            }
+            .into(),
+            activity_id: non_empty(0),
+            registration: non_empty(2),
+            id: meta["id"].as_str().unwrap_or("").to_owned(),
+            content_type: meta["content_type"].as_str().unwrap_or("").to_owned(),
+            updated: meta["updated"].as_str().unwrap_or("").to_owned(),
+            text,
+            base64,
+        }))
+    }
+}
+
+fn base64_encode(bytes: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
