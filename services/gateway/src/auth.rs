@@ -35,8 +35,9 @@ use crate::AppState;
 /// Failed secrets a key may send per minute before it is refused without a check: each check
 /// costs an Argon2 verification.
 const FAILURES_PER_MINUTE: u32 = 30;
-/// Unknown keys reload the credentials at most this often.
-const RELOAD_ON_UNKNOWN_EVERY: Duration = Duration::from_secs(1);
+/// Unknown keys reload the credentials (a credential created a moment ago must work at once),
+/// at most this many times per second.
+const RELOADS_ON_UNKNOWN_PER_SECOND: u32 = 20;
 /// Reload even without an announcement this often.
 const RELOAD_EVERY: Duration = Duration::from_secs(60);
 const LOAD_TIMEOUT: Duration = Duration::from_secs(5);
@@ -85,6 +86,9 @@ fn limiter(per_minute: u32) -> Limiter {
     }
 }
 
+/// A secret that passed Argon2: the hash it was checked against, and the secret's SHA-256.
+type Verified = (String, [u8; 32]);
+
 #[derive(Default)]
 struct Table {
     by_key: HashMap<String, Arc<CredentialRecord>>,
@@ -96,11 +100,10 @@ struct Table {
 pub struct Credentials {
     client: async_nats::Client,
     table: Arc<RwLock<Table>>,
-    /// Key -> (the hash it was checked against, SHA-256 of the secret that matched).
-    verified: Arc<Mutex<HashMap<String, (String, [u8; 32])>>>,
+    verified: Arc<Mutex<HashMap<String, Verified>>>,
     limiters: Arc<Mutex<HashMap<String, Arc<Limiter>>>>,
     failures: Arc<Mutex<HashMap<String, Arc<Limiter>>>>,
-    last_load: Arc<Mutex<Option<Instant>>>,
+    reloads: Arc<DefaultDirectRateLimiter>,
     default_per_minute: u32,
 }
 
@@ -116,14 +119,15 @@ impl Credentials {
             verified: Arc::default(),
             limiters: Arc::default(),
             failures: Arc::default(),
-            last_load: Arc::default(),
+            reloads: Arc::new(RateLimiter::direct(Quota::per_second(
+                NonZeroU32::new(RELOADS_ON_UNKNOWN_PER_SECOND).unwrap_or(NonZeroU32::MIN),
+            ))),
             default_per_minute,
         }
     }
 
     /// Loads every credential from the store.
     pub async fn load(&self) -> Result<(), ApiError> {
-        *locked(&self.last_load) = Some(Instant::now());
         let payload = serde_json::to_vec(&AdminRequest::ListCredentials).unwrap_or_default();
         let reply = tokio::time::timeout(
             LOAD_TIMEOUT,
@@ -201,12 +205,10 @@ impl Credentials {
         if found.is_some() {
             return Ok(found);
         }
-        let recently =
-            locked(&self.last_load).is_some_and(|last| last.elapsed() < RELOAD_ON_UNKNOWN_EVERY);
         if !loaded {
             // The first request since start: the store may be starting too.
             self.load_patiently().await?;
-        } else if !recently {
+        } else if self.reloads.check().is_ok() {
             // A credential created a moment ago?
             if let Err(err) = self.load().await {
                 tracing::warn!(error = %err, "credentials not reloaded");

@@ -204,7 +204,7 @@ pub async fn credentials(
             if json {
                 println!("{}", serde_json::to_string_pretty(&views)?);
             } else {
-                println!("{:<24} {:<28} {:<9} {}", "key", "name", "status", "scopes");
+                println!("{:<24} {:<28} {:<9} scopes", "key", "name", "status");
                 for view in &views {
                     let status = if view.revoked.is_some() {
                         "revoked"

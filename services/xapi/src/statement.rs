@@ -176,7 +176,7 @@ pub fn authority_names(statement: &Value, key: &str) -> bool {
         return false;
     };
     let is = |agent: &Value| ifi_key(agent).as_deref() == Some(key);
-    is(authority) || (is_group(authority) && members(authority).iter().any(|member| is(member)))
+    is(authority) || (is_group(authority) && members(authority).iter().any(is))
 }
 
 pub fn index_terms(statement: &Value) -> IndexTerms {

@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use bus::access::Scope;
 use leerspoor::config::{Config, GatewaySection, NatsConfig, StoreSection};
 use leerspoor::node::{Node, Parts};
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
@@ -164,6 +165,39 @@ impl TestApp {
         }
     }
 
+    /// Stops the node and hands over its data folder, to look into sled afterwards.
+    pub async fn stop_keeping_data(self) -> tempfile::TempDir {
+        if let Some(node) = self.node {
+            node.stop().await;
+        }
+        self._data
+    }
+
+    /// Creates a credential through the store, as `leerspoor credentials create` does.
+    pub async fn grant(&self, key: &str, scopes: &[Scope], per_minute: Option<u32>) -> String {
+        self.grant_record(
+            leerspoor::access::record(key, key, &secret_of(key), scopes.to_vec(), None, per_minute)
+                .expect("hash"),
+        )
+        .await
+    }
+
+    pub async fn grant_record(&self, record: bus::access::CredentialRecord) -> String {
+        let key = record.key.clone();
+        leerspoor::access::create(&self.nats_client().await, record, "cli:test")
+            .await
+            .expect("credential created");
+        key
+    }
+
+    /// A request as another credential (made by [`TestApp::grant`]), speaking xAPI 2.0.0.
+    pub fn request_with(&self, key: &str, method: Method, path: &str) -> RequestBuilder {
+        self.http
+            .request(method, format!("{}{path}", self.base))
+            .basic_auth(key, Some(secret_of(key)))
+            .header("X-Experience-API-Version", "2.0.0")
+    }
+
     /// A request with credentials, speaking xAPI 1.0.3.
     pub fn request(&self, method: Method, path: &str) -> RequestBuilder {
         self.request_as("1.0.3", method, path)
@@ -227,6 +261,14 @@ impl TestApp {
     pub async fn nats_client(&self) -> async_nats::Client {
         async_nats::connect(self.nats.url()).await.expect("nats")
     }
+}
+
+/// The secret [`TestApp::grant`] gives a key.
+pub fn secret_of(key: &str) -> String {
+    if key == KEY {
+        return SECRET.to_owned();
+    }
+    format!("{key}-secret-for-tests")
 }
 
 pub fn statement(email: &str, verb: &str, activity: &str) -> Value {

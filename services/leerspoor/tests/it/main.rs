@@ -1,9 +1,11 @@
 //! End-to-end tests: a real nats-server, the real services, real sled on disk, over HTTP.
 
+mod access;
 mod attachments;
 mod bad_input;
 mod clients;
 mod documents;
+mod erasure;
 mod helpers;
 mod ingest;
 mod queries;

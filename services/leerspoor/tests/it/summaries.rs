@@ -364,7 +364,7 @@ async fn a_rebuild_recomputes_from_the_store_even_when_the_stream_is_gone() {
 }
 
 /// Every summary, as the API lists it.
-async fn all_summaries(app: &TestApp, kind: &str) -> Option<Vec<Value>> {
+pub async fn all_summaries(app: &TestApp, kind: &str) -> Option<Vec<Value>> {
     let mut items = Vec::new();
     loop {
         let page = summary(

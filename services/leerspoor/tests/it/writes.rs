@@ -1,7 +1,7 @@
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-use crate::helpers::{new_id, statement, with_id, TestApp};
+use crate::helpers::{new_id, statement, with_id, TestApp, KEY, SECRET};
 
 #[tokio::test]
 async fn a_posted_statement_is_readable_at_once_with_what_the_lrs_sets() {
@@ -252,11 +252,18 @@ async fn a_void_that_arrives_before_its_target_voids_it_on_arrival() {
 #[tokio::test]
 async fn the_alternate_request_syntax_works_for_1_0_3_and_is_refused_for_2_0_0() {
     let app = TestApp::start().await;
+    let authorization = format!(
+        "Basic {}",
+        base64::Engine::encode(
+            &base64::engine::general_purpose::STANDARD,
+            format!("{KEY}:{SECRET}")
+        )
+    );
     let form = |version: &str, id: &str| {
         serde_urlencoded::to_string([
             ("statementId", id),
             ("X-Experience-API-Version", version),
-            ("Authorization", "Basic dG9vbDpzM2NyZXQ="),
+            ("Authorization", authorization.as_str()),
             (
                 "content",
                 &statement("a@example.org", "attended", "https://x.example/1").to_string(),
