@@ -78,10 +78,7 @@ fn query(args: &SummaryArgs) -> anyhow::Result<SummaryQuery> {
     })
 }
 
-pub async fn run(nats_url: &str, args: SummaryArgs) -> anyhow::Result<()> {
-    let client = async_nats::connect(nats_url)
-        .await
-        .with_context(|| format!("NATS unreachable at {nats_url}"))?;
+pub async fn run(client: &async_nats::Client, args: SummaryArgs) -> anyhow::Result<()> {
     let payload = serde_json::to_vec(&query(&args)?)?;
     let reply = tokio::time::timeout(
         std::time::Duration::from_secs(10),
@@ -119,10 +116,7 @@ pub async fn run(nats_url: &str, args: SummaryArgs) -> anyhow::Result<()> {
 
 /// `leerspoor project --rebuild`: the running projector recomputes every summary from the
 /// stored statements and swaps the result in; this waits for its report.
-pub async fn rebuild(nats_url: &str) -> anyhow::Result<()> {
-    let client = async_nats::connect(nats_url)
-        .await
-        .with_context(|| format!("NATS unreachable at {nats_url}"))?;
+pub async fn rebuild(client: &async_nats::Client) -> anyhow::Result<()> {
     let request = async_nats::Request::new()
         .payload("{}".into())
         .timeout(Some(std::time::Duration::from_secs(3600)));

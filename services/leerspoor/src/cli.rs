@@ -29,6 +29,17 @@ pub struct Common {
     /// NATS to join; `serve` starts its own nats-server when none is given.
     #[arg(long, global = true, env = "LEERSPOOR_NATS_URL")]
     pub nats_url: Option<String>,
+    /// NATS user (see deploy/nats-accounts.conf).
+    #[arg(long, global = true, env = "LEERSPOOR_NATS_USER")]
+    pub nats_user: Option<String>,
+    /// NATS password; better from the environment than on a command line.
+    #[arg(
+        long,
+        global = true,
+        env = "LEERSPOOR_NATS_PASSWORD",
+        hide_env_values = true
+    )]
+    pub nats_password: Option<String>,
     /// Port for the nats-server `serve` starts (0: any free port).
     #[arg(long, global = true, env = "LEERSPOOR_NATS_PORT")]
     pub nats_port: Option<u16>,
@@ -77,6 +88,12 @@ impl Common {
         }
         if let Some(url) = &self.nats_url {
             config.nats.url = Some(url.clone());
+        }
+        if let Some(user) = &self.nats_user {
+            config.nats.user = Some(user.clone());
+        }
+        if let Some(password) = &self.nats_password {
+            config.nats.password = Some(password.clone());
         }
         if let Some(port) = self.nats_port {
             config.nats.port = port;

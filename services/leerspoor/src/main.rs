@@ -35,7 +35,8 @@ async fn main() -> anyhow::Result<()> {
         cli::Command::Bench(args) => return leerspoor::bench::run(args).await,
         cli::Command::Demo(args) => return leerspoor::demo::run(args).await,
         cli::Command::Summary(args) => {
-            return leerspoor::analyst::run(&config.nats_url_or_local(), args).await;
+            let client = admin_client(&config).await?;
+            return leerspoor::analyst::run(&client, args).await;
         }
         cli::Command::Credentials(command) => {
             let client = admin_client(&config).await?;
@@ -54,7 +55,8 @@ async fn main() -> anyhow::Result<()> {
                 rebuild,
                 "leerspoor project does one thing for now: --rebuild"
             );
-            return leerspoor::analyst::rebuild(&config.nats_url_or_local()).await;
+            let client = admin_client(&config).await?;
+            return leerspoor::analyst::rebuild(&client).await;
         }
     };
     let shutdown = tokio_util::sync::CancellationToken::new();
@@ -78,7 +80,8 @@ async fn main() -> anyhow::Result<()> {
     result
 }
 
-/// NATS as the services' user, for the admin commands.
+/// NATS as the configured user (`leerspoor-admin` with deploy/nats-accounts.conf), for the
+/// operator's commands.
 async fn admin_client(config: &leerspoor::config::Config) -> anyhow::Result<async_nats::Client> {
     leerspoor::node::connect(config, &config.nats_url_or_local()).await
 }

@@ -7,9 +7,9 @@ use sha2::{Digest, Sha256};
 
 use crate::helpers::{new_id, statement, TestApp};
 
-const BOUNDARY: &str = "leerspoor-test-boundary";
+pub const BOUNDARY: &str = "leerspoor-test-boundary";
 
-fn multipart(statements: &Value, parts: &[(&str, &[u8])]) -> Vec<u8> {
+pub fn multipart(statements: &Value, parts: &[(&str, &[u8])]) -> Vec<u8> {
     let mut body =
         format!("--{BOUNDARY}\r\nContent-Type: application/json\r\n\r\n{statements}\r\n")
             .into_bytes();
@@ -25,7 +25,7 @@ fn multipart(statements: &Value, parts: &[(&str, &[u8])]) -> Vec<u8> {
     body
 }
 
-fn attachment(usage: &str, content_type: &str, content: &[u8]) -> Value {
+pub fn attachment(usage: &str, content_type: &str, content: &[u8]) -> Value {
     json!({
         "usageType": usage,
         "display": {"en-US": "attachment"},
@@ -48,7 +48,7 @@ async fn post_multipart(app: &TestApp, body: Vec<u8>) -> reqwest::Response {
 }
 
 /// The parts of a multipart/mixed response, found by their hash header.
-fn part_with_hash<'a>(body: &'a [u8], hash: &str) -> Option<&'a [u8]> {
+pub fn part_with_hash<'a>(body: &'a [u8], hash: &str) -> Option<&'a [u8]> {
     let marker = format!("X-Experience-API-Hash: {hash}\r\n\r\n");
     let start = body
         .windows(marker.len())

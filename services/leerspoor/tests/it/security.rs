@@ -25,6 +25,74 @@ fn accounts_conf(nats_dir: &std::path::Path) -> String {
     "include \"nats-accounts.conf\"".to_owned()
 }
 
+/// The password of each user of deploy/nats-accounts.conf, as nats-server's environment.
+const PASSWORDS: [(&str, &str, &str); 7] = [
+    ("leerspoor", "LEERSPOOR_NATS_PASSWORD", SERVICE_PASSWORD),
+    (
+        "leerspoor-gateway",
+        "LEERSPOOR_GATEWAY_NATS_PASSWORD",
+        "gateway-secret",
+    ),
+    (
+        "leerspoor-store",
+        "LEERSPOOR_STORE_NATS_PASSWORD",
+        "store-secret",
+    ),
+    (
+        "leerspoor-projector",
+        "LEERSPOOR_PROJECTOR_NATS_PASSWORD",
+        "projector-secret",
+    ),
+    (
+        "leerspoor-admin",
+        "LEERSPOOR_ADMIN_NATS_PASSWORD",
+        "admin-secret",
+    ),
+    (
+        "hub-eindhoven",
+        "HUB_EINDHOVEN_NATS_PASSWORD",
+        EINDHOVEN_PASSWORD,
+    ),
+    ("hub-delft", "HUB_DELFT_NATS_PASSWORD", "delft-secret"),
+];
+
+fn password(user: &str) -> &'static str {
+    PASSWORDS
+        .iter()
+        .find(|(name, _, _)| *name == user)
+        .map(|(_, _, password)| *password)
+        .expect("a user of deploy/nats-accounts.conf")
+}
+
+/// nats-server with exactly the shipped users and permissions.
+async fn secured_nats(nats_dir: &std::path::Path) -> LocalServer {
+    let environment: Vec<(&str, &str)> = PASSWORDS
+        .iter()
+        .map(|(_, variable, password)| (*variable, *password))
+        .collect();
+    LocalServer::start_with_config(nats_dir, &accounts_conf(nats_dir), &environment)
+        .await
+        .expect("nats-server with the shipped permissions")
+}
+
+/// A connection as one of the shipped users; permission errors the server reports are
+/// collected in `errors`.
+async fn connect_as(url: &str, user: &str, errors: Arc<Mutex<Vec<String>>>) -> async_nats::Client {
+    async_nats::ConnectOptions::with_user_and_password(user.into(), password(user).into())
+        .custom_inbox_prefix("_LRS_INBOX")
+        .event_callback(move |event| {
+            let errors = errors.clone();
+            async move {
+                if let async_nats::Event::ServerError(error) = event {
+                    errors.lock().expect("lock").push(error.to_string());
+                }
+            }
+        })
+        .connect(url)
+        .await
+        .expect("connects")
+}
+
 async fn hub_client(url: &str, errors: Arc<Mutex<Vec<String>>>) -> async_nats::Client {
     async_nats::ConnectOptions::with_user_and_password(
         "hub-eindhoven".into(),
@@ -48,17 +116,7 @@ async fn hub_client(url: &str, errors: Arc<Mutex<Vec<String>>>) -> async_nats::C
 async fn a_hub_publishes_only_for_itself_and_reads_nothing() {
     let dir = tempfile::tempdir().expect("temp dir");
     let nats_dir = dir.path().join("nats");
-    let server = LocalServer::start_with_config(
-        &nats_dir,
-        &accounts_conf(&nats_dir),
-        &[
-            ("LEERSPOOR_NATS_PASSWORD", SERVICE_PASSWORD),
-            ("HUB_EINDHOVEN_NATS_PASSWORD", EINDHOVEN_PASSWORD),
-            ("HUB_DELFT_NATS_PASSWORD", "delft-secret"),
-        ],
-    )
-    .await
-    .expect("nats-server with the shipped permissions");
+    let server = secured_nats(&nats_dir).await;
     let url = server.url();
     assert!(
         async_nats::connect(&url).await.is_err(),
@@ -152,4 +210,238 @@ async fn a_hub_publishes_only_for_itself_and_reads_nothing() {
         "another client's replies: {text}"
     );
     node.stop().await;
+}
+
+/// Runs a `leerspoor` command as the operator's NATS user (`leerspoor-admin`).
+async fn admin_cli(config: &std::path::Path, args: &[&str], stdin: Option<&str>) -> String {
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_leerspoor"))
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn leerspoor");
+    let mut input = child.stdin.take().expect("stdin");
+    if let Some(text) = stdin {
+        tokio::io::AsyncWriteExt::write_all(&mut input, format!("{text}\n").as_bytes())
+            .await
+            .expect("stdin");
+    }
+    drop(input);
+    let output = child.wait_with_output().await.expect("run");
+    assert!(
+        output.status.success(),
+        "leerspoor {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+#[tokio::test]
+async fn each_service_runs_as_its_own_user_with_only_what_it_needs() {
+    use crate::attachments::{attachment, multipart, part_with_hash, BOUNDARY};
+    let dir = tempfile::tempdir().expect("temp dir");
+    let nats_dir = dir.path().join("nats");
+    let server = secured_nats(&nats_dir).await;
+    let url = server.url();
+    let data = dir.path().join("data");
+    let as_user = |user: &str| {
+        let mut part = config(&url, &data);
+        part.nats.user = Some(user.into());
+        part.nats.password = Some(password(user).into());
+        part
+    };
+    let store = start_node(as_user("leerspoor-store"), Parts::Store).await;
+    let projector = start_node(as_user("leerspoor-projector"), Parts::Projector).await;
+    let gateway = start_node(as_user("leerspoor-gateway"), Parts::Gateway).await;
+    let base = format!("http://{}", gateway.http_addr.expect("gateway"));
+    let http = reqwest::Client::new();
+    let v2 = |method: reqwest::Method, path: &str| {
+        http.request(method, format!("{base}{path}"))
+            .basic_auth(KEY, Some(SECRET))
+            .header("X-Experience-API-Version", "2.0.0")
+    };
+
+    // Everything a user of the LRS does works: statements with attachments, documents,
+    // summaries.
+    let content = b"certificate of attendance";
+    let mut written = with_id(
+        statement("ann@example.org", "attended", "https://hub.example/s/1"),
+        &new_id(),
+    );
+    written["context"] =
+        json!({"extensions": {"https://w3id.org/xapi/llo/extensions/hub": "eindhoven"}});
+    written["attachments"] = json!([attachment(
+        "https://x.example/certificate",
+        "text/plain",
+        content
+    )]);
+    let id = written["id"].as_str().expect("id").to_owned();
+    let response = v2(reqwest::Method::POST, "/xapi/statements")
+        .header(
+            "Content-Type",
+            format!("multipart/mixed; boundary={BOUNDARY}"),
+        )
+        .body(multipart(&written, &[("text/plain", content)]))
+        .send()
+        .await
+        .expect("http");
+    assert_eq!(response.status(), StatusCode::OK);
+    let response = v2(
+        reqwest::Method::GET,
+        &format!("/xapi/statements?statementId={id}&attachments=true"),
+    )
+    .send()
+    .await
+    .expect("http");
+    assert_eq!(response.status(), StatusCode::OK);
+    let body = response.bytes().await.expect("body");
+    let hash = written["attachments"][0]["sha2"].as_str().expect("sha2");
+    assert_eq!(part_with_hash(&body, hash), Some(&content[..]));
+    let state = "/xapi/activities/state?activityId=https%3A%2F%2Fhub.example%2Fs%2F1&agent=%7B%22mbox%22%3A%22mailto%3Aann%40example.org%22%7D&stateId=seat";
+    let response = v2(reqwest::Method::POST, state)
+        .json(&json!({"row": 3}))
+        .send()
+        .await
+        .expect("http");
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    assert_eq!(
+        v2(reqwest::Method::GET, state)
+            .send()
+            .await
+            .expect("http")
+            .status(),
+        StatusCode::OK
+    );
+    wait_until("the projector's summary", WAIT, || async {
+        let response = v2(reqwest::Method::GET, "/summaries/hubs/eindhoven")
+            .send()
+            .await
+            .ok()?;
+        (response.status() == StatusCode::OK).then_some(())
+    })
+    .await;
+
+    // The operator's commands, as leerspoor-admin.
+    let admin_config = dir.path().join("admin.toml");
+    std::fs::write(
+        &admin_config,
+        format!(
+            "[nats]\nurl = \"{url}\"\nuser = \"leerspoor-admin\"\npassword = \"{}\"\n",
+            password("leerspoor-admin")
+        ),
+    )
+    .expect("admin config");
+    admin_cli(
+        &admin_config,
+        &[
+            "credentials",
+            "create",
+            "--key",
+            "lms",
+            "--name",
+            "LMS",
+            "--scopes",
+            "all",
+            "--secret-stdin",
+        ],
+        Some("lms-secret-for-tests"),
+    )
+    .await;
+    let response = http
+        .get(format!("{base}/xapi/statements"))
+        .basic_auth("lms", Some("lms-secret-for-tests"))
+        .header("X-Experience-API-Version", "2.0.0")
+        .send()
+        .await
+        .expect("http");
+    assert_eq!(response.status(), StatusCode::OK);
+    let summary = admin_cli(&admin_config, &["summary", "hubs"], None).await;
+    assert!(summary.contains("eindhoven"), "{summary}");
+    let erased = admin_cli(
+        &admin_config,
+        &["erase-agent", r#"{"mbox": "mailto:ann@example.org"}"#],
+        None,
+    )
+    .await;
+    assert!(
+        erased.contains("erased 1 statements and 1 documents"),
+        "{erased}"
+    );
+    let log = std::fs::read_to_string(nats_dir.join("nats-server.log")).expect("server log");
+    assert!(
+        !log.contains("Violation"),
+        "a service or the operator lacks a permission it needs:\n{log}"
+    );
+
+    // And nothing beyond it.
+    let errors = Arc::new(Mutex::new(Vec::new()));
+    let as_gateway = connect_as(&url, "leerspoor-gateway", errors.clone()).await;
+    let as_projector = connect_as(&url, "leerspoor-projector", errors.clone()).await;
+    let as_admin = connect_as(&url, "leerspoor-admin", errors.clone()).await;
+    let hub = hub_client(&url, errors.clone()).await;
+    let forged = bus::wire::StoredEvents {
+        sequence: 999,
+        events: Vec::new(),
+    };
+    let forged = serde_json::to_vec(&forged).expect("json");
+    as_gateway
+        .publish("lrs.stored.events", forged.clone().into())
+        .await
+        .expect("publish call");
+    as_gateway
+        .publish("$JS.API.STREAM.PURGE.LRS_STORED", "".into())
+        .await
+        .expect("publish call");
+    as_projector
+        .publish("lrs.in.http", "{}".into())
+        .await
+        .expect("publish call");
+    as_admin
+        .publish("lrs.in.http", "{}".into())
+        .await
+        .expect("publish call");
+    let _tap = as_admin
+        .subscribe("lrs.stored.>")
+        .await
+        .expect("subscribe call");
+    hub.publish(
+        "lrs.in.admin.erase",
+        r#"{"agent": {"mbox": "mailto:bob@example.org"}, "actor": "hub"}"#.into(),
+    )
+    .await
+    .expect("publish call");
+    for client in [&as_gateway, &as_projector, &as_admin, &hub] {
+        client.flush().await.expect("flush");
+    }
+    let refused = wait_until("every forbidden call refused", WAIT, || {
+        let errors = errors.clone();
+        async move {
+            let text = errors.lock().expect("lock").join("\n");
+            [
+                "lrs.stored.events",
+                "$JS.API.STREAM.PURGE.LRS_STORED",
+                "lrs.in.http",
+                "lrs.stored.>",
+                "lrs.in.admin.erase",
+            ]
+            .iter()
+            .all(|subject| text.contains(subject))
+            .then_some(text)
+        }
+    })
+    .await;
+    assert_eq!(
+        refused.matches("lrs.in.http").count(),
+        2,
+        "neither the projector nor the operator may write statements: {refused}"
+    );
+    // The log records refusals, so its silence before these was meaningful.
+    let log = std::fs::read_to_string(nats_dir.join("nats-server.log")).expect("server log");
+    assert!(log.contains("Violation"), "{log}");
+    gateway.stop().await;
+    projector.stop().await;
+    store.stop().await;
 }
