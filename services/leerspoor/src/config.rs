@@ -179,6 +179,14 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_shipped_example_configuration_parses() {
+        let example =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/leerspoor.toml");
+        let config = Config::load(Some(&example)).expect("deploy/leerspoor.toml is valid");
+        assert!(!config.store.demo_credential);
+    }
+
+    #[test]
     fn unknown_keys_are_refused() {
         let parsed: Result<Config, _> = toml::from_str("data_dir = \"x\"\nlisten = \"y\"\n");
         assert!(parsed.is_err());
