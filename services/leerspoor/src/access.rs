@@ -305,6 +305,9 @@ pub struct EraseArgs {
 
 pub async fn erase(client: &async_nats::Client, args: EraseArgs) -> anyhow::Result<()> {
     let agent: Value = serde_json::from_str(&args.agent).context("AGENT is not JSON")?;
+    xapi::Validator::new()?
+        .check_agent(&agent, xapi::XapiVersion::V2_0_0)
+        .map_err(|violation| anyhow::anyhow!("AGENT is not a valid xAPI Agent: {violation}"))?;
     let person = xapi::agent::ifi_key(&agent)
         .context("AGENT needs an identifier: mbox, mbox_sha1sum, openid or account")?;
     let mut exported = None;

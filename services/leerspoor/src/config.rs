@@ -180,8 +180,7 @@ mod tests {
 
     #[test]
     fn the_shipped_example_configuration_parses() {
-        let example =
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/leerspoor.toml");
+        let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/leerspoor.toml");
         let config = Config::load(Some(&example)).expect("deploy/leerspoor.toml is valid");
         assert!(!config.store.demo_credential);
     }

@@ -274,3 +274,145 @@ fn base64_encode(bytes: &[u8]) -> String {
     use base64::Engine as _;
     base64::engine::general_purpose::STANDARD.encode(bytes)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::db::Incoming;
+    use crate::ingest;
+    use bus::wire::{EventKind, StoredEvents};
+    use xapi::Validator;
+
+    const ERASE: &[u8] = br#"{"agent": {"mbox": "mailto:ann@example.org"}, "actor": "cli:test", "reason": "ticket 1"}"#;
+
+    fn apply(
+        db: &Db,
+        validator: &Validator,
+        sequence: u64,
+        subject: &str,
+        payload: &[u8],
+    ) -> Verdict {
+        let incoming = Incoming {
+            sequence,
+            subject,
+            payload,
+        };
+        let parsed = ingest::parse(subject, payload, None);
+        db.apply(&incoming, parsed, validator).expect("apply")
+    }
+
+    fn stored_events(db: &Db) -> Vec<(EventKind, String)> {
+        db.outbox(None)
+            .expect("outbox")
+            .into_iter()
+            .filter(|(_, message)| message.subject == bus::subjects::STORED_EVENTS)
+            .flat_map(|(_, message)| {
+                let events: StoredEvents =
+                    serde_json::from_slice(&message.payload).expect("events");
+                events.events.into_iter().map(|event| {
+                    (
+                        event.kind,
+                        event.statement["id"].as_str().unwrap_or("").to_owned(),
+                    )
+                })
+            })
+            .collect()
+    }
+
+    #[test]
+    fn an_erasure_removes_a_waiting_void_and_reports_statements_still_in_the_outbox() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let validator = Validator::new().expect("schemas");
+        let db = Db::open(dir.path()).expect("open");
+        let target = "6f0d7c3e-8a53-4a57-9d37-2c1a2b3c4d5e";
+        let by_ann = r#"{"id": "11111111-1111-4111-8111-111111111111", "actor": {"mbox": "mailto:ann@example.org"},
+            "verb": {"id": "http://adlnet.gov/expapi/verbs/attended"}, "object": {"id": "https://x.example/1"}}"#;
+        let ann_voids_later = format!(
+            r#"{{"id": "22222222-2222-4222-8222-222222222222", "actor": {{"mbox": "mailto:ann@example.org"}},
+            "verb": {{"id": "http://adlnet.gov/expapi/verbs/voided"}}, "object": {{"objectType": "StatementRef", "id": "{target}"}}}}"#
+        );
+        let by_bob = format!(
+            r#"{{"id": "{target}", "actor": {{"mbox": "mailto:bob@example.org"}},
+            "verb": {{"id": "http://adlnet.gov/expapi/verbs/attended"}}, "object": {{"id": "https://x.example/2"}}}}"#
+        );
+        assert_eq!(
+            apply(&db, &validator, 1, "lrs.in.tool.t", by_ann.as_bytes()),
+            Verdict::Applied
+        );
+        assert_eq!(
+            apply(
+                &db,
+                &validator,
+                2,
+                "lrs.in.tool.t",
+                ann_voids_later.as_bytes()
+            ),
+            Verdict::Applied
+        );
+        let erased = Verdict::Erased {
+            statements: 2,
+            documents: 0,
+        };
+        assert_eq!(
+            apply(&db, &validator, 3, bus::subjects::IN_ERASE, ERASE),
+            erased
+        );
+        assert_eq!(
+            apply(&db, &validator, 3, bus::subjects::IN_ERASE, ERASE),
+            erased,
+            "a redelivered erasure is applied once"
+        );
+        // The void Ann sent is gone, so Bob's statement is not voided when it arrives.
+        assert_eq!(
+            apply(&db, &validator, 4, "lrs.in.tool.t", by_bob.as_bytes()),
+            Verdict::Applied
+        );
+        let bob = db
+            .record(&Uuid::parse_str(target).expect("uuid"))
+            .expect("read")
+            .expect("stored");
+        assert!(!bob.voided);
+        // Ann's statements were never published: their `stored` events are dropped, and the
+        // erasure reports them (the projector ignores an erasure of what it never counted).
+        let events = stored_events(&db);
+        assert!(events.contains(&(
+            EventKind::Erased,
+            "11111111-1111-4111-8111-111111111111".into()
+        )));
+        assert!(!events.contains(&(
+            EventKind::Stored,
+            "11111111-1111-4111-8111-111111111111".into()
+        )));
+        assert!(events.contains(&(EventKind::Stored, target.into())));
+        assert!(!events.iter().any(|(kind, _)| *kind == EventKind::Voided));
+        // The audit entry counts, without the person.
+        let audit = crate::access::Access { tree: db.tree() }
+            .audit(None, 10)
+            .expect("audit");
+        assert_eq!(audit.len(), 1);
+        assert_eq!(audit[0].details["statements"], 2);
+        assert!(!audit[0].details.to_string().contains("ann"));
+    }
+
+    #[test]
+    fn an_erasure_without_an_identifier_is_refused_and_erases_nothing() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let validator = Validator::new().expect("schemas");
+        let db = Db::open(dir.path()).expect("open");
+        let verdict = apply(
+            &db,
+            &validator,
+            1,
+            bus::subjects::IN_ERASE,
+            br#"{"agent": {"name": "Ann"}, "actor": "cli:test"}"#,
+        );
+        assert!(
+            matches!(verdict, Verdict::Rejected(ref rejection) if rejection.rule == "erase.agent")
+        );
+        let verdict = apply(&db, &validator, 2, bus::subjects::IN_ERASE, b"not json");
+        assert!(
+            matches!(verdict, Verdict::Rejected(ref rejection) if rejection.rule == "erase.command")
+        );
+        assert_eq!(db.applied_sequence().expect("meta"), 2);
+    }
+}

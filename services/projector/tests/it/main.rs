@@ -1,5 +1,5 @@
 //! Projection equals recomputation, whatever the arrival order, duplicates, redeliveries,
-//! voiding and restarts.
+//! voiding, erasure and restarts.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -31,6 +31,8 @@ struct Spec {
     skills: Vec<u8>,
     month: u8,
     voided: bool,
+    /// Erased (the right to erasure), possibly after being voided too.
+    erased: bool,
 }
 
 fn spec() -> impl Strategy<Value = Spec> {
@@ -46,7 +48,7 @@ fn spec() -> impl Strategy<Value = Spec> {
         prop::option::of(any::<bool>()),
         prop::option::of(any::<bool>()),
         prop::collection::vec(0u8..4, 0..3),
-        (0u8..4, any::<bool>()),
+        (0u8..4, any::<bool>(), prop::bool::weighted(0.2)),
     )
         .prop_map(
             |(
@@ -61,7 +63,7 @@ fn spec() -> impl Strategy<Value = Spec> {
                 success,
                 completion,
                 skills,
-                (month, voided),
+                (month, voided, erased),
             )| Spec {
                 workers,
                 group,
@@ -76,6 +78,7 @@ fn spec() -> impl Strategy<Value = Spec> {
                 skills,
                 month,
                 voided,
+                erased,
             },
         )
 }
@@ -164,7 +167,7 @@ fn recomputed(statements: &[Value], specs: &[Spec]) -> Vec<Vec<Value>> {
     let dir = tempfile::tempdir().expect("temp dir");
     let projection = Projection::open(dir.path()).expect("open");
     for (sequence, (statement, spec)) in statements.iter().zip(specs).enumerate() {
-        if !spec.voided {
+        if !spec.voided && !spec.erased {
             let message = StoredEvents {
                 sequence: sequence as u64 + 1,
                 events: vec![event(EventKind::Stored, statement)],
@@ -194,6 +197,9 @@ proptest! {
             events.push(event(EventKind::Stored, statement));
             if spec.voided {
                 events.push(event(EventKind::Voided, statement));
+            }
+            if spec.erased {
+                events.push(event(EventKind::Erased, statement));
             }
         }
         // Duplicates: some events arrive twice (a republished outbox message).
@@ -247,6 +253,7 @@ fn figures_match_a_plain_count() {
             skills: vec![n % 4],
             month: n % 3,
             voided: n % 5 == 0,
+            erased: false,
         })
         .collect();
     let statements: Vec<Value> = specs
