@@ -16,7 +16,7 @@ use serde_json::{json, Value};
 use sha2::Digest as _;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Config, GatewaySection, NatsConfig};
+use crate::config::{Config, GatewaySection, NatsConfig, StoreSection};
 use crate::demo::llo_statement;
 use crate::node::{Node, Parts};
 
@@ -45,6 +45,15 @@ const SECRET: &str = "bench";
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let dir = tempfile::tempdir().context("temp dir")?;
     let nats = LocalServer::start(&dir.path().join("nats"), 0).await?;
+    // Every scope, and no practical rate limit: the benchmark measures ingest, not limits.
+    let credential = crate::access::record(
+        KEY,
+        "bench",
+        SECRET,
+        bus::access::Scope::EVERY.to_vec(),
+        None,
+        Some(u32::MAX),
+    )?;
     let config = Config {
         data_dir: dir.path().to_owned(),
         nats: NatsConfig {
@@ -56,19 +65,12 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             write_timeout_secs: 60,
             ..GatewaySection::default()
         },
-        ..Config::default()
+        store: StoreSection {
+            bootstrap: Some(credential),
+            ..StoreSection::default()
+        },
     };
     let node = Node::start(config, Parts::All).await?;
-    let admin = async_nats::connect(nats.url()).await?;
-    let credential = crate::access::record(
-        KEY,
-        "bench",
-        SECRET,
-        bus::access::Scope::EVERY.to_vec(),
-        None,
-        Some(u32::MAX),
-    )?;
-    crate::access::create(&admin, credential, "bench").await?;
     let base = format!("http://{}", node.http_addr().context("gateway address")?);
     let shutdown = CancellationToken::new();
     let running = tokio::spawn(node.run(shutdown.clone()));

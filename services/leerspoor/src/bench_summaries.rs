@@ -14,11 +14,20 @@ use crate::demo::llo_statement;
 
 /// Messages on `LRS_STORED` the projector has not applied yet.
 async fn pending(js: &jetstream::Context) -> anyhow::Result<u64> {
-    let stream = js.get_stream(bus::subjects::STREAM_STORED).await?;
+    pending_on(
+        js,
+        bus::subjects::STREAM_STORED,
+        bus::subjects::PROJECTOR_CONSUMER,
+    )
+    .await
+}
+
+async fn pending_on(js: &jetstream::Context, stream: &str, consumer: &str) -> anyhow::Result<u64> {
+    let stream = js.get_stream(stream).await?;
     let info = stream
-        .get_consumer::<jetstream::consumer::pull::Config>(bus::subjects::PROJECTOR_CONSUMER)
+        .get_consumer::<jetstream::consumer::pull::Config>(consumer)
         .await
-        .map_err(|err| anyhow::anyhow!("projector consumer: {err}"))?
+        .map_err(|err| anyhow::anyhow!("consumer {consumer}: {err}"))?
         .info()
         .await?
         .clone();
@@ -43,10 +52,14 @@ pub fn sample_lag(js: jetstream::Context, stop: CancellationToken) -> tokio::tas
     })
 }
 
-/// Time until the projector has applied everything on `LRS_STORED`.
+/// Time until the store has applied everything on `LRS_IN` and the projector everything on
+/// `LRS_STORED`.
 pub async fn drain_time(js: &jetstream::Context) -> anyhow::Result<Duration> {
     let started = Instant::now();
-    while pending(js).await? > 0 {
+    // The store first (a backlog on LRS_IN becomes events later), then the projector.
+    while pending_on(js, bus::subjects::STREAM_IN, bus::subjects::STORE_CONSUMER).await? > 0
+        || pending(js).await? > 0
+    {
         anyhow::ensure!(
             started.elapsed() < Duration::from_secs(600),
             "the projector did not catch up in 10 minutes"

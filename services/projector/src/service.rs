@@ -104,6 +104,7 @@ impl Projector {
             let Some(batch) = batch else {
                 continue;
             };
+            tracing::debug!(messages = batch.len(), "LRS_STORED batch pulled");
             let projection = self.projection.get();
             let batch = tokio::task::spawn_blocking(move || {
                 let mut decoded = Vec::with_capacity(batch.len());
