@@ -38,6 +38,7 @@ pub fn new_secret() -> String {
 
 /// Who runs this command, for the audit log.
 pub fn cli_actor() -> String {
+    // The operator's login name as the shell gives it; services started by systemd have none.
     let user = std::env::var("USER")
         .or_else(|_| std::env::var("LOGNAME"))
         .unwrap_or_else(|_| "unknown".into());

@@ -210,12 +210,15 @@ impl Store {
                         ingest::parse(incoming.subject, incoming.payload, version.as_deref());
                     let verdict = db.apply(&incoming, parsed, &validator)?;
                     if verdict != Verdict::Applied {
-                        tracing::info!(
-                            sequence,
-                            subject = incoming.subject,
-                            ?verdict,
-                            "message not applied"
-                        );
+                        // An erasure logs itself (counts only); anything else was refused.
+                        if !matches!(verdict, Verdict::Erased { .. }) {
+                            tracing::info!(
+                                sequence,
+                                subject = incoming.subject,
+                                ?verdict,
+                                "message not applied"
+                            );
+                        }
                         verdicts.push((sequence, verdict));
                     }
                 }
