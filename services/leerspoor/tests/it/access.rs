@@ -7,7 +7,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use testkit::wait_until;
 
-use crate::helpers::{new_id, secret_of, statement, with_id, TestApp, KEY, WAIT};
+use crate::helpers::{leerspoor_ok, new_id, secret_of, statement, with_id, TestApp, KEY, WAIT};
 
 /// A request on one route, as a credential would send it.
 struct Route {
@@ -463,30 +463,12 @@ async fn a_credential_over_its_rate_gets_429_with_retry_after_and_others_do_not(
     assert_eq!(response.status(), StatusCode::OK);
 }
 
-/// Runs `leerspoor credentials …` (the operator's way), the secret on standard input.
+/// Runs `leerspoor …` against this app's NATS (the operator's way).
 async fn cli(app: &TestApp, args: &[&str], stdin: Option<&str>) -> String {
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_leerspoor"))
-        .args(args)
-        .args(["--nats-url", &app.nats.url()])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("spawn leerspoor");
-    let mut input = child.stdin.take().expect("stdin");
-    if let Some(text) = stdin {
-        tokio::io::AsyncWriteExt::write_all(&mut input, format!("{text}\n").as_bytes())
-            .await
-            .expect("stdin");
-    }
-    drop(input);
-    let output = child.wait_with_output().await.expect("run");
-    assert!(
-        output.status.success(),
-        "leerspoor {args:?}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).into_owned()
+    let url = app.nats.url();
+    let mut all = args.to_vec();
+    all.extend(["--nats-url", url.as_str()]);
+    leerspoor_ok(&all, stdin).await
 }
 
 async fn status_with(app: &TestApp, key: &str, secret: &str) -> StatusCode {
@@ -556,14 +538,7 @@ async fn rotation_and_revocation_from_the_cli_take_effect_without_a_restart() {
     assert!(!listed.contains("argon2"), "no hashes in listings");
 
     // Every change is in the audit log, with who made it.
-    let audit: Value = app
-        .request_with(KEY, Method::GET, "/admin/audit")
-        .send()
-        .await
-        .expect("http")
-        .json()
-        .await
-        .expect("json");
+    let audit = app.audit_log().await;
     let actions: Vec<(String, String)> = audit["entries"]
         .as_array()
         .expect("entries")

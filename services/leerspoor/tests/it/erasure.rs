@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 use testkit::wait_until;
 
 use crate::helpers::{new_id, TestApp, KEY, WAIT};
-use crate::summaries::all_summaries;
+use crate::summaries::summaries_match;
 
 const ANN: &str = "ann@example.org";
 const CAROL: &str = "carol@example.org";
@@ -62,32 +62,7 @@ async fn status(app: &TestApp, path: &str) -> StatusCode {
 /// now (waiting for the projector to get there).
 async fn summaries_match_the_stored_statements(app: &TestApp) {
     let stored = app.get_all(&[("limit", "100")]).await;
-    let dir = tempfile::tempdir().expect("temp dir");
-    let fresh = projector::projection::Projection::open(dir.path()).expect("open");
-    let events = bus::wire::StoredEvents {
-        sequence: 1,
-        events: stored
-            .into_iter()
-            .map(|statement| bus::wire::StoredEvent {
-                kind: bus::wire::EventKind::Stored,
-                position: 0,
-                statement,
-            })
-            .collect(),
-    };
-    fresh.apply(1, &events).expect("apply");
-    for (kind, path) in [
-        (bus::wire::SummaryKind::Hub, "hubs"),
-        (bus::wire::SummaryKind::Company, "companies"),
-        (bus::wire::SummaryKind::Worker, "workers"),
-    ] {
-        let expected = fresh.all(kind).expect("recomputed");
-        wait_until("the summaries match a recomputation", WAIT, || async {
-            let served = all_summaries(app, path).await?;
-            (served == expected).then_some(())
-        })
-        .await;
-    }
+    summaries_match(app, stored, WAIT).await;
 }
 
 #[tokio::test]
@@ -324,14 +299,7 @@ async fn erasing_a_person_leaves_nothing_of_them_and_everything_else() {
     summaries_match_the_stored_statements(&app).await;
 
     // The audit log says what went and why, never whom.
-    let audit: Value = app
-        .request_with(KEY, Method::GET, "/admin/audit")
-        .send()
-        .await
-        .expect("http")
-        .json()
-        .await
-        .expect("json");
+    let audit = app.audit_log().await;
     let erasures: Vec<&Value> = audit["entries"]
         .as_array()
         .expect("entries")

@@ -53,37 +53,54 @@ pub fn config(nats_url: &str, data_dir: &std::path::Path) -> Config {
     }
 }
 
+/// Runs the `leerspoor` binary as an operator would, `stdin` (plus a newline) on its input.
+pub async fn run_leerspoor(args: &[&str], stdin: Option<&str>) -> std::process::Output {
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_leerspoor"))
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn leerspoor");
+    let mut input = child.stdin.take().expect("stdin");
+    if let Some(text) = stdin {
+        tokio::io::AsyncWriteExt::write_all(&mut input, format!("{text}\n").as_bytes())
+            .await
+            .expect("stdin");
+    }
+    drop(input);
+    child.wait_with_output().await.expect("run leerspoor")
+}
+
+/// [`run_leerspoor`] that must succeed; its standard output.
+pub async fn leerspoor_ok(args: &[&str], stdin: Option<&str>) -> String {
+    let output = run_leerspoor(args, stdin).await;
+    assert!(
+        output.status.success(),
+        "leerspoor {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
 /// Creates the test credential with `leerspoor credentials create` (as an operator would),
 /// once the store (another process) answers.
 pub async fn grant_via_cli(nats_url: &str) {
     testkit::wait_until("the store takes the test credential", WAIT, || async {
-        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_leerspoor"))
-            .args([
-                "credentials",
-                "create",
-                "--nats-url",
-                nats_url,
-                "--key",
-                KEY,
-            ])
-            .args([
-                "--name",
-                "test tool",
-                "--scopes",
-                "all,summaries/read,admin",
-            ])
-            .arg("--secret-stdin")
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .expect("spawn leerspoor credentials create");
-        let mut stdin = child.stdin.take().expect("stdin");
-        tokio::io::AsyncWriteExt::write_all(&mut stdin, format!("{SECRET}\n").as_bytes())
-            .await
-            .expect("secret");
-        drop(stdin);
-        let output = child.wait_with_output().await.expect("credentials create");
+        let args = [
+            "credentials",
+            "create",
+            "--nats-url",
+            nats_url,
+            "--key",
+            KEY,
+            "--name",
+            "test tool",
+            "--scopes",
+            "all,summaries/read,admin",
+            "--secret-stdin",
+        ];
+        let output = run_leerspoor(&args, Some(SECRET)).await;
         let stdout = String::from_utf8_lossy(&output.stdout);
         assert!(!stdout.contains(SECRET), "a given secret is never echoed");
         (output.status.success() && stdout.contains(&format!("key: {KEY}"))).then_some(())
@@ -188,6 +205,17 @@ impl TestApp {
             .await
             .expect("credential created");
         key
+    }
+
+    /// The audit log, as the test credential (it has `admin`) reads it.
+    pub async fn audit_log(&self) -> Value {
+        let response = self
+            .request_with(KEY, Method::GET, "/admin/audit")
+            .send()
+            .await
+            .expect("http");
+        assert_eq!(response.status(), StatusCode::OK);
+        response.json().await.expect("json")
     }
 
     /// A request as another credential (made by [`TestApp::grant`]), speaking xAPI 2.0.0.

@@ -75,11 +75,16 @@ async fn secured_nats(nats_dir: &std::path::Path) -> LocalServer {
         .expect("nats-server with the shipped permissions")
 }
 
-/// A connection as one of the shipped users; permission errors the server reports are
-/// collected in `errors`.
-async fn connect_as(url: &str, user: &str, errors: Arc<Mutex<Vec<String>>>) -> async_nats::Client {
+/// A connection as one of the shipped users, with its inbox prefix; permission errors the
+/// server reports are collected in `errors`.
+async fn connect_as(
+    url: &str,
+    user: &str,
+    inbox_prefix: &str,
+    errors: Arc<Mutex<Vec<String>>>,
+) -> async_nats::Client {
     async_nats::ConnectOptions::with_user_and_password(user.into(), password(user).into())
-        .custom_inbox_prefix("_LRS_INBOX")
+        .custom_inbox_prefix(inbox_prefix)
         .event_callback(move |event| {
             let errors = errors.clone();
             async move {
@@ -93,23 +98,9 @@ async fn connect_as(url: &str, user: &str, errors: Arc<Mutex<Vec<String>>>) -> a
         .expect("connects")
 }
 
+/// The Eindhoven hub, reading only its own inbox prefix, as its client must.
 async fn hub_client(url: &str, errors: Arc<Mutex<Vec<String>>>) -> async_nats::Client {
-    async_nats::ConnectOptions::with_user_and_password(
-        "hub-eindhoven".into(),
-        EINDHOVEN_PASSWORD.into(),
-    )
-    .custom_inbox_prefix("_INBOX_hub_eindhoven")
-    .event_callback(move |event| {
-        let errors = errors.clone();
-        async move {
-            if let async_nats::Event::ServerError(error) = event {
-                errors.lock().expect("lock").push(error.to_string());
-            }
-        }
-    })
-    .connect(url)
-    .await
-    .expect("hub connects")
+    connect_as(url, "hub-eindhoven", "_INBOX_hub_eindhoven", errors).await
 }
 
 #[tokio::test]
@@ -214,29 +205,10 @@ async fn a_hub_publishes_only_for_itself_and_reads_nothing() {
 
 /// Runs a `leerspoor` command as the operator's NATS user (`leerspoor-admin`).
 async fn admin_cli(config: &std::path::Path, args: &[&str], stdin: Option<&str>) -> String {
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_leerspoor"))
-        .args(args)
-        .arg("--config")
-        .arg(config)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("spawn leerspoor");
-    let mut input = child.stdin.take().expect("stdin");
-    if let Some(text) = stdin {
-        tokio::io::AsyncWriteExt::write_all(&mut input, format!("{text}\n").as_bytes())
-            .await
-            .expect("stdin");
-    }
-    drop(input);
-    let output = child.wait_with_output().await.expect("run");
-    assert!(
-        output.status.success(),
-        "leerspoor {args:?}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).into_owned()
+    let config = config.to_str().expect("utf-8 path");
+    let mut all = args.to_vec();
+    all.extend(["--config", config]);
+    crate::helpers::leerspoor_ok(&all, stdin).await
 }
 
 #[tokio::test]
@@ -378,9 +350,9 @@ async fn each_service_runs_as_its_own_user_with_only_what_it_needs() {
 
     // And nothing beyond it.
     let errors = Arc::new(Mutex::new(Vec::new()));
-    let as_gateway = connect_as(&url, "leerspoor-gateway", errors.clone()).await;
-    let as_projector = connect_as(&url, "leerspoor-projector", errors.clone()).await;
-    let as_admin = connect_as(&url, "leerspoor-admin", errors.clone()).await;
+    let as_gateway = connect_as(&url, "leerspoor-gateway", "_LRS_INBOX", errors.clone()).await;
+    let as_projector = connect_as(&url, "leerspoor-projector", "_LRS_INBOX", errors.clone()).await;
+    let as_admin = connect_as(&url, "leerspoor-admin", "_LRS_INBOX", errors.clone()).await;
     let hub = hub_client(&url, errors.clone()).await;
     let forged = bus::wire::StoredEvents {
         sequence: 999,

@@ -363,6 +363,37 @@ async fn a_rebuild_recomputes_from_the_store_even_when_the_stream_is_gone() {
     .await;
 }
 
+/// Waits until every hub, company and worker summary the API lists equals a projection of
+/// just `stored`, made afresh.
+pub async fn summaries_match(app: &TestApp, stored: Vec<Value>, deadline: std::time::Duration) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let fresh = projector::projection::Projection::open(dir.path()).expect("open");
+    let events = bus::wire::StoredEvents {
+        sequence: 1,
+        events: stored
+            .into_iter()
+            .map(|statement| bus::wire::StoredEvent {
+                kind: bus::wire::EventKind::Stored,
+                position: 0,
+                statement,
+            })
+            .collect(),
+    };
+    fresh.apply(1, &events).expect("apply");
+    for (kind, path) in [
+        (bus::wire::SummaryKind::Hub, "hubs"),
+        (bus::wire::SummaryKind::Company, "companies"),
+        (bus::wire::SummaryKind::Worker, "workers"),
+    ] {
+        let expected = fresh.all(kind).expect("recomputed");
+        wait_until("the summaries match a recomputation", deadline, || async {
+            let served = all_summaries(app, path).await?;
+            (served == expected).then_some(())
+        })
+        .await;
+    }
+}
+
 /// Every summary, as the API lists it.
 pub async fn all_summaries(app: &TestApp, kind: &str) -> Option<Vec<Value>> {
     let mut items = Vec::new();
@@ -447,42 +478,7 @@ async fn thousands_of_demo_statements_with_a_projector_restart_match_a_recomputa
         (all.len() == surviving + voids.len()).then_some(all)
     })
     .await;
-    let dir = tempfile::tempdir().expect("temp dir");
-    let fresh = projector::projection::Projection::open(dir.path()).expect("open");
-    let events = bus::wire::StoredEvents {
-        sequence: 1,
-        events: stored
-            .into_iter()
-            .map(|statement| bus::wire::StoredEvent {
-                kind: bus::wire::EventKind::Stored,
-                position: 0,
-                statement,
-            })
-            .collect(),
-    };
-    fresh.apply(1, &events).expect("apply");
-    for kind in [
-        bus::wire::SummaryKind::Hub,
-        bus::wire::SummaryKind::Company,
-        bus::wire::SummaryKind::Worker,
-    ] {
-        let path = match kind {
-            bus::wire::SummaryKind::Hub => "hubs",
-            bus::wire::SummaryKind::Company => "companies",
-            bus::wire::SummaryKind::Worker => "workers",
-        };
-        let expected = fresh.all(kind).expect("recomputed");
-        let served = wait_until(
-            "the projector matches the recomputation",
-            WAIT * 3,
-            || async {
-                let served = all_summaries(&app_like, path).await?;
-                (served == expected).then_some(served)
-            },
-        )
-        .await;
-        assert_eq!(served.len(), expected.len(), "{path}");
-    }
+    summaries_match(&app_like, stored, WAIT * 3).await;
     projector.stop().await;
     store.stop().await;
     front.stop().await;
