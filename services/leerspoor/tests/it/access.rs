@@ -224,6 +224,21 @@ async fn each_scope_opens_exactly_its_routes() {
             }
         }
     }
+    // A path that does not exist is a 404 for any valid credential, a 401 without one.
+    let response = app
+        .request_with("only-statements-write", Method::GET, "/xapi/nothing")
+        .send()
+        .await
+        .expect("http");
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+    let response = app
+        .http
+        .get(format!("{}/xapi/nothing", app.base))
+        .header("X-Experience-API-Version", "2.0.0")
+        .send()
+        .await
+        .expect("http");
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
 }
 
 #[tokio::test]
