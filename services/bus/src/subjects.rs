@@ -61,6 +61,26 @@ pub const API_QUEUE: &str = "store";
 /// here, not through `LRS_IN`, so their size is not bound by the message size limit.
 pub const ATTACHMENTS_BUCKET: &str = "LRS_ATTACHMENTS";
 
+/// The attachment bucket, created if missing (the gateway writes it, the store deletes bodies
+/// an erasure left unused).
+pub async fn attachment_bucket(
+    js: &jetstream::Context,
+) -> Result<jetstream::object_store::ObjectStore, EnsureStreamError> {
+    if let Ok(bucket) = js.get_object_store(ATTACHMENTS_BUCKET).await {
+        return Ok(bucket);
+    }
+    js.create_object_store(jetstream::object_store::Config {
+        bucket: ATTACHMENTS_BUCKET.to_owned(),
+        description: Some("xAPI attachment bodies by SHA-2".into()),
+        ..Default::default()
+    })
+    .await
+    .map_err(|err| EnsureStreamError {
+        name: format!("object store {ATTACHMENTS_BUCKET}"),
+        reason: err.to_string(),
+    })
+}
+
 /// The durable consumer the store pulls `LRS_IN` with.
 pub const STORE_CONSUMER: &str = "store";
 

@@ -25,17 +25,7 @@ pub struct AttachmentStore {
 
 impl AttachmentStore {
     pub async fn open(js: &jetstream::Context) -> anyhow::Result<Self> {
-        let bucket = match js.get_object_store(bus::subjects::ATTACHMENTS_BUCKET).await {
-            Ok(bucket) => bucket,
-            Err(_) => js
-                .create_object_store(object_store::Config {
-                    bucket: bus::subjects::ATTACHMENTS_BUCKET.to_owned(),
-                    description: Some("xAPI attachment bodies by SHA-2".into()),
-                    ..Default::default()
-                })
-                .await
-                .map_err(|err| anyhow::anyhow!("creating the attachment bucket: {err}"))?,
-        };
+        let bucket = bus::subjects::attachment_bucket(js).await?;
         Ok(AttachmentStore { bucket })
     }
 

@@ -158,7 +158,10 @@ impl Db {
         let mut entries = vec![(record.position, index_terms(&record.statement))];
         // A statement that references another is found by the filters its target matches.
         for target in self.reference_chain(&record.statement, pending)? {
-            entries.push((record.position, index_terms(&target)));
+            let mut terms = index_terms(&target);
+            // A reference does not keep its target's attachment bodies alive.
+            terms.attachments.clear();
+            entries.push((record.position, terms));
         }
         Ok(entries)
     }

@@ -102,6 +102,10 @@ impl Db {
                 erased.push((position, record.statement));
             }
         }
+        let orphans = self.orphaned_attachments(&erased)?;
+        for sha2 in &orphans {
+            batch.insert(keys::orphan(sha2), &[] as &[u8]);
+        }
         let documents = Documents { tree: self.tree() }.erase_agent(person, &mut batch)?;
         for (chunk, statements) in erased.chunks(ERASED_PER_MESSAGE).enumerate() {
             self.push_outbox(
@@ -124,6 +128,7 @@ impl Db {
             json!({
                 "statements": erased.len(),
                 "documents": documents,
+                "attachments": orphans.len(),
                 "reason": command.reason,
                 "lrs_in_sequence": sequence,
             }),
@@ -139,6 +144,59 @@ impl Db {
             "erased one person's data"
         );
         Ok(verdict)
+    }
+
+    /// The attachment bodies (SHA-2) of the erased statements that no other statement uses.
+    fn orphaned_attachments(&self, erased: &[(u64, Value)]) -> Result<Vec<String>, DbError> {
+        let gone: std::collections::HashSet<u64> =
+            erased.iter().map(|(position, _)| *position).collect();
+        let mut used: Vec<String> = erased
+            .iter()
+            .flat_map(|(_, statement)| index_terms(statement).attachments)
+            .collect();
+        used.sort();
+        used.dedup();
+        let mut orphans = Vec::new();
+        for sha2 in used {
+            let mut still_used = false;
+            for item in self
+                .tree()
+                .scan_prefix(keys::index_prefix(IndexKind::Attachment, &sha2))
+            {
+                let (key, _) = item?;
+                let Some(position) = keys::trailing_u64(&key) else {
+                    continue;
+                };
+                // Index keys are hashes: check the statement itself.
+                let uses = !gone.contains(&position)
+                    && self.record_at(position)?.is_some_and(|record| {
+                        index_terms(&record.statement).attachments.contains(&sha2)
+                    });
+                if uses {
+                    still_used = true;
+                    break;
+                }
+            }
+            if !still_used {
+                orphans.push(sha2);
+            }
+        }
+        Ok(orphans)
+    }
+
+    /// Attachment bodies waiting to be deleted from the bucket (see [`keys::ORPHAN`]).
+    pub fn orphans(&self) -> Result<Vec<String>, DbError> {
+        let mut found = Vec::new();
+        for item in self.tree().scan_prefix([keys::ORPHAN]) {
+            let (key, _) = item?;
+            found.push(String::from_utf8_lossy(&key[1..]).into_owned());
+        }
+        Ok(found)
+    }
+
+    pub fn forget_orphan(&self, sha2: &str) -> Result<(), DbError> {
+        self.tree().remove(keys::orphan(sha2))?;
+        Ok(())
     }
 
     /// Removes a statement, its position, every index entry it has, and a void of it that

@@ -148,5 +148,8 @@ pub fn entry_keys(terms: &IndexTerms, position: u64) -> Vec<Vec<u8>> {
     if let Some(registration) = &terms.registration {
         entries.push(keys::index(IndexKind::Registration, registration, position));
     }
+    for sha2 in &terms.attachments {
+        entries.push(keys::index(IndexKind::Attachment, sha2, position));
+    }
     entries
 }

@@ -22,6 +22,9 @@ pub const OUTBOX: u8 = b'o';
 pub const CREDENTIAL: u8 = b'k';
 /// `l` + entry id(8) -> [`bus::access::AuditEntry`] JSON: the audit log, oldest first.
 pub const AUDIT: u8 = b'l';
+/// `x` + SHA-2 -> empty: an attachment body no statement uses since an erasure, to be deleted
+/// from the attachment bucket (written with the erasure, removed once deleted).
+pub const ORPHAN: u8 = b'x';
 
 /// Every `LRS_IN` sequence at or below this one is applied (a contiguous watermark).
 pub const META_APPLIED: &[u8] = b"mapplied";
@@ -51,6 +54,8 @@ pub enum IndexKind {
     /// Every activity anywhere (serves `activity` with and without `related_activities`).
     RelatedActivity = b'C',
     Registration = b'r',
+    /// Statements by the SHA-2 of their own attachments.
+    Attachment = b'h',
 }
 
 pub fn statement(id: &Uuid) -> Vec<u8> {
@@ -106,6 +111,13 @@ pub fn credential(key: &str) -> Vec<u8> {
     bytes.push(CREDENTIAL);
     bytes.extend_from_slice(key.as_bytes());
     bytes
+}
+
+pub fn orphan(sha2: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(1 + sha2.len());
+    key.push(ORPHAN);
+    key.extend_from_slice(sha2.as_bytes());
+    key
 }
 
 pub fn audit(id: u64) -> Vec<u8> {

@@ -49,6 +49,8 @@ pub struct Store {
     /// Compiled once; shared with the blocking apply tasks.
     validator: Arc<Validator>,
     consumer: jetstream::consumer::Consumer<pull::Config>,
+    /// Where attachment bodies live; an erasure deletes the ones no statement uses any more.
+    attachments: jetstream::object_store::ObjectStore,
     api: crate::api::Subscriptions,
     config: StoreConfig,
 }
@@ -84,8 +86,10 @@ impl Store {
         .await
         .context("the store's durable consumer on LRS_IN")?;
         let api = crate::api::subscribe(&client).await?;
+        let attachments = subjects::attachment_bucket(&js).await?;
         Ok(Store {
             api,
+            attachments,
             client,
             js,
             db: Arc::new(db),
@@ -117,8 +121,9 @@ impl Store {
     /// Two stages: the pull loop applies and flushes batch N+1 while the finisher publishes
     /// batch N's outbox and acknowledges it.
     async fn ingest_loop(&self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        // Anything flushed but not yet published before a crash goes out first.
+        // Anything flushed but not yet published (or deleted) before a crash goes first.
         self.publish_outbox(None).await?;
+        self.delete_orphans().await;
         let (finish_sender, finish_receiver) = tokio::sync::mpsc::channel(FINISH_QUEUE);
         let pull = async {
             let result = self.pull_and_apply(&shutdown, finish_sender).await;
@@ -151,6 +156,7 @@ impl Store {
                     anyhow::anyhow!("acking LRS_IN (applied through {}): {err}", done.through)
                 })?;
             }
+            self.delete_orphans().await;
         }
         Ok(())
     }
@@ -259,6 +265,31 @@ impl Store {
             through,
             outbox_through,
         }))
+    }
+
+    /// Deletes the attachment bodies an erasure left unused. A failure is retried after the
+    /// next batch (the orphans stay recorded in sled until deleted).
+    async fn delete_orphans(&self) {
+        let db = self.db.clone();
+        let orphans = match tokio::task::spawn_blocking(move || db.orphans()).await {
+            Ok(Ok(orphans)) => orphans,
+            _ => return,
+        };
+        for sha2 in orphans {
+            match self.attachments.delete(&sha2).await {
+                Ok(()) => {}
+                Err(err) if err.kind() == jetstream::object_store::DeleteErrorKind::NotFound => {}
+                Err(err) => {
+                    tracing::warn!(error = %err, "attachment body not deleted yet; retrying later");
+                    return;
+                }
+            }
+            let db = self.db.clone();
+            let forgotten = tokio::task::spawn_blocking(move || db.forget_orphan(&sha2)).await;
+            if !matches!(forgotten, Ok(Ok(()))) {
+                return;
+            }
+        }
     }
 
     /// Publishes the outbox entries up to `through` (all, if `None`) to JetStream,

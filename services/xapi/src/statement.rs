@@ -167,6 +167,9 @@ pub struct IndexTerms {
     /// Every activity id anywhere (`related_activities=true`), including `activity`.
     pub related_activities: Vec<String>,
     pub registration: Option<String>,
+    /// SHA-2 (lowercase hex) of the statement's own attachments: which statements still use
+    /// an attachment body (erasure removes bodies no statement uses any more).
+    pub attachments: Vec<String>,
 }
 
 /// Whether the statement's own authority is the agent with this IFI key, or a group with it
@@ -189,6 +192,14 @@ pub fn index_terms(statement: &Value) -> IndexTerms {
             .pointer("/context/registration")
             .and_then(Value::as_str)
             .map(str::to_lowercase),
+        attachments: statement
+            .get("attachments")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|attachment| attachment.get("sha2").and_then(Value::as_str))
+            .map(str::to_lowercase)
+            .collect(),
         ..IndexTerms::default()
     };
     if let Some(actor) = statement.get("actor") {
@@ -214,6 +225,7 @@ pub fn index_terms(statement: &Value) -> IndexTerms {
     dedup(&mut terms.agents);
     dedup(&mut terms.related_agents);
     dedup(&mut terms.related_activities);
+    dedup(&mut terms.attachments);
     terms
 }
 

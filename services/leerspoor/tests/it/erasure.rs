@@ -8,6 +8,9 @@ use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use testkit::wait_until;
 
+use sha2::Digest as _;
+
+use crate::attachments::{attachment, multipart, part_with_hash, BOUNDARY};
 use crate::helpers::{new_id, TestApp, KEY, WAIT};
 use crate::summaries::summaries_match;
 
@@ -69,7 +72,7 @@ async fn summaries_match_the_stored_statements(app: &TestApp) {
 async fn erasing_a_person_leaves_nothing_of_them_and_everything_else() {
     let app = TestApp::start().await;
     let bob = agent("bob@example.org");
-    let by_ann = llo(
+    let mut by_ann = llo(
         agent(ANN),
         "attended",
         "https://x.example/s/1",
@@ -106,7 +109,7 @@ async fn erasing_a_person_leaves_nothing_of_them_and_everything_else() {
     let bob_refers = json!({"id": new_id(), "actor": bob.clone(),
         "verb": {"id": "http://adlnet.gov/expapi/verbs/commented"},
         "object": {"objectType": "StatementRef", "id": by_ann["id"]}});
-    let bob_alone = llo(
+    let mut bob_alone = llo(
         bob.clone(),
         "attended",
         "https://x.example/s/4",
@@ -120,6 +123,23 @@ async fn erasing_a_person_leaves_nothing_of_them_and_everything_else() {
         "delft",
         "KVK-3",
     );
+    // Attachment bodies: Ann's certificate (only hers), Bob's, and a leaflet both use.
+    let (ann_only, bob_only, shared): (&[u8], &[u8], &[u8]) =
+        (b"certificate: Ann", b"certificate: Bob", b"course leaflet");
+    by_ann["attachments"] = json!([attachment(
+        "https://x.example/certificate",
+        "text/plain",
+        ann_only
+    )]);
+    instructed_by_ann["attachments"] = json!([attachment(
+        "https://x.example/leaflet",
+        "text/plain",
+        shared
+    )]);
+    bob_alone["attachments"] = json!([
+        attachment("https://x.example/certificate", "text/plain", bob_only),
+        attachment("https://x.example/leaflet", "text/plain", shared)
+    ]);
     let erased_later = [
         &by_ann,
         &about_ann,
@@ -139,10 +159,24 @@ async fn erasing_a_person_leaves_nothing_of_them_and_everything_else() {
         bob_alone,
         by_carol
     ]);
-    assert_eq!(
-        app.post_statements(&everything).await.status(),
-        StatusCode::OK
-    );
+    let response = app
+        .request_with(KEY, Method::POST, "/xapi/statements")
+        .header(
+            "Content-Type",
+            format!("multipart/mixed; boundary={BOUNDARY}"),
+        )
+        .body(multipart(
+            &everything,
+            &[
+                ("text/plain", ann_only),
+                ("text/plain", bob_only),
+                ("text/plain", shared),
+            ],
+        ))
+        .send()
+        .await
+        .expect("http");
+    assert_eq!(response.status(), StatusCode::OK);
     for (email, body) in [
         (ANN, json!({"page": 7})),
         ("bob@example.org", json!({"page": 2})),
@@ -253,6 +287,34 @@ async fn erasing_a_person_leaves_nothing_of_them_and_everything_else() {
     ];
     expected_bobs.sort();
     assert_eq!(bobs, expected_bobs);
+    // Attachment bodies: Ann's certificate is deleted; Bob's and the shared leaflet stay.
+    let bucket = jetstream::new(app.nats_client().await)
+        .get_object_store(bus::subjects::ATTACHMENTS_BUCKET)
+        .await
+        .expect("bucket");
+    let sha = |body: &[u8]| format!("{:x}", sha2::Sha256::digest(body));
+    wait_until("Ann's attachment body is deleted", WAIT, || async {
+        let gone = matches!(bucket.get(sha(ann_only)).await,
+            Err(err) if err.kind() == jetstream::object_store::GetErrorKind::NotFound);
+        gone.then_some(())
+    })
+    .await;
+    let bobs_statement = app
+        .request_with(
+            KEY,
+            Method::GET,
+            &format!(
+                "/xapi/statements?statementId={}&attachments=true",
+                bob_alone["id"].as_str().expect("id")
+            ),
+        )
+        .send()
+        .await
+        .expect("http");
+    assert_eq!(bobs_statement.status(), StatusCode::OK);
+    let body = bobs_statement.bytes().await.expect("body");
+    assert_eq!(part_with_hash(&body, &sha(bob_only)), Some(bob_only));
+    assert_eq!(part_with_hash(&body, &sha(shared)), Some(shared));
     // Documents: Ann's are gone, Bob's are not.
     assert_eq!(status(&app, &state_url(ANN)).await, StatusCode::NOT_FOUND);
     assert_eq!(status(&app, &profile).await, StatusCode::NOT_FOUND);
@@ -309,6 +371,7 @@ async fn erasing_a_person_leaves_nothing_of_them_and_everything_else() {
     assert_eq!(erasures.len(), 2);
     assert_eq!(erasures[0]["details"]["statements"], 5);
     assert_eq!(erasures[0]["details"]["documents"], 2);
+    assert_eq!(erasures[0]["details"]["attachments"], 1);
     assert_eq!(erasures[0]["details"]["reason"], "ticket 42");
     assert!(erasures[0]["actor"]
         .as_str()

@@ -342,6 +342,22 @@ async fn each_service_runs_as_its_own_user_with_only_what_it_needs() {
         erased.contains("erased 1 statements and 1 documents"),
         "{erased}"
     );
+    // The store, as its own user, deletes the certificate no statement uses any more.
+    let looking = connect_as(&url, "leerspoor", "_LRS_INBOX", Arc::default()).await;
+    let bucket = jetstream::new(looking)
+        .get_object_store(bus::subjects::ATTACHMENTS_BUCKET)
+        .await
+        .expect("bucket");
+    wait_until(
+        "the erased statement's attachment body is deleted",
+        WAIT,
+        || async {
+            let gone = matches!(bucket.get(hash).await,
+            Err(err) if err.kind() == jetstream::object_store::GetErrorKind::NotFound);
+            gone.then_some(())
+        },
+    )
+    .await;
     let log = std::fs::read_to_string(nats_dir.join("nats-server.log")).expect("server log");
     assert!(
         !log.contains("Violation"),
