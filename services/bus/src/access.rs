@@ -147,6 +147,10 @@ impl CredentialRecord {
     pub fn has(&self, scope: Scope) -> bool {
         self.scopes.contains(&scope)
     }
+
+    pub fn has_any(&self, scopes: &[Scope]) -> bool {
+        scopes.iter().any(|scope| self.has(*scope))
+    }
 }
 
 /// A credential as listed to people: everything but the hash.
@@ -233,10 +237,11 @@ pub enum AdminRequest {
         after: Option<u64>,
         limit: usize,
     },
-    /// The `index`-th document (State or Agent Profile) that belongs to an agent.
+    /// The next document (State or Agent Profile) that belongs to an agent, after the cursor
+    /// of the previous reply (`None`: the first).
     ExportDocument {
         agent: String,
-        index: usize,
+        after: Option<String>,
     },
 }
 
@@ -257,8 +262,10 @@ pub enum AdminReply {
         statements: Vec<Value>,
         next_after: Option<u64>,
     },
+    /// `None` when there is no further document; `next` is the cursor for the one after.
     Document {
         document: Option<ExportedDocument>,
+        next: Option<String>,
     },
     Error {
         /// `not_found`, `conflict`, `bad_request` or `internal`.
@@ -280,6 +287,44 @@ pub struct ExportedDocument {
     pub updated: String,
     pub text: Option<String>,
     pub base64: Option<String>,
+}
+
+/// Why an admin request got no usable reply.
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    #[error("the store did not answer within {0:?}")]
+    Timeout(std::time::Duration),
+    #[error("the store is unavailable ({0}); is `leerspoor store` or `serve` running?")]
+    Unavailable(String),
+    /// The store answered with [`AdminReply::Error`].
+    #[error("refused ({code}): {message}")]
+    Refused { code: String, message: String },
+    #[error("unreadable reply from the store: {0}")]
+    Unreadable(String),
+}
+
+/// Sends one admin request on `lrs.api.admin` and decodes the reply; the store's refusals
+/// become [`AdminError::Refused`]. The gateway, its credential copy and the CLI all go
+/// through here.
+pub async fn request(
+    client: &async_nats::Client,
+    request: &AdminRequest,
+    timeout: std::time::Duration,
+) -> Result<AdminReply, AdminError> {
+    let payload =
+        serde_json::to_vec(request).map_err(|err| AdminError::Unreadable(err.to_string()))?;
+    let reply = tokio::time::timeout(
+        timeout,
+        client.request(crate::subjects::API_ADMIN, payload.into()),
+    )
+    .await
+    .map_err(|_| AdminError::Timeout(timeout))?
+    .map_err(|err| AdminError::Unavailable(err.to_string()))?;
+    match serde_json::from_slice(&reply.payload) {
+        Ok(AdminReply::Error { code, message }) => Err(AdminError::Refused { code, message }),
+        Ok(reply) => Ok(reply),
+        Err(err) => Err(AdminError::Unreadable(err.to_string())),
+    }
 }
 
 #[cfg(test)]

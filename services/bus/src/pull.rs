@@ -57,13 +57,8 @@ pub async fn durable(
         .get_or_create_consumer(name, config.clone())
         .await
         .map_err(|err| failed("creating the durable consumer", stream, err))?;
-    let current = consumer
-        .info()
-        .await
-        .map_err(|err| failed("reading the durable consumer", stream, err))?
-        .config
-        .ack_wait;
-    if current != ack_wait {
+    // The info came with the consumer: no second request at start.
+    if consumer.cached_info().config.ack_wait != ack_wait {
         consumer = handle
             .update_consumer(config)
             .await

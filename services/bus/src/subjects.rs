@@ -139,24 +139,23 @@ pub async fn ensure_streams(js: &jetstream::Context) -> Result<(), EnsureStreamE
     for config in streams() {
         let name = config.name.clone();
         let retention = config.retention;
-        let mut stream =
-            js.get_or_create_stream(config)
-                .await
-                .map_err(|source| EnsureStreamError {
-                    name: name.clone(),
-                    reason: source.to_string(),
-                })?;
-        let found = stream.info().await.map(|info| info.config.retention);
-        if let Ok(found) = found {
-            if found != retention {
-                tracing::warn!(
-                    stream = %name,
-                    ?found,
-                    expected = ?retention,
-                    "stream was created by an older Leerspoor with another retention; \
-                     recreate it (nats stream rm) once it is drained"
-                );
-            }
+        let stream = js
+            .get_or_create_stream(config)
+            .await
+            .map_err(|source| EnsureStreamError {
+                name: name.clone(),
+                reason: source.to_string(),
+            })?;
+        // The info came with the stream: no second request at start.
+        let found = stream.cached_info().config.retention;
+        if found != retention {
+            tracing::warn!(
+                stream = %name,
+                ?found,
+                expected = ?retention,
+                "stream was created by an older Leerspoor with another retention; \
+                 recreate it (nats stream rm) once it is drained"
+            );
         }
     }
     let stored = js

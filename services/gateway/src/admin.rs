@@ -11,7 +11,7 @@
 use axum::extract::{RawQuery, State};
 use axum::http::HeaderMap;
 use axum::Json;
-use bus::access::{AdminReply, AdminRequest, CredentialView, EraseCommand};
+use bus::access::{AdminError, AdminReply, AdminRequest, CredentialView, EraseCommand};
 use bus::subjects;
 use bus::wire::Verdict;
 use serde::Deserialize;
@@ -24,32 +24,30 @@ use crate::AppState;
 
 const ADMIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
-/// Sends one admin request to the store and returns its reply, errors mapped to HTTP.
+/// One admin request to the store, its failures as HTTP errors.
 pub async fn ask(
     client: &async_nats::Client,
     request: &AdminRequest,
+    timeout: std::time::Duration,
 ) -> Result<AdminReply, ApiError> {
-    let payload = serde_json::to_vec(request).map_err(|_| ApiError::Internal)?;
-    let reply = tokio::time::timeout(
-        ADMIN_TIMEOUT,
-        client.request(subjects::API_ADMIN, payload.into()),
-    )
-    .await
-    .map_err(|_| ApiError::Unavailable("the store did not answer in time".into()))?
-    .map_err(|_| ApiError::Unavailable("the store is unavailable".into()))?;
-    match serde_json::from_slice(&reply.payload) {
-        Ok(AdminReply::Error { code, message }) => Err(match code.as_str() {
-            "not_found" => ApiError::NotFound(message),
-            "conflict" => ApiError::Conflict { message },
-            "bad_request" => ApiError::BadRequest(message),
-            _ => ApiError::Internal,
-        }),
-        Ok(reply) => Ok(reply),
-        Err(err) => {
-            tracing::error!(error = %err, "unreadable admin reply");
-            Err(ApiError::Internal)
-        }
-    }
+    bus::access::request(client, request, timeout)
+        .await
+        .map_err(|err| match err {
+            AdminError::Refused { code, message } => match code.as_str() {
+                "not_found" => ApiError::NotFound(message),
+                "conflict" => ApiError::Conflict { message },
+                "bad_request" => ApiError::BadRequest(message),
+                _ => ApiError::Internal,
+            },
+            AdminError::Timeout(_) => {
+                ApiError::Unavailable("the store did not answer in time".into())
+            }
+            AdminError::Unavailable(_) => ApiError::Unavailable("the store is unavailable".into()),
+            AdminError::Unreadable(reason) => {
+                tracing::error!(%reason, "unreadable admin reply");
+                ApiError::Internal
+            }
+        })
 }
 
 pub async fn audit(
@@ -69,7 +67,13 @@ pub async fn audit(
             _ => return Err(ApiError::BadRequest(format!("unknown parameter {name:?}"))),
         }
     }
-    match ask(&state.client, &AdminRequest::Audit { after, limit }).await? {
+    match ask(
+        &state.client,
+        &AdminRequest::Audit { after, limit },
+        ADMIN_TIMEOUT,
+    )
+    .await?
+    {
         AdminReply::Audit { entries } => Ok(Json(json!({ "entries": entries }))),
         _ => Err(ApiError::Internal),
     }
@@ -79,7 +83,7 @@ pub async fn credentials(
     State(state): State<AppState>,
     _caller: Caller,
 ) -> Result<Json<Value>, ApiError> {
-    match ask(&state.client, &AdminRequest::ListCredentials).await? {
+    match ask(&state.client, &AdminRequest::ListCredentials, ADMIN_TIMEOUT).await? {
         AdminReply::Credentials { credentials } => {
             let views: Vec<CredentialView> = credentials.iter().map(CredentialView::from).collect();
             Ok(Json(json!({ "credentials": views })))
@@ -110,7 +114,7 @@ pub async fn export_of(client: &async_nats::Client, person: &str) -> Result<Valu
             after,
             limit: 500,
         };
-        match ask(client, &request).await? {
+        match ask(client, &request, ADMIN_TIMEOUT).await? {
             AdminReply::Statements {
                 statements: page,
                 next_after,
@@ -125,16 +129,21 @@ pub async fn export_of(client: &async_nats::Client, person: &str) -> Result<Valu
         }
     }
     let mut documents = Vec::new();
-    for index in 0.. {
+    let mut after = None;
+    loop {
         let request = AdminRequest::ExportDocument {
             agent: person.to_owned(),
-            index,
+            after,
         };
-        match ask(client, &request).await? {
+        match ask(client, &request, ADMIN_TIMEOUT).await? {
             AdminReply::Document {
                 document: Some(document),
-            } => documents.push(document),
-            AdminReply::Document { document: None } => break,
+                next,
+            } => {
+                documents.push(document);
+                after = next;
+            }
+            AdminReply::Document { document: None, .. } => break,
             _ => return Err(ApiError::Internal),
         }
     }

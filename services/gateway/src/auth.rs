@@ -4,8 +4,9 @@
 //! The gateway keeps a copy of the credentials (Argon2 hashes, never secrets), loaded over
 //! `lrs.api.admin` and reloaded when the store says `lrs.credentials.changed`, when an unknown
 //! key shows up, and every minute in case an announcement was missed. Argon2 is slow on
-//! purpose (tens of milliseconds), so a verified secret is remembered as its SHA-256 for as
-//! long as the credential's hash is unchanged, and compared in constant time.
+//! purpose (16 ms per check on the project's VM, BENCHMARKS.md), so a verified secret is
+//! remembered as its SHA-256 for as long as the credential's hash is unchanged, and compared
+//! in constant time.
 
 use std::collections::HashMap;
 use std::num::NonZeroU32;
@@ -47,12 +48,8 @@ const LOAD_TIMEOUT: Duration = Duration::from_secs(5);
 pub struct Caller(pub Arc<CredentialRecord>);
 
 impl Caller {
-    pub fn has(&self, scope: Scope) -> bool {
-        self.0.has(scope)
-    }
-
     pub fn has_any(&self, scopes: &[Scope]) -> bool {
-        scopes.iter().any(|scope| self.has(*scope))
+        self.0.has_any(scopes)
     }
 
     /// `credential:<key>`, for the audit log.
@@ -128,23 +125,11 @@ impl Credentials {
 
     /// Loads every credential from the store.
     pub async fn load(&self) -> Result<(), ApiError> {
-        let payload = serde_json::to_vec(&AdminRequest::ListCredentials).unwrap_or_default();
-        let reply = tokio::time::timeout(
-            LOAD_TIMEOUT,
-            self.client.request(subjects::API_ADMIN, payload.into()),
-        )
-        .await
-        .map_err(|_| ApiError::Unavailable("the credential store did not answer".into()))?
-        .map_err(|err| {
-            tracing::warn!(error = %err, "cannot load credentials");
-            ApiError::Unavailable("the credential store is unavailable".into())
-        })?;
-        let credentials = match serde_json::from_slice(&reply.payload) {
-            Ok(AdminReply::Credentials { credentials }) => credentials,
-            other => {
-                tracing::error!(reply = ?other.map(|_| ()), "unexpected credentials reply");
-                return Err(ApiError::Internal);
-            }
+        let reply =
+            crate::admin::ask(&self.client, &AdminRequest::ListCredentials, LOAD_TIMEOUT).await?;
+        let AdminReply::Credentials { credentials } = reply else {
+            tracing::error!("unexpected reply to a credentials listing");
+            return Err(ApiError::Internal);
         };
         let by_key: HashMap<String, Arc<CredentialRecord>> = credentials
             .into_iter()
@@ -373,7 +358,7 @@ pub async fn authorize(
         Err(err) => return err.into_response(),
     };
     if let Need::AnyOf(scopes) = need {
-        if !scopes.iter().any(|scope| record.has(*scope)) {
+        if !record.has_any(scopes) {
             let names: Vec<&str> = scopes.iter().map(|scope| scope.as_str()).collect();
             return ApiError::Forbidden(format!(
                 "this credential may not {} {}; that needs one of the scopes {}",

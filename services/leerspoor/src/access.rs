@@ -14,7 +14,6 @@ use base64::Engine as _;
 use bus::access::{
     AdminReply, AdminRequest, AuditEntry, CredentialRecord, CredentialView, EraseCommand, Scope,
 };
-use bus::subjects;
 use bus::wire::Verdict;
 use clap::{Args, Subcommand};
 use serde_json::Value;
@@ -72,18 +71,7 @@ pub async fn ask(
     client: &async_nats::Client,
     request: &AdminRequest,
 ) -> anyhow::Result<AdminReply> {
-    let payload = serde_json::to_vec(request)?;
-    let reply = tokio::time::timeout(
-        Duration::from_secs(30),
-        client.request(subjects::API_ADMIN, payload.into()),
-    )
-    .await
-    .context("the store did not answer within 30 s")?
-    .context("asking the store (is `leerspoor store` or `serve` running?)")?;
-    match serde_json::from_slice(&reply.payload).context("unreadable reply from the store")? {
-        AdminReply::Error { code, message } => anyhow::bail!("refused ({code}): {message}"),
-        reply => Ok(reply),
-    }
+    Ok(bus::access::request(client, request, Duration::from_secs(30)).await?)
 }
 
 /// Creates a credential (the tests and `bench` use this too).

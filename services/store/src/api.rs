@@ -1,6 +1,7 @@
 //! The store's request/reply side: statement queries, verdicts, documents, activities and
-//! agents, and the admin requests (credentials, audit log, exports). Each request is answered on a blocking thread (sled reads can take longer than an
-//! async task may block), at most 32 at a time.
+//! agents, and the admin requests (credentials, audit log, exports). Each request is
+//! answered on a blocking thread (sled reads can take longer than an async task may block),
+//! at most 32 at a time.
 
 use std::sync::Arc;
 
@@ -164,9 +165,12 @@ fn admin(db: &Db, payload: &[u8]) -> (AdminReply, bool) {
             },
             Err(err) => internal(err),
         },
-        AdminRequest::ExportDocument { agent, index } => {
-            match (Documents { tree: db.tree() }).export(&agent, index) {
-                Ok(document) => AdminReply::Document { document },
+        AdminRequest::ExportDocument { agent, after } => {
+            match (Documents { tree: db.tree() }).export(&agent, after.as_deref()) {
+                Ok(found) => {
+                    let (document, next) = found.unzip();
+                    AdminReply::Document { document, next }
+                }
                 Err(err) => internal(err),
             }
         }

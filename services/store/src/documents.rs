@@ -37,9 +37,19 @@ fn kind_byte(kind: DocumentKind) -> u8 {
     }
 }
 
-/// Every document of one resource.
-pub(crate) fn kind_prefix(kind: DocumentKind) -> [u8; 2] {
-    [DOCUMENT, kind_byte(kind)]
+/// The prefix of every document key.
+pub(crate) const PREFIX: &[u8] = &[DOCUMENT];
+
+/// The resource a document key belongs to.
+pub(crate) fn kind_of(key: &[u8]) -> Option<DocumentKind> {
+    let byte = *key.get(1)?;
+    [
+        DocumentKind::State,
+        DocumentKind::ActivityProfile,
+        DocumentKind::AgentProfile,
+    ]
+    .into_iter()
+    .find(|kind| kind_byte(*kind) == byte)
 }
 
 /// A stored document's metadata (scope, id, content type, updated), as JSON.

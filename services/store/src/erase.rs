@@ -42,13 +42,24 @@ fn refused(rule: &str, message: String) -> Verdict {
 }
 
 impl Db {
-    /// The positions indexed under a person's identifier, with their index keys, in order.
-    fn indexed_under(&self, person: &str) -> Result<Vec<(sled::IVec, u64)>, DbError> {
+    /// The positions indexed under a person's identifier after `after`, with their index
+    /// keys, in order.
+    fn indexed_under(
+        &self,
+        person: &str,
+        after: Option<u64>,
+    ) -> Result<Vec<(sled::IVec, u64)>, DbError> {
+        let prefix = keys::index_prefix(IndexKind::RelatedAgent, person);
+        let start = keys::index(
+            IndexKind::RelatedAgent,
+            person,
+            after.map_or(0, |after| after.saturating_add(1)),
+        );
         let mut found = Vec::new();
-        for item in self
-            .tree()
-            .scan_prefix(keys::index_prefix(IndexKind::RelatedAgent, person))
-        {
+        for item in self.tree().range(start..).take_while(|item| {
+            item.as_ref()
+                .map_or(true, |(key, _)| key.starts_with(&prefix))
+        }) {
             let (key, _) = item?;
             if let Some(position) = keys::trailing_u64(&key) {
                 found.push((key, position));
@@ -91,7 +102,7 @@ impl Db {
         let mut batch = sled::Batch::default();
         self.mark_applied(&mut batch, sequence)?;
         let mut erased: Vec<(u64, Value)> = Vec::new();
-        for (key, position) in self.indexed_under(person)? {
+        for (key, position) in self.indexed_under(person, None)? {
             // Also the entries of statements that only reference one of theirs.
             batch.remove(key);
             let Some(record) = self.record_at(position)? else {
@@ -238,10 +249,7 @@ impl Db {
         let limit = limit.clamp(1, 500);
         let mut statements = Vec::new();
         let mut last = None;
-        for (_, position) in self.indexed_under(person)? {
-            if after.is_some_and(|after| position <= after) {
-                continue;
-            }
+        for (_, position) in self.indexed_under(person, after)? {
             let Some(record) = self.record_at(position)? else {
                 continue;
             };
@@ -259,43 +267,66 @@ impl Db {
 }
 
 impl Documents<'_> {
-    /// The keys and contents of a person's State and Agent Profile documents.
-    fn of_agent(&self, person: &str) -> Result<Vec<(sled::IVec, DocumentKind, Value)>, DbError> {
-        let mut found = Vec::new();
-        for kind in [DocumentKind::State, DocumentKind::AgentProfile] {
-            for item in self.tree.scan_prefix(crate::documents::kind_prefix(kind)) {
-                let (key, value) = item?;
-                let Some(meta) = crate::documents::meta_of(&key, &value)? else {
-                    continue;
-                };
-                let scope: Vec<&str> = meta["scope"].as_str().unwrap_or("").split('\n').collect();
-                if scope.get(1) == Some(&person) {
-                    found.push((key, kind, meta));
-                }
-            }
-        }
-        Ok(found)
+    /// The person's State and Agent Profile documents (key, resource, stored value) in key
+    /// order, after the key `after` if given. One pass over the documents.
+    fn of_agent<'a>(
+        &'a self,
+        person: &'a str,
+        after: Option<&[u8]>,
+    ) -> impl Iterator<Item = Result<(sled::IVec, DocumentKind, sled::IVec), DbError>> + 'a {
+        let start = match after {
+            // The smallest key after `after`.
+            Some(after) => [after, &[0]].concat(),
+            None => crate::documents::PREFIX.to_vec(),
+        };
+        self.tree
+            .range(start..)
+            .take_while(|item| {
+                item.as_ref()
+                    .map_or(true, |(key, _)| key.starts_with(crate::documents::PREFIX))
+            })
+            .filter_map(move |item| {
+                let found = (|| {
+                    let (key, value) = item?;
+                    let Some(kind) = crate::documents::kind_of(&key) else {
+                        return Ok(None);
+                    };
+                    if kind == DocumentKind::ActivityProfile {
+                        return Ok(None);
+                    }
+                    let meta = crate::documents::meta_of(&key, &value)?.unwrap_or_default();
+                    let scope = meta["scope"].as_str().unwrap_or("");
+                    Ok((scope.split('\n').nth(1) == Some(person)).then_some((key, kind, value)))
+                })();
+                found.transpose()
+            })
     }
 
     /// Adds the removal of every document of the person to `batch`; returns how many.
     pub fn erase_agent(&self, person: &str, batch: &mut sled::Batch) -> Result<usize, DbError> {
-        let documents = self.of_agent(person)?;
-        for (key, _, _) in &documents {
+        let mut count = 0;
+        for document in self.of_agent(person, None) {
+            let (key, _, _) = document?;
             batch.remove(key);
+            count += 1;
         }
-        Ok(documents.len())
+        Ok(count)
     }
 
-    /// The `index`-th document of the person, for an export.
-    pub fn export(&self, person: &str, index: usize) -> Result<Option<ExportedDocument>, DbError> {
-        let Some((key, kind, meta)) = self.of_agent(person)?.into_iter().nth(index) else {
+    /// The person's next document after the key `after` (hex), for an export, with its key
+    /// (hex) as the cursor for the one after it.
+    pub fn export(
+        &self,
+        person: &str,
+        after: Option<&str>,
+    ) -> Result<Option<(ExportedDocument, String)>, DbError> {
+        let after = after.map(hex_decode);
+        let Some(found) = self.of_agent(person, after.as_deref()).next() else {
             return Ok(None);
         };
-        let Some(bytes) = self.tree.get(&key)? else {
-            return Ok(None);
-        };
-        let (_, body): (Value, &[u8]) =
-            bus::wire::unframe(&bytes).map_err(|reason| DbError::Corrupt {
+        let (key, kind, value) = found?;
+        let (meta, body): (Value, &[u8]) =
+            bus::wire::unframe(&value).map_err(|reason| DbError::Corrupt {
                 key: key.to_vec(),
                 reason,
             })?;
@@ -311,7 +342,7 @@ impl Documents<'_> {
             Some(_) => None,
             None => Some(base64_encode(body)),
         };
-        Ok(Some(ExportedDocument {
+        let document = ExportedDocument {
             resource: match kind {
                 DocumentKind::State => "state",
                 _ => "agent_profile",
@@ -324,8 +355,21 @@ impl Documents<'_> {
             updated: meta["updated"].as_str().unwrap_or("").to_owned(),
             text,
             base64,
-        }))
+        };
+        Ok(Some((document, hex_encode(&key))))
     }
+}
+
+fn hex_encode(bytes: &[u8]) -> String {
+    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
+/// A cursor that is not hex decodes to nothing, which starts the export from the beginning
+/// of what follows it: harmless, the cursor only comes from a previous reply.
+fn hex_decode(text: &str) -> Vec<u8> {
+    (0..text.len() / 2)
+        .filter_map(|index| u8::from_str_radix(text.get(index * 2..index * 2 + 2)?, 16).ok())
+        .collect()
 }
 
 fn base64_encode(bytes: &[u8]) -> String {
@@ -450,6 +494,49 @@ mod tests {
         assert_eq!(audit.len(), 1);
         assert_eq!(audit[0].details["statements"], 2);
         assert!(!audit[0].details.to_string().contains("ann"));
+    }
+
+    #[test]
+    fn an_export_pages_through_every_statement_naming_the_person_once() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let validator = Validator::new().expect("schemas");
+        let db = Db::open(dir.path()).expect("open");
+        for sequence in 1..=5u64 {
+            let actor = if sequence == 3 { "bob" } else { "ann" };
+            let statement = format!(
+                r#"{{"actor": {{"mbox": "mailto:{actor}@example.org"}}, "verb": {{"id": "http://adlnet.gov/expapi/verbs/attended"}}, "object": {{"id": "https://x.example/{sequence}"}}}}"#
+            );
+            apply(
+                &db,
+                &validator,
+                sequence,
+                "lrs.in.tool.t",
+                statement.as_bytes(),
+            );
+        }
+        let mut seen = Vec::new();
+        let mut after = None;
+        let mut pages = 0;
+        loop {
+            let (page, next) = db
+                .export_statements("mbox:mailto:ann@example.org", after, 2)
+                .expect("export");
+            pages += 1;
+            seen.extend(
+                page.iter()
+                    .map(|entry| entry["statement"]["object"]["id"].clone()),
+            );
+            match next {
+                Some(next) => after = Some(next),
+                None => break,
+            }
+        }
+        let expected: Vec<Value> = [1, 2, 4, 5]
+            .iter()
+            .map(|n| json!(format!("https://x.example/{n}")))
+            .collect();
+        assert_eq!(seen, expected);
+        assert_eq!(pages, 2);
     }
 
     #[test]
