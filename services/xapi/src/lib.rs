@@ -9,12 +9,14 @@
 //! - [`schema`]: the JSON Schema of `schemas/`, compiled once.
 //! - [`rules`]: the requirements a JSON Schema cannot express.
 //! - [`validate`]: [`Validator`], both layers over one statement or a batch.
+//! - [`limits`]: the limits contract: every bound on input, and the error naming it.
 //! - [`agent`]: inverse functional identifiers, canonical keys for indexes and filters.
 //! - [`time`]: timestamps and durations.
 //! - [`statement`]: what the LRS adds on store (id, stored, authority, version), equivalence
 //!   for conflicts, and the `ids` / `canonical` output formats.
 
 pub mod agent;
+pub mod limits;
 pub mod rules;
 pub mod schema;
 pub mod statement;

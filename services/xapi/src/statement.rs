@@ -20,6 +20,30 @@ pub fn ensure_id(statement: &mut Value) -> String {
     id
 }
 
+/// The statement's id, lowercased, or one derived from `seed` and its place in the request.
+/// The same request (same seed) gets the same ids, so a client retrying a request whose
+/// answer it lost stores each statement once.
+pub fn ensure_id_from(statement: &mut Value, seed: &[u8; 32], index: usize) -> String {
+    if let Some(id) = statement_id(statement) {
+        return id;
+    }
+    let mut bytes = [0u8; 16];
+    for (at, byte) in bytes.iter_mut().enumerate() {
+        *byte = seed[at];
+    }
+    let index_bytes = (index as u64).to_be_bytes();
+    for (at, byte) in index_bytes.iter().enumerate() {
+        bytes[8 + at] ^= *byte;
+    }
+    let id = uuid::Builder::from_random_bytes(bytes)
+        .into_uuid()
+        .to_string();
+    if let Some(object) = statement.as_object_mut() {
+        object.insert("id".into(), Value::String(id.clone()));
+    }
+    id
+}
+
 /// The statement's id in canonical (lowercase hyphenated) form.
 pub fn statement_id(statement: &Value) -> Option<String> {
     let id = statement.get("id")?.as_str()?;
@@ -131,9 +155,13 @@ fn hundredths(duration: &str) -> String {
     let Some(body) = duration.strip_suffix('S') else {
         return duration.to_owned();
     };
+    // The trailing run of digits and separators; `char_indices` keeps the cut on a character
+    // boundary whatever the input (a multi-byte character before the run must not be split).
     let start = body
-        .rfind(|c: char| !(c.is_ascii_digit() || c == '.' || c == ','))
-        .map_or(0, |at| at + 1);
+        .char_indices()
+        .rev()
+        .find(|(_, c)| !(c.is_ascii_digit() || *c == '.' || *c == ','))
+        .map_or(0, |(at, c)| at + c.len_utf8());
     let (head, seconds) = body.split_at(start);
     let (whole, fraction) = seconds.split_once(['.', ',']).unwrap_or((seconds, ""));
     let fraction: String = fraction
@@ -420,6 +448,21 @@ mod tests {
     }
 
     #[test]
+    fn derived_ids_repeat_for_the_same_request_and_differ_by_place() {
+        let seed = [7u8; 32];
+        let first = ensure_id_from(&mut json!({"actor": {}}), &seed, 0);
+        assert_eq!(first, ensure_id_from(&mut json!({"actor": {}}), &seed, 0));
+        assert_ne!(first, ensure_id_from(&mut json!({"actor": {}}), &seed, 1));
+        assert_ne!(
+            first,
+            ensure_id_from(&mut json!({"actor": {}}), &[8u8; 32], 0)
+        );
+        assert!(Uuid::parse_str(&first).is_ok());
+        let given = ensure_id_from(&mut sample(), &seed, 0);
+        assert_eq!(given, "6690e6c9-3ef0-4ed3-8b37-7f3964730bee");
+    }
+
+    #[test]
     fn index_terms_cover_related_agents_and_activities() {
         let terms = index_terms(&sample());
         assert!(
@@ -487,6 +530,10 @@ mod tests {
         assert!(equivalent(&with("P1DT2S"), &with("P1DT2.001S")));
         assert!(!equivalent(&with("PT1.23S"), &with("PT1.24S")));
         assert!(!equivalent(&with("PT1H"), &with("PT2H")));
+        // Not durations at all, with multi-byte characters where digits would be.
+        for odd in ["éS", "PTéS", "P1Dé1.5S", "€", "S"] {
+            assert!(equivalent(&with(odd), &with(odd)), "{odd}");
+        }
     }
 
     #[test]

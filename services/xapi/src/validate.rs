@@ -5,6 +5,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::limits::truncate_text;
 use crate::rules;
 use crate::schema::{SchemaError, StatementSchema};
 use crate::XapiVersion;
@@ -45,6 +46,22 @@ impl fmt::Display for BatchViolation {
     }
 }
 
+/// Schema messages quote the offending value, which may be as large as the statement; a
+/// violation travels in HTTP answers, verdicts and `LRS_REJECTED`, so its texts are bounded.
+const MAX_MESSAGE_BYTES: usize = 512;
+const MAX_PATH_BYTES: usize = 256;
+
+fn bounded(violations: Vec<Violation>) -> Vec<Violation> {
+    violations
+        .into_iter()
+        .map(|violation| Violation {
+            path: truncate_text(&violation.path, MAX_PATH_BYTES),
+            rule: truncate_text(&violation.rule, MAX_PATH_BYTES),
+            message: truncate_text(&violation.message, MAX_MESSAGE_BYTES),
+        })
+        .collect()
+}
+
 /// The compiled schemas and the rules. Build once, share (it is `Send + Sync`).
 pub struct Validator {
     schema: StatementSchema,
@@ -62,7 +79,7 @@ impl Validator {
     pub fn check(&self, statement: &Value, version: XapiVersion) -> Vec<Violation> {
         let schema_violations = self.schema.check(statement);
         if !schema_violations.is_empty() {
-            return schema_violations;
+            return bounded(schema_violations);
         }
         let mut violations = rules::check(statement, version);
         for at in ["/context/extensions", "/object/context/extensions"] {
@@ -70,7 +87,7 @@ impl Validator {
                 violations.extend(self.schema.check_llo_extensions(extensions, at));
             }
         }
-        violations
+        bounded(violations)
     }
 
     /// Checks an Agent or Group given on its own (the `agent` parameter of the document,
