@@ -18,3 +18,7 @@ pub mod wire;
 /// A JetStream message id header value must be unique per logical publish: JetStream drops a
 /// second publish with the same id inside the stream's duplicate window.
 pub const MSG_ID_HEADER: &str = "Nats-Msg-Id";
+
+/// Bytes kept free in every message Leerspoor publishes for headers and the envelope around
+/// what it carries: a message of `max_payload - HEADROOM` bytes of content always fits.
+pub const HEADROOM: usize = 16 * 1024;

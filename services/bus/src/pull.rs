@@ -3,6 +3,8 @@
 //! that it has not applied and acknowledged (a continuous pull would keep messages in flight
 //! that only come back after `ack_wait`).
 
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer::pull, consumer::AckPolicy, consumer::Consumer};
@@ -97,4 +99,86 @@ pub async fn next_batch(
         }
     }
     Ok(Some(batch))
+}
+
+/// Messages pulled and not yet acknowledged, by reply subject. [`keep_in_progress`] tells
+/// JetStream they are being worked on, so `ack_wait` can be short (a message delivered to a
+/// process that died comes back within seconds) without redelivering long work.
+#[derive(Clone, Default)]
+pub struct InFlight(Arc<Mutex<HashSet<String>>>);
+
+impl InFlight {
+    fn locked(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+        self.0.lock().unwrap_or_else(|poison| poison.into_inner())
+    }
+
+    pub fn add(&self, messages: &[jetstream::Message]) {
+        let mut in_flight = self.locked();
+        for message in messages {
+            if let Some(reply) = &message.reply {
+                in_flight.insert(reply.to_string());
+            }
+        }
+    }
+
+    pub fn done(&self, message: &jetstream::Message) {
+        if let Some(reply) = &message.reply {
+            self.locked().remove(reply.as_str());
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.locked().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.locked().is_empty()
+    }
+}
+
+/// Until `shutdown`, sends a progress acknowledgement (`+WPI`) for every message in flight
+/// three times per `ack_wait`.
+pub async fn keep_in_progress(
+    client: async_nats::Client,
+    in_flight: InFlight,
+    ack_wait: Duration,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    let every = (ack_wait / 3).max(Duration::from_millis(200));
+    let mut ticks = tokio::time::interval(every);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = ticks.tick() => {}
+        }
+        let replies: Vec<String> = in_flight.locked().iter().cloned().collect();
+        for reply in replies {
+            // A lost progress ack only risks a harmless redelivery.
+            let _ = client.publish(reply, "+WPI".into()).await;
+        }
+    }
+}
+
+/// Pauses that grow from 100 ms to 5 s while a failure lasts (NATS away, a pull refused).
+#[derive(Debug, Default)]
+pub struct Backoff {
+    failures: u32,
+}
+
+impl Backoff {
+    pub fn reset(&mut self) {
+        self.failures = 0;
+    }
+
+    /// Waits the next pause; false if shutdown came first.
+    pub async fn wait(&mut self, shutdown: &tokio_util::sync::CancellationToken) -> bool {
+        let pause = Duration::from_millis(100u64.saturating_mul(1 << self.failures.min(6)))
+            .min(Duration::from_secs(5));
+        self.failures = self.failures.saturating_add(1);
+        tokio::select! {
+            _ = shutdown.cancelled() => false,
+            _ = tokio::time::sleep(pause) => true,
+        }
+    }
 }

@@ -30,10 +30,39 @@ pub fn locate_binary() -> Option<PathBuf> {
         .find(|candidate| candidate.is_file())
 }
 
+/// How to run a local `nats-server`.
+#[derive(Debug, Clone)]
+pub struct LocalOptions {
+    /// 0 picks a free port (kept for restarts).
+    pub port: u16,
+    /// The largest message the server accepts.
+    pub max_payload: usize,
+    /// A user and password every client must give (`serve`'s own server), or none.
+    pub user: Option<(String, String)>,
+    /// More configuration (e.g. an include of `deploy/nats-accounts.conf`).
+    pub extra_config: String,
+    /// Environment of the server process (passwords the extra configuration names).
+    pub environment: Vec<(String, String)>,
+}
+
+impl Default for LocalOptions {
+    fn default() -> Self {
+        LocalOptions {
+            port: 0,
+            max_payload: 8 * 1024 * 1024,
+            user: None,
+            extra_config: String::new(),
+            environment: Vec::new(),
+        }
+    }
+}
+
 /// A running `nats-server`; killed when dropped.
 pub struct LocalServer {
     child: Child,
     port: u16,
+    data_dir: PathBuf,
+    options: LocalOptions,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -61,8 +90,14 @@ pub enum LocalServerError {
 impl LocalServer {
     /// Starts `nats-server` with JetStream in `data_dir`. `port` 0 picks a free port.
     pub async fn start(data_dir: &Path, port: u16) -> Result<Self, LocalServerError> {
-        let port_setting = if port == 0 { -1 } else { i32::from(port) };
-        Self::launch(data_dir, port_setting, "", &[]).await
+        Self::start_with(
+            data_dir,
+            LocalOptions {
+                port,
+                ..LocalOptions::default()
+            },
+        )
+        .await
     }
 
     /// Starts `nats-server` with more configuration of the caller's (e.g. an include of
@@ -72,75 +107,41 @@ impl LocalServer {
         extra_config: &str,
         environment: &[(&str, &str)],
     ) -> Result<Self, LocalServerError> {
-        Self::launch(data_dir, -1, extra_config, environment).await
+        Self::start_with(
+            data_dir,
+            LocalOptions {
+                extra_config: extra_config.to_owned(),
+                environment: environment
+                    .iter()
+                    .map(|(name, value)| ((*name).to_owned(), (*value).to_owned()))
+                    .collect(),
+                ..LocalOptions::default()
+            },
+        )
+        .await
     }
 
-    async fn launch(
+    pub async fn start_with(
         data_dir: &Path,
-        port_setting: i32,
-        extra_config: &str,
-        environment: &[(&str, &str)],
+        options: LocalOptions,
     ) -> Result<Self, LocalServerError> {
-        let binary = locate_binary().ok_or(LocalServerError::NotFound)?;
-        let io_err = |source| LocalServerError::DataDir {
-            path: data_dir.to_owned(),
-            source,
-        };
-        let store_dir = data_dir.join("jetstream");
-        let ports_dir = data_dir.join("ports");
-        std::fs::create_dir_all(&store_dir).map_err(io_err)?;
-        std::fs::create_dir_all(&ports_dir).map_err(io_err)?;
-        // A ports file of an earlier run would be read as ours.
-        for entry in std::fs::read_dir(&ports_dir).map_err(io_err)?.flatten() {
-            let _ = std::fs::remove_file(entry.path());
-        }
-        let config_path = data_dir.join("nats-server.conf");
-        let config = format!(
-            "listen: \"127.0.0.1:{port_setting}\"\n\
-             max_payload: 8MB\n\
-             jetstream {{\n  store_dir: \"{}\"\n  sync_interval: always\n}}\n{extra_config}\n",
-            store_dir.display()
-        );
-        std::fs::write(&config_path, config).map_err(io_err)?;
-        let log_path = data_dir.join("nats-server.log");
-        let log = std::fs::File::create(&log_path).map_err(io_err)?;
-        let child = Command::new(&binary)
-            .arg("-c")
-            .arg(&config_path)
-            .arg("--ports_file_dir")
-            .arg(&ports_dir)
-            .envs(environment.iter().copied())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(|source| LocalServerError::Spawn { binary, source })?;
-        let mut server = LocalServer { child, port: 0 };
-        server.port = server.wait_for_port(&ports_dir, &log_path).await?;
-        Ok(server)
+        let (child, port) = launch(data_dir, &options).await?;
+        Ok(LocalServer {
+            child,
+            port,
+            data_dir: data_dir.to_owned(),
+            // A restart takes the same port, so clients reconnect to where they were.
+            options: LocalOptions { port, ..options },
+        })
     }
 
-    async fn wait_for_port(
-        &mut self,
-        ports_dir: &Path,
-        log_path: &Path,
-    ) -> Result<u16, LocalServerError> {
-        let timeout = Duration::from_secs(20);
-        let deadline = Instant::now() + timeout;
-        while Instant::now() < deadline {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return Err(LocalServerError::Exited {
-                    status: status.to_string(),
-                    log: log_path.to_owned(),
-                });
-            }
-            if let Some(port) = read_ports_file(ports_dir) {
-                return Ok(port);
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        Err(LocalServerError::NoPort(timeout))
+    /// Starts the server again after it exited (or was killed): same port, same data.
+    pub async fn restart(&mut self) -> Result<(), LocalServerError> {
+        let _ = self.child.kill().await;
+        let (child, port) = launch(&self.data_dir, &self.options).await?;
+        self.child = child;
+        self.port = port;
+        Ok(())
     }
 
     pub fn port(&self) -> u16 {
@@ -151,7 +152,7 @@ impl LocalServer {
         format!("nats://127.0.0.1:{}", self.port)
     }
 
-    /// Resolves when the server exits by itself: `serve` treats that as fatal.
+    /// Resolves when the server exits by itself.
     pub async fn exited(&mut self) -> std::io::Result<std::process::ExitStatus> {
         self.child.wait().await
     }
@@ -165,6 +166,109 @@ impl LocalServer {
     pub async fn kill(&mut self) {
         let _ = self.child.kill().await;
     }
+}
+
+/// Writes a configuration file readable by its owner only (it may hold a password).
+fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(path)?;
+    #[cfg(unix)]
+    std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+    std::io::Write::write_all(&mut file, text.as_bytes())
+}
+
+/// A JSON string literal (nats-server's configuration accepts JSON strings).
+fn quoted(text: &str) -> String {
+    serde_json::Value::String(text.to_owned()).to_string()
+}
+
+async fn launch(data_dir: &Path, options: &LocalOptions) -> Result<(Child, u16), LocalServerError> {
+    let binary = locate_binary().ok_or(LocalServerError::NotFound)?;
+    let io_err = |source| LocalServerError::DataDir {
+        path: data_dir.to_owned(),
+        source,
+    };
+    let store_dir = data_dir.join("jetstream");
+    let ports_dir = data_dir.join("ports");
+    std::fs::create_dir_all(&store_dir).map_err(io_err)?;
+    std::fs::create_dir_all(&ports_dir).map_err(io_err)?;
+    // A ports file of an earlier run would be read as ours.
+    for entry in std::fs::read_dir(&ports_dir).map_err(io_err)?.flatten() {
+        let _ = std::fs::remove_file(entry.path());
+    }
+    let port_setting = if options.port == 0 {
+        -1
+    } else {
+        i32::from(options.port)
+    };
+    let authorization = match &options.user {
+        Some((user, password)) => format!(
+            "authorization {{\n  users: [{{user: {}, password: {}}}]\n}}\n",
+            quoted(user),
+            quoted(password)
+        ),
+        None => String::new(),
+    };
+    let config_path = data_dir.join("nats-server.conf");
+    let config = format!(
+        "listen: \"127.0.0.1:{port_setting}\"\n\
+         max_payload: {}\n\
+         jetstream {{\n  store_dir: {}\n  sync_interval: always\n}}\n{authorization}{}\n",
+        options.max_payload,
+        quoted(&store_dir.display().to_string()),
+        options.extra_config,
+    );
+    write_private(&config_path, &config).map_err(io_err)?;
+    let log_path = data_dir.join("nats-server.log");
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .map_err(io_err)?;
+    let mut child = Command::new(&binary)
+        .arg("-c")
+        .arg(&config_path)
+        .arg("--ports_file_dir")
+        .arg(&ports_dir)
+        .envs(
+            options
+                .environment
+                .iter()
+                .map(|(name, value)| (name, value)),
+        )
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|source| LocalServerError::Spawn { binary, source })?;
+    let port = wait_for_port(&mut child, &ports_dir, &log_path).await?;
+    Ok((child, port))
+}
+
+async fn wait_for_port(
+    child: &mut Child,
+    ports_dir: &Path,
+    log_path: &Path,
+) -> Result<u16, LocalServerError> {
+    let timeout = Duration::from_secs(20);
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Err(LocalServerError::Exited {
+                status: status.to_string(),
+                log: log_path.to_owned(),
+            });
+        }
+        if let Some(port) = read_ports_file(ports_dir) {
+            return Ok(port);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Err(LocalServerError::NoPort(timeout))
 }
 
 /// nats-server writes `{"nats": ["nats://127.0.0.1:PORT"], ...}` once it listens.

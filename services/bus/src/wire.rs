@@ -16,6 +16,10 @@ pub struct HttpBatch {
     /// written without it do not change what the Activities resource returns.
     #[serde(default = "yes")]
     pub define: bool,
+    /// SHA-2 of the attachment bodies this request sent as parts: the statements that brought
+    /// a body may show it to a `statements/read/mine` reader, others only point at it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub bodies: Vec<String>,
 }
 
 fn yes() -> bool {
@@ -60,8 +64,13 @@ pub struct RejectedMessage {
     pub subject: String,
     pub sequence: u64,
     pub rejection: Rejection,
-    /// The message body as received, so it can be fixed and replayed.
+    /// The message body as received, so it can be fixed and replayed; cut to fit one NATS
+    /// message when it was larger (then `payload_truncated` and the original size).
     pub payload: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payload_bytes: Option<usize>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub payload_truncated: bool,
 }
 
 /// A message on `LRS_STORED`: the effects of one `LRS_IN` message, in the order they happened.
@@ -136,12 +145,19 @@ pub enum StatementReply {
     One {
         statement: Option<Value>,
         consistent_through: String,
+        /// As for `Page`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        bodies: Option<Vec<String>>,
     },
     Page {
         statements: Vec<Value>,
         /// Position of the last statement returned, when more may follow.
         next_after: Option<u64>,
         consistent_through: String,
+        /// For a query confined to one authority: the attachment bodies (SHA-2) its own
+        /// statements brought, the only ones it may be shown.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        bodies: Option<Vec<String>>,
     },
     Error {
         message: String,
@@ -171,13 +187,33 @@ pub enum DocumentOp {
     DeleteAll,
 }
 
+/// The scope of a document: the activity, agent (IFI key) and registration it belongs to,
+/// empty where the resource has none, encoded as a JSON array. An encoding, not a separator:
+/// an account name may hold any character, a newline included, and must not be able to make
+/// two scopes one.
+pub fn document_scope(activity: &str, agent: &str, registration: &str) -> String {
+    serde_json::to_string(&[activity, agent, registration]).unwrap_or_default()
+}
+
+/// The parts of a [`document_scope`].
+pub fn parse_document_scope(scope: &str) -> Option<[String; 3]> {
+    serde_json::from_str(scope).ok()
+}
+
 /// A document request. Travels framed with the body (see [`frame`]).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DocumentRequest {
     pub op: DocumentOp,
     pub kind: DocumentKind,
-    /// Canonical scope: the activity, agent and registration the documents belong to.
+    /// Canonical scope ([`document_scope`]): what the documents belong to.
     pub scope: String,
+    /// The credential asking (its key): writes record it among the document's writers.
+    #[serde(default)]
+    pub writer: Option<String>,
+    /// Confine the request to documents `writer` wrote (a credential without a read scope
+    /// over everything sees only its own).
+    #[serde(default)]
+    pub own_only: bool,
     pub id: Option<String>,
     /// RFC 3339 UTC; `List` returns ids updated after it.
     pub since: Option<String>,
@@ -209,6 +245,10 @@ pub enum DocumentStatus {
     BadRequest,
     Conflict,
     PreconditionFailed,
+    /// The document exists but belongs to another credential.
+    Forbidden,
+    /// The document (a merge included) would pass `limits.document_bytes`.
+    TooLarge,
     Internal,
 }
 
@@ -257,9 +297,20 @@ pub fn unframe<T: for<'de> Deserialize<'de>>(payload: &[u8]) -> Result<(T, &[u8]
 #[serde(tag = "resource", rename_all = "snake_case")]
 pub enum ObjectQuery {
     /// The canonical definition of an activity, merged from the statements stored.
-    Activity { id: String },
+    Activity {
+        id: String,
+        /// Only from statements whose authority is this agent IFI key (a credential that may
+        /// read only its own statements learns nothing from others').
+        #[serde(default)]
+        authority: Option<String>,
+    },
     /// Everything known of the person behind one agent IFI key.
-    Person { ifi: String },
+    Person {
+        ifi: String,
+        /// As for `Activity`.
+        #[serde(default)]
+        authority: Option<String>,
+    },
 }
 
 #[cfg(test)]
@@ -319,7 +370,17 @@ pub enum SummaryQuery {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "reply", rename_all = "snake_case")]
 pub enum SummaryReply {
-    One { summary: Option<Value> },
-    List { total: usize, items: Vec<Value> },
-    Error { message: String },
+    One {
+        summary: Option<Value>,
+    },
+    List {
+        total: usize,
+        items: Vec<Value>,
+        /// Set when the page stopped early to fit one NATS message: where the next starts.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        next_offset: Option<usize>,
+    },
+    Error {
+        message: String,
+    },
 }

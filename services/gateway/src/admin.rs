@@ -194,18 +194,21 @@ pub async fn submit_erasure(
         .map_err(unavailable)?
         .await
         .map_err(|_| ApiError::Unavailable("the message bus is unavailable".into()))?;
-    watermarks.wait(ack.sequence, timeout).await.ok_or_else(|| {
-        ApiError::Unavailable(
-            "the erasure is queued but not yet applied; check the audit log later".into(),
-        )
-    })
+    watermarks
+        .wait(ack.sequence, ack.duplicate, timeout)
+        .await
+        .ok_or_else(|| {
+            ApiError::Unavailable(
+                "the erasure is queued but not yet applied; check the audit log later".into(),
+            )
+        })
 }
 
 pub async fn erase(
     State(state): State<AppState>,
     caller: Caller,
     headers: HeaderMap,
-    body: axum::body::Bytes,
+    body: axum::body::Body,
 ) -> Result<Json<Value>, ApiError> {
     let is_json = headers
         .get(axum::http::header::CONTENT_TYPE)
@@ -216,6 +219,7 @@ pub async fn erase(
             "an erasure is a JSON body: {\"agent\": {...}, \"reason\": \"...\"}".into(),
         ));
     }
+    let body = crate::body::read_body(&state, &headers, body).await?;
     let body: EraseBody = serde_json::from_slice(&body)
         .map_err(|err| ApiError::BadRequest(format!("bad erasure request: {err}")))?;
     person(&state, &body.agent)?;

@@ -5,13 +5,15 @@
 //! so a rewritten request that speaks 2.0 is refused.
 
 use axum::body::Body;
-use axum::extract::Request;
+use axum::extract::{Request, State};
 use axum::http::{header, HeaderName, HeaderValue, Method, Uri};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use xapi::limits::Limit;
 use xapi::XapiVersion;
 
 use crate::error::ApiError;
+use crate::AppState;
 
 /// Form fields that are headers, not parameters.
 const HEADER_FIELDS: [&str; 6] = [
@@ -23,10 +25,14 @@ const HEADER_FIELDS: [&str; 6] = [
     "if-none-match",
 ];
 
-/// Form bodies are small: headers, parameters and one statement or document.
-const MAX_FORM_BYTES: usize = 16 * 1024 * 1024;
-
-pub async fn rewrite(request: Request, next: Next) -> Response {
+/// Rebuilds an alternate-syntax request on the xAPI routes (nowhere else). The form is read
+/// only after the credentials in the `Authorization` header passed, within
+/// `limits.body_bytes`; a form that carries its credentials inside is read before anyone is
+/// known, so only up to `limits.unauthenticated_form_bytes`.
+pub async fn rewrite(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    if !request.uri().path().starts_with("/xapi/") {
+        return next.run(request).await;
+    }
     let method_param = request.uri().query().and_then(|query| {
         serde_urlencoded::from_str::<Vec<(String, String)>>(query)
             .ok()?
@@ -37,7 +43,7 @@ pub async fn rewrite(request: Request, next: Next) -> Response {
     let Some(method) = method_param else {
         return next.run(request).await;
     };
-    match rebuild(request, &method).await {
+    match rebuild(&state, request, &method).await {
         Ok(rebuilt) => next.run(rebuilt).await,
         Err(err) => {
             let mut response = err.into_response();
@@ -54,7 +60,7 @@ fn bad(message: impl Into<String>) -> ApiError {
     ApiError::BadRequest(message.into())
 }
 
-async fn rebuild(request: Request, method: &str) -> Result<Request, ApiError> {
+async fn rebuild(state: &AppState, request: Request, method: &str) -> Result<Request, ApiError> {
     if request.method() != Method::POST {
         return Err(bad(
             "the alternate request syntax (?method=) is only for POST requests",
@@ -92,10 +98,23 @@ async fn rebuild(request: Request, method: &str) -> Result<Request, ApiError> {
             "the alternate request syntax needs an application/x-www-form-urlencoded body",
         ));
     }
+    let authorization = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok());
+    let (max, limit) = match authorization {
+        Some(authorization) => {
+            state.credentials.authenticate(Some(authorization)).await?;
+            (state.limits.body_bytes, Limit::BodyBytes)
+        }
+        None => (
+            state.limits.unauthenticated_form_bytes,
+            Limit::UnauthenticatedFormBytes,
+        ),
+    };
     let (parts, body) = request.into_parts();
-    let bytes = axum::body::to_bytes(body, MAX_FORM_BYTES)
-        .await
-        .map_err(|_| ApiError::PayloadTooLarge(MAX_FORM_BYTES))?;
+    let deadline = std::time::Duration::from_secs(state.limits.body_read_timeout_secs);
+    let bytes = crate::body::read_limited(&parts.headers, body, max, limit, deadline).await?;
     let fields: Vec<(String, String)> = serde_urlencoded::from_bytes(&bytes)
         .map_err(|err| bad(format!("the form body is not url-encoded: {err}")))?;
     let mut headers = parts.headers.clone();

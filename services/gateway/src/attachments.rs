@@ -163,6 +163,7 @@ pub fn match_parts(
 pub fn check_signatures(
     statements: &[Value],
     bodies: &HashMap<String, Bytes>,
+    limits: &xapi::limits::Limits,
 ) -> Result<(), ApiError> {
     for (index, statement) in statements.iter().enumerate() {
         for attachment in attachments(statement) {
@@ -179,7 +180,7 @@ pub fn check_signatures(
                     "statement {index}: the signature attachment has no body in the request"
                 )));
             };
-            check_jws(statement, jws).map_err(|reason| {
+            check_jws(statement, jws, limits).map_err(|reason| {
                 bad(format!("statement {index}: malformed signature: {reason}"))
             })?;
         }
@@ -187,7 +188,11 @@ pub fn check_signatures(
     Ok(())
 }
 
-fn check_jws(statement: &Value, jws: &[u8]) -> Result<(), String> {
+pub fn check_jws(
+    statement: &Value,
+    jws: &[u8],
+    limits: &xapi::limits::Limits,
+) -> Result<(), String> {
     let text = std::str::from_utf8(jws)
         .map_err(|_| "the JWS is not text")?
         .trim();
@@ -209,8 +214,10 @@ fn check_jws(statement: &Value, jws: &[u8]) -> Result<(), String> {
     if decode(signature, "signature")?.is_empty() {
         return Err("the JWS signature is empty".into());
     }
-    let signed: Value = serde_json::from_slice(&decode(payload, "payload")?)
-        .map_err(|_| "the JWS payload is not a JSON statement")?;
+    let payload = decode(payload, "payload")?;
+    xapi::limits::check_depth(&payload, limits).map_err(|exceeded| exceeded.to_string())?;
+    let signed: Value =
+        serde_json::from_slice(&payload).map_err(|_| "the JWS payload is not a JSON statement")?;
     let strip = |value: &Value| -> Value {
         let mut value = value.clone();
         if let Some(object) = value.as_object_mut() {
@@ -287,22 +294,27 @@ mod tests {
 
     #[test]
     fn signatures_must_be_rs_jws_of_the_statement() {
+        let limits = xapi::limits::Limits::default();
+        let check = |statement: &Value, jws: &[u8]| check_jws(statement, jws, &limits);
         let statement = json!({"actor": {"mbox": "mailto:a@b.c"}, "verb": {"id": "http://x.example/v"}, "object": {"id": "http://x.example/a"}});
         let good = jws(&json!({"alg": "RS256"}), statement.to_string().as_bytes());
-        assert!(check_jws(&statement, &good).is_ok());
-        assert!(check_jws(
-            &statement,
-            &jws(&json!({"alg": "HS256"}), statement.to_string().as_bytes())
-        )
-        .is_err());
-        assert!(check_jws(&statement, &jws(&json!({"alg": "RS256"}), b"{'actor': 1}")).is_err());
+        assert!(check(&statement, &good).is_ok());
+        let hs256 = jws(&json!({"alg": "HS256"}), statement.to_string().as_bytes());
+        assert!(check(&statement, &hs256).is_err());
+        assert!(check(&statement, &jws(&json!({"alg": "RS256"}), b"{'actor': 1}")).is_err());
         let other = json!({"actor": {"mbox": "mailto:x@b.c"}, "verb": {"id": "http://x.example/v"}, "object": {"id": "http://x.example/a"}});
-        assert!(check_jws(
-            &statement,
-            &jws(&json!({"alg": "RS512"}), other.to_string().as_bytes())
-        )
-        .is_err());
-        assert!(check_jws(&statement, b"not.a.jws.at.all").is_err());
-        assert!(check_jws(&statement, b"\xff\xfe").is_err());
+        let signed_other = jws(&json!({"alg": "RS512"}), other.to_string().as_bytes());
+        assert!(check(&statement, &signed_other).is_err());
+        assert!(check(&statement, b"not.a.jws.at.all").is_err());
+        assert!(check(&statement, b"\xff\xfe").is_err());
+        // A payload whose duration is no duration, with a multi-byte character: an error for
+        // the signature check, not a panic.
+        let mut odd = statement.clone();
+        odd["result"] = json!({"duration": "\u{e9}S"});
+        let odd_jws = jws(&json!({"alg": "RS256"}), odd.to_string().as_bytes());
+        assert!(check(&statement, &odd_jws).is_err());
+        assert!(check(&odd, &odd_jws).is_ok());
+        let deep = format!("{}{}", "[".repeat(100), "]".repeat(100));
+        assert!(check(&statement, &jws(&json!({"alg": "RS256"}), deep.as_bytes())).is_err());
     }
 }

@@ -52,6 +52,15 @@ impl Caller {
         self.0.has_any(scopes)
     }
 
+    /// Whether the credential reads only what it wrote: without `all`, `all/read` or
+    /// `statements/read`, it sees its own statements (`statements/read/mine`), its own
+    /// documents, and nothing that comes only from other credentials' statements (activity
+    /// definitions, agent names, attachment bodies). xAPI limits `state` and `profile` to the
+    /// token's own data the same way.
+    pub fn confined(&self) -> bool {
+        !self.has_any(&[Scope::All, Scope::AllRead, Scope::StatementsRead])
+    }
+
     /// `credential:<key>`, for the audit log.
     pub fn actor(&self) -> String {
         format!("credential:{}", self.0.key)

@@ -71,23 +71,19 @@ async fn document(
     Extension(resource): Extension<&'static Resource>,
     State(state): State<AppState>,
     Extension(version): Extension<XapiVersion>,
-    Caller(_caller): Caller,
+    caller: Caller,
     method: Method,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    match document_inner(
+    let asked = Asked {
         resource,
-        &state,
+        caller: &caller,
         version,
-        &method,
-        query.as_deref(),
-        &headers,
-        body,
-    )
-    .await
-    {
+        method: &method,
+    };
+    match document_inner(&state, asked, query.as_deref(), &headers, body).await {
         Ok(response) => response,
         Err(err) => err.into_response(),
     }
@@ -173,12 +169,11 @@ fn parse_target(
             resource.id_param
         )));
     }
-    let scope = [
-        activity.unwrap_or_default(),
-        agent.unwrap_or_default(),
-        registration.unwrap_or_default(),
-    ]
-    .join("\n");
+    let scope = bus::wire::document_scope(
+        activity.as_deref().unwrap_or_default(),
+        agent.as_deref().unwrap_or_default(),
+        registration.as_deref().unwrap_or_default(),
+    );
     Ok(Target { scope, id, since })
 }
 
@@ -196,15 +191,27 @@ pub fn agent_key(state: &AppState, version: XapiVersion, value: &str) -> Result<
         .ok_or_else(|| ApiError::BadRequest("parameter agent has no identifier".into()))
 }
 
-async fn document_inner(
-    resource: &Resource,
-    state: &AppState,
+/// Who asks what of which resource.
+struct Asked<'a> {
+    resource: &'a Resource,
+    caller: &'a Caller,
     version: XapiVersion,
-    method: &Method,
+    method: &'a Method,
+}
+
+async fn document_inner(
+    state: &AppState,
+    asked: Asked<'_>,
     raw_query: Option<&str>,
     headers: &HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
+    let Asked {
+        resource,
+        caller,
+        version,
+        method,
+    } = asked;
     let target = parse_target(resource, state, version, method, raw_query)?;
     let op = match (method.as_str(), &target.id) {
         ("GET" | "HEAD", Some(_)) => DocumentOp::Get,
@@ -228,13 +235,24 @@ async fn document_inner(
             .map(str::to_owned)
     };
     let body = match op {
-        DocumentOp::Put | DocumentOp::Post => crate::body::read_body(state, headers, body).await?,
+        DocumentOp::Put | DocumentOp::Post => {
+            crate::body::read_limited(
+                headers,
+                body,
+                state.limits.document_bytes.min(state.limits.body_bytes),
+                xapi::limits::Limit::DocumentBytes,
+                std::time::Duration::from_secs(state.limits.body_read_timeout_secs),
+            )
+            .await?
+        }
         _ => Default::default(),
     };
     let request = DocumentRequest {
         op,
         kind: resource.kind,
         scope: target.scope,
+        writer: Some(caller.0.key.clone()),
+        own_only: caller.confined(),
         id: target.id,
         since: target.since,
         content_type: header_text(header::CONTENT_TYPE),
@@ -275,6 +293,14 @@ async fn document_inner(
         DocumentStatus::BadRequest => return Err(ApiError::BadRequest(message)),
         DocumentStatus::Conflict => return Err(ApiError::Conflict { message }),
         DocumentStatus::PreconditionFailed => return Err(ApiError::PreconditionFailed(message)),
+        DocumentStatus::Forbidden => return Err(ApiError::Forbidden(message)),
+        DocumentStatus::TooLarge => {
+            return Err(ApiError::limit(
+                xapi::limits::Limit::DocumentBytes,
+                state.limits.document_bytes,
+                message,
+            ))
+        }
         DocumentStatus::Internal => return Err(ApiError::Internal),
     };
     if let Some(value) = reply
@@ -327,9 +353,19 @@ fn only_parameter(raw: Option<&str>, wanted: &str, resource: &str) -> Result<Str
 }
 
 /// `GET /xapi/activities?activityId=`: the activity as the LRS knows it.
+/// The agent IFI a confined caller's reads are limited to (see [`Caller::confined`]).
+fn confined_to(state: &AppState, caller: &Caller) -> Result<Option<String>, ApiError> {
+    if !caller.confined() {
+        return Ok(None);
+    }
+    crate::auth::caller_ifi(caller, &state.authority_home_page)
+        .map(Some)
+        .ok_or(ApiError::Internal)
+}
+
 pub async fn activities(
     State(state): State<AppState>,
-    Caller(_caller): Caller,
+    caller: Caller,
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
     let id = only_parameter(query.as_deref(), "activityId", "Activities")?;
@@ -338,8 +374,9 @@ pub async fn activities(
             "activityId {id:?} is not an absolute IRI"
         )));
     }
-    let payload =
-        serde_json::to_vec(&ObjectQuery::Activity { id }).map_err(|_| ApiError::Internal)?;
+    let authority = confined_to(&state, &caller)?;
+    let payload = serde_json::to_vec(&ObjectQuery::Activity { id, authority })
+        .map_err(|_| ApiError::Internal)?;
     let reply = ask(&state, subjects::API_OBJECTS, payload).await?;
     let activity: Value = serde_json::from_slice(&reply).map_err(|_| ApiError::Internal)?;
     if activity.get("error").is_some() {
@@ -352,14 +389,15 @@ pub async fn activities(
 pub async fn agents(
     State(state): State<AppState>,
     Extension(version): Extension<XapiVersion>,
-    Caller(_caller): Caller,
+    caller: Caller,
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
     let raw = only_parameter(query.as_deref(), "agent", "Agents")?;
     let ifi = agent_key(&state, version, &raw)?;
     let agent: Value = serde_json::from_str(&raw).map_err(|_| ApiError::Internal)?;
-    let payload =
-        serde_json::to_vec(&ObjectQuery::Person { ifi }).map_err(|_| ApiError::Internal)?;
+    let authority = confined_to(&state, &caller)?;
+    let payload = serde_json::to_vec(&ObjectQuery::Person { ifi, authority })
+        .map_err(|_| ApiError::Internal)?;
     let reply = ask(&state, subjects::API_OBJECTS, payload).await?;
     let known: Value = serde_json::from_slice(&reply).map_err(|_| ApiError::Internal)?;
     let mut names: Vec<Value> = known

@@ -4,6 +4,7 @@
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
+use xapi::limits::Exceeded;
 use xapi::BatchViolation;
 
 #[derive(Debug, thiserror::Error)]
@@ -27,8 +28,9 @@ pub enum ApiError {
     NotFound(String),
     #[error("method not allowed")]
     MethodNotAllowed,
-    #[error("the body is larger than the limit of {0} bytes")]
-    PayloadTooLarge(usize),
+    /// A bound of the limits contract was reached: the answer names it.
+    #[error("{0}")]
+    Limit(Exceeded),
     #[error("{0}")]
     UnsupportedMediaType(String),
     /// NATS or the store did not confirm in time. Nothing acknowledged was lost; retrying
@@ -50,9 +52,18 @@ struct Body<'a> {
     path: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     rule: Option<&'a str>,
+    /// For a reached limit: its configuration key and its value.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    limit: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max: Option<u64>,
 }
 
 impl ApiError {
+    pub fn limit(limit: xapi::limits::Limit, max: usize, message: impl Into<String>) -> ApiError {
+        ApiError::Limit(Exceeded::new(limit, max, message))
+    }
+
     fn status_and_code(&self) -> (StatusCode, &'static str) {
         match self {
             ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
@@ -68,7 +79,11 @@ impl ApiError {
             }
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
-            ApiError::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+            ApiError::Limit(exceeded) => (
+                StatusCode::from_u16(exceeded.limit.http_status())
+                    .unwrap_or(StatusCode::PAYLOAD_TOO_LARGE),
+                exceeded.limit.code(),
+            ),
             ApiError::UnsupportedMediaType(_) => {
                 (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
             }
@@ -88,6 +103,17 @@ impl IntoResponse for ApiError {
                 statement: violation.statement,
                 path: Some(violation.violation.path.as_str()),
                 rule: Some(violation.violation.rule.as_str()),
+                limit: None,
+                max: None,
+            },
+            ApiError::Limit(exceeded) => Body {
+                code,
+                message: self.to_string(),
+                statement: exceeded.statement,
+                path: None,
+                rule: None,
+                limit: Some(exceeded.limit.key()),
+                max: Some(exceeded.max),
             },
             other => Body {
                 code,
@@ -95,6 +121,8 @@ impl IntoResponse for ApiError {
                 statement: None,
                 path: None,
                 rule: None,
+                limit: None,
+                max: None,
             },
         };
         let mut response = (status, axum::Json(body)).into_response();

@@ -18,6 +18,7 @@
 //! - [`documents`]: the State, Activity Profile and Agent Profile resources, and the
 //!   Activities and Agents resources.
 //! - [`summaries`]: the summary API (JSON and CSV), answered by the projector.
+//! - [`serve`]: the HTTP server loop: header deadlines, graceful shutdown.
 //! - [`watermark`]: waiting for the store's applied watermark.
 //! - [`error`]: the JSON error shape and status mapping.
 
@@ -30,6 +31,7 @@ pub mod documents;
 pub mod error;
 pub mod multipart;
 pub mod params;
+pub mod serve;
 pub mod statements;
 pub mod summaries;
 pub mod version;
@@ -46,6 +48,7 @@ use axum::{Json, Router};
 use serde_json::json;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use xapi::limits::Limits;
 use xapi::Validator;
 
 use error::ApiError;
@@ -59,8 +62,8 @@ pub struct GatewayConfig {
     pub default_requests_per_minute: u32,
     /// The homePage of the authority accounts of HTTP credentials.
     pub authority_home_page: String,
-    /// Request bodies above this are refused with 413.
-    pub max_body_bytes: usize,
+    /// Every bound on input (README "Limits").
+    pub limits: Limits,
     /// How long a write waits for the store's verdict before answering 503.
     pub write_timeout: Duration,
 }
@@ -71,7 +74,7 @@ impl Default for GatewayConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             default_requests_per_minute: 6000,
             authority_home_page: "https://w3id.org/xapi/llo/clients".into(),
-            max_body_bytes: 16 * 1024 * 1024,
+            limits: Limits::default(),
             write_timeout: Duration::from_secs(10),
         }
     }
@@ -88,7 +91,7 @@ pub struct AppState {
     pub watermarks: Watermarks,
     /// Attachment bodies, in a NATS Object Store bucket.
     pub attachments: attachments::AttachmentStore,
-    pub max_body_bytes: usize,
+    pub limits: Arc<Limits>,
     pub write_timeout: Duration,
 }
 
@@ -117,7 +120,7 @@ impl Gateway {
             watermarks: Watermarks::new(client.clone()),
             client,
             js,
-            max_body_bytes: config.max_body_bytes,
+            limits: Arc::new(config.limits),
             write_timeout: config.write_timeout,
         };
         Ok(Gateway { listener, state })
@@ -132,6 +135,7 @@ impl Gateway {
     /// Serves until `shutdown`; in-flight requests finish first.
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let follow = self.state.watermarks.clone().follow(shutdown.clone());
+        let limits = self.state.limits.clone();
         let credentials = self.state.credentials.clone();
         if let Err(err) = credentials.load().await {
             tracing::warn!(error = %err, "credentials not loaded yet; the first request retries");
@@ -140,17 +144,14 @@ impl Gateway {
         // The rewrite wraps the router instead of being one of its layers: a router's own
         // layers run after routing, and the rewrite changes the method and the query.
         let app = tower::Layer::layer(
-            &axum::middleware::from_fn(alternate::rewrite),
+            &axum::middleware::from_fn_with_state(self.state.clone(), alternate::rewrite),
             router(self.state),
         );
         // Browser-based tools call from other origins; preflights are answered here, before
         // authentication (browsers send them without credentials).
         let app = tower::Layer::layer(&cors(), app);
-        let serve = axum::serve(
-            self.listener,
-            axum::ServiceExt::<axum::extract::Request>::into_make_service(app),
-        )
-        .with_graceful_shutdown(shutdown.clone().cancelled_owned());
+        let header_read_timeout = Duration::from_secs(limits.header_read_timeout_secs.max(1));
+        let serve = serve::serve(self.listener, app, header_read_timeout, shutdown.clone());
         let (follow_result, credentials_result, serve_result) =
             tokio::join!(follow, follow_credentials, async {
                 let result = serve.await.context("http server");

@@ -37,18 +37,38 @@ pub fn boundary(content_type: &str) -> Option<String> {
     })
 }
 
+/// The first `needle` in `haystack` at or after `from`: linear in the haystack whatever the
+/// needle (memchr's two-way search), so a crafted boundary cannot make parsing quadratic.
 fn find(haystack: &[u8], needle: &[u8], from: usize) -> Option<usize> {
-    haystack
-        .get(from..)?
-        .windows(needle.len())
-        .position(|window| window == needle)
-        .map(|at| at + from)
+    memchr::memmem::find(haystack.get(from..)?, needle).map(|at| at + from)
 }
 
-/// Splits a body into its parts. Errors say what is wrong, for the 400.
-pub fn parse(body: &Bytes, boundary: &str) -> Result<Vec<Part>, String> {
+/// Why a body did not split into parts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Error {
+    /// More parts than the caller allows.
+    TooManyParts,
+    /// What is wrong, for the 400.
+    Malformed(String),
+}
+
+impl From<&str> for Error {
+    fn from(reason: &str) -> Error {
+        Error::Malformed(reason.to_owned())
+    }
+}
+
+impl From<String> for Error {
+    fn from(reason: String) -> Error {
+        Error::Malformed(reason)
+    }
+}
+
+/// Splits a body into at most `max_parts` parts, in one pass over the body.
+pub fn parse(body: &Bytes, boundary: &str, max_parts: usize) -> Result<Vec<Part>, Error> {
     let delimiter = format!("--{boundary}");
     let delimiter = delimiter.as_bytes();
+    let next_delimiter = [b"\r\n".as_slice(), delimiter].concat();
     let mut at = find(body, delimiter, 0).ok_or("the body has no multipart boundary line")?;
     let mut parts = Vec::new();
     loop {
@@ -56,17 +76,20 @@ pub fn parse(body: &Bytes, boundary: &str) -> Result<Vec<Part>, String> {
         if body.get(after..after + 2) == Some(b"--") {
             return Ok(parts);
         }
+        if parts.len() == max_parts {
+            return Err(Error::TooManyParts);
+        }
         // The rest of the boundary line (transport padding), then CRLF.
         let line_end = find(body, b"\r\n", after).ok_or("a boundary line does not end in CRLF")?;
         let start = line_end + 2;
-        let next = find(body, &[b"\r\n".as_slice(), delimiter].concat(), start)
+        let next = find(body, &next_delimiter, start)
             .ok_or("the multipart body does not end with its closing boundary")?;
         parts.push(parse_part(body.slice(start..next))?);
         at = next + 2;
     }
 }
 
-fn parse_part(raw: Bytes) -> Result<Part, String> {
+fn parse_part(raw: Bytes) -> Result<Part, Error> {
     let header_end = if raw.starts_with(b"\r\n") {
         0
     } else {
@@ -134,7 +157,7 @@ mod tests {
                 binary.clone(),
             ),
         ]);
-        let parts = parse(&Bytes::from(body), &boundary).expect("parses");
+        let parts = parse(&Bytes::from(body), &boundary, 10).expect("parses");
         assert_eq!(parts.len(), 2);
         assert_eq!(parts[0].header("content-type"), Some("application/json"));
         assert_eq!(parts[0].body, Bytes::from_static(b"{}"));
@@ -146,10 +169,20 @@ mod tests {
     fn the_test_suite_layout_parses() {
         // A leading CRLF, headers without a space after the colon, no trailing CRLF.
         let body = Bytes::from_static(b"\r\n--xyz\r\nContent-Type:application/json\r\n\r\n[1]\r\n--xyz\r\nContent-Type:text/plain\r\nX-Experience-API-Hash:h\r\n\r\nhello\r\n--xyz--");
-        let parts = parse(&body, "xyz").expect("parses");
+        let parts = parse(&body, "xyz", 10).expect("parses");
         assert_eq!(parts.len(), 2);
         assert_eq!(parts[1].body, Bytes::from_static(b"hello"));
         assert_eq!(parts[1].header("x-experience-api-hash"), Some("h"));
+    }
+
+    #[test]
+    fn more_parts_than_allowed_are_refused() {
+        let parts: Vec<(Vec<(&str, String)>, Bytes)> =
+            (0..5).map(|_| (vec![], Bytes::from_static(b"x"))).collect();
+        let (body, boundary) = build(&parts);
+        let body = Bytes::from(body);
+        assert_eq!(parse(&body, &boundary, 5).map(|p| p.len()), Ok(5));
+        assert_eq!(parse(&body, &boundary, 4), Err(Error::TooManyParts));
     }
 
     #[test]
@@ -160,7 +193,7 @@ mod tests {
             b"--xyz\r\nContent-Type: a\r\n\r\nno end",
             b"garbage",
         ] {
-            assert!(parse(&Bytes::copy_from_slice(body), "xyz").is_err());
+            assert!(parse(&Bytes::copy_from_slice(body), "xyz", 10).is_err());
         }
     }
 }

@@ -104,7 +104,8 @@ fn agent(value: &str) -> Result<String, ApiError> {
         .ok_or_else(|| ApiError::BadRequest("parameter agent has a malformed identifier".into()))
 }
 
-pub fn parse_get(pairs: Vec<(String, String)>) -> Result<GetParams, ApiError> {
+/// The parameters of a statement query; `max_limit` is `limits.query_limit`.
+pub fn parse_get(pairs: Vec<(String, String)>, max_limit: usize) -> Result<GetParams, ApiError> {
     let mut seen = std::collections::HashSet::new();
     for (name, _) in &pairs {
         if !KNOWN.contains(&name.as_str()) {
@@ -155,7 +156,17 @@ pub fn parse_get(pairs: Vec<(String, String)>) -> Result<GetParams, ApiError> {
                     ApiError::BadRequest(format!(
                         "parameter limit must be a non-negative integer, not {value:?}"
                     ))
-                })?
+                })?;
+                if query.limit > max_limit {
+                    return Err(ApiError::limit(
+                        xapi::limits::Limit::QueryLimit,
+                        max_limit,
+                        format!(
+                            "limit {} is above the most statements one page holds; ask for at most {max_limit} (0: the most)",
+                            query.limit
+                        ),
+                    ));
+                }
             }
             "ascending" => query.ascending = boolean(&name, &value)?,
             "attachments" => params.attachments = boolean(&name, &value)?,
@@ -188,13 +199,29 @@ pub fn parse_get(pairs: Vec<(String, String)>) -> Result<GetParams, ApiError> {
 mod tests {
     use super::*;
 
+    fn parse_get_default(pairs: Vec<(String, String)>) -> Result<GetParams, ApiError> {
+        parse_get(pairs, 100)
+    }
+
+    #[test]
+    fn a_limit_above_the_page_size_names_the_limit() {
+        assert!(parse_get(pairs("limit=100"), 100).is_ok());
+        match parse_get(pairs("limit=101"), 100) {
+            Err(ApiError::Limit(exceeded)) => {
+                assert_eq!(exceeded.limit, xapi::limits::Limit::QueryLimit);
+                assert_eq!(exceeded.max, 100);
+            }
+            other => panic!("expected the query limit, got {other:?}"),
+        }
+    }
+
     fn pairs(raw: &str) -> Vec<(String, String)> {
         parse_pairs(Some(raw)).expect("well-formed")
     }
 
     #[test]
     fn filters_are_parsed_and_normalised() {
-        let params = parse_get(pairs(
+        let params = parse_get_default(pairs(
             "agent=%7B%22mbox%22%3A%22mailto%3AAnn%40example.org%22%7D&verb=http%3A%2F%2Fadlnet.gov%2Fexpapi%2Fverbs%2Fattended&since=2026-01-01T01:00:00%2B01:00&limit=5&ascending=true",
         ))
         .expect("valid");
@@ -226,7 +253,7 @@ mod tests {
             "since=yesterday",
             "verb=attended",
         ] {
-            assert!(parse_get(pairs(bad)).is_err(), "{bad}");
+            assert!(parse_get_default(pairs(bad)).is_err(), "{bad}");
         }
     }
 }

@@ -1,8 +1,6 @@
 //! `/xapi/statements`: PUT and POST publish to JetStream and wait for the store's verdict;
 //! GET and HEAD ask the store.
 
-use std::collections::HashMap;
-
 use axum::body::{Body, Bytes};
 use axum::extract::{RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -13,11 +11,12 @@ use bus::subjects;
 use bus::wire::{HttpBatch, StatementQuery, StatementReply, Verdict};
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
-use xapi::statement::{authority_names, ensure_id, format_canonical, format_ids};
+use sha2::Digest as _;
+use xapi::statement::{authority_names, ensure_id_from, format_canonical, format_ids};
 use xapi::{BatchViolation, Violation, XapiVersion};
 
 use crate::auth::{caller_ifi, Caller};
-use crate::body::read_statements;
+use crate::body::{read_statements, StatementsBody};
 use crate::error::ApiError;
 use crate::params::{self, Format};
 use crate::AppState;
@@ -40,17 +39,8 @@ pub async fn post(
             "POST statements takes no parameters; got {name:?}"
         )));
     }
-    let (body, attachments) = read_statements(&state, &headers, body).await?;
-    let statements = match body {
-        Value::Array(statements) => statements,
-        statement @ Value::Object(_) => vec![statement],
-        _ => {
-            return Err(ApiError::BadRequest(
-                "the body must be a statement object or an array of statements".into(),
-            ))
-        }
-    };
-    let ids = submit(&state, &caller, version, statements, attachments).await?;
+    let body = read_statements(&state, &headers, body).await?;
+    let ids = submit(&state, &caller, version, body, None).await?;
     Ok(Json(ids).into_response())
 }
 
@@ -80,8 +70,12 @@ pub async fn put(
     let id = uuid::Uuid::parse_str(&id_param)
         .map_err(|_| ApiError::BadRequest(format!("statementId {id_param:?} is not a UUID")))?
         .to_string();
-    let (mut statement, attachments) = read_statements(&state, &headers, body).await?;
-    let Some(object) = statement.as_object_mut() else {
+    let mut body = read_statements(&state, &headers, body).await?;
+    let object = match body.statements.as_mut_slice() {
+        [statement] if body.single => statement.as_object_mut(),
+        _ => None,
+    };
+    let Some(object) = object else {
         return Err(ApiError::BadRequest(
             "the body must be one statement object".into(),
         ));
@@ -97,10 +91,42 @@ pub async fn put(
             )));
         }
     } else {
-        object.insert("id".into(), Value::String(id));
+        object.insert("id".into(), Value::String(id.clone()));
     }
-    submit(&state, &caller, version, vec![statement], attachments).await?;
+    submit(&state, &caller, version, body, Some(&id)).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// What a write answers when its fate is unknown (NATS or the store did not confirm in time).
+/// True in every case, and the reason retrying is safe: the retry publishes the same message
+/// id and the same statement ids (see [`request_seed`]).
+const MAYBE_STORED: &str = "the statements may or may not be stored; retrying the same request is safe (same ids, stored once)";
+
+/// A digest of who sent what: the credential, the xAPI version, the statements as sent (and,
+/// for PUT, the id). Message id and generated statement ids derive from it, so the same request
+/// retried after a lost answer is the same message (dropped by JetStream's dedup window) with
+/// the same statements (a no-op for the store after it).
+fn request_seed(
+    caller: &Caller,
+    version: XapiVersion,
+    statements: &[Value],
+    put_id: Option<&str>,
+) -> [u8; 32] {
+    let mut hasher = sha2::Sha256::new();
+    for part in [
+        caller.0.key.as_bytes(),
+        version.as_str().as_bytes(),
+        put_id.unwrap_or("").as_bytes(),
+    ] {
+        hasher.update((part.len() as u64).to_be_bytes());
+        hasher.update(part);
+    }
+    for statement in statements {
+        let text = statement.to_string();
+        hasher.update((text.len() as u64).to_be_bytes());
+        hasher.update(text.as_bytes());
+    }
+    hasher.finalize().into()
 }
 
 /// Validates, assigns ids, publishes the batch as one JetStream message, waits for the verdict.
@@ -108,9 +134,14 @@ async fn submit(
     state: &AppState,
     caller: &Caller,
     version: XapiVersion,
-    mut statements: Vec<Value>,
-    attachments: HashMap<String, Bytes>,
+    body: StatementsBody,
+    put_id: Option<&str>,
 ) -> Result<Vec<String>, ApiError> {
+    let StatementsBody {
+        mut statements,
+        attachments,
+        ..
+    } = body;
     if statements.is_empty() {
         return Ok(Vec::new());
     }
@@ -132,31 +163,45 @@ async fn submit(
         validator.check_batch(&statements, version)
     };
     checked.map_err(ApiError::InvalidStatement)?;
-    // Bodies first: once the statement is acknowledged, its attachments must be readable.
-    for (sha2, body) in &attachments {
-        state.attachments.put(sha2, body).await?;
-    }
-    let ids: Vec<String> = statements.iter_mut().map(ensure_id).collect();
+    let seed = request_seed(caller, version, &statements, put_id);
+    let ids: Vec<String> = statements
+        .iter_mut()
+        .enumerate()
+        .map(|(index, statement)| ensure_id_from(statement, &seed, index))
+        .collect();
     let batch = HttpBatch {
         authority: caller.0.authority(&state.authority_home_page),
         version: version.as_str().to_owned(),
         statements,
         define: caller.has_any(&[Scope::All, Scope::Define]),
+        bodies: attachments.keys().cloned().collect(),
     };
     let payload = serde_json::to_vec(&batch).map_err(|err| {
         tracing::error!(error = %err, "cannot encode batch");
         ApiError::Internal
     })?;
+    let max_payload = state.client.server_info().max_payload;
+    if payload.len() + bus::HEADROOM > max_payload {
+        return Err(ApiError::limit(
+            xapi::limits::Limit::NatsMessage,
+            max_payload.saturating_sub(bus::HEADROOM),
+            format!(
+                "these {} statements make a bus message of {} bytes; send fewer per request",
+                ids.len(),
+                payload.len()
+            ),
+        ));
+    }
+    // Bodies first: once the statement is acknowledged, its attachments must be readable.
+    for (sha2, body) in &attachments {
+        state.attachments.put(sha2, body).await?;
+    }
     let mut headers = async_nats::HeaderMap::new();
-    headers.insert(
-        bus::MSG_ID_HEADER,
-        uuid::Uuid::new_v4().to_string().as_str(),
-    );
+    let msg_id = format!("http-{}", hex(&seed));
+    headers.insert(bus::MSG_ID_HEADER, msg_id.as_str());
     let unavailable = |err: &dyn std::fmt::Display| {
         tracing::warn!(error = %err, "publish to LRS_IN failed");
-        ApiError::Unavailable(
-            "the message bus is unavailable; nothing was stored, retry later".into(),
-        )
+        ApiError::Unavailable(MAYBE_STORED.into())
     };
     let ack_future = state
         .js
@@ -166,7 +211,7 @@ async fn submit(
     let ack = ack_future.await.map_err(|err| unavailable(&err))?;
     match state
         .watermarks
-        .wait(ack.sequence, state.write_timeout)
+        .wait(ack.sequence, ack.duplicate, state.write_timeout)
         .await
     {
         Some(Verdict::Applied) => Ok(ids),
@@ -187,11 +232,12 @@ async fn submit(
                 message: rejection.message,
             },
         })),
-        None => Err(ApiError::Unavailable(
-            "the statements are safely queued but not yet stored; retry the same request later"
-                .into(),
-        )),
+        None => Err(ApiError::Unavailable(MAYBE_STORED.into())),
     }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
 }
 
 pub async fn get(
@@ -218,12 +264,12 @@ async fn get_inner(
     raw_query: Option<&str>,
     headers: &HeaderMap,
 ) -> Result<Response, ApiError> {
-    let mut params = params::parse_get(params::parse_pairs(raw_query)?)?;
+    let mut params = params::parse_get(params::parse_pairs(raw_query)?, state.limits.query_limit)?;
     // `statements/read/mine` alone: only what this credential wrote.
-    let mine = if caller.has_any(&[Scope::All, Scope::AllRead, Scope::StatementsRead]) {
-        None
-    } else {
+    let mine = if caller.confined() {
         Some(caller_ifi(caller, &state.authority_home_page).ok_or(ApiError::Internal)?)
+    } else {
+        None
     };
     params.query.authority = mine.clone();
     let mut reply = ask_store(state, &params.query).await?;
@@ -248,10 +294,11 @@ async fn get_inner(
         Format::Ids => format_ids(&statement),
         Format::Canonical => format_canonical(&statement, &languages),
     };
-    let (body, consistent_through, last_modified) = match reply {
+    let (body, consistent_through, last_modified, shown_bodies) = match reply {
         StatementReply::One {
             statement,
             consistent_through,
+            bodies,
         } => {
             let Some(statement) = statement else {
                 let wanted = params
@@ -262,12 +309,13 @@ async fn get_inner(
                 return Err(ApiError::NotFound(format!("no statement with id {wanted}")));
             };
             let stored = stored_of(&statement);
-            (render(statement), consistent_through, stored)
+            (render(statement), consistent_through, stored, bodies)
         }
         StatementReply::Page {
             statements,
             next_after,
             consistent_through,
+            bodies,
         } => {
             let last_modified = statements.iter().filter_map(stored_of).max();
             let more = next_after.map(|after| {
@@ -283,6 +331,7 @@ async fn get_inner(
                 json!({"statements": statements, "more": more.unwrap_or_default()}),
                 consistent_through,
                 last_modified,
+                bodies,
             )
         }
         StatementReply::Error { message } => {
@@ -291,7 +340,7 @@ async fn get_inner(
         }
     };
     let mut response = if params.attachments {
-        multipart_response(state, &body).await?
+        multipart_response(state, &body, shown_bodies.as_deref()).await?
     } else {
         Json(body).into_response()
     };
@@ -370,7 +419,12 @@ fn accept_languages(headers: &HeaderMap) -> Vec<String> {
 
 /// `attachments=true`: the statements as the first part of a multipart/mixed body, then
 /// the body of every attachment the LRS holds, once per hash.
-async fn multipart_response(state: &AppState, body: &Value) -> Result<Response, ApiError> {
+/// `shown`: when the reader is confined to its own statements, the bodies they brought.
+async fn multipart_response(
+    state: &AppState,
+    body: &Value,
+    shown: Option<&[String]>,
+) -> Result<Response, ApiError> {
     let statements: Vec<&Value> = match body.get("statements").and_then(Value::as_array) {
         Some(statements) => statements.iter().collect(),
         None => vec![body],
@@ -390,7 +444,9 @@ async fn multipart_response(state: &AppState, body: &Value) -> Result<Response, 
             continue;
         };
         let sha2 = sha2.to_ascii_lowercase();
-        if wanted.iter().any(|(known, _)| *known == sha2) {
+        if wanted.iter().any(|(known, _)| *known == sha2)
+            || shown.is_some_and(|shown| !shown.contains(&sha2))
+        {
             continue;
         }
         let content_type = attachment

@@ -60,7 +60,12 @@ fn number(name: &str, value: &str) -> Result<usize, ApiError> {
     })
 }
 
-fn options(raw: Option<&str>, headers: &HeaderMap, allowed: &[&str]) -> Result<Options, ApiError> {
+fn options(
+    state: &AppState,
+    raw: Option<&str>,
+    headers: &HeaderMap,
+    allowed: &[&str],
+) -> Result<Options, ApiError> {
     let accept_csv = headers
         .get(header::ACCEPT)
         .and_then(|value| value.to_str().ok())
@@ -106,7 +111,20 @@ fn options(raw: Option<&str>, headers: &HeaderMap, allowed: &[&str]) -> Result<O
                     }
                 }
             }
-            "limit" => options.limit = number("limit", &value)?,
+            "limit" => {
+                options.limit = number("limit", &value)?;
+                let most = state.limits.summary_limit;
+                if options.limit > most {
+                    return Err(ApiError::limit(
+                        xapi::limits::Limit::SummaryLimit,
+                        most,
+                        format!(
+                            "limit {} is above the most one page holds; ask for at most {most} (0: the most)",
+                            options.limit
+                        ),
+                    ));
+                }
+            }
             "offset" => options.offset = number("offset", &value)?,
             _ => options.agent = Some(value),
         }
@@ -173,17 +191,31 @@ async fn list(state: &AppState, kind: SummaryKind, options: Options) -> Result<R
         limit: options.limit,
     };
     match ask(state, &query).await? {
-        SummaryReply::List { total, items } => render(items, options.csv, Some(total)),
+        SummaryReply::List {
+            total,
+            items,
+            next_offset,
+        } => render(items, options.csv, Some((total, next_offset))),
         _ => Err(ApiError::Internal),
     }
 }
 
 /// JSON (one object, or `{total, items}`), or CSV with one row per summary: scalar fields,
 /// lists joined with `;`, month series left out.
-fn render(items: Vec<Value>, csv: bool, total: Option<usize>) -> Result<Response, ApiError> {
+/// `total` is a list's size and, when the page stopped early to fit one message, the offset
+/// of the next page.
+fn render(
+    items: Vec<Value>,
+    csv: bool,
+    total: Option<(usize, Option<usize>)>,
+) -> Result<Response, ApiError> {
     if !csv {
         return Ok(match total {
-            Some(total) => Json(json!({"total": total, "items": items})).into_response(),
+            Some((total, None)) => Json(json!({"total": total, "items": items})).into_response(),
+            Some((total, Some(next_offset))) => {
+                Json(json!({"total": total, "items": items, "next_offset": next_offset}))
+                    .into_response()
+            }
             None => Json(items.into_iter().next().unwrap_or(Value::Null)).into_response(),
         });
     }
@@ -230,13 +262,24 @@ pub fn to_csv(items: &[Value]) -> Result<Vec<u8>, csv::Error> {
 fn cell(value: Option<&Value>) -> String {
     match value {
         None | Some(Value::Null) => String::new(),
-        Some(Value::String(text)) => text.clone(),
+        Some(Value::String(text)) => inert(text),
         Some(Value::Array(items)) => items
             .iter()
             .map(|item| cell(Some(item)))
             .collect::<Vec<_>>()
             .join(";"),
         Some(other) => other.to_string(),
+    }
+}
+
+/// A text cell a spreadsheet would run as a formula (`=`, `+`, `-`, `@`, or a tab or carriage
+/// return before one) gets a leading `'`, which spreadsheets show as text (OWASP's advice for
+/// CSV injection). Hub and company ids come from statements, so from anyone who may write.
+fn inert(text: &str) -> String {
+    if text.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+        format!("'{text}")
+    } else {
+        text.to_owned()
     }
 }
 
@@ -250,7 +293,7 @@ pub async fn workers(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let allowed: Vec<&str> = ["agent"].iter().chain(ONE).chain(LIST).copied().collect();
-    let mut options = options(query.as_deref(), &headers, &allowed)?;
+    let mut options = options(&state, query.as_deref(), &headers, &allowed)?;
     match options.agent.take() {
         Some(agent) => {
             let ifi = agent_key(&state, XapiVersion::V2_0_0, &agent)?;
@@ -267,7 +310,7 @@ pub async fn hub(
     RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let options = options(query.as_deref(), &headers, ONE)?;
+    let options = options(&state, query.as_deref(), &headers, ONE)?;
     one(&state, SummaryKind::Hub, hub, options).await
 }
 
@@ -277,7 +320,7 @@ pub async fn hubs(
     RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let options = options(query.as_deref(), &headers, LIST)?;
+    let options = options(&state, query.as_deref(), &headers, LIST)?;
     list(&state, SummaryKind::Hub, options).await
 }
 
@@ -288,7 +331,7 @@ pub async fn company(
     RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let options = options(query.as_deref(), &headers, &[])?;
+    let options = options(&state, query.as_deref(), &headers, &[])?;
     one(&state, SummaryKind::Company, company, options).await
 }
 
@@ -298,6 +341,23 @@ pub async fn companies(
     RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let options = options(query.as_deref(), &headers, LIST)?;
+    let options = options(&state, query.as_deref(), &headers, LIST)?;
     list(&state, SummaryKind::Company, options).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csv_cells_that_a_spreadsheet_would_run_are_made_text() {
+        let items = vec![
+            json!({"hub": "=HYPERLINK(\"http://x\")", "company": "+31", "workers": -1, "skills": ["@SUM(A1)", "ok"]}),
+        ];
+        let text = String::from_utf8(to_csv(&items).expect("csv")).expect("utf-8");
+        assert!(text.contains("'=HYPERLINK"), "{text}");
+        assert!(text.contains("'+31"), "{text}");
+        assert!(text.contains("'@SUM(A1);ok"), "{text}");
+        assert!(text.contains(",-1"), "numbers stay numbers: {text}");
+    }
 }

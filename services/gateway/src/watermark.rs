@@ -82,7 +82,24 @@ impl Watermarks {
     }
 
     /// The store's verdict on `sequence`, or `None` if it did not come within `timeout`.
-    pub async fn wait(&self, sequence: u64, timeout: Duration) -> Option<Verdict> {
+    /// `duplicate` is JetStream's word that the message was published before (a retry inside
+    /// the dedup window), so it may be applied already.
+    pub async fn wait(&self, sequence: u64, duplicate: bool, timeout: Duration) -> Option<Verdict> {
+        if !duplicate && sequence <= *self.through.borrow() {
+            // A message published just now has a sequence above everything applied before it
+            // in the same stream. A watermark at or above it belongs to another stream: LRS_IN
+            // was recreated (or NATS's data wiped). Forget it and wait for the store's word.
+            tracing::warn!(
+                sequence,
+                watermark = *self.through.borrow(),
+                "LRS_IN restarted its sequences; waiting for the store's verdict"
+            );
+            self.verdicts
+                .lock()
+                .unwrap_or_else(|poison| poison.into_inner())
+                .clear();
+            self.through.send_replace(0);
+        }
         let deadline = Instant::now() + timeout;
         let mut receiver = self.through.subscribe();
         loop {

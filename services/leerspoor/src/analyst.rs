@@ -96,8 +96,15 @@ pub async fn run(client: &async_nats::Client, args: SummaryArgs) -> anyhow::Resu
             args.kind,
             args.id.unwrap_or_default()
         ),
-        SummaryReply::List { items, total } => {
-            eprintln!("{} of {total}", items.len());
+        SummaryReply::List {
+            items,
+            total,
+            next_offset,
+        } => {
+            match next_offset {
+                Some(next) => eprintln!("{} of {total} (more from --offset {next})", items.len()),
+                None => eprintln!("{} of {total}", items.len()),
+            }
             items
         }
         SummaryReply::Error { message } => anyhow::bail!("the projector refused: {message}"),
@@ -117,8 +124,39 @@ pub async fn run(client: &async_nats::Client, args: SummaryArgs) -> anyhow::Resu
 /// `leerspoor project --rebuild`: the running projector recomputes every summary from the
 /// stored statements and swaps the result in; this waits for its report.
 pub async fn rebuild(client: &async_nats::Client) -> anyhow::Result<()> {
+    let answer = maintenance(client, "rebuild").await?;
+    println!("rebuilt: {answer}");
+    Ok(())
+}
+
+/// `leerspoor project --parked` / `--replay-parked`: the `LRS_STORED` messages the projector
+/// could not read, and applying those it now can.
+pub async fn parked(client: &async_nats::Client, replay: bool) -> anyhow::Result<()> {
+    if replay {
+        let answer = maintenance(client, "replay_parked").await?;
+        println!(
+            "replayed {} parked message(s); {} still parked",
+            answer["applied"], answer["still_parked"]
+        );
+        return Ok(());
+    }
+    let answer = maintenance(client, "list_parked").await?;
+    let listed = answer["parked"].as_array().cloned().unwrap_or_default();
+    println!("{} parked message(s)", listed.len());
+    for one in listed {
+        println!(
+            "  LRS_STORED sequence {}: {} bytes, {}",
+            one["sequence"],
+            one["bytes"],
+            one["reason"].as_str().unwrap_or("")
+        );
+    }
+    Ok(())
+}
+
+async fn maintenance(client: &async_nats::Client, action: &str) -> anyhow::Result<Value> {
     let request = async_nats::Request::new()
-        .payload("{}".into())
+        .payload(serde_json::to_vec(&serde_json::json!({ "action": action }))?.into())
         .timeout(Some(std::time::Duration::from_secs(3600)));
     let reply = client
         .send_request(bus::subjects::API_REBUILD, request)
@@ -126,10 +164,9 @@ pub async fn rebuild(client: &async_nats::Client) -> anyhow::Result<()> {
         .context("no projector answered within an hour")?;
     let answer: Value = serde_json::from_slice(&reply.payload)?;
     if let Some(error) = answer.get("error") {
-        anyhow::bail!("rebuild failed (the old summaries stay): {error}");
+        anyhow::bail!("{action} failed (the summaries are as they were): {error}");
     }
-    println!("rebuilt: {}", answer["ok"]);
-    Ok(())
+    Ok(answer["ok"].clone())
 }
 
 /// The CSV as aligned columns.

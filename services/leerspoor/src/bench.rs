@@ -69,6 +69,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             bootstrap: Some(credential),
             ..StoreSection::default()
         },
+        limits: xapi::limits::Limits::default(),
     };
     let node = Node::start(config, Parts::All).await?;
     let base = format!("http://{}", node.http_addr().context("gateway address")?);
@@ -385,6 +386,7 @@ fn store_apply_per_message(validator: &xapi::Validator) -> anyhow::Result<(f64, 
             version: "2.0.0".into(),
             statements,
             define: true,
+            bodies: Vec::new(),
         })?)
     };
     let warm: Vec<Vec<u8>> = (0..200).map(message).collect::<anyhow::Result<_>>()?;
@@ -397,7 +399,12 @@ fn store_apply_per_message(validator: &xapi::Validator) -> anyhow::Result<(f64, 
             subject: bus::subjects::IN_HTTP,
             payload,
         };
-        let parsed = store::ingest::parse(incoming.subject, payload, None);
+        let parsed = store::ingest::parse(
+            incoming.subject,
+            payload,
+            None,
+            &xapi::limits::Limits::default(),
+        );
         let verdict = db.apply(&incoming, parsed, validator)?;
         anyhow::ensure!(verdict == bus::wire::Verdict::Applied, "{verdict:?}");
         Ok(())

@@ -46,6 +46,10 @@ pub struct Common {
     /// HTTP listen address of the gateway.
     #[arg(long, global = true, env = "LEERSPOOR_LISTEN")]
     pub listen: Option<SocketAddr>,
+    /// The store takes over an LRS_IN other than the one it applied (after NATS's data was
+    /// lost): its messages are applied from its first. Once, by hand; README "Recovery".
+    #[arg(long, global = true)]
+    pub adopt_new_stream: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -63,6 +67,12 @@ pub enum Command {
         /// Recompute from the store's statements and swap the result in.
         #[arg(long)]
         rebuild: bool,
+        /// List the LRS_STORED messages the projector could not read (parked, not skipped).
+        #[arg(long)]
+        parked: bool,
+        /// Apply the parked messages the projector can read now.
+        #[arg(long)]
+        replay_parked: bool,
     },
     /// Shows a worker, hub or company summary, or a list of them (from the projector).
     Summary(leerspoor::analyst::SummaryArgs),
@@ -98,6 +108,7 @@ impl Common {
         if let Some(port) = self.nats_port {
             config.nats.port = port;
         }
+        config.store.adopt_new_stream = self.adopt_new_stream;
         if let Some(listen) = self.listen {
             config.gateway.listen = listen;
         }

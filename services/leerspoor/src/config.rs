@@ -17,6 +17,8 @@ pub struct Config {
     pub nats: NatsConfig,
     pub gateway: GatewaySection,
     pub store: StoreSection,
+    /// Every bound on input (README "Limits"), the same for gateway and store.
+    pub limits: xapi::limits::Limits,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -40,7 +42,6 @@ pub struct GatewaySection {
     /// Requests per minute of a credential that sets no limit of its own.
     pub default_requests_per_minute: u32,
     pub authority_home_page: String,
-    pub max_body_bytes: usize,
     pub write_timeout_secs: u64,
 }
 
@@ -57,6 +58,10 @@ pub struct StoreSection {
     /// A credential to create if the store has none (tests and `bench`; not from files).
     #[serde(skip)]
     pub bootstrap: Option<bus::access::CredentialRecord>,
+    /// Take over an `LRS_IN` other than the one the store applied (`--adopt-new-stream`, once,
+    /// by an operator: README "Recovery"); never from a file.
+    #[serde(skip)]
+    pub adopt_new_stream: bool,
 }
 
 impl Default for Config {
@@ -66,6 +71,7 @@ impl Default for Config {
             nats: NatsConfig::default(),
             gateway: GatewaySection::default(),
             store: StoreSection::default(),
+            limits: xapi::limits::Limits::default(),
         }
     }
 }
@@ -89,7 +95,6 @@ impl Default for GatewaySection {
             listen: defaults.listen,
             default_requests_per_minute: defaults.default_requests_per_minute,
             authority_home_page: defaults.authority_home_page,
-            max_body_bytes: defaults.max_body_bytes,
             write_timeout_secs: defaults.write_timeout.as_secs(),
         }
     }
@@ -99,9 +104,10 @@ impl Default for StoreSection {
     fn default() -> Self {
         StoreSection {
             max_batch: 256,
-            ack_wait_secs: 30,
+            ack_wait_secs: 5,
             demo_credential: false,
             bootstrap: None,
+            adopt_new_stream: false,
         }
     }
 }
@@ -136,7 +142,7 @@ impl Config {
             listen: self.gateway.listen,
             default_requests_per_minute: self.gateway.default_requests_per_minute.max(1),
             authority_home_page: self.gateway.authority_home_page.clone(),
-            max_body_bytes: self.gateway.max_body_bytes,
+            limits: self.limits.clone(),
             write_timeout: Duration::from_secs(self.gateway.write_timeout_secs),
         }
     }
@@ -153,6 +159,13 @@ impl Config {
     pub fn store(&self) -> anyhow::Result<StoreConfig> {
         let bootstrap_credential = if let Some(record) = &self.store.bootstrap {
             Some(record.clone())
+        } else if self.store.demo_credential && !self.gateway.listen.ip().is_loopback() {
+            // A well-known secret on an address others can reach would be an open door.
+            tracing::warn!(
+                listen = %self.gateway.listen,
+                "no demo credential: the gateway listens beyond this machine; create one with `leerspoor credentials create`"
+            );
+            None
         } else if self.store.demo_credential {
             Some(crate::access::record(
                 DEMO_KEY,
@@ -170,6 +183,8 @@ impl Config {
             max_batch: self.store.max_batch.max(1),
             ack_wait: Duration::from_secs(self.store.ack_wait_secs.max(1)),
             bootstrap_credential,
+            limits: self.limits.clone(),
+            adopt_new_stream: self.store.adopt_new_stream,
         })
     }
 }
@@ -183,6 +198,40 @@ mod tests {
         let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/leerspoor.toml");
         let config = Config::load(Some(&example)).expect("deploy/leerspoor.toml is valid");
         assert!(!config.store.demo_credential);
+    }
+
+    #[test]
+    fn the_demo_credential_is_made_only_for_a_loopback_gateway() {
+        let mut config = Config::load(None).expect("defaults");
+        assert!(config
+            .store()
+            .expect("store")
+            .bootstrap_credential
+            .is_some());
+        config.gateway.listen = "0.0.0.0:8080".parse().expect("addr");
+        assert!(config
+            .store()
+            .expect("store")
+            .bootstrap_credential
+            .is_none());
+        config.gateway.listen = "[::1]:8080".parse().expect("addr");
+        assert!(config
+            .store()
+            .expect("store")
+            .bootstrap_credential
+            .is_some());
+    }
+
+    #[test]
+    fn limits_come_from_their_own_section() {
+        let parsed: Config =
+            toml::from_str("[limits]\nstatements_per_request = 50\n").expect("valid config");
+        assert_eq!(parsed.limits.statements_per_request, 50);
+        assert_eq!(
+            parsed.limits.body_bytes,
+            xapi::limits::Limits::default().body_bytes
+        );
+        assert!(toml::from_str::<Config>("[limits]\nbogus = 1\n").is_err());
     }
 
     #[test]

@@ -78,15 +78,23 @@ pub fn llo_statement(n: usize) -> Value {
     })
 }
 
-pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
+/// `nats_auth`: the user and password for `--hub-nats-url` (`serve`'s own server needs them).
+pub async fn run(args: DemoArgs, nats_auth: Option<(String, String)>) -> anyhow::Result<()> {
     let http = reqwest::Client::new();
     let url = format!("{}/statements", args.endpoint.trim_end_matches('/'));
     let nats = match &args.hub_nats_url {
-        Some(nats_url) => Some(async_nats::jetstream::new(
-            async_nats::connect(nats_url)
-                .await
-                .with_context(|| format!("NATS unreachable at {nats_url}"))?,
-        )),
+        Some(nats_url) => {
+            let mut options = async_nats::ConnectOptions::new();
+            if let Some((user, password)) = nats_auth {
+                options = options.user_and_password(user, password);
+            }
+            Some(async_nats::jetstream::new(
+                options
+                    .connect(nats_url)
+                    .await
+                    .with_context(|| format!("NATS unreachable at {nats_url}"))?,
+            ))
+        }
         None => None,
     };
     let mut voided = 0;

@@ -33,7 +33,11 @@ async fn main() -> anyhow::Result<()> {
         cli::Command::Store => Parts::Store,
         cli::Command::Projector => Parts::Projector,
         cli::Command::Bench(args) => return leerspoor::bench::run(args).await,
-        cli::Command::Demo(args) => return leerspoor::demo::run(args).await,
+        cli::Command::Demo(args) => {
+            let local = with_local_credentials(&config);
+            let auth = local.nats.user.clone().zip(local.nats.password.clone());
+            return leerspoor::demo::run(args, auth).await;
+        }
         cli::Command::Summary(args) => {
             let client = admin_client(&config).await?;
             return leerspoor::analyst::run(&client, args).await;
@@ -50,13 +54,20 @@ async fn main() -> anyhow::Result<()> {
             let client = admin_client(&config).await?;
             return leerspoor::access::erase(&client, args).await;
         }
-        cli::Command::Project { rebuild } => {
-            anyhow::ensure!(
-                rebuild,
-                "leerspoor project does one thing for now: --rebuild"
-            );
+        cli::Command::Project {
+            rebuild,
+            parked,
+            replay_parked,
+        } => {
             let client = admin_client(&config).await?;
-            return leerspoor::analyst::rebuild(&client).await;
+            return match (rebuild, parked, replay_parked) {
+                (true, false, false) => leerspoor::analyst::rebuild(&client).await,
+                (false, true, false) => leerspoor::analyst::parked(&client, false).await,
+                (false, false, true) => leerspoor::analyst::parked(&client, true).await,
+                _ => anyhow::bail!(
+                    "leerspoor project takes one of --rebuild, --parked, --replay-parked"
+                ),
+            };
         }
     };
     let shutdown = tokio_util::sync::CancellationToken::new();
@@ -83,7 +94,20 @@ async fn main() -> anyhow::Result<()> {
 /// NATS as the configured user (`leerspoor-admin` with deploy/nats-accounts.conf), for the
 /// operator's commands.
 async fn admin_client(config: &leerspoor::config::Config) -> anyhow::Result<async_nats::Client> {
-    leerspoor::node::connect(config, &config.nats_url_or_local()).await
+    leerspoor::node::connect(&with_local_credentials(config), &config.nats_url_or_local()).await
+}
+
+/// Without a NATS URL or user of its own, a command talks to `serve`'s nats-server on this
+/// machine, with the password `serve` keeps in the data folder.
+fn with_local_credentials(config: &leerspoor::config::Config) -> leerspoor::config::Config {
+    let mut config = config.clone();
+    if config.nats.url.is_none() && config.nats.user.is_none() {
+        if let Some((user, password)) = leerspoor::node::local_credentials(&config.data_dir) {
+            config.nats.user = Some(user);
+            config.nats.password = Some(password);
+        }
+    }
+    config
 }
 
 /// A first request to copy, with the demo credential when no other is configured.

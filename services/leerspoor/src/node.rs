@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 
 use anyhow::Context as _;
-use bus::server::LocalServer;
+use bus::server::{LocalOptions, LocalServer};
 use gateway::Gateway;
 use projector::Projector;
 use store::Store;
@@ -32,15 +32,26 @@ pub struct Node {
 
 impl Node {
     pub async fn start(config: Config, parts: Parts) -> anyhow::Result<Node> {
+        let mut config = config;
         let (nats_server, nats_url) = match (&config.nats.url, parts) {
             (Some(url), _) => (None, url.clone()),
             (None, Parts::All) => {
                 let nats_dir = config.data_dir.join("nats");
-                let server = LocalServer::start(&nats_dir, config.nats.port)
+                // Other users of this machine must not be able to publish to lrs.in.http or
+                // lrs.api.admin: the server takes only the password kept in the data folder.
+                let password = local_password(&config.data_dir)?;
+                let options = LocalOptions {
+                    port: config.nats.port,
+                    user: Some((LOCAL_USER.to_owned(), password.clone())),
+                    ..LocalOptions::default()
+                };
+                let server = LocalServer::start_with(&nats_dir, options)
                     .await
                     .context("starting the local nats-server")?;
                 let url = server.url();
                 tracing::info!(%url, dir = %nats_dir.display(), "started nats-server with jetstream");
+                config.nats.user = Some(LOCAL_USER.to_owned());
+                config.nats.password = Some(password);
                 (Some(server), url)
             }
             (None, _) => anyhow::bail!("--nats-url is required to run one part alone"),
@@ -108,13 +119,8 @@ impl Node {
             let Some(server) = nats_server.as_mut() else {
                 return Ok(());
             };
-            tokio::select! {
-                _ = shutdown.cancelled() => Ok(()),
-                status = server.exited() => {
-                    shutdown.cancel();
-                    Err(anyhow::anyhow!("nats-server exited unexpectedly: {status:?}"))
-                }
-            }
+            supervise(server, &shutdown).await;
+            Ok::<(), anyhow::Error>(())
         };
         let (gateway_result, store_result, projector_result, nats_result) =
             tokio::join!(gateway, store, projector, supervise);
@@ -127,6 +133,77 @@ impl Node {
             .and(projector_result)
             .and(nats_result)
     }
+}
+
+/// Keeps `serve`'s own nats-server running: when it exits, it is started again on the same
+/// port with the same data (after 1 s, then up to 30 s while it keeps failing), and the
+/// services, whose clients reconnect by themselves, carry on.
+async fn supervise(server: &mut LocalServer, shutdown: &CancellationToken) {
+    let mut pause = std::time::Duration::from_secs(1);
+    loop {
+        let status = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            status = server.exited() => status,
+        };
+        tracing::error!(?status, "nats-server exited; starting it again");
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(pause) => {}
+            }
+            match server.restart().await {
+                Ok(()) => {
+                    tracing::warn!(url = %server.url(), "nats-server is running again");
+                    pause = std::time::Duration::from_secs(1);
+                    break;
+                }
+                Err(err) => {
+                    pause = (pause * 2).min(std::time::Duration::from_secs(30));
+                    tracing::error!(error = %err, retry_in = ?pause, "nats-server did not start");
+                }
+            }
+        }
+    }
+}
+
+/// The NATS user of `serve`'s own nats-server.
+pub const LOCAL_USER: &str = "leerspoor";
+
+/// Where `serve` keeps the password of its own nats-server (mode 0600).
+pub fn local_password_path(data_dir: &std::path::Path) -> std::path::PathBuf {
+    data_dir.join("nats").join("leerspoor.password")
+}
+
+/// The password of `serve`'s own nats-server: made once (32 random bytes), then read back.
+fn local_password(data_dir: &std::path::Path) -> anyhow::Result<String> {
+    let path = local_password_path(data_dir);
+    if let Ok(existing) = std::fs::read_to_string(&path) {
+        let existing = existing.trim().to_owned();
+        if !existing.is_empty() {
+            return Ok(existing);
+        }
+    }
+    let dir = path.parent().unwrap_or(data_dir);
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let password = crate::access::new_secret();
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options
+        .open(&path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    std::io::Write::write_all(&mut file, password.as_bytes())
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(password)
+}
+
+/// The local nats-server's user and password, when `serve` made one in this data folder
+/// (what the operator's commands use without other NATS credentials).
+pub fn local_credentials(data_dir: &std::path::Path) -> Option<(String, String)> {
+    let password = std::fs::read_to_string(local_password_path(data_dir)).ok()?;
+    let password = password.trim();
+    (!password.is_empty()).then(|| (LOCAL_USER.to_owned(), password.to_owned()))
 }
 
 /// Connects to NATS as the services' user of the configuration. Hubs may read `_INBOX.>` for

@@ -28,6 +28,24 @@ const COMPANY: u8 = b'c';
 /// `t` + worker + 0 + timestamp + 0 + statement id -> empty: a worker's first and last
 /// timestamps are the ends of this range.
 const TIMESTAMP: u8 = b't';
+/// `x` + `LRS_STORED` sequence(8) -> [`Parked`] JSON: a message the projector could not read,
+/// kept (not skipped) until a replay applies it.
+const PARKED: u8 = b'x';
+
+/// An `LRS_STORED` message the projector could not read: why, and the message itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct Parked {
+    pub sequence: u64,
+    pub reason: String,
+    /// The payload as received (lossy UTF-8: the events are JSON).
+    pub payload: String,
+}
+
+fn parked_key(sequence: u64) -> Vec<u8> {
+    let mut key = vec![PARKED];
+    key.extend_from_slice(&sequence.to_be_bytes());
+    key
+}
 
 fn timestamp_prefix(worker: &str) -> Vec<u8> {
     let mut key = key(TIMESTAMP, worker);
@@ -231,6 +249,55 @@ impl Projection {
             }
         }
         Ok(())
+    }
+
+    /// Keeps a message that could not be read, with the reason (flushed with the next batch).
+    pub fn park(&self, sequence: u64, reason: &str, payload: &[u8]) -> Result<(), ProjectionError> {
+        let parked = Parked {
+            sequence,
+            reason: reason.to_owned(),
+            payload: String::from_utf8_lossy(payload).into_owned(),
+        };
+        let bytes = serde_json::to_vec(&parked).map_err(|err| ProjectionError::Corrupt {
+            key: parked_key(sequence),
+            reason: err.to_string(),
+        })?;
+        self.tree.insert(parked_key(sequence), bytes)?;
+        Ok(())
+    }
+
+    /// Every parked message, oldest first.
+    pub fn parked(&self) -> Result<Vec<Parked>, ProjectionError> {
+        let mut found = Vec::new();
+        for item in self.tree.scan_prefix([PARKED]) {
+            let (key, value) = item?;
+            found.push(
+                serde_json::from_slice(&value).map_err(|err| ProjectionError::Corrupt {
+                    key: key.to_vec(),
+                    reason: err.to_string(),
+                })?,
+            );
+        }
+        Ok(found)
+    }
+
+    /// Applies every parked message that can now be read (a newer projector may understand
+    /// what an older one did not) and forgets it; the rest stay. Returns (applied, still parked).
+    pub fn replay_parked(&self) -> Result<(usize, usize), ProjectionError> {
+        let mut applied = 0;
+        let mut left = 0;
+        for parked in self.parked()? {
+            match serde_json::from_str::<StoredEvents>(&parked.payload) {
+                Ok(events) => {
+                    self.apply(parked.sequence, &events)?;
+                    self.tree.remove(parked_key(parked.sequence))?;
+                    applied += 1;
+                }
+                Err(_) => left += 1,
+            }
+        }
+        self.flush()?;
+        Ok((applied, left))
     }
 
     pub fn worker(

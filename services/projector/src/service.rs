@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use async_nats::jetstream::{self, consumer::pull, AckKind};
+use bus::pull::{Backoff, InFlight};
 use bus::subjects;
 use bus::wire::{StoredEvents, SummaryQuery, SummaryReply};
 use futures::StreamExt;
@@ -26,6 +27,9 @@ pub struct ProjectorConfig {
 
 pub struct Projector {
     client: async_nats::Client,
+    js: jetstream::Context,
+    /// Messages pulled and not yet acknowledged, kept "in progress" for JetStream.
+    in_flight: InFlight,
     /// The database in use; a rebuild swaps it.
     projection: Current,
     consumer: jetstream::consumer::Consumer<pull::Config>,
@@ -56,6 +60,8 @@ impl Projector {
         .await
         .context("the projector's durable consumer on LRS_STORED")?;
         Ok(Projector {
+            js,
+            in_flight: InFlight::default(),
             client,
             projection: Current::new(projection),
             consumer,
@@ -71,10 +77,19 @@ impl Projector {
         );
         let pull = async {
             let result = self.pull_and_apply(&shutdown).await;
+            if let Err(err) = &result {
+                tracing::error!(error = %format!("{err:#}"), "the projector stops");
+            }
             shutdown.cancel();
             result
         };
-        let (api_result, pull_result) = tokio::join!(api, pull);
+        let progress = bus::pull::keep_in_progress(
+            self.client.clone(),
+            self.in_flight.clone(),
+            self.config.ack_wait,
+            shutdown.clone(),
+        );
+        let (api_result, pull_result, ()) = tokio::join!(api, pull, progress);
         let projection = self.projection.get();
         tokio::task::spawn_blocking(move || projection.flush())
             .await
@@ -82,29 +97,53 @@ impl Projector {
         api_result.and(pull_result)
     }
 
+    /// Pulls and applies until shutdown. A NATS outage pauses it (the client reconnects; the
+    /// durable consumer is made again if it went); a message it cannot read is parked, not
+    /// skipped; it stops on its own only when its database fails.
     async fn pull_and_apply(&self, shutdown: &CancellationToken) -> anyhow::Result<()> {
         let mut rebuilds = self
             .client
             .queue_subscribe(subjects::API_REBUILD, subjects::SUMMARY_QUEUE.to_owned())
             .await?;
+        let mut consumer = self.consumer.clone();
+        let mut backoff = Backoff::default();
         loop {
-            let next = bus::pull::next_batch(
-                &self.consumer,
-                subjects::STREAM_STORED,
-                self.config.max_batch,
-            );
+            let next =
+                bus::pull::next_batch(&consumer, subjects::STREAM_STORED, self.config.max_batch);
             let batch = tokio::select! {
                 _ = shutdown.cancelled() => return Ok(()),
                 Some(request) = rebuilds.next() => {
-                    self.answer_rebuild(request).await;
+                    self.answer_maintenance(request).await;
                     continue;
                 }
-                batch = next => batch?,
+                batch = next => batch,
             };
-            let Some(batch) = batch else {
-                continue;
+            let batch = match batch {
+                Ok(Some(batch)) => {
+                    backoff.reset();
+                    batch
+                }
+                Ok(None) => continue,
+                Err(err) => {
+                    tracing::warn!(error = %err, "pulling LRS_STORED failed; retrying");
+                    if !backoff.wait(shutdown).await {
+                        return Ok(());
+                    }
+                    if let Ok(reopened) = bus::pull::durable(
+                        &self.js,
+                        subjects::STREAM_STORED,
+                        subjects::PROJECTOR_CONSUMER,
+                        self.config.ack_wait,
+                    )
+                    .await
+                    {
+                        consumer = reopened;
+                    }
+                    continue;
+                }
             };
             tracing::debug!(messages = batch.len(), "LRS_STORED batch pulled");
+            self.in_flight.add(&batch);
             let projection = self.projection.get();
             let batch = tokio::task::spawn_blocking(move || {
                 let mut decoded = Vec::with_capacity(batch.len());
@@ -112,9 +151,14 @@ impl Projector {
                     let Ok(info) = message.info() else {
                         continue;
                     };
+                    let sequence = info.stream_sequence;
                     match serde_json::from_slice::<StoredEvents>(&message.payload) {
-                        Ok(events) => decoded.push((info.stream_sequence, events)),
-                        Err(err) => tracing::error!(sequence = info.stream_sequence, error = %err, "unreadable LRS_STORED message skipped"),
+                        Ok(events) => decoded.push((sequence, events)),
+                        Err(err) => {
+                            // Kept with the reason for `leerspoor project --replay-parked`.
+                            tracing::error!(sequence, error = %err, "unreadable LRS_STORED message parked");
+                            projection.park(sequence, &err.to_string(), &message.payload)?;
+                        }
                     }
                 }
                 let messages: Vec<(u64, &StoredEvents)> = decoded.iter().map(|(sequence, events)| (*sequence, events)).collect();
@@ -125,18 +169,62 @@ impl Projector {
             .await
             .context("apply task")??;
             for message in &batch {
-                message
-                    .ack_with(AckKind::Ack)
-                    .await
-                    .map_err(|err| anyhow::anyhow!("acking LRS_STORED: {err}"))?;
+                // A lost ack is harmless: the message comes back and changes nothing twice.
+                if let Err(err) = message.ack_with(AckKind::Ack).await {
+                    tracing::warn!(error = %err, "acking LRS_STORED failed; it will be redelivered");
+                }
+                self.in_flight.done(message);
             }
         }
     }
 }
 
 impl Projector {
-    /// Runs a rebuild between batches (so nothing is applied meanwhile) and replies with its
-    /// report or its error.
+    /// Maintenance between batches (so nothing is applied meanwhile): a rebuild (an empty
+    /// request or `{}`), or `{"action": "replay_parked"}`.
+    async fn answer_maintenance(&self, request: async_nats::Message) {
+        let action = serde_json::from_slice::<Value>(&request.payload)
+            .ok()
+            .and_then(|body| {
+                body.get("action")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned)
+            });
+        let projection = self.projection.get();
+        let outcome = match action.as_deref() {
+            Some("replay_parked") => tokio::task::spawn_blocking(move || {
+                projection.replay_parked().map(|(applied, left)| {
+                    tracing::info!(applied, left, "parked LRS_STORED messages replayed");
+                    serde_json::json!({"applied": applied, "still_parked": left})
+                })
+            })
+            .await,
+            Some("list_parked") => tokio::task::spawn_blocking(move || {
+                projection.parked().map(|parked| {
+                    let listed: Vec<Value> = parked
+                        .iter()
+                        .map(|one| serde_json::json!({"sequence": one.sequence, "reason": one.reason, "bytes": one.payload.len()}))
+                        .collect();
+                    serde_json::json!({ "parked": listed })
+                })
+            })
+            .await,
+            _ => return self.answer_rebuild(request).await,
+        };
+        let reply = match outcome {
+            Ok(Ok(report)) => serde_json::json!({ "ok": report }),
+            Ok(Err(err)) => serde_json::json!({"error": err.to_string()}),
+            Err(err) => serde_json::json!({"error": err.to_string()}),
+        };
+        if let Some(reply_to) = request.reply {
+            let body = serde_json::to_vec(&reply).unwrap_or_default();
+            if let Err(err) = self.client.publish(reply_to, body.into()).await {
+                tracing::warn!(error = %err, "cannot answer the replay request");
+            }
+        }
+    }
+
+    /// Runs a rebuild and replies with its report or its error.
     async fn answer_rebuild(&self, request: async_nats::Message) {
         tracing::info!("rebuilding every summary from the stored statements");
         let started = std::time::Instant::now();
@@ -181,7 +269,12 @@ async fn serve_api(
                 return;
             };
             let payload = request.payload.clone();
-            let answer = tokio::task::spawn_blocking(move || answer(&projection, &payload)).await;
+            let budget = client
+                .server_info()
+                .max_payload
+                .saturating_sub(bus::HEADROOM);
+            let answer =
+                tokio::task::spawn_blocking(move || answer(&projection, &payload, budget)).await;
             let Ok(body) = answer else {
                 tracing::error!("summary task failed");
                 return;
@@ -197,9 +290,9 @@ async fn serve_api(
     }
 }
 
-fn answer(projection: &Projection, payload: &[u8]) -> Vec<u8> {
+fn answer(projection: &Projection, payload: &[u8], budget: usize) -> Vec<u8> {
     let reply = match serde_json::from_slice::<SummaryQuery>(payload) {
-        Ok(query) => run_query(projection, query).unwrap_or_else(|err| {
+        Ok(query) => run_query(projection, query, budget).unwrap_or_else(|err| {
             tracing::error!(error = %err, "summary query failed");
             SummaryReply::Error {
                 message: "internal error".into(),
@@ -212,9 +305,12 @@ fn answer(projection: &Projection, payload: &[u8]) -> Vec<u8> {
     serde_json::to_vec(&reply).unwrap_or_default()
 }
 
+/// Answers a summary query; a list page stops early (with `next_offset`) rather than pass
+/// `budget` bytes, and a single summary too large for one message is an error that says so.
 pub fn run_query(
     projection: &Projection,
     query: SummaryQuery,
+    budget: usize,
 ) -> Result<SummaryReply, ProjectionError> {
     match query {
         SummaryQuery::One { kind, id, from, to } => {
@@ -224,6 +320,16 @@ pub fn run_query(
                 bus::wire::SummaryKind::Hub => projection.hub(&id, &months)?,
                 bus::wire::SummaryKind::Company => projection.company(&id)?,
             };
+            let size = summary
+                .as_ref()
+                .map_or(0, |summary| summary.to_string().len());
+            if size > budget {
+                return Ok(SummaryReply::Error {
+                    message: format!(
+                        "this summary takes {size} bytes, more than one NATS message holds ({budget}); narrow it with from/to"
+                    ),
+                });
+            }
             Ok(SummaryReply::One { summary })
         }
         SummaryQuery::List {
@@ -251,8 +357,23 @@ pub fn run_query(
             } else {
                 limit.min(MAX_PAGE)
             };
-            let items = items.into_iter().skip(offset).take(limit).collect();
-            Ok(SummaryReply::List { total, items })
+            let mut page = Vec::new();
+            let mut size = 64;
+            let mut next_offset = None;
+            for (index, item) in items.into_iter().enumerate().skip(offset).take(limit) {
+                let bytes = item.to_string().len() + 1;
+                if !page.is_empty() && size + bytes > budget {
+                    next_offset = Some(index);
+                    break;
+                }
+                size += bytes;
+                page.push(item);
+            }
+            Ok(SummaryReply::List {
+                total,
+                items: page,
+                next_offset,
+            })
         }
     }
 }

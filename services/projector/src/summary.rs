@@ -1,5 +1,9 @@
 //! The summaries' state: counters that can be added to and subtracted from exactly, so a
 //! voided statement takes back exactly what it gave, distinct counts and means included.
+//!
+//! Sums are `i128` over `i64` amounts (one statement's milliseconds saturate at `i64::MAX`,
+//! some 292 million years): 2^64 statements of the largest amount still fit, so adding and
+//! taking back stay exact at any extreme a statement can reach.
 
 use std::collections::BTreeMap;
 
@@ -17,7 +21,8 @@ pub struct Counts(BTreeMap<String, u64>);
 impl Counts {
     pub fn change(&mut self, key: &str, sign: i64) {
         if sign > 0 {
-            *self.0.entry(key.to_owned()).or_default() += 1;
+            let count = self.0.entry(key.to_owned()).or_default();
+            *count = count.saturating_add(1);
         } else if let Some(count) = self.0.get_mut(key) {
             *count = count.saturating_sub(1);
             if *count == 0 {
@@ -39,28 +44,28 @@ impl Counts {
     }
 }
 
-fn add(total: &mut i64, amount: i64, sign: i64) {
-    *total += sign * amount;
+fn add(total: &mut i128, amount: i64, sign: i64) {
+    *total += i128::from(sign) * i128::from(amount);
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct WorkerMonth {
-    pub statements: i64,
-    pub learning_ms: i64,
+    pub statements: i128,
+    pub learning_ms: i128,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct WorkerState {
-    pub statements: i64,
-    pub learning_ms: i64,
-    pub attendance: i64,
+    pub statements: i128,
+    pub learning_ms: i128,
+    pub attendance: i128,
     pub attended_sessions: Counts,
-    pub attended_ms: i64,
+    pub attended_ms: i128,
     pub completed: Counts,
     pub passed: Counts,
     pub failed: Counts,
-    pub scaled_sum_micros: i64,
-    pub scaled_count: i64,
+    pub scaled_sum_micros: i128,
+    pub scaled_count: i128,
     pub hubs: Counts,
     pub skills: Counts,
     pub months: BTreeMap<String, WorkerMonth>,
@@ -119,11 +124,11 @@ impl WorkerState {
             .then(|| self.scaled_sum_micros as f64 / self.scaled_count as f64 / 1e6);
         json!({
             "worker": worker,
-            "statements": self.statements,
+            "statements": whole(self.statements),
             "first": first,
             "last": last,
             "learning_seconds": seconds(self.learning_ms),
-            "attendance": self.attendance,
+            "attendance": whole(self.attendance),
             "attended_sessions": self.attended_sessions.distinct(),
             "attended_seconds": seconds(self.attended_ms),
             "completed_activities": self.completed.distinct(),
@@ -134,7 +139,7 @@ impl WorkerState {
             "skills": self.skills.keys().collect::<Vec<_>>(),
             "months": self.months.iter().filter(|(month, _)| months.contains(month)).map(|(month, totals)| json!({
                 "month": month,
-                "statements": totals.statements,
+                "statements": whole(totals.statements),
                 "learning_seconds": seconds(totals.learning_ms),
             })).collect::<Vec<_>>(),
         })
@@ -143,7 +148,7 @@ impl WorkerState {
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct HubMonth {
-    pub attendance: i64,
+    pub attendance: i128,
     pub workers: Counts,
 }
 
@@ -151,12 +156,12 @@ pub struct HubMonth {
 pub struct HubState {
     pub workers: Counts,
     pub companies: Counts,
-    pub statements: i64,
-    pub attendance: i64,
-    pub attended_ms: i64,
+    pub statements: i128,
+    pub attendance: i128,
+    pub attended_ms: i128,
     pub sessions: Counts,
-    pub completions: i64,
-    pub passed: i64,
+    pub completions: i128,
+    pub passed: i128,
     pub months: BTreeMap<String, HubMonth>,
 }
 
@@ -195,15 +200,15 @@ impl HubState {
             "hub": hub,
             "workers": self.workers.distinct(),
             "companies": self.companies.distinct(),
-            "statements": self.statements,
-            "attendance": self.attendance,
+            "statements": whole(self.statements),
+            "attendance": whole(self.attendance),
             "attended_seconds": seconds(self.attended_ms),
             "sessions": self.sessions.distinct(),
-            "completions": self.completions,
-            "passed": self.passed,
+            "completions": whole(self.completions),
+            "passed": whole(self.passed),
             "months": self.months.iter().filter(|(month, _)| months.contains(month)).map(|(month, totals)| json!({
                 "month": month,
-                "attendance": totals.attendance,
+                "attendance": whole(totals.attendance),
                 "workers": totals.workers.distinct(),
             })).collect::<Vec<_>>(),
         })
@@ -213,8 +218,8 @@ impl HubState {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct CompanyState {
     pub workers: Counts,
-    pub statements: i64,
-    pub learning_ms: i64,
+    pub statements: i128,
+    pub learning_ms: i128,
     pub completed: Counts,
     pub skills: Counts,
 }
@@ -240,7 +245,7 @@ impl CompanyState {
         json!({
             "company": company,
             "workers": self.workers.distinct(),
-            "statements": self.statements,
+            "statements": whole(self.statements),
             "learning_seconds": seconds(self.learning_ms),
             "completed_activities": self.completed.distinct(),
             "skills": self.skills.distinct(),
@@ -248,7 +253,13 @@ impl CompanyState {
     }
 }
 
-fn seconds(milliseconds: i64) -> f64 {
+/// A count as JSON: counts never pass `i64` (each is at most the number of statements), and
+/// `json!` refuses larger integers.
+fn whole(count: i128) -> i64 {
+    i64::try_from(count).unwrap_or(if count < 0 { i64::MIN } else { i64::MAX })
+}
+
+fn seconds(milliseconds: i128) -> f64 {
     milliseconds as f64 / 1000.0
 }
 

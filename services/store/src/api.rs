@@ -16,7 +16,6 @@ use tokio_util::sync::CancellationToken;
 
 use crate::access::{Access, AccessError};
 use crate::db::Db;
-use crate::documents::Documents;
 use crate::{objects, query};
 
 /// The store's request subjects, subscribed when the store is built: a request sent between
@@ -68,6 +67,7 @@ pub async fn serve(
                     return;
                 }
             };
+            let body = fit_reply(&request.subject, body, client.server_info().max_payload);
             if credentials_changed {
                 // Gateways reload their copy; the change is flushed already.
                 if let Err(err) = client
@@ -86,6 +86,41 @@ pub async fn serve(
         _ = shutdown.cancelled() => Ok(()),
         _ = handle_all => Ok(()),
     }
+}
+
+/// A reply too large for one NATS message would fail to send and leave the caller waiting;
+/// pages and exports are built to fit, so this only catches what nothing else bounds (an
+/// activity merged from many large definitions): it becomes an error reply that says so.
+fn fit_reply(subject: &str, body: Vec<u8>, max_payload: usize) -> Vec<u8> {
+    if body.len() + 1024 <= max_payload {
+        return body;
+    }
+    tracing::error!(
+        subject,
+        bytes = body.len(),
+        max_payload,
+        "reply too large for one NATS message"
+    );
+    let message = format!(
+        "the answer ({} bytes) does not fit one NATS message (max_payload {max_payload})",
+        body.len()
+    );
+    let encoded = match subject {
+        subjects::API_DOCUMENTS => {
+            let reply = DocumentReply {
+                status: DocumentStatus::Internal,
+                message: Some(message),
+                content_type: None,
+                etag: None,
+                updated: None,
+            };
+            return bus::wire::frame(&reply, &[]).unwrap_or_default();
+        }
+        subjects::API_ADMIN => serde_json::to_vec(&admin_error("internal", message)),
+        subjects::API_OBJECTS => serde_json::to_vec(&serde_json::json!({ "error": message })),
+        _ => serde_json::to_vec(&StatementReply::Error { message }),
+    };
+    encoded.unwrap_or_default()
 }
 
 /// The reply body, and whether a credential changed.
@@ -166,7 +201,7 @@ fn admin(db: &Db, payload: &[u8]) -> (AdminReply, bool) {
             Err(err) => internal(err),
         },
         AdminRequest::ExportDocument { agent, after } => {
-            match (Documents { tree: db.tree() }).export(&agent, after.as_deref()) {
+            match db.documents().export(&agent, after.as_deref()) {
                 Ok(found) => {
                     let (document, next) = found.unzip();
                     AdminReply::Document { document, next }
@@ -228,16 +263,13 @@ fn document(db: &Db, payload: &[u8]) -> Vec<u8> {
         updated: None,
     };
     let (reply, body) = match bus::wire::unframe::<DocumentRequest>(payload) {
-        Ok((request, body)) => {
-            let documents = Documents { tree: db.tree() };
-            documents.handle(&request, body).unwrap_or_else(|err| {
-                tracing::error!(error = %err, "document request failed");
-                (
-                    failed(DocumentStatus::Internal, "internal error".into()),
-                    Vec::new(),
-                )
-            })
-        }
+        Ok((request, body)) => db.documents().handle(&request, body).unwrap_or_else(|err| {
+            tracing::error!(error = %err, "document request failed");
+            (
+                failed(DocumentStatus::Internal, "internal error".into()),
+                Vec::new(),
+            )
+        }),
         Err(reason) => (
             failed(
                 DocumentStatus::BadRequest,

@@ -2,12 +2,14 @@
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
-use bus::wire::{EventKind, RejectedMessage, Rejection, StoredEvent, StoredEvents, Verdict};
+use bus::wire::{EventKind, RejectedMessage, Rejection, Verdict};
 use chrono::Utc;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
+use xapi::limits::Limits;
 use xapi::statement::{
     complete_for_store, equivalent, index_terms, referenced_statement, statement_id, voided_target,
     IndexTerms,
@@ -18,6 +20,7 @@ use xapi::Validator;
 use crate::indexer::{IndexJob, Indexer};
 use crate::ingest::Batch;
 use crate::keys;
+use crate::outbox::OutboxItem;
 
 /// A stored statement and whether it has been voided.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -29,39 +32,14 @@ pub struct Record {
     /// count in the Activities resource. Stored only when false.
     #[serde(default = "defines_by_default", skip_serializing_if = "Clone::clone")]
     pub defines: bool,
+    /// SHA-2 of the attachment bodies that came with this statement's request (not only
+    /// pointed at): a `statements/read/mine` reader sees only bodies its own statements brought.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub bodies: Vec<String>,
 }
 
 fn defines_by_default() -> bool {
     true
-}
-
-/// A message owed to `LRS_STORED` or `LRS_REJECTED`, written in the same batch as the change
-/// it reports, so a crash after the flush cannot lose it. Events name their statements only:
-/// the statements are read back when published, which keeps outbox values small (a sled value
-/// of ~100 KB becomes a blob file of its own, a cost per message).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub(crate) enum OutboxItem {
-    Events {
-        sequence: u64,
-        events: Vec<(EventKind, Uuid)>,
-    },
-    Rejected(RejectedMessage),
-    /// Erased statements, carried whole: they are gone from the tree, and the projector
-    /// needs them to take back what they counted. One item per chunk of an erasure.
-    Erased {
-        sequence: u64,
-        chunk: usize,
-        statements: Vec<(u64, Value)>,
-    },
-}
-
-/// An outbox message ready to publish.
-#[derive(Debug, Clone)]
-pub struct OutboxMessage {
-    pub subject: &'static str,
-    /// `Nats-Msg-Id`, so a republish after a crash is dropped by JetStream dedup.
-    pub msg_id: String,
-    pub payload: Vec<u8>,
 }
 
 /// The `LRS_IN` message being applied, as it arrived.
@@ -85,11 +63,26 @@ pub struct Db {
     tree: sled::Db,
     /// Writes the secondary indexes on its own thread.
     indexer: Indexer,
+    /// Bounds on pages and exports (`limits.page_bytes`, `limits.query_limit`).
+    limits: Limits,
+    /// Bytes one published message may carry: the NATS server's `max_payload` less headroom.
+    /// Set from the server's INFO when the store connects.
+    message_budget: AtomicUsize,
+    /// Serialises the document requests on one scope.
+    document_locks: crate::documents::DocumentLocks,
 }
 
+/// The budget before the server said its `max_payload`: NATS's default, 1 MiB.
+const DEFAULT_MESSAGE_BUDGET: usize = 1024 * 1024 - bus::HEADROOM;
+
 impl Db {
-    /// Opens (or creates) the database. Fails fast if another process holds it.
+    /// Opens (or creates) the database with the default limits.
     pub fn open(path: &Path) -> Result<Db, DbError> {
+        Db::open_with(path, Limits::default())
+    }
+
+    /// Opens (or creates) the database. Fails fast if another process holds it.
+    pub fn open_with(path: &Path, limits: Limits) -> Result<Db, DbError> {
         let tree = sled::Config::new()
             .path(path)
             .cache_capacity(256 * 1024 * 1024)
@@ -99,9 +92,13 @@ impl Db {
             .get(keys::META_INDEXED)?
             .and_then(|bytes| keys::u64_value(&bytes))
             .unwrap_or(0);
+        crate::documents::migrate_scopes(&tree)?;
         let db = Db {
+            document_locks: crate::documents::DocumentLocks::default(),
             indexer: Indexer::start(tree.clone(), indexed),
             tree,
+            limits,
+            message_budget: AtomicUsize::new(DEFAULT_MESSAGE_BUDGET),
         };
         db.reindex_after(indexed)?;
         Ok(db)
@@ -166,6 +163,35 @@ impl Db {
         Ok(entries)
     }
 
+    /// The document resources, with this database's locks and limits.
+    pub fn documents(&self) -> crate::documents::Documents<'_> {
+        crate::documents::Documents {
+            tree: &self.tree,
+            locks: Some(&self.document_locks),
+            max_bytes: self.limits.document_bytes,
+        }
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// Bytes one published message (event, rejection, reply) may carry.
+    pub fn message_budget(&self) -> usize {
+        self.message_budget.load(Ordering::Relaxed)
+    }
+
+    /// Sets the message budget from the server's `max_payload`.
+    pub fn set_max_payload(&self, max_payload: usize) {
+        let budget = max_payload.saturating_sub(bus::HEADROOM).max(4096);
+        self.message_budget.store(budget, Ordering::Relaxed);
+    }
+
+    /// Bytes one page of statements (or of an export) may hold.
+    pub fn page_budget(&self) -> usize {
+        self.limits.page_bytes.min(self.message_budget()).max(1)
+    }
+
     pub fn flush(&self) -> Result<(), DbError> {
         self.tree.flush()?;
         Ok(())
@@ -198,6 +224,11 @@ impl Db {
     }
 
     pub fn record_at(&self, position: u64) -> Result<Option<Record>, DbError> {
+        Ok(self.record_at_sized(position)?.map(|(record, _)| record))
+    }
+
+    /// The record at a position and the bytes it takes (a bound on its statement's JSON).
+    pub fn record_at_sized(&self, position: u64) -> Result<Option<(Record, usize)>, DbError> {
         let Some(id_bytes) = self.tree.get(keys::position(position))? else {
             return Ok(None);
         };
@@ -205,7 +236,15 @@ impl Db {
             key: keys::position(position),
             reason: err.to_string(),
         })?;
-        self.record(&id)
+        let key = keys::statement(&id);
+        let Some(bytes) = self.tree.get(&key)? else {
+            return Ok(None);
+        };
+        let record = serde_json::from_slice(&bytes).map_err(|err| DbError::Corrupt {
+            key,
+            reason: err.to_string(),
+        })?;
+        Ok(Some((record, bytes.len())))
     }
 
     /// The verdict recorded for a sequence: `None` if not applied yet.
@@ -262,6 +301,11 @@ impl Db {
     /// Applies one message as one atomic sled batch (not flushed: the caller flushes once per
     /// fetch, before acking). A message at or below the applied sequence is a redelivery and
     /// changes nothing.
+    ///
+    /// A message that cannot be applied for a reason of its own (a record it reaches is
+    /// corrupt, or a bug its content sets off) is refused like an invalid message, with rule
+    /// `store.cannot_apply`, and goes to `LRS_REJECTED`: one message never stops the ingest
+    /// loop. Errors of the database itself (I/O) are returned; a retry or restart may cure them.
     pub fn apply(
         &self,
         incoming: &Incoming<'_>,
@@ -272,6 +316,44 @@ impl Db {
         if self.is_applied(sequence)? {
             return Ok(self.verdict(sequence)?.unwrap_or(Verdict::Applied));
         }
+        // Nothing is written until the message's one batch is applied, so a panic part-way
+        // leaves the database as it was.
+        let attempt = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.apply_new(incoming, parsed, validator)
+        }));
+        let reason = match attempt {
+            Ok(Err(DbError::Corrupt { key, reason })) => {
+                format!("a stored record it needs is unreadable (key {key:?}: {reason})")
+            }
+            Ok(outcome) => return outcome,
+            Err(panic) => {
+                let what = panic
+                    .downcast_ref::<&str>()
+                    .map(|text| (*text).to_owned())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_default();
+                format!("applying it failed: {what}")
+            }
+        };
+        tracing::error!(sequence, subject = incoming.subject, %reason, "message cannot be applied; refused");
+        self.refuse(
+            incoming,
+            Verdict::Rejected(Rejection {
+                statement: None,
+                path: String::new(),
+                rule: "store.cannot_apply".into(),
+                message: xapi::limits::truncate_text(&reason, 512),
+            }),
+        )
+    }
+
+    fn apply_new(
+        &self,
+        incoming: &Incoming<'_>,
+        parsed: Result<Batch, Rejection>,
+        validator: &Validator,
+    ) -> Result<Verdict, DbError> {
+        let sequence = incoming.sequence;
         if incoming.subject == bus::subjects::IN_ERASE {
             return self.erase(sequence, incoming.payload);
         }
@@ -289,21 +371,26 @@ impl Db {
                 Ok(()) => self.plan(sequence, parsed, &mut batch)?,
             },
         };
-        let verdict = match planned {
+        match planned {
             Ok(index_job) => {
                 self.tree.apply_batch(batch)?;
                 // After the statements are in: an index entry never points at nothing.
                 self.indexer.submit(index_job);
-                return Ok(Verdict::Applied);
+                Ok(Verdict::Applied)
             }
-            Err(verdict) => verdict,
-        };
-        // Only the applied sequence and the verdict: none of the message's writes.
+            Err(verdict) => self.refuse(incoming, verdict),
+        }
+    }
+
+    /// Records a message as applied with a verdict other than applied, and none of its writes;
+    /// a rejected message from anyone but the gateway goes to `LRS_REJECTED` (the gateway
+    /// answers its own clients).
+    fn refuse(&self, incoming: &Incoming<'_>, verdict: Verdict) -> Result<Verdict, DbError> {
+        let sequence = incoming.sequence;
         let mut batch = sled::Batch::default();
         self.mark_applied(&mut batch, sequence)?;
         let verdict_json = serde_json::to_vec(&verdict).unwrap_or_default();
         batch.insert(keys::verdict(sequence), verdict_json);
-        // The gateway answers its own clients; anything else goes to LRS_REJECTED.
         if let (Verdict::Rejected(rejection), false) =
             (&verdict, incoming.subject == bus::subjects::IN_HTTP)
         {
@@ -312,6 +399,8 @@ impl Db {
                 sequence,
                 rejection: rejection.clone(),
                 payload: String::from_utf8_lossy(incoming.payload).into_owned(),
+                payload_bytes: None,
+                payload_truncated: false,
             };
             self.push_outbox(&mut batch, &OutboxItem::Rejected(rejected));
         }
@@ -359,11 +448,22 @@ impl Db {
             complete_for_store(&mut statement, &stored, &parsed.authority, parsed.version);
             let position = next_position;
             next_position += 1;
+            let brought: Vec<String> = index_terms(&statement)
+                .attachments
+                .into_iter()
+                .filter(|sha2| {
+                    parsed
+                        .bodies
+                        .iter()
+                        .any(|body| body.eq_ignore_ascii_case(sha2))
+                })
+                .collect();
             let mut record = Record {
                 statement,
                 voided: false,
                 position,
                 defines: parsed.define,
+                bodies: brought,
             };
             if let Some(target) = voided_target(&record.statement) {
                 let target = Uuid::parse_str(&target).unwrap_or_default();
@@ -448,14 +548,6 @@ impl Db {
         Ok(chain)
     }
 
-    pub(crate) fn push_outbox(&self, batch: &mut sled::Batch, entry: &OutboxItem) {
-        // sled's id generator is monotonic across restarts: outbox keys keep event order.
-        let order = self.tree.generate_id().unwrap_or(u64::MAX);
-        if let Ok(bytes) = serde_json::to_vec(entry) {
-            batch.insert(keys::outbox(order), bytes);
-        }
-    }
-
     /// `stored` for the next message: now, but never before the last one, so `stored`
     /// order equals position order even if the clock steps back.
     fn next_stored(&self) -> Result<String, DbError> {
@@ -466,103 +558,6 @@ impl Db {
             .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
             .unwrap_or_default();
         Ok(if last > now { last } else { now })
-    }
-
-    /// The key of the newest outbox entry, if any.
-    pub fn last_outbox_key(&self) -> Result<Option<sled::IVec>, DbError> {
-        Ok(self
-            .tree
-            .scan_prefix([keys::OUTBOX])
-            .keys()
-            .next_back()
-            .transpose()?)
-    }
-
-    /// Outbox messages in event order, up to and including the key `through` (all when
-    /// `None`), with their keys for removal once published.
-    pub fn outbox(
-        &self,
-        through: Option<&[u8]>,
-    ) -> Result<Vec<(sled::IVec, OutboxMessage)>, DbError> {
-        let mut messages = Vec::new();
-        for item in self.tree.scan_prefix([keys::OUTBOX]) {
-            let (key, value) = item?;
-            if through.is_some_and(|through| key.as_ref() > through) {
-                break;
-            }
-            let corrupt = |reason: String| DbError::Corrupt {
-                key: key.to_vec(),
-                reason,
-            };
-            let item: OutboxItem =
-                serde_json::from_slice(&value).map_err(|err| corrupt(err.to_string()))?;
-            let message = match item {
-                OutboxItem::Rejected(rejected) => OutboxMessage {
-                    subject: bus::subjects::REJECTED,
-                    msg_id: format!("rejected-{}", rejected.sequence),
-                    payload: serde_json::to_vec(&rejected)
-                        .map_err(|err| corrupt(err.to_string()))?,
-                },
-                OutboxItem::Erased {
-                    sequence,
-                    chunk,
-                    statements,
-                } => {
-                    let events = StoredEvents {
-                        sequence,
-                        events: statements
-                            .into_iter()
-                            .map(|(position, statement)| StoredEvent {
-                                kind: EventKind::Erased,
-                                position,
-                                statement,
-                            })
-                            .collect(),
-                    };
-                    OutboxMessage {
-                        subject: bus::subjects::STORED_EVENTS,
-                        msg_id: format!("erased-{sequence}-{chunk}"),
-                        payload: serde_json::to_vec(&events)
-                            .map_err(|err| corrupt(err.to_string()))?,
-                    }
-                }
-                OutboxItem::Events { sequence, events } => {
-                    let mut stored_events = Vec::with_capacity(events.len());
-                    for (kind, id) in events {
-                        // Erased since: its `erased` event follows in a later item.
-                        let Some(record) = self.record(&id)? else {
-                            continue;
-                        };
-                        stored_events.push(StoredEvent {
-                            kind,
-                            position: record.position,
-                            statement: record.statement,
-                        });
-                    }
-                    let events = StoredEvents {
-                        sequence,
-                        events: stored_events,
-                    };
-                    OutboxMessage {
-                        subject: bus::subjects::STORED_EVENTS,
-                        msg_id: format!("events-{sequence}"),
-                        payload: serde_json::to_vec(&events)
-                            .map_err(|err| corrupt(err.to_string()))?,
-                    }
-                }
-            };
-            messages.push((key, message));
-        }
-        Ok(messages)
-    }
-
-    pub fn remove_outbox(&self, published: &[sled::IVec]) -> Result<(), DbError> {
-        let mut batch = sled::Batch::default();
-        for key in published {
-            batch.remove(key);
-        }
-        self.tree.apply_batch(batch)?;
-        Ok(())
     }
 
     pub fn tree(&self) -> &sled::Db {
@@ -577,106 +572,5 @@ fn write_record(batch: &mut sled::Batch, id: &Uuid, record: &Record) {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::ingest;
-    use bus::wire::StatementQuery;
-    use serde_json::json;
-
-    fn message(n: usize) -> Vec<u8> {
-        let statements: Vec<Value> = (0..5)
-            .map(|i| {
-                json!({
-                    "actor": {"mbox": format!("mailto:w{n}-{i}@example.org")},
-                    "verb": {"id": "http://adlnet.gov/expapi/verbs/attended"},
-                    "object": {"id": "https://hub.example/sessions/1"}
-                })
-            })
-            .collect();
-        serde_json::to_vec(&statements).expect("json")
-    }
-
-    fn apply(db: &Db, validator: &Validator, sequence: u64) {
-        let payload = message(sequence as usize);
-        let incoming = Incoming {
-            sequence,
-            subject: "lrs.in.tool.test",
-            payload: &payload,
-        };
-        let parsed = ingest::parse(incoming.subject, &payload, None);
-        assert_eq!(
-            db.apply(&incoming, parsed, validator).expect("apply"),
-            Verdict::Applied
-        );
-    }
-
-    fn by_verb(db: &Db) -> usize {
-        let query = StatementQuery {
-            verb: Some("http://adlnet.gov/expapi/verbs/attended".into()),
-            ..StatementQuery::default()
-        };
-        match crate::query::run(db, &query).expect("query") {
-            bus::wire::StatementReply::Page { statements, .. } => statements.len(),
-            other => panic!("unexpected reply {other:?}"),
-        }
-    }
-
-    #[test]
-    fn indexes_lost_in_a_crash_are_rebuilt_at_open() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let validator = Validator::new().expect("schemas");
-        {
-            let db = Db::open(dir.path()).expect("open");
-            for sequence in 1..=3 {
-                apply(&db, &validator, sequence);
-            }
-            assert_eq!(by_verb(&db), 15);
-            // What a crash before the index thread wrote anything would leave behind.
-            db.wait_for_indexes().expect("indexed");
-            let index_keys: Vec<sled::IVec> = db
-                .tree()
-                .scan_prefix([keys::INDEX])
-                .keys()
-                .collect::<Result<_, _>>()
-                .expect("scan");
-            for key in index_keys {
-                db.tree().remove(key).expect("remove");
-            }
-            db.tree().remove(keys::META_INDEXED).expect("remove");
-            db.flush().expect("flush");
-        }
-        let db = Db::open(dir.path()).expect("reopen");
-        assert_eq!(by_verb(&db), 15);
-    }
-
-    #[test]
-    fn an_earlier_message_redelivered_after_a_later_one_is_still_applied() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let validator = Validator::new().expect("schemas");
-        let db = Db::open(dir.path()).expect("open");
-        apply(&db, &validator, 2);
-        assert_eq!(
-            db.applied_sequence().expect("meta"),
-            0,
-            "1 is still missing"
-        );
-        assert!(db.is_applied(2).expect("check"));
-        assert!(!db.is_applied(1).expect("check"));
-        apply(&db, &validator, 1);
-        assert_eq!(db.applied_sequence().expect("meta"), 2);
-        assert_eq!(by_verb(&db), 10);
-        apply(&db, &validator, 2);
-        assert_eq!(by_verb(&db), 10, "and a redelivery of 2 changes nothing");
-    }
-
-    #[test]
-    fn a_redelivered_message_changes_nothing() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let validator = Validator::new().expect("schemas");
-        let db = Db::open(dir.path()).expect("open");
-        apply(&db, &validator, 1);
-        apply(&db, &validator, 1);
-        assert_eq!(by_verb(&db), 5);
-        assert_eq!(db.applied_sequence().expect("meta"), 1);
-    }
-}
+#[path = "db_tests.rs"]
+mod tests;

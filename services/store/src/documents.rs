@@ -3,10 +3,16 @@
 //! Documents are mutable state, not the append-only statement log, so they are written here
 //! directly (over request/reply) rather than through `LRS_IN`; every write is flushed before
 //! the reply. Bodies are kept byte-for-byte with their content type.
+//!
+//! Requests run concurrently, so every request on one scope holds that scope's lock from its
+//! read to its flushed write: a merge never loses another merge's keys, and of two writes with
+//! the same `If-Match` exactly one succeeds (linearizable per document).
 
 use bus::wire::{
     DocumentKind, DocumentOp, DocumentReply, DocumentRequest, DocumentStatus, Precondition,
 };
+use std::sync::Mutex;
+
 use chrono::Utc;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -27,6 +33,38 @@ struct DocumentMeta {
     /// SHA-1 of the body, hex, unquoted.
     sha1: String,
     updated: String,
+    /// Keys of the credentials that wrote it: a credential confined to its own documents
+    /// sees it only if it is among them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    writers: Vec<String>,
+}
+
+impl DocumentMeta {
+    fn visible_to(&self, request: &DocumentRequest) -> bool {
+        !request.own_only
+            || request
+                .writer
+                .as_ref()
+                .is_some_and(|writer| self.writers.contains(writer))
+    }
+}
+
+/// Locks by scope (striped): requests on one scope take turns from read to flushed write.
+pub struct DocumentLocks([Mutex<()>; 64]);
+
+impl Default for DocumentLocks {
+    fn default() -> Self {
+        DocumentLocks(std::array::from_fn(|_| Mutex::new(())))
+    }
+}
+
+impl DocumentLocks {
+    fn of(&self, kind: DocumentKind, scope: &str) -> std::sync::MutexGuard<'_, ()> {
+        let stripe = (xxhash_rust::xxh3::xxh3_64(&scope_prefix(kind, scope)) % 64) as usize;
+        self.0[stripe]
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+    }
 }
 
 fn kind_byte(kind: DocumentKind) -> u8 {
@@ -114,8 +152,54 @@ fn names_etag(header: &str, sha1: &str) -> bool {
     })
 }
 
+/// Re-keys documents written with the scope joined by newlines (before the scope became a
+/// JSON array): once, at open. Returns how many moved.
+pub(crate) fn migrate_scopes(tree: &sled::Db) -> Result<usize, DbError> {
+    let mut batch = sled::Batch::default();
+    let mut moved = 0;
+    for item in tree.scan_prefix(PREFIX) {
+        let (key, value) = item?;
+        let Some(kind) = kind_of(&key) else {
+            continue;
+        };
+        let (mut meta, body): (DocumentMeta, &[u8]) =
+            bus::wire::unframe(&value).map_err(|reason| DbError::Corrupt {
+                key: key.to_vec(),
+                reason,
+            })?;
+        if bus::wire::parse_document_scope(&meta.scope).is_some() {
+            continue;
+        }
+        let mut parts = meta.scope.splitn(3, '\n');
+        let (activity, agent, registration) = (
+            parts.next().unwrap_or(""),
+            parts.next().unwrap_or(""),
+            parts.next().unwrap_or(""),
+        );
+        meta.scope = bus::wire::document_scope(activity, agent, registration);
+        let framed = bus::wire::frame(&meta, body).map_err(|err| DbError::Corrupt {
+            key: key.to_vec(),
+            reason: err.to_string(),
+        })?;
+        batch.remove(key);
+        batch.insert(document_key(kind, &meta.scope, &meta.id), framed);
+        moved += 1;
+    }
+    if moved > 0 {
+        tree.apply_batch(batch)?;
+        tree.flush()?;
+        tracing::info!(moved, "documents re-keyed to the JSON scope layout");
+    }
+    Ok(moved)
+}
+
 pub struct Documents<'a> {
     pub tree: &'a sled::Db,
+    /// Serialises requests on one scope; `None` where nothing runs concurrently (erasure,
+    /// which the one apply thread runs, and tests).
+    pub locks: Option<&'a DocumentLocks>,
+    /// `limits.document_bytes`: a merge may not grow a document past it.
+    pub max_bytes: usize,
 }
 
 impl Documents<'_> {
@@ -142,6 +226,9 @@ impl Documents<'_> {
     }
 
     pub fn handle(&self, request: &DocumentRequest, body: &[u8]) -> Result<Answer, DbError> {
+        let _turn = self
+            .locks
+            .map(|locks| locks.of(request.kind, &request.scope));
         match (request.op, &request.id) {
             (DocumentOp::List, _) => self.list(request),
             (DocumentOp::DeleteAll, _) => self.delete_all(request),
@@ -152,6 +239,19 @@ impl Documents<'_> {
             (op, Some(id)) => {
                 let key = document_key(request.kind, &request.scope, id);
                 let existing = self.load(&key, &request.scope)?;
+                if let Some((meta, _)) = &existing {
+                    if !meta.visible_to(request) {
+                        return Ok(match op {
+                            DocumentOp::Get => {
+                                status(DocumentStatus::NotFound, format!("no document {id}"))
+                            }
+                            _ => status(
+                                DocumentStatus::Forbidden,
+                                "a document with this id belongs to another credential",
+                            ),
+                        });
+                    }
+                }
                 if let Some(failed) = check_preconditions(request, existing.as_ref()) {
                     return Ok(failed);
                 }
@@ -160,7 +260,7 @@ impl Documents<'_> {
                         Some((meta, body)) => (reply_for(&meta, DocumentStatus::Ok), body),
                         None => status(DocumentStatus::NotFound, format!("no document {id}")),
                     }),
-                    DocumentOp::Put => self.write(request, id, &key, body.to_vec()),
+                    DocumentOp::Put => self.write(request, id, &key, existing, body.to_vec()),
                     DocumentOp::Post => self.post(request, id, &key, existing, body),
                     DocumentOp::Delete => {
                         if existing.is_some() {
@@ -182,18 +282,36 @@ impl Documents<'_> {
         request: &DocumentRequest,
         id: &str,
         key: &[u8],
+        existing: Option<(DocumentMeta, Vec<u8>)>,
         body: Vec<u8>,
     ) -> Result<Answer, DbError> {
+        if body.len() > self.max_bytes {
+            return Ok(status(
+                DocumentStatus::TooLarge,
+                format!(
+                    "the document would be {} bytes (limit limits.document_bytes = {})",
+                    body.len(),
+                    self.max_bytes
+                ),
+            ));
+        }
         let content_type = request
             .content_type
             .clone()
             .unwrap_or_else(|| "application/octet-stream".into());
+        let mut writers = existing.map(|(meta, _)| meta.writers).unwrap_or_default();
+        if let Some(writer) = &request.writer {
+            if !writers.contains(writer) {
+                writers.push(writer.clone());
+            }
+        }
         let meta = DocumentMeta {
             scope: request.scope.clone(),
             id: id.to_owned(),
             content_type,
             sha1: format!("{:x}", Sha1::digest(&body)),
             updated: format_timestamp(Utc::now()),
+            writers,
         };
         self.save(key, &meta, &body)?;
         Ok((reply_for(&meta, DocumentStatus::NoContent), Vec::new()))
@@ -223,7 +341,7 @@ impl Documents<'_> {
                 None
             };
         let Some((meta, stored_body)) = existing else {
-            return self.write(request, id, key, body.to_vec());
+            return self.write(request, id, key, None, body.to_vec());
         };
         let stored_object = if is_json(&meta.content_type) {
             match serde_json::from_slice::<Value>(&stored_body) {
@@ -247,13 +365,19 @@ impl Documents<'_> {
             })?;
         let mut json_request = request.clone();
         json_request.content_type = Some("application/json".into());
-        self.write(&json_request, id, key, merged_body)
+        self.write(
+            &json_request,
+            id,
+            key,
+            Some((meta, stored_body)),
+            merged_body,
+        )
     }
 
-    fn in_scope(
-        &self,
-        request: &DocumentRequest,
-    ) -> impl Iterator<Item = Result<(sled::IVec, DocumentMeta), DbError>> + '_ {
+    fn in_scope<'r>(
+        &'r self,
+        request: &'r DocumentRequest,
+    ) -> impl Iterator<Item = Result<(sled::IVec, DocumentMeta), DbError>> + 'r {
         let scope = request.scope.clone();
         self.tree
             .scan_prefix(scope_prefix(request.kind, &request.scope))
@@ -263,7 +387,9 @@ impl Documents<'_> {
                     Err(err) => return Some(Err(DbError::from(err))),
                 };
                 match bus::wire::unframe::<DocumentMeta>(&value) {
-                    Ok((meta, _)) if meta.scope == scope => Some(Ok((key, meta))),
+                    Ok((meta, _)) if meta.scope == scope && meta.visible_to(request) => {
+                        Some(Ok((key, meta)))
+                    }
                     Ok(_) => None,
                     Err(reason) => Some(Err(DbError::Corrupt {
                         key: key.to_vec(),
@@ -380,102 +506,5 @@ fn check_preconditions(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn request(op: DocumentOp, id: Option<&str>, content_type: &str) -> DocumentRequest {
-        DocumentRequest {
-            op,
-            kind: DocumentKind::ActivityProfile,
-            scope: "https://x.example/a".into(),
-            id: id.map(str::to_owned),
-            since: None,
-            content_type: Some(content_type.into()),
-            if_match: None,
-            if_none_match: None,
-            precondition: Precondition::RequiredToOverwrite,
-        }
-    }
-
-    #[test]
-    fn post_merges_json_objects_and_refuses_anything_else() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let tree = sled::open(dir.path()).expect("sled");
-        let documents = Documents { tree: &tree };
-        let post = request(DocumentOp::Post, Some("p"), "application/json");
-        let (reply, _) = documents
-            .handle(&post, br#"{"a": 1, "b": 1}"#)
-            .expect("post");
-        assert_eq!(reply.status, DocumentStatus::NoContent);
-        let (reply, _) = documents
-            .handle(&post, br#"{"b": 2, "c": 3}"#)
-            .expect("merge");
-        assert_eq!(reply.status, DocumentStatus::NoContent);
-        let (reply, body) = documents
-            .handle(&request(DocumentOp::Get, Some("p"), ""), b"")
-            .expect("get");
-        assert_eq!(reply.status, DocumentStatus::Ok);
-        let merged: Value = serde_json::from_slice(&body).expect("json");
-        assert_eq!(merged, serde_json::json!({"a": 1, "b": 2, "c": 3}));
-
-        let text = request(DocumentOp::Post, Some("p"), "text/plain");
-        let (reply, _) = documents.handle(&text, b"hello").expect("post text");
-        assert_eq!(reply.status, DocumentStatus::BadRequest);
-        let (reply, _) = documents.handle(&post, b"[1, 2]").expect("post array");
-        assert_eq!(reply.status, DocumentStatus::BadRequest);
-        let (_, body) = documents
-            .handle(&request(DocumentOp::Get, Some("p"), ""), b"")
-            .expect("get");
-        assert_eq!(
-            serde_json::from_slice::<Value>(&body).expect("json"),
-            merged,
-            "unchanged"
-        );
-    }
-
-    #[test]
-    fn etags_guard_overwrites() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let tree = sled::open(dir.path()).expect("sled");
-        let documents = Documents { tree: &tree };
-        let put = request(DocumentOp::Put, Some("p"), "text/plain");
-        assert_eq!(
-            documents.handle(&put, b"one").expect("put").0.status,
-            DocumentStatus::NoContent
-        );
-        assert_eq!(
-            documents.handle(&put, b"two").expect("put").0.status,
-            DocumentStatus::Conflict
-        );
-        let (reply, _) = documents
-            .handle(&request(DocumentOp::Get, Some("p"), ""), b"")
-            .expect("get");
-        let etag = reply.etag.expect("etag");
-        let mut wrong = put.clone();
-        wrong.if_match = Some("\"0000\"".into());
-        assert_eq!(
-            documents.handle(&wrong, b"two").expect("put").0.status,
-            DocumentStatus::PreconditionFailed
-        );
-        let mut right = put.clone();
-        right.if_match = Some(etag);
-        assert_eq!(
-            documents.handle(&right, b"two").expect("put").0.status,
-            DocumentStatus::NoContent
-        );
-        let mut create_only = put;
-        create_only.if_none_match = Some("*".into());
-        assert_eq!(
-            documents
-                .handle(&create_only, b"three")
-                .expect("put")
-                .0
-                .status,
-            DocumentStatus::PreconditionFailed
-        );
-        let (_, body) = documents
-            .handle(&request(DocumentOp::Get, Some("p"), ""), b"")
-            .expect("get");
-        assert_eq!(body, b"two");
-    }
-}
+#[path = "documents_tests.rs"]
+mod tests;

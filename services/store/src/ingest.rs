@@ -4,6 +4,7 @@
 
 use bus::wire::{HttpBatch, Rejection};
 use serde_json::{json, Value};
+use xapi::limits::{BodyError, Exceeded, Limit, Limits};
 use xapi::XapiVersion;
 
 /// One `LRS_IN` message, ready to apply.
@@ -14,6 +15,8 @@ pub struct Batch {
     pub statements: Vec<Value>,
     /// Whether the writer may (re)define activities (see [`crate::db::Record::defines`]).
     pub define: bool,
+    /// SHA-2 of the attachment bodies the request brought (see [`bus::wire::HttpBatch`]).
+    pub bodies: Vec<String>,
 }
 
 /// The homePage of the authorities Leerspoor gives to direct NATS sources.
@@ -37,14 +40,27 @@ fn malformed(message: String) -> Rejection {
     }
 }
 
+fn exceeded(exceeded: &xapi::limits::Exceeded) -> Rejection {
+    Rejection {
+        statement: exceeded.statement,
+        path: String::new(),
+        rule: exceeded.limit.key().to_owned(),
+        message: exceeded.to_string(),
+    }
+}
+
 /// Parses a message by its subject. `version_header` is the message's
 /// `X-Experience-API-Version` header, if any (direct publishers may set it; 2.0.0 otherwise).
+/// Messages published straight to NATS meet the same limits as HTTP requests, and a message
+/// on a hub subject at most `limits.hub_message_bytes`.
 pub fn parse(
     subject: &str,
     payload: &[u8],
     version_header: Option<&str>,
+    limits: &Limits,
 ) -> Result<Batch, Rejection> {
     if subject == bus::subjects::IN_HTTP {
+        // Written by the gateway, which enforced the limits on the request.
         let batch: HttpBatch = serde_json::from_slice(payload)
             .map_err(|err| malformed(format!("gateway batch is not valid: {err}")))?;
         let version = XapiVersion::from_header(&batch.version)
@@ -54,30 +70,35 @@ pub fn parse(
             version,
             statements: batch.statements,
             define: batch.define,
+            bodies: batch.bodies,
         });
     }
     let Some(source) = bus::subjects::ingest_source(subject) else {
         return Err(malformed(format!("{subject} is not an ingest subject")));
     };
+    if bus::subjects::hub_of(subject).is_some() && payload.len() > limits.hub_message_bytes {
+        return Err(exceeded(&Exceeded::new(
+            Limit::HubMessageBytes,
+            limits.hub_message_bytes,
+            format!("a message of {} bytes on a hub subject", payload.len()),
+        )));
+    }
     let version = match version_header {
         None => XapiVersion::V2_0_0,
         Some(header) => XapiVersion::from_header(header).ok_or_else(|| Rejection {
             statement: None,
             path: String::new(),
             rule: "message.version_header".into(),
-            message: format!("X-Experience-API-Version {header:?} is not 1.0.x or 2.0.x"),
+            message: format!(
+                "X-Experience-API-Version {:?} is not 1.0.x or 2.0.x",
+                xapi::limits::truncate_text(header, 64)
+            ),
         })?,
     };
-    let body: Value = serde_json::from_slice(payload)
-        .map_err(|err| malformed(format!("payload is not JSON: {err}")))?;
-    let statements = match body {
-        Value::Array(statements) => statements,
-        statement @ Value::Object(_) => vec![statement],
-        _ => {
-            return Err(malformed(
-                "payload must be a statement object or an array of statements".into(),
-            ))
-        }
+    let statements = match xapi::limits::parse_statements(payload, limits) {
+        Ok(statements) => statements,
+        Err(BodyError::Exceeded(limit)) => return Err(exceeded(&limit)),
+        Err(BodyError::Malformed(message)) => return Err(malformed(message)),
     };
     if statements.is_empty() {
         return Err(malformed("payload is an empty array".into()));
@@ -90,6 +111,7 @@ pub fn parse(
         version,
         statements,
         define: true,
+        bodies: Vec::new(),
     })
 }
 
@@ -105,7 +127,9 @@ fn check_hub(statements: &[Value], hub: &str) -> Result<(), Rejection> {
             .and_then(|extensions| extensions.get(HUB_EXTENSION))
             .and_then(Value::as_str);
         if named != Some(hub) {
-            let found = named.map_or("no hub".to_owned(), |named| format!("hub {named:?}"));
+            let found = named.map_or("no hub".to_owned(), |named| {
+                format!("hub {:?}", xapi::limits::truncate_text(named, 128))
+            });
             return Err(Rejection {
                 statement: Some(index),
                 path: "/context/extensions/https:~1~1w3id.org~1xapi~1llo~1extensions~1hub".into(),
@@ -126,7 +150,7 @@ mod tests {
     #[test]
     fn hub_messages_get_the_authority_of_their_subject() {
         let body = br#"{"actor": {}, "context": {"extensions": {"https://w3id.org/xapi/llo/extensions/hub": "eindhoven"}}}"#;
-        let batch = parse("lrs.in.hub.eindhoven", body, None).expect("parses");
+        let batch = parse("lrs.in.hub.eindhoven", body, None, &Limits::default()).expect("parses");
         assert_eq!(batch.authority["account"]["name"], "hub.eindhoven");
         assert_eq!(batch.version, XapiVersion::V2_0_0);
         assert_eq!(batch.statements.len(), 1);
@@ -135,28 +159,59 @@ mod tests {
     #[test]
     fn a_hub_cannot_publish_for_another_hub_or_for_none() {
         let other = br#"{"context": {"extensions": {"https://w3id.org/xapi/llo/extensions/hub": "delft"}}}"#;
-        let rejection = parse("lrs.in.hub.eindhoven", other, None).expect_err("other hub");
+        let rejection =
+            parse("lrs.in.hub.eindhoven", other, None, &Limits::default()).expect_err("other hub");
         assert_eq!(rejection.rule, "llo.hub_subject");
         assert_eq!(rejection.statement, Some(0));
-        let rejection =
-            parse("lrs.in.hub.eindhoven", br#"[{"actor": {}}]"#, None).expect_err("no hub");
+        let rejection = parse(
+            "lrs.in.hub.eindhoven",
+            br#"[{"actor": {}}]"#,
+            None,
+            &Limits::default(),
+        )
+        .expect_err("no hub");
         assert!(
             rejection.message.contains("no hub"),
             "{}",
             rejection.message
         );
         assert!(
-            parse("lrs.in.tool.lms", br#"{"actor": {}}"#, None).is_ok(),
+            parse(
+                "lrs.in.tool.lms",
+                br#"{"actor": {}}"#,
+                None,
+                &Limits::default()
+            )
+            .is_ok(),
             "only hub subjects"
         );
     }
 
     #[test]
+    fn hub_messages_meet_the_limits() {
+        let limits = Limits {
+            hub_message_bytes: 100,
+            statements_per_request: 2,
+            ..Limits::default()
+        };
+        let big = format!(r#"{{"actor": {{"name": "{}"}}}}"#, "x".repeat(200));
+        let rejection = parse("lrs.in.hub.h", big.as_bytes(), None, &limits).expect_err("big");
+        assert_eq!(rejection.rule, "limits.hub_message_bytes");
+        assert!(rejection.message.contains("= 100"), "{}", rejection.message);
+        let rejection =
+            parse("lrs.in.hub.h", b"[{}, {}, {}]", None, &limits).expect_err("too many");
+        assert_eq!(rejection.rule, "limits.statements_per_request");
+        let deep = format!("{}{}", "[".repeat(64), "]".repeat(64));
+        let rejection = parse("lrs.in.tool.t", deep.as_bytes(), None, &limits).expect_err("deep");
+        assert_eq!(rejection.rule, "limits.json_depth");
+    }
+
+    #[test]
     fn malformed_payloads_are_rejected_with_a_reason() {
-        assert!(parse("lrs.in.hub.x", b"not json", None).is_err());
-        assert!(parse("lrs.in.hub.x", b"[]", None).is_err());
-        assert!(parse("lrs.in.hub.x", b"42", None).is_err());
-        assert!(parse("lrs.in.hub.x", b"{}", Some("9.9")).is_err());
-        assert!(parse("lrs.in.http", b"{}", None).is_err());
+        assert!(parse("lrs.in.hub.x", b"not json", None, &Limits::default()).is_err());
+        assert!(parse("lrs.in.hub.x", b"[]", None, &Limits::default()).is_err());
+        assert!(parse("lrs.in.hub.x", b"42", None, &Limits::default()).is_err());
+        assert!(parse("lrs.in.hub.x", b"{}", Some("9.9"), &Limits::default()).is_err());
+        assert!(parse("lrs.in.http", b"{}", None, &Limits::default()).is_err());
     }
 }

@@ -26,6 +26,20 @@ pub const AUDIT: u8 = b'l';
 /// from the attachment bucket (written with the erasure, removed once deleted).
 pub const ORPHAN: u8 = b'x';
 
+/// `r` + sequence(8) -> JSON texts: an erasure's `LRS_REJECTED` messages still to be searched
+/// for the person and deleted (written with the erasure, removed once done).
+pub const REJECTED_SCRUB: u8 = b'r';
+
+pub fn rejected_scrub(sequence: u64) -> Vec<u8> {
+    let mut key = Vec::with_capacity(9);
+    key.push(REJECTED_SCRUB);
+    key.extend_from_slice(&sequence.to_be_bytes());
+    key
+}
+
+/// An erasure part-way through its chunks: its sequence and counts so far.
+pub const META_ERASING: &[u8] = b"merasing";
+
 /// Every `LRS_IN` sequence at or below this one is applied (a contiguous watermark).
 pub const META_APPLIED: &[u8] = b"mapplied";
 /// `a` + sequence(8) -> empty: applied, above the watermark. JetStream may redeliver an

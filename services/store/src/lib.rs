@@ -9,24 +9,30 @@
 //! - [`keys`]: the sled key layout.
 //! - [`ingest`]: an `LRS_IN` message to statements, authority and version.
 //! - [`db`]: applying a message; reading records and verdicts; the outbox.
+//! - [`identity`]: which `LRS_IN` the store applied; refusing another.
 //! - [`documents`]: the State, Activity Profile and Agent Profile resources.
+//! - [`outbox`]: messages owed to `LRS_STORED` / `LRS_REJECTED`, each fitting one NATS message.
 //! - [`indexer`]: the secondary indexes, written by their own thread.
 //! - [`query`]: statement queries.
 //! - [`objects`]: the Activities and Agents resources.
 //! - [`service`]: the NATS side: the pull loop and the outbox publisher.
 //! - [`api`]: request/reply: queries, verdicts, documents, activities, agents, admin.
 //! - [`access`]: credentials and the audit log.
-//! - [`erase`]: the right to erasure, and the export before it.
+//! - [`erase`]: the right to erasure.
+//! - [`export`]: everything stored about one person, for an export before erasure.
 
 pub mod access;
 pub mod api;
 pub mod db;
 pub mod documents;
 pub mod erase;
+pub mod export;
+pub mod identity;
 pub mod indexer;
 pub mod ingest;
 pub mod keys;
 pub mod objects;
+pub mod outbox;
 pub mod query;
 pub mod service;
 

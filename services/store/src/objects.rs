@@ -4,6 +4,7 @@
 use bus::wire::ObjectQuery;
 use serde_json::{json, Map, Value};
 use xapi::agent::ifi_key;
+use xapi::statement::authority_names;
 
 use crate::db::{Db, DbError};
 use crate::keys::{self, IndexKind};
@@ -14,13 +15,19 @@ const SCAN_LIMIT: usize = 500;
 pub fn run(db: &Db, query: &ObjectQuery) -> Result<Value, DbError> {
     db.wait_for_indexes()?;
     match query {
-        ObjectQuery::Activity { id } => activity(db, id),
-        ObjectQuery::Person { ifi } => person(db, ifi),
+        ObjectQuery::Activity { id, authority } => activity(db, id, authority.as_deref()),
+        ObjectQuery::Person { ifi, authority } => person(db, ifi, authority.as_deref()),
     }
 }
 
-/// Statements naming a term, newest first, with whether their writer may define activities.
-fn recent(db: &Db, kind: IndexKind, term: &str) -> Result<Vec<(Value, bool)>, DbError> {
+/// Statements naming a term, newest first, with whether their writer may define activities;
+/// with `authority`, only the statements whose authority it is.
+fn recent(
+    db: &Db,
+    kind: IndexKind,
+    term: &str,
+    authority: Option<&str>,
+) -> Result<Vec<(Value, bool)>, DbError> {
     let mut statements = Vec::new();
     for item in db
         .tree()
@@ -33,7 +40,11 @@ fn recent(db: &Db, kind: IndexKind, term: &str) -> Result<Vec<(Value, bool)>, Db
             continue;
         };
         if let Some(record) = db.record_at(position)? {
-            statements.push((record.statement, record.defines));
+            let visible =
+                authority.is_none_or(|authority| authority_names(&record.statement, authority));
+            if visible {
+                statements.push((record.statement, record.defines));
+            }
         }
     }
     Ok(statements)
@@ -41,10 +52,10 @@ fn recent(db: &Db, kind: IndexKind, term: &str) -> Result<Vec<(Value, bool)>, Db
 
 /// The canonical definition: every definition of the activity the statements carry, merged
 /// oldest to newest (language maps merged per language, other properties replaced).
-fn activity(db: &Db, id: &str) -> Result<Value, DbError> {
+fn activity(db: &Db, id: &str, authority: Option<&str>) -> Result<Value, DbError> {
     let mut definition = Map::new();
     // Only statements written with the `define` scope (re)define an activity.
-    let defining = recent(db, IndexKind::RelatedActivity, id)?;
+    let defining = recent(db, IndexKind::RelatedActivity, id, authority)?;
     for (statement, _) in defining.iter().rev().filter(|(_, defines)| *defines) {
         let mut found = Vec::new();
         collect_activities(statement, id, &mut found);
@@ -106,9 +117,9 @@ fn collect_activities<'a>(statement: &'a Value, id: &str, found: &mut Vec<&'a Ma
 }
 
 /// The names the statements give the person behind an IFI, newest first.
-fn person(db: &Db, ifi: &str) -> Result<Value, DbError> {
+fn person(db: &Db, ifi: &str, authority: Option<&str>) -> Result<Value, DbError> {
     let mut names: Vec<String> = Vec::new();
-    for (statement, _) in recent(db, IndexKind::RelatedAgent, ifi)? {
+    for (statement, _) in recent(db, IndexKind::RelatedAgent, ifi, authority)? {
         let mut agents = Vec::new();
         collect_agents(&statement, &mut agents);
         for agent in agents {

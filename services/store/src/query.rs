@@ -8,59 +8,103 @@ use xapi::statement::{index_terms, IndexTerms};
 use crate::db::{Db, DbError, Record};
 use crate::keys::{self, IndexKind};
 
-/// The most statements one page returns; `limit=0` means this.
-pub const MAX_PAGE: usize = 100;
-
 pub fn run(db: &Db, query: &StatementQuery) -> Result<StatementReply, DbError> {
     let consistent_through = db.consistent_through();
-    if let Some(id) = &query.statement_id {
+    let by_id = match (&query.statement_id, &query.voided_statement_id) {
+        (Some(id), _) => Some((id, false)),
+        (None, Some(id)) => Some((id, true)),
+        (None, None) => None,
+    };
+    if let Some((id, voided)) = by_id {
         let statement = find(db, id)?
-            .filter(|record| !record.voided)
+            .filter(|record| record.voided == voided)
             .map(|record| record.statement);
+        let bodies = bodies_for(db, query, statement.as_slice())?;
         return Ok(StatementReply::One {
             statement,
             consistent_through,
-        });
-    }
-    if let Some(id) = &query.voided_statement_id {
-        let statement = find(db, id)?
-            .filter(|record| record.voided)
-            .map(|record| record.statement);
-        return Ok(StatementReply::One {
-            statement,
-            consistent_through,
+            bodies,
         });
     }
     db.wait_for_indexes()?;
+    let most = db.limits().query_limit.max(1);
     let limit = if query.limit == 0 {
-        MAX_PAGE
+        most
     } else {
-        query.limit.min(MAX_PAGE)
+        query.limit.min(most)
     };
-    let mut statements = Vec::with_capacity(limit);
+    // A page stops early when the next statement would pass the page's bytes (and so the
+    // NATS message that carries the reply); the first always goes, whatever its size.
+    let budget = db.page_budget();
+    let mut size = 0;
+    let mut statements = Vec::with_capacity(limit.min(64));
     let mut next_after = None;
     for position in candidates(db, query) {
         let position = position?;
-        let Some(record) = db.record_at(position)? else {
+        let Some((record, bytes)) = db.record_at_sized(position)? else {
             continue;
         };
         if record.voided || !matches(db, &record, query)? {
             continue;
         }
-        if statements.len() == limit {
+        if statements.len() == limit || (!statements.is_empty() && size + bytes > budget) {
             next_after = statements.last().map(|(position, _)| *position);
             break;
         }
+        size += bytes;
         statements.push((position, record.statement));
     }
+    let statements: Vec<Value> = statements
+        .into_iter()
+        .map(|(_, statement)| statement)
+        .collect();
+    let bodies = bodies_for(db, query, &statements)?;
     Ok(StatementReply::Page {
-        statements: statements
-            .into_iter()
-            .map(|(_, statement)| statement)
-            .collect(),
+        statements,
         next_after,
         consistent_through,
+        bodies,
     })
+}
+
+/// For a query confined to an authority (`statements/read/mine`): which of these statements'
+/// attachment bodies that authority's own statements brought (sent as parts, not only pointed
+/// at), so a reader is never shown a body another credential uploaded. `None` when not confined.
+fn bodies_for(
+    db: &Db,
+    query: &StatementQuery,
+    statements: &[Value],
+) -> Result<Option<Vec<String>>, DbError> {
+    let Some(authority) = &query.authority else {
+        return Ok(None);
+    };
+    let mut wanted: Vec<String> = statements
+        .iter()
+        .flat_map(|statement| index_terms(statement).attachments)
+        .collect();
+    wanted.sort();
+    wanted.dedup();
+    let mut allowed = Vec::new();
+    for sha2 in wanted {
+        for item in db
+            .tree()
+            .scan_prefix(keys::index_prefix(IndexKind::Attachment, &sha2))
+        {
+            let (key, _) = item?;
+            let Some(position) = keys::trailing_u64(&key) else {
+                continue;
+            };
+            let brought = db.record_at(position)?.is_some_and(|record| {
+                record.bodies.contains(&sha2)
+                    && xapi::statement::authority_names(&record.statement, authority)
+            });
+            if brought {
+                allowed.push(sha2);
+                break;
+            }
+        }
+    }
+    Ok(Some(allowed))
 }
 
 fn find(db: &Db, id: &str) -> Result<Option<Record>, DbError> {

@@ -1,5 +1,12 @@
 //! The store on NATS: pull `LRS_IN` -> apply -> flush -> publish outbox -> ack -> announce;
 //! and answer statement queries and verdict look-ups over request/reply.
+//!
+//! Nothing a message or a NATS outage does ends the loop: a message that cannot be applied is
+//! refused (see [`Db::apply`]); pulls, publishes and acks that fail while NATS is away are
+//! retried once it is back (the client reconnects by itself); the durable consumer is made
+//! again if it went missing, after checking that `LRS_IN` is still the stream the store
+//! applied ([`crate::identity`]). The loop ends only at shutdown, on a database error, or when
+//! `LRS_IN` turned out to be another stream, and says why.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -7,16 +14,25 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use async_nats::jetstream::{self, consumer::pull, AckKind};
+use bus::pull::{Backoff, InFlight};
 use bus::subjects;
 use bus::wire::{Applied, Verdict};
 use tokio_util::sync::CancellationToken;
 use xapi::Validator;
 
-use crate::db::{Db, Incoming};
+use crate::db::{Db, DbError, Incoming};
+use crate::identity::{StreamCheck, StreamState};
 use crate::ingest;
 
 /// Applied batches waiting for their outbox publish and ack.
 const FINISH_QUEUE: usize = 4;
+/// Outbox entries read and published per round, and the bytes in flight at most.
+const OUTBOX_ENTRIES: usize = 32;
+const OUTBOX_BYTES: usize = 16 * 1024 * 1024;
+/// How long the last housekeeping pass at shutdown may take.
+const LAST_HOUSEKEEPING: Duration = Duration::from_secs(10);
+/// Attempts at applying a batch that failed on a database error before the store gives up.
+const APPLY_ATTEMPTS: u32 = 5;
 
 /// What an applied, flushed batch still needs: its events published, then its acks.
 struct Finish {
@@ -35,11 +51,15 @@ pub struct StoreConfig {
     /// At most this many messages are applied under one sled flush and one ack.
     pub max_batch: usize,
     /// A message delivered to a store that died unacknowledged is redelivered after this.
-    /// Redeliveries are harmless (the applied sequence skips them), so shorter only costs work.
+    /// Short, so a restarted store converges in seconds; long work sends progress acks.
     pub ack_wait: Duration,
     /// Created at start when the store has no credential at all (`serve`'s demo credential),
     /// so that a first run can be used at once.
     pub bootstrap_credential: Option<bus::access::CredentialRecord>,
+    /// The bounds on what hubs publish and what one page, export or reply may hold.
+    pub limits: xapi::limits::Limits,
+    /// Take over an `LRS_IN` other than the one this store applied (README "Recovery").
+    pub adopt_new_stream: bool,
 }
 
 pub struct Store {
@@ -53,18 +73,46 @@ pub struct Store {
     attachments: jetstream::object_store::ObjectStore,
     api: crate::api::Subscriptions,
     config: StoreConfig,
+    /// Messages pulled and not yet acknowledged: kept "in progress" for JetStream, so
+    /// `ack_wait` can be short without redelivering long work.
+    in_flight: InFlight,
+    /// Wakes the housekeeping (erasure leftovers on NATS) after each batch.
+    housekeeping: tokio::sync::Notify,
+}
+
+/// Why the store stops on its own.
+#[derive(Debug, thiserror::Error)]
+enum Stop {
+    #[error("the store's database failed")]
+    Db(#[from] DbError),
+    #[error(transparent)]
+    Stream(#[from] crate::identity::StreamMismatch),
+    #[error(transparent)]
+    Other(#[from] anyhow::Error),
 }
 
 impl Store {
     /// Opens sled, makes sure the streams and the durable consumer exist. Fails fast with
-    /// context: sled locked by another process, NATS without JetStream, schema errors.
+    /// context: sled locked by another process, NATS without JetStream, schema errors, an
+    /// `LRS_IN` that is not the stream this store applied.
     pub async fn build(client: async_nats::Client, config: StoreConfig) -> anyhow::Result<Store> {
         let validator = Arc::new(Validator::new().context("compiling xAPI schemas")?);
         let db_path = config.data_dir.join("store.sled");
-        let db = tokio::task::spawn_blocking(move || Db::open(&db_path))
+        let limits = config.limits.clone();
+        let db = tokio::task::spawn_blocking(move || Db::open_with(&db_path, limits))
             .await
             .context("opening sled")?
             .context("opening the store database (is another store running on it?)")?;
+        let max_payload = client.server_info().max_payload;
+        db.set_max_payload(max_payload);
+        if config.limits.statement_bytes + bus::HEADROOM > max_payload {
+            tracing::warn!(
+                statement_bytes = config.limits.statement_bytes,
+                max_payload,
+                "limits.statement_bytes does not fit one NATS message with headroom; \
+                 statements that large reach the projector slimmed: raise max_payload"
+            );
+        }
         if let Some(record) = config.bootstrap_credential.clone() {
             let access = crate::access::Access { tree: db.tree() };
             if access.credentials()?.is_empty() {
@@ -77,6 +125,8 @@ impl Store {
         }
         let js = jetstream::new(client.clone());
         subjects::ensure_streams(&js).await?;
+        let db = Arc::new(db);
+        check_stream(&js, &db, config.adopt_new_stream).await?;
         let consumer = bus::pull::durable(
             &js,
             subjects::STREAM_IN,
@@ -92,10 +142,12 @@ impl Store {
             attachments,
             client,
             js,
-            db: Arc::new(db),
+            db,
             validator,
             consumer,
             config,
+            in_flight: InFlight::default(),
+            housekeeping: tokio::sync::Notify::new(),
         })
     }
 
@@ -107,23 +159,35 @@ impl Store {
             std::mem::take(&mut self.api),
             shutdown.clone(),
         );
-        let ingest = self.ingest_loop(shutdown.clone());
-        let (api_result, ingest_result) = tokio::join!(api, ingest);
+        let ingest = async {
+            let result = self.ingest_loop(shutdown.clone()).await;
+            if let Err(err) = &result {
+                tracing::error!(error = %format!("{err:#}"), "the store stops");
+            }
+            result
+        };
+        let progress = bus::pull::keep_in_progress(
+            self.client.clone(),
+            self.in_flight.clone(),
+            self.config.ack_wait,
+            shutdown.clone(),
+        );
+        let housekeeping = self.housekeeping(shutdown.clone());
+        let (api_result, ingest_result, (), ()) = tokio::join!(api, ingest, progress, housekeeping);
         // Whichever ended first, stop the other too.
         shutdown.cancel();
         let db = self.db.clone();
         tokio::task::spawn_blocking(move || db.flush())
             .await
             .context("final flush")??;
-        api_result.and(ingest_result)
+        api_result.and(ingest_result.map_err(anyhow::Error::from))
     }
 
     /// Two stages: the pull loop applies and flushes batch N+1 while the finisher publishes
     /// batch N's outbox and acknowledges it.
-    async fn ingest_loop(&self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        // Anything flushed but not yet published (or deleted) before a crash goes first.
-        self.publish_outbox(None).await?;
-        self.delete_orphans().await;
+    async fn ingest_loop(&self, shutdown: CancellationToken) -> Result<(), Stop> {
+        // Anything flushed but not yet published before a crash goes first.
+        self.publish_outbox_until_done(None, &shutdown).await?;
         let (finish_sender, finish_receiver) = tokio::sync::mpsc::channel(FINISH_QUEUE);
         let pull = async {
             let result = self.pull_and_apply(&shutdown, finish_sender).await;
@@ -133,7 +197,7 @@ impl Store {
             result
         };
         let finish = async {
-            let result = self.finish(finish_receiver).await;
+            let result = self.finish(finish_receiver, &shutdown).await;
             if result.is_err() {
                 shutdown.cancel();
             }
@@ -148,15 +212,19 @@ impl Store {
     async fn finish(
         &self,
         mut receiver: tokio::sync::mpsc::Receiver<Finish>,
-    ) -> anyhow::Result<()> {
+        shutdown: &CancellationToken,
+    ) -> Result<(), Stop> {
         while let Some(done) = receiver.recv().await {
-            self.publish_outbox(done.outbox_through).await?;
+            self.publish_outbox_until_done(done.outbox_through, shutdown)
+                .await?;
             for message in &done.messages {
-                message.ack_with(AckKind::Ack).await.map_err(|err| {
-                    anyhow::anyhow!("acking LRS_IN (applied through {}): {err}", done.through)
-                })?;
+                // A lost ack is harmless: the message comes back and is skipped as applied.
+                if let Err(err) = message.ack_with(AckKind::Ack).await {
+                    tracing::warn!(error = %err, through = done.through, "acking LRS_IN failed; it will be redelivered and skipped");
+                }
+                self.in_flight.done(message);
             }
-            self.delete_orphans().await;
+            self.housekeeping.notify_one();
         }
         Ok(())
     }
@@ -168,18 +236,32 @@ impl Store {
         &self,
         shutdown: &CancellationToken,
         finish: tokio::sync::mpsc::Sender<Finish>,
-    ) -> anyhow::Result<()> {
+    ) -> Result<(), Stop> {
+        let mut consumer = self.consumer.clone();
+        let mut backoff = Backoff::default();
         loop {
-            let next =
-                bus::pull::next_batch(&self.consumer, subjects::STREAM_IN, self.config.max_batch);
+            let next = bus::pull::next_batch(&consumer, subjects::STREAM_IN, self.config.max_batch);
             let batch = tokio::select! {
                 _ = shutdown.cancelled() => return Ok(()),
-                batch = next => batch?,
+                batch = next => batch,
             };
-            let Some(batch) = batch else {
-                continue;
+            let batch = match batch {
+                Ok(Some(batch)) => {
+                    backoff.reset();
+                    batch
+                }
+                Ok(None) => continue,
+                Err(err) => {
+                    tracing::warn!(error = %err, "pulling LRS_IN failed; retrying");
+                    if !backoff.wait(shutdown).await {
+                        return Ok(());
+                    }
+                    consumer = self.reopen_consumer().await?.unwrap_or(consumer);
+                    continue;
+                }
             };
-            let done = self.apply_batch(batch).await?;
+            self.in_flight.add(&batch);
+            let done = self.apply_with_retries(batch, shutdown).await?;
             if let Some(done) = done {
                 finish
                     .send(done)
@@ -189,15 +271,71 @@ impl Store {
         }
     }
 
+    /// The durable consumer made again (it may have gone with a NATS restart), after checking
+    /// the stream is still the one applied. `None` while NATS is not back.
+    async fn reopen_consumer(
+        &self,
+    ) -> Result<Option<jetstream::consumer::Consumer<pull::Config>>, Stop> {
+        if let Err(err) = subjects::ensure_streams(&self.js).await {
+            tracing::debug!(error = %err, "streams not reachable yet");
+            return Ok(None);
+        }
+        check_stream(&self.js, &self.db, false).await?;
+        match bus::pull::durable(
+            &self.js,
+            subjects::STREAM_IN,
+            subjects::STORE_CONSUMER,
+            self.config.ack_wait,
+        )
+        .await
+        {
+            Ok(consumer) => Ok(Some(consumer)),
+            Err(err) => {
+                tracing::debug!(error = %err, "consumer not reachable yet");
+                Ok(None)
+            }
+        }
+    }
+
+    /// Applies a batch; a database error is retried a few times with a pause (a full disk
+    /// may be cleared), since skipping ahead would apply later messages first.
+    async fn apply_with_retries(
+        &self,
+        batch: Vec<jetstream::Message>,
+        shutdown: &CancellationToken,
+    ) -> Result<Option<Finish>, Stop> {
+        let batch = Arc::new(batch);
+        let mut backoff = Backoff::default();
+        let mut attempt = 1;
+        loop {
+            match self.apply_batch(batch.clone()).await {
+                Ok(done) => return Ok(done),
+                Err(err) if attempt < APPLY_ATTEMPTS => {
+                    tracing::warn!(error = %format!("{err:#}"), attempt, "applying a batch failed; retrying");
+                    attempt += 1;
+                    if !backoff.wait(shutdown).await {
+                        return Ok(None);
+                    }
+                }
+                Err(err) => return Err(err),
+            }
+        }
+    }
+
     /// Applies and flushes a batch and announces it; returns what the finisher still owes it.
-    async fn apply_batch(&self, batch: Vec<jetstream::Message>) -> anyhow::Result<Option<Finish>> {
+    async fn apply_batch(
+        &self,
+        batch: Arc<Vec<jetstream::Message>>,
+    ) -> Result<Option<Finish>, Stop> {
         let db = self.db.clone();
         let validator = self.validator.clone();
         let started = std::time::Instant::now();
-        let (batch, through, verdicts, outbox_through, flush_started) =
+        let limits = self.config.limits.clone();
+        let applying = batch.clone();
+        let (through, verdicts, outbox_through, flush_started) =
             tokio::task::spawn_blocking(move || {
                 let mut verdicts = Vec::new();
-                for message in &batch {
+                for message in applying.iter() {
                     let Ok(info) = message.info() else {
                         continue;
                     };
@@ -212,8 +350,12 @@ impl Store {
                         subject: message.subject.as_str(),
                         payload: &message.payload,
                     };
-                    let parsed =
-                        ingest::parse(incoming.subject, incoming.payload, version.as_deref());
+                    let parsed = ingest::parse(
+                        incoming.subject,
+                        incoming.payload,
+                        version.as_deref(),
+                        &limits,
+                    );
                     let verdict = db.apply(&incoming, parsed, &validator)?;
                     if verdict != Verdict::Applied {
                         // An erasure logs itself (counts only); anything else was refused.
@@ -236,39 +378,94 @@ impl Store {
                 let through = db.applied_sequence()?;
                 let outbox_through = db.last_outbox_key()?;
                 db.flush()?;
-                Ok::<_, crate::db::DbError>((
-                    batch,
-                    through,
-                    verdicts,
-                    outbox_through,
-                    flush_started,
-                ))
+                Ok::<_, DbError>((through, verdicts, outbox_through, flush_started))
             })
             .await
             .context("apply task")??;
         // Durable in sled: readers may see it now; the ack can follow.
-        let messages = batch.len();
-        let announcement = serde_json::to_vec(&Applied { through, verdicts })?;
-        self.client
-            .publish(subjects::APPLIED, announcement.into())
-            .await
-            .context("announcing applied watermark")?;
+        self.announce(through, verdicts).await;
         tracing::debug!(
-            messages,
+            messages = batch.len(),
             through,
             apply_us = (flush_started - started).as_micros() as u64,
             flush_us = flush_started.elapsed().as_micros() as u64,
             "batch applied"
         );
-        Ok((!batch.is_empty()).then_some(Finish {
-            messages: batch,
+        let messages = Arc::try_unwrap(batch).unwrap_or_else(|shared| (*shared).clone());
+        Ok((!messages.is_empty()).then_some(Finish {
+            messages,
             through,
             outbox_through,
         }))
     }
 
-    /// Deletes the attachment bodies an erasure left unused. A failure is retried after the
-    /// next batch (the orphans stay recorded in sled until deleted).
+    /// Says `lrs.applied`, in as many messages as the verdicts need: every one but the last
+    /// carries no watermark, so a gateway never sees a sequence applied before its verdict.
+    async fn announce(&self, through: u64, verdicts: Vec<(u64, Verdict)>) {
+        let budget = self.db.message_budget();
+        let mut chunks: Vec<Vec<(u64, Verdict)>> = vec![Vec::new()];
+        let mut size = 64;
+        for verdict in verdicts {
+            let length = serde_json::to_vec(&verdict).map_or(0, |bytes| bytes.len()) + 1;
+            if size + length > budget && chunks.last().is_some_and(|chunk| !chunk.is_empty()) {
+                chunks.push(Vec::new());
+                size = 64;
+            }
+            size += length;
+            if let Some(chunk) = chunks.last_mut() {
+                chunk.push(verdict);
+            }
+        }
+        let last = chunks.len() - 1;
+        for (index, verdicts) in chunks.into_iter().enumerate() {
+            let applied = Applied {
+                through: if index == last { through } else { 0 },
+                verdicts,
+            };
+            let Ok(announcement) = serde_json::to_vec(&applied) else {
+                continue;
+            };
+            // Core NATS: a lost announcement costs a gateway one verdict request.
+            if let Err(err) = self
+                .client
+                .publish(subjects::APPLIED, announcement.into())
+                .await
+            {
+                tracing::warn!(error = %err, "announcing the applied watermark failed");
+            }
+        }
+    }
+
+    /// What an erasure leaves to do on NATS, off the ingest path: deleting the attachment
+    /// bodies no statement uses any more, and the `LRS_REJECTED` messages that name the
+    /// person. Runs after batches and every half minute (what failed is retried then).
+    /// At shutdown it makes one last pass (at most [`LAST_HOUSEKEEPING`]), so an erasure
+    /// just applied does not leave its search of `LRS_REJECTED` to the next start.
+    async fn housekeeping(&self, shutdown: CancellationToken) {
+        let never = CancellationToken::new();
+        loop {
+            self.delete_orphans().await;
+            self.scrub_rejected(&never).await;
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = self.housekeeping.notified() => {}
+                _ = tokio::time::sleep(Duration::from_secs(30)) => {}
+            }
+        }
+        let last_pass = async {
+            self.delete_orphans().await;
+            self.scrub_rejected(&never).await;
+        };
+        if tokio::time::timeout(LAST_HOUSEKEEPING, last_pass)
+            .await
+            .is_err()
+        {
+            tracing::warn!("housekeeping not finished at shutdown; it goes on at the next start");
+        }
+    }
+
+    /// Deletes the attachment bodies an erasure left unused (the orphans stay recorded in
+    /// sled until deleted).
     async fn delete_orphans(&self) {
         let db = self.db.clone();
         let orphans = match tokio::task::spawn_blocking(move || db.orphans()).await {
@@ -292,35 +489,161 @@ impl Store {
         }
     }
 
-    /// Publishes the outbox entries up to `through` (all, if `None`) to JetStream,
-    /// deduplicated by their msg ids, then removes the published ones.
-    async fn publish_outbox(&self, through: Option<sled::IVec>) -> anyhow::Result<()> {
+    /// Deletes the `LRS_REJECTED` messages that quote an erased person (the rejections kept
+    /// 30 days for replay must not keep them).
+    async fn scrub_rejected(&self, shutdown: &CancellationToken) {
         let db = self.db.clone();
-        let entries = tokio::task::spawn_blocking(move || db.outbox(through.as_deref()))
-            .await
-            .context("outbox task")??;
-        if entries.is_empty() {
-            return Ok(());
+        let scrubs = match tokio::task::spawn_blocking(move || db.rejected_scrubs()).await {
+            Ok(Ok(scrubs)) if !scrubs.is_empty() => scrubs,
+            _ => return,
+        };
+        let Ok(mut stream) = self.js.get_stream(subjects::STREAM_REJECTED).await else {
+            return;
+        };
+        let Ok(info) = stream.info().await else {
+            return;
+        };
+        // An empty stream reports sequence 0 as its first, which is no message.
+        let (first, last) = (info.state.first_sequence.max(1), info.state.last_sequence);
+        for (key, texts) in scrubs {
+            let mut deleted = 0;
+            for sequence in first..=last {
+                if shutdown.is_cancelled() {
+                    return;
+                }
+                let message = match stream.get_raw_message(sequence).await {
+                    Ok(message) => message,
+                    Err(err)
+                        if err.kind()
+                            == jetstream::stream::LastRawMessageErrorKind::NoMessageFound =>
+                    {
+                        continue
+                    }
+                    Err(err) => {
+                        tracing::warn!(error = %err, "searching LRS_REJECTED failed; retrying later");
+                        return;
+                    }
+                };
+                let text = String::from_utf8_lossy(&message.payload);
+                if texts.iter().any(|found| text.contains(found.as_str())) {
+                    if let Err(err) = stream.delete_message(sequence).await {
+                        tracing::warn!(error = %err, "deleting a rejection failed; retrying later");
+                        return;
+                    }
+                    deleted += 1;
+                }
+            }
+            let db = self.db.clone();
+            if !matches!(
+                tokio::task::spawn_blocking(move || db.forget_scrub(&key)).await,
+                Ok(Ok(()))
+            ) {
+                return;
+            }
+            tracing::info!(
+                deleted,
+                "removed the erased person's rejections from LRS_REJECTED"
+            );
         }
-        let mut acks = Vec::with_capacity(entries.len());
-        for (_, entry) in &entries {
-            let mut headers = async_nats::HeaderMap::new();
-            headers.insert(bus::MSG_ID_HEADER, entry.msg_id.as_str());
-            let ack = self
-                .js
-                .publish_with_headers(entry.subject, headers, entry.payload.clone().into())
-                .await
-                .context("publishing outbox")?;
-            acks.push(ack);
-        }
-        for ack in acks {
-            ack.await.context("outbox publish not acknowledged")?;
-        }
-        let keys: Vec<sled::IVec> = entries.into_iter().map(|(key, _)| key).collect();
-        let db = self.db.clone();
-        tokio::task::spawn_blocking(move || db.remove_outbox(&keys))
-            .await
-            .context("outbox task")??;
-        Ok(())
     }
+
+    /// Publishes the outbox up to `through`, retrying while NATS is away; returns early only
+    /// at shutdown (what is left is published at the next start).
+    async fn publish_outbox_until_done(
+        &self,
+        through: Option<sled::IVec>,
+        shutdown: &CancellationToken,
+    ) -> Result<(), Stop> {
+        let mut backoff = Backoff::default();
+        loop {
+            match self.publish_outbox(through.clone()).await {
+                Ok(()) => return Ok(()),
+                Err(OutboxError::Db(err)) => return Err(Stop::Db(err)),
+                Err(OutboxError::Nats(err)) => {
+                    tracing::warn!(error = %err, "publishing the outbox failed; retrying");
+                    if !backoff.wait(shutdown).await {
+                        return Ok(());
+                    }
+                }
+            }
+        }
+    }
+
+    /// Publishes the outbox entries up to `through` (all, if `None`) to JetStream,
+    /// deduplicated by their msg ids, a window of entries at a time, removing each window once
+    /// JetStream acknowledged it.
+    async fn publish_outbox(&self, through: Option<sled::IVec>) -> Result<(), OutboxError> {
+        loop {
+            let db = self.db.clone();
+            let bound = through.clone();
+            let entries = tokio::task::spawn_blocking(move || {
+                db.outbox_page(None, bound.as_deref(), OUTBOX_ENTRIES)
+            })
+            .await
+            .map_err(|err| OutboxError::Nats(err.to_string()))??;
+            if entries.is_empty() {
+                return Ok(());
+            }
+            let mut published = Vec::with_capacity(entries.len());
+            let mut acks = Vec::new();
+            let mut bytes = 0;
+            for entry in entries {
+                for message in entry.messages {
+                    bytes += message.payload.len();
+                    let mut headers = async_nats::HeaderMap::new();
+                    headers.insert(bus::MSG_ID_HEADER, message.msg_id.as_str());
+                    let ack = self
+                        .js
+                        .publish_with_headers(message.subject, headers, message.payload.into())
+                        .await
+                        .map_err(|err| OutboxError::Nats(err.to_string()))?;
+                    acks.push(ack);
+                }
+                published.push(entry.key);
+                if bytes >= OUTBOX_BYTES {
+                    break;
+                }
+            }
+            for ack in acks {
+                ack.await
+                    .map_err(|err| OutboxError::Nats(format!("not acknowledged: {err}")))?;
+            }
+            let db = self.db.clone();
+            tokio::task::spawn_blocking(move || db.remove_outbox(&published))
+                .await
+                .map_err(|err| OutboxError::Nats(err.to_string()))??;
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+enum OutboxError {
+    #[error(transparent)]
+    Db(#[from] DbError),
+    #[error("{0}")]
+    Nats(String),
+}
+
+/// Checks that `LRS_IN` is the stream the store applied (see [`crate::identity`]).
+async fn check_stream(js: &jetstream::Context, db: &Arc<Db>, adopt: bool) -> Result<(), Stop> {
+    let mut stream = js
+        .get_stream(subjects::STREAM_IN)
+        .await
+        .context("opening LRS_IN")?;
+    let info = stream.info().await.context("reading LRS_IN's state")?;
+    let state = StreamState {
+        created_ns: info.created.unix_timestamp_nanos(),
+        first_sequence: info.state.first_sequence,
+        last_sequence: info.state.last_sequence,
+    };
+    let db = db.clone();
+    let checked = tokio::task::spawn_blocking(move || db.check_stream(&state, adopt))
+        .await
+        .context("stream check task")??;
+    match checked? {
+        StreamCheck::Same => {}
+        StreamCheck::Recorded => tracing::info!("recorded the LRS_IN this store applies"),
+        StreamCheck::Adopted => tracing::warn!("took over a new LRS_IN (--adopt-new-stream)"),
+    }
+    Ok(())
 }

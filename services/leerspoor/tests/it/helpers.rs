@@ -41,8 +41,11 @@ pub fn config(nats_url: &str, data_dir: &std::path::Path) -> Config {
         gateway: GatewaySection {
             listen: "127.0.0.1:0".parse().expect("addr"),
             write_timeout_secs: 5,
-            max_body_bytes: 8 * 1024 * 1024,
             ..GatewaySection::default()
+        },
+        limits: xapi::limits::Limits {
+            body_bytes: 8 * 1024 * 1024,
+            ..xapi::limits::Limits::default()
         },
         // A killed store's messages come back quickly (tests wait at most 20 s).
         store: StoreSection {
