@@ -195,8 +195,11 @@ async fn launch(data_dir: &Path, options: &LocalOptions) -> Result<(Child, u16),
     let ports_dir = data_dir.join("ports");
     std::fs::create_dir_all(&store_dir).map_err(io_err)?;
     std::fs::create_dir_all(&ports_dir).map_err(io_err)?;
-    // A ports file of an earlier run would be read as ours.
+    let config_path = data_dir.join("nats-server.conf");
+    // A ports file of an earlier run would be read as ours; and the server that wrote it may
+    // still run, orphaned by a `kill -9` of its parent, on the same JetStream files.
     for entry in std::fs::read_dir(&ports_dir).map_err(io_err)?.flatten() {
+        stop_leftover(&entry.path(), &config_path).await;
         let _ = std::fs::remove_file(entry.path());
     }
     let port_setting = if options.port == 0 {
@@ -212,7 +215,6 @@ async fn launch(data_dir: &Path, options: &LocalOptions) -> Result<(Child, u16),
         ),
         None => String::new(),
     };
-    let config_path = data_dir.join("nats-server.conf");
     let config = format!(
         "listen: \"127.0.0.1:{port_setting}\"\n\
          max_payload: {}\n\
@@ -247,6 +249,44 @@ async fn launch(data_dir: &Path, options: &LocalOptions) -> Result<(Child, u16),
         .map_err(|source| LocalServerError::Spawn { binary, source })?;
     let port = wait_for_port(&mut child, &ports_dir, &log_path).await?;
     Ok((child, port))
+}
+
+/// Stops the nats-server that wrote `ports_file` (`nats-server_<pid>.ports`) if it still runs
+/// with our configuration file: a server left behind when its parent was killed, holding the
+/// port and the JetStream files the new one needs.
+async fn stop_leftover(ports_file: &Path, config_path: &Path) {
+    let pid = ports_file
+        .file_stem()
+        .and_then(|stem| stem.to_str())
+        .and_then(|stem| stem.rsplit('_').next())
+        .and_then(|pid| pid.parse::<u32>().ok());
+    let Some(pid) = pid else {
+        return;
+    };
+    let proc_dir = PathBuf::from(format!("/proc/{pid}"));
+    let ours = std::fs::read(proc_dir.join("cmdline"))
+        .map(|cmdline| {
+            let config = config_path.as_os_str().as_encoded_bytes();
+            cmdline.windows(config.len()).any(|window| window == config)
+        })
+        .unwrap_or(false);
+    if !ours {
+        return;
+    }
+    tracing::warn!(pid, "stopping a nats-server left running by an earlier run");
+    for signal in ["-TERM", "-KILL"] {
+        let _ = Command::new("kill")
+            .args([signal, &pid.to_string()])
+            .status()
+            .await;
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while proc_dir.exists() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        if !proc_dir.exists() {
+            return;
+        }
+    }
 }
 
 async fn wait_for_port(

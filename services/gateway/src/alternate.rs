@@ -115,9 +115,21 @@ async fn rebuild(state: &AppState, request: Request, method: &str) -> Result<Req
     let (parts, body) = request.into_parts();
     let deadline = std::time::Duration::from_secs(state.limits.body_read_timeout_secs);
     let bytes = crate::body::read_limited(&parts.headers, body, max, limit, deadline).await?;
-    let fields: Vec<(String, String)> = serde_urlencoded::from_bytes(&bytes)
+    from_form(target, &parts.uri, &parts.headers, &bytes)
+}
+
+/// The request an alternate-syntax form stands for: `target` on the path of `uri`, with the
+/// form's header fields as headers, its other fields as the query and its `content` as the
+/// body. Pure, so it can be fuzzed.
+pub fn from_form(
+    target: Method,
+    uri: &Uri,
+    original_headers: &axum::http::HeaderMap,
+    form: &[u8],
+) -> Result<Request, ApiError> {
+    let fields: Vec<(String, String)> = serde_urlencoded::from_bytes(form)
         .map_err(|err| bad(format!("the form body is not url-encoded: {err}")))?;
-    let mut headers = parts.headers.clone();
+    let mut headers = original_headers.clone();
     headers.remove(header::CONTENT_TYPE);
     headers.remove(header::CONTENT_LENGTH);
     let mut content = None;
@@ -157,9 +169,9 @@ async fn rebuild(state: &AppState, request: Request, method: &str) -> Result<Req
     let query = serde_urlencoded::to_string(&parameters)
         .map_err(|_| bad("cannot re-encode the parameters"))?;
     let path_and_query = if query.is_empty() {
-        parts.uri.path().to_owned()
+        uri.path().to_owned()
     } else {
-        format!("{}?{query}", parts.uri.path())
+        format!("{}?{query}", uri.path())
     };
     let uri: Uri = path_and_query
         .parse()

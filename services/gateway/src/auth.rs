@@ -109,6 +109,8 @@ pub struct Credentials {
     verified: Arc<Mutex<HashMap<String, Verified>>>,
     limiters: Arc<Mutex<HashMap<String, Arc<Limiter>>>>,
     failures: Arc<Mutex<HashMap<String, Arc<Limiter>>>>,
+    /// A turn per key for the Argon2 check (see [`Credentials::authenticate`]).
+    verifying: Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
     reloads: Arc<DefaultDirectRateLimiter>,
     default_per_minute: u32,
 }
@@ -125,6 +127,7 @@ impl Credentials {
             verified: Arc::default(),
             limiters: Arc::default(),
             failures: Arc::default(),
+            verifying: Arc::default(),
             reloads: Arc::new(RateLimiter::direct(Quota::per_second(
                 NonZeroU32::new(RELOADS_ON_UNKNOWN_PER_SECOND).unwrap_or(NonZeroU32::MIN),
             ))),
@@ -223,14 +226,19 @@ impl Credentials {
         let Some(record) = record else {
             return Err(ApiError::Unauthorized);
         };
-        let remembered = locked(&self.verified)
-            .get(&key)
-            .filter(|(hash, _)| hash == &record.secret_hash)
-            .map(|(_, known)| *known);
-        if let Some(known) = remembered {
-            if bool::from(known.ct_eq(&digest)) {
-                return Ok(record);
-            }
+        if self.remembered(&key, &record, &digest) {
+            return Ok(record);
+        }
+        // One Argon2 check per key at a time: the many first requests of a tool that just
+        // started wait for one verification instead of each paying for (and being counted
+        // as) one.
+        let turn = {
+            let mut turns = locked(&self.verifying);
+            turns.entry(key.clone()).or_default().clone()
+        };
+        let _turn = turn.lock().await;
+        if self.remembered(&key, &record, &digest) {
+            return Ok(record);
         }
         self.charge(&self.failures, &key, FAILURES_PER_MINUTE)?;
         let hash = record.secret_hash.clone();
@@ -248,6 +256,14 @@ impl Credentials {
         }
         locked(&self.verified).insert(key, (record.secret_hash.clone(), digest));
         Ok(record)
+    }
+
+    /// Whether this secret (its digest) passed Argon2 for the credential's current hash.
+    fn remembered(&self, key: &str, record: &CredentialRecord, digest: &[u8; 32]) -> bool {
+        locked(&self.verified)
+            .get(key)
+            .filter(|(hash, _)| hash == &record.secret_hash)
+            .is_some_and(|(_, known)| bool::from(known.ct_eq(digest)))
     }
 
     /// Takes one request from the credential's allowance, or 429 with the wait.

@@ -3,7 +3,7 @@
 use std::future::Future;
 use std::time::{Duration, Instant};
 
-pub use bus::server::LocalServer;
+pub use bus::server::{LocalOptions, LocalServer};
 
 /// A throwaway nats-server with JetStream; its data dir and process go away on drop.
 pub struct Nats {
@@ -20,8 +20,26 @@ impl Nats {
         Nats { server, dir }
     }
 
+    /// A server with other settings (a small `max_payload`, say).
+    pub async fn start_with(options: LocalOptions) -> Nats {
+        let dir = tempfile::tempdir().expect("temp dir for nats");
+        let server = LocalServer::start_with(dir.path(), options)
+            .await
+            .expect("start nats-server (run deploy/install-nats.sh or set NATS_SERVER_BIN)");
+        Nats { server, dir }
+    }
+
     pub fn url(&self) -> String {
         self.server.url()
+    }
+
+    /// Kills the server and starts it again on the same port with the same data.
+    pub async fn restart(&mut self) {
+        self.server.kill().await;
+        self.server
+            .restart()
+            .await
+            .expect("nats-server starts again");
     }
 }
 

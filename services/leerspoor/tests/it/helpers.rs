@@ -154,9 +154,15 @@ pub struct TestApp {
 
 impl TestApp {
     pub async fn start() -> TestApp {
-        let nats = Nats::start().await;
+        TestApp::start_with(Nats::start().await, |_| {}).await
+    }
+
+    /// On this NATS, with the test configuration changed by `configure`.
+    pub async fn start_with(nats: Nats, configure: impl FnOnce(&mut Config)) -> TestApp {
         let data = tempfile::tempdir().expect("temp dir");
-        let node = start_node(config(&nats.url(), data.path()), Parts::All).await;
+        let mut config = config(&nats.url(), data.path());
+        configure(&mut config);
+        let node = start_node(config, Parts::All).await;
         let base = format!("http://{}", node.http_addr.expect("gateway runs"));
         TestApp {
             nats,
@@ -176,6 +182,13 @@ impl TestApp {
             http: reqwest::Client::new(),
             node: None,
         }
+    }
+
+    /// Whether the node is still running (it has not stopped by itself).
+    pub fn is_running(&self) -> bool {
+        self.node
+            .as_ref()
+            .is_some_and(|node| !node.handle.is_finished())
     }
 
     /// Stops the node and waits for it to flush.
