@@ -23,7 +23,11 @@ for target in "${targets[@]}"; do
   mkdir -p "fuzz/corpus/$target"
   log="fuzz/$target.log"
   echo "fuzz: $target for ${seconds}s"
-  cargo +nightly fuzz run "$target" "fuzz/corpus/$target" -- \
+  # AddressSanitizer slows sled (ingest) from ~3,300 to ~12 runs a second: that target runs
+  # without it (a panic is found either way; the unsafe code there is sled's own).
+  sanitizer=address
+  [ "$target" = ingest ] && sanitizer=none
+  cargo +nightly fuzz run --sanitizer "$sanitizer" "$target" "fuzz/corpus/$target" -- \
     -max_total_time="$seconds" -rss_limit_mb=4096 -max_len=65536 -print_final_stats=1 2>"$log" \
     || { echo "fuzz: $target FAILED, see services/fuzz/$log"; tail -40 "$log"; exit 1; }
   runs="$(grep -E '^stat::number_of_executed_units' "$log" | awk '{print $2}')"

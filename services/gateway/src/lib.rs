@@ -18,6 +18,7 @@
 //! - [`documents`]: the State, Activity Profile and Agent Profile resources, and the
 //!   Activities and Agents resources.
 //! - [`summaries`]: the summary API (JSON and CSV), answered by the projector.
+//! - [`retries`]: a write whose answer was lost, retried, is stored once.
 //! - [`serve`]: the HTTP server loop: header deadlines, graceful shutdown.
 //! - [`watermark`]: waiting for the store's applied watermark.
 //! - [`error`]: the JSON error shape and status mapping.
@@ -31,6 +32,7 @@ pub mod documents;
 pub mod error;
 pub mod multipart;
 pub mod params;
+pub mod retries;
 pub mod serve;
 pub mod statements;
 pub mod summaries;
@@ -93,6 +95,8 @@ pub struct AppState {
     pub attachments: attachments::AttachmentStore,
     pub limits: Arc<Limits>,
     pub write_timeout: Duration,
+    /// Writes whose fate was not confirmed to their client, remembered for their retry.
+    pub unconfirmed: retries::Unconfirmed,
 }
 
 pub struct Gateway {
@@ -122,6 +126,7 @@ impl Gateway {
             js,
             limits: Arc::new(config.limits),
             write_timeout: config.write_timeout,
+            unconfirmed: retries::Unconfirmed::default(),
         };
         Ok(Gateway { listener, state })
     }

@@ -103,9 +103,8 @@ pub async fn put(
 const MAYBE_STORED: &str = "the statements may or may not be stored; retrying the same request is safe (same ids, stored once)";
 
 /// A digest of who sent what: the credential, the xAPI version, the statements as sent (and,
-/// for PUT, the id). Message id and generated statement ids derive from it, so the same request
-/// retried after a lost answer is the same message (dropped by JetStream's dedup window) with
-/// the same statements (a no-op for the store after it).
+/// for PUT, the id): what a retry has in common with the request it repeats (see
+/// [`crate::retries`]).
 fn request_seed(
     caller: &Caller,
     version: XapiVersion,
@@ -163,7 +162,10 @@ async fn submit(
         validator.check_batch(&statements, version)
     };
     checked.map_err(ApiError::InvalidStatement)?;
-    let seed = request_seed(caller, version, &statements, put_id);
+    let attempt = state
+        .unconfirmed
+        .attempt(request_seed(caller, version, &statements, put_id));
+    let seed = attempt.seed();
     let ids: Vec<String> = statements
         .iter_mut()
         .enumerate()
@@ -182,6 +184,8 @@ async fn submit(
     })?;
     let max_payload = state.client.server_info().max_payload;
     if payload.len() + bus::HEADROOM > max_payload {
+        // A definite answer: nothing was sent, and a retry would get the same.
+        attempt.confirm();
         return Err(ApiError::limit(
             xapi::limits::Limit::NatsMessage,
             max_payload.saturating_sub(bus::HEADROOM),
@@ -209,11 +213,14 @@ async fn submit(
         .await
         .map_err(|err| unavailable(&err))?;
     let ack = ack_future.await.map_err(|err| unavailable(&err))?;
-    match state
+    let verdict = state
         .watermarks
         .wait(ack.sequence, ack.duplicate, state.write_timeout)
-        .await
-    {
+        .await;
+    if verdict.is_some() {
+        attempt.confirm();
+    }
+    match verdict {
         Some(Verdict::Applied) => Ok(ids),
         Some(other @ Verdict::Erased { .. }) => {
             tracing::error!(?other, "an erasure verdict for a statement batch");

@@ -37,6 +37,9 @@ pub struct BenchArgs {
     /// Summary queries over HTTP at the end (on everything stored by then).
     #[arg(long, default_value_t = 3000)]
     pub summary_queries: usize,
+    /// Instead of the scenarios: store this many statements of one person, then erase them.
+    #[arg(long)]
+    pub erase_one_person: Option<usize>,
 }
 
 const KEY: &str = "bench";
@@ -76,6 +79,13 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     let running = tokio::spawn(node.run(shutdown.clone()));
 
+    if let Some(statements) = args.erase_one_person {
+        crate::bench_erasure::one_person(&nats.url(), &base, (KEY, SECRET), statements).await?;
+        shutdown.cancel();
+        running.await.context("node task")??;
+        nats.stop().await;
+        return Ok(());
+    }
     println!("leerspoor bench: {} statements per scenario, {} concurrent clients; durable (JetStream sync_interval: always, sled flushed before ack), fully indexed", args.statements, args.concurrency);
     println!(
         "{:<28} {:>12} {:>10} {:>10} {:>10}",

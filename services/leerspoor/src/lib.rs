@@ -6,12 +6,13 @@
 //! - [`node`]: starts the parts a command asks for, supervising a local nats-server if needed.
 //! - [`access`]: `leerspoor credentials`, `audit` and `erase-agent`.
 //! - [`analyst`]: `leerspoor summary`, the summaries on the command line.
-//! - [`bench`]: the ingest benchmark.
+//! - [`bench`]: the ingest benchmark; [`bench_erasure`]: erasing one person with many statements.
 //! - [`demo`]: demo data for a new installation.
 
 pub mod access;
 pub mod analyst;
 pub mod bench;
+pub mod bench_erasure;
 pub mod bench_summaries;
 pub mod config;
 pub mod demo;

@@ -72,6 +72,9 @@ pub struct Db {
     document_locks: crate::documents::DocumentLocks,
 }
 
+/// Verdicts kept, in `LRS_IN` sequences below the watermark (see [`Db::prune_verdicts`]).
+pub const VERDICTS_KEPT: u64 = 100_000;
+
 /// The budget before the server said its `max_payload`: NATS's default, 1 MiB.
 const DEFAULT_MESSAGE_BUDGET: usize = 1024 * 1024 - bus::HEADROOM;
 
@@ -273,6 +276,27 @@ impl Db {
         }
         batch.insert(keys::META_APPLIED, &watermark.to_be_bytes());
         Ok(())
+    }
+
+    /// Drops the verdicts of sequences more than [`VERDICTS_KEPT`] below the watermark. A
+    /// verdict is read by the gateway that wrote the message, within its write timeout; kept
+    /// forever they would grow with every refused message. Returns how many went.
+    pub fn prune_verdicts(&self) -> Result<usize, DbError> {
+        let below = self.applied_sequence()?.saturating_sub(VERDICTS_KEPT);
+        let mut batch = sled::Batch::default();
+        let mut pruned = 0;
+        for key in self
+            .tree
+            .range(keys::verdict(0)..keys::verdict(below))
+            .keys()
+        {
+            batch.remove(key?);
+            pruned += 1;
+        }
+        if pruned > 0 {
+            self.tree.apply_batch(batch)?;
+        }
+        Ok(pruned)
     }
 
     pub fn verdict(&self, sequence: u64) -> Result<Option<Verdict>, DbError> {

@@ -191,3 +191,33 @@ fn a_page_stops_before_passing_its_bytes_and_links_the_rest() {
     assert_eq!(seen, 10);
     assert!(pages >= 4, "{pages} pages");
 }
+
+#[test]
+fn old_verdicts_are_pruned_recent_ones_kept() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let validator = Validator::new().expect("schemas");
+    let db = Db::open(dir.path()).expect("open");
+    let bad = br#"{"actor": {"mbox": "not-an-address"}}"#;
+    for sequence in [1u64, 2] {
+        let incoming = Incoming {
+            sequence,
+            subject: "lrs.in.tool.test",
+            payload: bad,
+        };
+        let parsed = ingest::parse(incoming.subject, bad, None, &Limits::default());
+        assert!(matches!(
+            db.apply(&incoming, parsed, &validator).expect("apply"),
+            Verdict::Rejected(_)
+        ));
+    }
+    assert_eq!(db.prune_verdicts().expect("prune"), 0, "both are recent");
+    let mut batch = sled::Batch::default();
+    batch.insert(keys::META_APPLIED, &(VERDICTS_KEPT + 2).to_be_bytes());
+    db.tree().apply_batch(batch).expect("move the watermark");
+    assert_eq!(
+        db.prune_verdicts().expect("prune"),
+        1,
+        "sequence 1 is far behind"
+    );
+    assert!(db.tree().get(keys::verdict(2)).expect("read").is_some());
+}

@@ -15,7 +15,8 @@
 //! - [`indexer`]: the secondary indexes, written by their own thread.
 //! - [`query`]: statement queries.
 //! - [`objects`]: the Activities and Agents resources.
-//! - [`service`]: the NATS side: the pull loop and the outbox publisher.
+//! - [`service`]: the NATS side: the pull loop, applying, announcing; `publish` (the
+//!   outbox to JetStream) and `housekeeping` (what an erasure leaves on NATS, old verdicts).
 //! - [`api`]: request/reply: queries, verdicts, documents, activities, agents, admin.
 //! - [`access`]: credentials and the audit log.
 //! - [`erase`]: the right to erasure.
@@ -27,12 +28,14 @@ pub mod db;
 pub mod documents;
 pub mod erase;
 pub mod export;
+mod housekeeping;
 pub mod identity;
 pub mod indexer;
 pub mod ingest;
 pub mod keys;
 pub mod objects;
 pub mod outbox;
+mod publish;
 pub mod query;
 pub mod service;
 

@@ -26,11 +26,6 @@ use crate::ingest;
 
 /// Applied batches waiting for their outbox publish and ack.
 const FINISH_QUEUE: usize = 4;
-/// Outbox entries read and published per round, and the bytes in flight at most.
-const OUTBOX_ENTRIES: usize = 32;
-const OUTBOX_BYTES: usize = 16 * 1024 * 1024;
-/// How long the last housekeeping pass at shutdown may take.
-const LAST_HOUSEKEEPING: Duration = Duration::from_secs(10);
 /// Attempts at applying a batch that failed on a database error before the store gives up.
 const APPLY_ATTEMPTS: u32 = 5;
 
@@ -63,26 +58,26 @@ pub struct StoreConfig {
 }
 
 pub struct Store {
-    client: async_nats::Client,
-    js: jetstream::Context,
-    db: Arc<Db>,
+    pub(crate) client: async_nats::Client,
+    pub(crate) js: jetstream::Context,
+    pub(crate) db: Arc<Db>,
     /// Compiled once; shared with the blocking apply tasks.
-    validator: Arc<Validator>,
-    consumer: jetstream::consumer::Consumer<pull::Config>,
+    pub(crate) validator: Arc<Validator>,
+    pub(crate) consumer: jetstream::consumer::Consumer<pull::Config>,
     /// Where attachment bodies live; an erasure deletes the ones no statement uses any more.
-    attachments: jetstream::object_store::ObjectStore,
-    api: crate::api::Subscriptions,
-    config: StoreConfig,
+    pub(crate) attachments: jetstream::object_store::ObjectStore,
+    pub(crate) api: crate::api::Subscriptions,
+    pub(crate) config: StoreConfig,
     /// Messages pulled and not yet acknowledged: kept "in progress" for JetStream, so
     /// `ack_wait` can be short without redelivering long work.
-    in_flight: InFlight,
+    pub(crate) in_flight: InFlight,
     /// Wakes the housekeeping (erasure leftovers on NATS) after each batch.
-    housekeeping: tokio::sync::Notify,
+    pub(crate) housekeeping: tokio::sync::Notify,
 }
 
 /// Why the store stops on its own.
 #[derive(Debug, thiserror::Error)]
-enum Stop {
+pub(crate) enum Stop {
     #[error("the store's database failed")]
     Db(#[from] DbError),
     #[error(transparent)]
@@ -435,193 +430,6 @@ impl Store {
             }
         }
     }
-
-    /// What an erasure leaves to do on NATS, off the ingest path: deleting the attachment
-    /// bodies no statement uses any more, and the `LRS_REJECTED` messages that name the
-    /// person. Runs after batches and every half minute (what failed is retried then).
-    /// At shutdown it makes one last pass (at most [`LAST_HOUSEKEEPING`]), so an erasure
-    /// just applied does not leave its search of `LRS_REJECTED` to the next start.
-    async fn housekeeping(&self, shutdown: CancellationToken) {
-        let never = CancellationToken::new();
-        loop {
-            self.delete_orphans().await;
-            self.scrub_rejected(&never).await;
-            tokio::select! {
-                _ = shutdown.cancelled() => break,
-                _ = self.housekeeping.notified() => {}
-                _ = tokio::time::sleep(Duration::from_secs(30)) => {}
-            }
-        }
-        let last_pass = async {
-            self.delete_orphans().await;
-            self.scrub_rejected(&never).await;
-        };
-        if tokio::time::timeout(LAST_HOUSEKEEPING, last_pass)
-            .await
-            .is_err()
-        {
-            tracing::warn!("housekeeping not finished at shutdown; it goes on at the next start");
-        }
-    }
-
-    /// Deletes the attachment bodies an erasure left unused (the orphans stay recorded in
-    /// sled until deleted).
-    async fn delete_orphans(&self) {
-        let db = self.db.clone();
-        let orphans = match tokio::task::spawn_blocking(move || db.orphans()).await {
-            Ok(Ok(orphans)) => orphans,
-            _ => return,
-        };
-        for sha2 in orphans {
-            match self.attachments.delete(&sha2).await {
-                Ok(()) => {}
-                Err(err) if err.kind() == jetstream::object_store::DeleteErrorKind::NotFound => {}
-                Err(err) => {
-                    tracing::warn!(error = %err, "attachment body not deleted yet; retrying later");
-                    return;
-                }
-            }
-            let db = self.db.clone();
-            let forgotten = tokio::task::spawn_blocking(move || db.forget_orphan(&sha2)).await;
-            if !matches!(forgotten, Ok(Ok(()))) {
-                return;
-            }
-        }
-    }
-
-    /// Deletes the `LRS_REJECTED` messages that quote an erased person (the rejections kept
-    /// 30 days for replay must not keep them).
-    async fn scrub_rejected(&self, shutdown: &CancellationToken) {
-        let db = self.db.clone();
-        let scrubs = match tokio::task::spawn_blocking(move || db.rejected_scrubs()).await {
-            Ok(Ok(scrubs)) if !scrubs.is_empty() => scrubs,
-            _ => return,
-        };
-        let Ok(mut stream) = self.js.get_stream(subjects::STREAM_REJECTED).await else {
-            return;
-        };
-        let Ok(info) = stream.info().await else {
-            return;
-        };
-        // An empty stream reports sequence 0 as its first, which is no message.
-        let (first, last) = (info.state.first_sequence.max(1), info.state.last_sequence);
-        for (key, texts) in scrubs {
-            let mut deleted = 0;
-            for sequence in first..=last {
-                if shutdown.is_cancelled() {
-                    return;
-                }
-                let message = match stream.get_raw_message(sequence).await {
-                    Ok(message) => message,
-                    Err(err)
-                        if err.kind()
-                            == jetstream::stream::LastRawMessageErrorKind::NoMessageFound =>
-                    {
-                        continue
-                    }
-                    Err(err) => {
-                        tracing::warn!(error = %err, "searching LRS_REJECTED failed; retrying later");
-                        return;
-                    }
-                };
-                let text = String::from_utf8_lossy(&message.payload);
-                if texts.iter().any(|found| text.contains(found.as_str())) {
-                    if let Err(err) = stream.delete_message(sequence).await {
-                        tracing::warn!(error = %err, "deleting a rejection failed; retrying later");
-                        return;
-                    }
-                    deleted += 1;
-                }
-            }
-            let db = self.db.clone();
-            if !matches!(
-                tokio::task::spawn_blocking(move || db.forget_scrub(&key)).await,
-                Ok(Ok(()))
-            ) {
-                return;
-            }
-            tracing::info!(
-                deleted,
-                "removed the erased person's rejections from LRS_REJECTED"
-            );
-        }
-    }
-
-    /// Publishes the outbox up to `through`, retrying while NATS is away; returns early only
-    /// at shutdown (what is left is published at the next start).
-    async fn publish_outbox_until_done(
-        &self,
-        through: Option<sled::IVec>,
-        shutdown: &CancellationToken,
-    ) -> Result<(), Stop> {
-        let mut backoff = Backoff::default();
-        loop {
-            match self.publish_outbox(through.clone()).await {
-                Ok(()) => return Ok(()),
-                Err(OutboxError::Db(err)) => return Err(Stop::Db(err)),
-                Err(OutboxError::Nats(err)) => {
-                    tracing::warn!(error = %err, "publishing the outbox failed; retrying");
-                    if !backoff.wait(shutdown).await {
-                        return Ok(());
-                    }
-                }
-            }
-        }
-    }
-
-    /// Publishes the outbox entries up to `through` (all, if `None`) to JetStream,
-    /// deduplicated by their msg ids, a window of entries at a time, removing each window once
-    /// JetStream acknowledged it.
-    async fn publish_outbox(&self, through: Option<sled::IVec>) -> Result<(), OutboxError> {
-        loop {
-            let db = self.db.clone();
-            let bound = through.clone();
-            let entries = tokio::task::spawn_blocking(move || {
-                db.outbox_page(None, bound.as_deref(), OUTBOX_ENTRIES)
-            })
-            .await
-            .map_err(|err| OutboxError::Nats(err.to_string()))??;
-            if entries.is_empty() {
-                return Ok(());
-            }
-            let mut published = Vec::with_capacity(entries.len());
-            let mut acks = Vec::new();
-            let mut bytes = 0;
-            for entry in entries {
-                for message in entry.messages {
-                    bytes += message.payload.len();
-                    let mut headers = async_nats::HeaderMap::new();
-                    headers.insert(bus::MSG_ID_HEADER, message.msg_id.as_str());
-                    let ack = self
-                        .js
-                        .publish_with_headers(message.subject, headers, message.payload.into())
-                        .await
-                        .map_err(|err| OutboxError::Nats(err.to_string()))?;
-                    acks.push(ack);
-                }
-                published.push(entry.key);
-                if bytes >= OUTBOX_BYTES {
-                    break;
-                }
-            }
-            for ack in acks {
-                ack.await
-                    .map_err(|err| OutboxError::Nats(format!("not acknowledged: {err}")))?;
-            }
-            let db = self.db.clone();
-            tokio::task::spawn_blocking(move || db.remove_outbox(&published))
-                .await
-                .map_err(|err| OutboxError::Nats(err.to_string()))??;
-        }
-    }
-}
-
-#[derive(Debug, thiserror::Error)]
-enum OutboxError {
-    #[error(transparent)]
-    Db(#[from] DbError),
-    #[error("{0}")]
-    Nats(String),
 }
 
 /// Checks that `LRS_IN` is the stream the store applied (see [`crate::identity`]).

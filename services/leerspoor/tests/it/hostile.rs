@@ -12,7 +12,10 @@ use testkit::{wait_until, LocalOptions, Nats};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::attachments::{attachment, multipart, BOUNDARY};
-use crate::helpers::{new_id, run_leerspoor, statement, with_id, TestApp, KEY, SECRET, WAIT};
+use crate::helpers::{
+    config, new_id, run_leerspoor, start_node, statement, with_id, TestApp, KEY, SECRET, WAIT,
+};
+use leerspoor::node::Parts;
 
 /// The JSON error of a refused request, after checking its status and code.
 async fn refused(response: reqwest::Response, status: StatusCode, code: &str) -> Value {
@@ -322,29 +325,53 @@ fn urlencoding(text: &str) -> String {
 }
 
 #[tokio::test]
-async fn a_request_retried_after_a_lost_answer_is_stored_once() {
-    let app = TestApp::start().await;
+async fn a_request_retried_after_a_503_is_stored_once_and_a_repeat_after_an_answer_is_new() {
+    let nats = Nats::start().await;
+    let data = tempfile::tempdir().expect("temp dir");
+    let gateway = start_node(config(&nats.url(), data.path()), Parts::Gateway).await;
+    let store = start_node(config(&nats.url(), data.path()), Parts::Store).await;
+    let app = TestApp::attach(
+        nats,
+        format!("http://{}", gateway.http_addr.expect("gateway")),
+    );
     let body = json!([
         statement("a@example.org", "attended", "https://x.example/1"),
         statement("b@example.org", "attended", "https://x.example/1"),
     ]);
+    // Answered, then the same content again: two requests, four statements, as xAPI has it.
     let first: Vec<String> = app.post_statements(&body).await.json().await.expect("ids");
-    let again: Vec<String> = app.post_statements(&body).await.json().await.expect("ids");
-    assert_eq!(first, again, "the same request gets the same ids");
-    assert_eq!(app.get_all(&[]).await.len(), 2, "and is stored once");
-    // Another credential sending the same content makes statements of its own.
-    app.grant("other", &[bus::access::Scope::All], None).await;
-    let theirs: Vec<String> = app
-        .request_with("other", Method::POST, "/xapi/statements")
-        .json(&body)
-        .send()
+    let repeat: Vec<String> = app.post_statements(&body).await.json().await.expect("ids");
+    assert_ne!(first, repeat);
+    assert_eq!(app.get_all(&[]).await.len(), 4);
+
+    // Without a store the write is queued but unconfirmed: 503, and the client retries.
+    store.stop().await;
+    let lost = app.post_statements(&body).await;
+    let answer = refused(lost, StatusCode::SERVICE_UNAVAILABLE, "unavailable").await;
+    assert!(answer["message"]
+        .as_str()
+        .is_some_and(|m| m.contains("retrying the same request is safe")));
+    let store = start_node(config(&app.nats.url(), data.path()), Parts::Store).await;
+    let retried = app.post_statements(&body).await;
+    assert_eq!(retried.status(), StatusCode::OK);
+    let retried: Vec<String> = retried.json().await.expect("ids");
+    assert_eq!(
+        app.get_all(&[]).await.len(),
+        6,
+        "the queued attempt and its retry are one"
+    );
+    let stored: Vec<String> = app
+        .get_all(&[])
         .await
-        .expect("http")
-        .json()
-        .await
-        .expect("ids");
-    assert_ne!(theirs, first);
-    app.stop().await;
+        .iter()
+        .map(|s| s["id"].as_str().expect("id").to_owned())
+        .collect();
+    assert!(
+        retried.iter().all(|id| stored.contains(id)),
+        "the retry answers the stored ids"
+    );
+    store.stop().await;
+    gateway.stop().await;
 }
 
 #[tokio::test]

@@ -1,0 +1,137 @@
+//! `leerspoor bench --erase-one-person N`: one person with N statements, then their erasure
+//! over `POST /admin/erasures`. Shows that an erasure goes through in bounded chunks and
+//! bounded messages whatever its size, and what it costs.
+
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use async_nats::jetstream;
+use serde_json::{json, Value};
+
+use crate::demo::llo_statement;
+
+const PERSON: &str = "mailto:everything@example.org";
+
+/// Peak and current resident memory of this process, in MiB.
+fn memory() -> (f64, f64) {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|line| line.starts_with(name))
+            .and_then(|line| line.split_whitespace().nth(1))
+            .and_then(|kb| kb.parse::<f64>().ok())
+            .map_or(0.0, |kb| kb / 1024.0)
+    };
+    (field("VmHWM:"), field("VmRSS:"))
+}
+
+pub async fn one_person(
+    nats_url: &str,
+    base: &str,
+    (key, secret): (&str, &str),
+    statements: usize,
+) -> anyhow::Result<()> {
+    let js = jetstream::new(async_nats::connect(nats_url).await?);
+    let started = Instant::now();
+    let messages = statements.div_ceil(100);
+    for window in (0..messages).collect::<Vec<_>>().chunks(64) {
+        let mut acks = Vec::new();
+        for message in window {
+            let body: Vec<Value> = (0..100)
+                .map(|n| {
+                    let mut statement = llo_statement(message * 100 + n);
+                    statement["actor"] = json!({"objectType": "Agent", "mbox": PERSON});
+                    statement
+                })
+                .collect();
+            acks.push(
+                js.publish("lrs.in.tool.bench", serde_json::to_vec(&body)?.into())
+                    .await?,
+            );
+        }
+        for ack in acks {
+            ack.await?;
+        }
+    }
+    crate::bench_summaries::drain_time(&js).await?;
+    let (peak_before, rss_before) = memory();
+    println!(
+        "one person: {statements} statements stored and counted in {:.0} s; resident {rss_before:.0} MiB (peak so far {peak_before:.0} MiB)",
+        started.elapsed().as_secs_f64()
+    );
+
+    let http = reqwest::Client::new();
+    let started = Instant::now();
+    // The gateway answers after 30 s at most; a larger erasure goes on and is seen in the audit
+    // log and the summaries.
+    let response = http
+        .post(format!("{base}/admin/erasures"))
+        .basic_auth(key, Some(secret))
+        .json(&json!({"agent": {"mbox": PERSON}, "reason": "bench: one person"}))
+        .timeout(Duration::from_secs(120))
+        .send()
+        .await?;
+    println!(
+        "  POST /admin/erasures answered {} after {:.1} s",
+        response.status(),
+        started.elapsed().as_secs_f64()
+    );
+    let erased = loop {
+        let audit: Value = http
+            .get(format!("{base}/admin/audit?limit=1000"))
+            .basic_auth(key, Some(secret))
+            .send()
+            .await?
+            .json()
+            .await?;
+        let entry = audit["entries"].as_array().and_then(|entries| {
+            entries
+                .iter()
+                .find(|entry| entry["details"]["reason"] == "bench: one person")
+                .cloned()
+        });
+        if let Some(entry) = entry {
+            break entry;
+        }
+        anyhow::ensure!(
+            started.elapsed() < Duration::from_secs(3600),
+            "the erasure was not applied within an hour"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let applied = started.elapsed();
+    let summary = format!(
+        "{base}/summaries/workers?agent={}",
+        serde_urlencoded::to_string([("v", json!({"mbox": PERSON}).to_string())])?
+            .trim_start_matches("v=")
+    );
+    loop {
+        let status = http
+            .get(&summary)
+            .basic_auth(key, Some(secret))
+            .send()
+            .await?
+            .status();
+        if status == reqwest::StatusCode::NOT_FOUND {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let gone = started.elapsed();
+    crate::bench_summaries::drain_time(&js)
+        .await
+        .context("streams drained after the erasure")?;
+    let (peak_after, rss_after) = memory();
+    println!(
+        "  erased {} statements: applied by the store after {:.1} s, their summary gone after {:.1} s, streams drained after {:.1} s",
+        erased["details"]["statements"],
+        applied.as_secs_f64(),
+        gone.as_secs_f64(),
+        started.elapsed().as_secs_f64()
+    );
+    println!(
+        "  resident {rss_after:.0} MiB after the erasure; peak {peak_after:.0} MiB (before it: {peak_before:.0} MiB)"
+    );
+    Ok(())
+}
