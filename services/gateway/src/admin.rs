@@ -188,6 +188,7 @@ pub async fn submit_erasure(
 ) -> Result<Verdict, ApiError> {
     let payload = serde_json::to_vec(command).map_err(|_| ApiError::Internal)?;
     let unavailable = |_| ApiError::Unavailable("the message bus is unavailable".into());
+    let before = watermarks.current();
     let ack = js
         .publish(subjects::IN_ERASE, payload.into())
         .await
@@ -195,7 +196,7 @@ pub async fn submit_erasure(
         .await
         .map_err(|_| ApiError::Unavailable("the message bus is unavailable".into()))?;
     watermarks
-        .wait(ack.sequence, ack.duplicate, timeout)
+        .wait(ack.sequence, ack.duplicate, before, timeout)
         .await
         .ok_or_else(|| {
             ApiError::Unavailable(

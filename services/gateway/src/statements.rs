@@ -207,6 +207,7 @@ async fn submit(
         tracing::warn!(error = %err, "publish to LRS_IN failed");
         ApiError::Unavailable(MAYBE_STORED.into())
     };
+    let before = state.watermarks.current();
     let ack_future = state
         .js
         .publish_with_headers(subjects::IN_HTTP, headers, payload.into())
@@ -215,7 +216,7 @@ async fn submit(
     let ack = ack_future.await.map_err(|err| unavailable(&err))?;
     let verdict = state
         .watermarks
-        .wait(ack.sequence, ack.duplicate, state.write_timeout)
+        .wait(ack.sequence, ack.duplicate, before, state.write_timeout)
         .await;
     if verdict.is_some() {
         attempt.confirm();

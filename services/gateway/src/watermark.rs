@@ -81,24 +81,43 @@ impl Watermarks {
         verdicts.get(&sequence).cloned().unwrap_or(Verdict::Applied)
     }
 
+    /// The watermark now: what a publish made after this has to be above.
+    pub fn current(&self) -> u64 {
+        *self.through.borrow()
+    }
+
     /// The store's verdict on `sequence`, or `None` if it did not come within `timeout`.
     /// `duplicate` is JetStream's word that the message was published before (a retry inside
-    /// the dedup window), so it may be applied already.
-    pub async fn wait(&self, sequence: u64, duplicate: bool, timeout: Duration) -> Option<Verdict> {
-        if !duplicate && sequence <= *self.through.borrow() {
-            // A message published just now has a sequence above everything applied before it
-            // in the same stream. A watermark at or above it belongs to another stream: LRS_IN
-            // was recreated (or NATS's data wiped). Forget it and wait for the store's word.
+    /// the dedup window), so it may be applied already; `before` is [`Watermarks::current`]
+    /// taken before publishing.
+    pub async fn wait(
+        &self,
+        sequence: u64,
+        duplicate: bool,
+        before: u64,
+        timeout: Duration,
+    ) -> Option<Verdict> {
+        if !duplicate && sequence <= before {
+            // A new message gets a sequence above every message in the stream when it was
+            // published, so above every watermark announced before. One at or below such a
+            // watermark means LRS_IN was recreated (or NATS's data wiped): that watermark, and
+            // the verdicts of sequences from here on, belong to another stream.
             tracing::warn!(
                 sequence,
-                watermark = *self.through.borrow(),
+                watermark = before,
                 "LRS_IN restarted its sequences; waiting for the store's verdict"
             );
             self.verdicts
                 .lock()
                 .unwrap_or_else(|poison| poison.into_inner())
-                .clear();
-            self.through.send_replace(0);
+                .retain(|known, _| *known < sequence);
+            self.through.send_if_modified(|through| {
+                let stale = *through >= sequence;
+                if stale {
+                    *through = sequence - 1;
+                }
+                stale
+            });
         }
         let deadline = Instant::now() + timeout;
         let mut receiver = self.through.subscribe();

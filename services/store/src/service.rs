@@ -121,7 +121,9 @@ impl Store {
         let js = jetstream::new(client.clone());
         subjects::ensure_streams(&js).await?;
         let db = Arc::new(db);
-        check_stream(&js, &db, config.adopt_new_stream).await?;
+        check_stream(&js, &db, config.adopt_new_stream)
+            .await?
+            .context("reading LRS_IN's state at start")?;
         let consumer = bus::pull::durable(
             &js,
             subjects::STREAM_IN,
@@ -275,7 +277,9 @@ impl Store {
             tracing::debug!(error = %err, "streams not reachable yet");
             return Ok(None);
         }
-        check_stream(&self.js, &self.db, false).await?;
+        if check_stream(&self.js, &self.db, false).await?.is_none() {
+            return Ok(None);
+        }
         match bus::pull::durable(
             &self.js,
             subjects::STREAM_IN,
@@ -432,13 +436,23 @@ impl Store {
     }
 }
 
-/// Checks that `LRS_IN` is the stream the store applied (see [`crate::identity`]).
-async fn check_stream(js: &jetstream::Context, db: &Arc<Db>, adopt: bool) -> Result<(), Stop> {
-    let mut stream = js
-        .get_stream(subjects::STREAM_IN)
-        .await
-        .context("opening LRS_IN")?;
-    let info = stream.info().await.context("reading LRS_IN's state")?;
+/// Checks that `LRS_IN` is the stream the store applied (see [`crate::identity`]). `Ok(None)`
+/// when NATS did not answer (try again later).
+async fn check_stream(
+    js: &jetstream::Context,
+    db: &Arc<Db>,
+    adopt: bool,
+) -> Result<Option<()>, Stop> {
+    let info = match js.get_stream(subjects::STREAM_IN).await {
+        Ok(mut stream) => stream.info().await.cloned(),
+        Err(err) => {
+            tracing::debug!(error = %err, "LRS_IN not reachable");
+            return Ok(None);
+        }
+    };
+    let Ok(info) = info else {
+        return Ok(None);
+    };
     let state = StreamState {
         created_ns: info.created.unix_timestamp_nanos(),
         first_sequence: info.state.first_sequence,
@@ -453,5 +467,5 @@ async fn check_stream(js: &jetstream::Context, db: &Arc<Db>, adopt: bool) -> Res
         StreamCheck::Recorded => tracing::info!("recorded the LRS_IN this store applies"),
         StreamCheck::Adopted => tracing::warn!("took over a new LRS_IN (--adopt-new-stream)"),
     }
-    Ok(())
+    Ok(Some(()))
 }

@@ -116,6 +116,56 @@ async fn a_recreated_lrs_in_is_refused_until_adopted_and_never_answered_falsely(
     node.stop().await;
 }
 
+#[tokio::test]
+async fn a_running_gateway_does_not_take_a_recreated_lrs_in_for_applied() {
+    let nats = Nats::start().await;
+    let data = tempfile::tempdir().expect("temp dir");
+    let gateway = start_node(config(&nats.url(), data.path()), Parts::Gateway).await;
+    let store = start_node(config(&nats.url(), data.path()), Parts::Store).await;
+    let app = TestApp::attach(
+        nats,
+        format!("http://{}", gateway.http_addr.expect("gateway")),
+    );
+    for n in 0..3 {
+        let response = app
+            .post_statements(&statement(
+                &format!("n{n}@example.org"),
+                "attended",
+                "https://x.example/1",
+            ))
+            .await;
+        assert_eq!(response.status(), StatusCode::OK);
+    }
+    // LRS_IN goes away under the running services and comes back empty.
+    let js = async_nats::jetstream::new(app.nats_client().await);
+    js.delete_stream(bus::subjects::STREAM_IN)
+        .await
+        .expect("delete LRS_IN");
+    // The store notices another stream and stops, saying so.
+    let stopped = tokio::time::timeout(WAIT, store.handle)
+        .await
+        .expect("the store stops");
+    let message = format!("{:#}", stopped.expect("task").expect_err("an error"));
+    assert!(message.contains("--adopt-new-stream"), "{message}");
+    // The gateway, whose watermark counts in the old stream, answers what is true: 503.
+    bus::subjects::ensure_streams(&js)
+        .await
+        .expect("LRS_IN again");
+    let response = app
+        .post_statements(&statement(
+            "late@example.org",
+            "attended",
+            "https://x.example/1",
+        ))
+        .await;
+    assert_eq!(
+        response.status(),
+        StatusCode::SERVICE_UNAVAILABLE,
+        "never a 200 for what no store applied"
+    );
+    gateway.stop().await;
+}
+
 /// `leerspoor serve` as a child process with its own nats-server, in `data_dir`; returns it
 /// with its HTTP base URL and NATS URL.
 fn spawn_serve(data_dir: &std::path::Path) -> (Child, String, String) {
