@@ -69,12 +69,20 @@ pub async fn durable(
     Ok(consumer)
 }
 
+/// Bytes of messages one batch takes at most beyond its first, so that a batch of large
+/// messages (8 MB each at most) does not put gigabytes in memory; at least two of the largest
+/// messages the server takes.
+pub fn batch_bytes(max_payload: usize) -> usize {
+    (32 * 1024 * 1024).max(max_payload.saturating_mul(2))
+}
+
 /// The next batch: waits up to [`PULL_WAIT`] for a first message (`None` if none came), then
-/// adds whatever else is available, up to `max_batch` in all.
+/// adds whatever else is available, up to `max_batch` messages and [`batch_bytes`] in all.
 pub async fn next_batch(
     consumer: &Consumer<pull::Config>,
     stream: &str,
     max_batch: usize,
+    max_bytes: usize,
 ) -> Result<Option<Vec<jetstream::Message>>, PullError> {
     let mut one = consumer
         .batch()
@@ -91,6 +99,7 @@ pub async fn next_batch(
         let mut rest = consumer
             .fetch()
             .max_messages(max_batch - 1)
+            .max_bytes(max_bytes)
             .messages()
             .await
             .map_err(|err| failed("pulling", stream, err))?;

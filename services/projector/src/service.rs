@@ -108,8 +108,12 @@ impl Projector {
         let mut consumer = self.consumer.clone();
         let mut backoff = Backoff::default();
         loop {
-            let next =
-                bus::pull::next_batch(&consumer, subjects::STREAM_STORED, self.config.max_batch);
+            let next = bus::pull::next_batch(
+                &consumer,
+                subjects::STREAM_STORED,
+                self.config.max_batch,
+                bus::pull::batch_bytes(self.client.server_info().max_payload),
+            );
             let batch = tokio::select! {
                 _ = shutdown.cancelled() => return Ok(()),
                 Some(request) = rebuilds.next() => {

@@ -264,7 +264,7 @@ fn an_erasure_interrupted_between_chunks_goes_on_where_it_stopped() {
         assert_eq!(next, 16);
         // What a crash after the first chunk's batch leaves: some statements gone, the
         // progress record, and the message not applied.
-        let progress = json!({"sequence": 16, "statements": 1000, "attachments": 0, "chunks": 3});
+        let progress = json!({"sequence": 16, "statements": 1000, "attachments": 0, "chunks": 3, "after": null});
         db.tree()
             .insert(
                 keys::META_ERASING,

@@ -237,7 +237,12 @@ impl Store {
         let mut consumer = self.consumer.clone();
         let mut backoff = Backoff::default();
         loop {
-            let next = bus::pull::next_batch(&consumer, subjects::STREAM_IN, self.config.max_batch);
+            let next = bus::pull::next_batch(
+                &consumer,
+                subjects::STREAM_IN,
+                self.config.max_batch,
+                bus::pull::batch_bytes(self.client.server_info().max_payload),
+            );
             let batch = tokio::select! {
                 _ = shutdown.cancelled() => return Ok(()),
                 batch = next => batch,
