@@ -191,3 +191,93 @@ impl Backoff {
         }
     }
 }
+
+/// What [`Puller::next`] brought.
+pub enum Pulled {
+    Batch(Vec<jetstream::Message>),
+    /// Nothing arrived within [`PULL_WAIT`], or shutdown came.
+    Nothing,
+    /// The pull failed (NATS away, the consumer gone) and the backoff pause is over: the
+    /// caller checks what it must and calls [`Puller::reopen`].
+    Failed,
+}
+
+/// A durable pull consumer that rides through NATS outages: a failed pull is logged and
+/// followed by a growing pause, after which the consumer can be made again; every batch is
+/// registered in flight, for [`keep_in_progress`]. Store and projector pull with one each.
+pub struct Puller {
+    client: async_nats::Client,
+    js: jetstream::Context,
+    stream: &'static str,
+    name: &'static str,
+    ack_wait: Duration,
+    max_batch: usize,
+    consumer: Consumer<pull::Config>,
+    backoff: Backoff,
+    in_flight: InFlight,
+}
+
+impl Puller {
+    /// The durable consumer `name` on `stream` (see [`durable`]), pulled `max_batch` messages
+    /// at a time at most.
+    pub async fn open(
+        client: async_nats::Client,
+        stream: &'static str,
+        name: &'static str,
+        ack_wait: Duration,
+        max_batch: usize,
+    ) -> Result<Puller, PullError> {
+        let js = jetstream::new(client.clone());
+        let consumer = durable(&js, stream, name, ack_wait).await?;
+        Ok(Puller {
+            client,
+            js,
+            stream,
+            name,
+            ack_wait,
+            max_batch,
+            consumer,
+            backoff: Backoff::default(),
+            in_flight: InFlight::default(),
+        })
+    }
+
+    /// The messages pulled and not yet acknowledged.
+    pub fn in_flight(&self) -> InFlight {
+        self.in_flight.clone()
+    }
+
+    /// The next batch (see [`next_batch`]), at most [`batch_bytes`] beyond its first message.
+    pub async fn next(&mut self, shutdown: &tokio_util::sync::CancellationToken) -> Pulled {
+        let max_bytes = batch_bytes(self.client.server_info().max_payload);
+        let next = next_batch(&self.consumer, self.stream, self.max_batch, max_bytes);
+        let pulled = tokio::select! {
+            _ = shutdown.cancelled() => return Pulled::Nothing,
+            pulled = next => pulled,
+        };
+        match pulled {
+            Ok(Some(batch)) => {
+                self.backoff.reset();
+                self.in_flight.add(&batch);
+                Pulled::Batch(batch)
+            }
+            Ok(None) => Pulled::Nothing,
+            Err(err) => {
+                tracing::warn!(error = %err, "pulling failed; retrying");
+                if !self.backoff.wait(shutdown).await {
+                    return Pulled::Nothing;
+                }
+                Pulled::Failed
+            }
+        }
+    }
+
+    /// Makes the durable consumer again (it may have gone with a NATS restart); keeps the old
+    /// one while NATS does not answer.
+    pub async fn reopen(&mut self) {
+        match durable(&self.js, self.stream, self.name, self.ack_wait).await {
+            Ok(consumer) => self.consumer = consumer,
+            Err(err) => tracing::debug!(error = %err, "the consumer is not reachable yet"),
+        }
+    }
+}

@@ -5,8 +5,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use async_nats::jetstream::{self, consumer::pull, AckKind};
-use bus::pull::{Backoff, InFlight};
+use async_nats::jetstream::{self, AckKind};
+use bus::pull::{InFlight, Pulled, Puller};
 use bus::subjects;
 use bus::wire::{StoredEvents, SummaryQuery, SummaryReply};
 use futures::StreamExt;
@@ -27,12 +27,12 @@ pub struct ProjectorConfig {
 
 pub struct Projector {
     client: async_nats::Client,
-    js: jetstream::Context,
     /// Messages pulled and not yet acknowledged, kept "in progress" for JetStream.
     in_flight: InFlight,
     /// The database in use; a rebuild swaps it.
     projection: Current,
-    consumer: jetstream::consumer::Consumer<pull::Config>,
+    /// `LRS_STORED`, pulled with the projector's durable consumer.
+    puller: tokio::sync::Mutex<Puller>,
     config: ProjectorConfig,
 }
 
@@ -51,20 +51,20 @@ impl Projector {
             .context("opening the projector database (is another projector running on it?)")?;
         let js = jetstream::new(client.clone());
         subjects::ensure_streams(&js).await?;
-        let consumer = bus::pull::durable(
-            &js,
+        let puller = Puller::open(
+            client.clone(),
             subjects::STREAM_STORED,
             subjects::PROJECTOR_CONSUMER,
             config.ack_wait,
+            config.max_batch,
         )
         .await
         .context("the projector's durable consumer on LRS_STORED")?;
         Ok(Projector {
-            js,
-            in_flight: InFlight::default(),
+            in_flight: puller.in_flight(),
+            puller: tokio::sync::Mutex::new(puller),
             client,
             projection: Current::new(projection),
-            consumer,
             config,
         })
     }
@@ -105,49 +105,25 @@ impl Projector {
             .client
             .queue_subscribe(subjects::API_REBUILD, subjects::SUMMARY_QUEUE.to_owned())
             .await?;
-        let mut consumer = self.consumer.clone();
-        let mut backoff = Backoff::default();
+        let mut puller = self.puller.lock().await;
         loop {
-            let next = bus::pull::next_batch(
-                &consumer,
-                subjects::STREAM_STORED,
-                self.config.max_batch,
-                bus::pull::batch_bytes(self.client.server_info().max_payload),
-            );
-            let batch = tokio::select! {
-                _ = shutdown.cancelled() => return Ok(()),
+            let pulled = tokio::select! {
                 Some(request) = rebuilds.next() => {
                     self.answer_maintenance(request).await;
                     continue;
                 }
-                batch = next => batch,
+                pulled = puller.next(shutdown) => pulled,
             };
-            let batch = match batch {
-                Ok(Some(batch)) => {
-                    backoff.reset();
-                    batch
-                }
-                Ok(None) => continue,
-                Err(err) => {
-                    tracing::warn!(error = %err, "pulling LRS_STORED failed; retrying");
-                    if !backoff.wait(shutdown).await {
-                        return Ok(());
-                    }
-                    if let Ok(reopened) = bus::pull::durable(
-                        &self.js,
-                        subjects::STREAM_STORED,
-                        subjects::PROJECTOR_CONSUMER,
-                        self.config.ack_wait,
-                    )
-                    .await
-                    {
-                        consumer = reopened;
-                    }
+            let batch = match pulled {
+                Pulled::Batch(batch) => batch,
+                Pulled::Nothing if shutdown.is_cancelled() => return Ok(()),
+                Pulled::Nothing => continue,
+                Pulled::Failed => {
+                    puller.reopen().await;
                     continue;
                 }
             };
             tracing::debug!(messages = batch.len(), "LRS_STORED batch pulled");
-            self.in_flight.add(&batch);
             let projection = self.projection.get();
             let batch = tokio::task::spawn_blocking(move || {
                 let mut decoded = Vec::with_capacity(batch.len());

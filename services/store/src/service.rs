@@ -13,8 +13,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use async_nats::jetstream::{self, consumer::pull, AckKind};
-use bus::pull::{Backoff, InFlight};
+use async_nats::jetstream::{self, AckKind};
+use bus::pull::{Backoff, InFlight, Pulled, Puller};
 use bus::subjects;
 use bus::wire::{Applied, Verdict};
 use tokio_util::sync::CancellationToken;
@@ -63,7 +63,8 @@ pub struct Store {
     pub(crate) db: Arc<Db>,
     /// Compiled once; shared with the blocking apply tasks.
     pub(crate) validator: Arc<Validator>,
-    pub(crate) consumer: jetstream::consumer::Consumer<pull::Config>,
+    /// `LRS_IN`, pulled with the store's durable consumer.
+    pub(crate) puller: tokio::sync::Mutex<Puller>,
     /// Where attachment bodies live; an erasure deletes the ones no statement uses any more.
     pub(crate) attachments: jetstream::object_store::ObjectStore,
     pub(crate) api: crate::api::Subscriptions,
@@ -124,14 +125,16 @@ impl Store {
         check_stream(&js, &db, config.adopt_new_stream)
             .await?
             .context("reading LRS_IN's state at start")?;
-        let consumer = bus::pull::durable(
-            &js,
+        let puller = Puller::open(
+            client.clone(),
             subjects::STREAM_IN,
             subjects::STORE_CONSUMER,
             config.ack_wait,
+            config.max_batch,
         )
         .await
         .context("the store's durable consumer on LRS_IN")?;
+        let in_flight = puller.in_flight();
         let api = crate::api::subscribe(&client).await?;
         let attachments = subjects::attachment_bucket(&js).await?;
         Ok(Store {
@@ -141,9 +144,9 @@ impl Store {
             js,
             db,
             validator,
-            consumer,
+            puller: tokio::sync::Mutex::new(puller),
             config,
-            in_flight: InFlight::default(),
+            in_flight,
             housekeeping: tokio::sync::Notify::new(),
         })
     }
@@ -234,35 +237,21 @@ impl Store {
         shutdown: &CancellationToken,
         finish: tokio::sync::mpsc::Sender<Finish>,
     ) -> Result<(), Stop> {
-        let mut consumer = self.consumer.clone();
-        let mut backoff = Backoff::default();
+        let mut puller = self.puller.lock().await;
         loop {
-            let next = bus::pull::next_batch(
-                &consumer,
-                subjects::STREAM_IN,
-                self.config.max_batch,
-                bus::pull::batch_bytes(self.client.server_info().max_payload),
-            );
-            let batch = tokio::select! {
-                _ = shutdown.cancelled() => return Ok(()),
-                batch = next => batch,
-            };
-            let batch = match batch {
-                Ok(Some(batch)) => {
-                    backoff.reset();
-                    batch
-                }
-                Ok(None) => continue,
-                Err(err) => {
-                    tracing::warn!(error = %err, "pulling LRS_IN failed; retrying");
-                    if !backoff.wait(shutdown).await {
-                        return Ok(());
+            let batch = match puller.next(shutdown).await {
+                Pulled::Batch(batch) => batch,
+                Pulled::Nothing if shutdown.is_cancelled() => return Ok(()),
+                Pulled::Nothing => continue,
+                Pulled::Failed => {
+                    // A consumer made on another LRS_IN would take its messages for applied
+                    // ones: check the stream first.
+                    if self.stream_reachable_and_ours().await? {
+                        puller.reopen().await;
                     }
-                    consumer = self.reopen_consumer().await?.unwrap_or(consumer);
                     continue;
                 }
             };
-            self.in_flight.add(&batch);
             let done = self.apply_with_retries(batch, shutdown).await?;
             if let Some(done) = done {
                 finish
@@ -273,32 +262,14 @@ impl Store {
         }
     }
 
-    /// The durable consumer made again (it may have gone with a NATS restart), after checking
-    /// the stream is still the one applied. `None` while NATS is not back.
-    async fn reopen_consumer(
-        &self,
-    ) -> Result<Option<jetstream::consumer::Consumer<pull::Config>>, Stop> {
+    /// After a failed pull: whether NATS answers and `LRS_IN` is still the stream this store
+    /// applied (another one stops the store).
+    async fn stream_reachable_and_ours(&self) -> Result<bool, Stop> {
         if let Err(err) = subjects::ensure_streams(&self.js).await {
             tracing::debug!(error = %err, "streams not reachable yet");
-            return Ok(None);
+            return Ok(false);
         }
-        if check_stream(&self.js, &self.db, false).await?.is_none() {
-            return Ok(None);
-        }
-        match bus::pull::durable(
-            &self.js,
-            subjects::STREAM_IN,
-            subjects::STORE_CONSUMER,
-            self.config.ack_wait,
-        )
-        .await
-        {
-            Ok(consumer) => Ok(Some(consumer)),
-            Err(err) => {
-                tracing::debug!(error = %err, "consumer not reachable yet");
-                Ok(None)
-            }
-        }
+        Ok(check_stream(&self.js, &self.db, false).await?.is_some())
     }
 
     /// Applies a batch; a database error is retried a few times with a pause (a full disk

@@ -324,6 +324,33 @@ pub fn statement(email: &str, verb: &str, activity: &str) -> Value {
     })
 }
 
+/// A statement at an LLO hub (its hub extension set).
+pub fn hub_statement(email: &str, hub: &str) -> Value {
+    let mut statement = statement(email, "attended", "https://x.example/session");
+    statement["context"] = json!({"extensions": {"https://w3id.org/xapi/llo/extensions/hub": hub}});
+    statement
+}
+
+impl TestApp {
+    /// A summary as the test credential reads it (`None` unless 200).
+    pub async fn summary(&self, path: &str) -> Option<Value> {
+        let response = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .basic_auth(KEY, Some(SECRET))
+            .send()
+            .await
+            .ok()?;
+        (response.status() == reqwest::StatusCode::OK).then_some(())?;
+        response.json().await.ok()
+    }
+
+    /// One hub's summary.
+    pub async fn hub_summary(&self, hub: &str) -> Option<Value> {
+        self.summary(&format!("/summaries/hubs/{hub}")).await
+    }
+}
+
 pub fn with_id(mut statement: Value, id: &str) -> Value {
     statement["id"] = json!(id);
     statement

@@ -13,7 +13,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::attachments::{attachment, multipart, BOUNDARY};
 use crate::helpers::{
-    config, new_id, run_leerspoor, start_node, statement, with_id, TestApp, KEY, SECRET, WAIT,
+    config, hub_statement, new_id, run_leerspoor, start_node, statement, with_id, TestApp, KEY,
+    SECRET, WAIT,
 };
 use leerspoor::node::Parts;
 
@@ -25,28 +26,13 @@ async fn refused(response: reqwest::Response, status: StatusCode, code: &str) ->
     body
 }
 
-fn hub_statement(email: &str, hub: &str) -> Value {
-    let mut statement = statement(email, "attended", "https://x.example/session");
-    statement["context"] = json!({"extensions": {"https://w3id.org/xapi/llo/extensions/hub": hub}});
-    statement
-}
-
-async fn hub_summary(app: &TestApp, hub: &str) -> Option<Value> {
-    let response = app
-        .http
-        .get(format!("{}/summaries/hubs/{hub}", app.base))
-        .basic_auth(KEY, Some(SECRET))
-        .send()
-        .await
-        .ok()?;
-    (response.status() == StatusCode::OK).then_some(())?;
-    response.json().await.ok()
-}
-
 #[tokio::test]
 async fn thirty_thousand_statements_in_one_request_are_stored_and_counted() {
     let app = TestApp::start_with(Nats::start().await, |config| {
         config.limits.statements_per_request = 50_000;
+        // Validating and applying 30,000 statements in a debug build on a busy machine takes
+        // longer than the tests' usual 5 s.
+        config.gateway.write_timeout_secs = 120;
     })
     .await;
     // Small statements (about 3 MB in all, as a kiosk's day might be).
@@ -68,7 +54,7 @@ async fn thirty_thousand_statements_in_one_request_are_stored_and_counted() {
         .await;
     assert_eq!(one_more.status(), StatusCode::OK, "the store still applies");
     wait_until("the projector counted all of them", WAIT * 3, || async {
-        let hub = hub_summary(&app, "bulk").await?;
+        let hub = app.hub_summary("bulk").await?;
         (hub["statements"] == json!(30_001)).then_some(())
     })
     .await;
@@ -260,6 +246,7 @@ async fn a_signed_statement_whose_duration_is_a_multibyte_string_gets_an_answer(
 async fn two_statements_of_four_and_a_half_megabytes_are_paged_exported_and_rebuilt() {
     let app = TestApp::start_with(Nats::start().await, |config| {
         config.limits.statement_bytes = 5 * 1024 * 1024;
+        config.gateway.write_timeout_secs = 120;
     })
     .await;
     let mut ids = Vec::new();
@@ -303,7 +290,7 @@ async fn two_statements_of_four_and_a_half_megabytes_are_paged_exported_and_rebu
     assert_eq!(export["statements"].as_array().map(Vec::len), Some(2));
 
     wait_until("both counted", WAIT, || async {
-        (hub_summary(&app, "large").await?["statements"] == json!(2)).then_some(())
+        (app.hub_summary("large").await?["statements"] == json!(2)).then_some(())
     })
     .await;
     let nats_url = app.nats.url();
@@ -314,7 +301,7 @@ async fn two_statements_of_four_and_a_half_megabytes_are_paged_exported_and_rebu
         String::from_utf8_lossy(&output.stderr)
     );
     assert_eq!(
-        hub_summary(&app, "large").await.expect("hub")["statements"],
+        app.hub_summary("large").await.expect("hub")["statements"],
         json!(2)
     );
     app.stop().await;
@@ -400,7 +387,7 @@ async fn a_batch_too_large_for_one_nats_message_is_a_413_and_smaller_ones_flow_s
     let response = app.post_statements(&Value::Array(fitting)).await;
     assert_eq!(response.status(), StatusCode::OK);
     wait_until("all 100 counted", WAIT, || async {
-        (hub_summary(&app, "small-bus").await?["statements"] == json!(100)).then_some(())
+        (app.hub_summary("small-bus").await?["statements"] == json!(100)).then_some(())
     })
     .await;
     app.stop().await;
@@ -712,7 +699,7 @@ async fn an_unreadable_stored_message_is_parked_and_sums_survive_their_extremes(
         );
     }
     let hub_seconds = || async {
-        hub_summary(&app, "extremes")
+        app.hub_summary("extremes")
             .await
             .map(|hub| (hub["statements"].clone(), hub["attended_seconds"].clone()))
     };

@@ -11,13 +11,7 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 use testkit::{wait_until, Nats};
 
-use crate::helpers::{config, start_node, statement, TestApp, KEY, SECRET, WAIT};
-
-fn hub_statement(email: &str, hub: &str) -> Value {
-    let mut statement = statement(email, "attended", "https://x.example/session");
-    statement["context"] = json!({"extensions": {"https://w3id.org/xapi/llo/extensions/hub": hub}});
-    statement
-}
+use crate::helpers::{config, hub_statement, start_node, statement, TestApp, KEY, SECRET, WAIT};
 
 #[tokio::test]
 async fn a_nats_restart_does_not_stop_the_services() {
@@ -36,15 +30,7 @@ async fn a_nats_restart_does_not_stop_the_services() {
     })
     .await;
     wait_until("both counted", WAIT, || async {
-        let response = app
-            .http
-            .get(format!("{}/summaries/hubs/outage", app.base))
-            .basic_auth(KEY, Some(SECRET))
-            .send()
-            .await
-            .ok()?;
-        let hub: Value = response.json().await.ok()?;
-        (hub["statements"] == json!(2)).then_some(())
+        (app.hub_summary("outage").await?["statements"] == json!(2)).then_some(())
     })
     .await;
     assert!(app.is_running(), "no part stopped");

@@ -31,18 +31,6 @@ fn llo(
     })
 }
 
-async fn summary(app: &TestApp, path: &str) -> Option<Value> {
-    let response = app
-        .http
-        .get(format!("{}{path}", app.base))
-        .basic_auth(KEY, Some(SECRET))
-        .send()
-        .await
-        .ok()?;
-    (response.status() == StatusCode::OK).then_some(())?;
-    response.json().await.ok()
-}
-
 #[tokio::test]
 async fn summaries_follow_http_and_hub_ingest_and_voiding() {
     let app = TestApp::start().await;
@@ -109,7 +97,9 @@ async fn summaries_follow_http_and_hub_ingest_and_voiding() {
         "ann's summary without the voided statement",
         WAIT,
         || async {
-            let found = summary(&app, &format!("/summaries/workers?{}", agent(&ann))).await?;
+            let found = app
+                .summary(&format!("/summaries/workers?{}", agent(&ann)))
+                .await?;
             (found["statements"] == json!(2) && found["months"].as_array()?.len() == 2)
                 .then_some(found)
         },
@@ -123,7 +113,9 @@ async fn summaries_follow_http_and_hub_ingest_and_voiding() {
     assert_eq!(ann_summary["last"], json!("2026-02-12T09:00:00.000Z"));
 
     let bob_summary = wait_until("bob's summary with the hub statement", WAIT, || async {
-        let found = summary(&app, &format!("/summaries/workers?{}", agent(&bob))).await?;
+        let found = app
+            .summary(&format!("/summaries/workers?{}", agent(&bob)))
+            .await?;
         (found["statements"] == json!(2)).then_some(found)
     })
     .await;
@@ -134,9 +126,7 @@ async fn summaries_follow_http_and_hub_ingest_and_voiding() {
     );
     assert_eq!(bob_summary["hubs"], json!(["delft", "eindhoven"]));
 
-    let hub = summary(&app, "/summaries/hubs/eindhoven")
-        .await
-        .expect("hub");
+    let hub = app.summary("/summaries/hubs/eindhoven").await.expect("hub");
     assert_eq!(hub["workers"], json!(2));
     assert_eq!(hub["companies"], json!(1));
     assert_eq!(hub["statements"], json!(3));
@@ -146,22 +136,26 @@ async fn summaries_follow_http_and_hub_ingest_and_voiding() {
         hub["months"],
         json!([{"month": "2026-01", "attendance": 1, "workers": 1}, {"month": "2026-02", "attendance": 2, "workers": 2}])
     );
-    let february = summary(&app, "/summaries/hubs/eindhoven?from=2026-02&to=2026-02")
+    let february = app
+        .summary("/summaries/hubs/eindhoven?from=2026-02&to=2026-02")
         .await
         .expect("hub");
     assert_eq!(february["months"].as_array().map(Vec::len), Some(1));
 
-    let kvk1 = summary(&app, "/summaries/companies/KVK-1")
+    let kvk1 = app
+        .summary("/summaries/companies/KVK-1")
         .await
         .expect("company");
     assert_eq!(kvk1["workers"], json!(2));
     assert_eq!(kvk1["statements"], json!(3));
-    let kvk2 = summary(&app, "/summaries/companies/KVK-2")
+    let kvk2 = app
+        .summary("/summaries/companies/KVK-2")
         .await
         .expect("company");
     assert_eq!(kvk2["skills"], json!(1));
 
-    let hubs = summary(&app, "/summaries/hubs?sort=statements&order=desc")
+    let hubs = app
+        .summary("/summaries/hubs?sort=statements&order=desc")
         .await
         .expect("list");
     assert_eq!(hubs["total"], json!(2));
@@ -245,7 +239,7 @@ async fn demo_data_shows_up_in_the_summary_command() {
         .expect("the demo says how many it voided");
     // Every demo statement names a hub and counts for one worker.
     let hubs = wait_until("the projector has every demo statement", WAIT, || async {
-        let list = summary(&app, "/summaries/hubs?limit=100").await?;
+        let list = app.summary("/summaries/hubs?limit=100").await?;
         let total: i64 = list["items"]
             .as_array()?
             .iter()
@@ -307,7 +301,7 @@ async fn a_rebuild_recomputes_from_the_store_even_when_the_stream_is_gone() {
         );
     }
     let before = wait_until("the projector caught up", WAIT, || async {
-        let hub = summary(&app, "/summaries/hubs/zwolle").await?;
+        let hub = app.summary("/summaries/hubs/zwolle").await?;
         (hub["statements"] == json!(3)).then_some(hub)
     })
     .await;
@@ -336,7 +330,8 @@ async fn a_rebuild_recomputes_from_the_store_even_when_the_stream_is_gone() {
         "{}",
         String::from_utf8_lossy(&rebuild.stdout)
     );
-    let after = summary(&app, "/summaries/hubs/zwolle")
+    let after = app
+        .summary("/summaries/hubs/zwolle")
         .await
         .expect("hub after rebuild");
     assert_eq!(after, before);
@@ -356,7 +351,7 @@ async fn a_rebuild_recomputes_from_the_store_even_when_the_stream_is_gone() {
         "the rebuilt projection counts new statements",
         WAIT,
         || async {
-            let hub = summary(&app, "/summaries/hubs/zwolle").await?;
+            let hub = app.summary("/summaries/hubs/zwolle").await?;
             (hub["statements"] == json!(4)).then_some(())
         },
     )
@@ -398,11 +393,12 @@ pub async fn summaries_match(app: &TestApp, stored: Vec<Value>, deadline: std::t
 pub async fn all_summaries(app: &TestApp, kind: &str) -> Option<Vec<Value>> {
     let mut items = Vec::new();
     loop {
-        let page = summary(
-            app,
-            &format!("/summaries/{kind}?limit=500&offset={}", items.len()),
-        )
-        .await?;
+        let page = app
+            .summary(&format!(
+                "/summaries/{kind}?limit=500&offset={}",
+                items.len()
+            ))
+            .await?;
         let got = page["items"].as_array()?.clone();
         let total = page["total"].as_u64()? as usize;
         items.extend(got);
