@@ -154,7 +154,7 @@ impl CredentialRecord {
 }
 
 /// A credential as listed to people: everything but the hash.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CredentialView {
     pub key: String,
     pub name: String,
@@ -205,31 +205,39 @@ pub struct EraseCommand {
     pub reason: Option<String>,
 }
 
+/// A change to the credentials, published to `lrs.in.admin.credentials` so that every store
+/// replica makes the same change at the same point of the log (times come from the message).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "change", rename_all = "snake_case")]
+pub enum CredentialChange {
+    Create {
+        record: CredentialRecord,
+        actor: String,
+    },
+    /// Replaces the secret's hash; the old secret stops working at once.
+    Rotate {
+        key: String,
+        secret_hash: String,
+        actor: String,
+    },
+    Revoke {
+        key: String,
+        actor: String,
+    },
+    /// Creates the credential only if the store has none at all (`serve`'s demo credential).
+    Bootstrap {
+        record: CredentialRecord,
+    },
+}
+
 /// Requests on `lrs.api.admin` (services' NATS users only).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "request", rename_all = "snake_case")]
 pub enum AdminRequest {
     /// Every credential, hashes included (gateways verify secrets with them).
     ListCredentials,
-    CreateCredential {
-        record: CredentialRecord,
-        actor: String,
-    },
-    /// Replaces the secret's hash; the old secret stops working at once.
-    RotateCredential {
-        key: String,
-        secret_hash: String,
-        actor: String,
-    },
-    RevokeCredential {
-        key: String,
-        actor: String,
-    },
     /// Audit entries after `after` (exclusive), oldest first.
-    Audit {
-        after: Option<u64>,
-        limit: usize,
-    },
+    Audit { after: Option<u64>, limit: usize },
     /// One page of the statements that name an agent (voided ones included), for an export
     /// before erasure. `after` is a position cursor.
     ExportStatements {
@@ -251,9 +259,6 @@ pub enum AdminRequest {
 pub enum AdminReply {
     Credentials {
         credentials: Vec<CredentialRecord>,
-    },
-    Done {
-        credential: CredentialView,
     },
     Audit {
         entries: Vec<AuditEntry>,

@@ -13,6 +13,7 @@ pub mod access;
 pub mod pull;
 pub mod server;
 pub mod subjects;
+pub mod watermark;
 pub mod wire;
 
 /// A JetStream message id header value must be unique per logical publish: JetStream drops a

@@ -23,6 +23,16 @@ pub const IN_HUB_PREFIX: &str = "lrs.in.hub.";
 /// is applied in order with the statements, exactly once, by the store's one writer. Only the
 /// services' NATS user may publish here.
 pub const IN_ERASE: &str = "lrs.in.admin.erase";
+/// A document write (State, Activity Profile, Agent Profile: PUT, POST, DELETE), framed with
+/// its body ([`crate::wire::frame`]): through `LRS_IN`, so every store replica applies the
+/// same writes in the same order and checks the preconditions at the same point. Only the
+/// gateway publishes here.
+pub const IN_DOCUMENTS: &str = "lrs.in.admin.documents";
+/// A credential change ([`crate::access::CredentialChange`]): through `LRS_IN` for the same
+/// reason. Only the services' and the operator's NATS users publish here.
+pub const IN_CREDENTIALS: &str = "lrs.in.admin.credentials";
+/// Prefix of the subjects only Leerspoor's own services publish to; never a statement source.
+pub const IN_ADMIN_PREFIX: &str = "lrs.in.admin.";
 
 pub const STORED_ALL: &str = "lrs.stored.>";
 /// What one `LRS_IN` message changed, as one message: [`crate::wire::StoredEvents`]. One
@@ -91,7 +101,7 @@ pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
 pub fn ingest_source(subject: &str) -> Option<&str> {
     subject
         .strip_prefix(IN_PREFIX)
-        .filter(|rest| !rest.is_empty() && subject != IN_ERASE)
+        .filter(|rest| !rest.is_empty() && !subject.starts_with(IN_ADMIN_PREFIX))
 }
 
 /// The hub a subject belongs to, if it is a hub subject.
@@ -202,5 +212,8 @@ mod tests {
         assert_eq!(ingest_source("lrs.in.hub.x"), Some("hub.x"));
         assert_eq!(ingest_source("lrs.in."), None);
         assert_eq!(ingest_source("lrs.stored.x"), None);
+        assert_eq!(ingest_source(IN_ERASE), None);
+        assert_eq!(ingest_source(IN_DOCUMENTS), None);
+        assert_eq!(ingest_source(IN_CREDENTIALS), None);
     }
 }

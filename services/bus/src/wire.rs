@@ -38,6 +38,19 @@ pub enum Verdict {
     Conflict { statement: usize, id: String },
     /// An erasure command was applied: this many statements and documents are gone.
     Erased { statements: usize, documents: usize },
+    /// A document write that was not done (a precondition failed, the merge was impossible,
+    /// the document belongs to another credential…); a document write that was done is
+    /// [`Verdict::Applied`].
+    Document {
+        status: DocumentStatus,
+        message: String,
+    },
+    /// A credential change that was made: the credential as it is now.
+    Credential {
+        credential: crate::access::CredentialView,
+    },
+    /// A credential change that was refused: `bad_request`, `not_found` or `conflict`.
+    Refused { code: String, message: String },
 }
 
 /// Why a message was rejected: which statement, where, which rule.

@@ -140,11 +140,13 @@ pub fn ingest(data: &[u8]) {
     let Some((&pick, payload)) = data.split_first() else {
         return;
     };
-    let subject = match pick % 5 {
+    let subject = match pick % 7 {
         0 => "lrs.in.hub.eindhoven",
         1 => "lrs.in.tool.lms",
         2 => bus::subjects::IN_HTTP,
         3 => bus::subjects::IN_ERASE,
+        4 => bus::subjects::IN_DOCUMENTS,
+        5 => bus::subjects::IN_CREDENTIALS,
         _ => "lrs.in.hub.",
     };
     let (_, db) = database();
@@ -153,8 +155,9 @@ pub fn ingest(data: &[u8]) {
         sequence,
         subject,
         payload,
+        published: chrono::DateTime::UNIX_EPOCH,
     };
-    let parsed = store::ingest::parse(subject, payload, None, limits());
+    let parsed = store::ingest::decode(subject, payload, None, limits());
     if db.apply(&incoming, parsed, validator()).is_err() {
         return;
     }

@@ -182,27 +182,28 @@ struct EraseBody {
 /// Publishes an erasure to `LRS_IN` and waits for the store to apply it.
 pub async fn submit_erasure(
     js: &async_nats::jetstream::Context,
-    watermarks: &crate::watermark::Watermarks,
+    watermarks: &bus::watermark::Watermarks,
     command: &EraseCommand,
     timeout: std::time::Duration,
 ) -> Result<Verdict, ApiError> {
     let payload = serde_json::to_vec(command).map_err(|_| ApiError::Internal)?;
-    let unavailable = |_| ApiError::Unavailable("the message bus is unavailable".into());
-    let before = watermarks.current();
-    let ack = js
-        .publish(subjects::IN_ERASE, payload.into())
-        .await
-        .map_err(unavailable)?
-        .await
-        .map_err(|_| ApiError::Unavailable("the message bus is unavailable".into()))?;
-    watermarks
-        .wait(ack.sequence, ack.duplicate, before, timeout)
-        .await
-        .ok_or_else(|| {
-            ApiError::Unavailable(
-                "the erasure is queued but not yet applied; check the audit log later".into(),
-            )
-        })
+    bus::watermark::submit(
+        js,
+        watermarks,
+        subjects::IN_ERASE,
+        async_nats::HeaderMap::new(),
+        payload,
+        timeout,
+    )
+    .await
+    .map_err(|err| match err {
+        bus::watermark::SubmitError::Publish(_) => {
+            ApiError::Unavailable("the message bus is unavailable".into())
+        }
+        bus::watermark::SubmitError::NotApplied { .. } => ApiError::Unavailable(
+            "the erasure is queued but not yet applied; check the audit log later".into(),
+        ),
+    })
 }
 
 pub async fn erase(

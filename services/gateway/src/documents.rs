@@ -10,7 +10,7 @@ use axum::{Extension, Json};
 use bus::subjects;
 use bus::wire::{
     DocumentKind, DocumentOp, DocumentReply, DocumentRequest, DocumentStatus, ObjectQuery,
-    Precondition,
+    Precondition, Verdict,
 };
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
@@ -270,6 +270,13 @@ async fn document_inner(
         tracing::error!(error = %err, "cannot encode document request");
         ApiError::Internal
     })?;
+    let writes = matches!(
+        op,
+        DocumentOp::Put | DocumentOp::Post | DocumentOp::Delete | DocumentOp::DeleteAll
+    );
+    if writes {
+        return write(state, payload).await;
+    }
     let reply = ask(state, subjects::API_DOCUMENTS, payload).await?;
     let (reply, body): (DocumentReply, &[u8]) = bus::wire::unframe(&reply).map_err(|reason| {
         tracing::error!(%reason, "unreadable document reply");
@@ -289,19 +296,7 @@ async fn document_inner(
             response
         }
         DocumentStatus::NoContent => StatusCode::NO_CONTENT.into_response(),
-        DocumentStatus::NotFound => return Err(ApiError::NotFound(message)),
-        DocumentStatus::BadRequest => return Err(ApiError::BadRequest(message)),
-        DocumentStatus::Conflict => return Err(ApiError::Conflict { message }),
-        DocumentStatus::PreconditionFailed => return Err(ApiError::PreconditionFailed(message)),
-        DocumentStatus::Forbidden => return Err(ApiError::Forbidden(message)),
-        DocumentStatus::TooLarge => {
-            return Err(ApiError::limit(
-                xapi::limits::Limit::DocumentBytes,
-                state.limits.document_bytes,
-                message,
-            ))
-        }
-        DocumentStatus::Internal => return Err(ApiError::Internal),
+        failed => return Err(refusal(state, failed, message)),
     };
     if let Some(value) = reply
         .etag
@@ -312,6 +307,66 @@ async fn document_inner(
     }
     set_last_modified(&mut response, reply.updated.as_deref());
     Ok(response)
+}
+
+/// A document write goes through `LRS_IN`, so that every store replica applies it at the
+/// same point of the log; its preconditions are checked there. A write that was done answers
+/// 204.
+async fn write(state: &AppState, payload: Vec<u8>) -> Result<Response, ApiError> {
+    let max_payload = state.client.server_info().max_payload;
+    if payload.len() + bus::HEADROOM > max_payload {
+        return Err(ApiError::limit(
+            xapi::limits::Limit::NatsMessage,
+            max_payload.saturating_sub(bus::HEADROOM),
+            format!(
+                "this document makes a bus message of {} bytes; limits.document_bytes is set above what NATS carries",
+                payload.len()
+            ),
+        ));
+    }
+    let verdict = bus::watermark::submit(
+        &state.js,
+        &state.watermarks,
+        subjects::IN_DOCUMENTS,
+        async_nats::HeaderMap::new(),
+        payload,
+        state.write_timeout,
+    )
+    .await
+    .map_err(|err| {
+        tracing::warn!(error = %err, "a document write was not confirmed");
+        ApiError::Unavailable(
+            "the document may or may not be written; read it back before retrying a merge".into(),
+        )
+    })?;
+    match verdict {
+        Verdict::Applied => Ok(StatusCode::NO_CONTENT.into_response()),
+        Verdict::Document { status, message } => Err(refusal(state, status, message)),
+        Verdict::Rejected(rejection) => Err(ApiError::BadRequest(rejection.message)),
+        other => {
+            tracing::error!(?other, "a verdict of another kind of write for a document");
+            Err(ApiError::Internal)
+        }
+    }
+}
+
+/// The error a document status other than a success stands for.
+fn refusal(state: &AppState, status: DocumentStatus, message: String) -> ApiError {
+    match status {
+        DocumentStatus::NotFound => ApiError::NotFound(message),
+        DocumentStatus::BadRequest => ApiError::BadRequest(message),
+        DocumentStatus::Conflict => ApiError::Conflict { message },
+        DocumentStatus::PreconditionFailed => ApiError::PreconditionFailed(message),
+        DocumentStatus::Forbidden => ApiError::Forbidden(message),
+        DocumentStatus::TooLarge => ApiError::limit(
+            xapi::limits::Limit::DocumentBytes,
+            state.limits.document_bytes,
+            message,
+        ),
+        DocumentStatus::Ok | DocumentStatus::NoContent | DocumentStatus::Internal => {
+            ApiError::Internal
+        }
+    }
 }
 
 pub fn set_last_modified(response: &mut Response, updated: Option<&str>) {

@@ -37,7 +37,6 @@ pub mod serve;
 pub mod statements;
 pub mod summaries;
 pub mod version;
-pub mod watermark;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -53,8 +52,8 @@ use tokio_util::sync::CancellationToken;
 use xapi::limits::Limits;
 use xapi::Validator;
 
+use bus::watermark::Watermarks;
 use error::ApiError;
-use watermark::Watermarks;
 
 #[derive(Debug, Clone)]
 pub struct GatewayConfig {
@@ -163,7 +162,10 @@ impl Gateway {
                 shutdown.cancel();
                 result
             });
-        follow_result.and(credentials_result).and(serve_result)
+        follow_result
+            .map_err(anyhow::Error::from)
+            .and(credentials_result)
+            .and(serve_result)
     }
 }
 

@@ -203,28 +203,37 @@ async fn submit(
     let mut headers = async_nats::HeaderMap::new();
     let msg_id = format!("http-{}", hex(&seed));
     headers.insert(bus::MSG_ID_HEADER, msg_id.as_str());
-    let unavailable = |err: &dyn std::fmt::Display| {
-        tracing::warn!(error = %err, "publish to LRS_IN failed");
-        ApiError::Unavailable(MAYBE_STORED.into())
+    let submitted = bus::watermark::submit(
+        &state.js,
+        &state.watermarks,
+        subjects::IN_HTTP,
+        headers,
+        payload,
+        state.write_timeout,
+    )
+    .await;
+    let verdict = match submitted {
+        Ok(verdict) => {
+            attempt.confirm();
+            Some(verdict)
+        }
+        Err(err) => {
+            tracing::warn!(error = %err, "a statement write was not confirmed");
+            None
+        }
     };
-    let before = state.watermarks.current();
-    let ack_future = state
-        .js
-        .publish_with_headers(subjects::IN_HTTP, headers, payload.into())
-        .await
-        .map_err(|err| unavailable(&err))?;
-    let ack = ack_future.await.map_err(|err| unavailable(&err))?;
-    let verdict = state
-        .watermarks
-        .wait(ack.sequence, ack.duplicate, before, state.write_timeout)
-        .await;
-    if verdict.is_some() {
-        attempt.confirm();
-    }
     match verdict {
         Some(Verdict::Applied) => Ok(ids),
-        Some(other @ Verdict::Erased { .. }) => {
-            tracing::error!(?other, "an erasure verdict for a statement batch");
+        Some(
+            other @ (Verdict::Erased { .. }
+            | Verdict::Document { .. }
+            | Verdict::Credential { .. }
+            | Verdict::Refused { .. }),
+        ) => {
+            tracing::error!(
+                ?other,
+                "a verdict of another kind of write for a statement batch"
+            );
             Err(ApiError::Internal)
         }
         Some(Verdict::Conflict { statement, id }) => Err(ApiError::Conflict {

@@ -1,7 +1,8 @@
 //! The operator's side of access control: `leerspoor credentials …`, `leerspoor audit` and
-//! `leerspoor erase-agent`. They talk to the running store over NATS (`lrs.api.admin`, and
-//! `lrs.in.admin.erase` for erasures) with the services' NATS user from the configuration,
-//! which is what makes them trusted.
+//! `leerspoor erase-agent`. Changes (credentials, erasures) are `LRS_IN` messages
+//! (`lrs.in.admin.*`), applied by every store replica in log order; reads ask a store over
+//! `lrs.api.admin`. Both with the services' NATS user from the configuration, which is what
+//! makes them trusted.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -12,8 +13,10 @@ use argon2::password_hash::SaltString;
 use argon2::{Argon2, PasswordHasher};
 use base64::Engine as _;
 use bus::access::{
-    AdminReply, AdminRequest, AuditEntry, CredentialRecord, CredentialView, EraseCommand, Scope,
+    AdminReply, AdminRequest, AuditEntry, CredentialChange, CredentialRecord, CredentialView,
+    EraseCommand, Scope,
 };
+use bus::subjects;
 use bus::wire::Verdict;
 use clap::{Args, Subcommand};
 use serde_json::Value;
@@ -74,20 +77,66 @@ pub async fn ask(
     Ok(bus::access::request(client, request, Duration::from_secs(30)).await?)
 }
 
+/// Publishes one change to `LRS_IN` and waits for a store's verdict on it.
+async fn through_log(
+    client: &async_nats::Client,
+    subject: &'static str,
+    payload: Vec<u8>,
+    timeout: Duration,
+) -> anyhow::Result<Verdict> {
+    let js = async_nats::jetstream::new(client.clone());
+    let watermarks = bus::watermark::Watermarks::new(client.clone());
+    let stop = CancellationToken::new();
+    let following = tokio::spawn(watermarks.clone().follow(stop.clone()));
+    let verdict = bus::watermark::submit(
+        &js,
+        &watermarks,
+        subject,
+        async_nats::HeaderMap::new(),
+        payload,
+        timeout,
+    )
+    .await;
+    stop.cancel();
+    let _ = following.await;
+    Ok(verdict?)
+}
+
+/// Makes a credential change and returns the credential as it is now.
+pub async fn change(
+    client: &async_nats::Client,
+    change: &CredentialChange,
+) -> anyhow::Result<CredentialView> {
+    let payload = serde_json::to_vec(change)?;
+    match through_log(
+        client,
+        subjects::IN_CREDENTIALS,
+        payload,
+        Duration::from_secs(30),
+    )
+    .await?
+    {
+        Verdict::Credential { credential } => Ok(credential),
+        Verdict::Refused { code, message } => anyhow::bail!("refused ({code}): {message}"),
+        Verdict::Rejected(rejection) => anyhow::bail!("refused: {}", rejection.message),
+        other => anyhow::bail!("unexpected verdict {other:?}"),
+    }
+}
+
 /// Creates a credential (the tests and `bench` use this too).
 pub async fn create(
     client: &async_nats::Client,
     record: CredentialRecord,
     actor: &str,
 ) -> anyhow::Result<CredentialView> {
-    let request = AdminRequest::CreateCredential {
-        record,
-        actor: actor.to_owned(),
-    };
-    match ask(client, &request).await? {
-        AdminReply::Done { credential } => Ok(credential),
-        other => anyhow::bail!("unexpected reply {other:?}"),
-    }
+    change(
+        client,
+        &CredentialChange::Create {
+            record,
+            actor: actor.to_owned(),
+        },
+    )
+    .await
 }
 
 #[derive(Debug, Subcommand)]
@@ -214,27 +263,19 @@ pub async fn credentials(
         }
         CredentialsCommand::Rotate { key, secret_stdin } => {
             let (secret, generated) = read_secret(secret_stdin)?;
-            let request = AdminRequest::RotateCredential {
+            let rotate = CredentialChange::Rotate {
                 key,
                 secret_hash: hash_secret(&secret)?,
                 actor,
             };
-            let AdminReply::Done { credential } = ask(client, &request).await? else {
-                anyhow::bail!("unexpected reply");
-            };
-            print_view(&credential);
+            print_view(&change(client, &rotate).await?);
             if generated {
                 println!("secret: {secret}");
                 println!("(shown once; the old secret no longer works)");
             }
         }
         CredentialsCommand::Revoke { key } => {
-            let AdminReply::Done { credential } =
-                ask(client, &AdminRequest::RevokeCredential { key, actor }).await?
-            else {
-                anyhow::bail!("unexpected reply");
-            };
-            print_view(&credential);
+            print_view(&change(client, &CredentialChange::Revoke { key, actor }).await?);
         }
     }
     Ok(())
@@ -320,15 +361,16 @@ pub async fn erase(client: &async_nats::Client, args: EraseArgs) -> anyhow::Resu
         actor: cli_actor(),
         reason: args.reason,
     };
-    let js = async_nats::jetstream::new(client.clone());
-    let watermarks = gateway::watermark::Watermarks::new(client.clone());
-    let stop = CancellationToken::new();
-    let following = tokio::spawn(watermarks.clone().follow(stop.clone()));
-    let verdict =
-        gateway::admin::submit_erasure(&js, &watermarks, &command, Duration::from_secs(120)).await;
-    stop.cancel();
-    let _ = following.await;
-    match verdict.map_err(|err| anyhow::anyhow!("{err}"))? {
+    let payload = serde_json::to_vec(&command)?;
+    let verdict = through_log(
+        client,
+        subjects::IN_ERASE,
+        payload,
+        Duration::from_secs(120),
+    )
+    .await
+    .context("the erasure is queued or not sent; check `leerspoor audit` later")?;
+    match verdict {
         Verdict::Erased {
             statements,
             documents,

@@ -408,8 +408,9 @@ fn store_apply_per_message(validator: &xapi::Validator) -> anyhow::Result<(f64, 
             sequence,
             subject: bus::subjects::IN_HTTP,
             payload,
+            published: chrono::Utc::now(),
         };
-        let parsed = store::ingest::parse(
+        let parsed = store::ingest::decode(
             incoming.subject,
             payload,
             None,

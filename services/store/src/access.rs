@@ -1,12 +1,11 @@
 //! Credentials and the audit log, in the store's sled tree.
 //!
-//! A credential change and its audit entry are one sled batch, flushed before the reply; the
-//! store then says `lrs.credentials.changed` so that gateways reload at once.
+//! A credential change is an `LRS_IN` message ([`bus::subjects::IN_CREDENTIALS`]): it and its
+//! audit entry go into that message's sled batch; once flushed, the store says
+//! `lrs.credentials.changed` so that gateways reload at once.
 
-use bus::access::{AuditEntry, CredentialRecord, CredentialView};
-use chrono::Utc;
+use bus::access::{AuditEntry, CredentialChange, CredentialRecord, CredentialView};
 use serde_json::{json, Value};
-use xapi::time::format_timestamp;
 
 use crate::db::DbError;
 use crate::keys;
@@ -22,6 +21,19 @@ pub enum AccessError {
     Conflict(String),
     #[error(transparent)]
     Db(#[from] DbError),
+}
+
+impl AccessError {
+    /// The code a refusal travels with: `bad_request`, `not_found`, `conflict` (`internal`
+    /// for a database error).
+    pub fn code(&self) -> &'static str {
+        match self {
+            AccessError::BadRequest(_) => "bad_request",
+            AccessError::NotFound(_) => "not_found",
+            AccessError::Conflict(_) => "conflict",
+            AccessError::Db(_) => "internal",
+        }
+    }
 }
 
 impl From<sled::Error> for AccessError {
@@ -72,29 +84,66 @@ impl Access<'_> {
         }
     }
 
-    /// Writes the credential and its audit entry as one batch and flushes.
-    fn save(
+    /// Applies a credential change into `batch` (the `LRS_IN` message's one sled batch), with
+    /// its audit entry; `time` is the message's timestamp, so every replica writes the same.
+    pub fn apply(
         &self,
-        record: &CredentialRecord,
-        actor: &str,
-        action: &str,
+        change: CredentialChange,
+        time: &str,
+        batch: &mut sled::Batch,
     ) -> Result<CredentialView, AccessError> {
-        let mut batch = sled::Batch::default();
-        let bytes = serde_json::to_vec(record).map_err(|err| corrupt(b"credential", err))?;
+        let (record, actor, action) = match change {
+            CredentialChange::Create { record, actor } => {
+                (self.created(record, time)?, actor, "credential.create")
+            }
+            CredentialChange::Bootstrap { record } => {
+                if !self.credentials()?.is_empty() {
+                    return Err(AccessError::Conflict(format!(
+                        "{} (the store has credentials, so no demo credential is made)",
+                        record.key
+                    )));
+                }
+                (
+                    self.created(record, time)?,
+                    "bootstrap".to_owned(),
+                    "credential.create",
+                )
+            }
+            CredentialChange::Rotate {
+                key,
+                secret_hash,
+                actor,
+            } => {
+                argon2_phc(&secret_hash)?;
+                let mut record = self
+                    .credential(&key)?
+                    .filter(|record| record.revoked.is_none())
+                    .ok_or(AccessError::NotFound(key))?;
+                record.secret_hash = secret_hash;
+                record.rotated = Some(time.to_owned());
+                (record, actor, "credential.rotate")
+            }
+            CredentialChange::Revoke { key, actor } => {
+                let mut record = self.credential(&key)?.ok_or(AccessError::NotFound(key))?;
+                if record.revoked.is_none() {
+                    record.revoked = Some(time.to_owned());
+                }
+                (record, actor, "credential.revoke")
+            }
+        };
+        let bytes = serde_json::to_vec(&record).map_err(|err| corrupt(b"credential", err))?;
         batch.insert(keys::credential(&record.key), bytes);
-        let view = CredentialView::from(record);
         let details = json!({"key": record.key, "name": record.name, "scopes": record.scopes});
-        self.audit_into(&mut batch, actor, action, details)?;
-        self.tree.apply_batch(batch)?;
-        self.tree.flush()?;
-        Ok(view)
+        self.audit_into(batch, time, &actor, action, details)?;
+        Ok(CredentialView::from(&record))
     }
 
-    pub fn create(
+    /// A new credential as it is stored, once checked.
+    fn created(
         &self,
         record: CredentialRecord,
-        actor: &str,
-    ) -> Result<CredentialView, AccessError> {
+        time: &str,
+    ) -> Result<CredentialRecord, AccessError> {
         check_key(&record.key).map_err(AccessError::BadRequest)?;
         if record.scopes.is_empty() {
             return Err(AccessError::BadRequest(
@@ -105,53 +154,37 @@ impl Access<'_> {
         if self.credential(&record.key)?.is_some() {
             return Err(AccessError::Conflict(record.key));
         }
-        let record = CredentialRecord {
-            created: format_timestamp(Utc::now()),
+        Ok(CredentialRecord {
+            created: time.to_owned(),
             rotated: None,
             revoked: None,
             ..record
-        };
-        self.save(&record, actor, "credential.create")
+        })
     }
 
-    pub fn rotate(
-        &self,
-        key: &str,
-        secret_hash: String,
-        actor: &str,
-    ) -> Result<CredentialView, AccessError> {
-        argon2_phc(&secret_hash)?;
-        let mut record = self
-            .credential(key)?
-            .filter(|record| record.revoked.is_none())
-            .ok_or_else(|| AccessError::NotFound(key.to_owned()))?;
-        record.secret_hash = secret_hash;
-        record.rotated = Some(format_timestamp(Utc::now()));
-        self.save(&record, actor, "credential.rotate")
-    }
-
-    pub fn revoke(&self, key: &str, actor: &str) -> Result<CredentialView, AccessError> {
-        let mut record = self
-            .credential(key)?
-            .ok_or_else(|| AccessError::NotFound(key.to_owned()))?;
-        if record.revoked.is_none() {
-            record.revoked = Some(format_timestamp(Utc::now()));
-        }
-        self.save(&record, actor, "credential.revoke")
-    }
-
-    /// Adds an audit entry to `batch`; ids come from sled's monotonic generator.
+    /// Adds an audit entry to `batch`, numbered after the last one (one entry per `LRS_IN`
+    /// message at most, so replicas number theirs alike).
     pub fn audit_into(
         &self,
         batch: &mut sled::Batch,
+        time: &str,
         actor: &str,
         action: &str,
         details: Value,
     ) -> Result<(), DbError> {
-        let id = self.tree.generate_id()?;
+        let last = match self.tree.scan_prefix([keys::AUDIT]).next_back() {
+            Some(item) => {
+                let (key, _) = item?;
+                key.get(1..9)
+                    .and_then(keys::u64_value)
+                    .unwrap_or(0)
+            }
+            None => 0,
+        };
+        let id = last + 1;
         let entry = AuditEntry {
             id,
-            time: format_timestamp(Utc::now()),
+            time: time.to_owned(),
             actor: actor.to_owned(),
             action: action.to_owned(),
             details,
@@ -206,51 +239,94 @@ mod tests {
         }
     }
 
+    /// Applies one change as the store does: one batch per change.
+    fn apply(access: &Access<'_>, change: CredentialChange) -> Result<CredentialView, AccessError> {
+        let mut batch = sled::Batch::default();
+        let view = access.apply(change, "2026-12-01T10:00:00.000Z", &mut batch)?;
+        access.tree.apply_batch(batch).expect("apply");
+        Ok(view)
+    }
+
+    fn create(key: &str) -> CredentialChange {
+        CredentialChange::Create {
+            record: record(key),
+            actor: "cli:test".into(),
+        }
+    }
+
     #[test]
     fn credential_changes_are_checked_and_audited() {
         let dir = tempfile::tempdir().expect("temp dir");
         let tree = sled::open(dir.path()).expect("sled");
         let access = Access { tree: &tree };
-        access.create(record("tool"), "cli:test").expect("create");
+        let made = apply(&access, create("tool")).expect("create");
+        assert_eq!(
+            made.created, "2026-12-01T10:00:00.000Z",
+            "the message's time"
+        );
         assert!(matches!(
-            access.create(record("tool"), "cli:test"),
+            apply(&access, create("tool")),
             Err(AccessError::Conflict(_))
         ));
         assert!(matches!(
-            access.create(record("has:colon"), "cli:test"),
+            apply(&access, create("has:colon")),
             Err(AccessError::BadRequest(_))
         ));
         let mut plaintext = record("plain");
         plaintext.secret_hash = "hunter2".into();
         assert!(matches!(
-            access.create(plaintext, "cli:test"),
+            apply(
+                &access,
+                CredentialChange::Create {
+                    record: plaintext,
+                    actor: "cli:test".into()
+                }
+            ),
             Err(AccessError::BadRequest(_))
         ));
+        let rotate = |key: &str, hash: &str| CredentialChange::Rotate {
+            key: key.into(),
+            secret_hash: hash.into(),
+            actor: "cli:test".into(),
+        };
         assert!(matches!(
-            access.rotate("nobody", "$argon2id$x".into(), "cli:test"),
+            apply(&access, rotate("nobody", "$argon2id$x")),
             Err(AccessError::NotFound(_))
         ));
-        access
-            .rotate("tool", "$argon2id$v=19$new".into(), "cli:test")
-            .expect("rotate");
-        access.revoke("tool", "cli:test").expect("revoke");
+        apply(&access, rotate("tool", "$argon2id$v=19$new")).expect("rotate");
+        apply(
+            &access,
+            CredentialChange::Revoke {
+                key: "tool".into(),
+                actor: "cli:test".into(),
+            },
+        )
+        .expect("revoke");
         assert!(
             matches!(
-                access.rotate("tool", "$argon2id$x".into(), "cli:test"),
+                apply(&access, rotate("tool", "$argon2id$x")),
                 Err(AccessError::NotFound(_))
             ),
             "a revoked credential stays revoked"
+        );
+        assert!(
+            matches!(
+                apply(
+                    &access,
+                    CredentialChange::Bootstrap {
+                        record: record("demo")
+                    }
+                ),
+                Err(AccessError::Conflict(_))
+            ),
+            "no demo credential once there are credentials"
         );
         let stored = access.credentials().expect("list");
         assert_eq!(stored.len(), 1);
         assert_eq!(stored[0].secret_hash, "$argon2id$v=19$new");
         assert!(stored[0].revoked.is_some());
-        let actions: Vec<String> = access
-            .audit(None, 10)
-            .expect("audit")
-            .into_iter()
-            .map(|entry| entry.action)
-            .collect();
+        let entries = access.audit(None, 10).expect("audit");
+        let actions: Vec<&str> = entries.iter().map(|entry| entry.action.as_str()).collect();
         assert_eq!(
             actions,
             [
@@ -259,7 +335,28 @@ mod tests {
                 "credential.revoke"
             ]
         );
-        let first = access.audit(None, 1).expect("audit")[0].id;
-        assert_eq!(access.audit(Some(first), 10).expect("audit").len(), 2);
+        let ids: Vec<u64> = entries.iter().map(|entry| entry.id).collect();
+        assert_eq!(
+            ids,
+            [1, 2, 3],
+            "numbered in order, the same on every replica"
+        );
+        assert_eq!(access.audit(Some(1), 10).expect("audit").len(), 2);
+    }
+
+    #[test]
+    fn the_demo_credential_is_made_only_on_an_empty_store() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let tree = sled::open(dir.path()).expect("sled");
+        let access = Access { tree: &tree };
+        apply(
+            &access,
+            CredentialChange::Bootstrap {
+                record: record("demo"),
+            },
+        )
+        .expect("made");
+        assert_eq!(access.credentials().expect("list").len(), 1);
+        assert_eq!(access.audit(None, 10).expect("audit")[0].actor, "bootstrap");
     }
 }

@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use bus::access::{AdminReply, AdminRequest, CredentialView};
+use bus::access::{AdminReply, AdminRequest};
 use bus::subjects;
 use bus::wire::{
     DocumentReply, DocumentRequest, DocumentStatus, ObjectQuery, StatementQuery, StatementReply,
@@ -14,7 +14,7 @@ use bus::wire::{
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
-use crate::access::{Access, AccessError};
+use crate::access::Access;
 use crate::db::Db;
 use crate::{objects, query};
 
@@ -60,23 +60,14 @@ pub async fn serve(
             let subject = request.subject.to_string();
             let payload = request.payload.clone();
             let answer = tokio::task::spawn_blocking(move || answer(&db, &subject, &payload)).await;
-            let (body, credentials_changed) = match answer {
-                Ok(answer) => answer,
+            let body = match answer {
+                Ok(body) => body,
                 Err(err) => {
                     tracing::error!(error = %err, "api task failed");
                     return;
                 }
             };
             let body = fit_reply(&request.subject, body, client.server_info().max_payload);
-            if credentials_changed {
-                // Gateways reload their copy; the change is flushed already.
-                if let Err(err) = client
-                    .publish(subjects::CREDENTIALS_CHANGED, Vec::new().into())
-                    .await
-                {
-                    tracing::warn!(error = %err, "cannot announce a credential change");
-                }
-            }
             if let Err(err) = client.publish(reply_to, body.into()).await {
                 tracing::warn!(error = %err, "cannot send api reply");
             }
@@ -123,19 +114,16 @@ fn fit_reply(subject: &str, body: Vec<u8>, max_payload: usize) -> Vec<u8> {
     encoded.unwrap_or_default()
 }
 
-/// The reply body, and whether a credential changed.
-fn answer(db: &Db, subject: &str, payload: &[u8]) -> (Vec<u8>, bool) {
+/// The reply body.
+fn answer(db: &Db, subject: &str, payload: &[u8]) -> Vec<u8> {
     let encoded = match subject {
         subjects::API_VERDICT => verdict(db, payload),
-        subjects::API_DOCUMENTS => return (document(db, payload), false),
+        subjects::API_DOCUMENTS => return document(db, payload),
         subjects::API_OBJECTS => object(db, payload),
-        subjects::API_ADMIN => {
-            let (reply, changed) = admin(db, payload);
-            return (serde_json::to_vec(&reply).unwrap_or_default(), changed);
-        }
+        subjects::API_ADMIN => serde_json::to_vec(&admin(db, payload)),
         _ => statements(db, payload),
     };
-    (encoded.unwrap_or_default(), false)
+    encoded.unwrap_or_default()
 }
 
 fn admin_error(code: &str, message: impl Into<String>) -> AdminReply {
@@ -150,41 +138,18 @@ fn internal(err: impl std::fmt::Display) -> AdminReply {
     admin_error("internal", "internal error")
 }
 
-/// Credentials, audit log and exports.
-fn admin(db: &Db, payload: &[u8]) -> (AdminReply, bool) {
+/// Credentials, audit log and exports (reads: changes go through `LRS_IN`).
+fn admin(db: &Db, payload: &[u8]) -> AdminReply {
     let request = match serde_json::from_slice::<AdminRequest>(payload) {
         Ok(request) => request,
-        Err(err) => {
-            return (
-                admin_error("bad_request", format!("bad admin request: {err}")),
-                false,
-            )
-        }
+        Err(err) => return admin_error("bad_request", format!("bad admin request: {err}")),
     };
     let access = Access { tree: db.tree() };
-    let changed = |result: Result<CredentialView, AccessError>| match result {
-        Ok(credential) => (AdminReply::Done { credential }, true),
-        Err(AccessError::BadRequest(message)) => (admin_error("bad_request", message), false),
-        Err(err @ AccessError::NotFound(_)) => (admin_error("not_found", err.to_string()), false),
-        Err(err @ AccessError::Conflict(_)) => (admin_error("conflict", err.to_string()), false),
-        Err(AccessError::Db(err)) => (internal(err), false),
-    };
-    let reply = match request {
+    match request {
         AdminRequest::ListCredentials => match access.credentials() {
             Ok(credentials) => AdminReply::Credentials { credentials },
             Err(err) => internal(err),
         },
-        AdminRequest::CreateCredential { record, actor } => {
-            return changed(access.create(record, &actor))
-        }
-        AdminRequest::RotateCredential {
-            key,
-            secret_hash,
-            actor,
-        } => return changed(access.rotate(&key, secret_hash, &actor)),
-        AdminRequest::RevokeCredential { key, actor } => {
-            return changed(access.revoke(&key, &actor))
-        }
         AdminRequest::Audit { after, limit } => match access.audit(after, limit) {
             Ok(entries) => AdminReply::Audit { entries },
             Err(err) => internal(err),
@@ -209,8 +174,7 @@ fn admin(db: &Db, payload: &[u8]) -> (AdminReply, bool) {
                 Err(err) => internal(err),
             }
         }
-    };
-    (reply, false)
+    }
 }
 
 fn verdict(db: &Db, payload: &[u8]) -> serde_json::Result<Vec<u8>> {
@@ -263,7 +227,7 @@ fn document(db: &Db, payload: &[u8]) -> Vec<u8> {
         updated: None,
     };
     let (reply, body) = match bus::wire::unframe::<DocumentRequest>(payload) {
-        Ok((request, body)) => db.documents().handle(&request, body).unwrap_or_else(|err| {
+        Ok((request, _)) => db.documents().read(&request).unwrap_or_else(|err| {
             tracing::error!(error = %err, "document request failed");
             (
                 failed(DocumentStatus::Internal, "internal error".into()),

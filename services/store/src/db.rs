@@ -4,8 +4,8 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use bus::wire::{EventKind, RejectedMessage, Rejection, Verdict};
-use chrono::Utc;
+use bus::wire::{DocumentStatus, EventKind, RejectedMessage, Rejection, Verdict};
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
@@ -18,7 +18,7 @@ use xapi::time::format_timestamp;
 use xapi::Validator;
 
 use crate::indexer::{IndexJob, Indexer};
-use crate::ingest::Batch;
+use crate::ingest::{Batch, Ingest};
 use crate::keys;
 use crate::outbox::OutboxItem;
 
@@ -47,6 +47,9 @@ pub struct Incoming<'a> {
     pub sequence: u64,
     pub subject: &'a str,
     pub payload: &'a [u8],
+    /// When JetStream took it in: the time every store replica writes as `stored`,
+    /// `updated`, `created`, never a clock read while applying.
+    pub published: DateTime<Utc>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -68,8 +71,6 @@ pub struct Db {
     /// Bytes one published message may carry: the NATS server's `max_payload` less headroom.
     /// Set from the server's INFO when the store connects.
     message_budget: AtomicUsize,
-    /// Serialises the document requests on one scope.
-    document_locks: crate::documents::DocumentLocks,
 }
 
 /// Verdicts kept, in `LRS_IN` sequences below the watermark (see [`Db::prune_verdicts`]).
@@ -97,7 +98,6 @@ impl Db {
             .unwrap_or(0);
         crate::documents::migrate_scopes(&tree)?;
         let db = Db {
-            document_locks: crate::documents::DocumentLocks::default(),
             indexer: Indexer::start(tree.clone(), indexed),
             tree,
             limits,
@@ -166,11 +166,10 @@ impl Db {
         Ok(entries)
     }
 
-    /// The document resources, with this database's locks and limits.
+    /// The document resources, with this database's limits.
     pub fn documents(&self) -> crate::documents::Documents<'_> {
         crate::documents::Documents {
             tree: &self.tree,
-            locks: Some(&self.document_locks),
             max_bytes: self.limits.document_bytes,
         }
     }
@@ -333,7 +332,7 @@ impl Db {
     pub fn apply(
         &self,
         incoming: &Incoming<'_>,
-        parsed: Result<Batch, Rejection>,
+        parsed: Result<Ingest, Rejection>,
         validator: &Validator,
     ) -> Result<Verdict, DbError> {
         let sequence = incoming.sequence;
@@ -374,26 +373,66 @@ impl Db {
     fn apply_new(
         &self,
         incoming: &Incoming<'_>,
-        parsed: Result<Batch, Rejection>,
+        parsed: Result<Ingest, Rejection>,
         validator: &Validator,
     ) -> Result<Verdict, DbError> {
         let sequence = incoming.sequence;
-        if incoming.subject == bus::subjects::IN_ERASE {
-            return self.erase(sequence, incoming.payload);
-        }
+        let time = format_timestamp(incoming.published);
+        let statements = match parsed {
+            Err(rejection) => return self.refuse(incoming, Verdict::Rejected(rejection)),
+            Ok(Ingest::Erase(command)) => return self.erase(sequence, &command, &time),
+            Ok(Ingest::Document { request, body }) => {
+                let mut batch = sled::Batch::default();
+                let (reply, _) = self.documents().apply(&request, &body, &time, &mut batch)?;
+                return match reply.status {
+                    DocumentStatus::NoContent | DocumentStatus::Ok => {
+                        self.mark_applied(&mut batch, sequence)?;
+                        self.tree.apply_batch(batch)?;
+                        Ok(Verdict::Applied)
+                    }
+                    status => self.refuse(
+                        incoming,
+                        Verdict::Document {
+                            status,
+                            message: reply.message.unwrap_or_default(),
+                        },
+                    ),
+                };
+            }
+            Ok(Ingest::Credential(change)) => {
+                let mut batch = sled::Batch::default();
+                let access = crate::access::Access { tree: &self.tree };
+                let verdict = match access.apply(change, &time, &mut batch) {
+                    Ok(credential) => Verdict::Credential { credential },
+                    Err(crate::access::AccessError::Db(err)) => return Err(err),
+                    Err(refused) => Verdict::Refused {
+                        code: refused.code().into(),
+                        message: refused.to_string(),
+                    },
+                };
+                if !matches!(verdict, Verdict::Credential { .. }) {
+                    return self.refuse(incoming, verdict);
+                }
+                self.mark_applied(&mut batch, sequence)?;
+                batch.insert(
+                    keys::verdict(sequence),
+                    serde_json::to_vec(&verdict).unwrap_or_default(),
+                );
+                self.tree.apply_batch(batch)?;
+                return Ok(verdict);
+            }
+            Ok(Ingest::Statements(statements)) => statements,
+        };
         let mut batch = sled::Batch::default();
         self.mark_applied(&mut batch, sequence)?;
-        let planned = match parsed {
-            Err(rejection) => Err(Verdict::Rejected(rejection)),
-            Ok(parsed) => match validator.check_batch(&parsed.statements, parsed.version) {
-                Err(violation) => Err(Verdict::Rejected(Rejection {
-                    statement: violation.statement,
-                    path: violation.violation.path,
-                    rule: violation.violation.rule,
-                    message: violation.violation.message,
-                })),
-                Ok(()) => self.plan(sequence, parsed, &mut batch)?,
-            },
+        let planned = match validator.check_batch(&statements.statements, statements.version) {
+            Err(violation) => Err(Verdict::Rejected(Rejection {
+                statement: violation.statement,
+                path: violation.violation.path,
+                rule: violation.violation.rule,
+                message: violation.violation.message,
+            })),
+            Ok(()) => self.plan(incoming, statements, &mut batch)?,
         };
         match planned {
             Ok(index_job) => {
@@ -415,9 +454,11 @@ impl Db {
         self.mark_applied(&mut batch, sequence)?;
         let verdict_json = serde_json::to_vec(&verdict).unwrap_or_default();
         batch.insert(keys::verdict(sequence), verdict_json);
-        if let (Verdict::Rejected(rejection), false) =
-            (&verdict, incoming.subject == bus::subjects::IN_HTTP)
-        {
+        // Statement sources other than the gateway hear of it only through LRS_REJECTED; the
+        // gateway and the operator's commands wait for the verdict itself.
+        let published_straight = incoming.subject != bus::subjects::IN_HTTP
+            && bus::subjects::ingest_source(incoming.subject).is_some();
+        if let (Verdict::Rejected(rejection), true) = (&verdict, published_straight) {
             let rejected = RejectedMessage {
                 subject: incoming.subject.to_owned(),
                 sequence,
@@ -437,12 +478,14 @@ impl Db {
     /// error.
     fn plan(
         &self,
-        sequence: u64,
+        incoming: &Incoming<'_>,
         parsed: Batch,
         batch: &mut sled::Batch,
     ) -> Result<Result<IndexJob, Verdict>, DbError> {
+        let sequence = incoming.sequence;
         let mut next_position = self.meta_u64(keys::META_NEXT_POSITION)?.max(1);
-        let stored = self.next_stored()?;
+        let stored = self.next_stored(incoming.published)?;
+        let stream = self.stream_created()?;
         // Statements of this message, by id, as they will be after the batch.
         let mut pending: HashMap<Uuid, Record> = HashMap::new();
         // Voids of this message whose target was not found (yet).
@@ -453,7 +496,7 @@ impl Db {
             let id = match statement_id(&statement).and_then(|id| Uuid::parse_str(&id).ok()) {
                 Some(id) => id,
                 None => {
-                    let id = Uuid::new_v4();
+                    let id = generated_id(&stream, sequence, index);
                     if let Some(object) = statement.as_object_mut() {
                         object.insert("id".into(), Value::String(id.to_string()));
                     }
@@ -572,10 +615,10 @@ impl Db {
         Ok(chain)
     }
 
-    /// `stored` for the next message: now, but never before the last one, so `stored`
-    /// order equals position order even if the clock steps back.
-    fn next_stored(&self) -> Result<String, DbError> {
-        let now = format_timestamp(Utc::now());
+    /// `stored` for the next message: when JetStream took it in, but never before the last
+    /// one, so `stored` order equals position order even if a server's clock steps back.
+    fn next_stored(&self, published: DateTime<Utc>) -> Result<String, DbError> {
+        let now = format_timestamp(published);
         let last = self
             .tree
             .get(keys::META_LAST_STORED)?
@@ -587,6 +630,22 @@ impl Db {
     pub fn tree(&self) -> &sled::Db {
         &self.tree
     }
+}
+
+/// The id of a statement that came without one (straight from a source; the gateway gives
+/// ids itself): from its place in the log (stream, sequence, index in the message), the same
+/// on every store replica. The stream is the recorded creation time of `LRS_IN`
+/// ([`crate::identity`]), so a recreated stream's sequences make other ids.
+fn generated_id(stream: &str, sequence: u64, index: usize) -> Uuid {
+    const NAMESPACE: &[u8] = b"leerspoor:LRS_IN:";
+    let mut name = Vec::with_capacity(NAMESPACE.len() + stream.len() + 17);
+    name.extend_from_slice(NAMESPACE);
+    name.extend_from_slice(stream.as_bytes());
+    name.push(b':');
+    name.extend_from_slice(&sequence.to_be_bytes());
+    name.extend_from_slice(&(index as u64).to_be_bytes());
+    let digest = xxhash_rust::xxh3::xxh3_128(&name).to_be_bytes();
+    uuid::Builder::from_custom_bytes(digest).into_uuid()
 }
 
 fn write_record(batch: &mut sled::Batch, id: &Uuid, record: &Record) {

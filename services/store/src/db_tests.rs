@@ -23,8 +23,9 @@ fn apply(db: &Db, validator: &Validator, sequence: u64) {
         sequence,
         subject: "lrs.in.tool.test",
         payload: &payload,
+        published: chrono::DateTime::UNIX_EPOCH,
     };
-    let parsed = ingest::parse(incoming.subject, &payload, None, &Limits::default());
+    let parsed = ingest::decode(incoming.subject, &payload, None, &Limits::default());
     assert_eq!(
         db.apply(&incoming, parsed, validator).expect("apply"),
         Verdict::Applied
@@ -118,8 +119,9 @@ fn a_message_meeting_a_corrupt_record_is_refused_and_the_next_is_applied() {
         sequence: 1,
         subject: "lrs.in.tool.test",
         payload: &payload,
+        published: chrono::DateTime::UNIX_EPOCH,
     };
-    let parsed = ingest::parse(incoming.subject, &payload, None, &Limits::default());
+    let parsed = ingest::decode(incoming.subject, &payload, None, &Limits::default());
     match db
         .apply(&incoming, parsed, &validator)
         .expect("not a database error")
@@ -153,8 +155,9 @@ fn a_page_stops_before_passing_its_bytes_and_links_the_rest() {
             sequence,
             subject: "lrs.in.tool.test",
             payload: &payload,
+            published: chrono::DateTime::UNIX_EPOCH,
         };
-        let parsed = ingest::parse(incoming.subject, &payload, None, &Limits::default());
+        let parsed = ingest::decode(incoming.subject, &payload, None, &Limits::default());
         assert_eq!(
             db.apply(&incoming, parsed, &validator).expect("apply"),
             Verdict::Applied
@@ -203,8 +206,9 @@ fn old_verdicts_are_pruned_recent_ones_kept() {
             sequence,
             subject: "lrs.in.tool.test",
             payload: bad,
+            published: chrono::DateTime::UNIX_EPOCH,
         };
-        let parsed = ingest::parse(incoming.subject, bad, None, &Limits::default());
+        let parsed = ingest::decode(incoming.subject, bad, None, &Limits::default());
         assert!(matches!(
             db.apply(&incoming, parsed, &validator).expect("apply"),
             Verdict::Rejected(_)

@@ -1,23 +1,18 @@
 //! The document resources (State, Activity Profile, Agent Profile) in sled.
 //!
-//! Documents are mutable state, not the append-only statement log, so they are written here
-//! directly (over request/reply) rather than through `LRS_IN`; every write is flushed before
-//! the reply. Bodies are kept byte-for-byte with their content type.
-//!
-//! Requests run concurrently, so every request on one scope holds that scope's lock from its
-//! read to its flushed write: a merge never loses another merge's keys, and of two writes with
-//! the same `If-Match` exactly one succeeds (linearizable per document).
+//! Every write (PUT, POST, DELETE) is an `LRS_IN` message ([`bus::subjects::IN_DOCUMENTS`]),
+//! applied by the store's one writer in log order with its preconditions checked at that
+//! point: a merge never loses another merge's keys, of two writes with the same `If-Match`
+//! exactly one succeeds, and every store replica ends with the same documents. `updated` is
+//! the message's timestamp. Reads are answered over request/reply. Bodies are kept
+//! byte-for-byte with their content type.
 
 use bus::wire::{
     DocumentKind, DocumentOp, DocumentReply, DocumentRequest, DocumentStatus, Precondition,
 };
-use std::sync::Mutex;
-
-use chrono::Utc;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha1::{Digest, Sha1};
-use xapi::time::format_timestamp;
 
 use crate::db::DbError;
 
@@ -46,24 +41,6 @@ impl DocumentMeta {
                 .writer
                 .as_ref()
                 .is_some_and(|writer| self.writers.contains(writer))
-    }
-}
-
-/// Locks by scope (striped): requests on one scope take turns from read to flushed write.
-pub struct DocumentLocks([Mutex<()>; 64]);
-
-impl Default for DocumentLocks {
-    fn default() -> Self {
-        DocumentLocks(std::array::from_fn(|_| Mutex::new(())))
-    }
-}
-
-impl DocumentLocks {
-    fn of(&self, kind: DocumentKind, scope: &str) -> std::sync::MutexGuard<'_, ()> {
-        let stripe = (xxhash_rust::xxh3::xxh3_64(&scope_prefix(kind, scope)) % 64) as usize;
-        self.0[stripe]
-            .lock()
-            .unwrap_or_else(|poison| poison.into_inner())
     }
 }
 
@@ -195,9 +172,6 @@ pub(crate) fn migrate_scopes(tree: &sled::Db) -> Result<usize, DbError> {
 
 pub struct Documents<'a> {
     pub tree: &'a sled::Db,
-    /// Serialises requests on one scope; `None` where nothing runs concurrently (erasure,
-    /// which the one apply thread runs, and tests).
-    pub locks: Option<&'a DocumentLocks>,
     /// `limits.document_bytes`: a merge may not grow a document past it.
     pub max_bytes: usize,
 }
@@ -215,23 +189,46 @@ impl Documents<'_> {
         Ok((meta.scope == scope).then(|| (meta, body.to_vec())))
     }
 
-    fn save(&self, key: &[u8], meta: &DocumentMeta, body: &[u8]) -> Result<(), DbError> {
-        let framed = bus::wire::frame(meta, body).map_err(|err| DbError::Corrupt {
-            key: key.to_vec(),
-            reason: err.to_string(),
-        })?;
-        self.tree.insert(key, framed)?;
-        self.tree.flush()?;
-        Ok(())
-    }
-
-    pub fn handle(&self, request: &DocumentRequest, body: &[u8]) -> Result<Answer, DbError> {
-        let _turn = self
-            .locks
-            .map(|locks| locks.of(request.kind, &request.scope));
+    /// Answers a read (GET of one document, or the list of a scope).
+    pub fn read(&self, request: &DocumentRequest) -> Result<Answer, DbError> {
         match (request.op, &request.id) {
             (DocumentOp::List, _) => self.list(request),
-            (DocumentOp::DeleteAll, _) => self.delete_all(request),
+            (DocumentOp::Get, Some(id)) => {
+                let key = document_key(request.kind, &request.scope, id);
+                Ok(match self.load(&key, &request.scope)? {
+                    Some((meta, body)) if meta.visible_to(request) => {
+                        (reply_for(&meta, DocumentStatus::Ok), body)
+                    }
+                    _ => status(DocumentStatus::NotFound, format!("no document {id}")),
+                })
+            }
+            (DocumentOp::Get, None) => Ok(status(
+                DocumentStatus::BadRequest,
+                "a document id is required",
+            )),
+            (op, _) => Ok(status(
+                DocumentStatus::BadRequest,
+                format!("{op:?} is a write: writes go through LRS_IN"),
+            )),
+        }
+    }
+
+    /// Applies a write into `batch`, the `LRS_IN` message's one sled batch, after checking its
+    /// preconditions against the documents as they are at this point of the log. `updated`
+    /// is the message's timestamp. A write not done leaves `batch` untouched.
+    pub fn apply(
+        &self,
+        request: &DocumentRequest,
+        body: &[u8],
+        updated: &str,
+        batch: &mut sled::Batch,
+    ) -> Result<Answer, DbError> {
+        match (request.op, &request.id) {
+            (DocumentOp::DeleteAll, _) => self.delete_all(request, batch),
+            (DocumentOp::Get | DocumentOp::List, _) => Ok(status(
+                DocumentStatus::BadRequest,
+                format!("{:?} is a read, not a write", request.op),
+            )),
             (_, None) => Ok(status(
                 DocumentStatus::BadRequest,
                 "a document id is required",
@@ -239,38 +236,32 @@ impl Documents<'_> {
             (op, Some(id)) => {
                 let key = document_key(request.kind, &request.scope, id);
                 let existing = self.load(&key, &request.scope)?;
-                if let Some((meta, _)) = &existing {
-                    if !meta.visible_to(request) {
-                        return Ok(match op {
-                            DocumentOp::Get => {
-                                status(DocumentStatus::NotFound, format!("no document {id}"))
-                            }
-                            _ => status(
-                                DocumentStatus::Forbidden,
-                                "a document with this id belongs to another credential",
-                            ),
-                        });
-                    }
+                if existing
+                    .as_ref()
+                    .is_some_and(|(meta, _)| !meta.visible_to(request))
+                {
+                    return Ok(status(
+                        DocumentStatus::Forbidden,
+                        "a document with this id belongs to another credential",
+                    ));
                 }
                 if let Some(failed) = check_preconditions(request, existing.as_ref()) {
                     return Ok(failed);
                 }
+                let write = Write {
+                    request,
+                    id,
+                    key: &key,
+                    updated,
+                };
                 match op {
-                    DocumentOp::Get => Ok(match existing {
-                        Some((meta, body)) => (reply_for(&meta, DocumentStatus::Ok), body),
-                        None => status(DocumentStatus::NotFound, format!("no document {id}")),
-                    }),
-                    DocumentOp::Put => self.write(request, id, &key, existing, body.to_vec()),
-                    DocumentOp::Post => self.post(request, id, &key, existing, body),
-                    DocumentOp::Delete => {
+                    DocumentOp::Put => self.write(&write, existing, body.to_vec(), batch),
+                    DocumentOp::Post => self.post(&write, existing, body, batch),
+                    _ => {
                         if existing.is_some() {
-                            self.tree.remove(&key)?;
-                            self.tree.flush()?;
+                            batch.remove(key.as_slice());
                         }
                         Ok(status(DocumentStatus::NoContent, "deleted"))
-                    }
-                    DocumentOp::List | DocumentOp::DeleteAll => {
-                        Ok(status(DocumentStatus::Internal, "unreachable operation"))
                     }
                 }
             }
@@ -279,11 +270,10 @@ impl Documents<'_> {
 
     fn write(
         &self,
-        request: &DocumentRequest,
-        id: &str,
-        key: &[u8],
+        write: &Write<'_>,
         existing: Option<(DocumentMeta, Vec<u8>)>,
         body: Vec<u8>,
+        batch: &mut sled::Batch,
     ) -> Result<Answer, DbError> {
         if body.len() > self.max_bytes {
             return Ok(status(
@@ -295,6 +285,7 @@ impl Documents<'_> {
                 ),
             ));
         }
+        let request = write.request;
         let content_type = request
             .content_type
             .clone()
@@ -307,13 +298,17 @@ impl Documents<'_> {
         }
         let meta = DocumentMeta {
             scope: request.scope.clone(),
-            id: id.to_owned(),
+            id: write.id.to_owned(),
             content_type,
             sha1: format!("{:x}", Sha1::digest(&body)),
-            updated: format_timestamp(Utc::now()),
+            updated: write.updated.to_owned(),
             writers,
         };
-        self.save(key, &meta, &body)?;
+        let framed = bus::wire::frame(&meta, &body).map_err(|err| DbError::Corrupt {
+            key: write.key.to_vec(),
+            reason: err.to_string(),
+        })?;
+        batch.insert(write.key, framed);
         Ok((reply_for(&meta, DocumentStatus::NoContent), Vec::new()))
     }
 
@@ -321,12 +316,12 @@ impl Documents<'_> {
     /// objects (top-level properties of the posted one win); otherwise 400, nothing changed.
     fn post(
         &self,
-        request: &DocumentRequest,
-        id: &str,
-        key: &[u8],
+        write: &Write<'_>,
         existing: Option<(DocumentMeta, Vec<u8>)>,
         body: &[u8],
+        batch: &mut sled::Batch,
     ) -> Result<Answer, DbError> {
+        let request = write.request;
         let posted_is_json = request.content_type.as_deref().is_some_and(is_json);
         let posted_object =
             if posted_is_json {
@@ -341,7 +336,7 @@ impl Documents<'_> {
                 None
             };
         let Some((meta, stored_body)) = existing else {
-            return self.write(request, id, key, None, body.to_vec());
+            return self.write(write, None, body.to_vec(), batch);
         };
         let stored_object = if is_json(&meta.content_type) {
             match serde_json::from_slice::<Value>(&stored_body) {
@@ -360,17 +355,19 @@ impl Documents<'_> {
         merged.extend(posted);
         let merged_body =
             serde_json::to_vec(&Value::Object(merged)).map_err(|err| DbError::Corrupt {
-                key: key.to_vec(),
+                key: write.key.to_vec(),
                 reason: err.to_string(),
             })?;
         let mut json_request = request.clone();
         json_request.content_type = Some("application/json".into());
         self.write(
-            &json_request,
-            id,
-            key,
+            &Write {
+                request: &json_request,
+                ..*write
+            },
             Some((meta, stored_body)),
             merged_body,
+            batch,
         )
     }
 
@@ -432,19 +429,26 @@ impl Documents<'_> {
         ))
     }
 
-    fn delete_all(&self, request: &DocumentRequest) -> Result<Answer, DbError> {
-        let keys: Vec<sled::IVec> = self
-            .in_scope(request)
-            .map(|item| item.map(|(key, _)| key))
-            .collect::<Result<_, _>>()?;
-        let mut batch = sled::Batch::default();
-        for key in keys {
+    fn delete_all(
+        &self,
+        request: &DocumentRequest,
+        batch: &mut sled::Batch,
+    ) -> Result<Answer, DbError> {
+        for item in self.in_scope(request) {
+            let (key, _) = item?;
             batch.remove(key);
         }
-        self.tree.apply_batch(batch)?;
-        self.tree.flush()?;
         Ok(status(DocumentStatus::NoContent, "deleted"))
     }
+}
+
+/// One document write: what it writes, and where.
+#[derive(Clone, Copy)]
+struct Write<'a> {
+    request: &'a DocumentRequest,
+    id: &'a str,
+    key: &'a [u8],
+    updated: &'a str,
 }
 
 fn reply_for(meta: &DocumentMeta, status: DocumentStatus) -> DocumentReply {

@@ -131,17 +131,19 @@ impl Db {
     }
 
     /// Applies an erasure command (see the module docs).
-    pub(crate) fn erase(&self, sequence: u64, payload: &[u8]) -> Result<Verdict, DbError> {
-        let verdict = match serde_json::from_slice::<EraseCommand>(payload) {
-            Err(err) => refused("erase.command", format!("not an erasure command: {err}")),
-            Ok(command) => match ifi_key(&command.agent) {
-                None => refused(
-                    "erase.agent",
-                    "the agent to erase needs an identifier (mbox, mbox_sha1sum, openid or account)"
-                        .into(),
-                ),
-                Some(person) => return self.erase_person(sequence, &command, &person),
-            },
+    pub(crate) fn erase(
+        &self,
+        sequence: u64,
+        command: &EraseCommand,
+        time: &str,
+    ) -> Result<Verdict, DbError> {
+        let verdict = match ifi_key(&command.agent) {
+            None => refused(
+                "erase.agent",
+                "the agent to erase needs an identifier (mbox, mbox_sha1sum, openid or account)"
+                    .into(),
+            ),
+            Some(person) => return self.erase_person(sequence, command, &person, time),
         };
         let mut batch = sled::Batch::default();
         self.mark_applied(&mut batch, sequence)?;
@@ -163,6 +165,7 @@ impl Db {
         sequence: u64,
         command: &EraseCommand,
         person: &str,
+        time: &str,
     ) -> Result<Verdict, DbError> {
         // Every index entry must exist before it can be removed.
         self.wait_for_indexes()?;
@@ -226,6 +229,7 @@ impl Db {
             };
             Access { tree: self.tree() }.audit_into(
                 &mut batch,
+                time,
                 &command.actor,
                 "agent.erase",
                 json!({

@@ -14,8 +14,9 @@ fn apply(db: &Db, validator: &Validator, sequence: u64, subject: &str, payload: 
         sequence,
         subject,
         payload,
+        published: chrono::DateTime::UNIX_EPOCH,
     };
-    let parsed = ingest::parse(subject, payload, None, &xapi::limits::Limits::default());
+    let parsed = ingest::decode(subject, payload, None, &xapi::limits::Limits::default());
     db.apply(&incoming, parsed, validator).expect("apply")
 }
 

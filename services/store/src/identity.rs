@@ -101,6 +101,17 @@ impl Db {
         ))))
     }
 
+    /// The creation time (ns) of the `LRS_IN` this store applies, as recorded; empty before
+    /// the first contact.
+    pub(crate) fn stream_created(&self) -> Result<String, DbError> {
+        Ok(self
+            .tree()
+            .get(META_STREAM)?
+            .and_then(|bytes| serde_json::from_slice::<Recorded>(&bytes).ok())
+            .map(|recorded| recorded.created_ns)
+            .unwrap_or_default())
+    }
+
     fn record_stream(&self, created: &str) -> Result<(), DbError> {
         let bytes = serde_json::to_vec(&Recorded {
             created_ns: created.to_owned(),

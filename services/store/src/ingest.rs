@@ -2,7 +2,9 @@
 //! The gateway's batches come pre-validated with a trusted authority; anything published
 //! straight to `lrs.in.<source…>` gets the authority of its source and is validated here.
 
-use bus::wire::{HttpBatch, Rejection};
+use bus::access::{CredentialChange, EraseCommand};
+use bus::subjects;
+use bus::wire::{DocumentOp, DocumentRequest, HttpBatch, Rejection};
 use serde_json::{json, Value};
 use xapi::limits::{BodyError, Exceeded, Limit, Limits};
 use xapi::XapiVersion;
@@ -17,6 +19,65 @@ pub struct Batch {
     pub define: bool,
     /// SHA-2 of the attachment bodies the request brought (see [`bus::wire::HttpBatch`]).
     pub bodies: Vec<String>,
+}
+
+/// What an `LRS_IN` message asks, by its subject: the store's one typed view of its input.
+#[derive(Debug)]
+pub enum Ingest {
+    /// Statements, from the gateway or straight from a source (a hub).
+    Statements(Batch),
+    /// A document write (PUT, POST, DELETE, DELETE of a whole State scope) with its body.
+    Document {
+        request: DocumentRequest,
+        body: Vec<u8>,
+    },
+    Credential(CredentialChange),
+    Erase(EraseCommand),
+}
+
+/// Decodes a message by its subject (see [`parse`] for statements).
+pub fn decode(
+    subject: &str,
+    payload: &[u8],
+    version_header: Option<&str>,
+    limits: &Limits,
+) -> Result<Ingest, Rejection> {
+    let command = |rule: &str, message: String| Rejection {
+        statement: None,
+        path: String::new(),
+        rule: rule.into(),
+        message: xapi::limits::truncate_text(&message, 512),
+    };
+    match subject {
+        subjects::IN_ERASE => serde_json::from_slice(payload)
+            .map(Ingest::Erase)
+            .map_err(|err| command("erase.command", format!("not an erasure command: {err}"))),
+        subjects::IN_CREDENTIALS => serde_json::from_slice(payload)
+            .map(Ingest::Credential)
+            .map_err(|err| {
+                command(
+                    "credential.change",
+                    format!("not a credential change: {err}"),
+                )
+            }),
+        subjects::IN_DOCUMENTS => {
+            let (request, body): (DocumentRequest, &[u8]) =
+                bus::wire::unframe(payload).map_err(|err| {
+                    command("document.request", format!("not a document write: {err}"))
+                })?;
+            if matches!(request.op, DocumentOp::Get | DocumentOp::List) {
+                return Err(command(
+                    "document.request",
+                    format!("{:?} is a read, not a write", request.op),
+                ));
+            }
+            Ok(Ingest::Document {
+                request,
+                body: body.to_vec(),
+            })
+        }
+        _ => parse(subject, payload, version_header, limits).map(Ingest::Statements),
+    }
 }
 
 /// The homePage of the authorities Leerspoor gives to direct NATS sources.

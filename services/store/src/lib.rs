@@ -7,8 +7,10 @@
 //!
 //! # Layout
 //! - [`keys`]: the sled key layout.
-//! - [`ingest`]: an `LRS_IN` message to statements, authority and version.
+//! - [`ingest`]: an `LRS_IN` message to what it asks: statements (with their authority and
+//!   version), a document write, a credential change or an erasure.
 //! - [`db`]: applying a message; reading records and verdicts; the outbox.
+//! - [`digest`]: a digest of a replica's content, equal on replicas at the same sequence.
 //! - [`identity`]: which `LRS_IN` the store applied; refusing another.
 //! - [`documents`]: the State, Activity Profile and Agent Profile resources.
 //! - [`outbox`]: messages owed to `LRS_STORED` / `LRS_REJECTED`, each fitting one NATS message.
@@ -25,6 +27,7 @@
 pub mod access;
 pub mod api;
 pub mod db;
+pub mod digest;
 pub mod documents;
 pub mod erase;
 pub mod export;

@@ -109,18 +109,14 @@ impl Store {
                  statements that large reach the projector slimmed: raise max_payload"
             );
         }
+        let js = jetstream::new(client.clone());
+        subjects::ensure_streams(&js).await?;
         if let Some(record) = config.bootstrap_credential.clone() {
             let access = crate::access::Access { tree: db.tree() };
             if access.credentials()?.is_empty() {
-                let key = record.key.clone();
-                access
-                    .create(record, "bootstrap")
-                    .context("creating the bootstrap credential")?;
-                tracing::warn!(%key, "no credentials yet: created the demo credential");
+                bootstrap(&js, record).await?;
             }
         }
-        let js = jetstream::new(client.clone());
-        subjects::ensure_streams(&js).await?;
         let db = Arc::new(db);
         check_stream(&js, &db, config.adopt_new_stream)
             .await?
@@ -320,12 +316,16 @@ impl Store {
                         .as_ref()
                         .and_then(|headers| headers.get("X-Experience-API-Version"))
                         .map(|value| value.as_str().to_owned());
+                    let published = chrono::DateTime::from_timestamp_nanos(
+                        i64::try_from(info.published.unix_timestamp_nanos()).unwrap_or(i64::MAX),
+                    );
                     let incoming = Incoming {
                         sequence,
                         subject: message.subject.as_str(),
                         payload: &message.payload,
+                        published,
                     };
-                    let parsed = ingest::parse(
+                    let parsed = ingest::decode(
                         incoming.subject,
                         incoming.payload,
                         version.as_deref(),
@@ -358,7 +358,20 @@ impl Store {
             .await
             .context("apply task")??;
         // Durable in sled: readers may see it now; the ack can follow.
+        let credentials_changed = verdicts
+            .iter()
+            .any(|(_, verdict)| matches!(verdict, Verdict::Credential { .. }));
         self.announce(through, verdicts).await;
+        if credentials_changed {
+            // Gateways reload their copy.
+            if let Err(err) = self
+                .client
+                .publish(subjects::CREDENTIALS_CHANGED, Vec::new().into())
+                .await
+            {
+                tracing::warn!(error = %err, "cannot announce a credential change");
+            }
+        }
         tracing::debug!(
             messages = batch.len(),
             through,
@@ -410,6 +423,29 @@ impl Store {
             }
         }
     }
+}
+
+/// Asks for the demo credential through `LRS_IN` (every replica makes it, and only on a
+/// store without credentials). The message id makes replicas started together write it once.
+async fn bootstrap(
+    js: &jetstream::Context,
+    record: bus::access::CredentialRecord,
+) -> anyhow::Result<()> {
+    let key = record.key.clone();
+    let change = bus::access::CredentialChange::Bootstrap { record };
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert(bus::MSG_ID_HEADER, format!("bootstrap-{key}").as_str());
+    js.publish_with_headers(
+        subjects::IN_CREDENTIALS,
+        headers,
+        serde_json::to_vec(&change)?.into(),
+    )
+    .await
+    .context("asking for the demo credential")?
+    .await
+    .context("asking for the demo credential")?;
+    tracing::warn!(%key, "no credentials yet: the demo credential is being made");
+    Ok(())
 }
 
 /// Checks that `LRS_IN` is the stream the store applied (see [`crate::identity`]). `Ok(None)`

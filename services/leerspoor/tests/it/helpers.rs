@@ -141,6 +141,24 @@ pub async fn start_node(config: Config, parts: Parts) -> Running {
     }
 }
 
+/// Waits until the gateway at `base` takes the test credential (see
+/// [`TestApp::wait_for_credential`]).
+pub async fn wait_for_credential_at(base: &str) {
+    let http = reqwest::Client::new();
+    testkit::wait_until("the gateway takes the test credential", WAIT, || async {
+        let status = http
+            .get(format!("{base}/xapi/statements?limit=1"))
+            .basic_auth(KEY, Some(SECRET))
+            .header("X-Experience-API-Version", "2.0.0")
+            .send()
+            .await
+            .ok()?
+            .status();
+        (status != StatusCode::UNAUTHORIZED).then_some(())
+    })
+    .await;
+}
+
 /// nats-server + store + gateway in this process, like `leerspoor serve`.
 pub struct TestApp {
     pub nats: Nats,
@@ -162,15 +180,26 @@ impl TestApp {
         let data = tempfile::tempdir().expect("temp dir");
         let mut config = config(&nats.url(), data.path());
         configure(&mut config);
+        let bootstrap = config.store.bootstrap.is_some();
         let node = start_node(config, Parts::All).await;
         let base = format!("http://{}", node.http_addr.expect("gateway runs"));
-        TestApp {
+        let app = TestApp {
             nats,
             _data: data,
             base,
             http: reqwest::Client::new(),
             node: Some(node),
+        };
+        if bootstrap {
+            app.wait_for_credential().await;
         }
+        app
+    }
+
+    /// Waits until the gateway takes the test credential: the store makes the demo credential
+    /// through `LRS_IN`, and the gateway reloads once it is applied.
+    pub async fn wait_for_credential(&self) {
+        wait_for_credential_at(&self.base).await;
     }
 
     /// A client for a Leerspoor started some other way (separate parts), over its NATS and URL.

@@ -321,6 +321,7 @@ async fn a_request_retried_after_a_503_is_stored_once_and_a_repeat_after_an_answ
         nats,
         format!("http://{}", gateway.http_addr.expect("gateway")),
     );
+    app.wait_for_credential().await;
     let body = json!([
         statement("a@example.org", "attended", "https://x.example/1"),
         statement("b@example.org", "attended", "https://x.example/1"),

@@ -11,7 +11,10 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 use testkit::{wait_until, Nats};
 
-use crate::helpers::{config, hub_statement, start_node, statement, TestApp, KEY, SECRET, WAIT};
+use crate::helpers::{
+    config, hub_statement, start_node, statement, wait_for_credential_at, TestApp, KEY, SECRET,
+    WAIT,
+};
 
 #[tokio::test]
 async fn a_nats_restart_does_not_stop_the_services() {
@@ -43,6 +46,7 @@ async fn a_recreated_lrs_in_is_refused_until_adopted_and_never_answered_falsely(
     let data = tempfile::tempdir().expect("temp dir");
     let node = start_node(config(&first_nats.url(), data.path()), Parts::All).await;
     let base = format!("http://{}", node.http_addr.expect("gateway"));
+    wait_for_credential_at(&base).await;
     let http = reqwest::Client::new();
     for n in 0..3 {
         let response = http
@@ -62,12 +66,13 @@ async fn a_recreated_lrs_in_is_refused_until_adopted_and_never_answered_falsely(
     node.stop().await;
     drop(first_nats);
 
-    // NATS's data is gone; the store's sled remembers sequence 3 of another LRS_IN.
+    // NATS's data is gone; the store's sled remembers sequence 4 of another LRS_IN (the demo
+    // credential, then the three statements).
     let fresh_nats = Nats::start().await;
     let refused = Node::start(config(&fresh_nats.url(), data.path()), Parts::All).await;
     let message = format!("{:#}", refused.err().expect("the store refuses to run"));
     assert!(message.contains("--adopt-new-stream"), "{message}");
-    assert!(message.contains("through sequence 3"), "{message}");
+    assert!(message.contains("through sequence 4"), "{message}");
 
     let mut adopting = config(&fresh_nats.url(), data.path());
     adopting.store.adopt_new_stream = true;
@@ -112,6 +117,7 @@ async fn a_running_gateway_does_not_take_a_recreated_lrs_in_for_applied() {
         nats,
         format!("http://{}", gateway.http_addr.expect("gateway")),
     );
+    app.wait_for_credential().await;
     for n in 0..3 {
         let response = app
             .post_statements(&statement(

@@ -1,4 +1,5 @@
-//! Read-your-writes: the gateway waits until the store has applied its publish.
+//! Writes through `LRS_IN` and read-your-writes: a writer (the gateway, the operator's
+//! commands) publishes, then waits until a store has applied its message and says its verdict.
 //!
 //! The store announces `{through, verdicts}` on `lrs.applied` after each flush. Core NATS may
 //! drop an announcement (a reconnect, a gateway started later), so a waiter that hears nothing
@@ -8,8 +9,8 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bus::subjects;
-use bus::wire::{Applied, Verdict, VerdictReply, VerdictRequest};
+use crate::subjects;
+use crate::wire::{Applied, Verdict, VerdictReply, VerdictRequest};
 use futures::StreamExt;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -38,7 +39,10 @@ impl Watermarks {
     }
 
     /// Follows `lrs.applied` until shutdown.
-    pub async fn follow(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+    pub async fn follow(
+        self,
+        shutdown: CancellationToken,
+    ) -> Result<(), async_nats::SubscribeError> {
         let mut announcements = self.client.subscribe(subjects::APPLIED).await?;
         loop {
             let message = tokio::select! {
@@ -153,4 +157,42 @@ impl Watermarks {
             .ok()?
             .verdict
     }
+}
+
+/// Why a write through `LRS_IN` has no verdict.
+#[derive(Debug, thiserror::Error)]
+pub enum SubmitError {
+    /// NATS did not take the message, or did not confirm it: it may or may not be in `LRS_IN`.
+    #[error("the message bus did not confirm the write: {0}")]
+    Publish(String),
+    /// In `LRS_IN`, but no store said its verdict in time: it will be applied.
+    #[error("written to LRS_IN (sequence {sequence}) but not applied within {waited:?}; is a store running?")]
+    NotApplied { sequence: u64, waited: Duration },
+}
+
+/// Publishes one message to `LRS_IN` and waits for the first store's verdict on it (every
+/// store replica reaches the same verdict). `headers` may carry a `Nats-Msg-Id`, which makes
+/// a retry of the same write land once.
+pub async fn submit(
+    js: &async_nats::jetstream::Context,
+    watermarks: &Watermarks,
+    subject: &'static str,
+    headers: async_nats::HeaderMap,
+    payload: Vec<u8>,
+    timeout: Duration,
+) -> Result<Verdict, SubmitError> {
+    let before = watermarks.current();
+    let ack = js
+        .publish_with_headers(subject, headers, payload.into())
+        .await
+        .map_err(|err| SubmitError::Publish(err.to_string()))?
+        .await
+        .map_err(|err| SubmitError::Publish(err.to_string()))?;
+    watermarks
+        .wait(ack.sequence, ack.duplicate, before, timeout)
+        .await
+        .ok_or(SubmitError::NotApplied {
+            sequence: ack.sequence,
+            waited: timeout,
+        })
 }
