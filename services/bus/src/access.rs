@@ -310,25 +310,24 @@ pub enum AdminError {
 
 /// Sends one admin request on `lrs.api.admin` and decodes the reply; the store's refusals
 /// become [`AdminError::Refused`]. The gateway, its credential copy and the CLI all go
-/// through here.
+/// through here. `min_applied`: the `LRS_IN` sequence the answer must include (0: any).
 pub async fn request(
     client: &async_nats::Client,
     request: &AdminRequest,
     timeout: std::time::Duration,
+    min_applied: u64,
 ) -> Result<AdminReply, AdminError> {
-    let payload =
-        serde_json::to_vec(request).map_err(|err| AdminError::Unreadable(err.to_string()))?;
-    let reply = tokio::time::timeout(
-        timeout,
-        client.request(crate::subjects::API_ADMIN, payload.into()),
-    )
-    .await
-    .map_err(|_| AdminError::Timeout(timeout))?
-    .map_err(|err| AdminError::Unavailable(err.to_string()))?;
-    match serde_json::from_slice(&reply.payload) {
+    let to = crate::request::Ask::store(crate::subjects::API_ADMIN, timeout).after(min_applied);
+    match crate::request::ask_json(client, to, request).await {
         Ok(AdminReply::Error { code, message }) => Err(AdminError::Refused { code, message }),
         Ok(reply) => Ok(reply),
-        Err(err) => Err(AdminError::Unreadable(err.to_string())),
+        Err(crate::request::AskError::Timeout(..)) => Err(AdminError::Timeout(timeout)),
+        Err(crate::request::AskError::Unavailable { reason, .. }) => {
+            Err(AdminError::Unavailable(reason))
+        }
+        Err(crate::request::AskError::Unreadable { reason, .. }) => {
+            Err(AdminError::Unreadable(reason))
+        }
     }
 }
 

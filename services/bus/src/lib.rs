@@ -6,11 +6,14 @@
 //!   announcements, request/reply bodies).
 //! - [`access`]: credentials, scopes, admin requests, the audit log, erasure.
 //! - [`pull`]: durable pull consumers and batch-wise pulling, shared by store and projector.
+//! - [`request`]: request/reply to a queue group of replicas, with read-your-writes.
+//! - [`watermark`]: writes through `LRS_IN`: publish, then wait for a store's verdict.
 //! - [`server`]: a supervised local `nats-server` child with JetStream, used by
 //!   `leerspoor serve` and by the tests.
 
 pub mod access;
 pub mod pull;
+pub mod request;
 pub mod server;
 pub mod subjects;
 pub mod watermark;

@@ -209,7 +209,7 @@ pub struct Puller {
     client: async_nats::Client,
     js: jetstream::Context,
     stream: &'static str,
-    name: &'static str,
+    name: String,
     ack_wait: Duration,
     max_batch: usize,
     consumer: Consumer<pull::Config>,
@@ -223,7 +223,7 @@ impl Puller {
     pub async fn open(
         client: async_nats::Client,
         stream: &'static str,
-        name: &'static str,
+        name: &str,
         ack_wait: Duration,
         max_batch: usize,
     ) -> Result<Puller, PullError> {
@@ -233,7 +233,7 @@ impl Puller {
             client,
             js,
             stream,
-            name,
+            name: name.to_owned(),
             ack_wait,
             max_batch,
             consumer,
@@ -275,9 +275,19 @@ impl Puller {
     /// Makes the durable consumer again (it may have gone with a NATS restart); keeps the old
     /// one while NATS does not answer.
     pub async fn reopen(&mut self) {
-        match durable(&self.js, self.stream, self.name, self.ack_wait).await {
+        match durable(&self.js, self.stream, &self.name, self.ack_wait).await {
             Ok(consumer) => self.consumer = consumer,
             Err(err) => tracing::debug!(error = %err, "the consumer is not reachable yet"),
         }
     }
+}
+
+/// The last sequence of a stream, as its info says now (`None` when NATS does not answer).
+pub async fn stream_last(js: &jetstream::Context, stream: &str) -> Option<u64> {
+    let mut handle = js.get_stream(stream).await.ok()?;
+    handle
+        .info()
+        .await
+        .ok()
+        .map(|info| info.state.last_sequence)
 }

@@ -60,8 +60,6 @@ pub const API_ADMIN: &str = "lrs.api.admin";
 pub const CREDENTIALS_CHANGED: &str = "lrs.credentials.changed";
 /// Queue group of the projectors answering summary queries.
 pub const SUMMARY_QUEUE: &str = "projector";
-/// The durable consumer the projector pulls `LRS_STORED` with.
-pub const PROJECTOR_CONSUMER: &str = "projector";
 /// Request/reply: the verdict for one `LRS_IN` sequence (fallback when an announcement was missed).
 pub const API_VERDICT: &str = "lrs.api.verdict";
 /// Queue group so several store replicas could share the read load.
@@ -72,9 +70,10 @@ pub const API_QUEUE: &str = "store";
 pub const ATTACHMENTS_BUCKET: &str = "LRS_ATTACHMENTS";
 
 /// The attachment bucket, created if missing (the gateway writes it, the store deletes bodies
-/// an erasure left unused).
+/// an erasure left unused), kept on `stream_replicas` servers.
 pub async fn attachment_bucket(
     js: &jetstream::Context,
+    stream_replicas: usize,
 ) -> Result<jetstream::object_store::ObjectStore, EnsureStreamError> {
     if let Ok(bucket) = js.get_object_store(ATTACHMENTS_BUCKET).await {
         return Ok(bucket);
@@ -82,6 +81,7 @@ pub async fn attachment_bucket(
     js.create_object_store(jetstream::object_store::Config {
         bucket: ATTACHMENTS_BUCKET.to_owned(),
         description: Some("xAPI attachment bodies by SHA-2".into()),
+        num_replicas: stream_replicas.max(1),
         ..Default::default()
     })
     .await
@@ -91,8 +91,65 @@ pub async fn attachment_bucket(
     })
 }
 
-/// The durable consumer the store pulls `LRS_IN` with.
-pub const STORE_CONSUMER: &str = "store";
+/// Core NATS, every replica answers (no queue group): who it is, how far it applied, and
+/// the digest of its content ([`crate::wire::ReplicaStatus`]).
+pub const API_REPLICAS: &str = "lrs.api.replicas";
+
+/// The replica of a single-node Leerspoor, and the default name.
+pub const MAIN_REPLICA: &str = "main";
+
+/// The durable consumer a store replica pulls `LRS_IN` with: `store` for the main replica
+/// (the name it always had), `store-<name>` for the others.
+pub fn store_consumer(replica: &str) -> String {
+    consumer("store", replica)
+}
+
+/// The durable consumer a projector replica pulls `LRS_STORED` with (as for the store).
+pub fn projector_consumer(replica: &str) -> String {
+    consumer("projector", replica)
+}
+
+fn consumer(kind: &str, replica: &str) -> String {
+    if replica == MAIN_REPLICA {
+        kind.to_owned()
+    } else {
+        format!("{kind}-{replica}")
+    }
+}
+
+/// A replica name is part of a consumer name: 1 to 32 of `a-z 0-9 _ -`.
+pub fn check_replica_name(name: &str) -> Result<(), String> {
+    let allowed = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '_' | '-');
+    if name.is_empty() || name.len() > 32 || !name.chars().all(allowed) {
+        return Err(format!(
+            "replica name {name:?} must be 1 to 32 of a-z 0-9 _ -"
+        ));
+    }
+    Ok(())
+}
+
+/// The deployment's shape, as every service sees it: which store and projector replicas
+/// exist (their durable consumers are made by whichever service starts first, so nothing is
+/// published before the consumers that keep it exist) and how many NATS servers keep a copy
+/// of each stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Topology {
+    pub stores: Vec<String>,
+    pub projectors: Vec<String>,
+    /// `replicas` of every stream, KV bucket and object store: 1 on a single node, 3 on a
+    /// three-node cluster.
+    pub stream_replicas: usize,
+}
+
+impl Default for Topology {
+    fn default() -> Self {
+        Topology {
+            stores: vec![MAIN_REPLICA.to_owned()],
+            projectors: vec![MAIN_REPLICA.to_owned()],
+            stream_replicas: 1,
+        }
+    }
+}
 
 /// JetStream drops a repeated `Nats-Msg-Id` inside this window.
 pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
@@ -111,13 +168,19 @@ pub fn hub_of(subject: &str) -> Option<&str> {
         .filter(|hub| !hub.is_empty() && !hub.contains('.'))
 }
 
-fn file_stream(name: &str, subject: &str, retention: stream::RetentionPolicy) -> stream::Config {
+fn file_stream(
+    name: &str,
+    subject: &str,
+    retention: stream::RetentionPolicy,
+    replicas: usize,
+) -> stream::Config {
     stream::Config {
         name: name.to_owned(),
         subjects: vec![subject.to_owned()],
         storage: stream::StorageType::File,
         retention,
         duplicate_window: DUPLICATE_WINDOW,
+        num_replicas: replicas.max(1),
         ..Default::default()
     }
 }
@@ -126,27 +189,42 @@ fn file_stream(name: &str, subject: &str, retention: stream::RetentionPolicy) ->
 /// replay it.
 pub const REJECTED_MAX_AGE: Duration = Duration::from_secs(30 * 24 * 3600);
 
-/// The streams are transport, not storage: a message stays until its consumer has applied it
-/// and no longer. `LRS_IN` is a work queue (gone once the store acknowledged it), `LRS_STORED`
-/// keeps a message until every consumer (the projector's durable one, created here so that
-/// nothing is published before it exists) acknowledged it, `LRS_REJECTED` keeps messages for
-/// [`REJECTED_MAX_AGE`]. So after an erasure no copy of a person's statements stays on the bus.
-fn streams() -> [stream::Config; 3] {
-    use stream::RetentionPolicy::{Interest, Limits, WorkQueue};
+/// The streams are transport, not storage: a message stays until every consumer has applied
+/// it and no longer. `LRS_IN` and `LRS_STORED` keep a message until each store (projector)
+/// replica's durable consumer acknowledged it (interest retention; the consumers are made
+/// here, so nothing is published before they exist), `LRS_REJECTED` keeps messages for
+/// [`REJECTED_MAX_AGE`]. So after an erasure no copy of a person's statements stays on the
+/// bus.
+fn streams(replicas: usize) -> [stream::Config; 3] {
+    use stream::RetentionPolicy::{Interest, Limits};
     [
-        file_stream(STREAM_IN, IN_ALL, WorkQueue),
-        file_stream(STREAM_STORED, STORED_ALL, Interest),
+        file_stream(STREAM_IN, IN_ALL, Interest, replicas),
+        file_stream(STREAM_STORED, STORED_ALL, Interest, replicas),
         stream::Config {
             max_age: REJECTED_MAX_AGE,
-            ..file_stream(STREAM_REJECTED, REJECTED, Limits)
+            ..file_stream(STREAM_REJECTED, REJECTED, Limits, replicas)
         },
     ]
 }
 
-/// Creates (or confirms) the three streams and the projector's durable consumer. Every service
-/// calls this at start, so any one of them can come up first on an empty NATS.
-pub async fn ensure_streams(js: &jetstream::Context) -> Result<(), EnsureStreamError> {
-    for config in streams() {
+/// How `LRS_IN` is kept: a work queue (Leerspoor before store replicas) allows one store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InRetention {
+    /// Kept until every store replica applied it.
+    Interest,
+    /// An older Leerspoor's `LRS_IN`: one consumer only. README "Upgrading to replicas".
+    WorkQueue,
+}
+
+/// Creates (or confirms) the three streams and the durable consumers of every store and
+/// projector replica in `topology`. Every service calls this at start, so any one of them can
+/// come up first on an empty NATS. Says how `LRS_IN` is kept.
+pub async fn ensure_streams(
+    js: &jetstream::Context,
+    topology: &Topology,
+) -> Result<InRetention, EnsureStreamError> {
+    let mut in_retention = InRetention::Interest;
+    for config in streams(topology.stream_replicas) {
         let name = config.name.clone();
         let retention = config.retention;
         let stream = js
@@ -158,34 +236,54 @@ pub async fn ensure_streams(js: &jetstream::Context) -> Result<(), EnsureStreamE
             })?;
         // The info came with the stream: no second request at start.
         let found = stream.cached_info().config.retention;
-        if found != retention {
-            tracing::warn!(
-                stream = %name,
-                ?found,
-                expected = ?retention,
-                "stream was created by an older Leerspoor with another retention; \
-                 recreate it (nats stream rm) once it is drained"
-            );
+        if found == retention {
+            continue;
         }
+        if name == STREAM_IN && found == stream::RetentionPolicy::WorkQueue {
+            in_retention = InRetention::WorkQueue;
+        }
+        tracing::warn!(
+            stream = %name,
+            ?found,
+            expected = ?retention,
+            "stream was created by an older Leerspoor with another retention; one store \
+             replica only until it is recreated (README \"Upgrading to replicas\")"
+        );
     }
-    let stored = js
-        .get_stream(STREAM_STORED)
-        .await
-        .map_err(|source| EnsureStreamError {
-            name: STREAM_STORED.into(),
-            reason: source.to_string(),
-        })?;
-    stored
-        .get_or_create_consumer(
-            PROJECTOR_CONSUMER,
-            crate::pull::durable_config(PROJECTOR_CONSUMER, Duration::from_secs(30)),
-        )
-        .await
-        .map_err(|source| EnsureStreamError {
-            name: STREAM_STORED.into(),
-            reason: format!("projector consumer: {source}"),
-        })?;
-    Ok(())
+    let consumers = topology
+        .stores
+        .iter()
+        .map(|name| (STREAM_IN, store_consumer(name)))
+        .chain(
+            topology
+                .projectors
+                .iter()
+                .map(|name| (STREAM_STORED, projector_consumer(name))),
+        );
+    for (stream_name, consumer) in consumers {
+        if stream_name == STREAM_IN && in_retention == InRetention::WorkQueue {
+            // A work queue takes one consumer: the store makes its own.
+            continue;
+        }
+        let stream = js
+            .get_stream(stream_name)
+            .await
+            .map_err(|source| EnsureStreamError {
+                name: stream_name.into(),
+                reason: source.to_string(),
+            })?;
+        stream
+            .get_or_create_consumer(
+                &consumer,
+                crate::pull::durable_config(&consumer, Duration::from_secs(30)),
+            )
+            .await
+            .map_err(|source| EnsureStreamError {
+                name: stream_name.into(),
+                reason: format!("consumer {consumer}: {source}"),
+            })?;
+    }
+    Ok(in_retention)
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -205,6 +303,20 @@ mod tests {
         assert_eq!(hub_of("lrs.in.hub."), None);
         assert_eq!(hub_of("lrs.in.hub.a.b"), None);
         assert_eq!(hub_of("lrs.in.http"), None);
+    }
+
+    #[test]
+    fn the_main_replica_keeps_the_consumer_names_it_always_had() {
+        assert_eq!(store_consumer(MAIN_REPLICA), "store");
+        assert_eq!(store_consumer("b"), "store-b");
+        assert_eq!(projector_consumer("b"), "projector-b");
+        assert!(check_replica_name("node-2").is_ok());
+        assert!(check_replica_name("").is_err());
+        assert!(
+            check_replica_name("a.b").is_err(),
+            "a dot would split the subject"
+        );
+        assert!(check_replica_name("B").is_err());
     }
 
     #[test]

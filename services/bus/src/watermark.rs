@@ -145,15 +145,9 @@ impl Watermarks {
     }
 
     async fn ask(&self, sequence: u64) -> Option<Verdict> {
-        let request = serde_json::to_vec(&VerdictRequest { sequence }).ok()?;
-        let reply = tokio::time::timeout(
-            ASK_AFTER,
-            self.client.request(subjects::API_VERDICT, request.into()),
-        )
-        .await
-        .ok()?
-        .ok()?;
-        serde_json::from_slice::<VerdictReply>(&reply.payload)
+        let to = crate::request::Ask::store(subjects::API_VERDICT, ASK_AFTER);
+        crate::request::ask_json::<_, VerdictReply>(&self.client, to, &VerdictRequest { sequence })
+            .await
             .ok()?
             .verdict
     }

@@ -397,3 +397,35 @@ pub enum SummaryReply {
         message: String,
     },
 }
+
+/// Request on `lrs.api.replicas`: every store and projector replica answers.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ReplicasRequest {
+    /// Also compute the digest of the replica's content (reads its whole database).
+    #[serde(default)]
+    pub digest: bool,
+}
+
+/// One replica's answer on `lrs.api.replicas`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplicaStatus {
+    /// `store` or `projector`.
+    pub kind: String,
+    pub name: String,
+    /// Its durable consumer.
+    pub consumer: String,
+    /// The stream it applies (`LRS_IN`, `LRS_STORED`) and the sequence it applied through.
+    pub stream: String,
+    pub applied: u64,
+    /// The stream's last sequence when asked (`None` when NATS did not say).
+    pub stream_last: Option<u64>,
+    /// Messages behind the stream's last.
+    pub lag: Option<u64>,
+    /// Statements (store) or summaries (projector) it holds, with the digest.
+    pub items: Option<u64>,
+    /// Digest of its content: equal digests at equal `applied` = identical replicas.
+    pub digest: Option<String>,
+    /// Why something above is missing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}

@@ -24,13 +24,15 @@ use crate::AppState;
 
 const ADMIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
-/// One admin request to the store, its failures as HTTP errors.
+/// One admin request to the store (answered from a state that includes `LRS_IN` through
+/// `min_applied`), its failures as HTTP errors.
 pub async fn ask(
     client: &async_nats::Client,
     request: &AdminRequest,
     timeout: std::time::Duration,
+    min_applied: u64,
 ) -> Result<AdminReply, ApiError> {
-    bus::access::request(client, request, timeout)
+    bus::access::request(client, request, timeout, min_applied)
         .await
         .map_err(|err| match err {
             AdminError::Refused { code, message } => match code.as_str() {
@@ -71,6 +73,7 @@ pub async fn audit(
         &state.client,
         &AdminRequest::Audit { after, limit },
         ADMIN_TIMEOUT,
+        state.watermarks.current(),
     )
     .await?
     {
@@ -83,7 +86,13 @@ pub async fn credentials(
     State(state): State<AppState>,
     _caller: Caller,
 ) -> Result<Json<Value>, ApiError> {
-    match ask(&state.client, &AdminRequest::ListCredentials, ADMIN_TIMEOUT).await? {
+    let listing = ask(
+        &state.client,
+        &AdminRequest::ListCredentials,
+        ADMIN_TIMEOUT,
+        state.watermarks.current(),
+    );
+    match listing.await? {
         AdminReply::Credentials { credentials } => {
             let views: Vec<CredentialView> = credentials.iter().map(CredentialView::from).collect();
             Ok(Json(json!({ "credentials": views })))
@@ -104,8 +113,14 @@ fn person(state: &AppState, agent: &Value) -> Result<String, ApiError> {
         .ok_or_else(|| ApiError::BadRequest("agent has no identifier".into()))
 }
 
-/// Everything stored about one person: statements (paged through the store) and documents.
-pub async fn export_of(client: &async_nats::Client, person: &str) -> Result<Value, ApiError> {
+/// Everything stored about one person: statements (paged through the store) and documents,
+/// from replicas that applied `LRS_IN` through `min_applied` at least (positions, the page
+/// cursor, are the same on every replica).
+pub async fn export_of(
+    client: &async_nats::Client,
+    person: &str,
+    min_applied: u64,
+) -> Result<Value, ApiError> {
     let mut statements = Vec::new();
     let mut after = None;
     loop {
@@ -114,7 +129,7 @@ pub async fn export_of(client: &async_nats::Client, person: &str) -> Result<Valu
             after,
             limit: 500,
         };
-        match ask(client, &request, ADMIN_TIMEOUT).await? {
+        match ask(client, &request, ADMIN_TIMEOUT, min_applied).await? {
             AdminReply::Statements {
                 statements: page,
                 next_after,
@@ -135,7 +150,7 @@ pub async fn export_of(client: &async_nats::Client, person: &str) -> Result<Valu
             agent: person.to_owned(),
             after,
         };
-        match ask(client, &request, ADMIN_TIMEOUT).await? {
+        match ask(client, &request, ADMIN_TIMEOUT, min_applied).await? {
             AdminReply::Document {
                 document: Some(document),
                 next,
@@ -169,7 +184,9 @@ pub async fn export(
     let agent =
         agent.ok_or_else(|| ApiError::BadRequest("the agent parameter is required".into()))?;
     let person = person(&state, &agent)?;
-    Ok(Json(export_of(&state.client, &person).await?))
+    Ok(Json(
+        export_of(&state.client, &person, state.watermarks.current()).await?,
+    ))
 }
 
 #[derive(Deserialize)]

@@ -24,8 +24,8 @@ pub struct AttachmentStore {
 }
 
 impl AttachmentStore {
-    pub async fn open(js: &jetstream::Context) -> anyhow::Result<Self> {
-        let bucket = bus::subjects::attachment_bucket(js).await?;
+    pub async fn open(js: &jetstream::Context, stream_replicas: usize) -> anyhow::Result<Self> {
+        let bucket = bus::subjects::attachment_bucket(js, stream_replicas).await?;
         Ok(AttachmentStore { bucket })
     }
 

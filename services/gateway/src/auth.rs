@@ -135,10 +135,16 @@ impl Credentials {
         }
     }
 
-    /// Loads every credential from the store.
-    pub async fn load(&self) -> Result<(), ApiError> {
-        let reply =
-            crate::admin::ask(&self.client, &AdminRequest::ListCredentials, LOAD_TIMEOUT).await?;
+    /// Loads every credential from the store, from a replica that applied `LRS_IN` through
+    /// `min_applied` at least.
+    pub async fn load(&self, min_applied: u64) -> Result<(), ApiError> {
+        let reply = crate::admin::ask(
+            &self.client,
+            &AdminRequest::ListCredentials,
+            LOAD_TIMEOUT,
+            min_applied,
+        )
+        .await?;
         let AdminReply::Credentials { credentials } = reply else {
             tracing::error!("unexpected reply to a credentials listing");
             return Err(ApiError::Internal);
@@ -164,7 +170,7 @@ impl Credentials {
     async fn load_patiently(&self) -> Result<(), ApiError> {
         let deadline = Instant::now() + LOAD_TIMEOUT;
         loop {
-            match self.load().await {
+            match self.load(0).await {
                 Ok(()) => return Ok(()),
                 Err(err) if Instant::now() >= deadline => return Err(err),
                 Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
@@ -177,16 +183,22 @@ impl Credentials {
         let mut changes = self.client.subscribe(subjects::CREDENTIALS_CHANGED).await?;
         let mut every = tokio::time::interval(RELOAD_EVERY);
         loop {
+            // A change says the sequence that made it: the listing must include it.
+            let mut min_applied = 0;
             tokio::select! {
                 _ = shutdown.cancelled() => return Ok(()),
                 change = changes.next() => {
-                    if change.is_none() {
+                    let Some(change) = change else {
                         return Ok(());
-                    }
+                    };
+                    min_applied = std::str::from_utf8(&change.payload)
+                        .ok()
+                        .and_then(|text| text.parse().ok())
+                        .unwrap_or(0);
                 }
                 _ = every.tick() => {}
             }
-            if let Err(err) = self.load().await {
+            if let Err(err) = self.load(min_applied).await {
                 tracing::warn!(error = %err, "credentials not reloaded");
             }
         }
@@ -207,7 +219,7 @@ impl Credentials {
             self.load_patiently().await?;
         } else if self.reloads.check().is_ok() {
             // A credential created a moment ago?
-            if let Err(err) = self.load().await {
+            if let Err(err) = self.load(0).await {
                 tracing::warn!(error = %err, "credentials not reloaded");
             }
         }

@@ -378,19 +378,14 @@ pub fn set_last_modified(response: &mut Response, updated: Option<&str>) {
     }
 }
 
+/// A read from the store, answered from a state that includes this gateway's writes.
 async fn ask(
     state: &AppState,
     subject: &'static str,
     payload: Vec<u8>,
 ) -> Result<bytes::Bytes, ApiError> {
-    let reply = tokio::time::timeout(READ_TIMEOUT, state.client.request(subject, payload.into()))
-        .await
-        .map_err(|_| ApiError::Unavailable("the store did not answer in time".into()))?
-        .map_err(|err| {
-            tracing::warn!(error = %err, "store request failed");
-            ApiError::Unavailable("the store is unavailable".into())
-        })?;
-    Ok(reply.payload)
+    let to = bus::request::Ask::store(subject, READ_TIMEOUT).after(state.watermarks.current());
+    Ok(bus::request::ask(&state.client, to, payload.into()).await?)
 }
 
 /// The value of a resource's one required parameter; anything else in the query is a 400.

@@ -149,3 +149,18 @@ impl IntoResponse for ApiError {
         response
     }
 }
+
+impl From<bus::request::AskError> for ApiError {
+    fn from(err: bus::request::AskError) -> ApiError {
+        match err {
+            bus::request::AskError::Unreadable { .. } => {
+                tracing::error!(error = %err, "unreadable reply");
+                ApiError::Internal
+            }
+            other => {
+                tracing::warn!(error = %other, "request failed");
+                ApiError::Unavailable(other.to_string())
+            }
+        }
+    }
+}

@@ -67,6 +67,8 @@ pub struct GatewayConfig {
     pub limits: Limits,
     /// How long a write waits for the store's verdict before answering 503.
     pub write_timeout: Duration,
+    /// The store and projector replicas, and how many copies NATS keeps.
+    pub topology: bus::subjects::Topology,
 }
 
 impl Default for GatewayConfig {
@@ -77,6 +79,7 @@ impl Default for GatewayConfig {
             authority_home_page: "https://w3id.org/xapi/llo/clients".into(),
             limits: Limits::default(),
             write_timeout: Duration::from_secs(10),
+            topology: bus::subjects::Topology::default(),
         }
     }
 }
@@ -109,11 +112,12 @@ impl Gateway {
     pub async fn build(client: async_nats::Client, config: GatewayConfig) -> anyhow::Result<Self> {
         let validator = Arc::new(Validator::new().context("compiling xAPI schemas")?);
         let js = jetstream::new(client.clone());
-        bus::subjects::ensure_streams(&js).await?;
+        bus::subjects::ensure_streams(&js, &config.topology).await?;
         let listener = TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("binding http listener on {}", config.listen))?;
-        let attachments = attachments::AttachmentStore::open(&js).await?;
+        let attachments =
+            attachments::AttachmentStore::open(&js, config.topology.stream_replicas).await?;
         // Without a store yet, the first request loads them.
         let state = AppState {
             attachments,
@@ -141,7 +145,7 @@ impl Gateway {
         let follow = self.state.watermarks.clone().follow(shutdown.clone());
         let limits = self.state.limits.clone();
         let credentials = self.state.credentials.clone();
-        if let Err(err) = credentials.load().await {
+        if let Err(err) = credentials.load(0).await {
             tracing::warn!(error = %err, "credentials not loaded yet; the first request retries");
         }
         let follow_credentials = credentials.follow(shutdown.clone());

@@ -384,27 +384,11 @@ fn set_consistent_through(response: &mut Response, value: &str) {
     }
 }
 
+/// A statement query, answered from a state that includes this gateway's writes.
 async fn ask_store(state: &AppState, query: &StatementQuery) -> Result<StatementReply, ApiError> {
-    let payload = serde_json::to_vec(query).map_err(|err| {
-        tracing::error!(error = %err, "cannot encode query");
-        ApiError::Internal
-    })?;
-    let reply = tokio::time::timeout(
-        READ_TIMEOUT,
-        state
-            .client
-            .request(subjects::API_STATEMENTS, payload.into()),
-    )
-    .await
-    .map_err(|_| ApiError::Unavailable("the store did not answer in time".into()))?
-    .map_err(|err| {
-        tracing::warn!(error = %err, "statement query failed");
-        ApiError::Unavailable("the store is unavailable".into())
-    })?;
-    serde_json::from_slice(&reply.payload).map_err(|err| {
-        tracing::error!(error = %err, "unreadable store reply");
-        ApiError::Internal
-    })
+    let to = bus::request::Ask::store(subjects::API_STATEMENTS, READ_TIMEOUT)
+        .after(state.watermarks.current());
+    Ok(bus::request::ask_json(&state.client, to, query).await?)
 }
 
 /// Language tags of `Accept-Language`, most wanted first.

@@ -133,29 +133,13 @@ fn options(
 }
 
 async fn ask(state: &AppState, query: &SummaryQuery) -> Result<SummaryReply, ApiError> {
-    let payload = serde_json::to_vec(query).map_err(|_| ApiError::Internal)?;
-    let reply = tokio::time::timeout(
-        TIMEOUT,
-        state
-            .client
-            .request(subjects::API_SUMMARIES, payload.into()),
-    )
-    .await
-    .map_err(|_| ApiError::Unavailable("the projector did not answer in time".into()))?
-    .map_err(|err| {
-        tracing::warn!(error = %err, "summary request failed");
-        ApiError::Unavailable("the projector is unavailable".into())
-    })?;
-    match serde_json::from_slice(&reply.payload) {
-        Ok(SummaryReply::Error { message }) => {
+    let to = bus::request::Ask::projector(subjects::API_SUMMARIES, TIMEOUT);
+    match bus::request::ask_json(&state.client, to, query).await? {
+        SummaryReply::Error { message } => {
             tracing::error!(%message, "projector refused a query");
             Err(ApiError::Internal)
         }
-        Ok(reply) => Ok(reply),
-        Err(err) => {
-            tracing::error!(error = %err, "unreadable summary reply");
-            Err(ApiError::Internal)
-        }
+        reply => Ok(reply),
     }
 }
 

@@ -74,7 +74,7 @@ pub async fn ask(
     client: &async_nats::Client,
     request: &AdminRequest,
 ) -> anyhow::Result<AdminReply> {
-    Ok(bus::access::request(client, request, Duration::from_secs(30)).await?)
+    Ok(bus::access::request(client, request, Duration::from_secs(30), 0).await?)
 }
 
 /// Publishes one change to `LRS_IN` and waits for a store's verdict on it.
@@ -342,7 +342,7 @@ pub async fn erase(client: &async_nats::Client, args: EraseArgs) -> anyhow::Resu
         .context("AGENT needs an identifier: mbox, mbox_sha1sum, openid or account")?;
     let mut exported = None;
     if let Some(path) = &args.export {
-        let export = gateway::admin::export_of(client, &person)
+        let export = gateway::admin::export_of(client, &person, 0)
             .await
             .map_err(|err| anyhow::anyhow!("export failed, nothing erased: {err}"))?;
         let count = export["statements"].as_array().map_or(0, Vec::len);

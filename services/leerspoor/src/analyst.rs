@@ -79,15 +79,11 @@ fn query(args: &SummaryArgs) -> anyhow::Result<SummaryQuery> {
 }
 
 pub async fn run(client: &async_nats::Client, args: SummaryArgs) -> anyhow::Result<()> {
-    let payload = serde_json::to_vec(&query(&args)?)?;
-    let reply = tokio::time::timeout(
+    let to = bus::request::Ask::projector(
+        bus::subjects::API_SUMMARIES,
         std::time::Duration::from_secs(10),
-        client.request(bus::subjects::API_SUMMARIES, payload.into()),
-    )
-    .await
-    .context("the projector did not answer in time")?
-    .context("the projector is unavailable")?;
-    let items = match serde_json::from_slice(&reply.payload)? {
+    );
+    let items = match bus::request::ask_json(client, to, &query(&args)?).await? {
         SummaryReply::One {
             summary: Some(summary),
         } => vec![summary],

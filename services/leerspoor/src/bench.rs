@@ -73,11 +73,13 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             ..StoreSection::default()
         },
         limits: xapi::limits::Limits::default(),
+        replicas: Default::default(),
     };
     let node = Node::start(config, Parts::All).await?;
     let base = format!("http://{}", node.http_addr().context("gateway address")?);
     let shutdown = CancellationToken::new();
     let running = tokio::spawn(node.run(shutdown.clone()));
+    wait_for_credential(&base).await?;
 
     if let Some(statements) = args.erase_one_person {
         crate::bench_erasure::one_person(&nats.url(), &base, (KEY, SECRET), statements).await?;
@@ -528,4 +530,28 @@ fn stage_profile() -> anyhow::Result<()> {
         "  publish + JetStream fsync and the HTTP round trip: the HTTP p50 above, minus the stages"
     );
     Ok(())
+}
+
+/// Waits until the gateway takes the bench's credential: the store makes it through `LRS_IN`
+/// once it runs, and the gateway loads it at its first request.
+async fn wait_for_credential(base: &str) -> anyhow::Result<()> {
+    let http = reqwest::Client::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let status = http
+            .get(format!("{base}/xapi/statements?limit=1"))
+            .basic_auth(KEY, Some(SECRET))
+            .header("X-Experience-API-Version", "2.0.0")
+            .send()
+            .await
+            .map(|response| response.status());
+        if matches!(&status, Ok(status) if *status != reqwest::StatusCode::UNAUTHORIZED) {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "the bench credential was not taken within 30 s ({status:?})"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
 }

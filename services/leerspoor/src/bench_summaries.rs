@@ -17,7 +17,7 @@ async fn pending(js: &jetstream::Context) -> anyhow::Result<u64> {
     pending_on(
         js,
         bus::subjects::STREAM_STORED,
-        bus::subjects::PROJECTOR_CONSUMER,
+        &bus::subjects::projector_consumer(bus::subjects::MAIN_REPLICA),
     )
     .await
 }
@@ -57,7 +57,13 @@ pub fn sample_lag(js: jetstream::Context, stop: CancellationToken) -> tokio::tas
 pub async fn drain_time(js: &jetstream::Context) -> anyhow::Result<Duration> {
     let started = Instant::now();
     // The store first (a backlog on LRS_IN becomes events later), then the projector.
-    while pending_on(js, bus::subjects::STREAM_IN, bus::subjects::STORE_CONSUMER).await? > 0
+    while pending_on(
+        js,
+        bus::subjects::STREAM_IN,
+        &bus::subjects::store_consumer(bus::subjects::MAIN_REPLICA),
+    )
+    .await?
+        > 0
         || pending(js).await? > 0
     {
         anyhow::ensure!(

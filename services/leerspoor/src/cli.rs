@@ -50,6 +50,30 @@ pub struct Common {
     /// lost): its messages are applied from its first. Once, by hand; README "Recovery".
     #[arg(long, global = true)]
     pub adopt_new_stream: bool,
+    /// This process's store or projector replica name (its durable consumer); `main` by
+    /// default. Every replica has its own --data-dir.
+    #[arg(long, global = true, env = "LEERSPOOR_REPLICA")]
+    pub replica: Option<String>,
+    /// Every store replica of the deployment, comma-separated (their consumers are made by
+    /// the first service to start).
+    #[arg(
+        long,
+        global = true,
+        env = "LEERSPOOR_STORE_REPLICAS",
+        value_delimiter = ','
+    )]
+    pub store_replicas: Option<Vec<String>>,
+    /// Every projector replica of the deployment, comma-separated.
+    #[arg(
+        long,
+        global = true,
+        env = "LEERSPOOR_PROJECTOR_REPLICAS",
+        value_delimiter = ','
+    )]
+    pub projector_replicas: Option<Vec<String>>,
+    /// How many NATS servers keep each stream and bucket (3 on a three-node cluster).
+    #[arg(long, global = true, env = "LEERSPOOR_STREAM_REPLICAS")]
+    pub stream_replicas: Option<usize>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -85,6 +109,8 @@ pub enum Command {
     Audit(leerspoor::access::AuditArgs),
     /// Erases everything stored about one person (statements, documents, summaries).
     EraseAgent(leerspoor::access::EraseArgs),
+    /// Every store and projector replica: applied sequence, lag and content digest.
+    Replicas(leerspoor::replicas::ReplicasArgs),
     /// Measures ingest throughput and latency against a fresh, durable, in-process Leerspoor.
     Bench(leerspoor::bench::BenchArgs),
 }
@@ -109,6 +135,18 @@ impl Common {
             config.nats.port = port;
         }
         config.store.adopt_new_stream = self.adopt_new_stream;
+        if let Some(replica) = &self.replica {
+            config.replicas.name = replica.clone();
+        }
+        if let Some(stores) = &self.store_replicas {
+            config.replicas.stores = stores.clone();
+        }
+        if let Some(projectors) = &self.projector_replicas {
+            config.replicas.projectors = projectors.clone();
+        }
+        if let Some(copies) = self.stream_replicas {
+            config.replicas.stream_replicas = copies;
+        }
         if let Some(listen) = self.listen {
             config.gateway.listen = listen;
         }

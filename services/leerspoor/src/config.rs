@@ -19,6 +19,35 @@ pub struct Config {
     pub store: StoreSection,
     /// Every bound on input (README "Limits"), the same for gateway and store.
     pub limits: xapi::limits::Limits,
+    pub replicas: ReplicasSection,
+}
+
+/// Store and projector replicas (README "Replicas and the cluster").
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReplicasSection {
+    /// This process's replica name: its store's and projector's durable consumers. Every
+    /// replica has a data folder of its own.
+    pub name: String,
+    /// Every store replica of the deployment: their consumers of `LRS_IN` exist from the
+    /// first service's start, so a message stays until each of them applied it.
+    pub stores: Vec<String>,
+    /// Every projector replica, likewise on `LRS_STORED`.
+    pub projectors: Vec<String>,
+    /// How many NATS servers keep each stream and bucket: 3 on a three-node cluster.
+    pub stream_replicas: usize,
+}
+
+impl Default for ReplicasSection {
+    fn default() -> Self {
+        let topology = bus::subjects::Topology::default();
+        ReplicasSection {
+            name: bus::subjects::MAIN_REPLICA.to_owned(),
+            stores: topology.stores,
+            projectors: topology.projectors,
+            stream_replicas: topology.stream_replicas,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -72,6 +101,7 @@ impl Default for Config {
             gateway: GatewaySection::default(),
             store: StoreSection::default(),
             limits: xapi::limits::Limits::default(),
+            replicas: ReplicasSection::default(),
         }
     }
 }
@@ -137,23 +167,50 @@ impl Config {
             .unwrap_or_else(|| format!("nats://127.0.0.1:{}", self.nats.port))
     }
 
-    pub fn gateway(&self) -> GatewayConfig {
-        GatewayConfig {
+    /// The deployment's replicas, checked.
+    pub fn topology(&self) -> anyhow::Result<bus::subjects::Topology> {
+        let replicas = &self.replicas;
+        for name in std::iter::once(&replicas.name)
+            .chain(&replicas.stores)
+            .chain(&replicas.projectors)
+        {
+            bus::subjects::check_replica_name(name).map_err(anyhow::Error::msg)?;
+        }
+        anyhow::ensure!(
+            !replicas.stores.is_empty() && !replicas.projectors.is_empty(),
+            "replicas.stores and replicas.projectors each name one replica at least"
+        );
+        anyhow::ensure!(
+            (1..=5).contains(&replicas.stream_replicas),
+            "replicas.stream_replicas is 1 to 5 (NATS keeps at most 5 copies)"
+        );
+        Ok(bus::subjects::Topology {
+            stores: replicas.stores.clone(),
+            projectors: replicas.projectors.clone(),
+            stream_replicas: replicas.stream_replicas,
+        })
+    }
+
+    pub fn gateway(&self) -> anyhow::Result<GatewayConfig> {
+        Ok(GatewayConfig {
             listen: self.gateway.listen,
             default_requests_per_minute: self.gateway.default_requests_per_minute.max(1),
             authority_home_page: self.gateway.authority_home_page.clone(),
             limits: self.limits.clone(),
             write_timeout: Duration::from_secs(self.gateway.write_timeout_secs),
-        }
+            topology: self.topology()?,
+        })
     }
 
     /// The projector shares the store's batching and redelivery settings.
-    pub fn projector(&self) -> projector::ProjectorConfig {
-        projector::ProjectorConfig {
+    pub fn projector(&self) -> anyhow::Result<projector::ProjectorConfig> {
+        Ok(projector::ProjectorConfig {
             data_dir: self.data_dir.clone(),
             max_batch: self.store.max_batch.max(1),
             ack_wait: Duration::from_secs(self.store.ack_wait_secs.max(1)),
-        }
+            replica: self.replicas.name.clone(),
+            topology: self.topology()?,
+        })
     }
 
     pub fn store(&self) -> anyhow::Result<StoreConfig> {
@@ -185,6 +242,8 @@ impl Config {
             bootstrap_credential,
             limits: self.limits.clone(),
             adopt_new_stream: self.store.adopt_new_stream,
+            replica: self.replicas.name.clone(),
+            topology: self.topology()?,
         })
     }
 }
@@ -232,6 +291,27 @@ mod tests {
             xapi::limits::Limits::default().body_bytes
         );
         assert!(toml::from_str::<Config>("[limits]\nbogus = 1\n").is_err());
+    }
+
+    #[test]
+    fn replicas_are_named_and_counted() {
+        let parsed: Config = toml::from_str(
+            "[replicas]\nname = \"b\"\nstores = [\"a\", \"b\"]\nprojectors = [\"a\"]\nstream_replicas = 3\n",
+        )
+        .expect("valid config");
+        let topology = parsed.topology().expect("topology");
+        assert_eq!(topology.stores, ["a", "b"]);
+        assert_eq!(topology.stream_replicas, 3);
+        assert_eq!(parsed.store().expect("store").replica, "b");
+        let defaults = Config::load(None).expect("defaults");
+        assert_eq!(
+            defaults.topology().expect("topology"),
+            bus::subjects::Topology::default()
+        );
+        let bad: Config = toml::from_str("[replicas]\nname = \"B.1\"\n").expect("parses");
+        assert!(bad.topology().is_err());
+        let bad: Config = toml::from_str("[replicas]\nstream_replicas = 7\n").expect("parses");
+        assert!(bad.topology().is_err());
     }
 
     #[test]

@@ -8,6 +8,7 @@
 //! - [`analyst`]: `leerspoor summary`, the summaries on the command line.
 //! - [`bench`]: the ingest benchmark; [`bench_erasure`]: erasing one person with many statements.
 //! - [`demo`]: demo data for a new installation.
+//! - [`replicas`]: `leerspoor replicas`, every replica's position and content digest.
 
 pub mod access;
 pub mod analyst;
@@ -17,3 +18,4 @@ pub mod bench_summaries;
 pub mod config;
 pub mod demo;
 pub mod node;
+pub mod replicas;

@@ -50,6 +50,10 @@ async fn main() -> anyhow::Result<()> {
             let client = admin_client(&config).await?;
             return leerspoor::access::audit(&client, args).await;
         }
+        cli::Command::Replicas(args) => {
+            let client = admin_client(&config).await?;
+            return leerspoor::replicas::run(&client, &config.topology()?, args).await;
+        }
         cli::Command::EraseAgent(args) => {
             let client = admin_client(&config).await?;
             return leerspoor::access::erase(&client, args).await;

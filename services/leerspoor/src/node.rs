@@ -63,13 +63,13 @@ impl Node {
         };
         let projector = match parts {
             Parts::All | Parts::Projector => {
-                Some(Projector::build(client.clone(), config.projector()).await?)
+                Some(Projector::build(client.clone(), config.projector()?).await?)
             }
             _ => None,
         };
         let gateway = match parts {
             Parts::All | Parts::Gateway => {
-                Some(Gateway::build(client.clone(), config.gateway()).await?)
+                Some(Gateway::build(client.clone(), config.gateway()?).await?)
             }
             Parts::Store | Parts::Projector => None,
         };

@@ -126,6 +126,30 @@ impl Projection {
             .map_or(0, u64::from_be_bytes))
     }
 
+    /// The digest of the summaries (with the markers and timestamps they are made from and
+    /// the applied sequence; not the parked messages): equal on projector replicas that
+    /// applied `LRS_STORED` through the same sequence. Returns the applied sequence, the
+    /// number of summaries and the digest (XXH3-128, hex).
+    pub fn digest(&self) -> Result<(u64, u64, String), ProjectionError> {
+        let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+        let mut summaries = 0;
+        let applied = self.applied()?;
+        hasher.update(&applied.to_be_bytes());
+        for prefix in [MARKER, WORKER, HUB, COMPANY, TIMESTAMP] {
+            for item in self.tree.scan_prefix([prefix]) {
+                let (key, value) = item?;
+                if matches!(prefix, WORKER | HUB | COMPANY) {
+                    summaries += 1;
+                }
+                for part in [&key, &value] {
+                    hasher.update(&(part.len() as u64).to_be_bytes());
+                    hasher.update(part);
+                }
+            }
+        }
+        Ok((applied, summaries, format!("{:032x}", hasher.digest128())))
+    }
+
     fn load<T: DeserializeOwned + Default>(&self, key: &[u8]) -> Result<T, ProjectionError> {
         match self.tree.get(key)? {
             None => Ok(T::default()),

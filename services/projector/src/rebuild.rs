@@ -88,19 +88,14 @@ pub async fn rebuild(
             after,
             ..StatementQuery::default()
         };
-        let payload = serde_json::to_vec(&query)?;
-        let reply = tokio::time::timeout(
-            Duration::from_secs(30),
-            client.request(subjects::API_STATEMENTS, payload.into()),
-        )
-        .await
-        .context("the store did not answer in time")?
-        .context("asking the store for statements")?;
+        let to = bus::request::Ask::store(subjects::API_STATEMENTS, Duration::from_secs(30));
         let StatementReply::Page {
             statements: page,
             next_after,
             ..
-        } = serde_json::from_slice(&reply.payload)?
+        } = bus::request::ask_json(client, to, &query)
+            .await
+            .context("asking the store for statements")?
         else {
             anyhow::bail!("the store refused the statement query");
         };

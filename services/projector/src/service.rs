@@ -23,6 +23,9 @@ pub struct ProjectorConfig {
     pub data_dir: PathBuf,
     pub max_batch: usize,
     pub ack_wait: Duration,
+    /// This projector replica's name: its durable consumer of `LRS_STORED`.
+    pub replica: String,
+    pub topology: subjects::Topology,
 }
 
 pub struct Projector {
@@ -50,11 +53,11 @@ impl Projector {
             .context("opening sled")?
             .context("opening the projector database (is another projector running on it?)")?;
         let js = jetstream::new(client.clone());
-        subjects::ensure_streams(&js).await?;
+        subjects::ensure_streams(&js, &config.topology).await?;
         let puller = Puller::open(
             client.clone(),
             subjects::STREAM_STORED,
-            subjects::PROJECTOR_CONSUMER,
+            &subjects::projector_consumer(&config.replica),
             config.ack_wait,
             config.max_batch,
         )
@@ -89,7 +92,12 @@ impl Projector {
             self.config.ack_wait,
             shutdown.clone(),
         );
-        let (api_result, pull_result, ()) = tokio::join!(api, pull, progress);
+        let status = self.answer_status(shutdown.clone());
+        let (api_result, pull_result, (), status_result) =
+            tokio::join!(api, pull, progress, status);
+        if let Err(err) = status_result {
+            tracing::warn!(error = %err, "replica status not answered");
+        }
         let projection = self.projection.get();
         tokio::task::spawn_blocking(move || projection.flush())
             .await
@@ -160,6 +168,58 @@ impl Projector {
 }
 
 impl Projector {
+    /// Answers `lrs.api.replicas` (`leerspoor replicas`) until `shutdown`.
+    async fn answer_status(
+        &self,
+        shutdown: CancellationToken,
+    ) -> Result<(), async_nats::SubscribeError> {
+        let js = jetstream::new(self.client.clone());
+        let replica = self.config.replica.clone();
+        bus::request::answer_each(
+            self.client.clone(),
+            subjects::API_REPLICAS,
+            shutdown,
+            |payload| {
+                let request: bus::wire::ReplicasRequest =
+                    serde_json::from_slice(&payload).unwrap_or_default();
+                let projection = self.projection.get();
+                let (js, replica) = (js.clone(), replica.clone());
+                async move {
+                    let stream_last = bus::pull::stream_last(&js, subjects::STREAM_STORED).await;
+                    let computed = tokio::task::spawn_blocking(move || {
+                        if request.digest {
+                            projection
+                                .digest()
+                                .map(|(applied, items, digest)| (applied, Some((items, digest))))
+                        } else {
+                            projection.applied().map(|applied| (applied, None))
+                        }
+                    })
+                    .await;
+                    let (applied, digest, error) = match computed {
+                        Ok(Ok((applied, digest))) => (applied, digest, None),
+                        Ok(Err(err)) => (0, None, Some(err.to_string())),
+                        Err(err) => (0, None, Some(err.to_string())),
+                    };
+                    let status = bus::wire::ReplicaStatus {
+                        kind: "projector".into(),
+                        consumer: subjects::projector_consumer(&replica),
+                        name: replica,
+                        stream: subjects::STREAM_STORED.into(),
+                        applied,
+                        stream_last,
+                        lag: stream_last.map(|last| last.saturating_sub(applied)),
+                        items: digest.as_ref().map(|(items, _)| *items),
+                        digest: digest.map(|(_, digest)| digest),
+                        error,
+                    };
+                    serde_json::to_vec(&status).unwrap_or_default()
+                }
+            },
+        )
+        .await
+    }
+
     /// Maintenance between batches (so nothing is applied meanwhile): a rebuild (an empty
     /// request or `{}`), or `{"action": "replay_parked"}`.
     async fn answer_maintenance(&self, request: async_nats::Message) {

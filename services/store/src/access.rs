@@ -175,9 +175,7 @@ impl Access<'_> {
         let last = match self.tree.scan_prefix([keys::AUDIT]).next_back() {
             Some(item) => {
                 let (key, _) = item?;
-                key.get(1..9)
-                    .and_then(keys::u64_value)
-                    .unwrap_or(0)
+                key.get(1..9).and_then(keys::u64_value).unwrap_or(0)
             }
             None => 0,
         };

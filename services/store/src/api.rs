@@ -41,11 +41,18 @@ pub async fn subscribe(client: &async_nats::Client) -> anyhow::Result<Subscripti
     Ok(Subscriptions(subscriptions))
 }
 
-/// Answers until shutdown.
+/// How long a request waits for this replica to apply what it needs before the replica says
+/// it is behind (the caller then asks again, perhaps another replica).
+const BEHIND_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Answers until shutdown. `applied` follows this replica's flushed `LRS_IN` watermark: a
+/// request that needs more ([`bus::request::MIN_APPLIED_HEADER`]) waits for it a moment, or
+/// is told this replica is behind.
 pub async fn serve(
     client: async_nats::Client,
     db: Arc<Db>,
     subscriptions: Subscriptions,
+    applied: tokio::sync::watch::Receiver<u64>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let subscriptions = subscriptions.0;
@@ -53,10 +60,29 @@ pub async fn serve(
     let handle_all = requests.for_each_concurrent(32, |request| {
         let client = client.clone();
         let db = db.clone();
+        let mut applied = applied.clone();
         async move {
             let Some(reply_to) = request.reply.clone() else {
                 return;
             };
+            let needed = bus::request::min_applied(&request);
+            if needed > 0 {
+                let reached =
+                    tokio::time::timeout(BEHIND_WAIT, applied.wait_for(|at| *at >= needed))
+                        .await
+                        .is_ok_and(|waited| waited.is_ok());
+                if !reached {
+                    let at = *applied.borrow();
+                    let behind = bus::request::behind(at);
+                    if let Err(err) = client
+                        .publish_with_headers(reply_to, behind, Vec::new().into())
+                        .await
+                    {
+                        tracing::warn!(error = %err, "cannot send api reply");
+                    }
+                    return;
+                }
+            }
             let subject = request.subject.to_string();
             let payload = request.payload.clone();
             let answer = tokio::task::spawn_blocking(move || answer(&db, &subject, &payload)).await;

@@ -19,6 +19,7 @@
 //! - [`objects`]: the Activities and Agents resources.
 //! - [`service`]: the NATS side: the pull loop, applying, announcing; `publish` (the
 //!   outbox to JetStream) and `housekeeping` (what an erasure leaves on NATS, old verdicts).
+//! - `replica`: this replica's answer to `leerspoor replicas`.
 //! - [`api`]: request/reply: queries, verdicts, documents, activities, agents, admin.
 //! - [`access`]: credentials and the audit log.
 //! - [`erase`]: the right to erasure.
@@ -40,6 +41,7 @@ pub mod objects;
 pub mod outbox;
 mod publish;
 pub mod query;
+mod replica;
 pub mod service;
 
 pub use service::{Store, StoreConfig};

@@ -55,6 +55,9 @@ pub struct StoreConfig {
     pub limits: xapi::limits::Limits,
     /// Take over an `LRS_IN` other than the one this store applied (README "Recovery").
     pub adopt_new_stream: bool,
+    /// This store replica's name: its durable consumer of `LRS_IN`.
+    pub replica: String,
+    pub topology: subjects::Topology,
 }
 
 pub struct Store {
@@ -74,6 +77,8 @@ pub struct Store {
     pub(crate) in_flight: InFlight,
     /// Wakes the housekeeping (erasure leftovers on NATS) after each batch.
     pub(crate) housekeeping: tokio::sync::Notify,
+    /// The flushed `LRS_IN` watermark, for reads that need a given sequence.
+    pub(crate) applied: tokio::sync::watch::Sender<u64>,
 }
 
 /// Why the store stops on its own.
@@ -110,7 +115,15 @@ impl Store {
             );
         }
         let js = jetstream::new(client.clone());
-        subjects::ensure_streams(&js).await?;
+        let retention = subjects::ensure_streams(&js, &config.topology).await?;
+        if retention == subjects::InRetention::WorkQueue && config.replica != subjects::MAIN_REPLICA
+        {
+            anyhow::bail!(
+                "LRS_IN is a work queue made by an older Leerspoor, which takes one store only; \
+                 replica {:?} cannot join until it is recreated (README \"Upgrading to replicas\")",
+                config.replica
+            );
+        }
         if let Some(record) = config.bootstrap_credential.clone() {
             let access = crate::access::Access { tree: db.tree() };
             if access.credentials()?.is_empty() {
@@ -124,15 +137,16 @@ impl Store {
         let puller = Puller::open(
             client.clone(),
             subjects::STREAM_IN,
-            subjects::STORE_CONSUMER,
+            &subjects::store_consumer(&config.replica),
             config.ack_wait,
             config.max_batch,
         )
         .await
         .context("the store's durable consumer on LRS_IN")?;
         let in_flight = puller.in_flight();
+        let applied = tokio::sync::watch::Sender::new(db.applied_sequence()?);
         let api = crate::api::subscribe(&client).await?;
-        let attachments = subjects::attachment_bucket(&js).await?;
+        let attachments = subjects::attachment_bucket(&js, config.topology.stream_replicas).await?;
         Ok(Store {
             api,
             attachments,
@@ -144,6 +158,7 @@ impl Store {
             config,
             in_flight,
             housekeeping: tokio::sync::Notify::new(),
+            applied,
         })
     }
 
@@ -153,6 +168,7 @@ impl Store {
             self.client.clone(),
             self.db.clone(),
             std::mem::take(&mut self.api),
+            self.applied.subscribe(),
             shutdown.clone(),
         );
         let ingest = async {
@@ -169,7 +185,17 @@ impl Store {
             shutdown.clone(),
         );
         let housekeeping = self.housekeeping(shutdown.clone());
-        let (api_result, ingest_result, (), ()) = tokio::join!(api, ingest, progress, housekeeping);
+        let status = crate::replica::answer(
+            self.client.clone(),
+            self.db.clone(),
+            self.config.replica.clone(),
+            shutdown.clone(),
+        );
+        let (api_result, ingest_result, (), (), status_result) =
+            tokio::join!(api, ingest, progress, housekeeping, status);
+        if let Err(err) = status_result {
+            tracing::warn!(error = %format!("{err:#}"), "replica status not answered");
+        }
         // Whichever ended first, stop the other too.
         shutdown.cancel();
         let db = self.db.clone();
@@ -261,7 +287,7 @@ impl Store {
     /// After a failed pull: whether NATS answers and `LRS_IN` is still the stream this store
     /// applied (another one stops the store).
     async fn stream_reachable_and_ours(&self) -> Result<bool, Stop> {
-        if let Err(err) = subjects::ensure_streams(&self.js).await {
+        if let Err(err) = subjects::ensure_streams(&self.js, &self.config.topology).await {
             tracing::debug!(error = %err, "streams not reachable yet");
             return Ok(false);
         }
@@ -358,15 +384,17 @@ impl Store {
             .await
             .context("apply task")??;
         // Durable in sled: readers may see it now; the ack can follow.
+        self.applied.send_replace(through);
         let credentials_changed = verdicts
             .iter()
             .any(|(_, verdict)| matches!(verdict, Verdict::Credential { .. }));
         self.announce(through, verdicts).await;
         if credentials_changed {
             // Gateways reload their copy.
+            // With the sequence that made it: gateways reload from a replica that has it.
             if let Err(err) = self
                 .client
-                .publish(subjects::CREDENTIALS_CHANGED, Vec::new().into())
+                .publish(subjects::CREDENTIALS_CHANGED, through.to_string().into())
                 .await
             {
                 tracing::warn!(error = %err, "cannot announce a credential change");

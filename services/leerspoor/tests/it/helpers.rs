@@ -47,6 +47,7 @@ pub fn config(nats_url: &str, data_dir: &std::path::Path) -> Config {
             body_bytes: 8 * 1024 * 1024,
             ..xapi::limits::Limits::default()
         },
+        replicas: Default::default(),
         // A killed store's messages come back quickly (tests wait at most 20 s).
         store: StoreSection {
             ack_wait_secs: 2,

@@ -11,6 +11,7 @@ mod hostile;
 mod ingest;
 mod outages;
 mod queries;
+mod replicas;
 mod restart;
 mod security;
 mod summaries;

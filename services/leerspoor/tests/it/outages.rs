@@ -140,7 +140,7 @@ async fn a_running_gateway_does_not_take_a_recreated_lrs_in_for_applied() {
     let message = format!("{:#}", stopped.expect("task").expect_err("an error"));
     assert!(message.contains("--adopt-new-stream"), "{message}");
     // The gateway, whose watermark counts in the old stream, answers what is true: 503.
-    bus::subjects::ensure_streams(&js)
+    bus::subjects::ensure_streams(&js, &bus::subjects::Topology::default())
         .await
         .expect("LRS_IN again");
     let response = app

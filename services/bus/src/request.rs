@@ -1,0 +1,221 @@
+//! Request/reply between Leerspoor's services, written once: the asking side ([`ask`],
+//! [`ask_json`]) and what a serving replica needs to honour read-your-writes
+//! ([`min_applied`], [`behind`]).
+//!
+//! Reads go to a queue group of replicas, and any one of them may answer. A caller that needs
+//! its own writes in the answer says which `LRS_IN` sequence that takes (the
+//! [`MIN_APPLIED_HEADER`]); a replica that has not applied that far waits a moment, and if it
+//! is still behind it says so ([`BEHIND_HEADER`]) instead of answering from an older state,
+//! and the caller asks again (NATS picks a queue member at random, so the next ask may reach
+//! a replica that is caught up).
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+/// Request header: the `LRS_IN` sequence the answer must include (decimal).
+pub const MIN_APPLIED_HEADER: &str = "Lrs-Min-Applied";
+/// Reply header: this replica has not applied what the request needs; its applied sequence.
+pub const BEHIND_HEADER: &str = "Lrs-Behind";
+
+/// Why a request got no usable answer.
+#[derive(Debug, thiserror::Error)]
+pub enum AskError {
+    #[error("{1} did not answer within {0:?}")]
+    Timeout(Duration, &'static str),
+    #[error("{service} is unavailable ({reason})")]
+    Unavailable {
+        service: &'static str,
+        reason: String,
+    },
+    #[error("unreadable reply from {service}: {reason}")]
+    Unreadable {
+        service: &'static str,
+        reason: String,
+    },
+}
+
+/// Where a request goes and how long the caller waits.
+#[derive(Debug, Clone, Copy)]
+pub struct Ask {
+    pub subject: &'static str,
+    /// Who answers, for error messages: "the store", "the projector".
+    pub service: &'static str,
+    pub timeout: Duration,
+    /// The `LRS_IN` sequence the answer must include (0: any state will do).
+    pub min_applied: u64,
+}
+
+impl Ask {
+    /// A request to the store's replicas.
+    pub fn store(subject: &'static str, timeout: Duration) -> Ask {
+        Ask {
+            subject,
+            service: "the store",
+            timeout,
+            min_applied: 0,
+        }
+    }
+
+    /// A request to the projector's replicas.
+    pub fn projector(subject: &'static str, timeout: Duration) -> Ask {
+        Ask {
+            service: "the projector",
+            ..Ask::store(subject, timeout)
+        }
+    }
+
+    /// The same, answered only from a state that includes `sequence`.
+    pub fn after(self, sequence: u64) -> Ask {
+        Ask {
+            min_applied: sequence,
+            ..self
+        }
+    }
+}
+
+/// Sends one request and returns the reply's payload, asking again while the replica that
+/// answers is behind, until `ask.timeout`.
+pub async fn ask(client: &async_nats::Client, ask: Ask, payload: Bytes) -> Result<Bytes, AskError> {
+    let deadline = Instant::now() + ask.timeout;
+    let mut pause = Duration::from_millis(10);
+    loop {
+        let mut headers = async_nats::HeaderMap::new();
+        if ask.min_applied > 0 {
+            headers.insert(MIN_APPLIED_HEADER, ask.min_applied.to_string().as_str());
+        }
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        let reply = tokio::time::timeout(
+            remaining,
+            client.request_with_headers(ask.subject, headers, payload.clone()),
+        )
+        .await
+        .map_err(|_| AskError::Timeout(ask.timeout, ask.service))?
+        .map_err(|err| AskError::Unavailable {
+            service: ask.service,
+            reason: err.to_string(),
+        })?;
+        let behind = reply
+            .headers
+            .as_ref()
+            .and_then(|headers| headers.get(BEHIND_HEADER))
+            .is_some();
+        if !behind {
+            return Ok(reply.payload);
+        }
+        if Instant::now() + pause >= deadline {
+            return Err(AskError::Timeout(ask.timeout, ask.service));
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(200));
+    }
+}
+
+/// [`ask`] with a JSON request and a JSON reply.
+pub async fn ask_json<Request: Serialize, Reply: DeserializeOwned>(
+    client: &async_nats::Client,
+    to: Ask,
+    request: &Request,
+) -> Result<Reply, AskError> {
+    let payload = serde_json::to_vec(request).map_err(|err| AskError::Unreadable {
+        service: to.service,
+        reason: format!("cannot encode the request: {err}"),
+    })?;
+    let reply = ask(client, to, payload.into()).await?;
+    serde_json::from_slice(&reply).map_err(|err| AskError::Unreadable {
+        service: to.service,
+        reason: err.to_string(),
+    })
+}
+
+/// The sequence a request needs its answer to include (0 when it did not say).
+pub fn min_applied(message: &async_nats::Message) -> u64 {
+    message
+        .headers
+        .as_ref()
+        .and_then(|headers| headers.get(MIN_APPLIED_HEADER))
+        .and_then(|value| value.as_str().parse().ok())
+        .unwrap_or(0)
+}
+
+/// The headers of a "behind" reply from a replica that applied through `applied`.
+pub fn behind(applied: u64) -> async_nats::HeaderMap {
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert(BEHIND_HEADER, applied.to_string().as_str());
+    headers
+}
+
+/// Answers every request on `subject` with `answer` until `shutdown`, one at a time. Plain
+/// subscription, no queue group: every replica answers (`lrs.api.replicas`), and the asking
+/// side gathers the answers ([`gather`]).
+pub async fn answer_each<F, Fut>(
+    client: async_nats::Client,
+    subject: &'static str,
+    shutdown: tokio_util::sync::CancellationToken,
+    mut answer: F,
+) -> Result<(), async_nats::SubscribeError>
+where
+    F: FnMut(Bytes) -> Fut,
+    Fut: std::future::Future<Output = Vec<u8>>,
+{
+    use futures::StreamExt as _;
+    let mut requests = client.subscribe(subject).await?;
+    loop {
+        let request = tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            request = requests.next() => request,
+        };
+        let Some(request) = request else {
+            return Ok(());
+        };
+        let Some(reply_to) = request.reply else {
+            continue;
+        };
+        let body = answer(request.payload).await;
+        if let Err(err) = client.publish(reply_to, body.into()).await {
+            tracing::warn!(error = %err, subject, "cannot send a reply");
+        }
+    }
+}
+
+/// Sends one request that several services answer and gathers the answers until `done` says
+/// it has them all, or `timeout`.
+pub async fn gather<Reply: DeserializeOwned>(
+    client: &async_nats::Client,
+    subject: &'static str,
+    payload: Bytes,
+    timeout: Duration,
+    mut done: impl FnMut(&[Reply]) -> bool,
+) -> Result<Vec<Reply>, AskError> {
+    use futures::StreamExt as _;
+    let inbox = client.new_inbox();
+    let mut replies =
+        client
+            .subscribe(inbox.clone())
+            .await
+            .map_err(|err| AskError::Unavailable {
+                service: "the replicas",
+                reason: err.to_string(),
+            })?;
+    client
+        .publish_with_reply(subject, inbox, payload)
+        .await
+        .map_err(|err| AskError::Unavailable {
+            service: "the replicas",
+            reason: err.to_string(),
+        })?;
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut gathered = Vec::new();
+    while !done(&gathered) {
+        let Ok(Some(reply)) = tokio::time::timeout_at(deadline, replies.next()).await else {
+            break;
+        };
+        match serde_json::from_slice(&reply.payload) {
+            Ok(parsed) => gathered.push(parsed),
+            Err(err) => tracing::warn!(error = %err, subject, "unreadable answer"),
+        }
+    }
+    Ok(gathered)
+}

@@ -1,0 +1,153 @@
+//! Store and projector replicas on one NATS: every write reaches both, reads see one's own
+//! writes whichever replica answers, a replica stopped and started again catches up, and at
+//! rest the replicas' digests are equal.
+
+use bus::subjects::Topology;
+use leerspoor::node::Parts;
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use testkit::{wait_until, Nats};
+
+use crate::helpers::{
+    config, hub_statement, start_node, statement, wait_for_credential_at, Running, TestApp, WAIT,
+};
+
+fn topology() -> Topology {
+    Topology {
+        stores: vec!["a".into(), "b".into()],
+        projectors: vec!["a".into(), "b".into()],
+        stream_replicas: 1,
+    }
+}
+
+/// One part of replica `name` (its own data folder) on `nats`.
+async fn replica(nats: &Nats, dir: &std::path::Path, name: &str, parts: Parts) -> Running {
+    let mut config = config(&nats.url(), dir);
+    config.replicas.name = name.into();
+    config.replicas.stores = topology().stores;
+    config.replicas.projectors = topology().projectors;
+    start_node(config, parts).await
+}
+
+/// The replicas' statuses once both stores applied everything in `LRS_IN` and both
+/// projectors everything in `LRS_STORED`.
+async fn at_rest(client: &async_nats::Client) -> Vec<bus::wire::ReplicaStatus> {
+    wait_until("every replica caught up", WAIT, || async {
+        let statuses = leerspoor::replicas::statuses(
+            client,
+            &topology(),
+            true,
+            std::time::Duration::from_secs(10),
+        )
+        .await
+        .ok()?;
+        let complete = statuses.len() == 4
+            && statuses
+                .iter()
+                .all(|status| status.lag == Some(0) && status.digest.is_some());
+        complete.then_some(statuses)
+    })
+    .await
+}
+
+#[tokio::test]
+async fn replicas_apply_every_write_and_end_identical() {
+    let nats = Nats::start().await;
+    let (dir_a, dir_b, dir_gateway) = (
+        tempfile::tempdir().expect("dir"),
+        tempfile::tempdir().expect("dir"),
+        tempfile::tempdir().expect("dir"),
+    );
+    let store_a = replica(&nats, dir_a.path(), "a", Parts::Store).await;
+    let store_b = replica(&nats, dir_b.path(), "b", Parts::Store).await;
+    let projector_a = replica(&nats, dir_a.path(), "a", Parts::Projector).await;
+    let projector_b = replica(&nats, dir_b.path(), "b", Parts::Projector).await;
+    let gateway = replica(&nats, dir_gateway.path(), "a", Parts::Gateway).await;
+    let base = format!("http://{}", gateway.http_addr.expect("gateway"));
+    wait_for_credential_at(&base).await;
+    let app = TestApp::attach(nats, base);
+
+    // Statements, then read back at once: whichever store replica answers has them.
+    for round in 0..5 {
+        let batch: Vec<Value> = (0..10)
+            .map(|n| hub_statement(&format!("w{round}-{n}@example.org"), "replicated"))
+            .collect();
+        let response = app.post_statements(&json!(batch)).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        let ids: Vec<String> = response.json().await.expect("ids");
+        for id in &ids {
+            let found = app.get(&format!("/xapi/statements?statementId={id}")).await;
+            assert_eq!(found.status(), StatusCode::OK, "read-your-writes for {id}");
+        }
+    }
+    // A hub publishing straight to NATS, without ids: both replicas derive the same ones.
+    let hub = app.nats_client().await;
+    let js = async_nats::jetstream::new(hub);
+    let published = js
+        .publish(
+            "lrs.in.hub.replicated",
+            serde_json::to_vec(&json!([
+                hub_statement("direct-1@example.org", "replicated"),
+                hub_statement("direct-2@example.org", "replicated")
+            ]))
+            .expect("json")
+            .into(),
+        )
+        .await
+        .expect("publish")
+        .await
+        .expect("ack");
+    assert!(published.sequence > 0);
+    // Documents: a PUT and a merge, read back at once.
+    let state = "/xapi/activities/state?activityId=https%3A%2F%2Fx.example%2Fa&agent=%7B%22mbox%22%3A%22mailto%3Aann%40example.org%22%7D&stateId=bookmark";
+    for (method, body) in [
+        (reqwest::Method::PUT, r#"{"page": 1}"#),
+        (reqwest::Method::POST, r#"{"seen": true}"#),
+    ] {
+        let response = app
+            .request(method, state)
+            .header("Content-Type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .expect("http");
+        assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    }
+    let document: Value = app.get(state).await.json().await.expect("document");
+    assert_eq!(document, json!({"page": 1, "seen": true}));
+
+    // Store replica b goes away; writes go on (replica a answers them) and b catches up.
+    let kept_b = dir_b.path().to_owned();
+    store_b.stop().await;
+    let response = app
+        .post_statements(&statement(
+            "while-b-was-down@example.org",
+            "attended",
+            "https://x.example/1",
+        ))
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let store_b = replica(&app.nats, &kept_b, "b", Parts::Store).await;
+
+    let client = app.nats_client().await;
+    let statuses = at_rest(&client).await;
+    let stores: Vec<_> = statuses.iter().filter(|s| s.kind == "store").collect();
+    assert_eq!(stores.len(), 2);
+    assert_eq!(stores[0].items, Some(53), "50 + 2 from the hub + 1");
+    assert_eq!(
+        leerspoor::replicas::identical(&statuses, "store"),
+        Some(true),
+        "{statuses:?}"
+    );
+    assert_eq!(
+        leerspoor::replicas::identical(&statuses, "projector"),
+        Some(true),
+        "{statuses:?}"
+    );
+    let hub_summary = app.hub_summary("replicated").await.expect("hub summary");
+    assert_eq!(hub_summary["statements"], json!(52));
+
+    for part in [store_a, store_b, projector_a, projector_b, gateway] {
+        part.stop().await;
+    }
+}
