@@ -8,6 +8,7 @@
 //! - [`pull`]: durable pull consumers and batch-wise pulling, shared by store and projector.
 //! - [`request`]: request/reply to a queue group of replicas, with read-your-writes.
 //! - [`watermark`]: writes through `LRS_IN`: publish, then wait for a store's verdict.
+//! - [`snapshot`]: a replica's database through the object store, for a new replica.
 //! - [`server`]: a supervised local `nats-server` child with JetStream, used by
 //!   `leerspoor serve` and by the tests.
 
@@ -15,6 +16,7 @@ pub mod access;
 pub mod pull;
 pub mod request;
 pub mod server;
+pub mod snapshot;
 pub mod subjects;
 pub mod watermark;
 pub mod wire;

@@ -98,6 +98,36 @@ pub const API_REPLICAS: &str = "lrs.api.replicas";
 /// The replica of a single-node Leerspoor, and the default name.
 pub const MAIN_REPLICA: &str = "main";
 
+/// Request/reply (queue group [`API_QUEUE`]): a store replica writes a snapshot of its
+/// database for a new replica ([`crate::snapshot`]).
+pub const API_SNAPSHOT_STORE: &str = "lrs.api.snapshot.store";
+/// The same for projector replicas (queue group [`SUMMARY_QUEUE`]).
+pub const API_SNAPSHOT_PROJECTOR: &str = "lrs.api.snapshot.projector";
+
+/// NATS Object Store bucket of replica snapshots (`store-<sequence>`, `projector-<sequence>`).
+pub const SNAPSHOTS_BUCKET: &str = "LRS_SNAPSHOTS";
+
+/// The snapshot bucket, created if missing, kept on `stream_replicas` servers.
+pub async fn snapshot_bucket(
+    js: &jetstream::Context,
+    stream_replicas: usize,
+) -> Result<jetstream::object_store::ObjectStore, EnsureStreamError> {
+    if let Ok(bucket) = js.get_object_store(SNAPSHOTS_BUCKET).await {
+        return Ok(bucket);
+    }
+    js.create_object_store(jetstream::object_store::Config {
+        bucket: SNAPSHOTS_BUCKET.to_owned(),
+        description: Some("snapshots of store and projector replicas, for new replicas".into()),
+        num_replicas: stream_replicas.max(1),
+        ..Default::default()
+    })
+    .await
+    .map_err(|err| EnsureStreamError {
+        name: format!("object store {SNAPSHOTS_BUCKET}"),
+        reason: err.to_string(),
+    })
+}
+
 /// The durable consumer a store replica pulls `LRS_IN` with: `store` for the main replica
 /// (the name it always had), `store-<name>` for the others.
 pub fn store_consumer(replica: &str) -> String {

@@ -74,6 +74,10 @@ pub struct Common {
     /// How many NATS servers keep each stream and bucket (3 on a three-node cluster).
     #[arg(long, global = true, env = "LEERSPOOR_STREAM_REPLICAS")]
     pub stream_replicas: Option<usize>,
+    /// A new replica (empty --data-dir) starts from a snapshot of a healthy replica of its
+    /// kind, then applies the log after it.
+    #[arg(long, global = true)]
+    pub from_snapshot: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -144,6 +148,7 @@ impl Common {
         if let Some(projectors) = &self.projector_replicas {
             config.replicas.projectors = projectors.clone();
         }
+        config.replicas.from_snapshot = self.from_snapshot;
         if let Some(copies) = self.stream_replicas {
             config.replicas.stream_replicas = copies;
         }

@@ -36,6 +36,10 @@ pub struct ReplicasSection {
     pub projectors: Vec<String>,
     /// How many NATS servers keep each stream and bucket: 3 on a three-node cluster.
     pub stream_replicas: usize,
+    /// Start this new replica (empty data folder) from a snapshot of a healthy one
+    /// (`--from-snapshot`); never from a file.
+    #[serde(skip)]
+    pub from_snapshot: bool,
 }
 
 impl Default for ReplicasSection {
@@ -46,6 +50,7 @@ impl Default for ReplicasSection {
             stores: topology.stores,
             projectors: topology.projectors,
             stream_replicas: topology.stream_replicas,
+            from_snapshot: false,
         }
     }
 }
@@ -210,6 +215,7 @@ impl Config {
             ack_wait: Duration::from_secs(self.store.ack_wait_secs.max(1)),
             replica: self.replicas.name.clone(),
             topology: self.topology()?,
+            from_snapshot: self.replicas.from_snapshot,
         })
     }
 
@@ -242,6 +248,7 @@ impl Config {
             bootstrap_credential,
             limits: self.limits.clone(),
             adopt_new_stream: self.store.adopt_new_stream,
+            from_snapshot: self.replicas.from_snapshot,
             replica: self.replicas.name.clone(),
             topology: self.topology()?,
         })

@@ -126,6 +126,36 @@ impl Projection {
             .map_or(0, u64::from_be_bytes))
     }
 
+    /// Writes the whole database to a snapshot file (between batches, so it is at one
+    /// sequence): the applied sequence and the number of entries.
+    pub fn write_snapshot(&self, file: &Path) -> Result<(u64, u64), String> {
+        let applied = self.applied().map_err(|err| err.to_string())?;
+        let written =
+            bus::snapshot::write_file(file, self.tree.iter()).map_err(|err| err.to_string())?;
+        Ok((applied, written))
+    }
+
+    /// Loads a snapshot file into a new database at `path` (which must not hold one).
+    pub fn load_snapshot(path: &Path, file: &Path) -> Result<u64, String> {
+        let tree = sled::open(path).map_err(|err| err.to_string())?;
+        if !tree.is_empty() {
+            return Err(format!(
+                "{} holds a database already: a replica starts from a snapshot only with an empty data folder",
+                path.display()
+            ));
+        }
+        let entries = bus::snapshot::read_file(file, |chunk| {
+            let mut batch = sled::Batch::default();
+            for (key, value) in chunk {
+                batch.insert(key, value);
+            }
+            tree.apply_batch(batch)
+        })
+        .map_err(|err| err.to_string())?;
+        tree.flush().map_err(|err| err.to_string())?;
+        Ok(entries)
+    }
+
     /// The digest of the summaries (with the markers and timestamps they are made from and
     /// the applied sequence; not the parked messages): equal on projector replicas that
     /// applied `LRS_STORED` through the same sequence. Returns the applied sequence, the

@@ -26,6 +26,8 @@ pub struct ProjectorConfig {
     /// This projector replica's name: its durable consumer of `LRS_STORED`.
     pub replica: String,
     pub topology: subjects::Topology,
+    /// Start this (new, empty) replica from a snapshot of a healthy one.
+    pub from_snapshot: bool,
 }
 
 pub struct Projector {
@@ -48,16 +50,43 @@ impl Projector {
         config: ProjectorConfig,
     ) -> anyhow::Result<Projector> {
         let path = crate::rebuild::active_path(&config.data_dir);
+        let js = jetstream::new(client.clone());
+        subjects::ensure_streams(&js, &config.topology).await?;
+        let consumer = subjects::projector_consumer(&config.replica);
+        if config.from_snapshot {
+            // The consumer first: what comes after the snapshot then stays in LRS_STORED
+            // until this replica applied it.
+            bus::pull::durable(&js, subjects::STREAM_STORED, &consumer, config.ack_wait)
+                .await
+                .context("the new replica's durable consumer on LRS_STORED")?;
+            std::fs::create_dir_all(&config.data_dir)?;
+            let file = config.data_dir.join("snapshot.in");
+            let reply = bus::snapshot::fetch(
+                &client,
+                subjects::API_SNAPSHOT_PROJECTOR,
+                &config.replica,
+                config.topology.stream_replicas,
+                &file,
+            )
+            .await
+            .context("a snapshot from a projector replica")?;
+            let (into, loading) = (path.clone(), file.clone());
+            let entries =
+                tokio::task::spawn_blocking(move || Projection::load_snapshot(&into, &loading))
+                    .await
+                    .context("loading the snapshot")?
+                    .map_err(anyhow::Error::msg)?;
+            std::fs::remove_file(&file).ok();
+            tracing::info!(from = %reply.from, applied = reply.applied, entries, "started from a snapshot; applying LRS_STORED after it");
+        }
         let projection = tokio::task::spawn_blocking(move || Projection::open(&path))
             .await
             .context("opening sled")?
             .context("opening the projector database (is another projector running on it?)")?;
-        let js = jetstream::new(client.clone());
-        subjects::ensure_streams(&js, &config.topology).await?;
         let puller = Puller::open(
             client.clone(),
             subjects::STREAM_STORED,
-            &subjects::projector_consumer(&config.replica),
+            &consumer,
             config.ack_wait,
             config.max_batch,
         )
@@ -113,11 +142,23 @@ impl Projector {
             .client
             .queue_subscribe(subjects::API_REBUILD, subjects::SUMMARY_QUEUE.to_owned())
             .await?;
+        let mut snapshots = self
+            .client
+            .queue_subscribe(
+                subjects::API_SNAPSHOT_PROJECTOR,
+                subjects::SUMMARY_QUEUE.to_owned(),
+            )
+            .await?;
         let mut puller = self.puller.lock().await;
         loop {
             let pulled = tokio::select! {
                 Some(request) = rebuilds.next() => {
                     self.answer_maintenance(request).await;
+                    continue;
+                }
+                Some(request) = snapshots.next() => {
+                    // Between two batches: the snapshot is the database at one sequence.
+                    self.answer_snapshot(request).await;
                     continue;
                 }
                 pulled = puller.next(shutdown) => pulled,
@@ -168,6 +209,31 @@ impl Projector {
 }
 
 impl Projector {
+    async fn answer_snapshot(&self, request: async_nats::Message) {
+        let Some(reply_to) = request.reply.clone() else {
+            return;
+        };
+        let asked = serde_json::from_slice::<bus::snapshot::SnapshotRequest>(&request.payload)
+            .unwrap_or(bus::snapshot::SnapshotRequest {
+                for_replica: "?".into(),
+            });
+        let projection = self.projection.get();
+        let reply = bus::snapshot::take(
+            &jetstream::new(self.client.clone()),
+            "projector",
+            &self.config.replica,
+            self.config.topology.stream_replicas,
+            &self.config.data_dir.join("snapshot.out"),
+            &asked,
+            move |file| projection.write_snapshot(file),
+        )
+        .await;
+        let body = serde_json::to_vec(&reply).unwrap_or_default();
+        if let Err(err) = self.client.publish(reply_to, body.into()).await {
+            tracing::warn!(error = %err, "cannot answer a snapshot request");
+        }
+    }
+
     /// Answers `lrs.api.replicas` (`leerspoor replicas`) until `shutdown`.
     async fn answer_status(
         &self,

@@ -22,6 +22,7 @@
 //! - `replica`: this replica's answer to `leerspoor replicas`.
 //! - [`api`]: request/reply: queries, verdicts, documents, activities, agents, admin.
 //! - [`access`]: credentials and the audit log.
+//! - [`snapshot`]: a consistent snapshot for a new replica, and starting from one.
 //! - [`erase`]: the right to erasure.
 //! - [`export`]: everything stored about one person, for an export before erasure.
 
@@ -43,5 +44,6 @@ mod publish;
 pub mod query;
 mod replica;
 pub mod service;
+pub mod snapshot;
 
 pub use service::{Store, StoreConfig};

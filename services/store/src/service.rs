@@ -17,6 +17,7 @@ use async_nats::jetstream::{self, AckKind};
 use bus::pull::{Backoff, InFlight, Pulled, Puller};
 use bus::subjects;
 use bus::wire::{Applied, Verdict};
+use futures::StreamExt as _;
 use tokio_util::sync::CancellationToken;
 use xapi::Validator;
 
@@ -55,6 +56,8 @@ pub struct StoreConfig {
     pub limits: xapi::limits::Limits,
     /// Take over an `LRS_IN` other than the one this store applied (README "Recovery").
     pub adopt_new_stream: bool,
+    /// Start this (new, empty) replica from a snapshot of a healthy one.
+    pub from_snapshot: bool,
     /// This store replica's name: its durable consumer of `LRS_IN`.
     pub replica: String,
     pub topology: subjects::Topology,
@@ -79,6 +82,8 @@ pub struct Store {
     pub(crate) housekeeping: tokio::sync::Notify,
     /// The flushed `LRS_IN` watermark, for reads that need a given sequence.
     pub(crate) applied: tokio::sync::watch::Sender<u64>,
+    /// Requests for a snapshot for a new replica, answered between two batches.
+    pub(crate) snapshots: tokio::sync::Mutex<async_nats::Subscriber>,
 }
 
 /// Why the store stops on its own.
@@ -99,6 +104,32 @@ impl Store {
     pub async fn build(client: async_nats::Client, config: StoreConfig) -> anyhow::Result<Store> {
         let validator = Arc::new(Validator::new().context("compiling xAPI schemas")?);
         let db_path = config.data_dir.join("store.sled");
+        let js = jetstream::new(client.clone());
+        let retention = subjects::ensure_streams(&js, &config.topology).await?;
+        if retention == subjects::InRetention::WorkQueue && config.replica != subjects::MAIN_REPLICA
+        {
+            anyhow::bail!(
+                "LRS_IN is a work queue made by an older Leerspoor, which takes one store only; \
+                 replica {:?} cannot join until it is recreated (README \"Upgrading to replicas\")",
+                config.replica
+            );
+        }
+        let consumer = subjects::store_consumer(&config.replica);
+        if config.from_snapshot {
+            // The consumer first: what comes after the snapshot then stays in LRS_IN until
+            // this replica applied it.
+            bus::pull::durable(&js, subjects::STREAM_IN, &consumer, config.ack_wait)
+                .await
+                .context("the new replica's durable consumer on LRS_IN")?;
+            crate::snapshot::fetch(
+                &client,
+                &config.replica,
+                config.topology.stream_replicas,
+                &db_path,
+                &config.data_dir,
+            )
+            .await?;
+        }
         let limits = config.limits.clone();
         let db = tokio::task::spawn_blocking(move || Db::open_with(&db_path, limits))
             .await
@@ -114,16 +145,6 @@ impl Store {
                  statements that large reach the projector slimmed: raise max_payload"
             );
         }
-        let js = jetstream::new(client.clone());
-        let retention = subjects::ensure_streams(&js, &config.topology).await?;
-        if retention == subjects::InRetention::WorkQueue && config.replica != subjects::MAIN_REPLICA
-        {
-            anyhow::bail!(
-                "LRS_IN is a work queue made by an older Leerspoor, which takes one store only; \
-                 replica {:?} cannot join until it is recreated (README \"Upgrading to replicas\")",
-                config.replica
-            );
-        }
         if let Some(record) = config.bootstrap_credential.clone() {
             let access = crate::access::Access { tree: db.tree() };
             if access.credentials()?.is_empty() {
@@ -137,7 +158,7 @@ impl Store {
         let puller = Puller::open(
             client.clone(),
             subjects::STREAM_IN,
-            &subjects::store_consumer(&config.replica),
+            &consumer,
             config.ack_wait,
             config.max_batch,
         )
@@ -146,6 +167,9 @@ impl Store {
         let in_flight = puller.in_flight();
         let applied = tokio::sync::watch::Sender::new(db.applied_sequence()?);
         let api = crate::api::subscribe(&client).await?;
+        let snapshots = client
+            .queue_subscribe(subjects::API_SNAPSHOT_STORE, subjects::API_QUEUE.to_owned())
+            .await?;
         let attachments = subjects::attachment_bucket(&js, config.topology.stream_replicas).await?;
         Ok(Store {
             api,
@@ -159,6 +183,7 @@ impl Store {
             in_flight,
             housekeeping: tokio::sync::Notify::new(),
             applied,
+            snapshots: tokio::sync::Mutex::new(snapshots),
         })
     }
 
@@ -260,8 +285,17 @@ impl Store {
         finish: tokio::sync::mpsc::Sender<Finish>,
     ) -> Result<(), Stop> {
         let mut puller = self.puller.lock().await;
+        let mut snapshots = self.snapshots.lock().await;
         loop {
-            let batch = match puller.next(shutdown).await {
+            let pulled = tokio::select! {
+                Some(request) = snapshots.next() => {
+                    // Between two batches: the snapshot is the database at one sequence.
+                    self.answer_snapshot(request).await;
+                    continue;
+                }
+                pulled = puller.next(shutdown) => pulled,
+            };
+            let batch = match pulled {
                 Pulled::Batch(batch) => batch,
                 Pulled::Nothing if shutdown.is_cancelled() => return Ok(()),
                 Pulled::Nothing => continue,
@@ -281,6 +315,31 @@ impl Store {
                     .await
                     .map_err(|_| anyhow::anyhow!("the finisher stopped"))?;
             }
+        }
+    }
+
+    async fn answer_snapshot(&self, request: async_nats::Message) {
+        let Some(reply_to) = request.reply.clone() else {
+            return;
+        };
+        let asked = serde_json::from_slice::<bus::snapshot::SnapshotRequest>(&request.payload)
+            .unwrap_or(bus::snapshot::SnapshotRequest {
+                for_replica: "?".into(),
+            });
+        let db = self.db.clone();
+        let reply = bus::snapshot::take(
+            &self.js,
+            "store",
+            &self.config.replica,
+            self.config.topology.stream_replicas,
+            &self.config.data_dir.join("snapshot.out"),
+            &asked,
+            move |file| db.write_snapshot(file).map_err(|err| format!("{err:#}")),
+        )
+        .await;
+        let body = serde_json::to_vec(&reply).unwrap_or_default();
+        if let Err(err) = self.client.publish(reply_to, body.into()).await {
+            tracing::warn!(error = %err, "cannot answer a snapshot request");
         }
     }
 
@@ -359,14 +418,20 @@ impl Store {
                     );
                     let verdict = db.apply(&incoming, parsed, &validator)?;
                     if verdict != Verdict::Applied {
-                        // An erasure logs itself (counts only); anything else was refused.
-                        if !matches!(verdict, Verdict::Erased { .. }) {
-                            tracing::info!(
+                        match &verdict {
+                            // An erasure logs itself (counts only).
+                            Verdict::Erased { .. } => {}
+                            Verdict::Credential { credential } => tracing::info!(
+                                sequence,
+                                key = %credential.key,
+                                "credential changed"
+                            ),
+                            refused => tracing::info!(
                                 sequence,
                                 subject = incoming.subject,
-                                ?verdict,
+                                verdict = ?refused,
                                 "message not applied"
-                            );
+                            ),
                         }
                         verdicts.push((sequence, verdict));
                     }

@@ -151,3 +151,99 @@ async fn replicas_apply_every_write_and_end_identical() {
         part.stop().await;
     }
 }
+
+#[tokio::test]
+async fn a_new_replica_starts_from_a_snapshot_and_catches_up() {
+    let nats = Nats::start().await;
+    let (dir_a, dir_c, dir_gateway) = (
+        tempfile::tempdir().expect("dir"),
+        tempfile::tempdir().expect("dir"),
+        tempfile::tempdir().expect("dir"),
+    );
+    // A deployment of one replica, "a": nothing keeps LRS_IN's messages for another.
+    let alone = |dir: &std::path::Path, name: &str| {
+        let mut config = config(&nats.url(), dir);
+        config.replicas.name = name.into();
+        config.replicas.stores = vec!["a".into()];
+        config.replicas.projectors = vec!["a".into()];
+        config
+    };
+    let node_a = start_node(alone(dir_a.path(), "a"), Parts::All).await;
+    let gateway = start_node(alone(dir_gateway.path(), "a"), Parts::Gateway).await;
+    let base = format!("http://{}", gateway.http_addr.expect("gateway"));
+    wait_for_credential_at(&base).await;
+    let app = TestApp::attach(nats, base);
+    let before: Vec<Value> = (0..30)
+        .map(|n| hub_statement(&format!("before-{n}@example.org"), "snapshotted"))
+        .collect();
+    assert_eq!(
+        app.post_statements(&json!(before)).await.status(),
+        StatusCode::OK
+    );
+
+    // Replica "c" joins with an empty data folder: from a snapshot of "a", then the log.
+    let mut joining = config(&app.nats.url(), dir_c.path());
+    joining.replicas.name = "c".into();
+    joining.replicas.stores = vec!["a".into(), "c".into()];
+    joining.replicas.projectors = vec!["a".into(), "c".into()];
+    joining.replicas.from_snapshot = true;
+    let node_c = start_node(joining.clone(), Parts::Store).await;
+    let projector_c = start_node(joining, Parts::Projector).await;
+    assert!(
+        dir_c.path().join("store.sled").exists(),
+        "c's database came from the snapshot"
+    );
+    let after: Vec<Value> = (0..10)
+        .map(|n| hub_statement(&format!("after-{n}@example.org"), "snapshotted"))
+        .collect();
+    assert_eq!(
+        app.post_statements(&json!(after)).await.status(),
+        StatusCode::OK
+    );
+
+    let client = app.nats_client().await;
+    let both = Topology {
+        stores: vec!["a".into(), "c".into()],
+        projectors: vec!["a".into(), "c".into()],
+        stream_replicas: 1,
+    };
+    let statuses = wait_until("c caught up with a", WAIT, || async {
+        let statuses =
+            leerspoor::replicas::statuses(&client, &both, true, std::time::Duration::from_secs(10))
+                .await
+                .ok()?;
+        (statuses.len() == 4 && statuses.iter().all(|status| status.lag == Some(0)))
+            .then_some(statuses)
+    })
+    .await;
+    assert_eq!(
+        leerspoor::replicas::identical(&statuses, "store"),
+        Some(true),
+        "{statuses:?}"
+    );
+    assert_eq!(
+        leerspoor::replicas::identical(&statuses, "projector"),
+        Some(true),
+        "{statuses:?}"
+    );
+    assert!(statuses.iter().all(|status| status.items.is_some()));
+    assert_eq!(
+        statuses
+            .iter()
+            .find(|status| status.kind == "store")
+            .and_then(|status| status.items),
+        Some(40)
+    );
+
+    // With "a" gone, "c" answers alone: everything is there.
+    node_a.stop().await;
+    let listed = app.get_all(&[("limit", "100")]).await;
+    assert_eq!(listed.len(), 40);
+    assert_eq!(
+        app.hub_summary("snapshotted").await.expect("hub")["statements"],
+        json!(40)
+    );
+    for part in [node_c, projector_c, gateway] {
+        part.stop().await;
+    }
+}
