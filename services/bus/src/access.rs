@@ -317,7 +317,9 @@ pub async fn request(
     timeout: std::time::Duration,
     min_applied: u64,
 ) -> Result<AdminReply, AdminError> {
-    let to = crate::request::Ask::store(crate::subjects::API_ADMIN, timeout).after(min_applied);
+    let to = crate::request::Ask::store(crate::subjects::API_ADMIN, timeout)
+        .retrying_every(crate::request::READ_ATTEMPT.max(timeout / 4))
+        .after(min_applied);
     match crate::request::ask_json(client, to, request).await {
         Ok(AdminReply::Error { code, message }) => Err(AdminError::Refused { code, message }),
         Ok(reply) => Ok(reply),

@@ -12,6 +12,8 @@ use futures::StreamExt;
 
 /// How long one pull request waits for a first message before it is renewed.
 pub const PULL_WAIT: Duration = Duration::from_secs(5);
+/// Beyond [`PULL_WAIT`], how long a pull may go unanswered before it counts as failed.
+const PULL_GRACE: Duration = Duration::from_secs(3);
 
 #[derive(Debug, thiserror::Error)]
 #[error("{what} on stream {stream}: {reason}")]
@@ -104,7 +106,17 @@ pub async fn next_batch(
             .await
             .map_err(|err| failed("pulling", stream, err))?;
         while let Some(message) = rest.next().await {
-            batch.push(message.map_err(|err| failed("receiving", stream, err))?);
+            match message {
+                Ok(message) => batch.push(message),
+                Err(err) => {
+                    // A status that ends the request early (409 "Batch Completed" after a
+                    // consumer's leader moved, say): what came is applied; failing the batch
+                    // would leave its first message unacknowledged, to come back after
+                    // `ack_wait` and end the same way, again and again.
+                    tracing::debug!(error = %err, stream, "a pull ended early");
+                    break;
+                }
+            }
         }
     }
     Ok(Some(batch))
@@ -250,10 +262,20 @@ impl Puller {
     /// The next batch (see [`next_batch`]), at most [`batch_bytes`] beyond its first message.
     pub async fn next(&mut self, shutdown: &tokio_util::sync::CancellationToken) -> Pulled {
         let max_bytes = batch_bytes(self.client.server_info().max_payload);
-        let next = next_batch(&self.consumer, self.stream, self.max_batch, max_bytes);
+        // A pull whose server died answers nothing, not even its expiry: bounded here, so the
+        // consumer is made again (through another server) instead of waiting forever.
+        let next = tokio::time::timeout(
+            PULL_WAIT + PULL_GRACE,
+            next_batch(&self.consumer, self.stream, self.max_batch, max_bytes),
+        );
         let pulled = tokio::select! {
             _ = shutdown.cancelled() => return Pulled::Nothing,
-            pulled = next => pulled,
+            pulled = next => pulled.unwrap_or_else(|_| {
+                Err(failed("pulling", self.stream, format!(
+                    "no answer within {:?}",
+                    PULL_WAIT + PULL_GRACE
+                )))
+            }),
         };
         match pulled {
             Ok(Some(batch)) => {

@@ -20,6 +20,11 @@ pub const MIN_APPLIED_HEADER: &str = "Lrs-Min-Applied";
 /// Reply header: this replica has not applied what the request needs; its applied sequence.
 pub const BEHIND_HEADER: &str = "Lrs-Behind";
 
+/// How long a read from a replica may take before it is sent again: a page of statements or a
+/// summary takes milliseconds; no answer within this means the request was lost (its NATS
+/// server or its replica died) and another replica should be asked.
+pub const READ_ATTEMPT: Duration = Duration::from_secs(2);
+
 /// Why a request got no usable answer.
 #[derive(Debug, thiserror::Error)]
 pub enum AskError {
@@ -46,6 +51,10 @@ pub struct Ask {
     pub timeout: Duration,
     /// The `LRS_IN` sequence the answer must include (0: any state will do).
     pub min_applied: u64,
+    /// How long one attempt waits before the request is sent again (a read is safe to
+    /// repeat): a request sent on a connection that died with its NATS server gets no
+    /// answer, and a replica that died with a request in hand answers nothing either.
+    pub attempt: Duration,
 }
 
 impl Ask {
@@ -56,6 +65,7 @@ impl Ask {
             service: "the store",
             timeout,
             min_applied: 0,
+            attempt: timeout,
         }
     }
 
@@ -74,10 +84,16 @@ impl Ask {
             ..self
         }
     }
+
+    /// The same, sent again when an attempt got no answer within `attempt`.
+    pub fn retrying_every(self, attempt: Duration) -> Ask {
+        Ask { attempt, ..self }
+    }
 }
 
-/// Sends one request and returns the reply's payload, asking again while the replica that
-/// answers is behind, until `ask.timeout`.
+/// Sends one request and returns the reply's payload. Asks again, until `ask.timeout`, while
+/// the replica that answers is behind, while no replica is there to answer (they are
+/// reconnecting), and when an attempt got no answer within `ask.attempt`.
 pub async fn ask(client: &async_nats::Client, ask: Ask, payload: Bytes) -> Result<Bytes, AskError> {
     let deadline = Instant::now() + ask.timeout;
     let mut pause = Duration::from_millis(10);
@@ -87,26 +103,34 @@ pub async fn ask(client: &async_nats::Client, ask: Ask, payload: Bytes) -> Resul
             headers.insert(MIN_APPLIED_HEADER, ask.min_applied.to_string().as_str());
         }
         let remaining = deadline.saturating_duration_since(Instant::now());
-        let reply = tokio::time::timeout(
-            remaining,
+        let attempt = tokio::time::timeout(
+            remaining.min(ask.attempt),
             client.request_with_headers(ask.subject, headers, payload.clone()),
         )
-        .await
-        .map_err(|_| AskError::Timeout(ask.timeout, ask.service))?
-        .map_err(|err| AskError::Unavailable {
-            service: ask.service,
-            reason: err.to_string(),
-        })?;
-        let behind = reply
-            .headers
-            .as_ref()
-            .and_then(|headers| headers.get(BEHIND_HEADER))
-            .is_some();
-        if !behind {
-            return Ok(reply.payload);
-        }
+        .await;
+        let failure = match attempt {
+            Ok(Ok(reply)) => {
+                let behind = reply
+                    .headers
+                    .as_ref()
+                    .and_then(|headers| headers.get(BEHIND_HEADER))
+                    .is_some();
+                if !behind {
+                    return Ok(reply.payload);
+                }
+                None
+            }
+            Ok(Err(err)) => Some(err.to_string()),
+            Err(_) => None,
+        };
         if Instant::now() + pause >= deadline {
-            return Err(AskError::Timeout(ask.timeout, ask.service));
+            return Err(match failure {
+                Some(reason) => AskError::Unavailable {
+                    service: ask.service,
+                    reason,
+                },
+                None => AskError::Timeout(ask.timeout, ask.service),
+            });
         }
         tokio::time::sleep(pause).await;
         pause = (pause * 2).min(Duration::from_millis(200));

@@ -165,25 +165,49 @@ pub enum SubmitError {
 }
 
 /// Publishes one message to `LRS_IN` and waits for the first store's verdict on it (every
-/// store replica reaches the same verdict). `headers` may carry a `Nats-Msg-Id`, which makes
-/// a retry of the same write land once.
+/// store replica reaches the same verdict), within `timeout` for both. A publish that fails
+/// (no stream leader while the cluster elects one, a connection lost with its server) is
+/// sent again until `timeout`: under one `Nats-Msg-Id` (the caller's, or one made here), so
+/// JetStream stores it once however many attempts reached it.
 pub async fn submit(
     js: &async_nats::jetstream::Context,
     watermarks: &Watermarks,
     subject: &'static str,
-    headers: async_nats::HeaderMap,
+    mut headers: async_nats::HeaderMap,
     payload: Vec<u8>,
     timeout: Duration,
 ) -> Result<Verdict, SubmitError> {
+    let deadline = Instant::now() + timeout;
+    if headers.get(crate::MSG_ID_HEADER).is_none() {
+        let unique = watermarks.client.new_inbox();
+        let id = unique.rsplit('.').next().unwrap_or(&unique).to_owned();
+        headers.insert(crate::MSG_ID_HEADER, format!("w-{id}").as_str());
+    }
+    let payload = bytes::Bytes::from(payload);
     let before = watermarks.current();
-    let ack = js
-        .publish_with_headers(subject, headers, payload.into())
-        .await
-        .map_err(|err| SubmitError::Publish(err.to_string()))?
-        .await
-        .map_err(|err| SubmitError::Publish(err.to_string()))?;
+    let mut pause = Duration::from_millis(50);
+    let ack = loop {
+        let attempt = async {
+            js.publish_with_headers(subject, headers.clone(), payload.clone())
+                .await?
+                .await
+        };
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        let failure = match tokio::time::timeout(remaining, attempt).await {
+            Ok(Ok(ack)) => break ack,
+            Ok(Err(err)) => err.to_string(),
+            Err(_) => "no acknowledgement in time".to_owned(),
+        };
+        if Instant::now() + pause >= deadline {
+            return Err(SubmitError::Publish(failure));
+        }
+        tracing::debug!(error = %failure, "publishing to LRS_IN failed; sending it again");
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_secs(1));
+    };
+    let remaining = deadline.saturating_duration_since(Instant::now());
     watermarks
-        .wait(ack.sequence, ack.duplicate, before, timeout)
+        .wait(ack.sequence, ack.duplicate, before, remaining)
         .await
         .ok_or(SubmitError::NotApplied {
             sequence: ack.sequence,

@@ -384,7 +384,9 @@ async fn ask(
     subject: &'static str,
     payload: Vec<u8>,
 ) -> Result<bytes::Bytes, ApiError> {
-    let to = bus::request::Ask::store(subject, READ_TIMEOUT).after(state.watermarks.current());
+    let to = bus::request::Ask::store(subject, READ_TIMEOUT)
+        .retrying_every(bus::request::READ_ATTEMPT)
+        .after(state.watermarks.current());
     Ok(bus::request::ask(&state.client, to, payload.into()).await?)
 }
 

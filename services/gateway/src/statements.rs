@@ -387,6 +387,7 @@ fn set_consistent_through(response: &mut Response, value: &str) {
 /// A statement query, answered from a state that includes this gateway's writes.
 async fn ask_store(state: &AppState, query: &StatementQuery) -> Result<StatementReply, ApiError> {
     let to = bus::request::Ask::store(subjects::API_STATEMENTS, READ_TIMEOUT)
+        .retrying_every(bus::request::READ_ATTEMPT)
         .after(state.watermarks.current());
     Ok(bus::request::ask_json(&state.client, to, query).await?)
 }

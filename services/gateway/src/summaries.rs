@@ -133,7 +133,8 @@ fn options(
 }
 
 async fn ask(state: &AppState, query: &SummaryQuery) -> Result<SummaryReply, ApiError> {
-    let to = bus::request::Ask::projector(subjects::API_SUMMARIES, TIMEOUT);
+    let to = bus::request::Ask::projector(subjects::API_SUMMARIES, TIMEOUT)
+        .retrying_every(bus::request::READ_ATTEMPT);
     match bus::request::ask_json(&state.client, to, query).await? {
         SummaryReply::Error { message } => {
             tracing::error!(%message, "projector refused a query");

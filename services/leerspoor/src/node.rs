@@ -208,7 +208,8 @@ pub fn local_credentials(data_dir: &std::path::Path) -> Option<(String, String)>
 
 /// Connects to NATS as the services' user of the configuration. Hubs may read `_INBOX.>` for
 /// their own publish acknowledgements; the services' replies (statements, documents,
-/// summaries, credentials) go to an inbox no hub may read.
+/// summaries, credentials) go to an inbox no hub may read. `nats_url` may name several
+/// servers of a cluster, comma-separated.
 pub async fn connect(config: &Config, nats_url: &str) -> anyhow::Result<async_nats::Client> {
     let mut options = async_nats::ConnectOptions::new()
         .name("leerspoor")
@@ -222,8 +223,19 @@ pub async fn connect(config: &Config, nats_url: &str) -> anyhow::Result<async_na
             .await
             .with_context(|| format!("reading NATS credentials {}", path.display()))?;
     }
+    // A cluster is named by several URLs, comma-separated: the client starts with whichever
+    // answers and learns the others from the servers.
+    let servers = nats_url
+        .split(',')
+        .map(str::trim)
+        .filter(|url| !url.is_empty())
+        .map(|url| {
+            url.parse::<async_nats::ServerAddr>()
+                .with_context(|| format!("{url:?} is not a NATS URL"))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
     options
-        .connect(nats_url)
+        .connect(servers)
         .await
         .with_context(|| format!("NATS unreachable at {nats_url}"))
 }

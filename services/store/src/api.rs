@@ -43,7 +43,9 @@ pub async fn subscribe(client: &async_nats::Client) -> anyhow::Result<Subscripti
 
 /// How long a request waits for this replica to apply what it needs before the replica says
 /// it is behind (the caller then asks again, perhaps another replica).
-const BEHIND_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+const BEHIND_WAIT: std::time::Duration = std::time::Duration::from_millis(500);
+/// Sequences a replica may be behind and still wait for a request rather than refuse it.
+const BEHIND_CLOSE: u64 = 256;
 
 /// Answers until shutdown. `applied` follows this replica's flushed `LRS_IN` watermark: a
 /// request that needs more ([`bus::request::MIN_APPLIED_HEADER`]) waits for it a moment, or
@@ -67,8 +69,11 @@ pub async fn serve(
             };
             let needed = bus::request::min_applied(&request);
             if needed > 0 {
-                let reached =
-                    tokio::time::timeout(BEHIND_WAIT, applied.wait_for(|at| *at >= needed))
+                // A replica far behind (catching up after a restart) says so at once, so the
+                // caller asks another instead of waiting here.
+                let close = needed.saturating_sub(*applied.borrow()) <= BEHIND_CLOSE;
+                let reached = close
+                    && tokio::time::timeout(BEHIND_WAIT, applied.wait_for(|at| *at >= needed))
                         .await
                         .is_ok_and(|waited| waited.is_ok());
                 if !reached {

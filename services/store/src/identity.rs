@@ -69,6 +69,18 @@ impl Db {
         let created = current.created_ns.to_string();
         let same_stream = recorded.as_ref().is_some_and(|r| r.created_ns == created);
         let fits = applied <= current.last_sequence;
+        if same_stream && fits && applied + 1 < current.first_sequence {
+            // The messages between are gone: acknowledged by every consumer while this
+            // replica's was not among them (it was added without a snapshot, or removed and
+            // added again).
+            return Ok(Err(StreamMismatch(format!(
+                "this store applied LRS_IN through sequence {applied}, but LRS_IN now starts at \
+                 sequence {}: the messages between were removed before this replica applied \
+                 them. Start it anew from a snapshot of a healthy replica: an empty data folder \
+                 and --from-snapshot (README \"Replicas and the cluster\").",
+                current.first_sequence
+            ))));
+        }
         if same_stream && fits {
             return Ok(Ok(StreamCheck::Same));
         }
@@ -80,6 +92,14 @@ impl Db {
                 "adopted a new LRS_IN: applying its messages from its first"
             );
             return Ok(Ok(StreamCheck::Adopted));
+        }
+        if recorded.is_none() && fits && applied + 1 < current.first_sequence {
+            return Ok(Err(StreamMismatch(format!(
+                "LRS_IN starts at sequence {}: its earlier messages were applied by other store \
+                 replicas and removed. A new replica starts from a snapshot of a healthy one: \
+                 an empty data folder and --from-snapshot (README \"Replicas and the cluster\").",
+                current.first_sequence
+            ))));
         }
         if recorded.is_none() && fits {
             self.record_stream(&created)?;
@@ -187,6 +207,50 @@ mod tests {
                 .expect("db")
                 .expect("ok"),
             StreamCheck::Same
+        );
+    }
+
+    #[test]
+    fn a_replica_that_missed_removed_messages_is_sent_to_a_snapshot() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let db = Db::open(dir.path()).expect("open");
+        let removed = StreamState {
+            created_ns: 1,
+            first_sequence: 11,
+            last_sequence: 20,
+        };
+        let message = db
+            .check_stream(&removed, false)
+            .expect("db")
+            .expect_err("a new replica on a stream whose start is gone")
+            .0;
+        assert!(message.contains("--from-snapshot"), "{message}");
+        let whole = StreamState {
+            first_sequence: 1,
+            ..removed.clone()
+        };
+        assert_eq!(
+            db.check_stream(&whole, false).expect("db").expect("ok"),
+            StreamCheck::Recorded
+        );
+        let mut batch = sled::Batch::default();
+        db.mark_applied(&mut batch, 1).expect("mark");
+        db.tree().apply_batch(batch).expect("apply");
+        let message = db
+            .check_stream(&removed, false)
+            .expect("db")
+            .expect_err("messages 2 to 10 are gone")
+            .0;
+        assert!(message.contains("through sequence 1"), "{message}");
+        let drained = StreamState {
+            first_sequence: 2,
+            last_sequence: 1,
+            ..removed
+        };
+        assert_eq!(
+            db.check_stream(&drained, false).expect("db").expect("ok"),
+            StreamCheck::Same,
+            "an empty stream after what this replica applied"
         );
     }
 

@@ -57,21 +57,27 @@ impl Store {
                     bytes += message.payload.len();
                     let mut headers = async_nats::HeaderMap::new();
                     headers.insert(bus::MSG_ID_HEADER, message.msg_id.as_str());
+                    let payload = bytes::Bytes::from(message.payload);
                     let ack = self
                         .js
-                        .publish_with_headers(message.subject, headers, message.payload.into())
+                        .publish_with_headers(message.subject, headers.clone(), payload.clone())
                         .await
                         .map_err(|err| OutboxError::Nats(err.to_string()))?;
-                    acks.push(ack);
+                    acks.push((ack, message.subject, headers, payload));
                 }
                 published.push(entry.key);
                 if bytes >= OUTBOX_BYTES {
                     break;
                 }
             }
-            for ack in acks {
-                ack.await
-                    .map_err(|err| OutboxError::Nats(format!("not acknowledged: {err}")))?;
+            for (ack, subject, headers, payload) in acks {
+                match ack.await {
+                    Ok(_) => {}
+                    Err(err) if in_process(&err) => {
+                        self.publish_once_settled(subject, headers, payload).await?;
+                    }
+                    Err(err) => return Err(OutboxError::Nats(format!("not acknowledged: {err}"))),
+                }
             }
             let db = self.db.clone();
             tokio::task::spawn_blocking(move || db.remove_outbox(&published))
@@ -79,6 +85,46 @@ impl Store {
                 .map_err(|err| OutboxError::Nats(err.to_string()))??;
         }
     }
+}
+
+impl Store {
+    /// Publishes one message again until JetStream settles it: another store replica is
+    /// publishing the same message (same id) at this moment, and the cluster answers "in
+    /// process" until that publish is through; then this one is acknowledged as the
+    /// duplicate it is.
+    async fn publish_once_settled(
+        &self,
+        subject: &'static str,
+        headers: async_nats::HeaderMap,
+        payload: bytes::Bytes,
+    ) -> Result<(), OutboxError> {
+        let mut pause = std::time::Duration::from_millis(10);
+        for _ in 0..50 {
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(std::time::Duration::from_millis(200));
+            let outcome = async {
+                self.js
+                    .publish_with_headers(subject, headers.clone(), payload.clone())
+                    .await?
+                    .await
+            }
+            .await;
+            match outcome {
+                Ok(_) => return Ok(()),
+                Err(err) if in_process(&err) => continue,
+                Err(err) => return Err(OutboxError::Nats(format!("not acknowledged: {err}"))),
+            }
+        }
+        Err(OutboxError::Nats(
+            "another replica's publish of the same message did not settle".into(),
+        ))
+    }
+}
+
+/// JetStream's "duplicate message id is in process" (error code 10158): a clustered stream
+/// is storing a message with this id from another publisher right now.
+fn in_process(err: &async_nats::jetstream::context::PublishError) -> bool {
+    err.to_string().contains("10158")
 }
 
 #[derive(Debug, thiserror::Error)]

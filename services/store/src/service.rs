@@ -25,6 +25,52 @@ use crate::db::{Db, DbError, Incoming};
 use crate::identity::{StreamCheck, StreamState};
 use crate::ingest;
 
+/// One `LRS_IN` message to apply: delivered to this store's consumer, or read from the
+/// stream to fill a gap.
+struct Arriving<'a> {
+    sequence: u64,
+    subject: &'a str,
+    payload: &'a [u8],
+    /// `X-Experience-API-Version` of a direct publisher.
+    version: Option<&'a str>,
+    published: chrono::DateTime<chrono::Utc>,
+}
+
+/// A JetStream timestamp (nanoseconds since the epoch) as chrono's.
+fn utc(nanos: i128) -> chrono::DateTime<chrono::Utc> {
+    chrono::DateTime::from_timestamp_nanos(i64::try_from(nanos).unwrap_or(i64::MAX))
+}
+
+impl<'a> Arriving<'a> {
+    fn delivered(message: &'a jetstream::Message) -> Option<Arriving<'a>> {
+        let info = message.info().ok()?;
+        Some(Arriving {
+            sequence: info.stream_sequence,
+            subject: message.subject.as_str(),
+            payload: &message.payload,
+            version: message
+                .headers
+                .as_ref()
+                .and_then(|headers| headers.get("X-Experience-API-Version"))
+                .map(|value| value.as_str()),
+            published: utc(info.published.unix_timestamp_nanos()),
+        })
+    }
+
+    fn fetched(message: &'a jetstream::message::StreamMessage) -> Arriving<'a> {
+        Arriving {
+            sequence: message.sequence,
+            subject: message.subject.as_str(),
+            payload: &message.payload,
+            version: message
+                .headers
+                .get("X-Experience-API-Version")
+                .map(|value| value.as_str()),
+            published: utc(message.time.unix_timestamp_nanos()),
+        }
+    }
+}
+
 /// Applied batches waiting for their outbox publish and ack.
 const FINISH_QUEUE: usize = 4;
 /// Attempts at applying a batch that failed on a database error before the store gives up.
@@ -308,7 +354,8 @@ impl Store {
                     continue;
                 }
             };
-            let done = self.apply_with_retries(batch, shutdown).await?;
+            let filled = self.fill_gap(&batch).await;
+            let done = self.apply_with_retries(batch, filled, shutdown).await?;
             if let Some(done) = done {
                 finish
                     .send(done)
@@ -343,6 +390,53 @@ impl Store {
         }
     }
 
+    /// The messages missing below a batch: a message delivered on a connection that died
+    /// (a NATS node lost) comes back only after `ack_wait`, and until then the contiguous
+    /// watermark, so every read and write verdict, would wait behind it. They are read from
+    /// `LRS_IN` directly (at most 256) and applied first; their redelivery is skipped as
+    /// applied.
+    async fn fill_gap(
+        &self,
+        batch: &[jetstream::Message],
+    ) -> Vec<jetstream::message::StreamMessage> {
+        const MOST: u64 = 256;
+        let Some(lowest) = batch
+            .iter()
+            .filter_map(|message| message.info().ok().map(|info| info.stream_sequence))
+            .min()
+        else {
+            return Vec::new();
+        };
+        let Ok(applied) = self.db.applied_sequence() else {
+            return Vec::new();
+        };
+        if lowest <= applied + 1 {
+            return Vec::new();
+        }
+        let Ok(stream) = self.js.get_stream(subjects::STREAM_IN).await else {
+            return Vec::new();
+        };
+        let mut filled = Vec::new();
+        for sequence in applied + 1..lowest.min(applied + 1 + MOST) {
+            if self.db.is_applied(sequence).unwrap_or(true) {
+                continue;
+            }
+            match stream.get_raw_message(sequence).await {
+                Ok(message) => filled.push(message),
+                // Gone (deleted) or NATS busy: its redelivery will come.
+                Err(_) => break,
+            }
+        }
+        if !filled.is_empty() {
+            tracing::debug!(
+                from = applied + 1,
+                count = filled.len(),
+                "filled a gap below a batch"
+            );
+        }
+        filled
+    }
+
     /// After a failed pull: whether NATS answers and `LRS_IN` is still the stream this store
     /// applied (another one stops the store).
     async fn stream_reachable_and_ours(&self) -> Result<bool, Stop> {
@@ -358,13 +452,15 @@ impl Store {
     async fn apply_with_retries(
         &self,
         batch: Vec<jetstream::Message>,
+        filled: Vec<jetstream::message::StreamMessage>,
         shutdown: &CancellationToken,
     ) -> Result<Option<Finish>, Stop> {
         let batch = Arc::new(batch);
+        let filled = Arc::new(filled);
         let mut backoff = Backoff::default();
         let mut attempt = 1;
         loop {
-            match self.apply_batch(batch.clone()).await {
+            match self.apply_batch(batch.clone(), filled.clone()).await {
                 Ok(done) => return Ok(done),
                 Err(err) if attempt < APPLY_ATTEMPTS => {
                     tracing::warn!(error = %format!("{err:#}"), attempt, "applying a batch failed; retrying");
@@ -382,6 +478,7 @@ impl Store {
     async fn apply_batch(
         &self,
         batch: Arc<Vec<jetstream::Message>>,
+        filled: Arc<Vec<jetstream::message::StreamMessage>>,
     ) -> Result<Option<Finish>, Stop> {
         let db = self.db.clone();
         let validator = self.validator.clone();
@@ -391,29 +488,22 @@ impl Store {
         let (through, verdicts, outbox_through, flush_started) =
             tokio::task::spawn_blocking(move || {
                 let mut verdicts = Vec::new();
-                for message in applying.iter() {
-                    let Ok(info) = message.info() else {
-                        continue;
-                    };
-                    let sequence = info.stream_sequence;
-                    let version = message
-                        .headers
-                        .as_ref()
-                        .and_then(|headers| headers.get("X-Experience-API-Version"))
-                        .map(|value| value.as_str().to_owned());
-                    let published = chrono::DateTime::from_timestamp_nanos(
-                        i64::try_from(info.published.unix_timestamp_nanos()).unwrap_or(i64::MAX),
-                    );
+                let arriving = filled
+                    .iter()
+                    .map(Arriving::fetched)
+                    .chain(applying.iter().filter_map(Arriving::delivered));
+                for arrived in arriving {
+                    let sequence = arrived.sequence;
                     let incoming = Incoming {
                         sequence,
-                        subject: message.subject.as_str(),
-                        payload: &message.payload,
-                        published,
+                        subject: arrived.subject,
+                        payload: arrived.payload,
+                        published: arrived.published,
                     };
                     let parsed = ingest::decode(
                         incoming.subject,
                         incoming.payload,
-                        version.as_deref(),
+                        arrived.version,
                         &limits,
                     );
                     let verdict = db.apply(&incoming, parsed, &validator)?;

@@ -6,6 +6,7 @@ mod bad_input;
 mod clients;
 mod documents;
 mod erasure;
+mod failover;
 mod helpers;
 mod hostile;
 mod ingest;
