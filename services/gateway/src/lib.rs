@@ -76,7 +76,7 @@ impl Default for GatewayConfig {
         GatewayConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             default_requests_per_minute: 6000,
-            authority_home_page: "https://w3id.org/xapi/llo/clients".into(),
+            authority_home_page: xapi::llo::CLIENTS_HOME_PAGE.into(),
             limits: Limits::default(),
             write_timeout: Duration::from_secs(10),
             topology: bus::subjects::Topology::default(),

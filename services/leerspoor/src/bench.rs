@@ -40,12 +40,42 @@ pub struct BenchArgs {
     /// Instead of the scenarios: store this many statements of one person, then erase them.
     #[arg(long)]
     pub erase_one_person: Option<usize>,
+    /// Instead of the scenarios: store this many statements, then start a second store
+    /// replica from a snapshot and measure until it caught up.
+    #[arg(long)]
+    pub replica_from_snapshot: Option<usize>,
+    /// Run the HTTP scenarios against these running gateways (comma-separated base URLs,
+    /// e.g. a local cluster's) instead of an in-process Leerspoor.
+    #[arg(long, value_delimiter = ',')]
+    pub against: Vec<String>,
+    /// The credential for --against (every scope it needs: statements/write).
+    #[arg(long, default_value = "bench")]
+    pub user: String,
+    #[arg(
+        long,
+        default_value = "bench",
+        env = "LEERSPOOR_BENCH_PASSWORD",
+        hide_env_values = true
+    )]
+    pub password: String,
+}
+
+/// Where the HTTP scenarios send their statements: gateway base URLs (a worker each in turn)
+/// and the credential.
+#[derive(Clone)]
+pub struct Target {
+    pub bases: Vec<String>,
+    pub key: String,
+    pub secret: String,
 }
 
 const KEY: &str = "bench";
 const SECRET: &str = "bench";
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    if !args.against.is_empty() {
+        return against(&args).await;
+    }
     let dir = tempfile::tempdir().context("temp dir")?;
     let nats = LocalServer::start(&dir.path().join("nats"), 0).await?;
     // Every scope, and no practical rate limit: the benchmark measures ingest, not limits.
@@ -81,6 +111,13 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let running = tokio::spawn(node.run(shutdown.clone()));
     wait_for_credential(&base).await?;
 
+    if let Some(statements) = args.replica_from_snapshot {
+        crate::bench_replicas::from_snapshot(&nats.url(), statements).await?;
+        shutdown.cancel();
+        running.await.context("node task")??;
+        nats.stop().await;
+        return Ok(());
+    }
     if let Some(statements) = args.erase_one_person {
         crate::bench_erasure::one_person(&nats.url(), &base, (KEY, SECRET), statements).await?;
         shutdown.cancel();
@@ -98,8 +135,13 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     for batch in &args.batches {
         let stop_sampling = CancellationToken::new();
         let sampler = crate::bench_summaries::sample_lag(js.clone(), stop_sampling.clone());
+        let target = Target {
+            bases: vec![base.clone()],
+            key: KEY.into(),
+            secret: SECRET.into(),
+        };
         let report =
-            http_scenario(&base, args.statements, (*batch).max(1), args.concurrency).await?;
+            http_scenario(&target, args.statements, (*batch).max(1), args.concurrency).await?;
         report.print(&format!("HTTP POST, batch of {batch}"));
         let drained = crate::bench_summaries::drain_time(&js).await?;
         stop_sampling.cancel();
@@ -247,8 +289,42 @@ fn histogram() -> anyhow::Result<Histogram<u64>> {
     Histogram::new_with_bounds(1, 120_000_000, 3).context("histogram")
 }
 
+/// The HTTP scenarios against running gateways (`--against`): the same statements, batches
+/// and clients as in-process, so the figures compare.
+async fn against(args: &BenchArgs) -> anyhow::Result<()> {
+    let target = Target {
+        bases: args
+            .against
+            .iter()
+            .map(|base| {
+                base.trim_end_matches('/')
+                    .trim_end_matches("/xapi")
+                    .to_owned()
+            })
+            .collect(),
+        key: args.user.clone(),
+        secret: args.password.clone(),
+    };
+    println!(
+        "leerspoor bench --against {}: {} statements per scenario, {} concurrent clients",
+        target.bases.join(","),
+        args.statements,
+        args.concurrency
+    );
+    println!(
+        "{:<28} {:>12} {:>10} {:>10} {:>10}",
+        "scenario", "statements/s", "p50 ms", "p99 ms", "max ms"
+    );
+    for batch in &args.batches {
+        let report =
+            http_scenario(&target, args.statements, (*batch).max(1), args.concurrency).await?;
+        report.print(&format!("HTTP POST, batch of {batch}"));
+    }
+    Ok(())
+}
+
 async fn http_scenario(
-    base: &str,
+    target: &Target,
     total: usize,
     batch: usize,
     concurrency: usize,
@@ -274,11 +350,15 @@ async fn http_scenario(
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let started = Instant::now();
     let mut workers = tokio::task::JoinSet::new();
-    for _ in 0..concurrency {
+    for worker in 0..concurrency {
         let client = client.clone();
         let next = next.clone();
         let bodies = bodies.clone();
-        let url = format!("{base}/xapi/statements");
+        let url = format!(
+            "{}/xapi/statements",
+            target.bases[worker % target.bases.len()]
+        );
+        let (key, secret) = (target.key.clone(), target.secret.clone());
         workers.spawn(async move {
             let mut latency = histogram()?;
             loop {
@@ -289,7 +369,7 @@ async fn http_scenario(
                 let sent = Instant::now();
                 let response = client
                     .post(&url)
-                    .basic_auth(KEY, Some(SECRET))
+                    .basic_auth(&key, Some(&secret))
                     .header("X-Experience-API-Version", "2.0.0")
                     .header("Content-Type", "application/json")
                     .body(bodies[request].clone())

@@ -6,7 +6,8 @@
 //! - [`node`]: starts the parts a command asks for, supervising a local nats-server if needed.
 //! - [`access`]: `leerspoor credentials`, `audit` and `erase-agent`.
 //! - [`analyst`]: `leerspoor summary`, the summaries on the command line.
-//! - [`bench`]: the ingest benchmark; [`bench_erasure`]: erasing one person with many statements.
+//! - [`bench`]: the ingest benchmark; [`bench_erasure`]: erasing one person with many statements;
+//!   [`bench_replicas`]: a new replica from a snapshot.
 //! - [`demo`]: demo data for a new installation.
 //! - [`replicas`]: `leerspoor replicas`, every replica's position and content digest.
 
@@ -14,6 +15,7 @@ pub mod access;
 pub mod analyst;
 pub mod bench;
 pub mod bench_erasure;
+pub mod bench_replicas;
 pub mod bench_summaries;
 pub mod config;
 pub mod demo;

@@ -6,11 +6,9 @@ use serde_json::Value;
 use xapi::agent::{ifi_key, is_group, members};
 use xapi::time::{parse_duration_seconds, parse_timestamp};
 
-pub const HUB: &str = "https://w3id.org/xapi/llo/extensions/hub";
-pub const COMPANY: &str = "https://w3id.org/xapi/llo/extensions/company";
-pub const SKILLS: &str = "https://w3id.org/xapi/llo/extensions/skills";
+pub use xapi::llo::{COMPANY, HUB, SKILLS};
 
-const ATTENDED: &str = "http://adlnet.gov/expapi/verbs/attended";
+use xapi::llo::VERB_ATTENDED as ATTENDED;
 const COMPLETED: &str = "http://adlnet.gov/expapi/verbs/completed";
 const PASSED: &str = "http://adlnet.gov/expapi/verbs/passed";
 const FAILED: &str = "http://adlnet.gov/expapi/verbs/failed";

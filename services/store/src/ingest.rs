@@ -81,7 +81,7 @@ pub fn decode(
 }
 
 /// The homePage of the authorities Leerspoor gives to direct NATS sources.
-pub const SOURCE_HOME_PAGE: &str = "https://w3id.org/xapi/llo/sources";
+pub const SOURCE_HOME_PAGE: &str = xapi::llo::SOURCES_HOME_PAGE;
 
 /// The authority of a direct-ingest source, e.g. `hub.eindhoven`.
 pub fn source_authority(source: &str) -> Value {
@@ -177,7 +177,7 @@ pub fn parse(
 }
 
 /// The LLO hub extension.
-pub const HUB_EXTENSION: &str = "https://w3id.org/xapi/llo/extensions/hub";
+pub const HUB_EXTENSION: &str = xapi::llo::HUB;
 
 /// A hub may only publish statements of its own hub: each names it in its hub extension.
 fn check_hub(statements: &[Value], hub: &str) -> Result<(), Rejection> {

@@ -9,6 +9,7 @@
 //! - [`schema`]: the JSON Schema of `schemas/`, compiled once.
 //! - [`rules`]: the requirements a JSON Schema cannot express.
 //! - [`validate`]: [`Validator`], both layers over one statement or a batch.
+//! - [`llo`]: the LLO profile's IRIs (extensions, sources, attendance).
 //! - [`limits`]: the limits contract: every bound on input, and the error naming it.
 //! - [`agent`]: inverse functional identifiers, canonical keys for indexes and filters.
 //! - [`time`]: timestamps and durations.
@@ -17,6 +18,7 @@
 
 pub mod agent;
 pub mod limits;
+pub mod llo;
 pub mod rules;
 pub mod schema;
 pub mod statement;
