@@ -3,6 +3,7 @@ use super::*;
 use crate::ingest;
 use bus::wire::StatementQuery;
 use serde_json::json;
+use xapi::Validator;
 
 fn message(n: usize) -> Vec<u8> {
     let statements: Vec<Value> = (0..5)

@@ -9,7 +9,8 @@
 //! - [`keys`]: the sled key layout.
 //! - [`ingest`]: an `LRS_IN` message to what it asks: statements (with their authority and
 //!   version), a document write, a credential change or an erasure.
-//! - [`db`]: applying a message; reading records and verdicts; the outbox.
+//! - [`db`]: the database: records, verdicts, the applied sequence; reading back.
+//! - `apply`: applying one `LRS_IN` message (statements, documents, credentials), the write path.
 //! - [`digest`]: a digest of a replica's content, equal on replicas at the same sequence.
 //! - [`identity`]: which `LRS_IN` the store applied; refusing another.
 //! - [`documents`]: the State, Activity Profile and Agent Profile resources.
@@ -28,6 +29,7 @@
 
 pub mod access;
 pub mod api;
+mod apply;
 pub mod db;
 pub mod digest;
 pub mod documents;
