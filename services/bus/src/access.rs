@@ -333,6 +333,63 @@ pub async fn request(
     }
 }
 
+/// Everything stored about one person, for an export before erasure: their statements
+/// (voided ones included, paged through the store) and their State and Agent Profile
+/// documents, as `{"statements": [...], "documents": [...]}`. From replicas that applied
+/// `LRS_IN` through `min_applied` at least (positions, the page cursor, are the same on
+/// every replica).
+pub async fn export_of(
+    client: &async_nats::Client,
+    person: &str,
+    timeout: std::time::Duration,
+    min_applied: u64,
+) -> Result<Value, AdminError> {
+    let unexpected =
+        |reply: AdminReply| AdminError::Unreadable(format!("unexpected reply {reply:?}"));
+    let mut statements = Vec::new();
+    let mut after = None;
+    loop {
+        let page = AdminRequest::ExportStatements {
+            agent: person.to_owned(),
+            after,
+            limit: 500,
+        };
+        match request(client, &page, timeout, min_applied).await? {
+            AdminReply::Statements {
+                statements: page,
+                next_after,
+            } => {
+                statements.extend(page);
+                match next_after {
+                    Some(next) => after = Some(next),
+                    None => break,
+                }
+            }
+            other => return Err(unexpected(other)),
+        }
+    }
+    let mut documents = Vec::new();
+    let mut after = None;
+    loop {
+        let next_document = AdminRequest::ExportDocument {
+            agent: person.to_owned(),
+            after,
+        };
+        match request(client, &next_document, timeout, min_applied).await? {
+            AdminReply::Document {
+                document: Some(document),
+                next,
+            } => {
+                documents.push(document);
+                after = next;
+            }
+            AdminReply::Document { document: None, .. } => break,
+            other => return Err(unexpected(other)),
+        }
+    }
+    Ok(serde_json::json!({ "statements": statements, "documents": documents }))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

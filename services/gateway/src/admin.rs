@@ -34,22 +34,25 @@ pub async fn ask(
 ) -> Result<AdminReply, ApiError> {
     bus::access::request(client, request, timeout, min_applied)
         .await
-        .map_err(|err| match err {
-            AdminError::Refused { code, message } => match code.as_str() {
-                "not_found" => ApiError::NotFound(message),
-                "conflict" => ApiError::Conflict { message },
-                "bad_request" => ApiError::BadRequest(message),
-                _ => ApiError::Internal,
-            },
-            AdminError::Timeout(_) => {
-                ApiError::Unavailable("the store did not answer in time".into())
-            }
-            AdminError::Unavailable(_) => ApiError::Unavailable("the store is unavailable".into()),
-            AdminError::Unreadable(reason) => {
-                tracing::error!(%reason, "unreadable admin reply");
-                ApiError::Internal
-            }
-        })
+        .map_err(http_error)
+}
+
+/// An admin request's failure as an HTTP error.
+fn http_error(err: AdminError) -> ApiError {
+    match err {
+        AdminError::Refused { code, message } => match code.as_str() {
+            "not_found" => ApiError::NotFound(message),
+            "conflict" => ApiError::Conflict { message },
+            "bad_request" => ApiError::BadRequest(message),
+            _ => ApiError::Internal,
+        },
+        AdminError::Timeout(_) => ApiError::Unavailable("the store did not answer in time".into()),
+        AdminError::Unavailable(_) => ApiError::Unavailable("the store is unavailable".into()),
+        AdminError::Unreadable(reason) => {
+            tracing::error!(%reason, "unreadable admin reply");
+            ApiError::Internal
+        }
+    }
 }
 
 pub async fn audit(
@@ -113,56 +116,16 @@ fn person(state: &AppState, agent: &Value) -> Result<String, ApiError> {
         .ok_or_else(|| ApiError::BadRequest("agent has no identifier".into()))
 }
 
-/// Everything stored about one person: statements (paged through the store) and documents,
-/// from replicas that applied `LRS_IN` through `min_applied` at least (positions, the page
-/// cursor, are the same on every replica).
+/// Everything stored about one person (see [`bus::access::export_of`]), its failures as
+/// HTTP errors.
 pub async fn export_of(
     client: &async_nats::Client,
     person: &str,
     min_applied: u64,
 ) -> Result<Value, ApiError> {
-    let mut statements = Vec::new();
-    let mut after = None;
-    loop {
-        let request = AdminRequest::ExportStatements {
-            agent: person.to_owned(),
-            after,
-            limit: 500,
-        };
-        match ask(client, &request, ADMIN_TIMEOUT, min_applied).await? {
-            AdminReply::Statements {
-                statements: page,
-                next_after,
-            } => {
-                statements.extend(page);
-                match next_after {
-                    Some(next) => after = Some(next),
-                    None => break,
-                }
-            }
-            _ => return Err(ApiError::Internal),
-        }
-    }
-    let mut documents = Vec::new();
-    let mut after = None;
-    loop {
-        let request = AdminRequest::ExportDocument {
-            agent: person.to_owned(),
-            after,
-        };
-        match ask(client, &request, ADMIN_TIMEOUT, min_applied).await? {
-            AdminReply::Document {
-                document: Some(document),
-                next,
-            } => {
-                documents.push(document);
-                after = next;
-            }
-            AdminReply::Document { document: None, .. } => break,
-            _ => return Err(ApiError::Internal),
-        }
-    }
-    Ok(json!({ "statements": statements, "documents": documents }))
+    bus::access::export_of(client, person, ADMIN_TIMEOUT, min_applied)
+        .await
+        .map_err(http_error)
 }
 
 pub async fn export(

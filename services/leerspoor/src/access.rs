@@ -342,7 +342,7 @@ pub async fn erase(client: &async_nats::Client, args: EraseArgs) -> anyhow::Resu
         .context("AGENT needs an identifier: mbox, mbox_sha1sum, openid or account")?;
     let mut exported = None;
     if let Some(path) = &args.export {
-        let export = gateway::admin::export_of(client, &person, 0)
+        let export = bus::access::export_of(client, &person, Duration::from_secs(30), 0)
             .await
             .map_err(|err| anyhow::anyhow!("export failed, nothing erased: {err}"))?;
         let count = export["statements"].as_array().map_or(0, Vec::len);

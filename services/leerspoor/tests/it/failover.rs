@@ -93,14 +93,18 @@ impl Cluster {
         )
     }
 
-    async fn nats(&self) -> async_nats::Client {
+    fn nats_password(&self) -> String {
         let state = std::fs::read_to_string(self.dir.path().join("cluster.env")).expect("state");
-        let password = state
+        state
             .lines()
             .find_map(|line| line.strip_prefix("NATS_PASSWORD="))
             .expect("password")
             .trim_matches('"')
-            .to_owned();
+            .to_owned()
+    }
+
+    async fn nats(&self) -> async_nats::Client {
+        let password = self.nats_password();
         let urls: Vec<async_nats::ServerAddr> = self.info["nats"]
             .as_array()
             .expect("nats")
@@ -346,6 +350,19 @@ async fn the_cluster_rides_through_the_loss_of_any_one_process() {
             "{kind} digests: {statuses:?}"
         );
     }
+
+    // What an operator sees: `leerspoor replicas` says so too.
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_leerspoor"))
+        .arg("--config")
+        .arg(cluster.dir.path().join("leerspoor.toml"))
+        .arg("replicas")
+        .env("LEERSPOOR_NATS_PASSWORD", cluster.nats_password())
+        .output()
+        .expect("leerspoor replicas");
+    let table = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{table}");
+    assert!(table.contains("store replicas: identical"), "{table}");
+    assert!(table.contains("projector replicas: identical"), "{table}");
 
     // Every acknowledged statement, exactly once, through either gateway.
     let expected: HashSet<String> = acknowledged
