@@ -103,11 +103,15 @@ pub async fn ask(client: &async_nats::Client, ask: Ask, payload: Bytes) -> Resul
             headers.insert(MIN_APPLIED_HEADER, ask.min_applied.to_string().as_str());
         }
         let remaining = deadline.saturating_duration_since(Instant::now());
-        let attempt = tokio::time::timeout(
-            remaining.min(ask.attempt),
-            client.request_with_headers(ask.subject, headers, payload.clone()),
-        )
-        .await;
+        let wait = remaining.min(ask.attempt);
+        // The client's own request timeout (10 s by default) would end a longer attempt (a
+        // snapshot of a large store) early, and the request would be sent again: each
+        // request says how long it waits.
+        let request = async_nats::Request::new()
+            .headers(headers)
+            .payload(payload.clone())
+            .timeout(Some(wait));
+        let attempt = tokio::time::timeout(wait, client.send_request(ask.subject, request)).await;
         let failure = match attempt {
             Ok(Ok(reply)) => {
                 let behind = reply
