@@ -247,3 +247,44 @@ async fn a_new_replica_starts_from_a_snapshot_and_catches_up() {
         part.stop().await;
     }
 }
+
+/// A request that takes longer than the NATS client's default request timeout (10 s), such as
+/// a snapshot of a large store, is sent once and waited for, not sent again every 10 s.
+#[tokio::test]
+async fn a_slow_answer_is_waited_for_not_asked_again() {
+    let nats = Nats::start().await;
+    let client = async_nats::connect(nats.url()).await.expect("nats");
+    let mut requests = client
+        .subscribe("lrs.api.test.slow")
+        .await
+        .expect("subscribe");
+    client.flush().await.expect("flush");
+    let responder = client.clone();
+    let answering = tokio::spawn(async move {
+        use futures::StreamExt as _;
+        let mut asked = 0;
+        let request = requests.next().await.expect("a request");
+        asked += 1;
+        // Slower than the client's own default.
+        tokio::time::sleep(std::time::Duration::from_secs(11)).await;
+        let reply = request.reply.expect("reply subject");
+        responder
+            .publish(reply, "done".into())
+            .await
+            .expect("answer");
+        // Any request sent again meanwhile is waiting here now.
+        responder.flush().await.expect("flush");
+        while let Ok(Some(_)) =
+            tokio::time::timeout(std::time::Duration::from_millis(200), requests.next()).await
+        {
+            asked += 1;
+        }
+        asked
+    });
+    let to = bus::request::Ask::store("lrs.api.test.slow", std::time::Duration::from_secs(30));
+    let answer = bus::request::ask(&client, to, "?".into())
+        .await
+        .expect("the slow answer");
+    assert_eq!(answer.as_ref(), b"done");
+    assert_eq!(answering.await.expect("responder"), 1, "asked once");
+}
