@@ -254,18 +254,33 @@ pub async fn ensure_streams(
     topology: &Topology,
 ) -> Result<InRetention, EnsureStreamError> {
     let mut in_retention = InRetention::Interest;
+    // A new stream is made "dark" (listening to a subject nobody uses), its consumers next,
+    // and only then does it take its subjects: an interest stream drops a message published
+    // while it has no consumer, after acknowledging it.
+    let mut lit_later = Vec::new();
     for config in streams(topology.stream_replicas) {
         let name = config.name.clone();
         let retention = config.retention;
+        let dark = stream::Config {
+            subjects: vec![dark_subject(&name)],
+            ..config.clone()
+        };
         let stream = js
-            .get_or_create_stream(config)
+            .get_or_create_stream(dark)
             .await
             .map_err(|source| EnsureStreamError {
                 name: name.clone(),
                 reason: source.to_string(),
             })?;
         // The info came with the stream: no second request at start.
-        let found = stream.cached_info().config.retention;
+        let found = stream.cached_info().config.clone();
+        if found.subjects == [dark_subject(&name)] {
+            lit_later.push(stream::Config {
+                subjects: config.subjects,
+                ..found.clone()
+            });
+        }
+        let found = found.retention;
         if found == retention {
             continue;
         }
@@ -313,7 +328,21 @@ pub async fn ensure_streams(
                 reason: format!("consumer {consumer}: {source}"),
             })?;
     }
+    for config in lit_later {
+        let name = config.name.clone();
+        js.update_stream(config)
+            .await
+            .map_err(|source| EnsureStreamError {
+                name,
+                reason: format!("taking its subjects: {source}"),
+            })?;
+    }
     Ok(in_retention)
+}
+
+/// The subject a new stream listens to until its consumers exist (nobody publishes there).
+fn dark_subject(stream: &str) -> String {
+    format!("lrs.dark.{stream}")
 }
 
 #[derive(Debug, thiserror::Error)]
