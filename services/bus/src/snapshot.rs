@@ -166,10 +166,36 @@ pub async fn fetch(
     Ok(reply)
 }
 
+/// Answers one snapshot request (a replica of the kind got it on
+/// `lrs.api.snapshot.<kind>`, between two of its batches): [`take`], then the reply.
+pub async fn answer(
+    client: &async_nats::Client,
+    request: async_nats::Message,
+    kind: &str,
+    replica: &str,
+    stream_replicas: usize,
+    file: &Path,
+    write: impl FnOnce(&Path) -> Result<(u64, u64), String> + Send + 'static,
+) {
+    let Some(reply_to) = request.reply.clone() else {
+        return;
+    };
+    let asked =
+        serde_json::from_slice::<SnapshotRequest>(&request.payload).unwrap_or(SnapshotRequest {
+            for_replica: "?".into(),
+        });
+    let js = async_nats::jetstream::new(client.clone());
+    let reply = take(&js, kind, replica, stream_replicas, file, &asked, write).await;
+    let body = serde_json::to_vec(&reply).unwrap_or_default();
+    if let Err(err) = client.publish(reply_to, body.into()).await {
+        tracing::warn!(error = %err, kind, "cannot answer a snapshot request");
+    }
+}
+
 /// Takes a snapshot for `request`: `write` (on a blocking thread) writes the database to the
 /// file it is given and says the sequence it is at and how many entries; the file goes into
 /// the bucket as `<kind>-<sequence>`. The reply says where, or why not.
-pub async fn take(
+async fn take(
     js: &async_nats::jetstream::Context,
     kind: &str,
     replica: &str,

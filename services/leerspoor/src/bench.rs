@@ -109,7 +109,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let base = format!("http://{}", node.http_addr().context("gateway address")?);
     let shutdown = CancellationToken::new();
     let running = tokio::spawn(node.run(shutdown.clone()));
-    wait_for_credential(&base).await?;
+    wait_for_credential(&base, KEY, SECRET).await?;
 
     if let Some(statements) = args.replica_from_snapshot {
         crate::bench_replicas::from_snapshot(&nats.url(), statements).await?;
@@ -287,6 +287,32 @@ impl Report {
 
 fn histogram() -> anyhow::Result<Histogram<u64>> {
     Histogram::new_with_bounds(1, 120_000_000, 3).context("histogram")
+}
+
+/// Publishes statements `range` (made by `statement`) on `lrs.in.tool.bench` as a hub would:
+/// batches of 100, 64 in flight, every ack awaited.
+pub async fn publish_batches(
+    js: &jetstream::Context,
+    range: std::ops::Range<usize>,
+    statement: impl Fn(usize) -> Value,
+) -> anyhow::Result<()> {
+    let messages: Vec<usize> = (range.start / 100..range.end.div_ceil(100)).collect();
+    for window in messages.chunks(64) {
+        let mut acks = Vec::new();
+        for message in window {
+            let body: Vec<Value> = (message * 100..(message + 1) * 100)
+                .map(&statement)
+                .collect();
+            acks.push(
+                js.publish("lrs.in.tool.bench", serde_json::to_vec(&body)?.into())
+                    .await?,
+            );
+        }
+        for ack in acks {
+            ack.await?;
+        }
+    }
+    Ok(())
 }
 
 /// The HTTP scenarios against running gateways (`--against`): the same statements, batches
@@ -612,15 +638,16 @@ fn stage_profile() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Waits until the gateway takes the bench's credential: the store makes it through `LRS_IN`
-/// once it runs, and the gateway loads it at its first request.
-async fn wait_for_credential(base: &str) -> anyhow::Result<()> {
+/// Waits (30 s at most) until the gateway at `base` takes a credential the store was asked
+/// to make at start (`[store] bootstrap`, the demo credential): the store makes it through
+/// `LRS_IN` once it runs, and the gateway loads it at a request. The bench and the tests.
+pub async fn wait_for_credential(base: &str, key: &str, secret: &str) -> anyhow::Result<()> {
     let http = reqwest::Client::new();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     loop {
         let status = http
             .get(format!("{base}/xapi/statements?limit=1"))
-            .basic_auth(KEY, Some(SECRET))
+            .basic_auth(key, Some(secret))
             .header("X-Experience-API-Version", "2.0.0")
             .send()
             .await

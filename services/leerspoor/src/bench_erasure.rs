@@ -34,26 +34,12 @@ pub async fn one_person(
 ) -> anyhow::Result<()> {
     let js = jetstream::new(async_nats::connect(nats_url).await?);
     let started = Instant::now();
-    let messages = statements.div_ceil(100);
-    for window in (0..messages).collect::<Vec<_>>().chunks(64) {
-        let mut acks = Vec::new();
-        for message in window {
-            let body: Vec<Value> = (0..100)
-                .map(|n| {
-                    let mut statement = llo_statement(message * 100 + n);
-                    statement["actor"] = json!({"objectType": "Agent", "mbox": PERSON});
-                    statement
-                })
-                .collect();
-            acks.push(
-                js.publish("lrs.in.tool.bench", serde_json::to_vec(&body)?.into())
-                    .await?,
-            );
-        }
-        for ack in acks {
-            ack.await?;
-        }
-    }
+    crate::bench::publish_batches(&js, 0..statements, |n| {
+        let mut statement = llo_statement(n);
+        statement["actor"] = json!({"objectType": "Agent", "mbox": PERSON});
+        statement
+    })
+    .await?;
     crate::bench_summaries::drain_time(&js).await?;
     let (peak_before, rss_before) = memory();
     println!(

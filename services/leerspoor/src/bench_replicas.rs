@@ -12,32 +12,11 @@ use crate::config::{Config, NatsConfig};
 use crate::demo::llo_statement;
 use crate::node::{Node, Parts};
 
-/// Publishes statements `from..to` as hubs do (batches of 100), waiting for every ack.
-async fn publish(js: &jetstream::Context, from: usize, to: usize) -> anyhow::Result<()> {
-    let messages: Vec<usize> = (from / 100..to.div_ceil(100)).collect();
-    for window in messages.chunks(64) {
-        let mut acks = Vec::new();
-        for message in window {
-            let body: Vec<serde_json::Value> = (message * 100..(message + 1) * 100)
-                .map(llo_statement)
-                .collect();
-            acks.push(
-                js.publish("lrs.in.tool.bench", serde_json::to_vec(&body)?.into())
-                    .await?,
-            );
-        }
-        for ack in acks {
-            ack.await?;
-        }
-    }
-    Ok(())
-}
-
 pub async fn from_snapshot(nats_url: &str, statements: usize) -> anyhow::Result<()> {
     let client = async_nats::connect(nats_url).await?;
     let js = jetstream::new(client.clone());
     let started = Instant::now();
-    publish(&js, 0, statements).await?;
+    crate::bench::publish_batches(&js, 0..statements, llo_statement).await?;
     crate::bench_summaries::drain_time(&js).await?;
     println!(
         "{statements} statements stored in the main replica in {:.0} s",
@@ -61,7 +40,9 @@ pub async fn from_snapshot(nats_url: &str, statements: usize) -> anyhow::Result<
     let more = statements / 10;
     let writing = tokio::spawn({
         let js = js.clone();
-        async move { publish(&js, statements, statements + more).await }
+        async move {
+            crate::bench::publish_batches(&js, statements..statements + more, llo_statement).await
+        }
     });
     let joining = Instant::now();
     let node = Node::start(config, Parts::Store).await?;

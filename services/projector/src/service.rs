@@ -210,28 +210,17 @@ impl Projector {
 
 impl Projector {
     async fn answer_snapshot(&self, request: async_nats::Message) {
-        let Some(reply_to) = request.reply.clone() else {
-            return;
-        };
-        let asked = serde_json::from_slice::<bus::snapshot::SnapshotRequest>(&request.payload)
-            .unwrap_or(bus::snapshot::SnapshotRequest {
-                for_replica: "?".into(),
-            });
         let projection = self.projection.get();
-        let reply = bus::snapshot::take(
-            &jetstream::new(self.client.clone()),
+        bus::snapshot::answer(
+            &self.client,
+            request,
             "projector",
             &self.config.replica,
             self.config.topology.stream_replicas,
             &self.config.data_dir.join("snapshot.out"),
-            &asked,
             move |file| projection.write_snapshot(file),
         )
         .await;
-        let body = serde_json::to_vec(&reply).unwrap_or_default();
-        if let Err(err) = self.client.publish(reply_to, body.into()).await {
-            tracing::warn!(error = %err, "cannot answer a snapshot request");
-        }
     }
 
     /// Answers `lrs.api.replicas` (`leerspoor replicas`) until `shutdown`.

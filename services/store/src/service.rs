@@ -366,28 +366,17 @@ impl Store {
     }
 
     async fn answer_snapshot(&self, request: async_nats::Message) {
-        let Some(reply_to) = request.reply.clone() else {
-            return;
-        };
-        let asked = serde_json::from_slice::<bus::snapshot::SnapshotRequest>(&request.payload)
-            .unwrap_or(bus::snapshot::SnapshotRequest {
-                for_replica: "?".into(),
-            });
         let db = self.db.clone();
-        let reply = bus::snapshot::take(
-            &self.js,
+        bus::snapshot::answer(
+            &self.client,
+            request,
             "store",
             &self.config.replica,
             self.config.topology.stream_replicas,
             &self.config.data_dir.join("snapshot.out"),
-            &asked,
             move |file| db.write_snapshot(file).map_err(|err| format!("{err:#}")),
         )
         .await;
-        let body = serde_json::to_vec(&reply).unwrap_or_default();
-        if let Err(err) = self.client.publish(reply_to, body.into()).await {
-            tracing::warn!(error = %err, "cannot answer a snapshot request");
-        }
     }
 
     /// The messages missing below a batch: a message delivered on a connection that died

@@ -145,19 +145,9 @@ pub async fn start_node(config: Config, parts: Parts) -> Running {
 /// Waits until the gateway at `base` takes the test credential (see
 /// [`TestApp::wait_for_credential`]).
 pub async fn wait_for_credential_at(base: &str) {
-    let http = reqwest::Client::new();
-    testkit::wait_until("the gateway takes the test credential", WAIT, || async {
-        let status = http
-            .get(format!("{base}/xapi/statements?limit=1"))
-            .basic_auth(KEY, Some(SECRET))
-            .header("X-Experience-API-Version", "2.0.0")
-            .send()
-            .await
-            .ok()?
-            .status();
-        (status != StatusCode::UNAUTHORIZED).then_some(())
-    })
-    .await;
+    leerspoor::bench::wait_for_credential(base, KEY, SECRET)
+        .await
+        .expect("the gateway takes the test credential");
 }
 
 /// nats-server + store + gateway in this process, like `leerspoor serve`.

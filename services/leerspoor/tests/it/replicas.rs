@@ -31,11 +31,14 @@ async fn replica(nats: &Nats, dir: &std::path::Path, name: &str, parts: Parts) -
 
 /// The replicas' statuses once both stores applied everything in `LRS_IN` and both
 /// projectors everything in `LRS_STORED`.
-async fn at_rest(client: &async_nats::Client) -> Vec<bus::wire::ReplicaStatus> {
+async fn at_rest(
+    client: &async_nats::Client,
+    topology: &Topology,
+) -> Vec<bus::wire::ReplicaStatus> {
     wait_until("every replica caught up", WAIT, || async {
         let statuses = leerspoor::replicas::statuses(
             client,
-            &topology(),
+            topology,
             true,
             std::time::Duration::from_secs(10),
         )
@@ -130,7 +133,7 @@ async fn replicas_apply_every_write_and_end_identical() {
     let store_b = replica(&app.nats, &kept_b, "b", Parts::Store).await;
 
     let client = app.nats_client().await;
-    let statuses = at_rest(&client).await;
+    let statuses = at_rest(&client, &topology()).await;
     let stores: Vec<_> = statuses.iter().filter(|s| s.kind == "store").collect();
     assert_eq!(stores.len(), 2);
     assert_eq!(stores[0].items, Some(53), "50 + 2 from the hub + 1");
@@ -207,15 +210,7 @@ async fn a_new_replica_starts_from_a_snapshot_and_catches_up() {
         projectors: vec!["a".into(), "c".into()],
         stream_replicas: 1,
     };
-    let statuses = wait_until("c caught up with a", WAIT, || async {
-        let statuses =
-            leerspoor::replicas::statuses(&client, &both, true, std::time::Duration::from_secs(10))
-                .await
-                .ok()?;
-        (statuses.len() == 4 && statuses.iter().all(|status| status.lag == Some(0)))
-            .then_some(statuses)
-    })
-    .await;
+    let statuses = at_rest(&client, &both).await;
     assert_eq!(
         leerspoor::replicas::identical(&statuses, "store"),
         Some(true),
