@@ -13,6 +13,8 @@
 //!   `leerspoor serve` and by the tests.
 
 pub mod access;
+pub mod health;
+pub mod metrics;
 pub mod pull;
 pub mod request;
 pub mod server;

@@ -22,6 +22,7 @@
 //! - [`serve`]: the HTTP server loop: header deadlines, graceful shutdown.
 //! - [`watermark`]: waiting for the store's applied watermark.
 //! - [`error`]: the JSON error shape and status mapping.
+//! - [`ops`]: `/metrics`, `/health/live`, `/health/ready`, without credentials.
 
 pub mod admin;
 pub mod alternate;
@@ -31,6 +32,7 @@ pub mod body;
 pub mod documents;
 pub mod error;
 pub mod multipart;
+pub mod ops;
 pub mod params;
 pub mod retries;
 pub mod serve;
@@ -69,6 +71,8 @@ pub struct GatewayConfig {
     pub write_timeout: Duration,
     /// The store and projector replicas, and how many copies NATS keeps.
     pub topology: bus::subjects::Topology,
+    /// The xAPI versions this deployment speaks.
+    pub versions: version::Versions,
 }
 
 impl Default for GatewayConfig {
@@ -80,6 +84,7 @@ impl Default for GatewayConfig {
             limits: Limits::default(),
             write_timeout: Duration::from_secs(10),
             topology: bus::subjects::Topology::default(),
+            versions: version::Versions::all(),
         }
     }
 }
@@ -99,11 +104,13 @@ pub struct AppState {
     pub write_timeout: Duration,
     /// Writes whose fate was not confirmed to their client, remembered for their retry.
     pub unconfirmed: retries::Unconfirmed,
+    pub versions: version::Versions,
 }
 
 pub struct Gateway {
     listener: TcpListener,
     state: AppState,
+    ops: Option<ops::Ops>,
 }
 
 impl Gateway {
@@ -130,8 +137,19 @@ impl Gateway {
             limits: Arc::new(config.limits),
             write_timeout: config.write_timeout,
             unconfirmed: retries::Unconfirmed::default(),
+            versions: config.versions,
         };
-        Ok(Gateway { listener, state })
+        Ok(Gateway {
+            listener,
+            state,
+            ops: None,
+        })
+    }
+
+    /// Serves `/metrics` and `/health/*` on the gateway's listener too, without credentials.
+    pub fn with_ops(mut self, ops: ops::Ops) -> Self {
+        self.ops = Some(ops);
+        self
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -151,9 +169,13 @@ impl Gateway {
         let follow_credentials = credentials.follow(shutdown.clone());
         // The rewrite wraps the router instead of being one of its layers: a router's own
         // layers run after routing, and the rewrite changes the method and the query.
+        let mut routes = router(self.state.clone());
+        if let Some(ops) = self.ops {
+            routes = ops.router().merge(routes);
+        }
         let app = tower::Layer::layer(
             &axum::middleware::from_fn_with_state(self.state.clone(), alternate::rewrite),
-            router(self.state),
+            routes,
         );
         // Browser-based tools call from other origins; preflights are answered here, before
         // authentication (browsers send them without credentials).
@@ -274,13 +296,20 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             auth::authorize,
         ))
-        .layer(axum::middleware::from_fn(version::negotiate))
+        .layer(axum::middleware::from_fn_with_state(
+            state.versions.clone(),
+            version::negotiate,
+        ))
+        // Outermost: every answer counted, 401s and version errors too.
+        .layer(axum::middleware::from_fn(ops::record_requests))
         .with_state(state)
 }
 
-async fn about() -> Json<serde_json::Value> {
+async fn about(
+    axum::extract::State(state): axum::extract::State<AppState>,
+) -> Json<serde_json::Value> {
     Json(json!({
-        "version": xapi::XapiVersion::ALL.map(|version| version.as_str()),
+        "version": state.versions.names(),
         "extensions": {
             "https://w3id.org/xapi/llo/extensions/lrs": {"name": "Leerspoor", "version": env!("CARGO_PKG_VERSION")}
         }

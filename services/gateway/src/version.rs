@@ -1,7 +1,7 @@
 //! `X-Experience-API-Version`: required on every request but `GET /xapi/about`, and sent on
 //! every response in the version the client spoke.
 
-use axum::extract::Request;
+use axum::extract::{Request, State};
 use axum::http::HeaderValue;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -11,7 +11,57 @@ use crate::error::ApiError;
 
 pub const HEADER: &str = "X-Experience-API-Version";
 
-pub async fn negotiate(mut request: Request, next: Next) -> Response {
+/// The versions a deployment speaks (`[gateway] xapi_versions`), oldest first; never empty.
+#[derive(Debug, Clone)]
+pub struct Versions(std::sync::Arc<[XapiVersion]>);
+
+impl Versions {
+    /// Both 1.0.3 and 2.0.0.
+    pub fn all() -> Self {
+        Versions(XapiVersion::ALL.into())
+    }
+
+    /// The configured list (`"1.0.3"`, `"2.0.0"`, or a `1.0.x`/`2.0.x` spelling of them).
+    pub fn parse(names: &[String]) -> Result<Self, String> {
+        let mut versions = Vec::new();
+        for name in names {
+            let version = XapiVersion::from_header(name).ok_or_else(|| {
+                format!("xapi_versions: {name:?} is not an xAPI version (1.0.3 or 2.0.0)")
+            })?;
+            if !versions.contains(&version) {
+                versions.push(version);
+            }
+        }
+        if versions.is_empty() {
+            return Err("xapi_versions names no version: give 1.0.3, 2.0.0 or both".into());
+        }
+        versions.sort();
+        Ok(Versions(versions.into()))
+    }
+
+    pub fn speaks(&self, version: XapiVersion) -> bool {
+        self.0.contains(&version)
+    }
+
+    /// The latest version spoken: what a request that names none is answered in.
+    pub fn latest(&self) -> XapiVersion {
+        self.0.last().copied().unwrap_or(XapiVersion::V2_0_0)
+    }
+
+    pub fn names(&self) -> Vec<&'static str> {
+        self.0.iter().map(|version| version.as_str()).collect()
+    }
+
+    fn listed(&self) -> String {
+        self.names().join(" and ")
+    }
+}
+
+pub async fn negotiate(
+    State(versions): State<Versions>,
+    mut request: Request,
+    next: Next,
+) -> Response {
     let declared = request
         .headers()
         .get(HEADER)
@@ -21,22 +71,35 @@ pub async fn negotiate(mut request: Request, next: Next) -> Response {
         return next.run(request).await;
     }
     let is_about = request.uri().path() == "/xapi/about";
+    let latest = versions.latest();
     let version = match declared {
-        Some(Some(version)) => version,
+        Some(Some(version)) if versions.speaks(version) => version,
+        Some(Some(version)) => {
+            return stamp(
+                ApiError::BadRequest(format!(
+                    "{HEADER} {} is not spoken here: this LRS speaks {}",
+                    version.as_str(),
+                    versions.listed()
+                ))
+                .into_response(),
+                latest,
+            )
+        }
         Some(None) => {
             return stamp(
                 ApiError::BadRequest(format!(
-                    "{HEADER} must be 1.0.x or 2.0.x; this LRS speaks 1.0.3 and 2.0.0"
+                    "{HEADER} must be 1.0.x or 2.0.x; this LRS speaks {}",
+                    versions.listed()
                 ))
                 .into_response(),
-                XapiVersion::V2_0_0,
+                latest,
             )
         }
-        None if is_about => XapiVersion::V2_0_0,
+        None if is_about => latest,
         None => {
             return stamp(
                 ApiError::BadRequest(format!("the {HEADER} header is required")).into_response(),
-                XapiVersion::V2_0_0,
+                latest,
             )
         }
     };

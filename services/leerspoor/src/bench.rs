@@ -104,6 +104,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         },
         limits: xapi::limits::Limits::default(),
         replicas: Default::default(),
+        ops: Default::default(),
     };
     let node = Node::start(config, Parts::All).await?;
     let base = format!("http://{}", node.http_addr().context("gateway address")?);

@@ -78,6 +78,27 @@ pub struct Common {
     /// kind, then applies the log after it.
     #[arg(long, global = true)]
     pub from_snapshot: bool,
+    /// The xAPI versions this deployment speaks, comma-separated (`1.0.3,2.0.0` by default);
+    /// a request that names no version is answered in the latest of them.
+    #[arg(
+        long,
+        global = true,
+        env = "LEERSPOOR_XAPI_VERSIONS",
+        value_delimiter = ','
+    )]
+    pub xapi_versions: Option<Vec<String>>,
+    /// Serve /metrics and /health/* on a listener of their own (a store or projector alone).
+    #[arg(long, global = true, env = "LEERSPOOR_OPS_LISTEN")]
+    pub ops_listen: Option<SocketAddr>,
+    /// Log lines as text for people or as JSON objects for log shippers.
+    #[arg(long, global = true, env = "LEERSPOOR_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -154,6 +175,12 @@ impl Common {
         }
         if let Some(listen) = self.listen {
             config.gateway.listen = listen;
+        }
+        if let Some(listen) = self.ops_listen {
+            config.ops.listen = Some(listen);
+        }
+        if let Some(versions) = &self.xapi_versions {
+            config.gateway.xapi_versions = versions.clone();
         }
         Ok(config)
     }

@@ -20,6 +20,30 @@ pub struct Config {
     /// Every bound on input (README "Limits"), the same for gateway and store.
     pub limits: xapi::limits::Limits,
     pub replicas: ReplicasSection,
+    pub ops: OpsSection,
+}
+
+/// `/metrics` and `/health/*` (README "Operating Leerspoor").
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OpsSection {
+    /// A listener of their own (e.g. `127.0.0.1:9464`): how a store or projector running
+    /// alone is scraped, or a scrape address apart from the public one.
+    pub listen: Option<SocketAddr>,
+    /// Serve them on the gateway's listener too.
+    pub on_gateway: bool,
+    /// Messages a store or projector may be behind and still be ready.
+    pub ready_max_lag: u64,
+}
+
+impl Default for OpsSection {
+    fn default() -> Self {
+        OpsSection {
+            listen: None,
+            on_gateway: true,
+            ready_max_lag: 10_000,
+        }
+    }
 }
 
 /// Store and projector replicas (README "Replicas and the cluster").
@@ -77,6 +101,9 @@ pub struct GatewaySection {
     pub default_requests_per_minute: u32,
     pub authority_home_page: String,
     pub write_timeout_secs: u64,
+    /// The xAPI versions this deployment speaks, e.g. `["1.0.3"]`: a request that names no
+    /// version is answered in the latest of them. Both by default.
+    pub xapi_versions: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -107,6 +134,7 @@ impl Default for Config {
             store: StoreSection::default(),
             limits: xapi::limits::Limits::default(),
             replicas: ReplicasSection::default(),
+            ops: OpsSection::default(),
         }
     }
 }
@@ -131,6 +159,12 @@ impl Default for GatewaySection {
             default_requests_per_minute: defaults.default_requests_per_minute,
             authority_home_page: defaults.authority_home_page,
             write_timeout_secs: defaults.write_timeout.as_secs(),
+            xapi_versions: defaults
+                .versions
+                .names()
+                .into_iter()
+                .map(str::to_owned)
+                .collect(),
         }
     }
 }
@@ -204,6 +238,8 @@ impl Config {
             limits: self.limits.clone(),
             write_timeout: Duration::from_secs(self.gateway.write_timeout_secs),
             topology: self.topology()?,
+            versions: gateway::version::Versions::parse(&self.gateway.xapi_versions)
+                .map_err(anyhow::Error::msg)?,
         })
     }
 

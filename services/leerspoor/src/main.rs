@@ -16,15 +16,18 @@ macro_rules! say {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
+    let cli = cli::Cli::parse();
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| "info,async_nats=warn".into()),
         )
         // stdout carries the one "ready" line that scripts and tests read.
-        .with_writer(std::io::stderr)
-        .init();
-    let cli = cli::Cli::parse();
+        .with_writer(std::io::stderr);
+    match cli.common.log_format {
+        cli::LogFormat::Text => logs.init(),
+        cli::LogFormat::Json => logs.json().flatten_event(true).init(),
+    }
     let config = cli.common.config()?;
     let demo_credentials = config.store.demo_credential;
     let parts = match cli.command {
@@ -84,6 +87,11 @@ async fn main() -> anyhow::Result<()> {
         print_example(addr, demo_credentials);
     } else {
         say!("Leerspoor {parts:?} is running (NATS {})", node.nats_url());
+    }
+    if let Some(addr) = node.ops_addr() {
+        say!("Metrics: http://{addr}/metrics  Health: http://{addr}/health/ready");
+    } else if let Some(addr) = node.http_addr() {
+        say!("Metrics: http://{addr}/metrics  Health: http://{addr}/health/ready");
     }
     let signals = shutdown.clone();
     let (result, ()) = tokio::join!(node.run(shutdown.clone()), async move {

@@ -28,11 +28,18 @@ pub struct Node {
     gateway: Option<Gateway>,
     store: Option<Store>,
     projector: Option<Projector>,
+    /// `/metrics` and `/health/*` on a listener of their own (`[ops] listen`).
+    ops: Option<(gateway::ops::Ops, tokio::net::TcpListener)>,
 }
 
 impl Node {
     pub async fn start(config: Config, parts: Parts) -> anyhow::Result<Node> {
         let mut config = config;
+        // A configuration error is said before anything starts.
+        let gateway_config = match parts {
+            Parts::All | Parts::Gateway => Some(config.gateway()?),
+            Parts::Store | Parts::Projector => None,
+        };
         let (nats_server, nats_url) = match (&config.nats.url, parts) {
             (Some(url), _) => (None, url.clone()),
             (None, Parts::All) => {
@@ -67,11 +74,35 @@ impl Node {
             }
             _ => None,
         };
-        let gateway = match parts {
-            Parts::All | Parts::Gateway => {
-                Some(Gateway::build(client.clone(), config.gateway()?).await?)
+        let runs = |part: Parts| parts == Parts::All || parts == part;
+        let policy = bus::health::ReadyPolicy::for_parts(
+            &config.topology()?,
+            &config.replicas.name,
+            runs(Parts::Store),
+            runs(Parts::Projector),
+            runs(Parts::Gateway),
+            config.ops.ready_max_lag,
+        );
+        let ops = gateway::ops::Ops::new(client.clone(), policy);
+        let gateway = match gateway_config {
+            Some(gateway_config) => {
+                let gateway = Gateway::build(client.clone(), gateway_config).await?;
+                Some(if config.ops.on_gateway {
+                    gateway.with_ops(ops.clone())
+                } else {
+                    gateway
+                })
             }
-            Parts::Store | Parts::Projector => None,
+            None => None,
+        };
+        let ops = match config.ops.listen {
+            Some(listen) => {
+                let listener = tokio::net::TcpListener::bind(listen)
+                    .await
+                    .with_context(|| format!("binding the ops listener on {listen}"))?;
+                Some((ops, listener))
+            }
+            None => None,
         };
         Ok(Node {
             nats_server,
@@ -79,11 +110,19 @@ impl Node {
             gateway,
             store,
             projector,
+            ops,
         })
     }
 
     pub fn http_addr(&self) -> Option<SocketAddr> {
         self.gateway.as_ref().map(Gateway::local_addr)
+    }
+
+    /// Where `/metrics` and `/health/*` are served apart from the gateway, if they are.
+    pub fn ops_addr(&self) -> Option<SocketAddr> {
+        self.ops
+            .as_ref()
+            .and_then(|(_, listener)| listener.local_addr().ok())
     }
 
     pub fn nats_url(&self) -> &str {
@@ -114,6 +153,12 @@ impl Node {
                 None => Ok(()),
             }
         };
+        let ops = async {
+            match self.ops {
+                Some((ops, listener)) => ops.serve(listener, shutdown.clone()).await,
+                None => Ok(()),
+            }
+        };
         let mut nats_server = self.nats_server;
         let supervise = async {
             let Some(server) = nats_server.as_mut() else {
@@ -122,8 +167,8 @@ impl Node {
             supervise(server, &shutdown).await;
             Ok::<(), anyhow::Error>(())
         };
-        let (gateway_result, store_result, projector_result, nats_result) =
-            tokio::join!(gateway, store, projector, supervise);
+        let (gateway_result, store_result, projector_result, nats_result, ops_result) =
+            tokio::join!(gateway, store, projector, supervise, ops);
         // Services are down and sled is flushed: now the bus may go.
         if let Some(server) = nats_server {
             server.stop().await;
@@ -132,6 +177,7 @@ impl Node {
             .and(store_result)
             .and(projector_result)
             .and(nats_result)
+            .and(ops_result)
     }
 }
 

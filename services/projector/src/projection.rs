@@ -126,6 +126,11 @@ impl Projection {
             .map_or(0, u64::from_be_bytes))
     }
 
+    /// Bytes the database takes on disk, if sled can say.
+    pub fn size_on_disk(&self) -> Option<u64> {
+        self.tree.size_on_disk().ok()
+    }
+
     /// Writes the whole database to a snapshot file (between batches, so it is at one
     /// sequence): the applied sequence and the number of entries.
     pub fn write_snapshot(&self, file: &Path) -> Result<(u64, u64), String> {

@@ -197,6 +197,7 @@ impl Projector {
             })
             .await
             .context("apply task")??;
+            record_applied(&batch, &self.projection.get());
             for message in &batch {
                 // A lost ack is harmless: the message comes back and changes nothing twice.
                 if let Err(err) = message.ack_with(AckKind::Ack).await {
@@ -470,5 +471,35 @@ pub fn run_query(
                 next_offset,
             })
         }
+    }
+}
+
+/// The projector's gauges after a batch (names in [`bus::metrics`]): the sequence applied,
+/// how old the newest message was when applied, and (every 10 s at most) its size on disk.
+fn record_applied(batch: &[jetstream::Message], projection: &Projection) {
+    use bus::metrics as m;
+    let Some(info) = batch
+        .iter()
+        .filter_map(|message| message.info().ok())
+        .last()
+    else {
+        return;
+    };
+    metrics::gauge!(m::PROJECTOR_APPLIED).set(info.stream_sequence as f64);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| since.as_nanos() as i128);
+    let age = (now - info.published.unix_timestamp_nanos()) as f64 / 1e9;
+    metrics::gauge!(m::PROJECTOR_LAG_SECONDS).set(age.max(0.0));
+    static LAST_SIZED: std::sync::Mutex<Option<std::time::Instant>> = std::sync::Mutex::new(None);
+    let Ok(mut last) = LAST_SIZED.lock() else {
+        return;
+    };
+    if last.is_some_and(|at| at.elapsed() < std::time::Duration::from_secs(10)) {
+        return;
+    }
+    *last = Some(std::time::Instant::now());
+    if let Some(bytes) = projection.size_on_disk() {
+        metrics::gauge!(m::SLED_BYTES, "db" => "projector").set(bytes as f64);
     }
 }

@@ -40,6 +40,7 @@ pub mod identity;
 pub mod indexer;
 pub mod ingest;
 pub mod keys;
+mod metrics;
 pub mod objects;
 pub mod outbox;
 mod publish;

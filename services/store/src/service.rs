@@ -495,7 +495,14 @@ impl Store {
                         arrived.version,
                         &limits,
                     );
+                    let statements = match &parsed {
+                        Ok(ingest::Ingest::Statements(batch)) => Some(batch.statements.len()),
+                        Ok(_) => None,
+                        Err(_) => bus::subjects::ingest_source(incoming.subject).map(|_| 1),
+                    };
+                    let applying = std::time::Instant::now();
                     let verdict = db.apply(&incoming, parsed, &validator)?;
+                    crate::metrics::applied(&incoming, statements, &verdict, applying.elapsed());
                     if verdict != Verdict::Applied {
                         match &verdict {
                             // An erasure logs itself (counts only).
@@ -523,6 +530,7 @@ impl Store {
                 let through = db.applied_sequence()?;
                 let outbox_through = db.last_outbox_key()?;
                 db.flush()?;
+                crate::metrics::flushed(&db, through, flush_started.elapsed());
                 Ok::<_, DbError>((through, verdicts, outbox_through, flush_started))
             })
             .await

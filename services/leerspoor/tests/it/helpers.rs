@@ -48,6 +48,7 @@ pub fn config(nats_url: &str, data_dir: &std::path::Path) -> Config {
             ..xapi::limits::Limits::default()
         },
         replicas: Default::default(),
+        ops: Default::default(),
         // A killed store's messages come back quickly (tests wait at most 20 s).
         store: StoreSection {
             ack_wait_secs: 2,

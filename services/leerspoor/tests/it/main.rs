@@ -10,6 +10,7 @@ mod failover;
 mod helpers;
 mod hostile;
 mod ingest;
+mod operating;
 mod outages;
 mod queries;
 mod replicas;

@@ -1,0 +1,45 @@
+//! What the store tells Prometheus (names in [`bus::metrics`]).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use bus::metrics as m;
+use bus::wire::Verdict;
+
+use crate::db::{Db, Incoming};
+
+/// After one message: its apply time, and its statements accepted or rejected by source.
+pub(crate) fn applied(
+    incoming: &Incoming<'_>,
+    statements: Option<usize>,
+    verdict: &Verdict,
+    took: Duration,
+) {
+    metrics::histogram!(m::STORE_APPLY_SECONDS).record(took.as_secs_f64());
+    let Some(count) = statements else {
+        return;
+    };
+    let source = m::source_label(incoming.subject);
+    let name = match verdict {
+        Verdict::Applied => m::STATEMENTS_ACCEPTED,
+        Verdict::Rejected(_) | Verdict::Conflict { .. } => m::STATEMENTS_REJECTED,
+        _ => return,
+    };
+    metrics::counter!(name, "source" => source).increment(count as u64);
+}
+
+/// After a flush: its time, the watermark, and (every 10 s at most) the size on disk.
+pub(crate) fn flushed(db: &Db, through: u64, took: Duration) {
+    metrics::histogram!(m::STORE_FLUSH_SECONDS).record(took.as_secs_f64());
+    metrics::gauge!(m::STORE_APPLIED).set(through as f64);
+    static LAST_SIZED: AtomicU64 = AtomicU64::new(0);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| since.as_secs());
+    if now.saturating_sub(LAST_SIZED.load(Ordering::Relaxed)) >= 10 {
+        LAST_SIZED.store(now, Ordering::Relaxed);
+        if let Ok(bytes) = db.tree.size_on_disk() {
+            metrics::gauge!(m::SLED_BYTES, "db" => "store").set(bytes as f64);
+        }
+    }
+}
