@@ -63,6 +63,11 @@ pub async fn durable(
         .map_err(|err| failed("creating the durable consumer", stream, err))?;
     // The info came with the consumer: no second request at start.
     if consumer.cached_info().config.ack_wait != ack_wait {
+        // Where it starts cannot change (a restored replica's starts after its backup).
+        let config = pull::Config {
+            deliver_policy: consumer.cached_info().config.deliver_policy,
+            ..config
+        };
         consumer = handle
             .update_consumer(config)
             .await

@@ -136,6 +136,11 @@ pub enum Command {
     EraseAgent(leerspoor::access::EraseArgs),
     /// Every store and projector replica: applied sequence, lag and content digest.
     Replicas(leerspoor::replicas::ReplicasArgs),
+    /// Copies a running store's and projector's databases (consistent, ingest goes on).
+    Backup(leerspoor::backup::BackupArgs),
+    /// Brings a stopped replica back from a backup into an empty --data-dir; started, it
+    /// applies the log after the backup.
+    Restore(leerspoor::backup::RestoreArgs),
     /// Measures ingest throughput and latency against a fresh, durable, in-process Leerspoor.
     Bench(leerspoor::bench::BenchArgs),
 }

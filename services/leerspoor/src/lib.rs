@@ -13,6 +13,7 @@
 
 pub mod access;
 pub mod analyst;
+pub mod backup;
 pub mod bench;
 pub mod bench_erasure;
 pub mod bench_replicas;

@@ -57,6 +57,36 @@ async fn main() -> anyhow::Result<()> {
             let client = admin_client(&config).await?;
             return leerspoor::replicas::run(&client, &config.topology()?, args).await;
         }
+        cli::Command::Backup(args) => {
+            let client = admin_client(&config).await?;
+            let copies = config.replicas.stream_replicas;
+            return leerspoor::backup::run(&client, copies, args).await;
+        }
+        cli::Command::Restore(args) => {
+            let client = admin_client(&config).await?;
+            let ack_wait = std::time::Duration::from_secs(config.store.ack_wait_secs.max(1));
+            let restored = leerspoor::backup::restore(
+                &client,
+                &args.from,
+                &config.data_dir,
+                &config.replicas.name,
+                ack_wait,
+            )
+            .await?;
+            say!(
+                "restored replica {} into {}: store at LRS_IN {} ({} entries), projector at LRS_STORED {} ({} entries)",
+                restored.replica,
+                config.data_dir.display(),
+                restored.store_applied,
+                restored.store_entries,
+                restored.projector_applied,
+                restored.projector_entries
+            );
+            say!(
+                "start it (serve, or store and projector) and it applies the log after the backup"
+            );
+            return Ok(());
+        }
         cli::Command::EraseAgent(args) => {
             let client = admin_client(&config).await?;
             return leerspoor::access::erase(&client, args).await;

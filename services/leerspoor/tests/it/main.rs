@@ -2,6 +2,7 @@
 
 mod access;
 mod attachments;
+mod backup;
 mod bad_input;
 mod clients;
 mod documents;

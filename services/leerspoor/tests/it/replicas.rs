@@ -31,7 +31,7 @@ async fn replica(nats: &Nats, dir: &std::path::Path, name: &str, parts: Parts) -
 
 /// The replicas' statuses once both stores applied everything in `LRS_IN` and both
 /// projectors everything in `LRS_STORED`.
-async fn at_rest(
+pub(crate) async fn at_rest(
     client: &async_nats::Client,
     topology: &Topology,
 ) -> Vec<bus::wire::ReplicaStatus> {
