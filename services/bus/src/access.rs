@@ -330,6 +330,9 @@ pub async fn request(
         Err(crate::request::AskError::Unreadable { reason, .. }) => {
             Err(AdminError::Unreadable(reason))
         }
+        Err(crate::request::AskError::Refused { message, .. }) => {
+            Err(AdminError::Unreadable(message))
+        }
     }
 }
 

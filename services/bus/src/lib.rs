@@ -13,6 +13,7 @@
 //!   `leerspoor serve` and by the tests.
 
 pub mod access;
+pub mod export;
 pub mod health;
 pub mod metrics;
 pub mod pull;

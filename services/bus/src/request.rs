@@ -40,6 +40,11 @@ pub enum AskError {
         service: &'static str,
         reason: String,
     },
+    #[error("{service} refused: {message}")]
+    Refused {
+        service: &'static str,
+        message: String,
+    },
 }
 
 /// Where a request goes and how long the caller waits.

@@ -33,6 +33,9 @@ pub const IN_DOCUMENTS: &str = "lrs.in.admin.documents";
 pub const IN_CREDENTIALS: &str = "lrs.in.admin.credentials";
 /// Prefix of the subjects only Leerspoor's own services publish to; never a statement source.
 pub const IN_ADMIN_PREFIX: &str = "lrs.in.admin.";
+/// Statements brought in from another LRS or a file by `leerspoor import`: the store keeps
+/// the `stored` and `authority` they came with (when they have them).
+pub const IN_IMPORT: &str = "lrs.in.admin.import";
 
 pub const STORED_ALL: &str = "lrs.stored.>";
 /// What one `LRS_IN` message changed, as one message: [`crate::wire::StoredEvents`]. One

@@ -149,6 +149,9 @@ pub struct StatementQuery {
     /// `statements/read/mine` scope.
     #[serde(default)]
     pub authority: Option<String>,
+    /// Voided statements too (an export: what another LRS needs to hold the same).
+    #[serde(default)]
+    pub include_voided: bool,
 }
 
 /// Reply on `lrs.api.statements`.

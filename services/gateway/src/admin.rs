@@ -224,3 +224,49 @@ pub async fn erase(
         }
     }
 }
+
+/// `GET /admin/exports/statements`: every stored statement (voided ones too) matching the
+/// filters, oldest first, as NDJSON, streamed a page at a time (constant memory).
+pub async fn export_statements(
+    State(state): State<AppState>,
+    _caller: Caller,
+    RawQuery(query): RawQuery,
+) -> Result<axum::response::Response, ApiError> {
+    let filters = params::parse_export(query.as_deref())?;
+    let mut export = bus::export::Export::new(filters);
+    // The first page before the answer: a store that cannot answer is a 503, not a cut body.
+    let first = export.next_page(&state.client).await?;
+    let client = state.client.clone();
+    let pages = futures::stream::unfold(
+        (Some(first), export, client),
+        |(first, mut export, client)| async move {
+            let page = match first {
+                Some(page) => Ok(page),
+                None => export.next_page(&client).await,
+            };
+            match page {
+                Ok(Some(statements)) => {
+                    let mut chunk = Vec::new();
+                    for statement in &statements {
+                        if serde_json::to_writer(&mut chunk, statement).is_ok() {
+                            chunk.push(b'\n');
+                        }
+                    }
+                    Some((Ok(bytes::Bytes::from(chunk)), (None, export, client)))
+                }
+                Ok(None) => None,
+                Err(err) => {
+                    tracing::warn!(error = %err, "export cut short");
+                    Some((
+                        Err(std::io::Error::other(err.to_string())),
+                        (None, bus::export::Export::finished(), client),
+                    ))
+                }
+            }
+        },
+    );
+    axum::response::Response::builder()
+        .header(axum::http::header::CONTENT_TYPE, "application/x-ndjson")
+        .body(axum::body::Body::from_stream(pages))
+        .map_err(|_| ApiError::Internal)
+}

@@ -157,6 +157,7 @@ impl From<bus::request::AskError> for ApiError {
                 tracing::error!(error = %err, "unreadable reply");
                 ApiError::Internal
             }
+            bus::request::AskError::Refused { message, .. } => ApiError::BadRequest(message),
             other => {
                 tracing::warn!(error = %other, "request failed");
                 ApiError::Unavailable(other.to_string())

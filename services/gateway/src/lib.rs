@@ -287,6 +287,10 @@ pub fn router(state: AppState) -> Router {
             get(admin::export).fallback(method_not_allowed),
         )
         .route(
+            "/admin/exports/statements",
+            get(admin::export_statements).fallback(method_not_allowed),
+        )
+        .route(
             "/admin/erasures",
             axum::routing::post(admin::erase).fallback(method_not_allowed),
         )

@@ -105,6 +105,27 @@ fn agent(value: &str) -> Result<String, ApiError> {
 }
 
 /// The parameters of a statement query; `max_limit` is `limits.query_limit`.
+/// The filters of `GET /admin/exports/statements`: `since`, `until`, `agent`, `verb`, checked
+/// as GET statements checks them.
+pub fn parse_export(raw: Option<&str>) -> Result<bus::export::Filters, ApiError> {
+    let pairs = parse_pairs(raw)?;
+    if let Some((name, _)) = pairs
+        .iter()
+        .find(|(name, _)| !["since", "until", "agent", "verb"].contains(&name.as_str()))
+    {
+        return Err(ApiError::BadRequest(format!(
+            "unknown parameter {name:?} for an export (since, until, agent, verb)"
+        )));
+    }
+    let query = parse_get(pairs, usize::MAX)?.query;
+    Ok(bus::export::Filters {
+        since: query.since,
+        until: query.until,
+        agent: query.agent,
+        verb: query.verb,
+    })
+}
+
 pub fn parse_get(pairs: Vec<(String, String)>, max_limit: usize) -> Result<GetParams, ApiError> {
     let mut seen = std::collections::HashSet::new();
     for (name, _) in &pairs {

@@ -141,6 +141,11 @@ pub enum Command {
     /// Brings a stopped replica back from a backup into an empty --data-dir; started, it
     /// applies the log after the backup.
     Restore(leerspoor::backup::RestoreArgs),
+    /// Writes stored statements (voided ones too) to an NDJSON file, oldest first.
+    Export(leerspoor::transfer::ExportArgs),
+    /// Brings statements in from an NDJSON file or another LRS, keeping their stored and
+    /// authority; resumable.
+    Import(leerspoor::transfer::ImportArgs),
     /// Measures ingest throughput and latency against a fresh, durable, in-process Leerspoor.
     Bench(leerspoor::bench::BenchArgs),
 }

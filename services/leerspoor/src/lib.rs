@@ -22,3 +22,4 @@ pub mod config;
 pub mod demo;
 pub mod node;
 pub mod replicas;
+pub mod transfer;

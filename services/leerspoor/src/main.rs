@@ -57,6 +57,17 @@ async fn main() -> anyhow::Result<()> {
             let client = admin_client(&config).await?;
             return leerspoor::replicas::run(&client, &config.topology()?, args).await;
         }
+        cli::Command::Export(args) => {
+            let client = admin_client(&config).await?;
+            return leerspoor::transfer::export(&client, args).await;
+        }
+        cli::Command::Import(args) => {
+            let client = admin_client(&config).await?;
+            std::fs::create_dir_all(&config.data_dir).ok();
+            return leerspoor::transfer::import(&client, &config.data_dir, args)
+                .await
+                .map(|_| ());
+        }
         cli::Command::Backup(args) => {
             let client = admin_client(&config).await?;
             let copies = config.replicas.stream_replicas;

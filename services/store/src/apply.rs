@@ -210,7 +210,19 @@ impl Db {
                     id: id.to_string(),
                 }));
             }
+            let original = parsed
+                .keep_original
+                .then(|| original_stored_and_authority(&statement));
             complete_for_store(&mut statement, &stored, &parsed.authority, parsed.version);
+            if let (Some((stored, authority)), Some(object)) = (original, statement.as_object_mut())
+            {
+                if let Some(stored) = stored {
+                    object.insert("stored".into(), stored);
+                }
+                if let Some(authority) = authority {
+                    object.insert("authority".into(), authority);
+                }
+            }
             let position = next_position;
             next_position += 1;
             let brought: Vec<String> = index_terms(&statement)
@@ -294,6 +306,21 @@ impl Db {
             .unwrap_or_default();
         Ok(if last > now { last } else { now })
     }
+}
+
+/// What an imported statement brings of its own: `stored` (a timestamp) and `authority` (an
+/// object), each kept when present and well-formed.
+fn original_stored_and_authority(statement: &Value) -> (Option<Value>, Option<Value>) {
+    let stored = statement
+        .get("stored")
+        .and_then(Value::as_str)
+        .and_then(|text| xapi::time::parse_timestamp(text).ok())
+        .map(|time| Value::String(format_timestamp(time.with_timezone(&Utc))));
+    let authority = statement
+        .get("authority")
+        .filter(|value| value.is_object())
+        .cloned();
+    (stored, authority)
 }
 
 /// The id of a statement that came without one (straight from a source; the gateway gives

@@ -19,6 +19,8 @@ pub struct Batch {
     pub define: bool,
     /// SHA-2 of the attachment bodies the request brought (see [`bus::wire::HttpBatch`]).
     pub bodies: Vec<String>,
+    /// An import: a statement keeps the `stored` and `authority` it brings.
+    pub keep_original: bool,
 }
 
 /// What an `LRS_IN` message asks, by its subject: the store's one typed view of its input.
@@ -132,9 +134,11 @@ pub fn parse(
             statements: batch.statements,
             define: batch.define,
             bodies: batch.bodies,
+            keep_original: false,
         });
     }
-    let Some(source) = bus::subjects::ingest_source(subject) else {
+    let import = subject == bus::subjects::IN_IMPORT;
+    let Some(source) = bus::subjects::ingest_source(subject).or(import.then_some("import")) else {
         return Err(malformed(format!("{subject} is not an ingest subject")));
     };
     if bus::subjects::hub_of(subject).is_some() && payload.len() > limits.hub_message_bytes {
@@ -173,6 +177,7 @@ pub fn parse(
         statements,
         define: true,
         bodies: Vec::new(),
+        keep_original: import,
     })
 }
 

@@ -44,7 +44,7 @@ pub fn run(db: &Db, query: &StatementQuery) -> Result<StatementReply, DbError> {
         let Some((record, bytes)) = db.record_at_sized(position)? else {
             continue;
         };
-        if record.voided || !matches(db, &record, query)? {
+        if (record.voided && !query.include_voided) || !matches(db, &record, query)? {
             continue;
         }
         if statements.len() == limit || (!statements.is_empty() && size + bytes > budget) {

@@ -18,4 +18,5 @@ mod replicas;
 mod restart;
 mod security;
 mod summaries;
+mod transfer;
 mod writes;
