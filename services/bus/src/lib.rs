@@ -21,6 +21,7 @@ pub mod request;
 pub mod server;
 pub mod snapshot;
 pub mod subjects;
+pub mod targets;
 pub mod watermark;
 pub mod wire;
 

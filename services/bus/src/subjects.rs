@@ -94,6 +94,21 @@ pub async fn attachment_bucket(
     })
 }
 
+/// NATS KV bucket of forwarding targets and webhooks, by name ([`crate::targets`]).
+pub const TARGETS_BUCKET: &str = "LRS_TARGETS";
+/// Stream of the statements a forwarding target or webhook gave up on (its dead-letter list),
+/// on `lrs.dead.<target>`, kept [`DEAD_MAX_AGE`].
+pub const STREAM_DEAD: &str = "LRS_DEAD";
+pub const DEAD_PREFIX: &str = "lrs.dead.";
+pub const DEAD_ALL: &str = "lrs.dead.>";
+pub const DEAD_MAX_AGE: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// The durable consumer on `LRS_STORED` that delivers to target `name`: a target that is down
+/// keeps its statements in the stream until it takes them.
+pub fn target_consumer(name: &str) -> String {
+    format!("deliver-{name}")
+}
+
 /// Core NATS, every replica answers (no queue group): who it is, how far it applied, and
 /// the digest of its content ([`crate::wire::ReplicaStatus`]).
 pub const API_REPLICAS: &str = "lrs.api.replicas";

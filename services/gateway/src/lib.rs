@@ -18,6 +18,7 @@
 //! - [`documents`]: the State, Activity Profile and Agent Profile resources, and the
 //!   Activities and Agents resources.
 //! - [`summaries`]: the summary API (JSON and CSV), answered by the projector.
+//! - [`targets`]: the admin routes of forwarding targets and webhooks.
 //! - [`retries`]: a write whose answer was lost, retried, is stored once.
 //! - [`serve`]: the HTTP server loop: header deadlines, graceful shutdown.
 //! - [`watermark`]: waiting for the store's applied watermark.
@@ -38,6 +39,7 @@ pub mod retries;
 pub mod serve;
 pub mod statements;
 pub mod summaries;
+pub mod targets;
 pub mod version;
 
 use std::net::SocketAddr;
@@ -105,6 +107,9 @@ pub struct AppState {
     /// Writes whose fate was not confirmed to their client, remembered for their retry.
     pub unconfirmed: retries::Unconfirmed,
     pub versions: version::Versions,
+    /// Forwarding targets and webhooks, opened at the first admin request about them.
+    pub targets: Arc<tokio::sync::OnceCell<bus::targets::Targets>>,
+    pub stream_replicas: usize,
 }
 
 pub struct Gateway {
@@ -138,6 +143,8 @@ impl Gateway {
             write_timeout: config.write_timeout,
             unconfirmed: retries::Unconfirmed::default(),
             versions: config.versions,
+            targets: Arc::default(),
+            stream_replicas: config.topology.stream_replicas,
         };
         Ok(Gateway {
             listener,
@@ -289,6 +296,42 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/admin/exports/statements",
             get(admin::export_statements).fallback(method_not_allowed),
+        )
+        .route(
+            "/admin/webhooks",
+            get(targets::list_webhooks)
+                .post(targets::add_webhook)
+                .fallback(method_not_allowed),
+        )
+        .route(
+            "/admin/webhooks/{name}",
+            axum::routing::delete(targets::remove_webhook).fallback(method_not_allowed),
+        )
+        .route(
+            "/admin/webhooks/{name}/dead-letters",
+            get(targets::webhook_dead_letters).fallback(method_not_allowed),
+        )
+        .route(
+            "/admin/webhooks/{name}/replay",
+            axum::routing::post(targets::replay_webhook).fallback(method_not_allowed),
+        )
+        .route(
+            "/admin/forwards",
+            get(targets::list_forwards)
+                .post(targets::add_forward)
+                .fallback(method_not_allowed),
+        )
+        .route(
+            "/admin/forwards/{name}",
+            axum::routing::delete(targets::remove_forward).fallback(method_not_allowed),
+        )
+        .route(
+            "/admin/forwards/{name}/dead-letters",
+            get(targets::forward_dead_letters).fallback(method_not_allowed),
+        )
+        .route(
+            "/admin/forwards/{name}/replay",
+            axum::routing::post(targets::replay_forward).fallback(method_not_allowed),
         )
         .route(
             "/admin/erasures",

@@ -184,7 +184,7 @@ pub struct CreateArgs {
     pub secret_stdin: bool,
 }
 
-fn read_secret(from_stdin: bool) -> anyhow::Result<(String, bool)> {
+pub fn read_secret(from_stdin: bool) -> anyhow::Result<(String, bool)> {
     if !from_stdin {
         return Ok((new_secret(), true));
     }

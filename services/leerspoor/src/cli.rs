@@ -111,6 +111,14 @@ pub enum Command {
     Store,
     /// The projector alone, joining --nats-url.
     Projector,
+    /// The forwarder alone (forwarding targets and webhooks), joining --nats-url.
+    Forwarder,
+    /// Forwards stored statements to other LRSs.
+    #[command(subcommand)]
+    Forward(leerspoor::targets::ForwardCommand),
+    /// Webhooks: stored statements POSTed, signed, to a URL.
+    #[command(subcommand)]
+    Webhooks(leerspoor::targets::WebhookCommand),
     /// Asks the running projector to rebuild every summary from the stored statements.
     Project {
         /// Recompute from the store's statements and swap the result in.

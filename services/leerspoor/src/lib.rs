@@ -22,4 +22,5 @@ pub mod config;
 pub mod demo;
 pub mod node;
 pub mod replicas;
+pub mod targets;
 pub mod transfer;

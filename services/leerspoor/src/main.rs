@@ -35,6 +35,17 @@ async fn main() -> anyhow::Result<()> {
         cli::Command::Gateway => Parts::Gateway,
         cli::Command::Store => Parts::Store,
         cli::Command::Projector => Parts::Projector,
+        cli::Command::Forwarder => Parts::Forwarder,
+        cli::Command::Forward(command) => {
+            let client = admin_client(&config).await?;
+            let copies = config.replicas.stream_replicas;
+            return leerspoor::targets::forward(&client, copies, command).await;
+        }
+        cli::Command::Webhooks(command) => {
+            let client = admin_client(&config).await?;
+            let copies = config.replicas.stream_replicas;
+            return leerspoor::targets::webhooks(&client, copies, command).await;
+        }
         cli::Command::Bench(args) => return leerspoor::bench::run(args).await,
         cli::Command::Demo(args) => {
             let local = with_local_credentials(&config);

@@ -18,6 +18,7 @@ pub enum Parts {
     Gateway,
     Store,
     Projector,
+    Forwarder,
 }
 
 /// A started process: its services are built (ports bound, sled open, streams ready).
@@ -28,6 +29,7 @@ pub struct Node {
     gateway: Option<Gateway>,
     store: Option<Store>,
     projector: Option<Projector>,
+    forwarder: Option<forwarder::Forwarder>,
     /// `/metrics` and `/health/*` on a listener of their own (`[ops] listen`).
     ops: Option<(gateway::ops::Ops, tokio::net::TcpListener)>,
 }
@@ -38,7 +40,7 @@ impl Node {
         // A configuration error is said before anything starts.
         let gateway_config = match parts {
             Parts::All | Parts::Gateway => Some(config.gateway()?),
-            Parts::Store | Parts::Projector => None,
+            Parts::Store | Parts::Projector | Parts::Forwarder => None,
         };
         let (nats_server, nats_url) = match (&config.nats.url, parts) {
             (Some(url), _) => (None, url.clone()),
@@ -66,12 +68,25 @@ impl Node {
         let client = connect(&config, &nats_url).await?;
         let store = match parts {
             Parts::All | Parts::Store => Some(Store::build(client.clone(), config.store()?).await?),
-            Parts::Gateway | Parts::Projector => None,
+            Parts::Gateway | Parts::Projector | Parts::Forwarder => None,
         };
         let projector = match parts {
             Parts::All | Parts::Projector => {
                 Some(Projector::build(client.clone(), config.projector()?).await?)
             }
+            _ => None,
+        };
+        let forwarder = match parts {
+            Parts::All | Parts::Forwarder => Some(
+                forwarder::Forwarder::build(
+                    client.clone(),
+                    forwarder::ForwarderConfig {
+                        stream_replicas: config.replicas.stream_replicas,
+                        ..forwarder::ForwarderConfig::default()
+                    },
+                )
+                .await?,
+            ),
             _ => None,
         };
         let runs = |part: Parts| parts == Parts::All || parts == part;
@@ -110,6 +125,7 @@ impl Node {
             gateway,
             store,
             projector,
+            forwarder,
             ops,
         })
     }
@@ -153,6 +169,14 @@ impl Node {
                 None => Ok(()),
             }
         };
+        let forwarder = async {
+            match self.forwarder {
+                Some(forwarder) => {
+                    stop_all_on_exit(forwarder.run(shutdown.clone()), &shutdown).await
+                }
+                None => Ok(()),
+            }
+        };
         let ops = async {
             match self.ops {
                 Some((ops, listener)) => ops.serve(listener, shutdown.clone()).await,
@@ -167,8 +191,14 @@ impl Node {
             supervise(server, &shutdown).await;
             Ok::<(), anyhow::Error>(())
         };
-        let (gateway_result, store_result, projector_result, nats_result, ops_result) =
-            tokio::join!(gateway, store, projector, supervise, ops);
+        let (
+            gateway_result,
+            store_result,
+            projector_result,
+            nats_result,
+            ops_result,
+            forwarder_result,
+        ) = tokio::join!(gateway, store, projector, supervise, ops, forwarder);
         // Services are down and sled is flushed: now the bus may go.
         if let Some(server) = nats_server {
             server.stop().await;
@@ -178,6 +208,7 @@ impl Node {
             .and(projector_result)
             .and(nats_result)
             .and(ops_result)
+            .and(forwarder_result)
     }
 }
 

@@ -8,6 +8,7 @@ mod clients;
 mod documents;
 mod erasure;
 mod failover;
+mod forwarding;
 mod helpers;
 mod hostile;
 mod ingest;

@@ -26,7 +26,7 @@ fn accounts_conf(nats_dir: &std::path::Path) -> String {
 }
 
 /// The password of each user of deploy/nats-accounts.conf, as nats-server's environment.
-const PASSWORDS: [(&str, &str, &str); 7] = [
+const PASSWORDS: [(&str, &str, &str); 8] = [
     ("leerspoor", "LEERSPOOR_NATS_PASSWORD", SERVICE_PASSWORD),
     (
         "leerspoor-gateway",
@@ -42,6 +42,11 @@ const PASSWORDS: [(&str, &str, &str); 7] = [
         "leerspoor-projector",
         "LEERSPOOR_PROJECTOR_NATS_PASSWORD",
         "projector-secret",
+    ),
+    (
+        "leerspoor-forwarder",
+        "LEERSPOOR_FORWARDER_NATS_PASSWORD",
+        "forwarder-secret",
     ),
     (
         "leerspoor-admin",
@@ -228,6 +233,7 @@ async fn each_service_runs_as_its_own_user_with_only_what_it_needs() {
     let store = start_node(as_user("leerspoor-store"), Parts::Store).await;
     let projector = start_node(as_user("leerspoor-projector"), Parts::Projector).await;
     let gateway = start_node(as_user("leerspoor-gateway"), Parts::Gateway).await;
+    let forwarder = start_node(as_user("leerspoor-forwarder"), Parts::Forwarder).await;
     let base = format!("http://{}", gateway.http_addr.expect("gateway"));
     let http = reqwest::Client::new();
     let v2 = |method: reqwest::Method, path: &str| {
@@ -342,6 +348,66 @@ async fn each_service_runs_as_its_own_user_with_only_what_it_needs() {
         erased.contains("erased 1 statements and 1 documents"),
         "{erased}"
     );
+    // Operating, as leerspoor-admin, the gateway and the forwarder: exports, imports,
+    // backups, forwarding targets and webhooks, metrics and health.
+    let export = dir.path().join("export.ndjson");
+    let exported = admin_cli(
+        &admin_config,
+        &["export", "--to", export.to_str().expect("path")],
+        None,
+    )
+    .await;
+    assert!(exported.contains("exported"), "{exported}");
+    let imported = admin_cli(
+        &admin_config,
+        &[
+            "import",
+            export.to_str().expect("path"),
+            "--data-dir",
+            data.to_str().expect("path"),
+        ],
+        None,
+    )
+    .await;
+    assert!(imported.contains("refused 0"), "{imported}");
+    let backup = dir.path().join("backup");
+    admin_cli(
+        &admin_config,
+        &["backup", "--to", backup.to_str().expect("path")],
+        None,
+    )
+    .await;
+    admin_cli(
+        &admin_config,
+        &[
+            "webhooks",
+            "add",
+            "hook",
+            "--url",
+            "http://127.0.0.1:9/hook",
+            "--secret-stdin",
+        ],
+        Some("a-webhook-secret-of-some-length"),
+    )
+    .await;
+    let listed = admin_cli(&admin_config, &["webhooks", "list"], None).await;
+    assert!(listed.contains("hook\twebhook"), "{listed}");
+    admin_cli(&admin_config, &["webhooks", "dead-letters", "hook"], None).await;
+    admin_cli(&admin_config, &["webhooks", "remove", "hook"], None).await;
+    let response = v2(reqwest::Method::GET, "/admin/webhooks")
+        .send()
+        .await
+        .expect("http");
+    assert_eq!(response.status(), StatusCode::OK);
+    for path in ["/metrics", "/health/ready"] {
+        let response = http
+            .get(format!("{base}{path}"))
+            .send()
+            .await
+            .expect("http");
+        assert_eq!(response.status(), StatusCode::OK, "{path}");
+    }
+    admin_cli(&admin_config, &["backup", "--release"], None).await;
     // The store, as its own user, deletes the certificate no statement uses any more.
     let looking = connect_as(&url, "leerspoor", "_LRS_INBOX", Arc::default()).await;
     let bucket = jetstream::new(looking)
@@ -431,5 +497,6 @@ async fn each_service_runs_as_its_own_user_with_only_what_it_needs() {
     assert!(log.contains("Violation"), "{log}");
     gateway.stop().await;
     projector.stop().await;
+    forwarder.stop().await;
     store.stop().await;
 }
