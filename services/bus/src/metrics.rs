@@ -49,6 +49,32 @@ pub const DELIVERY_PENDING: &str = "leerspoor_delivery_pending_messages";
 /// Histogram: seconds one delivery (a POST to a target) took, by `target`.
 pub const DELIVERY_SECONDS: &str = "leerspoor_delivery_seconds";
 
+/// Every metric name above.
+pub const ALL: [&str; 22] = [
+    HTTP_REQUESTS,
+    HTTP_SECONDS,
+    STATEMENTS_ACCEPTED,
+    STATEMENTS_REJECTED,
+    STORE_APPLY_SECONDS,
+    STORE_FLUSH_SECONDS,
+    STORE_APPLIED,
+    PROJECTOR_APPLIED,
+    PROJECTOR_LAG_SECONDS,
+    CONSUMER_PENDING,
+    CONSUMER_ACK_PENDING,
+    CONSUMER_REDELIVERED,
+    STREAM_MESSAGES,
+    SLED_BYTES,
+    NATS_CONNECTED,
+    NATS_CONNECTS,
+    READY,
+    DELIVERED,
+    DELIVERY_FAILURES,
+    DEAD_LETTERS,
+    DELIVERY_PENDING,
+    DELIVERY_SECONDS,
+];
+
 /// Histogram buckets (seconds) for every `*_seconds` histogram: 0.5 ms to 30 s.
 pub const SECONDS_BUCKETS: [f64; 14] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0, 30.0,
@@ -60,4 +86,37 @@ pub fn source_label(subject: &str) -> String {
         .strip_prefix(crate::subjects::IN_PREFIX)
         .unwrap_or(subject)
         .to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The dashboard and the alert rules name only metrics that exist.
+    #[test]
+    fn the_shipped_dashboard_and_alerts_use_real_metric_names() {
+        let shipped = [
+            include_str!("../../../deploy/monitoring/grafana-dashboard.json"),
+            include_str!("../../../deploy/monitoring/leerspoor-alerts.yml"),
+        ];
+        let mut used = 0;
+        for text in shipped {
+            for (start, _) in text.match_indices("leerspoor_") {
+                let name: String = text[start..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_lowercase() || *c == '_')
+                    .collect();
+                let base = ["_bucket", "_count", "_sum"]
+                    .iter()
+                    .find_map(|suffix| name.strip_suffix(suffix))
+                    .unwrap_or(&name);
+                if name == "leerspoor_" {
+                    continue;
+                }
+                assert!(ALL.contains(&base), "{name} is not a Leerspoor metric");
+                used += 1;
+            }
+        }
+        assert!(used > 20, "the dashboard and alerts name metrics");
+    }
 }

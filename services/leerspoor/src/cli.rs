@@ -154,6 +154,16 @@ pub enum Command {
     /// Brings statements in from an NDJSON file or another LRS, keeping their stored and
     /// authority; resumable.
     Import(leerspoor::transfer::ImportArgs),
+    /// Asks a running Leerspoor whether it is ready (exit 0) or not (exit 1), for health
+    /// checks (compose, systemd, scripts).
+    Health {
+        /// The health endpoint; by default /health/ready on the ops listener, else the gateway's.
+        #[arg(long)]
+        url: Option<String>,
+        /// Keep asking up to this many seconds until it is ready.
+        #[arg(long, default_value_t = 0)]
+        wait: u64,
+    },
     /// Measures ingest throughput and latency against a fresh, durable, in-process Leerspoor.
     Bench(leerspoor::bench::BenchArgs),
 }

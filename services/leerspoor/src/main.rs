@@ -68,6 +68,35 @@ async fn main() -> anyhow::Result<()> {
             let client = admin_client(&config).await?;
             return leerspoor::replicas::run(&client, &config.topology()?, args).await;
         }
+        cli::Command::Health { url, wait } => {
+            let url = url.unwrap_or_else(|| {
+                let addr = config.ops.listen.unwrap_or(config.gateway.listen);
+                format!("http://{addr}/health/ready")
+            });
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(wait);
+            let http = reqwest::Client::builder()
+                .timeout(std::time::Duration::from_secs(5))
+                .build()?;
+            loop {
+                let said = match http.get(&url).send().await {
+                    Ok(response) => {
+                        let ready = response.status().is_success();
+                        let body = response.text().await.unwrap_or_default();
+                        if ready {
+                            say!("{body}");
+                            return Ok(());
+                        }
+                        body
+                    }
+                    Err(err) => err.to_string(),
+                };
+                if std::time::Instant::now() >= deadline {
+                    say!("{said}");
+                    std::process::exit(1);
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            }
+        }
         cli::Command::Export(args) => {
             let client = admin_client(&config).await?;
             return leerspoor::transfer::export(&client, args).await;

@@ -353,4 +353,4 @@ impl Db {
 
 #[cfg(test)]
 #[path = "db_tests.rs"]
-mod tests;
+pub(crate) mod tests;

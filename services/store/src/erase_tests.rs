@@ -286,7 +286,7 @@ fn an_erasure_interrupted_between_chunks_goes_on_where_it_stopped() {
         db.tree().apply_batch(batch).expect("apply");
         db.flush().expect("flush");
     }
-    let db = Db::open(dir.path()).expect("reopen");
+    let db = crate::db::tests::reopen(dir.path());
     let erased = apply(&db, &validator, 16, bus::subjects::IN_ERASE, ERASE);
     assert_eq!(
         erased,
