@@ -332,3 +332,14 @@ async fn logs_can_be_json_lines() {
     );
     child.kill().await.ok();
 }
+
+#[tokio::test]
+async fn the_health_command_says_ready_or_not() {
+    let app = TestApp::start().await;
+    let ready = format!("{}/health/ready", app.base);
+    let said = leerspoor_ok(&["health", "--url", &ready, "--wait", "20"], None).await;
+    assert!(said.contains("\"ready\":true"), "{said}");
+    app.stop().await;
+    let down = run_leerspoor(&["health", "--url", &ready], None).await;
+    assert_eq!(down.status.code(), Some(1));
+}
