@@ -399,6 +399,11 @@ pub enum SummaryReply {
     Error {
         message: String,
     },
+    /// The query cannot be answered as asked (a field that cannot be sorted by, a summary too
+    /// large for one message): a 400 that says why.
+    Refused {
+        message: String,
+    },
 }
 
 /// Request on `lrs.api.replicas`: every store and projector replica answers.

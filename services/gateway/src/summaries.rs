@@ -140,6 +140,7 @@ async fn ask(state: &AppState, query: &SummaryQuery) -> Result<SummaryReply, Api
             tracing::error!(%message, "projector refused a query");
             Err(ApiError::Internal)
         }
+        SummaryReply::Refused { message } => Err(ApiError::BadRequest(message)),
         reply => Ok(reply),
     }
 }

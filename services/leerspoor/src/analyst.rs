@@ -103,7 +103,9 @@ pub async fn run(client: &async_nats::Client, args: SummaryArgs) -> anyhow::Resu
             }
             items
         }
-        SummaryReply::Error { message } => anyhow::bail!("the projector refused: {message}"),
+        SummaryReply::Error { message } | SummaryReply::Refused { message } => {
+            anyhow::bail!("the projector refused: {message}")
+        }
     };
     let csv = gateway::summaries::to_csv(&items)?;
     if args.csv {

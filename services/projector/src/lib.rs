@@ -9,12 +9,14 @@
 //! - [`contribution`]: what one statement adds, per worker (pure).
 //! - [`summary`]: the exactly-reversible summary state and its JSON views.
 //! - [`projection`]: the sled database: apply, read.
+//! - [`order`]: the sorted keys that answer list queries without scanning.
 //! - [`rebuild`]: recomputing every summary from the stored statements, and the swap.
 //! - [`service`]: the NATS side: the `LRS_STORED` consumer and `lrs.api.summaries`.
 
 pub use service::{Projector, ProjectorConfig};
 
 pub mod contribution;
+pub mod order;
 pub mod projection;
 pub mod rebuild;
 pub mod service;

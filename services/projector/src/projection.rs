@@ -11,6 +11,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::contribution::{contributions, Contribution};
+use crate::order;
 use crate::summary::{CompanyState, HubState, MonthRange, WorkerState};
 
 /// `m` + name: the last applied `LRS_STORED` sequence.
@@ -22,9 +23,9 @@ const MARKER: u8 = b's';
 const COUNTED: &[u8] = b"c";
 const VOIDED: &[u8] = b"v";
 const ERASED: &[u8] = b"e";
-const WORKER: u8 = b'w';
-const HUB: u8 = b'h';
-const COMPANY: u8 = b'c';
+pub(crate) const WORKER: u8 = b'w';
+pub(crate) const HUB: u8 = b'h';
+pub(crate) const COMPANY: u8 = b'c';
 /// `t` + worker + 0 + timestamp + 0 + statement id -> empty: a worker's first and last
 /// timestamps are the ends of this range.
 const TIMESTAMP: u8 = b't';
@@ -91,16 +92,65 @@ struct Touched {
     markers: HashMap<String, Option<Vec<u8>>>,
     /// Timestamp keys to add (true) or remove (false).
     timestamps: Vec<(Vec<u8>, bool)>,
+    /// The sort values of each summary loaded, as they were before (`None`: none yet).
+    before: HashMap<(u8, String), Option<Vec<f64>>>,
 }
 
 impl Projection {
     pub fn open(path: &Path) -> Result<Projection, ProjectionError> {
-        Ok(Projection {
+        let projection = Projection {
             // No background flusher: every applied message is flushed before its ack, and a
             // flusher thread would keep the database locked after a drop.
             tree: sled::Config::new().path(path).flush_every_ms(None).open()?,
             path: path.to_owned(),
-        })
+        };
+        if !projection.tree.contains_key(order::BUILT)? {
+            projection.build_order()?;
+        }
+        Ok(projection)
+    }
+
+    /// Gives a database made before the order keys its order keys and counts (once).
+    fn build_order(&self) -> Result<(), ProjectionError> {
+        for kind in [WORKER, HUB, COMPANY] {
+            let mut count = 0u64;
+            let mut batch = sled::Batch::default();
+            for item in self.tree.scan_prefix([kind]) {
+                let (raw_key, value) = item?;
+                let id = String::from_utf8_lossy(&raw_key[1..]).into_owned();
+                let corrupt = |err: serde_json::Error| ProjectionError::Corrupt {
+                    key: raw_key.to_vec(),
+                    reason: err.to_string(),
+                };
+                let values = match kind {
+                    WORKER => serde_json::from_slice::<WorkerState>(&value)
+                        .map_err(corrupt)?
+                        .sort_values(),
+                    HUB => serde_json::from_slice::<HubState>(&value)
+                        .map_err(corrupt)?
+                        .sort_values(),
+                    _ => serde_json::from_slice::<CompanyState>(&value)
+                        .map_err(corrupt)?
+                        .sort_values(),
+                };
+                order::update(&mut batch, kind, &id, None, Some(&values));
+                count += 1;
+            }
+            batch.insert(order::count_key(kind), &count.to_be_bytes());
+            self.tree.apply_batch(batch)?;
+        }
+        self.tree.insert(order::BUILT, &[] as &[u8])?;
+        self.tree.flush()?;
+        Ok(())
+    }
+
+    /// How many summaries of a kind exist.
+    fn count(&self, kind: u8) -> Result<u64, ProjectionError> {
+        Ok(self
+            .tree
+            .get(order::count_key(kind))?
+            .and_then(|bytes| <[u8; 8]>::try_from(bytes.as_ref()).ok())
+            .map_or(0, u64::from_be_bytes))
     }
 
     pub fn flush(&self) -> Result<(), ProjectionError> {
@@ -263,14 +313,41 @@ impl Projection {
                 batch.remove(timestamp);
             }
         }
-        write_states(&mut batch, WORKER, touched.workers, WorkerState::is_empty);
-        write_states(&mut batch, HUB, touched.hubs, HubState::is_empty);
-        write_states(
-            &mut batch,
-            COMPANY,
-            touched.companies,
-            CompanyState::is_empty,
-        );
+        let before = &touched.before;
+        let counts = [
+            (
+                WORKER,
+                write_states(
+                    &mut batch,
+                    WORKER,
+                    touched.workers,
+                    before,
+                    |state: &WorkerState| (!state.is_empty()).then(|| state.sort_values()),
+                ),
+            ),
+            (
+                HUB,
+                write_states(&mut batch, HUB, touched.hubs, before, |state: &HubState| {
+                    (!state.is_empty()).then(|| state.sort_values())
+                }),
+            ),
+            (
+                COMPANY,
+                write_states(
+                    &mut batch,
+                    COMPANY,
+                    touched.companies,
+                    before,
+                    |state: &CompanyState| (!state.is_empty()).then(|| state.sort_values()),
+                ),
+            ),
+        ];
+        for (kind, change) in counts {
+            if change != 0 {
+                let count = self.count(kind)?.saturating_add_signed(change);
+                batch.insert(order::count_key(kind), &count.to_be_bytes());
+            }
+        }
         batch.insert(META_APPLIED, &sequence.to_be_bytes());
         self.tree.apply_batch(batch)?;
         Ok(())
@@ -283,7 +360,11 @@ impl Projection {
         sign: i64,
     ) -> Result<(), ProjectionError> {
         if !touched.workers.contains_key(&contribution.worker) {
-            let state = self.load(&key(WORKER, &contribution.worker))?;
+            let state: WorkerState = self.load(&key(WORKER, &contribution.worker))?;
+            touched.before.insert(
+                (WORKER, contribution.worker.clone()),
+                (!state.is_empty()).then(|| state.sort_values()),
+            );
             touched.workers.insert(contribution.worker.clone(), state);
         }
         if let Some(worker) = touched.workers.get_mut(&contribution.worker) {
@@ -291,7 +372,11 @@ impl Projection {
         }
         if let Some(hub) = &contribution.hub {
             if !touched.hubs.contains_key(hub) {
-                let state = self.load(&key(HUB, hub))?;
+                let state: HubState = self.load(&key(HUB, hub))?;
+                touched.before.insert(
+                    (HUB, hub.clone()),
+                    (!state.is_empty()).then(|| state.sort_values()),
+                );
                 touched.hubs.insert(hub.clone(), state);
             }
             if let Some(state) = touched.hubs.get_mut(hub) {
@@ -300,7 +385,11 @@ impl Projection {
         }
         if let Some(company) = &contribution.company {
             if !touched.companies.contains_key(company) {
-                let state = self.load(&key(COMPANY, company))?;
+                let state: CompanyState = self.load(&key(COMPANY, company))?;
+                touched.before.insert(
+                    (COMPANY, company.clone()),
+                    (!state.is_empty()).then(|| state.sort_values()),
+                );
                 touched.companies.insert(company.clone(), state);
             }
             if let Some(state) = touched.companies.get_mut(company) {
@@ -398,6 +487,59 @@ impl Projection {
         Ok((!state.is_empty()).then(|| state.view(company)))
     }
 
+    /// One page of a kind's summaries: sorted by `sort` (a field of the kind's `SORTABLE`)
+    /// through its order keys, or by id; `offset` entries skipped, `limit` taken. Returns the
+    /// number of summaries of the kind and the page. Reads the page's keys and summaries only.
+    pub fn list(
+        &self,
+        kind: SummaryKind,
+        sort: Option<&str>,
+        descending: bool,
+        offset: usize,
+        limit: usize,
+    ) -> Result<Result<(u64, Vec<Value>), String>, ProjectionError> {
+        let prefix = match kind {
+            SummaryKind::Worker => WORKER,
+            SummaryKind::Hub => HUB,
+            SummaryKind::Company => COMPANY,
+        };
+        let ids: Box<dyn DoubleEndedIterator<Item = sled::Result<sled::IVec>>> = match sort {
+            Some(field) => {
+                let Some(number) = order::fields(prefix).iter().position(|name| *name == field)
+                else {
+                    return Ok(Err(format!(
+                        "cannot sort by {field:?}; sortable: {}",
+                        order::fields(prefix).join(", ")
+                    )));
+                };
+                let number = u8::try_from(number).unwrap_or(u8::MAX);
+                Box::new(self.tree.scan_prefix(order::prefix(prefix, number)).keys())
+            }
+            None => Box::new(self.tree.scan_prefix([prefix]).keys()),
+        };
+        let ids: Box<dyn Iterator<Item = sled::Result<sled::IVec>>> = if descending {
+            Box::new(ids.rev())
+        } else {
+            Box::new(ids)
+        };
+        let everything = MonthRange::default();
+        let mut page = Vec::new();
+        for raw in ids.skip(offset).take(limit) {
+            let raw = raw?;
+            let id = match sort {
+                Some(_) => order::id_of(&raw),
+                None => String::from_utf8_lossy(&raw[1..]).into_owned(),
+            };
+            let view = match kind {
+                SummaryKind::Worker => self.worker(&id, &everything)?,
+                SummaryKind::Hub => self.hub(&id, &everything)?,
+                SummaryKind::Company => self.company(&id)?,
+            };
+            page.extend(view);
+        }
+        Ok(Ok((self.count(prefix)?, page)))
+    }
+
     /// Every hub's (or company's, or worker's) summary, in key order.
     pub fn all(&self, kind: SummaryKind) -> Result<Vec<Value>, ProjectionError> {
         let prefix = match kind {
@@ -421,17 +563,27 @@ impl Projection {
     }
 }
 
+/// Writes the touched summaries of one kind and their order keys; returns the change in how
+/// many there are.
 fn write_states<T: Serialize>(
     batch: &mut sled::Batch,
     prefix: u8,
     states: HashMap<String, T>,
-    is_empty: fn(&T) -> bool,
-) {
+    before: &HashMap<(u8, String), Option<Vec<f64>>>,
+    sort_values: impl Fn(&T) -> Option<Vec<f64>>,
+) -> i64 {
+    let mut change = 0;
     for (id, state) in states {
-        if is_empty(&state) {
+        let after = sort_values(&state);
+        let was = before
+            .get(&(prefix, id.clone()))
+            .and_then(|values| values.as_deref());
+        change += order::update(batch, prefix, &id, was, after.as_deref());
+        if after.is_none() {
             batch.remove(key(prefix, &id));
         } else if let Ok(bytes) = serde_json::to_vec(&state) {
             batch.insert(key(prefix, &id), bytes);
         }
     }
+    change
 }

@@ -420,7 +420,7 @@ pub fn run_query(
                 .as_ref()
                 .map_or(0, |summary| summary.to_string().len());
             if size > budget {
-                return Ok(SummaryReply::Error {
+                return Ok(SummaryReply::Refused {
                     message: format!(
                         "this summary takes {size} bytes, more than one NATS message holds ({budget}); narrow it with from/to"
                     ),
@@ -435,31 +435,24 @@ pub fn run_query(
             offset,
             limit,
         } => {
-            let mut items = projection.all(kind)?;
-            if let Some(field) = &sort {
-                items.sort_by(|a, b| {
-                    let number = |value: &Value| {
-                        value.get(field).and_then(Value::as_f64).unwrap_or(f64::MIN)
-                    };
-                    number(a).total_cmp(&number(b))
-                });
-            }
-            if descending {
-                items.reverse();
-            }
-            let total = items.len();
             let limit = if limit == 0 {
                 MAX_PAGE
             } else {
                 limit.min(MAX_PAGE)
             };
+            let (total, items) =
+                match projection.list(kind, sort.as_deref(), descending, offset, limit)? {
+                    Ok(found) => found,
+                    Err(message) => return Ok(SummaryReply::Refused { message }),
+                };
+            let total = usize::try_from(total).unwrap_or(usize::MAX);
             let mut page = Vec::new();
             let mut size = 64;
             let mut next_offset = None;
-            for (index, item) in items.into_iter().enumerate().skip(offset).take(limit) {
+            for (index, item) in items.into_iter().enumerate() {
                 let bytes = item.to_string().len() + 1;
                 if !page.is_empty() && size + bytes > budget {
-                    next_offset = Some(index);
+                    next_offset = Some(offset + index);
                     break;
                 }
                 size += bytes;

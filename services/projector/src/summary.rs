@@ -111,6 +111,39 @@ impl WorkerState {
         self.statements == 0
     }
 
+    /// The numeric fields a list of workers can be sorted by, as in the view.
+    pub const SORTABLE: [&'static str; 9] = [
+        "statements",
+        "learning_seconds",
+        "attendance",
+        "attended_sessions",
+        "attended_seconds",
+        "completed_activities",
+        "passed_activities",
+        "failed_activities",
+        "mean_scaled_score",
+    ];
+
+    /// The values of [`Self::SORTABLE`], in its order (a missing mean sorts lowest).
+    pub fn sort_values(&self) -> Vec<f64> {
+        let mean = if self.scaled_count > 0 {
+            self.scaled_sum_micros as f64 / self.scaled_count as f64 / 1e6
+        } else {
+            f64::MIN
+        };
+        vec![
+            whole(self.statements) as f64,
+            seconds(self.learning_ms),
+            whole(self.attendance) as f64,
+            self.attended_sessions.distinct() as f64,
+            seconds(self.attended_ms),
+            self.completed.distinct() as f64,
+            self.passed.distinct() as f64,
+            self.failed.distinct() as f64,
+            mean,
+        ]
+    }
+
     /// The view; `first` and `last` come from the projection's timestamp keys, which grow
     /// with the statements and so are not kept in this state.
     pub fn view(
@@ -178,21 +211,47 @@ impl HubState {
         if contribution.passed.is_some() {
             add(&mut self.passed, 1, sign);
         }
+        let month = self.months.entry(contribution.month.clone()).or_default();
+        // Every statement at the hub that month: the same population as the hub's `workers`.
+        month.workers.change(&contribution.worker, sign);
         if let Some(session) = &contribution.attended {
             add(&mut self.attendance, 1, sign);
             add(&mut self.attended_ms, contribution.learning_ms, sign);
             self.sessions.change(session, sign);
-            let month = self.months.entry(contribution.month.clone()).or_default();
             add(&mut month.attendance, 1, sign);
-            month.workers.change(&contribution.worker, sign);
-            if month.attendance == 0 && month.workers.is_empty() {
-                self.months.remove(&contribution.month);
-            }
+        }
+        if month.attendance == 0 && month.workers.is_empty() {
+            self.months.remove(&contribution.month);
         }
     }
 
     pub fn is_empty(&self) -> bool {
         self.statements == 0
+    }
+
+    /// The numeric fields a list of hubs can be sorted by, as in the view.
+    pub const SORTABLE: [&'static str; 8] = [
+        "workers",
+        "companies",
+        "statements",
+        "attendance",
+        "attended_seconds",
+        "sessions",
+        "completions",
+        "passed",
+    ];
+
+    pub fn sort_values(&self) -> Vec<f64> {
+        vec![
+            self.workers.distinct() as f64,
+            self.companies.distinct() as f64,
+            whole(self.statements) as f64,
+            whole(self.attendance) as f64,
+            seconds(self.attended_ms),
+            self.sessions.distinct() as f64,
+            whole(self.completions) as f64,
+            whole(self.passed) as f64,
+        ]
     }
 
     pub fn view(&self, hub: &str, months: &MonthRange) -> Value {
@@ -239,6 +298,25 @@ impl CompanyState {
 
     pub fn is_empty(&self) -> bool {
         self.statements == 0
+    }
+
+    /// The numeric fields a list of companies can be sorted by, as in the view.
+    pub const SORTABLE: [&'static str; 5] = [
+        "workers",
+        "statements",
+        "learning_seconds",
+        "completed_activities",
+        "skills",
+    ];
+
+    pub fn sort_values(&self) -> Vec<f64> {
+        vec![
+            self.workers.distinct() as f64,
+            whole(self.statements) as f64,
+            seconds(self.learning_ms),
+            self.completed.distinct() as f64,
+            self.skills.distinct() as f64,
+        ]
     }
 
     pub fn view(&self, company: &str) -> Value {

@@ -160,6 +160,21 @@ async fn summaries_follow_http_and_hub_ingest_and_voiding() {
         .expect("list");
     assert_eq!(hubs["total"], json!(2));
     assert_eq!(hubs["items"][0]["hub"], json!("eindhoven"));
+    let unsortable = app
+        .http
+        .get(format!("{}/summaries/hubs?sort=hub", app.base))
+        .basic_auth(KEY, Some(SECRET))
+        .send()
+        .await
+        .expect("http");
+    assert_eq!(unsortable.status(), StatusCode::BAD_REQUEST);
+    let error: Value = unsortable.json().await.expect("json");
+    assert!(
+        error["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("sortable: workers")),
+        "{error}"
+    );
 
     let csv = app
         .http

@@ -155,11 +155,61 @@ fn event(kind: EventKind, statement: &Value) -> StoredEvent {
     }
 }
 
+/// Every summary, and every sorted list of every kind; each list must also equal the
+/// summaries sorted in memory (by value, then id), so the order keys are checked too.
 fn snapshot(projection: &Projection) -> Vec<Vec<Value>> {
-    [SummaryKind::Worker, SummaryKind::Hub, SummaryKind::Company]
-        .into_iter()
-        .map(|kind| projection.all(kind).expect("read"))
-        .collect()
+    let mut seen = Vec::new();
+    for (kind, fields) in [
+        (
+            SummaryKind::Worker,
+            &projector::summary::WorkerState::SORTABLE[..],
+        ),
+        (
+            SummaryKind::Hub,
+            &projector::summary::HubState::SORTABLE[..],
+        ),
+        (
+            SummaryKind::Company,
+            &projector::summary::CompanyState::SORTABLE[..],
+        ),
+    ] {
+        let all = projection.all(kind).expect("read");
+        for field in fields {
+            let mut expected = all.clone();
+            expected.sort_by(|a, b| {
+                let number = |value: &Value| {
+                    value
+                        .get(*field)
+                        .and_then(Value::as_f64)
+                        .unwrap_or(f64::MIN)
+                };
+                number(a).total_cmp(&number(b))
+            });
+            let (total, listed) = projection
+                .list(kind, Some(field), false, 0, 10_000)
+                .expect("read")
+                .expect("a sortable field");
+            assert_eq!(total as usize, all.len(), "count of {kind:?}");
+            assert_eq!(listed, expected, "{kind:?} by {field}");
+            let (_, descending) = projection
+                .list(kind, Some(field), true, 1, 3)
+                .expect("read")
+                .expect("a sortable field");
+            expected.reverse();
+            assert_eq!(
+                descending,
+                expected.into_iter().skip(1).take(3).collect::<Vec<_>>()
+            );
+            seen.push(listed);
+        }
+        let (_, by_id) = projection
+            .list(kind, None, false, 0, 10_000)
+            .expect("read")
+            .expect("by id");
+        assert_eq!(by_id, all);
+        seen.push(all);
+    }
+    seen
 }
 
 /// The projection of just the surviving statements, stored once each, in order.
@@ -291,6 +341,8 @@ fn figures_match_a_plain_count() {
     let mut statements_per_worker: BTreeMap<String, i64> = BTreeMap::new();
     let mut hub_workers: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     let mut hub_attendance: BTreeMap<String, i64> = BTreeMap::new();
+    // Workers with any statement at the hub that month, attendance or not (DESIGN.md).
+    let mut hub_month_workers: BTreeMap<(String, String), BTreeSet<String>> = BTreeMap::new();
     for spec in specs.iter().filter(|spec| !spec.voided) {
         let workers: BTreeSet<u8> = if spec.group {
             spec.workers.iter().copied().collect()
@@ -301,6 +353,10 @@ fn figures_match_a_plain_count() {
             let key = format!("mbox:mailto:w{worker}@example.org");
             *statements_per_worker.entry(key.clone()).or_default() += 1;
             if let Some(hub) = spec.hub {
+                hub_month_workers
+                    .entry((format!("hub{hub}"), format!("2026-{:02}", spec.month + 1)))
+                    .or_default()
+                    .insert(key.clone());
                 hub_workers
                     .entry(format!("hub{hub}"))
                     .or_default()
@@ -329,5 +385,82 @@ fn figures_match_a_plain_count() {
             json!(hub_attendance.get(&hub).copied().unwrap_or(0)),
             "{hub}"
         );
+        let months: BTreeMap<String, usize> = view["months"]
+            .as_array()
+            .expect("months")
+            .iter()
+            .map(|month| {
+                (
+                    month["month"].as_str().expect("month").to_owned(),
+                    month["workers"].as_u64().expect("workers") as usize,
+                )
+            })
+            .collect();
+        let expected: BTreeMap<String, usize> = hub_month_workers
+            .iter()
+            .filter(|((of, _), _)| *of == hub)
+            .map(|((_, month), workers)| (month.clone(), workers.len()))
+            .collect();
+        assert_eq!(months, expected, "{hub}: distinct workers per month");
     }
+}
+
+/// A database written before the order keys existed gets them (and the counts) when opened.
+#[test]
+fn a_database_from_before_the_order_keys_gets_them_at_open() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let specs: Vec<Spec> = (0..30u8)
+        .map(|n| Spec {
+            workers: vec![n % 7],
+            group: false,
+            verb: usize::from(n) % VERBS.len(),
+            activity: n % 5,
+            hub: Some(n % 3),
+            company: Some(n % 4),
+            duration_ms: u32::from(n) * 700,
+            scaled: Some(i8::try_from(n % 100).unwrap_or(0)),
+            success: None,
+            completion: None,
+            skills: vec![n % 3],
+            month: n % 4,
+            voided: false,
+            erased: false,
+        })
+        .collect();
+    let expected = {
+        let projection = Projection::open(dir.path()).expect("open");
+        for (index, spec) in specs.iter().enumerate() {
+            let sequence = index as u64 + 1;
+            projection
+                .apply(
+                    sequence,
+                    &StoredEvents {
+                        sequence,
+                        events: vec![event(EventKind::Stored, &statement(index, spec))],
+                    },
+                )
+                .expect("apply");
+        }
+        projection.flush().expect("flush");
+        snapshot(&projection)
+    };
+    // As an older Leerspoor left it: no order keys, no counts, no marker.
+    {
+        let tree = sled::open(dir.path()).expect("sled");
+        let old: Vec<sled::IVec> = tree
+            .iter()
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|key| {
+                key.starts_with(b"o") || key.starts_with(b"mcount") || key.as_ref() == b"morder1"
+            })
+            .collect();
+        assert!(!old.is_empty());
+        for key in old {
+            tree.remove(key).expect("remove");
+        }
+        tree.flush().expect("flush");
+    }
+    let projection = reopen(dir.path());
+    assert_eq!(snapshot(&projection), expected);
 }

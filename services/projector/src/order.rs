@@ -1,0 +1,106 @@
+//! Lists without scans: every summary has one key per sortable field, ordered by the field's
+//! value, kept up to date with the summary in the same sled batch. A list sorted by a field
+//! reads that field's keys in order (reversed for descending) and loads only the page; its
+//! cost depends on the page, not on how many workers there are. How many summaries of each
+//! kind there are is a counter beside them.
+//!
+//! `o` + kind(1) + field(1) + value(8, order-preserving f64) + id -> empty.
+
+use crate::summary::{CompanyState, HubState, WorkerState};
+
+pub const ORDER: u8 = b'o';
+/// `mcount` + kind -> u64: how many summaries of the kind exist.
+const COUNT: &[u8] = b"mcount";
+/// Present once the order keys cover every summary (databases made before them get them at
+/// open).
+pub const BUILT: &[u8] = b"morder1";
+
+/// The bytes of `value` whose order is the order of the numbers (NaN last).
+pub fn encode(value: f64) -> [u8; 8] {
+    let bits = value.to_bits();
+    let ordered = if bits >> 63 == 1 {
+        !bits
+    } else {
+        bits | (1 << 63)
+    };
+    ordered.to_be_bytes()
+}
+
+pub fn prefix(kind: u8, field: u8) -> [u8; 3] {
+    [ORDER, kind, field]
+}
+
+pub fn key(kind: u8, field: u8, value: f64, id: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(11 + id.len());
+    key.extend_from_slice(&prefix(kind, field));
+    key.extend_from_slice(&encode(value));
+    key.extend_from_slice(id.as_bytes());
+    key
+}
+
+/// The id at the end of an order key.
+pub fn id_of(key: &[u8]) -> String {
+    String::from_utf8_lossy(key.get(11..).unwrap_or_default()).into_owned()
+}
+
+pub fn count_key(kind: u8) -> Vec<u8> {
+    let mut key = COUNT.to_vec();
+    key.push(kind);
+    key
+}
+
+/// The sortable fields of a kind (by its key prefix), in field-number order.
+pub fn fields(kind: u8) -> &'static [&'static str] {
+    match kind {
+        crate::projection::WORKER => &WorkerState::SORTABLE,
+        crate::projection::HUB => &HubState::SORTABLE,
+        _ => &CompanyState::SORTABLE,
+    }
+}
+
+/// Writes into `batch` the order keys that change when a summary goes from `before` to
+/// `after` (`None`: no summary). Returns the change in the kind's count (-1, 0, 1).
+pub fn update(
+    batch: &mut sled::Batch,
+    kind: u8,
+    id: &str,
+    before: Option<&[f64]>,
+    after: Option<&[f64]>,
+) -> i64 {
+    let fields = fields(kind).len();
+    for field in 0..fields {
+        let old = before.and_then(|values| values.get(field)).copied();
+        let new = after.and_then(|values| values.get(field)).copied();
+        if old.map(f64::to_bits) == new.map(f64::to_bits) {
+            continue;
+        }
+        let field = u8::try_from(field).unwrap_or(u8::MAX);
+        if let Some(old) = old {
+            batch.remove(key(kind, field, old, id));
+        }
+        if let Some(new) = new {
+            batch.insert(key(kind, field, new, id), &[] as &[u8]);
+        }
+    }
+    i64::from(after.is_some()) - i64::from(before.is_some())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encoded_numbers_sort_as_numbers() {
+        let mut values = vec![3.5, -1.0, 0.0, f64::MIN, 1e12, -0.5, 2.0, f64::MAX, -1e12];
+        let mut encoded: Vec<[u8; 8]> = values.iter().map(|value| encode(*value)).collect();
+        encoded.sort();
+        values.sort_by(f64::total_cmp);
+        assert_eq!(
+            encoded,
+            values
+                .iter()
+                .map(|value| encode(*value))
+                .collect::<Vec<_>>()
+        );
+    }
+}
