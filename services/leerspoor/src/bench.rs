@@ -44,6 +44,10 @@ pub struct BenchArgs {
     /// replica from a snapshot and measure until it caught up.
     #[arg(long)]
     pub replica_from_snapshot: Option<usize>,
+    /// Instead of the scenarios: list and summary queries on projections of this many
+    /// workers each (comma-separated), written straight into the projector's database.
+    #[arg(long, value_delimiter = ',')]
+    pub summary_lists: Vec<usize>,
     /// Run the HTTP scenarios against these running gateways (comma-separated base URLs,
     /// e.g. a local cluster's) instead of an in-process Leerspoor.
     #[arg(long, value_delimiter = ',')]
@@ -75,6 +79,11 @@ const SECRET: &str = "bench";
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     if !args.against.is_empty() {
         return against(&args).await;
+    }
+    if !args.summary_lists.is_empty() {
+        let counts = args.summary_lists.clone();
+        return tokio::task::spawn_blocking(move || crate::bench_summaries::summary_lists(&counts))
+            .await?;
     }
     let dir = tempfile::tempdir().context("temp dir")?;
     let nats = LocalServer::start(&dir.path().join("nats"), 0).await?;

@@ -160,3 +160,144 @@ pub fn projection_events_per_second() -> anyhow::Result<f64> {
     projection.flush()?;
     Ok(50.0 * 100.0 / started.elapsed().as_secs_f64())
 }
+
+/// One measured query: its n-th instance.
+type Query = Box<dyn Fn(usize) -> bus::wire::SummaryQuery>;
+
+/// `leerspoor bench --summary-lists N,M,...`: for each number of workers, a projection of two
+/// statements per worker (written straight into a fresh database, no NATS), then list and
+/// single-summary queries through the projector's own query function, p50/p99 of each. Shows
+/// whether list queries depend on how many workers there are.
+pub fn summary_lists(worker_counts: &[usize]) -> anyhow::Result<()> {
+    use bus::wire::{SummaryKind, SummaryQuery};
+    println!(
+        "{:>9} {:>12} {:<58} {:>9} {:>9}",
+        "workers", "apply ev/s", "query", "p50 ms", "p99 ms"
+    );
+    for &workers in worker_counts {
+        let dir = tempfile::tempdir()?;
+        let projection =
+            projector::projection::Projection::open(dir.path()).context("projection")?;
+        let statement = |n: usize| {
+            let mut statement = llo_statement(n);
+            let worker = n % workers;
+            statement["actor"] =
+                serde_json::json!({"mbox": format!("mailto:w{worker}@example.org")});
+            statement["context"]["extensions"]["https://w3id.org/xapi/llo/extensions/company"] =
+                serde_json::json!(format!("KVK-{:06}", worker % (workers / 50).max(1)));
+            statement
+        };
+        let started = Instant::now();
+        let total = workers * 2;
+        let mut sequence = 0;
+        for chunk in (0..total).collect::<Vec<_>>().chunks(100 * 64) {
+            let messages: Vec<(u64, StoredEvents)> = chunk
+                .chunks(100)
+                .map(|part| {
+                    sequence += 1;
+                    (
+                        sequence,
+                        StoredEvents {
+                            sequence,
+                            events: part
+                                .iter()
+                                .map(|n| StoredEvent {
+                                    kind: EventKind::Stored,
+                                    position: 0,
+                                    statement: statement(*n),
+                                })
+                                .collect(),
+                        },
+                    )
+                })
+                .collect();
+            let borrowed: Vec<(u64, &StoredEvents)> = messages
+                .iter()
+                .map(|(sequence, events)| (*sequence, events))
+                .collect();
+            projection.apply_all(&borrowed)?;
+        }
+        projection.flush()?;
+        let rate = total as f64 / started.elapsed().as_secs_f64();
+        let list = |kind, sort: &str, offset| SummaryQuery::List {
+            kind,
+            sort: Some(sort.to_owned()),
+            descending: true,
+            offset,
+            limit: 20,
+        };
+        let queries: Vec<(String, Query)> = vec![
+            (
+                "workers?sort=statements&order=desc&limit=20".into(),
+                Box::new(move |_| list(SummaryKind::Worker, "statements", 0)),
+            ),
+            (
+                "workers?sort=learning_seconds&order=desc&offset=1000&limit=20".into(),
+                Box::new(move |_| list(SummaryKind::Worker, "learning_seconds", 1000)),
+            ),
+            (
+                "companies?sort=workers&order=desc&limit=20".into(),
+                Box::new(move |_| list(SummaryKind::Company, "workers", 0)),
+            ),
+            (
+                "hubs?sort=statements&order=desc".into(),
+                Box::new(move |_| list(SummaryKind::Hub, "statements", 0)),
+            ),
+            (
+                "one worker".into(),
+                Box::new(move |n| SummaryQuery::One {
+                    kind: SummaryKind::Worker,
+                    id: format!("mbox:mailto:w{}@example.org", (n * 7919) % workers),
+                    from: None,
+                    to: None,
+                }),
+            ),
+            (
+                "one company".into(),
+                Box::new(move |n| SummaryQuery::One {
+                    kind: SummaryKind::Company,
+                    id: format!("KVK-{:06}", n % (workers / 50).max(1)),
+                    from: None,
+                    to: None,
+                }),
+            ),
+            (
+                "one hub".into(),
+                Box::new(|n| SummaryQuery::One {
+                    kind: SummaryKind::Hub,
+                    id: crate::demo::HUBS[n % crate::demo::HUBS.len()].to_owned(),
+                    from: None,
+                    to: None,
+                }),
+            ),
+        ];
+        let mut first = true;
+        for (name, query) in queries {
+            let mut latency = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+            for n in 0..200 {
+                let asked = Instant::now();
+                let reply = projector::service::run_query(&projection, query(n), 1 << 20)?;
+                std::hint::black_box(serde_json::to_vec(&reply)?);
+                latency.record(asked.elapsed().as_micros() as u64)?;
+            }
+            println!(
+                "{:>9} {:>12} {:<58} {:>9.2} {:>9.2}",
+                if first {
+                    workers.to_string()
+                } else {
+                    String::new()
+                },
+                if first {
+                    format!("{rate:.0}")
+                } else {
+                    String::new()
+                },
+                name,
+                latency.value_at_quantile(0.5) as f64 / 1000.0,
+                latency.value_at_quantile(0.99) as f64 / 1000.0
+            );
+            first = false;
+        }
+    }
+    Ok(())
+}

@@ -22,7 +22,7 @@ pub struct DemoArgs {
     pub hub_nats_url: Option<String>,
 }
 
-const HUBS: [&str; 12] = [
+pub const HUBS: [&str; 12] = [
     "eindhoven",
     "delft",
     "twente",

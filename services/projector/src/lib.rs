@@ -9,6 +9,7 @@
 //! - [`contribution`]: what one statement adds, per worker (pure).
 //! - [`summary`]: the exactly-reversible summary state and its JSON views.
 //! - [`projection`]: the sled database: apply, read.
+//! - [`members`]: the members of hubs' and companies' distinct counts, a key each.
 //! - [`order`]: the sorted keys that answer list queries without scanning.
 //! - [`rebuild`]: recomputing every summary from the stored statements, and the swap.
 //! - [`service`]: the NATS side: the `LRS_STORED` consumer and `lrs.api.summaries`.
@@ -16,6 +17,7 @@
 pub use service::{Projector, ProjectorConfig};
 
 pub mod contribution;
+pub mod members;
 pub mod order;
 pub mod projection;
 pub mod rebuild;

@@ -11,6 +11,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::contribution::{contributions, Contribution};
+use crate::members::{Members, Set};
 use crate::order;
 use crate::summary::{CompanyState, HubState, MonthRange, WorkerState};
 
@@ -29,6 +30,8 @@ pub(crate) const COMPANY: u8 = b'c';
 /// `t` + worker + 0 + timestamp + 0 + statement id -> empty: a worker's first and last
 /// timestamps are the ends of this range.
 const TIMESTAMP: u8 = b't';
+/// Present once hubs' and companies' distinct sets live in member keys ([`crate::members`]).
+const MEMBERS_MOVED: &[u8] = b"mmembers1";
 /// `x` + `LRS_STORED` sequence(8) -> [`Parked`] JSON: a message the projector could not read,
 /// kept (not skipped) until a replay applies it.
 const PARKED: u8 = b'x';
@@ -94,6 +97,41 @@ struct Touched {
     timestamps: Vec<(Vec<u8>, bool)>,
     /// The sort values of each summary loaded, as they were before (`None`: none yet).
     before: HashMap<(u8, String), Option<Vec<f64>>>,
+    /// Member counts of hubs' and companies' distinct sets, as they will be (0: remove).
+    members: HashMap<Vec<u8>, u64>,
+}
+
+/// The member counts as a batch sees them: what it changed, else what is stored.
+struct TreeMembers<'a> {
+    tree: &'a sled::Db,
+    members: &'a mut HashMap<Vec<u8>, u64>,
+}
+
+impl Members for TreeMembers<'_> {
+    type Error = ProjectionError;
+
+    fn change(
+        &mut self,
+        set: Set,
+        id: &str,
+        month: &str,
+        member: &str,
+        sign: i64,
+    ) -> Result<i64, ProjectionError> {
+        let key = crate::members::key(set, id, month, member);
+        let count = match self.members.entry(key) {
+            std::collections::hash_map::Entry::Occupied(entry) => entry.into_mut(),
+            std::collections::hash_map::Entry::Vacant(entry) => {
+                let stored = self
+                    .tree
+                    .get(entry.key())?
+                    .and_then(|bytes| <[u8; 8]>::try_from(bytes.as_ref()).ok())
+                    .map_or(0, u64::from_be_bytes);
+                entry.insert(stored)
+            }
+        };
+        Ok(crate::members::step(count, sign))
+    }
 }
 
 impl Projection {
@@ -104,10 +142,52 @@ impl Projection {
             tree: sled::Config::new().path(path).flush_every_ms(None).open()?,
             path: path.to_owned(),
         };
+        if !projection.tree.contains_key(MEMBERS_MOVED)? {
+            projection.move_members_out()?;
+        }
         if !projection.tree.contains_key(order::BUILT)? {
             projection.build_order()?;
         }
         Ok(projection)
+    }
+
+    /// Moves the members of the hubs' and companies' distinct counts of a database made
+    /// before member keys out of their states (once).
+    fn move_members_out(&self) -> Result<(), ProjectionError> {
+        for kind in [HUB, COMPANY] {
+            let mut batch = sled::Batch::default();
+            for item in self.tree.scan_prefix([kind]) {
+                let (raw_key, value) = item?;
+                let id = String::from_utf8_lossy(&raw_key[1..]).into_owned();
+                let corrupt = |err: serde_json::Error| ProjectionError::Corrupt {
+                    key: raw_key.to_vec(),
+                    reason: err.to_string(),
+                };
+                let (state, members) = if kind == HUB {
+                    if serde_json::from_slice::<HubState>(&value).is_ok() {
+                        continue;
+                    }
+                    let old = serde_json::from_slice(&value).map_err(corrupt)?;
+                    let (state, members) = crate::summary::legacy::hub(&id, old);
+                    (serde_json::to_vec(&state), members)
+                } else {
+                    if serde_json::from_slice::<CompanyState>(&value).is_ok() {
+                        continue;
+                    }
+                    let old = serde_json::from_slice(&value).map_err(corrupt)?;
+                    let (state, members) = crate::summary::legacy::company(&id, old);
+                    (serde_json::to_vec(&state), members)
+                };
+                batch.insert(raw_key.clone(), state.map_err(corrupt)?);
+                for (member, count) in members {
+                    batch.insert(member, &count.to_be_bytes());
+                }
+            }
+            self.tree.apply_batch(batch)?;
+        }
+        self.tree.insert(MEMBERS_MOVED, &[] as &[u8])?;
+        self.tree.flush()?;
+        Ok(())
     }
 
     /// Gives a database made before the order keys its order keys and counts (once).
@@ -220,7 +300,14 @@ impl Projection {
         let mut summaries = 0;
         let applied = self.applied()?;
         hasher.update(&applied.to_be_bytes());
-        for prefix in [MARKER, WORKER, HUB, COMPANY, TIMESTAMP] {
+        for prefix in [
+            MARKER,
+            WORKER,
+            HUB,
+            COMPANY,
+            TIMESTAMP,
+            crate::members::MEMBER,
+        ] {
             for item in self.tree.scan_prefix([prefix]) {
                 let (key, value) = item?;
                 if matches!(prefix, WORKER | HUB | COMPANY) {
@@ -313,6 +400,13 @@ impl Projection {
                 batch.remove(timestamp);
             }
         }
+        for (member, count) in touched.members {
+            if count == 0 {
+                batch.remove(member);
+            } else {
+                batch.insert(member, &count.to_be_bytes());
+            }
+        }
         let before = &touched.before;
         let counts = [
             (
@@ -380,7 +474,11 @@ impl Projection {
                 touched.hubs.insert(hub.clone(), state);
             }
             if let Some(state) = touched.hubs.get_mut(hub) {
-                state.apply(contribution, sign);
+                let mut members = TreeMembers {
+                    tree: &self.tree,
+                    members: &mut touched.members,
+                };
+                state.apply(hub, contribution, sign, &mut members)?;
             }
         }
         if let Some(company) = &contribution.company {
@@ -393,7 +491,11 @@ impl Projection {
                 touched.companies.insert(company.clone(), state);
             }
             if let Some(state) = touched.companies.get_mut(company) {
-                state.apply(contribution, sign);
+                let mut members = TreeMembers {
+                    tree: &self.tree,
+                    members: &mut touched.members,
+                };
+                state.apply(company, contribution, sign, &mut members)?;
             }
         }
         Ok(())

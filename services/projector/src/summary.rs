@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use crate::contribution::Contribution;
+use crate::members::{Members, Set};
 
 /// How many contributions name each value; a value with no contributions left is removed,
 /// so `len()` is the distinct count.
@@ -182,27 +183,48 @@ impl WorkerState {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct HubMonth {
     pub attendance: i128,
-    pub workers: Counts,
+    /// Distinct workers with any statement at the hub that month (members: [`Set::HubMonthWorkers`]).
+    pub workers: u64,
 }
 
+/// A hub's counters. Its distinct counts keep their members outside (see [`crate::members`]),
+/// so the state stays small however many workers the hub reaches.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct HubState {
-    pub workers: Counts,
-    pub companies: Counts,
+    pub workers: u64,
+    pub companies: u64,
     pub statements: i128,
     pub attendance: i128,
     pub attended_ms: i128,
-    pub sessions: Counts,
+    pub sessions: u64,
     pub completions: i128,
     pub passed: i128,
     pub months: BTreeMap<String, HubMonth>,
 }
 
+/// A distinct count moved by a member change.
+fn shift(count: u64, change: i64) -> u64 {
+    count.saturating_add_signed(change)
+}
+
 impl HubState {
-    pub fn apply(&mut self, contribution: &Contribution, sign: i64) {
-        self.workers.change(&contribution.worker, sign);
+    pub fn apply<M: Members>(
+        &mut self,
+        hub: &str,
+        contribution: &Contribution,
+        sign: i64,
+        members: &mut M,
+    ) -> Result<(), M::Error> {
+        let worker = &contribution.worker;
+        self.workers = shift(
+            self.workers,
+            members.change(Set::HubWorkers, hub, "", worker, sign)?,
+        );
         if let Some(company) = &contribution.company {
-            self.companies.change(company, sign);
+            self.companies = shift(
+                self.companies,
+                members.change(Set::HubCompanies, hub, "", company, sign)?,
+            );
         }
         add(&mut self.statements, 1, sign);
         if contribution.completed.is_some() {
@@ -213,16 +235,23 @@ impl HubState {
         }
         let month = self.months.entry(contribution.month.clone()).or_default();
         // Every statement at the hub that month: the same population as the hub's `workers`.
-        month.workers.change(&contribution.worker, sign);
+        month.workers = shift(
+            month.workers,
+            members.change(Set::HubMonthWorkers, hub, &contribution.month, worker, sign)?,
+        );
         if let Some(session) = &contribution.attended {
             add(&mut self.attendance, 1, sign);
             add(&mut self.attended_ms, contribution.learning_ms, sign);
-            self.sessions.change(session, sign);
+            self.sessions = shift(
+                self.sessions,
+                members.change(Set::HubSessions, hub, "", session, sign)?,
+            );
             add(&mut month.attendance, 1, sign);
         }
-        if month.attendance == 0 && month.workers.is_empty() {
+        if month.attendance == 0 && month.workers == 0 {
             self.months.remove(&contribution.month);
         }
+        Ok(())
     }
 
     pub fn is_empty(&self) -> bool {
@@ -243,12 +272,12 @@ impl HubState {
 
     pub fn sort_values(&self) -> Vec<f64> {
         vec![
-            self.workers.distinct() as f64,
-            self.companies.distinct() as f64,
+            self.workers as f64,
+            self.companies as f64,
             whole(self.statements) as f64,
             whole(self.attendance) as f64,
             seconds(self.attended_ms),
-            self.sessions.distinct() as f64,
+            self.sessions as f64,
             whole(self.completions) as f64,
             whole(self.passed) as f64,
         ]
@@ -257,43 +286,60 @@ impl HubState {
     pub fn view(&self, hub: &str, months: &MonthRange) -> Value {
         json!({
             "hub": hub,
-            "workers": self.workers.distinct(),
-            "companies": self.companies.distinct(),
+            "workers": self.workers,
+            "companies": self.companies,
             "statements": whole(self.statements),
             "attendance": whole(self.attendance),
             "attended_seconds": seconds(self.attended_ms),
-            "sessions": self.sessions.distinct(),
+            "sessions": self.sessions,
             "completions": whole(self.completions),
             "passed": whole(self.passed),
             "months": self.months.iter().filter(|(month, _)| months.contains(month)).map(|(month, totals)| json!({
                 "month": month,
                 "attendance": whole(totals.attendance),
-                "workers": totals.workers.distinct(),
+                "workers": totals.workers,
             })).collect::<Vec<_>>(),
         })
     }
 }
 
+/// A company's counters; its distinct counts keep their members outside, like a hub's.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct CompanyState {
-    pub workers: Counts,
+    pub workers: u64,
     pub statements: i128,
     pub learning_ms: i128,
-    pub completed: Counts,
-    pub skills: Counts,
+    pub completed: u64,
+    pub skills: u64,
 }
 
 impl CompanyState {
-    pub fn apply(&mut self, contribution: &Contribution, sign: i64) {
-        self.workers.change(&contribution.worker, sign);
+    pub fn apply<M: Members>(
+        &mut self,
+        company: &str,
+        contribution: &Contribution,
+        sign: i64,
+        members: &mut M,
+    ) -> Result<(), M::Error> {
+        self.workers = shift(
+            self.workers,
+            members.change(Set::CompanyWorkers, company, "", &contribution.worker, sign)?,
+        );
         add(&mut self.statements, 1, sign);
         add(&mut self.learning_ms, contribution.learning_ms, sign);
         if let Some(activity) = &contribution.completed {
-            self.completed.change(activity, sign);
+            self.completed = shift(
+                self.completed,
+                members.change(Set::CompanyCompleted, company, "", activity, sign)?,
+            );
         }
         for skill in &contribution.skills {
-            self.skills.change(skill, sign);
+            self.skills = shift(
+                self.skills,
+                members.change(Set::CompanySkills, company, "", skill, sign)?,
+            );
         }
+        Ok(())
     }
 
     pub fn is_empty(&self) -> bool {
@@ -311,23 +357,110 @@ impl CompanyState {
 
     pub fn sort_values(&self) -> Vec<f64> {
         vec![
-            self.workers.distinct() as f64,
+            self.workers as f64,
             whole(self.statements) as f64,
             seconds(self.learning_ms),
-            self.completed.distinct() as f64,
-            self.skills.distinct() as f64,
+            self.completed as f64,
+            self.skills as f64,
         ]
     }
 
     pub fn view(&self, company: &str) -> Value {
         json!({
             "company": company,
-            "workers": self.workers.distinct(),
+            "workers": self.workers,
             "statements": whole(self.statements),
             "learning_seconds": seconds(self.learning_ms),
-            "completed_activities": self.completed.distinct(),
-            "skills": self.skills.distinct(),
+            "completed_activities": self.completed,
+            "skills": self.skills,
         })
+    }
+}
+
+/// How a hub and a company were kept before their members moved out (read once, by the
+/// migration at open).
+pub mod legacy {
+    use super::*;
+
+    #[derive(Debug, Clone, Default, Deserialize)]
+    pub struct HubMonth {
+        pub attendance: i128,
+        pub workers: Counts,
+    }
+
+    #[derive(Debug, Clone, Default, Deserialize)]
+    pub struct HubState {
+        pub workers: Counts,
+        pub companies: Counts,
+        pub statements: i128,
+        pub attendance: i128,
+        pub attended_ms: i128,
+        pub sessions: Counts,
+        pub completions: i128,
+        pub passed: i128,
+        pub months: BTreeMap<String, HubMonth>,
+    }
+
+    #[derive(Debug, Clone, Default, Deserialize)]
+    pub struct CompanyState {
+        pub workers: Counts,
+        pub statements: i128,
+        pub learning_ms: i128,
+        pub completed: Counts,
+        pub skills: Counts,
+    }
+
+    /// The state as it is kept now, and its member counts.
+    pub fn hub(id: &str, old: HubState) -> (super::HubState, Vec<(Vec<u8>, u64)>) {
+        let mut members = Vec::new();
+        let mut keep = |set: Set, month: &str, counts: &Counts| {
+            for (member, count) in &counts.0 {
+                members.push((crate::members::key(set, id, month, member), *count));
+            }
+            counts.distinct() as u64
+        };
+        let state = super::HubState {
+            workers: keep(Set::HubWorkers, "", &old.workers),
+            companies: keep(Set::HubCompanies, "", &old.companies),
+            statements: old.statements,
+            attendance: old.attendance,
+            attended_ms: old.attended_ms,
+            sessions: keep(Set::HubSessions, "", &old.sessions),
+            completions: old.completions,
+            passed: old.passed,
+            months: old
+                .months
+                .iter()
+                .map(|(month, totals)| {
+                    (
+                        month.clone(),
+                        super::HubMonth {
+                            attendance: totals.attendance,
+                            workers: keep(Set::HubMonthWorkers, month, &totals.workers),
+                        },
+                    )
+                })
+                .collect(),
+        };
+        (state, members)
+    }
+
+    pub fn company(id: &str, old: CompanyState) -> (super::CompanyState, Vec<(Vec<u8>, u64)>) {
+        let mut members = Vec::new();
+        let mut keep = |set: Set, counts: &Counts| {
+            for (member, count) in &counts.0 {
+                members.push((crate::members::key(set, id, "", member), *count));
+            }
+            counts.distinct() as u64
+        };
+        let state = super::CompanyState {
+            workers: keep(Set::CompanyWorkers, &old.workers),
+            statements: old.statements,
+            learning_ms: old.learning_ms,
+            completed: keep(Set::CompanyCompleted, &old.completed),
+            skills: keep(Set::CompanySkills, &old.skills),
+        };
+        (state, members)
     }
 }
 

@@ -464,3 +464,91 @@ fn a_database_from_before_the_order_keys_gets_them_at_open() {
     let projection = reopen(dir.path());
     assert_eq!(snapshot(&projection), expected);
 }
+
+/// A hub and a company kept the old way (their distinct sets inside the state) are moved to
+/// member keys when the database is opened, and count on from there.
+#[test]
+fn states_with_their_members_inside_are_moved_out_at_open() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    {
+        let tree = sled::open(dir.path()).expect("sled");
+        let hub = json!({
+            "workers": {"mbox:mailto:w1@example.org": 2, "mbox:mailto:w2@example.org": 1},
+            "companies": {"KVK-1": 3}, "statements": 3, "attendance": 3, "attended_ms": 5400000,
+            "sessions": {"https://hub.example/activities/1": 3}, "completions": 0, "passed": 0,
+            "months": {"2026-01": {"attendance": 3, "workers": {"mbox:mailto:w1@example.org": 2, "mbox:mailto:w2@example.org": 1}}}
+        });
+        let company = json!({
+            "workers": {"mbox:mailto:w1@example.org": 2, "mbox:mailto:w2@example.org": 1},
+            "statements": 3, "learning_ms": 5400000, "completed": {}, "skills": {"http://data.europa.eu/esco/skill/s1": 3}
+        });
+        tree.insert(b"hhub0", serde_json::to_vec(&hub).expect("json"))
+            .expect("insert");
+        tree.insert(b"cKVK-1", serde_json::to_vec(&company).expect("json"))
+            .expect("insert");
+        tree.flush().expect("flush");
+    }
+    let projection = reopen(dir.path());
+    let hub = projection
+        .hub("hub0", &Default::default())
+        .expect("read")
+        .expect("hub");
+    assert_eq!(hub["workers"], json!(2));
+    assert_eq!(hub["companies"], json!(1));
+    assert_eq!(hub["sessions"], json!(1));
+    assert_eq!(
+        hub["months"],
+        json!([{"month": "2026-01", "attendance": 3, "workers": 2}])
+    );
+    let company = projection.company("KVK-1").expect("read").expect("company");
+    assert_eq!(company["workers"], json!(2));
+    assert_eq!(company["skills"], json!(1));
+    // Counting on: w1 again (no new member), w3 (a new one) at the hub and company.
+    let spec = |worker: u8| Spec {
+        workers: vec![worker],
+        group: false,
+        verb: 0,
+        activity: 1,
+        hub: Some(0),
+        company: Some(1),
+        duration_ms: 1000,
+        scaled: None,
+        success: None,
+        completion: None,
+        skills: vec![1],
+        month: 0,
+        voided: false,
+        erased: false,
+    };
+    for (index, worker) in [(100, 1u8), (101, 3u8)] {
+        projection
+            .apply(
+                index,
+                &StoredEvents {
+                    sequence: index,
+                    events: vec![event(
+                        EventKind::Stored,
+                        &statement(index as usize, &spec(worker)),
+                    )],
+                },
+            )
+            .expect("apply");
+    }
+    let hub = projection
+        .hub("hub0", &Default::default())
+        .expect("read")
+        .expect("hub");
+    assert_eq!(hub["workers"], json!(3));
+    assert_eq!(
+        hub["months"],
+        json!([{"month": "2026-01", "attendance": 5, "workers": 3}])
+    );
+    let company = projection.company("KVK-1").expect("read").expect("company");
+    assert_eq!(company["workers"], json!(3));
+    assert_eq!(company["skills"], json!(1));
+    let (total, hubs) = projection
+        .list(SummaryKind::Hub, Some("workers"), true, 0, 10)
+        .expect("read")
+        .expect("sortable");
+    assert_eq!((total, hubs.len()), (1, 1));
+}

@@ -1,0 +1,96 @@
+//! The members of a hub's or company's distinct counts (its workers, companies, sessions,
+//! completed activities, skills; a hub month's workers), one key each, outside the summary
+//! state. A hub of 300,000 workers then loads and writes a state of a few hundred bytes, not
+//! the whole set, and a member key goes as soon as its count is zero (an erased worker leaves
+//! no key behind).
+//!
+//! `g` + kind(1) + set(1) + id length(4) + id + month length(1) + month + member -> count (u64).
+
+/// Which distinct set of a summary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Set {
+    HubWorkers,
+    HubCompanies,
+    HubSessions,
+    HubMonthWorkers,
+    CompanyWorkers,
+    CompanyCompleted,
+    CompanySkills,
+}
+
+impl Set {
+    fn tag(self) -> (u8, u8) {
+        match self {
+            Set::HubWorkers => (b'h', b'w'),
+            Set::HubCompanies => (b'h', b'c'),
+            Set::HubSessions => (b'h', b's'),
+            Set::HubMonthWorkers => (b'h', b'm'),
+            Set::CompanyWorkers => (b'c', b'w'),
+            Set::CompanyCompleted => (b'c', b'a'),
+            Set::CompanySkills => (b'c', b'k'),
+        }
+    }
+}
+
+pub const MEMBER: u8 = b'g';
+
+/// The key of `member` in set `set` of summary `id` (and `month`, for month sets).
+pub fn key(set: Set, id: &str, month: &str, member: &str) -> Vec<u8> {
+    let (kind, tag) = set.tag();
+    let mut key = Vec::with_capacity(8 + id.len() + month.len() + member.len());
+    key.extend_from_slice(&[MEMBER, kind, tag]);
+    key.extend_from_slice(&u32::try_from(id.len()).unwrap_or(u32::MAX).to_be_bytes());
+    key.extend_from_slice(id.as_bytes());
+    key.push(u8::try_from(month.len()).unwrap_or(u8::MAX));
+    key.extend_from_slice(month.as_bytes());
+    key.extend_from_slice(member.as_bytes());
+    key
+}
+
+/// Where the member counts live: the projection, with what a batch changed so far.
+pub trait Members {
+    type Error;
+    /// Adds `sign` to `member`'s count in the set; returns the change in the number of
+    /// distinct members (-1, 0 or 1).
+    fn change(
+        &mut self,
+        set: Set,
+        id: &str,
+        month: &str,
+        member: &str,
+        sign: i64,
+    ) -> Result<i64, Self::Error>;
+}
+
+/// Members in memory (tests, and the migration of a state written before member keys).
+#[derive(Debug, Default)]
+pub struct InMemory(pub std::collections::HashMap<Vec<u8>, u64>);
+
+impl Members for InMemory {
+    type Error = std::convert::Infallible;
+
+    fn change(
+        &mut self,
+        set: Set,
+        id: &str,
+        month: &str,
+        member: &str,
+        sign: i64,
+    ) -> Result<i64, Self::Error> {
+        let entry = self.0.entry(key(set, id, month, member)).or_default();
+        Ok(step(entry, sign))
+    }
+}
+
+/// Applies `sign` to one member count; the change in distinct members.
+pub fn step(count: &mut u64, sign: i64) -> i64 {
+    let before = *count;
+    *count = if sign > 0 {
+        count.saturating_add(1)
+    } else if sign < 0 {
+        count.saturating_sub(1)
+    } else {
+        *count
+    };
+    i64::from(*count > 0) - i64::from(before > 0)
+}
