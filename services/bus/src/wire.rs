@@ -379,7 +379,30 @@ pub enum SummaryQuery {
         descending: bool,
         offset: usize,
         limit: usize,
+        /// Only the summaries of a hub's or a company's members.
+        #[serde(default)]
+        filter: ListFilter,
     },
+}
+
+/// A list narrowed to one hub's workers or companies, or one company's workers; with `from`
+/// and `to` (`YYYY-MM`), a hub's workers with a statement there in those months.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListFilter {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hub: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub company: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<String>,
+}
+
+impl ListFilter {
+    pub fn is_empty(&self) -> bool {
+        *self == ListFilter::default()
+    }
 }
 
 /// Reply on `lrs.api.summaries`.

@@ -34,6 +34,8 @@ struct Options {
     limit: usize,
     offset: usize,
     agent: Option<String>,
+    hub: Option<String>,
+    company: Option<String>,
 }
 
 fn month(name: &str, value: &str) -> Result<String, ApiError> {
@@ -79,6 +81,8 @@ fn options(
         limit: 0,
         offset: 0,
         agent: None,
+        hub: None,
+        company: None,
     };
     for (name, value) in parse_pairs(raw)? {
         if name != "format" && !allowed.contains(&name.as_str()) {
@@ -126,6 +130,8 @@ fn options(
                 }
             }
             "offset" => options.offset = number("offset", &value)?,
+            "hub" => options.hub = Some(value),
+            "company" => options.company = Some(value),
             _ => options.agent = Some(value),
         }
     }
@@ -175,6 +181,12 @@ async fn list(state: &AppState, kind: SummaryKind, options: Options) -> Result<R
         descending: options.descending,
         offset: options.offset,
         limit: options.limit,
+        filter: bus::wire::ListFilter {
+            hub: options.hub,
+            company: options.company,
+            from: options.from,
+            to: options.to,
+        },
     };
     match ask(state, &query).await? {
         SummaryReply::List {
@@ -278,8 +290,19 @@ pub async fn workers(
     RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let allowed: Vec<&str> = ["agent"].iter().chain(ONE).chain(LIST).copied().collect();
+    let allowed: Vec<&str> = ["agent", "hub", "company"]
+        .iter()
+        .chain(ONE)
+        .chain(LIST)
+        .copied()
+        .collect();
     let mut options = options(&state, query.as_deref(), &headers, &allowed)?;
+    if options.agent.is_some() && (options.hub.is_some() || options.company.is_some()) {
+        return Err(ApiError::BadRequest(
+            "agent asks for one worker; hub and company narrow a list: give one or the other"
+                .into(),
+        ));
+    }
     match options.agent.take() {
         Some(agent) => {
             let ifi = agent_key(&state, XapiVersion::V2_0_0, &agent)?;
@@ -327,7 +350,8 @@ pub async fn companies(
     RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let options = options(&state, query.as_deref(), &headers, LIST)?;
+    let allowed: Vec<&str> = ["hub"].iter().chain(LIST).copied().collect();
+    let options = options(&state, query.as_deref(), &headers, &allowed)?;
     list(&state, SummaryKind::Company, options).await
 }
 

@@ -29,6 +29,12 @@ pub struct SummaryArgs {
     /// CSV instead of a table.
     #[arg(long)]
     pub csv: bool,
+    /// Lists: only the workers or companies of this hub.
+    #[arg(long)]
+    pub hub: Option<String>,
+    /// Lists: only the workers of this company.
+    #[arg(long)]
+    pub company: Option<String>,
 }
 
 /// `mailto:` addresses are the common case; anything else is taken as an IFI key.
@@ -59,6 +65,12 @@ fn query(args: &SummaryArgs) -> anyhow::Result<SummaryQuery> {
             descending: args.desc,
             offset: args.offset,
             limit: args.limit,
+            filter: bus::wire::ListFilter {
+                hub: args.hub.clone(),
+                company: args.company.clone(),
+                from: args.from.clone(),
+                to: args.to.clone(),
+            },
         });
     }
     let id = args

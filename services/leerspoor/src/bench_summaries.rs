@@ -225,6 +225,7 @@ pub fn summary_lists(worker_counts: &[usize]) -> anyhow::Result<()> {
             descending: true,
             offset,
             limit: 20,
+            filter: Default::default(),
         };
         let queries: Vec<(String, Query)> = vec![
             (

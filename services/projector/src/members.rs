@@ -47,6 +47,11 @@ pub fn key(set: Set, id: &str, month: &str, member: &str) -> Vec<u8> {
     key
 }
 
+/// The keys of every member of a set start with this (a key without its member).
+pub fn prefix(set: Set, id: &str, month: &str) -> Vec<u8> {
+    key(set, id, month, "")
+}
+
 /// Where the member counts live: the projection, with what a batch changed so far.
 pub trait Members {
     type Error;

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::path::Path;
 
 pub use bus::wire::SummaryKind;
-use bus::wire::{EventKind, StoredEvents};
+use bus::wire::{EventKind, ListFilter, StoredEvents};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::Value;
@@ -599,12 +599,16 @@ impl Projection {
         descending: bool,
         offset: usize,
         limit: usize,
+        filter: &ListFilter,
     ) -> Result<Result<(u64, Vec<Value>), String>, ProjectionError> {
         let prefix = match kind {
             SummaryKind::Worker => WORKER,
             SummaryKind::Hub => HUB,
             SummaryKind::Company => COMPANY,
         };
+        if !filter.is_empty() {
+            return self.list_members(kind, prefix, sort, descending, offset, limit, filter);
+        }
         let ids: Box<dyn DoubleEndedIterator<Item = sled::Result<sled::IVec>>> = match sort {
             Some(field) => {
                 let Some(number) = order::fields(prefix).iter().position(|name| *name == field)
@@ -640,6 +644,105 @@ impl Projection {
             page.extend(view);
         }
         Ok(Ok((self.count(prefix)?, page)))
+    }
+
+    /// A list narrowed to a hub's or a company's members: read from the member keys (as many
+    /// as the hub or company has, not every summary), sorted in memory, paged.
+    #[allow(clippy::too_many_arguments)]
+    fn list_members(
+        &self,
+        kind: SummaryKind,
+        prefix: u8,
+        sort: Option<&str>,
+        descending: bool,
+        offset: usize,
+        limit: usize,
+        filter: &ListFilter,
+    ) -> Result<Result<(u64, Vec<Value>), String>, ProjectionError> {
+        let months = filter.from.is_some() || filter.to.is_some();
+        let sets: Vec<(Set, String, String)> = match (kind, &filter.hub, &filter.company) {
+            (SummaryKind::Worker, Some(hub), None) if months => {
+                let state: HubState = self.load(&key(HUB, hub))?;
+                let range = MonthRange {
+                    from: filter.from.clone(),
+                    to: filter.to.clone(),
+                };
+                state
+                    .months
+                    .keys()
+                    .filter(|month| range.contains(month))
+                    .map(|month| (Set::HubMonthWorkers, hub.clone(), month.clone()))
+                    .collect()
+            }
+            (SummaryKind::Worker, Some(hub), None) => {
+                vec![(Set::HubWorkers, hub.clone(), String::new())]
+            }
+            (SummaryKind::Worker, None, Some(company)) if !months => {
+                vec![(Set::CompanyWorkers, company.clone(), String::new())]
+            }
+            (SummaryKind::Company, Some(hub), None) if !months => {
+                vec![(Set::HubCompanies, hub.clone(), String::new())]
+            }
+            _ => {
+                return Ok(Err(
+                    "lists narrow to: workers of a hub (hub=, with from/to for its months), \
+                     workers of a company (company=), companies of a hub (hub=)"
+                        .into(),
+                ))
+            }
+        };
+        let mut ids = std::collections::BTreeSet::new();
+        for (set, id, month) in &sets {
+            let start = crate::members::prefix(*set, id, month);
+            for item in self.tree.scan_prefix(&start).keys() {
+                let raw = item?;
+                ids.insert(String::from_utf8_lossy(&raw[start.len()..]).into_owned());
+            }
+        }
+        let field = match sort {
+            Some(field) => match order::fields(prefix).iter().position(|name| *name == field) {
+                Some(number) => Some(number),
+                None => {
+                    return Ok(Err(format!(
+                        "cannot sort by {field:?}; sortable: {}",
+                        order::fields(prefix).join(", ")
+                    )))
+                }
+            },
+            None => None,
+        };
+        let mut ranked: Vec<(f64, String)> = Vec::with_capacity(ids.len());
+        for id in ids {
+            let value = match field {
+                None => 0.0,
+                Some(number) => {
+                    let values = match kind {
+                        SummaryKind::Worker => {
+                            self.load::<WorkerState>(&key(WORKER, &id))?.sort_values()
+                        }
+                        _ => self.load::<CompanyState>(&key(COMPANY, &id))?.sort_values(),
+                    };
+                    values.get(number).copied().unwrap_or(f64::MIN)
+                }
+            };
+            ranked.push((value, id));
+        }
+        // By value, then id, as the order keys sort.
+        ranked.sort_by(|a, b| a.0.total_cmp(&b.0).then_with(|| a.1.cmp(&b.1)));
+        if descending {
+            ranked.reverse();
+        }
+        let total = ranked.len() as u64;
+        let everything = MonthRange::default();
+        let mut page = Vec::new();
+        for (_, id) in ranked.into_iter().skip(offset).take(limit) {
+            let view = match kind {
+                SummaryKind::Worker => self.worker(&id, &everything)?,
+                _ => self.company(&id)?,
+            };
+            page.extend(view);
+        }
+        Ok(Ok((total, page)))
     }
 
     /// Every hub's (or company's, or worker's) summary, in key order.

@@ -434,6 +434,7 @@ pub fn run_query(
             descending,
             offset,
             limit,
+            filter,
         } => {
             let limit = if limit == 0 {
                 MAX_PAGE
@@ -441,7 +442,7 @@ pub fn run_query(
                 limit.min(MAX_PAGE)
             };
             let (total, items) =
-                match projection.list(kind, sort.as_deref(), descending, offset, limit)? {
+                match projection.list(kind, sort.as_deref(), descending, offset, limit, &filter)? {
                     Ok(found) => found,
                     Err(message) => return Ok(SummaryReply::Refused { message }),
                 };

@@ -175,6 +175,37 @@ async fn summaries_follow_http_and_hub_ingest_and_voiding() {
             .is_some_and(|m| m.contains("sortable: workers")),
         "{error}"
     );
+    // Lists narrowed to a hub's workers and companies, and to a company's workers.
+    let at_hub = app
+        .summary("/summaries/workers?hub=eindhoven&sort=statements&order=desc")
+        .await
+        .expect("list");
+    assert_eq!(at_hub["total"], json!(2));
+    assert_eq!(
+        app.summary("/summaries/companies?hub=eindhoven")
+            .await
+            .expect("list")["total"],
+        json!(1)
+    );
+    assert_eq!(
+        app.summary("/summaries/workers?company=KVK-1")
+            .await
+            .expect("list")["total"],
+        kvk1["workers"]
+    );
+    let in_february = app
+        .summary("/summaries/workers?hub=eindhoven&from=2026-02&to=2026-02")
+        .await
+        .expect("list");
+    assert_eq!(in_february["total"], json!(2));
+    let mixed = app
+        .http
+        .get(format!("{}/summaries/hubs?hub=eindhoven", app.base))
+        .basic_auth(KEY, Some(SECRET))
+        .send()
+        .await
+        .expect("http");
+    assert_eq!(mixed.status(), StatusCode::BAD_REQUEST);
 
     let csv = app
         .http

@@ -186,13 +186,13 @@ fn snapshot(projection: &Projection) -> Vec<Vec<Value>> {
                 number(a).total_cmp(&number(b))
             });
             let (total, listed) = projection
-                .list(kind, Some(field), false, 0, 10_000)
+                .list(kind, Some(field), false, 0, 10_000, &Default::default())
                 .expect("read")
                 .expect("a sortable field");
             assert_eq!(total as usize, all.len(), "count of {kind:?}");
             assert_eq!(listed, expected, "{kind:?} by {field}");
             let (_, descending) = projection
-                .list(kind, Some(field), true, 1, 3)
+                .list(kind, Some(field), true, 1, 3, &Default::default())
                 .expect("read")
                 .expect("a sortable field");
             expected.reverse();
@@ -203,13 +203,92 @@ fn snapshot(projection: &Projection) -> Vec<Vec<Value>> {
             seen.push(listed);
         }
         let (_, by_id) = projection
-            .list(kind, None, false, 0, 10_000)
+            .list(kind, None, false, 0, 10_000, &Default::default())
             .expect("read")
             .expect("by id");
         assert_eq!(by_id, all);
         seen.push(all);
     }
+    check_member_lists(projection);
     seen
+}
+
+/// Lists narrowed to a hub's or a company's members agree with the summaries' own counts.
+fn check_member_lists(projection: &Projection) {
+    let list = |kind, filter: bus::wire::ListFilter| {
+        projection
+            .list(kind, Some("statements"), true, 0, 10_000, &filter)
+            .expect("read")
+            .expect("a filter lists take")
+    };
+    for hub in projection.all(SummaryKind::Hub).expect("read") {
+        let id = hub["hub"].as_str().expect("id").to_owned();
+        let (total, workers) = list(
+            SummaryKind::Worker,
+            bus::wire::ListFilter {
+                hub: Some(id.clone()),
+                ..Default::default()
+            },
+        );
+        assert_eq!(json!(total), hub["workers"], "{id}");
+        assert!(workers.iter().all(|worker| worker["hubs"]
+            .as_array()
+            .is_some_and(|hubs| hubs.contains(&json!(id)))));
+        let statements: Vec<i64> = workers
+            .iter()
+            .map(|worker| worker["statements"].as_i64().unwrap_or(0))
+            .collect();
+        assert!(
+            statements.windows(2).all(|pair| pair[0] >= pair[1]),
+            "descending"
+        );
+        let (companies, _) = list(
+            SummaryKind::Company,
+            bus::wire::ListFilter {
+                hub: Some(id.clone()),
+                ..Default::default()
+            },
+        );
+        assert_eq!(json!(companies), hub["companies"], "{id}");
+        for month in hub["months"].as_array().expect("months") {
+            let month_id = month["month"].as_str().expect("month").to_owned();
+            let (active, _) = list(
+                SummaryKind::Worker,
+                bus::wire::ListFilter {
+                    hub: Some(id.clone()),
+                    from: Some(month_id.clone()),
+                    to: Some(month_id),
+                    ..Default::default()
+                },
+            );
+            assert_eq!(json!(active), month["workers"], "{id} {month}");
+        }
+    }
+    for company in projection.all(SummaryKind::Company).expect("read") {
+        let id = company["company"].as_str().expect("id").to_owned();
+        let (total, _) = list(
+            SummaryKind::Worker,
+            bus::wire::ListFilter {
+                company: Some(id.clone()),
+                ..Default::default()
+            },
+        );
+        assert_eq!(json!(total), company["workers"], "{id}");
+    }
+    let refused = projection
+        .list(
+            SummaryKind::Hub,
+            None,
+            false,
+            0,
+            10,
+            &bus::wire::ListFilter {
+                company: Some("x".into()),
+                ..Default::default()
+            },
+        )
+        .expect("read");
+    assert!(refused.is_err());
 }
 
 /// The projection of just the surviving statements, stored once each, in order.
@@ -547,7 +626,14 @@ fn states_with_their_members_inside_are_moved_out_at_open() {
     assert_eq!(company["workers"], json!(3));
     assert_eq!(company["skills"], json!(1));
     let (total, hubs) = projection
-        .list(SummaryKind::Hub, Some("workers"), true, 0, 10)
+        .list(
+            SummaryKind::Hub,
+            Some("workers"),
+            true,
+            0,
+            10,
+            &Default::default(),
+        )
         .expect("read")
         .expect("sortable");
     assert_eq!((total, hubs.len()), (1, 1));
