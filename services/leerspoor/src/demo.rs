@@ -71,11 +71,21 @@ pub fn llo_statement(n: usize) -> Value {
             "extensions": {
                 "https://w3id.org/xapi/llo/extensions/hub": hub,
                 "https://w3id.org/xapi/llo/extensions/company": format!("KVK-{:08}", worker % 300),
-                "https://w3id.org/xapi/llo/extensions/skills": [SKILLS[n % SKILLS.len()]]
+                "https://w3id.org/xapi/llo/extensions/skills": [SKILLS[n % SKILLS.len()]],
+                "https://w3id.org/xapi/llo/extensions/learner-group": learner_group(worker)
             }
         },
         "timestamp": format!("2026-{:02}-{:02}T{:02}:00:00.000Z", 1 + n % 11, 1 + n % 28, 8 + n % 9),
     })
+}
+
+/// A worker's learner group: mostly workers, some young people in education, a few jobseekers.
+fn learner_group(worker: usize) -> &'static str {
+    match worker % 10 {
+        0..=2 => "youth",
+        3 => "jobseeker",
+        _ => "worker",
+    }
 }
 
 /// `nats_auth`: the user and password for `--hub-nats-url` (`serve`'s own server needs them).

@@ -35,6 +35,8 @@ pub struct Contribution {
     /// `result.score.scaled` in millionths.
     pub scaled_micros: Option<i64>,
     pub skills: Vec<String>,
+    /// `youth`, `worker`, `jobseeker`, or `unknown` when the statement names none.
+    pub learner_group: String,
 }
 
 /// The contributions of a stored statement (none for a voiding statement, or an actor without
@@ -109,6 +111,9 @@ pub fn contributions(statement: &Value) -> Vec<Contribution> {
     } else {
         Vec::new()
     };
+    let learner_group = text(xapi::llo::LEARNER_GROUP)
+        .filter(|group| xapi::llo::LEARNER_GROUPS.contains(&group.as_str()))
+        .unwrap_or_else(|| "unknown".to_owned());
     workers
         .into_iter()
         .map(|worker| Contribution {
@@ -127,6 +132,7 @@ pub fn contributions(statement: &Value) -> Vec<Contribution> {
                 .and_then(Value::as_f64)
                 .map(|scaled| (scaled * 1_000_000.0).round() as i64),
             skills: skills.clone(),
+            learner_group: learner_group.clone(),
         })
         .collect()
 }

@@ -13,6 +13,8 @@ pub enum Set {
     HubCompanies,
     HubSessions,
     HubMonthWorkers,
+    /// A hub's workers of one learner group (the group in the month slot).
+    HubGroupWorkers,
     CompanyWorkers,
     CompanyCompleted,
     CompanySkills,
@@ -25,6 +27,7 @@ impl Set {
             Set::HubCompanies => (b'h', b'c'),
             Set::HubSessions => (b'h', b's'),
             Set::HubMonthWorkers => (b'h', b'm'),
+            Set::HubGroupWorkers => (b'h', b'g'),
             Set::CompanyWorkers => (b'c', b'w'),
             Set::CompanyCompleted => (b'c', b'a'),
             Set::CompanySkills => (b'c', b'k'),

@@ -9,7 +9,7 @@ use async_nats::jetstream::{self, AckKind};
 use bus::pull::{InFlight, Pulled, Puller};
 use bus::subjects;
 use bus::wire::{StoredEvents, SummaryQuery, SummaryReply};
-use futures::StreamExt;
+use futures::{FutureExt as _, StreamExt};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
@@ -151,18 +151,16 @@ impl Projector {
             .await?;
         let mut puller = self.puller.lock().await;
         loop {
-            let pulled = tokio::select! {
-                Some(request) = rebuilds.next() => {
-                    self.answer_maintenance(request).await;
-                    continue;
-                }
-                Some(request) = snapshots.next() => {
-                    // Between two batches: the snapshot is the database at one sequence.
-                    self.answer_snapshot(request).await;
-                    continue;
-                }
-                pulled = puller.next(shutdown) => pulled,
-            };
+            // Between two batches, what waits: a rebuild, a snapshot (the database at one
+            // sequence). Never by dropping a pull in flight: the messages it fetched would
+            // come back only after ack_wait, after later ones.
+            while let Some(Some(request)) = rebuilds.next().now_or_never() {
+                self.answer_maintenance(request).await;
+            }
+            while let Some(Some(request)) = snapshots.next().now_or_never() {
+                self.answer_snapshot(request).await;
+            }
+            let pulled = puller.next(shutdown).await;
             let batch = match pulled {
                 Pulled::Batch(batch) => batch,
                 Pulled::Nothing if shutdown.is_cancelled() => return Ok(()),

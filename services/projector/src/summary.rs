@@ -200,6 +200,9 @@ pub struct HubState {
     pub completions: i128,
     pub passed: i128,
     pub months: BTreeMap<String, HubMonth>,
+    /// Distinct workers per learner group (`youth`, `worker`, `jobseeker`, `unknown`).
+    #[serde(default)]
+    pub groups: BTreeMap<String, u64>,
 }
 
 /// A distinct count moved by a member change.
@@ -232,6 +235,23 @@ impl HubState {
         }
         if contribution.passed.is_some() {
             add(&mut self.passed, 1, sign);
+        }
+        let group = self
+            .groups
+            .entry(contribution.learner_group.clone())
+            .or_default();
+        *group = shift(
+            *group,
+            members.change(
+                Set::HubGroupWorkers,
+                hub,
+                &contribution.learner_group,
+                worker,
+                sign,
+            )?,
+        );
+        if *group == 0 {
+            self.groups.remove(&contribution.learner_group);
         }
         let month = self.months.entry(contribution.month.clone()).or_default();
         // Every statement at the hub that month: the same population as the hub's `workers`.
@@ -294,6 +314,7 @@ impl HubState {
             "sessions": self.sessions,
             "completions": whole(self.completions),
             "passed": whole(self.passed),
+            "learner_groups": self.groups,
             "months": self.months.iter().filter(|(month, _)| months.contains(month)).map(|(month, totals)| json!({
                 "month": month,
                 "attendance": whole(totals.attendance),
@@ -441,6 +462,7 @@ pub mod legacy {
                     )
                 })
                 .collect(),
+            groups: BTreeMap::new(),
         };
         (state, members)
     }

@@ -17,7 +17,7 @@ use async_nats::jetstream::{self, AckKind};
 use bus::pull::{Backoff, InFlight, Pulled, Puller};
 use bus::subjects;
 use bus::wire::{Applied, Verdict};
-use futures::StreamExt as _;
+use futures::{FutureExt as _, StreamExt as _};
 use tokio_util::sync::CancellationToken;
 use xapi::Validator;
 
@@ -333,14 +333,13 @@ impl Store {
         let mut puller = self.puller.lock().await;
         let mut snapshots = self.snapshots.lock().await;
         loop {
-            let pulled = tokio::select! {
-                Some(request) = snapshots.next() => {
-                    // Between two batches: the snapshot is the database at one sequence.
-                    self.answer_snapshot(request).await;
-                    continue;
-                }
-                pulled = puller.next(shutdown) => pulled,
-            };
+            // Between two batches: the snapshot is the database at one sequence. Never by
+            // dropping a pull in flight: the messages it fetched would come back only after
+            // ack_wait, and the watermark (every verdict) would wait for them.
+            while let Some(Some(request)) = snapshots.next().now_or_never() {
+                self.answer_snapshot(request).await;
+            }
+            let pulled = puller.next(shutdown).await;
             let batch = match pulled {
                 Pulled::Batch(batch) => batch,
                 Pulled::Nothing if shutdown.is_cancelled() => return Ok(()),

@@ -35,6 +35,10 @@ pub(crate) async fn at_rest(
     client: &async_nats::Client,
     topology: &Topology,
 ) -> Vec<bus::wire::ReplicaStatus> {
+    // At rest twice in a row with the streams unchanged: a store publishes its events just
+    // after its flush, so one look can find every projector caught up with a stream that is
+    // about to grow.
+    let previous = std::sync::Mutex::new(None::<Vec<Option<u64>>>);
     wait_until("every replica caught up", WAIT, || async {
         let statuses = leerspoor::replicas::statuses(
             client,
@@ -48,7 +52,11 @@ pub(crate) async fn at_rest(
             && statuses
                 .iter()
                 .all(|status| status.lag == Some(0) && status.digest.is_some());
-        complete.then_some(statuses)
+        let lasts: Vec<Option<u64>> = statuses.iter().map(|status| status.stream_last).collect();
+        let mut previous = previous.lock().expect("lock");
+        let stable = complete && previous.as_ref() == Some(&lasts);
+        *previous = complete.then_some(lasts);
+        stable.then_some(statuses)
     })
     .await
 }

@@ -119,6 +119,9 @@ fn statement(index: usize, spec: &Spec) -> Value {
         .map(|skill| format!("http://data.europa.eu/esco/skill/s{skill}"))
         .collect();
     extensions.insert(projector::contribution::SKILLS.into(), json!(skills));
+    if let Some(group) = learner_group(spec) {
+        extensions.insert(xapi::llo::LEARNER_GROUP.into(), json!(group));
+    }
     json!({
         "id": format!("00000000-0000-4000-8000-{index:012}"),
         "actor": actor,
@@ -128,6 +131,11 @@ fn statement(index: usize, spec: &Spec) -> Value {
         "context": {"extensions": extensions},
         "timestamp": format!("2026-{:02}-15T10:00:00.000Z", spec.month + 1),
     })
+}
+
+/// The learner group a spec's statement names (none for every fourth activity).
+fn learner_group(spec: &Spec) -> Option<&'static str> {
+    [Some("youth"), Some("worker"), Some("jobseeker"), None][usize::from(spec.activity % 4)]
 }
 
 /// Opens the database again after a drop. sled releases its file lock from a background
@@ -422,6 +430,8 @@ fn figures_match_a_plain_count() {
     let mut hub_attendance: BTreeMap<String, i64> = BTreeMap::new();
     // Workers with any statement at the hub that month, attendance or not (DESIGN.md).
     let mut hub_month_workers: BTreeMap<(String, String), BTreeSet<String>> = BTreeMap::new();
+    let mut hub_group_workers: BTreeMap<String, BTreeMap<String, BTreeSet<String>>> =
+        BTreeMap::new();
     for spec in specs.iter().filter(|spec| !spec.voided) {
         let workers: BTreeSet<u8> = if spec.group {
             spec.workers.iter().copied().collect()
@@ -434,6 +444,12 @@ fn figures_match_a_plain_count() {
             if let Some(hub) = spec.hub {
                 hub_month_workers
                     .entry((format!("hub{hub}"), format!("2026-{:02}", spec.month + 1)))
+                    .or_default()
+                    .insert(key.clone());
+                hub_group_workers
+                    .entry(format!("hub{hub}"))
+                    .or_default()
+                    .entry(learner_group(spec).unwrap_or("unknown").to_owned())
                     .or_default()
                     .insert(key.clone());
                 hub_workers
@@ -481,6 +497,20 @@ fn figures_match_a_plain_count() {
             .map(|((_, month), workers)| (month.clone(), workers.len()))
             .collect();
         assert_eq!(months, expected, "{hub}: distinct workers per month");
+        let groups: BTreeMap<String, usize> = hub_group_workers
+            .get(&hub)
+            .map(|groups| {
+                groups
+                    .iter()
+                    .map(|(group, workers)| (group.clone(), workers.len()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        assert_eq!(
+            view["learner_groups"],
+            json!(groups),
+            "{hub}: learner groups"
+        );
     }
 }
 

@@ -953,6 +953,8 @@ fn llo_cases() -> Vec<Case> {
     const HUB: &str = "/context/extensions/https:~1~1w3id.org~1xapi~1llo~1extensions~1hub";
     const COMPANY: &str = "/context/extensions/https:~1~1w3id.org~1xapi~1llo~1extensions~1company";
     const SKILLS: &str = "/context/extensions/https:~1~1w3id.org~1xapi~1llo~1extensions~1skills";
+    const GROUP: &str =
+        "/context/extensions/https:~1~1w3id.org~1xapi~1llo~1extensions~1learner-group";
     let skill = "http://data.europa.eu/esco/skill/ccd0a1d9-afda-43d9-b901-96344886e14d";
     let mut cases = vec![
         valid(
@@ -962,6 +964,12 @@ fn llo_cases() -> Vec<Case> {
         ),
         valid("llo: skills", &BOTH, set(base(), SKILLS, json!([skill]))),
         valid("llo: no skills", &BOTH, set(base(), SKILLS, json!([]))),
+        valid("llo: youth", &BOTH, set(base(), GROUP, json!("youth"))),
+        valid(
+            "llo: jobseeker",
+            &BOTH,
+            set(base(), GROUP, json!("jobseeker")),
+        ),
         valid(
             "llo: without extensions",
             &BOTH,
@@ -982,6 +990,8 @@ fn llo_cases() -> Vec<Case> {
             json!(["https://example.org/skill/1"]),
         ),
         ("skills repeated", SKILLS, json!([skill, skill])),
+        ("learner group unknown", GROUP, json!("student")),
+        ("learner group a list", GROUP, json!(["youth"])),
     ] {
         cases.push(invalid(
             &format!("llo: {name}"),
