@@ -4,7 +4,8 @@
 //! the whole set, and a member key goes as soon as its count is zero (an erased worker leaves
 //! no key behind).
 //!
-//! `g` + kind(1) + set(1) + id length(4) + id + month length(1) + month + member -> count (u64).
+//! `g` + kind(1) + set(1) + id length(4) + id + qualifier length(4) + qualifier (a month, a
+//! learner group, a skill) + member -> count (u64).
 
 /// Which distinct set of a summary.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -13,8 +14,14 @@ pub enum Set {
     HubCompanies,
     HubSessions,
     HubMonthWorkers,
-    /// A hub's workers of one learner group (the group in the month slot).
+    /// A hub's workers of one learner group (the group in the qualifier slot).
     HubGroupWorkers,
+    /// A hub's workers who evidenced one skill (the skill as qualifier).
+    HubSkillWorkers,
+    /// The same for one month (qualifier: month, a space, the skill).
+    HubMonthSkillWorkers,
+    /// A company's workers who evidenced one skill.
+    CompanySkillWorkers,
     CompanyWorkers,
     CompanyCompleted,
     CompanySkills,
@@ -28,6 +35,9 @@ impl Set {
             Set::HubSessions => (b'h', b's'),
             Set::HubMonthWorkers => (b'h', b'm'),
             Set::HubGroupWorkers => (b'h', b'g'),
+            Set::HubSkillWorkers => (b'h', b'k'),
+            Set::HubMonthSkillWorkers => (b'h', b'K'),
+            Set::CompanySkillWorkers => (b'c', b'K'),
             Set::CompanyWorkers => (b'c', b'w'),
             Set::CompanyCompleted => (b'c', b'a'),
             Set::CompanySkills => (b'c', b'k'),
@@ -44,7 +54,7 @@ pub fn key(set: Set, id: &str, month: &str, member: &str) -> Vec<u8> {
     key.extend_from_slice(&[MEMBER, kind, tag]);
     key.extend_from_slice(&u32::try_from(id.len()).unwrap_or(u32::MAX).to_be_bytes());
     key.extend_from_slice(id.as_bytes());
-    key.push(u8::try_from(month.len()).unwrap_or(u8::MAX));
+    key.extend_from_slice(&u32::try_from(month.len()).unwrap_or(u32::MAX).to_be_bytes());
     key.extend_from_slice(month.as_bytes());
     key.extend_from_slice(member.as_bytes());
     key

@@ -30,6 +30,9 @@ pub(crate) const COMPANY: u8 = b'c';
 /// `t` + worker + 0 + timestamp + 0 + statement id -> empty: a worker's first and last
 /// timestamps are the ends of this range.
 const TIMESTAMP: u8 = b't';
+/// `k` + worker + 0 + skill + 0 + timestamp + 0 + statement id -> empty: when a worker first
+/// evidenced a skill is the start of this range.
+const SKILL_TIMESTAMP: u8 = b'k';
 /// Present once hubs' and companies' distinct sets live in member keys ([`crate::members`]).
 const MEMBERS_MOVED: &[u8] = b"mmembers1";
 /// `x` + `LRS_STORED` sequence(8) -> [`Parked`] JSON: a message the projector could not read,
@@ -59,6 +62,22 @@ fn timestamp_prefix(worker: &str) -> Vec<u8> {
 
 fn timestamp_key(contribution: &Contribution, statement: &str) -> Vec<u8> {
     let mut key = timestamp_prefix(&contribution.worker);
+    key.extend_from_slice(contribution.timestamp.as_bytes());
+    key.push(0);
+    key.extend_from_slice(statement.as_bytes());
+    key
+}
+
+fn skill_prefix(worker: &str, skill: &str) -> Vec<u8> {
+    let mut key = key(SKILL_TIMESTAMP, worker);
+    key.push(0);
+    key.extend_from_slice(skill.as_bytes());
+    key.push(0);
+    key
+}
+
+fn skill_timestamp_key(contribution: &Contribution, skill: &str, statement: &str) -> Vec<u8> {
+    let mut key = skill_prefix(&contribution.worker, skill);
     key.extend_from_slice(contribution.timestamp.as_bytes());
     key.push(0);
     key.extend_from_slice(statement.as_bytes());
@@ -379,6 +398,11 @@ impl Projection {
                     touched
                         .timestamps
                         .push((timestamp_key(&contribution, id), sign > 0));
+                    for skill in &contribution.skills {
+                        touched
+                            .timestamps
+                            .push((skill_timestamp_key(&contribution, skill, id), sign > 0));
+                    }
                     self.add(touched, &contribution, sign)?;
                 }
             }
@@ -576,7 +600,29 @@ impl Projection {
         let mut range = self.tree.scan_prefix(&prefix).keys();
         let first = timestamp_of(range.next())?;
         let last = timestamp_of(range.next_back())?.or_else(|| first.clone());
-        Ok(Some(state.view(worker, months, first, last)))
+        let mut view = state.view(worker, months, first, last);
+        // When each skill was first evidenced: the first of its timestamp keys.
+        let mut skills_first = Vec::new();
+        for skill in state.skills.keys() {
+            let start = skill_prefix(worker, skill);
+            let first = match self.tree.scan_prefix(&start).keys().next() {
+                Some(raw) => {
+                    let raw = raw?;
+                    let rest = &raw[start.len()..];
+                    let end = rest
+                        .iter()
+                        .position(|byte| *byte == 0)
+                        .unwrap_or(rest.len());
+                    Some(String::from_utf8_lossy(&rest[..end]).into_owned())
+                }
+                None => None,
+            };
+            skills_first.push(serde_json::json!({"skill": skill, "first": first}));
+        }
+        if let Some(object) = view.as_object_mut() {
+            object.insert("skills_first".into(), Value::Array(skills_first));
+        }
+        Ok(Some(view))
     }
 
     pub fn hub(&self, hub: &str, months: &MonthRange) -> Result<Option<Value>, ProjectionError> {

@@ -185,6 +185,9 @@ pub struct HubMonth {
     pub attendance: i128,
     /// Distinct workers with any statement at the hub that month (members: [`Set::HubMonthWorkers`]).
     pub workers: u64,
+    /// Distinct workers per skill evidenced at the hub that month.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub skills: BTreeMap<String, u64>,
 }
 
 /// A hub's counters. Its distinct counts keep their members outside (see [`crate::members`]),
@@ -203,6 +206,28 @@ pub struct HubState {
     /// Distinct workers per learner group (`youth`, `worker`, `jobseeker`, `unknown`).
     #[serde(default)]
     pub groups: BTreeMap<String, u64>,
+    /// Distinct workers per skill evidenced at the hub.
+    #[serde(default)]
+    pub skills: BTreeMap<String, u64>,
+}
+
+/// Moves a per-key distinct count, dropping the key at zero.
+fn shift_entry(map: &mut BTreeMap<String, u64>, key: &str, change: i64) {
+    let count = map.entry(key.to_owned()).or_default();
+    *count = shift(*count, change);
+    if *count == 0 {
+        map.remove(key);
+    }
+}
+
+/// Skills ranked by how many distinct workers hold them, most first (ties by URI).
+fn ranked(skills: &BTreeMap<String, u64>) -> Vec<Value> {
+    let mut ranked: Vec<(&String, &u64)> = skills.iter().collect();
+    ranked.sort_by(|a, b| b.1.cmp(a.1).then_with(|| a.0.cmp(b.0)));
+    ranked
+        .into_iter()
+        .map(|(skill, workers)| json!({"skill": skill, "workers": workers}))
+        .collect()
 }
 
 /// A distinct count moved by a member change.
@@ -259,6 +284,14 @@ impl HubState {
             month.workers,
             members.change(Set::HubMonthWorkers, hub, &contribution.month, worker, sign)?,
         );
+        for skill in &contribution.skills {
+            let change = members.change(Set::HubSkillWorkers, hub, skill, worker, sign)?;
+            shift_entry(&mut self.skills, skill, change);
+            let qualifier = format!("{} {skill}", contribution.month);
+            let change =
+                members.change(Set::HubMonthSkillWorkers, hub, &qualifier, worker, sign)?;
+            shift_entry(&mut month.skills, skill, change);
+        }
         if let Some(session) = &contribution.attended {
             add(&mut self.attendance, 1, sign);
             add(&mut self.attended_ms, contribution.learning_ms, sign);
@@ -268,7 +301,7 @@ impl HubState {
             );
             add(&mut month.attendance, 1, sign);
         }
-        if month.attendance == 0 && month.workers == 0 {
+        if month.attendance == 0 && month.workers == 0 && month.skills.is_empty() {
             self.months.remove(&contribution.month);
         }
         Ok(())
@@ -315,10 +348,12 @@ impl HubState {
             "completions": whole(self.completions),
             "passed": whole(self.passed),
             "learner_groups": self.groups,
+            "skill_workers": ranked(&self.skills),
             "months": self.months.iter().filter(|(month, _)| months.contains(month)).map(|(month, totals)| json!({
                 "month": month,
                 "attendance": whole(totals.attendance),
                 "workers": totals.workers,
+                "skill_workers": ranked(&totals.skills),
             })).collect::<Vec<_>>(),
         })
     }
@@ -332,6 +367,9 @@ pub struct CompanyState {
     pub learning_ms: i128,
     pub completed: u64,
     pub skills: u64,
+    /// Distinct workers per skill evidenced.
+    #[serde(default)]
+    pub skill_workers: BTreeMap<String, u64>,
 }
 
 impl CompanyState {
@@ -359,6 +397,14 @@ impl CompanyState {
                 self.skills,
                 members.change(Set::CompanySkills, company, "", skill, sign)?,
             );
+            let change = members.change(
+                Set::CompanySkillWorkers,
+                company,
+                skill,
+                &contribution.worker,
+                sign,
+            )?;
+            shift_entry(&mut self.skill_workers, skill, change);
         }
         Ok(())
     }
@@ -394,6 +440,7 @@ impl CompanyState {
             "learning_seconds": seconds(self.learning_ms),
             "completed_activities": self.completed,
             "skills": self.skills,
+            "skill_workers": ranked(&self.skill_workers),
         })
     }
 }
@@ -458,11 +505,13 @@ pub mod legacy {
                         super::HubMonth {
                             attendance: totals.attendance,
                             workers: keep(Set::HubMonthWorkers, month, &totals.workers),
+                            skills: BTreeMap::new(),
                         },
                     )
                 })
                 .collect(),
             groups: BTreeMap::new(),
+            skills: BTreeMap::new(),
         };
         (state, members)
     }
@@ -481,6 +530,7 @@ pub mod legacy {
             learning_ms: old.learning_ms,
             completed: keep(Set::CompanyCompleted, &old.completed),
             skills: keep(Set::CompanySkills, &old.skills),
+            skill_workers: BTreeMap::new(),
         };
         (state, members)
     }

@@ -432,6 +432,9 @@ fn figures_match_a_plain_count() {
     let mut hub_month_workers: BTreeMap<(String, String), BTreeSet<String>> = BTreeMap::new();
     let mut hub_group_workers: BTreeMap<String, BTreeMap<String, BTreeSet<String>>> =
         BTreeMap::new();
+    let mut hub_skill_workers: BTreeMap<String, BTreeMap<String, BTreeSet<String>>> =
+        BTreeMap::new();
+    let mut worker_skill_first: BTreeMap<(String, String), String> = BTreeMap::new();
     for spec in specs.iter().filter(|spec| !spec.voided) {
         let workers: BTreeSet<u8> = if spec.group {
             spec.workers.iter().copied().collect()
@@ -446,6 +449,24 @@ fn figures_match_a_plain_count() {
                     .entry((format!("hub{hub}"), format!("2026-{:02}", spec.month + 1)))
                     .or_default()
                     .insert(key.clone());
+                if [1, 2, 4].contains(&spec.verb) {
+                    for skill in &spec.skills {
+                        let skill = format!("http://data.europa.eu/esco/skill/s{skill}");
+                        hub_skill_workers
+                            .entry(format!("hub{hub}"))
+                            .or_default()
+                            .entry(skill.clone())
+                            .or_default()
+                            .insert(key.clone());
+                        let month = format!("2026-{:02}-15T10:00:00.000Z", spec.month + 1);
+                        let first = worker_skill_first
+                            .entry((key.clone(), skill))
+                            .or_insert(month.clone());
+                        if month < *first {
+                            *first = month;
+                        }
+                    }
+                }
                 hub_group_workers
                     .entry(format!("hub{hub}"))
                     .or_default()
@@ -468,6 +489,16 @@ fn figures_match_a_plain_count() {
             .expect("read")
             .expect("worker");
         assert_eq!(view["statements"], json!(count), "{worker}");
+        let expected: Vec<Value> = worker_skill_first
+            .iter()
+            .filter(|((of, _), _)| *of == worker)
+            .map(|((_, skill), first)| json!({"skill": skill, "first": first}))
+            .collect();
+        assert_eq!(
+            view["skills_first"],
+            json!(expected),
+            "{worker}: skills first evidenced"
+        );
     }
     for (hub, workers) in hub_workers {
         let view = projection
@@ -511,6 +542,21 @@ fn figures_match_a_plain_count() {
             json!(groups),
             "{hub}: learner groups"
         );
+        let mut skills: Vec<(String, usize)> = hub_skill_workers
+            .get(&hub)
+            .map(|skills| {
+                skills
+                    .iter()
+                    .map(|(skill, workers)| (skill.clone(), workers.len()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        skills.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        let skills: Vec<Value> = skills
+            .into_iter()
+            .map(|(skill, workers)| json!({"skill": skill, "workers": workers}))
+            .collect();
+        assert_eq!(view["skill_workers"], json!(skills), "{hub}: skills ranked");
     }
 }
 
@@ -607,7 +653,7 @@ fn states_with_their_members_inside_are_moved_out_at_open() {
     assert_eq!(hub["sessions"], json!(1));
     assert_eq!(
         hub["months"],
-        json!([{"month": "2026-01", "attendance": 3, "workers": 2}])
+        json!([{"month": "2026-01", "attendance": 3, "workers": 2, "skill_workers": []}])
     );
     let company = projection.company("KVK-1").expect("read").expect("company");
     assert_eq!(company["workers"], json!(2));
@@ -650,7 +696,7 @@ fn states_with_their_members_inside_are_moved_out_at_open() {
     assert_eq!(hub["workers"], json!(3));
     assert_eq!(
         hub["months"],
-        json!([{"month": "2026-01", "attendance": 5, "workers": 3}])
+        json!([{"month": "2026-01", "attendance": 5, "workers": 3, "skill_workers": []}])
     );
     let company = projection.company("KVK-1").expect("read").expect("company");
     assert_eq!(company["workers"], json!(3));
