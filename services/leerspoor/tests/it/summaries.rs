@@ -134,7 +134,7 @@ async fn summaries_follow_http_and_hub_ingest_and_voiding() {
     assert_eq!(hub["sessions"], json!(1));
     assert_eq!(
         hub["months"],
-        json!([{"month": "2026-01", "attendance": 1, "workers": 1}, {"month": "2026-02", "attendance": 2, "workers": 2}])
+        json!([{"month": "2026-01", "attendance": 1, "workers": 1, "skill_workers": []}, {"month": "2026-02", "attendance": 2, "workers": 2, "skill_workers": []}])
     );
     let february = app
         .summary("/summaries/hubs/eindhoven?from=2026-02&to=2026-02")
