@@ -80,26 +80,6 @@ pub trait Members {
     ) -> Result<i64, Self::Error>;
 }
 
-/// Members in memory (tests, and the migration of a state written before member keys).
-#[derive(Debug, Default)]
-pub struct InMemory(pub std::collections::HashMap<Vec<u8>, u64>);
-
-impl Members for InMemory {
-    type Error = std::convert::Infallible;
-
-    fn change(
-        &mut self,
-        set: Set,
-        id: &str,
-        month: &str,
-        member: &str,
-        sign: i64,
-    ) -> Result<i64, Self::Error> {
-        let entry = self.0.entry(key(set, id, month, member)).or_default();
-        Ok(step(entry, sign))
-    }
-}
-
 /// Applies `sign` to one member count; the change in distinct members.
 pub fn step(count: &mut u64, sign: i64) -> i64 {
     let before = *count;
