@@ -92,6 +92,14 @@ pub enum ProjectionError {
     Corrupt { key: Vec<u8>, reason: String },
 }
 
+/// A big-endian u64 kept under `key` (the applied sequence, a count); 0 when absent.
+fn stored_u64(tree: &sled::Db, key: &[u8]) -> Result<u64, sled::Error> {
+    Ok(tree
+        .get(key)?
+        .and_then(|bytes| <[u8; 8]>::try_from(bytes.as_ref()).ok())
+        .map_or(0, u64::from_be_bytes))
+}
+
 fn key(prefix: u8, id: &str) -> Vec<u8> {
     let mut key = Vec::with_capacity(1 + id.len());
     key.push(prefix);
@@ -141,11 +149,7 @@ impl Members for TreeMembers<'_> {
         let count = match self.members.entry(key) {
             std::collections::hash_map::Entry::Occupied(entry) => entry.into_mut(),
             std::collections::hash_map::Entry::Vacant(entry) => {
-                let stored = self
-                    .tree
-                    .get(entry.key())?
-                    .and_then(|bytes| <[u8; 8]>::try_from(bytes.as_ref()).ok())
-                    .map_or(0, u64::from_be_bytes);
+                let stored = stored_u64(self.tree, entry.key())?;
                 entry.insert(stored)
             }
         };
@@ -245,11 +249,7 @@ impl Projection {
 
     /// How many summaries of a kind exist.
     fn count(&self, kind: u8) -> Result<u64, ProjectionError> {
-        Ok(self
-            .tree
-            .get(order::count_key(kind))?
-            .and_then(|bytes| <[u8; 8]>::try_from(bytes.as_ref()).ok())
-            .map_or(0, u64::from_be_bytes))
+        Ok(stored_u64(&self.tree, &order::count_key(kind))?)
     }
 
     pub fn flush(&self) -> Result<(), ProjectionError> {
@@ -268,11 +268,7 @@ impl Projection {
     }
 
     pub fn applied(&self) -> Result<u64, ProjectionError> {
-        Ok(self
-            .tree
-            .get(META_APPLIED)?
-            .and_then(|bytes| <[u8; 8]>::try_from(bytes.as_ref()).ok())
-            .map_or(0, u64::from_be_bytes))
+        Ok(stored_u64(&self.tree, META_APPLIED)?)
     }
 
     /// Bytes the database takes on disk, if sled can say.
