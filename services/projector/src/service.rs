@@ -240,6 +240,17 @@ impl Projector {
                 let (js, replica) = (js.clone(), replica.clone());
                 async move {
                     let stream_last = bus::pull::stream_last(&js, subjects::STREAM_STORED).await;
+                    // `applied` is the highest sequence applied: a message delivered to a
+                    // projector that died comes back after later ones, so what the consumer
+                    // still holds unacknowledged counts as lag too.
+                    let unacknowledged = bus::health::consumer_state(
+                        &js,
+                        subjects::STREAM_STORED,
+                        &subjects::projector_consumer(&replica),
+                    )
+                    .await
+                    .ok()
+                    .map(|state| state.lag());
                     let computed = tokio::task::spawn_blocking(move || {
                         if request.digest {
                             projection
@@ -262,7 +273,10 @@ impl Projector {
                         stream: subjects::STREAM_STORED.into(),
                         applied,
                         stream_last,
-                        lag: stream_last.map(|last| last.saturating_sub(applied)),
+                        lag: stream_last.map(|last| {
+                            last.saturating_sub(applied)
+                                .max(unacknowledged.unwrap_or(0))
+                        }),
                         items: digest.as_ref().map(|(items, _)| *items),
                         digest: digest.map(|(_, digest)| digest),
                         error,
