@@ -13,6 +13,9 @@ if ! "$clients/bin/python" -c "import tincan" >/dev/null 2>&1; then
   "$clients/bin/pip" install --quiet --disable-pip-version-check "tincan==1.0.0"
 fi
 export LEERSPOOR_TINCAN_PYTHON="${LEERSPOOR_TINCAN_PYTHON:-$clients/bin/python}"
+# Real Chromium for the dashboard's browser test (Debian's chromium and chromium-driver).
+deploy/install-chromium.sh
+export LEERSPOOR_CHROMEDRIVER="${LEERSPOOR_CHROMEDRIVER:-$(command -v chromedriver)}"
 # cargo-nextest when the machine has it (a process per test, a hung test ended after 5
 # minutes: .config/nextest.toml); plain cargo test otherwise.
 if cargo nextest --version >/dev/null 2>&1; then

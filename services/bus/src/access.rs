@@ -251,6 +251,8 @@ pub enum AdminRequest {
         agent: String,
         after: Option<String>,
     },
+    /// The hub registry, by id.
+    ListHubs,
 }
 
 /// Replies on `lrs.api.admin`.
@@ -271,6 +273,9 @@ pub enum AdminReply {
     Document {
         document: Option<ExportedDocument>,
         next: Option<String>,
+    },
+    Hubs {
+        hubs: Vec<crate::hubs::HubEntry>,
     },
     Error {
         /// `not_found`, `conflict`, `bad_request` or `internal`.

@@ -15,6 +15,7 @@
 pub mod access;
 pub mod export;
 pub mod health;
+pub mod hubs;
 pub mod metrics;
 pub mod pull;
 pub mod request;

@@ -31,6 +31,9 @@ pub const IN_DOCUMENTS: &str = "lrs.in.admin.documents";
 /// A credential change ([`crate::access::CredentialChange`]): through `LRS_IN` for the same
 /// reason. Only the services' and the operator's NATS users publish here.
 pub const IN_CREDENTIALS: &str = "lrs.in.admin.credentials";
+/// A change to the hub registry ([`crate::hubs::HubChange`]): through `LRS_IN` so every store
+/// replica keeps the same registry. Only the gateway and the operator publish here.
+pub const IN_HUBS: &str = "lrs.in.admin.hubs";
 /// Prefix of the subjects only Leerspoor's own services publish to; never a statement source.
 pub const IN_ADMIN_PREFIX: &str = "lrs.in.admin.";
 /// Statements brought in from another LRS or a file by `leerspoor import`: the store keeps

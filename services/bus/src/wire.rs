@@ -383,6 +383,12 @@ pub enum SummaryQuery {
         #[serde(default)]
         filter: ListFilter,
     },
+    /// The programme: companies reached against `target`, by hub type and region (from
+    /// `hubs`, the registry as the store has it), workers by learner group.
+    Programme {
+        hubs: Vec<crate::hubs::HubEntry>,
+        target: u64,
+    },
 }
 
 /// A list narrowed to one hub's workers or companies, or one company's workers; with `from`

@@ -167,10 +167,30 @@ pub async fn submit_erasure(
     timeout: std::time::Duration,
 ) -> Result<Verdict, ApiError> {
     let payload = serde_json::to_vec(command).map_err(|_| ApiError::Internal)?;
+    submit_to(js, watermarks, subjects::IN_ERASE, payload, timeout).await
+}
+
+/// Publishes an admin change to `LRS_IN` and waits for the store's verdict on it.
+pub async fn submit(
+    state: &AppState,
+    subject: &'static str,
+    payload: Vec<u8>,
+    timeout: std::time::Duration,
+) -> Result<Verdict, ApiError> {
+    submit_to(&state.js, &state.watermarks, subject, payload, timeout).await
+}
+
+async fn submit_to(
+    js: &async_nats::jetstream::Context,
+    watermarks: &bus::watermark::Watermarks,
+    subject: &'static str,
+    payload: Vec<u8>,
+    timeout: std::time::Duration,
+) -> Result<Verdict, ApiError> {
     bus::watermark::submit(
         js,
         watermarks,
-        subjects::IN_ERASE,
+        subject,
         async_nats::HeaderMap::new(),
         payload,
         timeout,
@@ -181,7 +201,7 @@ pub async fn submit_erasure(
             ApiError::Unavailable("the message bus is unavailable".into())
         }
         bus::watermark::SubmitError::NotApplied { .. } => ApiError::Unavailable(
-            "the erasure is queued but not yet applied; check the audit log later".into(),
+            "the change is queued but not yet applied; check again later".into(),
         ),
     })
 }

@@ -368,6 +368,7 @@ pub fn need(method: &Method, path: &str) -> Need {
         "/xapi/activities/profile" | "/xapi/agents/profile" => pick(PROFILE_READ, PROFILE_WRITE),
         "/xapi/activities" | "/xapi/agents" => pick(DEFINITIONS_READ, DEFINITIONS_READ),
         _ if path.starts_with("/summaries/") || path == "/summaries" => pick(SUMMARIES, SUMMARIES),
+        _ if path.starts_with("/dashboard/") || path == "/dashboard" => pick(SUMMARIES, SUMMARIES),
         _ if path.starts_with("/admin/") || path == "/admin" => pick(ADMIN, ADMIN),
         // Anything else is a 404 (or 405), for any valid credential.
         _ => Need::AnyCredential,
@@ -458,6 +459,8 @@ mod tests {
         assert!(allowed(Method::GET, "/xapi/activities", Define));
         assert!(!allowed(Method::GET, "/summaries/hubs", All));
         assert!(allowed(Method::GET, "/summaries/hubs/x", SummariesRead));
+        assert!(allowed(Method::GET, "/dashboard/hubs/x", SummariesRead));
+        assert!(!allowed(Method::GET, "/dashboard", All));
         assert!(!allowed(Method::POST, "/admin/erasures", All));
         assert!(allowed(Method::POST, "/admin/erasures", Admin));
     }

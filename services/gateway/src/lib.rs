@@ -30,8 +30,11 @@ pub mod alternate;
 pub mod attachments;
 pub mod auth;
 pub mod body;
+pub mod dashboard;
 pub mod documents;
 pub mod error;
+pub mod hubs;
+pub mod labels;
 pub mod multipart;
 pub mod ops;
 pub mod params;
@@ -75,6 +78,25 @@ pub struct GatewayConfig {
     pub topology: bus::subjects::Topology,
     /// The xAPI versions this deployment speaks.
     pub versions: version::Versions,
+    /// The programme's company target and the skill labels file's labels.
+    pub programme: Programme,
+}
+
+/// What the programme summary and the dashboard need beyond the projector's figures.
+#[derive(Debug, Clone)]
+pub struct Programme {
+    /// Companies the programme means to reach (the fieldlabs' target).
+    pub company_target: u64,
+    pub skill_labels: labels::SkillLabels,
+}
+
+impl Default for Programme {
+    fn default() -> Self {
+        Programme {
+            company_target: 6000,
+            skill_labels: labels::SkillLabels::default(),
+        }
+    }
 }
 
 impl Default for GatewayConfig {
@@ -87,6 +109,7 @@ impl Default for GatewayConfig {
             write_timeout: Duration::from_secs(10),
             topology: bus::subjects::Topology::default(),
             versions: version::Versions::all(),
+            programme: Programme::default(),
         }
     }
 }
@@ -110,6 +133,7 @@ pub struct AppState {
     /// Forwarding targets and webhooks, opened at the first admin request about them.
     pub targets: Arc<tokio::sync::OnceCell<bus::targets::Targets>>,
     pub stream_replicas: usize,
+    pub programme: Programme,
 }
 
 pub struct Gateway {
@@ -145,6 +169,7 @@ impl Gateway {
             versions: config.versions,
             targets: Arc::default(),
             stream_replicas: config.topology.stream_replicas,
+            programme: config.programme.clone(),
         };
         Ok(Gateway {
             listener,
@@ -274,6 +299,34 @@ pub fn router(state: AppState) -> Router {
             get(summaries::hub).fallback(method_not_allowed),
         )
         .route(
+            "/dashboard",
+            get(dashboard::overview).fallback(method_not_allowed),
+        )
+        .route(
+            "/dashboard/hubs/{hub}",
+            get(dashboard::hub).fallback(method_not_allowed),
+        )
+        .route(
+            "/dashboard/companies/{company}",
+            get(dashboard::company).fallback(method_not_allowed),
+        )
+        .route(
+            "/dashboard/workers",
+            get(dashboard::worker).fallback(method_not_allowed),
+        )
+        .route(
+            "/dashboard/search",
+            get(dashboard::search).fallback(method_not_allowed),
+        )
+        .route(
+            "/dashboard/assets/{file}",
+            get(dashboard::asset).fallback(method_not_allowed),
+        )
+        .route(
+            "/summaries/programme",
+            get(summaries::programme).fallback(method_not_allowed),
+        )
+        .route(
             "/summaries/companies",
             get(summaries::companies).fallback(method_not_allowed),
         )
@@ -332,6 +385,13 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/admin/forwards/{name}/replay",
             axum::routing::post(targets::replay_forward).fallback(method_not_allowed),
+        )
+        .route("/admin/hubs", get(hubs::list).fallback(method_not_allowed))
+        .route(
+            "/admin/hubs/{id}",
+            axum::routing::put(hubs::set)
+                .delete(hubs::delete)
+                .fallback(method_not_allowed),
         )
         .route(
             "/admin/erasures",

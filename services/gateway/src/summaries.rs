@@ -138,7 +138,7 @@ fn options(
     Ok(options)
 }
 
-async fn ask(state: &AppState, query: &SummaryQuery) -> Result<SummaryReply, ApiError> {
+pub(crate) async fn ask(state: &AppState, query: &SummaryQuery) -> Result<SummaryReply, ApiError> {
     let to = bus::request::Ask::projector(subjects::API_SUMMARIES, TIMEOUT)
         .retrying_every(bus::request::READ_ATTEMPT);
     match bus::request::ask_json(&state.client, to, query).await? {
@@ -165,8 +165,11 @@ async fn one(
     };
     match ask(state, &query).await? {
         SummaryReply::One {
-            summary: Some(summary),
-        } => render(vec![summary], options.csv, None),
+            summary: Some(mut summary),
+        } => {
+            state.programme.skill_labels.apply(&mut summary);
+            render(vec![summary], options.csv, None)
+        }
         SummaryReply::One { summary: None } => {
             Err(ApiError::NotFound(format!("no summary for {id}")))
         }
@@ -191,9 +194,14 @@ async fn list(state: &AppState, kind: SummaryKind, options: Options) -> Result<R
     match ask(state, &query).await? {
         SummaryReply::List {
             total,
-            items,
+            mut items,
             next_offset,
-        } => render(items, options.csv, Some((total, next_offset))),
+        } => {
+            for item in &mut items {
+                state.programme.skill_labels.apply(item);
+            }
+            render(items, options.csv, Some((total, next_offset)))
+        }
         _ => Err(ApiError::Internal),
     }
 }
@@ -244,7 +252,12 @@ pub fn to_csv(items: &[Value]) -> Result<Vec<u8>, csv::Error> {
         })
         .unwrap_or_default();
     // What the row is about comes first.
-    columns.sort_by_key(|column| !matches!(column.as_str(), "worker" | "hub" | "company"));
+    columns.sort_by_key(|column| {
+        !matches!(
+            column.as_str(),
+            "worker" | "hub" | "company" | "month" | "type" | "region"
+        )
+    });
     let mut writer = csv::Writer::from_writer(Vec::new());
     writer.write_record(&columns)?;
     let empty = Map::new();
@@ -353,6 +366,78 @@ pub async fn companies(
     let allowed: Vec<&str> = ["hub"].iter().chain(LIST).copied().collect();
     let options = options(&state, query.as_deref(), &headers, &allowed)?;
     list(&state, SummaryKind::Company, options).await
+}
+
+/// The programme summary as the projector computes it from the registry the store keeps.
+pub async fn programme_summary(state: &AppState) -> Result<Value, ApiError> {
+    let hubs = crate::hubs::registry(state).await?;
+    let query = SummaryQuery::Programme {
+        hubs,
+        target: state.programme.company_target,
+    };
+    match ask(state, &query).await? {
+        SummaryReply::One {
+            summary: Some(summary),
+        } => Ok(summary),
+        _ => Err(ApiError::Internal),
+    }
+}
+
+/// `GET /summaries/programme`: companies reached against the target (as a whole, by hub
+/// type, by region; per month, cumulative), workers by learner group per hub and region.
+/// As CSV (`format=csv`, `table=`): one of its tables, `months` (the default), `types`,
+/// `regions` or `hubs`.
+pub async fn programme(
+    State(state): State<AppState>,
+    Caller(_caller): Caller,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let mut table = "months".to_owned();
+    let mut rest = Vec::new();
+    for (name, value) in parse_pairs(query.as_deref())? {
+        if name == "table" {
+            table = value;
+        } else {
+            rest.push(format!("{name}={value}"));
+        }
+    }
+    let options = options(&state, Some(&rest.join("&")), &headers, &[])?;
+    let summary = programme_summary(&state).await?;
+    if !options.csv {
+        return Ok(Json(summary).into_response());
+    }
+    let field = match table.as_str() {
+        "months" => "months",
+        "types" => "by_type",
+        "regions" => "by_region",
+        "hubs" => "hubs",
+        other => {
+            return Err(ApiError::BadRequest(format!(
+                "table must be months, types, regions or hubs, not {other:?}"
+            )))
+        }
+    };
+    let rows = summary
+        .get(field)
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let rows: Vec<Value> = rows.into_iter().map(flatten_groups).collect();
+    render(rows, true, Some((0, None)))
+}
+
+/// A row's learner groups as columns of their own (`learner_groups.youth`), for CSV.
+fn flatten_groups(mut row: Value) -> Value {
+    if let Some(object) = row.as_object_mut() {
+        if let Some(Value::Object(groups)) = object.remove("learner_groups") {
+            for group in ["youth", "worker", "jobseeker", "unknown"] {
+                let count = groups.get(group).cloned().unwrap_or(json!(0));
+                object.insert(format!("learner_groups.{group}"), count);
+            }
+        }
+    }
+    row
 }
 
 #[cfg(test)]

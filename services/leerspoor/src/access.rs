@@ -78,7 +78,7 @@ pub async fn ask(
 }
 
 /// Publishes one change to `LRS_IN` and waits for a store's verdict on it.
-async fn through_log(
+pub(crate) async fn through_log(
     client: &async_nats::Client,
     subject: &'static str,
     payload: Vec<u8>,

@@ -7,7 +7,8 @@ use serde_json::Value;
 
 #[derive(Debug, clap::Args)]
 pub struct SummaryArgs {
-    /// worker, hub, company (one, with ID) or workers, hubs, companies (a list).
+    /// worker, hub, company (one, with ID), workers, hubs, companies (a list), or programme
+    /// (companies reached against the target, by hub type and region).
     pub kind: String,
     /// Worker (e.g. mailto:ann@example.org or an IFI key), hub or company id.
     pub id: Option<String>,
@@ -90,11 +91,28 @@ fn query(args: &SummaryArgs) -> anyhow::Result<SummaryQuery> {
     })
 }
 
-pub async fn run(client: &async_nats::Client, args: SummaryArgs) -> anyhow::Result<()> {
+pub async fn run(
+    client: &async_nats::Client,
+    args: SummaryArgs,
+    company_target: u64,
+) -> anyhow::Result<()> {
     let to = bus::request::Ask::projector(
         bus::subjects::API_SUMMARIES,
         std::time::Duration::from_secs(10),
     );
+    if args.kind == "programme" {
+        let query = SummaryQuery::Programme {
+            hubs: crate::hubs::list(client).await?,
+            target: company_target,
+        };
+        let SummaryReply::One {
+            summary: Some(summary),
+        } = bus::request::ask_json(client, to, &query).await?
+        else {
+            anyhow::bail!("the projector gave no programme summary");
+        };
+        return print_programme(&summary, args.csv);
+    }
     let items = match bus::request::ask_json(client, to, &query(&args)?).await? {
         SummaryReply::One {
             summary: Some(summary),
@@ -127,6 +145,48 @@ pub async fn run(client: &async_nats::Client, args: SummaryArgs) -> anyhow::Resu
         if let [one] = items.as_slice() {
             print!("{}", months(one));
         }
+    }
+    Ok(())
+}
+
+/// The programme's headline, then its months, hub types and regions as tables (CSV: the
+/// months).
+fn print_programme(summary: &Value, csv: bool) -> anyhow::Result<()> {
+    let rows = |field: &str| -> Vec<Value> {
+        summary[field]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|mut row| {
+                if let Some(object) = row.as_object_mut() {
+                    object.remove("months");
+                }
+                row
+            })
+            .collect()
+    };
+    let months = gateway::summaries::to_csv(&rows("months"))?;
+    if csv {
+        print!("{}", String::from_utf8_lossy(&months));
+        return Ok(());
+    }
+    println!(
+        "companies reached: {} of {} ({:.1}%), workers: {}, statements: {}",
+        summary["companies_reached"],
+        summary["target"],
+        summary["target_share"].as_f64().unwrap_or(0.0) * 100.0,
+        summary["workers"],
+        summary["statements"],
+    );
+    println!("learner groups: {}", summary["learner_groups"]);
+    for (title, field) in [
+        ("months", "months"),
+        ("hub types", "by_type"),
+        ("regions", "by_region"),
+    ] {
+        println!("\n{title}");
+        print!("{}", table(&gateway::summaries::to_csv(&rows(field))?)?);
     }
     Ok(())
 }

@@ -113,6 +113,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         },
         limits: xapi::limits::Limits::default(),
         replicas: Default::default(),
+        programme: Default::default(),
         ops: Default::default(),
     };
     let node = Node::start(config, Parts::All).await?;

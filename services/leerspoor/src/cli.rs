@@ -131,6 +131,9 @@ pub enum Command {
         #[arg(long)]
         replay_parked: bool,
     },
+    /// The hub registry: each hub's name, type (technohub, fieldlab) and region.
+    #[command(subcommand)]
+    Hubs(leerspoor::hubs::HubsCommand),
     /// Shows a worker, hub or company summary, or a list of them (from the projector).
     Summary(leerspoor::analyst::SummaryArgs),
     /// Publishes realistic demo statements (and voids a few) to a running Leerspoor.

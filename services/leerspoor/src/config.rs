@@ -21,6 +21,26 @@ pub struct Config {
     pub limits: xapi::limits::Limits,
     pub replicas: ReplicasSection,
     pub ops: OpsSection,
+    pub programme: ProgrammeSection,
+}
+
+/// The programme's figures (README "Programme figures").
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProgrammeSection {
+    /// Companies the programme means to reach.
+    pub company_target: u64,
+    /// A CSV of skill labels: URI, then one column per language (`en`, `nl`).
+    pub skill_labels: Option<PathBuf>,
+}
+
+impl Default for ProgrammeSection {
+    fn default() -> Self {
+        ProgrammeSection {
+            company_target: 6000,
+            skill_labels: None,
+        }
+    }
 }
 
 /// `/metrics` and `/health/*` (README "Operating Leerspoor").
@@ -135,6 +155,7 @@ impl Default for Config {
             limits: xapi::limits::Limits::default(),
             replicas: ReplicasSection::default(),
             ops: OpsSection::default(),
+            programme: ProgrammeSection::default(),
         }
     }
 }
@@ -240,6 +261,15 @@ impl Config {
             topology: self.topology()?,
             versions: gateway::version::Versions::parse(&self.gateway.xapi_versions)
                 .map_err(anyhow::Error::msg)?,
+            programme: gateway::Programme {
+                company_target: self.programme.company_target,
+                skill_labels: match &self.programme.skill_labels {
+                    Some(path) => {
+                        gateway::labels::SkillLabels::load(path).map_err(anyhow::Error::msg)?
+                    }
+                    None => gateway::labels::SkillLabels::default(),
+                },
+            },
         })
     }
 

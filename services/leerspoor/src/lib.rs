@@ -9,6 +9,7 @@
 //! - [`bench`]: the ingest benchmark; [`bench_erasure`]: erasing one person with many statements;
 //!   [`bench_replicas`]: a new replica from a snapshot.
 //! - [`demo`]: demo data for a new installation.
+//! - [`hubs`]: `leerspoor hubs`, the hub registry.
 //! - [`replicas`]: `leerspoor replicas`, every replica's position and content digest.
 
 pub mod access;
@@ -20,6 +21,7 @@ pub mod bench_replicas;
 pub mod bench_summaries;
 pub mod config;
 pub mod demo;
+pub mod hubs;
 pub mod node;
 pub mod replicas;
 pub mod targets;

@@ -52,9 +52,13 @@ async fn main() -> anyhow::Result<()> {
             let auth = local.nats.user.clone().zip(local.nats.password.clone());
             return leerspoor::demo::run(args, auth).await;
         }
+        cli::Command::Hubs(command) => {
+            let client = admin_client(&config).await?;
+            return leerspoor::hubs::run(&client, command).await;
+        }
         cli::Command::Summary(args) => {
             let client = admin_client(&config).await?;
-            return leerspoor::analyst::run(&client, args).await;
+            return leerspoor::analyst::run(&client, args, config.programme.company_target).await;
         }
         cli::Command::Credentials(command) => {
             let client = admin_client(&config).await?;

@@ -11,6 +11,7 @@
 //! - [`projection`]: the sled database: apply, read.
 //! - [`members`]: the members of hubs' and companies' distinct counts, a key each.
 //! - [`order`]: the sorted keys that answer list queries without scanning.
+//! - [`programme`]: the programme summary (reach against the target, by type and region).
 //! - [`rebuild`]: recomputing every summary from the stored statements, and the swap.
 //! - [`service`]: the NATS side: the `LRS_STORED` consumer and `lrs.api.summaries`.
 
@@ -19,6 +20,7 @@ pub use service::{Projector, ProjectorConfig};
 pub mod contribution;
 pub mod members;
 pub mod order;
+pub mod programme;
 pub mod projection;
 pub mod rebuild;
 pub mod service;

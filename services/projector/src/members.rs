@@ -25,6 +25,22 @@ pub enum Set {
     CompanyWorkers,
     CompanyCompleted,
     CompanySkills,
+    /// A company's workers who evidenced one skill in one month (qualifier: month, a space,
+    /// the skill).
+    CompanyMonthSkillWorkers,
+    /// The months a company had a statement at a hub (qualifier: the company; member: the
+    /// month): its first month there is the first key, for the programme's reach by hub
+    /// type and region.
+    HubCompanyMonths,
+    /// The programme as a whole (id empty): its workers, companies, workers per learner
+    /// group (qualifier), workers and companies per month (qualifier), and each company's
+    /// months (qualifier: the company; member: the month).
+    ProgrammeWorkers,
+    ProgrammeCompanies,
+    ProgrammeGroupWorkers,
+    ProgrammeMonthWorkers,
+    ProgrammeMonthCompanies,
+    ProgrammeCompanyMonths,
 }
 
 impl Set {
@@ -41,6 +57,14 @@ impl Set {
             Set::CompanyWorkers => (b'c', b'w'),
             Set::CompanyCompleted => (b'c', b'a'),
             Set::CompanySkills => (b'c', b'k'),
+            Set::CompanyMonthSkillWorkers => (b'c', b'M'),
+            Set::HubCompanyMonths => (b'h', b'M'),
+            Set::ProgrammeWorkers => (b'p', b'w'),
+            Set::ProgrammeCompanies => (b'p', b'c'),
+            Set::ProgrammeGroupWorkers => (b'p', b'g'),
+            Set::ProgrammeMonthWorkers => (b'p', b'm'),
+            Set::ProgrammeMonthCompanies => (b'p', b'n'),
+            Set::ProgrammeCompanyMonths => (b'p', b'f'),
         }
     }
 }
@@ -58,6 +82,24 @@ pub fn key(set: Set, id: &str, month: &str, member: &str) -> Vec<u8> {
     key.extend_from_slice(month.as_bytes());
     key.extend_from_slice(member.as_bytes());
     key
+}
+
+/// The keys of every member of a set, whatever the summary.
+pub fn set_prefix(set: Set) -> Vec<u8> {
+    let (kind, tag) = set.tag();
+    vec![MEMBER, kind, tag]
+}
+
+/// A member key split back into (id, qualifier, member), `None` if it is not one.
+pub fn parse(key: &[u8]) -> Option<(&str, &str, &str)> {
+    let rest = key.get(3..)?;
+    let id_len = u32::from_be_bytes(rest.get(..4)?.try_into().ok()?) as usize;
+    let id = std::str::from_utf8(rest.get(4..4 + id_len)?).ok()?;
+    let rest = rest.get(4 + id_len..)?;
+    let qualifier_len = u32::from_be_bytes(rest.get(..4)?.try_into().ok()?) as usize;
+    let qualifier = std::str::from_utf8(rest.get(4..4 + qualifier_len)?).ok()?;
+    let member = std::str::from_utf8(rest.get(4 + qualifier_len..)?).ok()?;
+    Some((id, qualifier, member))
 }
 
 /// The keys of every member of a set start with this (a key without its member).
@@ -91,4 +133,17 @@ pub fn step(count: &mut u64, sign: i64) -> i64 {
         *count
     };
     i64::from(*count > 0) - i64::from(before > 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_member_key_splits_back_into_its_parts() {
+        let key = key(Set::HubCompanyMonths, "eindhoven", "KVK-1", "2026-03");
+        assert_eq!(parse(&key), Some(("eindhoven", "KVK-1", "2026-03")));
+        assert!(key.starts_with(&set_prefix(Set::HubCompanyMonths)));
+        assert_eq!(parse(b"gh"), None);
+    }
 }

@@ -13,7 +13,7 @@ use serde_json::Value;
 use crate::contribution::{contributions, Contribution};
 use crate::members::{Members, Set};
 use crate::order;
-use crate::summary::{CompanyState, HubState, MonthRange, WorkerState};
+use crate::summary::{CompanyState, HubState, MonthRange, ProgrammeState, WorkerState};
 
 /// `m` + name: the last applied `LRS_STORED` sequence.
 const META_APPLIED: &[u8] = b"mapplied";
@@ -27,6 +27,14 @@ const ERASED: &[u8] = b"e";
 pub(crate) const WORKER: u8 = b'w';
 pub(crate) const HUB: u8 = b'h';
 pub(crate) const COMPANY: u8 = b'c';
+/// `P` -> [`ProgrammeState`] JSON: the programme as a whole.
+pub(crate) const PROGRAMME: &[u8] = b"P";
+/// Present once the programme's figures (and each company's months) are kept: a database
+/// made before them is rebuilt (see [`Projection::needs_rebuild`]).
+const PROGRAMME_KEPT: &[u8] = b"mprogramme1";
+/// `L` + skill URI -> language map JSON: the name a statement's context gave the skill (the
+/// latest one applied).
+const SKILL_LABEL: u8 = b'L';
 /// `t` + worker + 0 + timestamp + 0 + statement id -> empty: a worker's first and last
 /// timestamps are the ends of this range.
 const TIMESTAMP: u8 = b't';
@@ -109,6 +117,8 @@ fn key(prefix: u8, id: &str) -> Vec<u8> {
 
 pub struct Projection {
     tree: sled::Db,
+    /// The last programme summary (see [`crate::programme`]).
+    pub(crate) programme: crate::programme::Cache,
     /// Where it lives, so a rebuild can remove it once replaced.
     path: std::path::PathBuf,
 }
@@ -119,6 +129,9 @@ struct Touched {
     workers: HashMap<String, WorkerState>,
     hubs: HashMap<String, HubState>,
     companies: HashMap<String, CompanyState>,
+    programme: Option<ProgrammeState>,
+    /// Skill names found in the statements' contexts.
+    labels: HashMap<String, Value>,
     markers: HashMap<String, Option<Vec<u8>>>,
     /// Timestamp keys to add (true) or remove (false).
     timestamps: Vec<(Vec<u8>, bool)>,
@@ -163,6 +176,7 @@ impl Projection {
             // No background flusher: every applied message is flushed before its ack, and a
             // flusher thread would keep the database locked after a drop.
             tree: sled::Config::new().path(path).flush_every_ms(None).open()?,
+            programme: crate::programme::Cache::default(),
             path: path.to_owned(),
         };
         if !projection.tree.contains_key(MEMBERS_MOVED)? {
@@ -170,6 +184,9 @@ impl Projection {
         }
         if !projection.tree.contains_key(order::BUILT)? {
             projection.build_order()?;
+        }
+        if projection.tree.is_empty() || projection.count(WORKER)? == 0 {
+            projection.tree.insert(PROGRAMME_KEPT, &[] as &[u8])?;
         }
         Ok(projection)
     }
@@ -244,6 +261,19 @@ impl Projection {
         }
         self.tree.insert(order::BUILT, &[] as &[u8])?;
         self.tree.flush()?;
+        Ok(())
+    }
+
+    /// Whether this database was made before the programme figures were kept: its summaries
+    /// are right, but the programme's figures and the companies' months start only with what
+    /// it applies now. The projector service rebuilds such a database once, at start.
+    pub fn needs_rebuild(&self) -> Result<bool, ProjectionError> {
+        Ok(!self.tree.contains_key(PROGRAMME_KEPT)?)
+    }
+
+    /// Marks a database whose every figure was computed from all statements (a rebuild).
+    pub fn mark_complete(&self) -> Result<(), ProjectionError> {
+        self.tree.insert(PROGRAMME_KEPT, &[] as &[u8])?;
         Ok(())
     }
 
@@ -322,6 +352,8 @@ impl Projection {
             COMPANY,
             TIMESTAMP,
             crate::members::MEMBER,
+            PROGRAMME[0],
+            SKILL_LABEL,
         ] {
             for item in self.tree.scan_prefix([prefix]) {
                 let (key, value) = item?;
@@ -389,6 +421,11 @@ impl Projection {
                 _ => continue,
             };
             touched.markers.insert(id.to_owned(), Some(next.to_vec()));
+            if sign > 0 {
+                touched
+                    .labels
+                    .extend(xapi::llo::skill_labels(&event.statement));
+            }
             if sign != 0 {
                 for contribution in contributions(&event.statement) {
                     touched
@@ -426,6 +463,16 @@ impl Projection {
             } else {
                 batch.insert(member, &count.to_be_bytes());
             }
+        }
+        for (skill, label) in &touched.labels {
+            batch.insert(key(SKILL_LABEL, skill), label.to_string().into_bytes());
+        }
+        if let Some(programme) = &touched.programme {
+            let bytes = serde_json::to_vec(programme).map_err(|err| ProjectionError::Corrupt {
+                key: PROGRAMME.to_vec(),
+                reason: err.to_string(),
+            })?;
+            batch.insert(PROGRAMME, bytes);
         }
         let before = &touched.before;
         let counts = [
@@ -483,6 +530,16 @@ impl Projection {
         }
         if let Some(worker) = touched.workers.get_mut(&contribution.worker) {
             worker.apply(contribution, sign);
+        }
+        if touched.programme.is_none() {
+            touched.programme = Some(self.load(PROGRAMME)?);
+        }
+        if let Some(programme) = touched.programme.as_mut() {
+            let mut members = TreeMembers {
+                tree: &self.tree,
+                members: &mut touched.members,
+            };
+            programme.apply(contribution, sign, &mut members)?;
         }
         if let Some(hub) = &contribution.hub {
             if !touched.hubs.contains_key(hub) {
@@ -570,6 +627,49 @@ impl Projection {
         Ok((applied, left))
     }
 
+    /// Gives every skill in a summary the name the statements' contexts gave it, if any.
+    pub fn label_skills(&self, value: &mut Value) {
+        xapi::llo::label_skills(value, &|skill| {
+            self.tree
+                .get(key(SKILL_LABEL, skill))
+                .ok()
+                .flatten()
+                .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+        });
+    }
+
+    pub(crate) fn tree(&self) -> &sled::Db {
+        &self.tree
+    }
+
+    pub(crate) fn load_programme(&self) -> Result<ProgrammeState, ProjectionError> {
+        self.load(PROGRAMME)
+    }
+
+    /// Every hub's state, by id (hubs are few: the programme has tens, not thousands).
+    pub(crate) fn hub_states(&self) -> Result<Vec<(String, HubState)>, ProjectionError> {
+        let mut found = Vec::new();
+        for item in self.tree.scan_prefix([HUB]) {
+            let (raw_key, value) = item?;
+            let state: HubState =
+                serde_json::from_slice(&value).map_err(|err| ProjectionError::Corrupt {
+                    key: raw_key.to_vec(),
+                    reason: err.to_string(),
+                })?;
+            found.push((String::from_utf8_lossy(&raw_key[1..]).into_owned(), state));
+        }
+        Ok(found)
+    }
+
+    /// The programme summary against `target` companies, with the hub registry `hubs`.
+    pub fn programme(
+        &self,
+        hubs: &[bus::hubs::HubEntry],
+        target: u64,
+    ) -> Result<Value, ProjectionError> {
+        self.programme.get_or_compute(self, hubs, target)
+    }
+
     pub fn worker(
         &self,
         worker: &str,
@@ -618,17 +718,26 @@ impl Projection {
         if let Some(object) = view.as_object_mut() {
             object.insert("skills_first".into(), Value::Array(skills_first));
         }
+        self.label_skills(&mut view);
         Ok(Some(view))
     }
 
     pub fn hub(&self, hub: &str, months: &MonthRange) -> Result<Option<Value>, ProjectionError> {
         let state: HubState = self.load(&key(HUB, hub))?;
-        Ok((!state.is_empty()).then(|| state.view(hub, months)))
+        Ok((!state.is_empty()).then(|| {
+            let mut view = state.view(hub, months);
+            self.label_skills(&mut view);
+            view
+        }))
     }
 
     pub fn company(&self, company: &str) -> Result<Option<Value>, ProjectionError> {
         let state: CompanyState = self.load(&key(COMPANY, company))?;
-        Ok((!state.is_empty()).then(|| state.view(company)))
+        Ok((!state.is_empty()).then(|| {
+            let mut view = state.view(company);
+            self.label_skills(&mut view);
+            view
+        }))
     }
 
     /// One page of a kind's summaries: sorted by `sort` (a field of the kind's `SORTABLE`)

@@ -150,7 +150,30 @@ impl Projector {
             )
             .await?;
         let mut puller = self.puller.lock().await;
+        // A database made before the programme figures is rebuilt once (retried while the
+        // store cannot answer); its summaries are answered meanwhile.
+        let mut upgrade_at = self
+            .projection
+            .get()
+            .needs_rebuild()?
+            .then(std::time::Instant::now);
         loop {
+            if upgrade_at.is_some_and(|at| at <= std::time::Instant::now()) {
+                tracing::info!("this database predates the programme figures; rebuilding it");
+                match crate::rebuild::rebuild(&self.client, &self.config.data_dir, &self.projection)
+                    .await
+                {
+                    Ok(report) => {
+                        tracing::info!(statements = report.statements, "upgrade rebuild done");
+                        upgrade_at = None;
+                    }
+                    Err(err) => {
+                        tracing::warn!(error = %format!("{err:#}"), "upgrade rebuild failed; trying again in 30 s");
+                        upgrade_at =
+                            Some(std::time::Instant::now() + std::time::Duration::from_secs(30));
+                    }
+                }
+            }
             // Between two batches, what waits: a rebuild, a snapshot (the database at one
             // sequence). Never by dropping a pull in flight: the messages it fetched would
             // come back only after ack_wait, after later ones.
@@ -428,6 +451,7 @@ pub fn run_query(
                 bus::wire::SummaryKind::Hub => projection.hub(&id, &months)?,
                 bus::wire::SummaryKind::Company => projection.company(&id)?,
             };
+
             let size = summary
                 .as_ref()
                 .map_or(0, |summary| summary.to_string().len());
@@ -439,6 +463,20 @@ pub fn run_query(
                 });
             }
             Ok(SummaryReply::One { summary })
+        }
+        SummaryQuery::Programme { hubs, target } => {
+            let summary = projection.programme(&hubs, target)?;
+            let size = summary.to_string().len();
+            if size > budget {
+                return Ok(SummaryReply::Refused {
+                    message: format!(
+                        "the programme summary takes {size} bytes, more than one NATS message holds ({budget})"
+                    ),
+                });
+            }
+            Ok(SummaryReply::One {
+                summary: Some(summary),
+            })
         }
         SummaryQuery::List {
             kind,

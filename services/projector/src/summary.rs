@@ -253,6 +253,13 @@ impl HubState {
                 self.companies,
                 members.change(Set::HubCompanies, hub, "", company, sign)?,
             );
+            members.change(
+                Set::HubCompanyMonths,
+                hub,
+                company,
+                &contribution.month,
+                sign,
+            )?;
         }
         add(&mut self.statements, 1, sign);
         if contribution.completed.is_some() {
@@ -370,6 +377,16 @@ pub struct CompanyState {
     /// Distinct workers per skill evidenced.
     #[serde(default)]
     pub skill_workers: BTreeMap<String, u64>,
+    /// Statements and skills (distinct workers) per month.
+    #[serde(default)]
+    pub months: BTreeMap<String, CompanyMonth>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct CompanyMonth {
+    pub statements: i128,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub skills: BTreeMap<String, u64>,
 }
 
 impl CompanyState {
@@ -386,6 +403,22 @@ impl CompanyState {
         );
         add(&mut self.statements, 1, sign);
         add(&mut self.learning_ms, contribution.learning_ms, sign);
+        let month = self.months.entry(contribution.month.clone()).or_default();
+        add(&mut month.statements, 1, sign);
+        for skill in &contribution.skills {
+            let qualifier = format!("{} {skill}", contribution.month);
+            let change = members.change(
+                Set::CompanyMonthSkillWorkers,
+                company,
+                &qualifier,
+                &contribution.worker,
+                sign,
+            )?;
+            shift_entry(&mut month.skills, skill, change);
+        }
+        if month.statements == 0 && month.skills.is_empty() {
+            self.months.remove(&contribution.month);
+        }
         if let Some(activity) = &contribution.completed {
             self.completed = shift(
                 self.completed,
@@ -441,7 +474,81 @@ impl CompanyState {
             "completed_activities": self.completed,
             "skills": self.skills,
             "skill_workers": ranked(&self.skill_workers),
+            "months": self.months.iter().map(|(month, totals)| json!({
+                "month": month,
+                "statements": whole(totals.statements),
+                "skill_workers": ranked(&totals.skills),
+            })).collect::<Vec<_>>(),
         })
+    }
+}
+
+/// The programme as a whole: its distinct workers and companies, workers per learner group,
+/// and per month the attendance, statements and distinct workers and companies. One small
+/// record, whatever the programme's size (members in [`crate::members`]).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ProgrammeState {
+    pub workers: u64,
+    pub companies: u64,
+    pub statements: i128,
+    pub groups: BTreeMap<String, u64>,
+    pub months: BTreeMap<String, ProgrammeMonth>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ProgrammeMonth {
+    pub statements: i128,
+    pub attendance: i128,
+    pub workers: u64,
+    pub companies: u64,
+}
+
+impl ProgrammeState {
+    pub fn apply<M: Members>(
+        &mut self,
+        contribution: &Contribution,
+        sign: i64,
+        members: &mut M,
+    ) -> Result<(), M::Error> {
+        let worker = &contribution.worker;
+        let month_key = &contribution.month;
+        add(&mut self.statements, 1, sign);
+        self.workers = shift(
+            self.workers,
+            members.change(Set::ProgrammeWorkers, "", "", worker, sign)?,
+        );
+        let group = members.change(
+            Set::ProgrammeGroupWorkers,
+            "",
+            &contribution.learner_group,
+            worker,
+            sign,
+        )?;
+        shift_entry(&mut self.groups, &contribution.learner_group, group);
+        let month = self.months.entry(month_key.clone()).or_default();
+        add(&mut month.statements, 1, sign);
+        if contribution.attended.is_some() {
+            add(&mut month.attendance, 1, sign);
+        }
+        month.workers = shift(
+            month.workers,
+            members.change(Set::ProgrammeMonthWorkers, "", month_key, worker, sign)?,
+        );
+        if let Some(company) = &contribution.company {
+            month.companies = shift(
+                month.companies,
+                members.change(Set::ProgrammeMonthCompanies, "", month_key, company, sign)?,
+            );
+            self.companies = shift(
+                self.companies,
+                members.change(Set::ProgrammeCompanies, "", "", company, sign)?,
+            );
+            members.change(Set::ProgrammeCompanyMonths, "", company, month_key, sign)?;
+        }
+        if month.statements == 0 {
+            self.months.remove(month_key);
+        }
+        Ok(())
     }
 }
 
@@ -531,6 +638,7 @@ pub mod legacy {
             completed: keep(Set::CompanyCompleted, &old.completed),
             skills: keep(Set::CompanySkills, &old.skills),
             skill_workers: BTreeMap::new(),
+            months: BTreeMap::new(),
         };
         (state, members)
     }

@@ -196,6 +196,10 @@ fn admin(db: &Db, payload: &[u8]) -> AdminReply {
             },
             Err(err) => internal(err),
         },
+        AdminRequest::ListHubs => match (crate::registry::Registry { tree: db.tree() }).list() {
+            Ok(hubs) => AdminReply::Hubs { hubs },
+            Err(err) => internal(err),
+        },
         AdminRequest::ExportDocument { agent, after } => {
             match db.documents().export(&agent, after.as_deref()) {
                 Ok(found) => {

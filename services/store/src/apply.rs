@@ -119,6 +119,22 @@ impl Db {
                 self.tree.apply_batch(batch)?;
                 return Ok(verdict);
             }
+            Ok(Ingest::Hub(change)) => {
+                let mut batch = sled::Batch::default();
+                let registry = crate::registry::Registry { tree: &self.tree };
+                if let Err(refused) = registry.apply(&change, &mut batch)? {
+                    return self.refuse(
+                        incoming,
+                        Verdict::Refused {
+                            code: refused.code.into(),
+                            message: refused.message,
+                        },
+                    );
+                }
+                self.mark_applied(&mut batch, sequence)?;
+                self.tree.apply_batch(batch)?;
+                return Ok(Verdict::Applied);
+            }
             Ok(Ingest::Statements(statements)) => statements,
         };
         let mut batch = sled::Batch::default();

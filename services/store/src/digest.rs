@@ -28,13 +28,14 @@ pub struct Digest {
 }
 
 /// Key prefixes that are content (see the module documentation).
-const CONTENT: [u8; 7] = [
+const CONTENT: [u8; 8] = [
     keys::STATEMENT,
     keys::POSITION,
     keys::INDEX,
     keys::PENDING_VOID,
     keys::CREDENTIAL,
     keys::AUDIT,
+    keys::HUB,
     crate::documents::PREFIX[0],
 ];
 

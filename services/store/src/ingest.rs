@@ -34,6 +34,7 @@ pub enum Ingest {
         body: Vec<u8>,
     },
     Credential(CredentialChange),
+    Hub(bus::hubs::HubChange),
     Erase(EraseCommand),
 }
 
@@ -62,6 +63,9 @@ pub fn decode(
                     format!("not a credential change: {err}"),
                 )
             }),
+        subjects::IN_HUBS => serde_json::from_slice(payload)
+            .map(Ingest::Hub)
+            .map_err(|err| command("hub.change", format!("not a hub registry change: {err}"))),
         subjects::IN_DOCUMENTS => {
             let (request, body): (DocumentRequest, &[u8]) =
                 bus::wire::unframe(payload).map_err(|err| {

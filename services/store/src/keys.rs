@@ -20,6 +20,8 @@ pub const PENDING_VOID: u8 = b'w';
 pub const OUTBOX: u8 = b'o';
 /// `k` + credential key -> [`bus::access::CredentialRecord`] JSON.
 pub const CREDENTIAL: u8 = b'k';
+/// `H` + hub id -> [`bus::hubs::HubEntry`] JSON: the hub registry.
+pub const HUB: u8 = b'H';
 /// `l` + entry id(8) -> [`bus::access::AuditEntry`] JSON: the audit log, oldest first.
 pub const AUDIT: u8 = b'l';
 /// `x` + SHA-2 -> empty: an attachment body no statement uses since an erasure, to be deleted
@@ -124,6 +126,13 @@ pub fn credential(key: &str) -> Vec<u8> {
     let mut bytes = Vec::with_capacity(1 + key.len());
     bytes.push(CREDENTIAL);
     bytes.extend_from_slice(key.as_bytes());
+    bytes
+}
+
+pub fn hub(id: &str) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(1 + id.len());
+    bytes.push(HUB);
+    bytes.extend_from_slice(id.as_bytes());
     bytes
 }
 

@@ -45,6 +45,7 @@ pub mod objects;
 pub mod outbox;
 mod publish;
 pub mod query;
+pub mod registry;
 mod replica;
 pub mod service;
 pub mod snapshot;

@@ -18,3 +18,101 @@ pub const SOURCES_HOME_PAGE: &str = "https://w3id.org/xapi/llo/sources";
 pub const CLIENTS_HOME_PAGE: &str = "https://w3id.org/xapi/llo/clients";
 /// The verb of attendance.
 pub const VERB_ATTENDED: &str = "http://adlnet.gov/expapi/verbs/attended";
+
+/// The names a statement gives its skills: a context activity (category, other, grouping or
+/// parent) whose id is one of the statement's skill URIs and that has a `definition.name`
+/// (a language map), e.g. `{"en": "use digital tools", "nl": "digitale hulpmiddelen gebruiken"}`.
+pub fn skill_labels(statement: &serde_json::Value) -> Vec<(String, serde_json::Value)> {
+    use serde_json::Value;
+    let Some(context) = statement.get("context") else {
+        return Vec::new();
+    };
+    let skills: Vec<&str> = context
+        .pointer("/extensions")
+        .and_then(|extensions| extensions.get(SKILLS))
+        .and_then(Value::as_array)
+        .map(|skills| skills.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    if skills.is_empty() {
+        return Vec::new();
+    }
+    let mut found = Vec::new();
+    for kind in ["category", "other", "grouping", "parent"] {
+        let activities = match context.pointer(&format!("/contextActivities/{kind}")) {
+            Some(Value::Array(activities)) => activities.iter().collect::<Vec<_>>(),
+            Some(activity @ Value::Object(_)) => vec![activity],
+            _ => continue,
+        };
+        for activity in activities {
+            let (Some(id), Some(name)) = (
+                activity.get("id").and_then(Value::as_str),
+                activity.pointer("/definition/name"),
+            ) else {
+                continue;
+            };
+            if skills.contains(&id) && name.as_object().is_some_and(|name| !name.is_empty()) {
+                found.push((id.to_owned(), name.clone()));
+            }
+        }
+    }
+    found
+}
+
+/// Gives every object in `value` that names a `"skill"` a `"label"` (a language map) where
+/// `label_of` knows one.
+pub fn label_skills(
+    value: &mut serde_json::Value,
+    label_of: &dyn Fn(&str) -> Option<serde_json::Value>,
+) {
+    use serde_json::Value;
+    match value {
+        Value::Object(object) => {
+            let label = object
+                .get("skill")
+                .and_then(Value::as_str)
+                .and_then(label_of);
+            if let Some(label) = label {
+                object.insert("label".into(), label);
+            }
+            for (_, inner) in object.iter_mut() {
+                label_skills(inner, label_of);
+            }
+        }
+        Value::Array(items) => {
+            for item in items {
+                label_skills(item, label_of);
+            }
+        }
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod label_tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_context_activity_names_the_skill_it_is() {
+        let skill = "http://data.europa.eu/esco/skill/abc";
+        let statement = json!({"context": {
+            "extensions": {SKILLS: [skill]},
+            "contextActivities": {"other": [
+                {"id": skill, "definition": {"name": {"en": "welding", "nl": "lassen"}}},
+                {"id": "https://example.org/not-a-skill", "definition": {"name": {"en": "x"}}}
+            ]}
+        }});
+        let labels = skill_labels(&statement);
+        assert_eq!(
+            labels,
+            vec![(skill.to_owned(), json!({"en": "welding", "nl": "lassen"}))]
+        );
+        let mut summary =
+            json!({"skill_workers": [{"skill": skill, "workers": 2}, {"skill": "other"}]});
+        label_skills(&mut summary, &|uri| {
+            (uri == skill).then(|| json!({"en": "welding"}))
+        });
+        assert_eq!(summary["skill_workers"][0]["label"]["en"], "welding");
+        assert!(summary["skill_workers"][1].get("label").is_none());
+    }
+}

@@ -49,6 +49,7 @@ pub fn config(nats_url: &str, data_dir: &std::path::Path) -> Config {
         },
         replicas: Default::default(),
         ops: Default::default(),
+        programme: Default::default(),
         // A killed store's messages come back quickly (tests wait at most 20 s).
         store: StoreSection {
             ack_wait_secs: 2,

@@ -5,6 +5,7 @@ mod attachments;
 mod backup;
 mod bad_input;
 mod clients;
+mod dashboard;
 mod documents;
 mod erasure;
 mod failover;

@@ -525,3 +525,206 @@ async fn thousands_of_demo_statements_with_a_projector_restart_match_a_recomputa
     store.stop().await;
     front.stop().await;
 }
+
+/// One LLO statement for the programme figures: a worker of `company` at `hub` in `month`.
+fn at_hub(worker: &str, hub: &str, company: &str, month: &str, group: Option<&str>) -> Value {
+    let mut statement = llo(
+        json!({"mbox": format!("mailto:{worker}@example.org")}),
+        "http://adlnet.gov/expapi/verbs/attended",
+        "https://hub.example/s/1",
+        hub,
+        company,
+        "PT1H",
+        &format!("{month}-10T09:00:00Z"),
+    );
+    if let Some(group) = group {
+        statement["context"]["extensions"]["https://w3id.org/xapi/llo/extensions/learner-group"] =
+            json!(group);
+    }
+    statement
+}
+
+#[tokio::test]
+async fn the_programme_counts_companies_reached_by_hub_type_and_region_from_the_registry() {
+    let app = TestApp::start().await;
+    let nats_url = app.nats.url();
+    // The registry: from the command line and over the admin route.
+    let said = crate::helpers::leerspoor_ok(
+        &[
+            "hubs",
+            "set",
+            "eindhoven",
+            "--name",
+            "Technohub Eindhoven",
+            "--type",
+            "technohub",
+            "--region",
+            "Brabant",
+            "--nats-url",
+            &nats_url,
+        ],
+        None,
+    )
+    .await;
+    assert!(said.contains("registered"), "{said}");
+    let put = app
+        .request(reqwest::Method::PUT, "/admin/hubs/delft")
+        .json(&json!({"name": "Fieldlab Delft", "type": "fieldlab", "region": "Zuid-Holland"}))
+        .send()
+        .await
+        .expect("put");
+    assert_eq!(put.status(), StatusCode::OK);
+    let bad = app
+        .request(reqwest::Method::PUT, "/admin/hubs/delft")
+        .json(&json!({"name": "Fieldlab Delft", "type": "lab", "region": "Zuid-Holland"}))
+        .send()
+        .await
+        .expect("put");
+    assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
+    assert!(bad.text().await.expect("text").contains("technohub"));
+    let missing = app
+        .request(reqwest::Method::DELETE, "/admin/hubs/nowhere")
+        .send()
+        .await
+        .expect("delete");
+    assert_eq!(missing.status(), StatusCode::NOT_FOUND);
+    let listed =
+        crate::helpers::leerspoor_ok(&["hubs", "list", "--json", "--nats-url", &nats_url], None)
+            .await;
+    let listed: Value = serde_json::from_str(&listed).expect("json");
+    assert_eq!(listed.as_array().expect("hubs").len(), 2);
+
+    // Company A at Eindhoven in January and at Delft in March, B at Delft in February, C at
+    // a hub nobody registered in February.
+    let statements = json!([
+        at_hub("ann", "eindhoven", "KVK-A", "2026-01", Some("youth")),
+        at_hub("ann", "delft", "KVK-A", "2026-03", Some("youth")),
+        at_hub("bob", "delft", "KVK-B", "2026-02", Some("worker")),
+        at_hub("cas", "elsewhere", "KVK-C", "2026-02", None),
+        at_hub("dirk", "eindhoven", "KVK-A", "2026-02", Some("jobseeker")),
+    ]);
+    assert_eq!(
+        app.post_statements(&statements).await.status(),
+        StatusCode::OK
+    );
+    let programme = wait_until("the programme counts every statement", WAIT, || async {
+        let programme = app.summary("/summaries/programme").await?;
+        (programme["statements"] == json!(5)).then_some(programme)
+    })
+    .await;
+    assert_eq!(programme["target"], json!(6000));
+    assert_eq!(programme["companies_reached"], json!(3));
+    let cumulative: Vec<(String, i64)> = programme["months"]
+        .as_array()
+        .expect("months")
+        .iter()
+        .map(|month| {
+            (
+                month["month"].as_str().expect("month").to_owned(),
+                month["companies_reached"].as_i64().expect("reached"),
+            )
+        })
+        .collect();
+    assert_eq!(
+        cumulative,
+        [
+            ("2026-01".into(), 1),
+            ("2026-02".into(), 3),
+            ("2026-03".into(), 3)
+        ]
+    );
+    let by = |field: &str, name: &str| -> Value {
+        programme[field]
+            .as_array()
+            .expect("rows")
+            .iter()
+            .find(|row| row[if field == "by_type" { "type" } else { "region" }] == json!(name))
+            .cloned()
+            .unwrap_or_else(|| panic!("{field} {name}: {programme}"))
+    };
+    assert_eq!(by("by_type", "technohub")["companies_reached"], json!(1));
+    let fieldlabs = by("by_type", "fieldlab");
+    assert_eq!(fieldlabs["companies_reached"], json!(2), "A and B at Delft");
+    let fieldlab_months: Vec<i64> = fieldlabs["months"]
+        .as_array()
+        .expect("months")
+        .iter()
+        .map(|month| month["companies_reached"].as_i64().expect("n"))
+        .collect();
+    assert_eq!(
+        fieldlab_months,
+        [0, 1, 2],
+        "B first in February, A at Delft in March"
+    );
+    assert_eq!(by("by_type", "unregistered")["companies_reached"], json!(1));
+    let brabant = by("by_region", "Brabant");
+    assert_eq!(brabant["workers"], json!(2));
+    assert_eq!(
+        brabant["learner_groups"],
+        json!({"youth": 1, "jobseeker": 1})
+    );
+    assert_eq!(
+        programme["learner_groups"],
+        json!({"youth": 1, "worker": 1, "jobseeker": 1, "unknown": 1}),
+        "a statement without a learner group counts as unknown"
+    );
+
+    // The registry changes after the fact: Delft becomes a technohub in Brabant.
+    crate::helpers::leerspoor_ok(
+        &[
+            "hubs",
+            "set",
+            "delft",
+            "--name",
+            "Technohub Delft",
+            "--type",
+            "technohub",
+            "--region",
+            "Brabant",
+            "--nats-url",
+            &nats_url,
+        ],
+        None,
+    )
+    .await;
+    let programme = app
+        .summary("/summaries/programme")
+        .await
+        .expect("programme");
+    let technohubs = programme["by_type"]
+        .as_array()
+        .expect("types")
+        .iter()
+        .find(|row| row["type"] == json!("technohub"))
+        .cloned()
+        .expect("technohubs");
+    assert_eq!(technohubs["companies_reached"], json!(2));
+    assert_eq!(technohubs["hubs"], json!(2));
+    let csv = app
+        .request(
+            reqwest::Method::GET,
+            "/summaries/programme?format=csv&table=regions",
+        )
+        .send()
+        .await
+        .expect("csv")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        csv.lines()
+            .next()
+            .expect("header")
+            .contains("learner_groups.youth"),
+        "{csv}"
+    );
+    assert!(csv.contains("Brabant,2,2,"), "{csv}");
+    let printed =
+        crate::helpers::leerspoor_ok(&["summary", "programme", "--nats-url", &nats_url], None)
+            .await;
+    assert!(
+        printed.contains("companies reached: 3 of 6000"),
+        "{printed}"
+    );
+    app.stop().await;
+}

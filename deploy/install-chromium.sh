@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Installs Debian's chromium and chromium-driver for the dashboard's browser test, unless
+# LEERSPOOR_CHROMEDRIVER already points at a chromedriver or one is on the PATH.
+set -euo pipefail
+if [ -n "${LEERSPOOR_CHROMEDRIVER:-}" ] && [ -x "$LEERSPOOR_CHROMEDRIVER" ]; then
+  exit 0
+fi
+if command -v chromedriver >/dev/null 2>&1 && command -v chromium >/dev/null 2>&1; then
+  exit 0
+fi
+echo "chromium: installing Debian's chromium and chromium-driver" >&2
+as_root=()
+if [ "$(id -u)" -ne 0 ]; then
+  as_root=(sudo)
+fi
+"${as_root[@]}" apt-get update -qq
+DEBIAN_FRONTEND=noninteractive "${as_root[@]}" apt-get install -y -qq chromium chromium-driver
+chromedriver --version >&2
