@@ -220,6 +220,9 @@ fn print_example(addr: std::net::SocketAddr, demo_credentials: bool) {
         "  curl -u {user} -H 'X-Experience-API-Version: 2.0.0' -H 'Content-Type: application/json' -d '{statement}' http://{addr}/xapi/statements"
     );
     say!("  curl -u {user} -H 'X-Experience-API-Version: 2.0.0' http://{addr}/xapi/statements");
+    say!(
+        "The programme dashboard (as {user}): http://{addr}/dashboard  (demo data: leerspoor demo)"
+    );
 }
 
 /// SIGINT or SIGTERM.
