@@ -382,6 +382,10 @@ pub enum SummaryQuery {
         /// Only the summaries of a hub's or a company's members.
         #[serde(default)]
         filter: ListFilter,
+        /// Where the previous page ended (its `next_cursor`): the page after it, read without
+        /// walking past the earlier ones. Not with `offset` or a filter.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        cursor: Option<String>,
     },
     /// The programme: companies reached against `target`, by hub type and region (from
     /// `hubs`, the registry as the store has it), workers by learner group.
@@ -424,6 +428,9 @@ pub enum SummaryReply {
         /// Set when the page stopped early to fit one NATS message: where the next starts.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         next_offset: Option<usize>,
+        /// Where this page ended, for the next one (`cursor`); none after the last page.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        next_cursor: Option<String>,
     },
     Error {
         message: String,

@@ -6,7 +6,8 @@
 //! - `GET /summaries/companies/{company}`, `GET /summaries/companies`
 //!
 //! One summary takes `from` and `to` (`YYYY-MM`) for its month series; lists take `sort` (a
-//! numeric field), `order` (`asc`, `desc`), `limit` and `offset`.
+//! numeric field), `order` (`asc`, `desc`), `limit`, and `offset` or `cursor` (the
+//! `next_cursor` of the previous page: deep pages without walking the earlier ones).
 
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderValue};
@@ -36,6 +37,7 @@ struct Options {
     agent: Option<String>,
     hub: Option<String>,
     company: Option<String>,
+    cursor: Option<String>,
 }
 
 fn month(name: &str, value: &str) -> Result<String, ApiError> {
@@ -83,6 +85,7 @@ fn options(
         agent: None,
         hub: None,
         company: None,
+        cursor: None,
     };
     for (name, value) in parse_pairs(raw)? {
         if name != "format" && !allowed.contains(&name.as_str()) {
@@ -132,6 +135,7 @@ fn options(
             "offset" => options.offset = number("offset", &value)?,
             "hub" => options.hub = Some(value),
             "company" => options.company = Some(value),
+            "cursor" => options.cursor = Some(value),
             _ => options.agent = Some(value),
         }
     }
@@ -190,37 +194,60 @@ async fn list(state: &AppState, kind: SummaryKind, options: Options) -> Result<R
             from: options.from,
             to: options.to,
         },
+        cursor: options.cursor,
     };
     match ask(state, &query).await? {
         SummaryReply::List {
             total,
             mut items,
             next_offset,
+            next_cursor,
         } => {
             for item in &mut items {
                 state.programme.skill_labels.apply(item);
             }
-            render(items, options.csv, Some((total, next_offset)))
+            let mut response = render(
+                items,
+                options.csv,
+                Some(Page {
+                    total,
+                    next_offset,
+                    next_cursor: next_cursor.clone(),
+                }),
+            )?;
+            // CSV has no room for it: the next page's cursor is a header there too.
+            if let Some(value) = next_cursor.and_then(|cursor| HeaderValue::from_str(&cursor).ok())
+            {
+                response.headers_mut().insert("x-next-cursor", value);
+            }
+            Ok(response)
         }
         _ => Err(ApiError::Internal),
     }
 }
 
-/// JSON (one object, or `{total, items}`), or CSV with one row per summary: scalar fields,
-/// lists joined with `;`, month series left out.
-/// `total` is a list's size and, when the page stopped early to fit one message, the offset
-/// of the next page.
-fn render(
-    items: Vec<Value>,
-    csv: bool,
-    total: Option<(usize, Option<usize>)>,
-) -> Result<Response, ApiError> {
+/// What a list answer says beside its items.
+struct Page {
+    total: usize,
+    /// Where the next page starts when this one stopped early to fit one message.
+    next_offset: Option<usize>,
+    next_cursor: Option<String>,
+}
+
+/// JSON (one object, or `{total, items, next_offset?, next_cursor?}`), or CSV with one row
+/// per summary: scalar fields, lists joined with `;`, month series left out.
+fn render(items: Vec<Value>, csv: bool, page: Option<Page>) -> Result<Response, ApiError> {
     if !csv {
-        return Ok(match total {
-            Some((total, None)) => Json(json!({"total": total, "items": items})).into_response(),
-            Some((total, Some(next_offset))) => {
-                Json(json!({"total": total, "items": items, "next_offset": next_offset}))
-                    .into_response()
+        return Ok(match page {
+            Some(page) => {
+                let mut answer = json!({"total": page.total, "items": items});
+                if let Some(next_offset) = page.next_offset {
+                    answer["next_offset"] = json!(next_offset);
+                }
+                if let Some(next_cursor) = page.next_cursor {
+                    answer["next_cursor"] = json!(next_cursor);
+                }
+                Json(answer).into_response()
             }
             None => Json(items.into_iter().next().unwrap_or(Value::Null)).into_response(),
         });
@@ -295,7 +322,7 @@ fn inert(text: &str) -> String {
 }
 
 const ONE: &[&str] = &["from", "to"];
-const LIST: &[&str] = &["sort", "order", "limit", "offset"];
+const LIST: &[&str] = &["sort", "order", "limit", "offset", "cursor"];
 
 pub async fn workers(
     State(state): State<AppState>,
@@ -424,7 +451,15 @@ pub async fn programme(
         .cloned()
         .unwrap_or_default();
     let rows: Vec<Value> = rows.into_iter().map(flatten_groups).collect();
-    render(rows, true, Some((0, None)))
+    render(
+        rows,
+        true,
+        Some(Page {
+            total: 0,
+            next_offset: None,
+            next_cursor: None,
+        }),
+    )
 }
 
 /// A row's learner groups as columns of their own (`learner_groups.youth`), for CSV.

@@ -72,6 +72,7 @@ fn query(args: &SummaryArgs) -> anyhow::Result<SummaryQuery> {
                 from: args.from.clone(),
                 to: args.to.clone(),
             },
+            cursor: None,
         });
     }
     let id = args
@@ -126,6 +127,7 @@ pub async fn run(
             items,
             total,
             next_offset,
+            ..
         } => {
             match next_offset {
                 Some(next) => eprintln!("{} of {total} (more from --offset {next})", items.len()),

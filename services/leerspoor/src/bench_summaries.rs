@@ -226,7 +226,23 @@ pub fn summary_lists(worker_counts: &[usize]) -> anyhow::Result<()> {
             offset,
             limit: 20,
             filter: Default::default(),
+            cursor: None,
         };
+        // The cursor of the 1,000th worker by learning time: page 51 of 20 without the walk.
+        let deep = projection
+            .list(
+                SummaryKind::Worker,
+                Some("learning_seconds"),
+                true,
+                980,
+                20,
+                &Default::default(),
+                None,
+            )?
+            .map_err(anyhow::Error::msg)?
+            .cursors
+            .last()
+            .cloned();
         let queries: Vec<(String, Query)> = vec![
             (
                 "workers?sort=statements&order=desc&limit=20".into(),
@@ -235,6 +251,18 @@ pub fn summary_lists(worker_counts: &[usize]) -> anyhow::Result<()> {
             (
                 "workers?sort=learning_seconds&order=desc&offset=1000&limit=20".into(),
                 Box::new(move |_| list(SummaryKind::Worker, "learning_seconds", 1000)),
+            ),
+            (
+                "workers?sort=learning_seconds&order=desc&cursor=(1,000th)&limit=20".into(),
+                Box::new(move |_| SummaryQuery::List {
+                    kind: SummaryKind::Worker,
+                    sort: Some("learning_seconds".into()),
+                    descending: true,
+                    offset: 0,
+                    limit: 20,
+                    filter: Default::default(),
+                    cursor: deep.clone(),
+                }),
             ),
             (
                 "companies?sort=workers&order=desc&limit=20".into(),

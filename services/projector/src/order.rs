@@ -43,6 +43,42 @@ pub fn id_of(key: &[u8]) -> String {
     String::from_utf8_lossy(key.get(11..).unwrap_or_default()).into_owned()
 }
 
+/// A list cursor: the key a page ended at, without its 3-byte prefix, as hex (opaque to
+/// clients; URL-safe).
+pub fn cursor_of(key: &[u8], prefix_len: usize) -> String {
+    key.get(prefix_len..)
+        .unwrap_or_default()
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect()
+}
+
+/// The key a cursor names under `prefix`, or why it is not a cursor.
+pub fn key_of_cursor(prefix: &[u8], cursor: &str) -> Result<Vec<u8>, String> {
+    let bad = || format!("cursor {cursor:?} is not one this list gave");
+    if cursor.is_empty() || !cursor.len().is_multiple_of(2) || cursor.len() > 2048 {
+        return Err(bad());
+    }
+    let mut key = prefix.to_vec();
+    for pair in cursor.as_bytes().chunks(2) {
+        let text = std::str::from_utf8(pair).map_err(|_| bad())?;
+        key.push(u8::from_str_radix(text, 16).map_err(|_| bad())?);
+    }
+    Ok(key)
+}
+
+/// The first key after every key that starts with `prefix`.
+pub fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < u8::MAX {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    vec![u8::MAX; prefix.len() + 1]
+}
+
 pub fn count_key(kind: u8) -> Vec<u8> {
     let mut key = COUNT.to_vec();
     key.push(kind);
@@ -88,6 +124,17 @@ pub fn update(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_cursor_names_the_key_it_came_from() {
+        let key = key(b'w', 0, 12.5, "mbox:mailto:a@example.org");
+        let cursor = cursor_of(&key, 3);
+        assert_eq!(key_of_cursor(&prefix(b'w', 0), &cursor), Ok(key));
+        assert!(key_of_cursor(&prefix(b'w', 0), "zz").is_err());
+        assert!(key_of_cursor(&prefix(b'w', 0), "abc").is_err());
+        assert_eq!(prefix_end(&[b'o', b'w', 0]), vec![b'o', b'w', 1]);
+        assert_eq!(prefix_end(&[b'o', 0xff]), vec![b'p']);
+    }
 
     #[test]
     fn encoded_numbers_sort_as_numbers() {

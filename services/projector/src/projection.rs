@@ -115,6 +115,18 @@ fn key(prefix: u8, id: &str) -> Vec<u8> {
     key
 }
 
+/// One page of a list.
+#[derive(Debug)]
+pub struct ListPage {
+    /// How many summaries the whole list has.
+    pub total: u64,
+    pub items: Vec<Value>,
+    /// Each item's cursor (the page after it starts behind it); empty for filtered lists.
+    pub cursors: Vec<String>,
+    /// Whether the page is full, so more may follow.
+    pub full: bool,
+}
+
 pub struct Projection {
     tree: sled::Db,
     /// The last programme summary (see [`crate::programme`]).
@@ -741,8 +753,11 @@ impl Projection {
     }
 
     /// One page of a kind's summaries: sorted by `sort` (a field of the kind's `SORTABLE`)
-    /// through its order keys, or by id; `offset` entries skipped, `limit` taken. Returns the
-    /// number of summaries of the kind and the page. Reads the page's keys and summaries only.
+    /// through its order keys, or by id; `offset` entries skipped (or, with `cursor`, the
+    /// entries after the key a previous page ended at), `limit` taken. Returns the number of
+    /// summaries of the kind, the page, and the cursor of the page's end. Reads the page's keys
+    /// and summaries only.
+    #[allow(clippy::too_many_arguments)]
     pub fn list(
         &self,
         kind: SummaryKind,
@@ -751,16 +766,32 @@ impl Projection {
         offset: usize,
         limit: usize,
         filter: &ListFilter,
-    ) -> Result<Result<(u64, Vec<Value>), String>, ProjectionError> {
+        cursor: Option<&str>,
+    ) -> Result<Result<ListPage, String>, ProjectionError> {
         let prefix = match kind {
             SummaryKind::Worker => WORKER,
             SummaryKind::Hub => HUB,
             SummaryKind::Company => COMPANY,
         };
         if !filter.is_empty() {
-            return self.list_members(kind, prefix, sort, descending, offset, limit, filter);
+            if cursor.is_some() {
+                return Ok(Err(
+                    "cursor pages through a whole list; a list narrowed with hub, company, from or to takes offset".into(),
+                ));
+            }
+            return Ok(self
+                .list_members(kind, prefix, sort, descending, offset, limit, filter)?
+                .map(|(total, items)| ListPage {
+                    total,
+                    items,
+                    cursors: Vec::new(),
+                    full: false,
+                }));
         }
-        let ids: Box<dyn DoubleEndedIterator<Item = sled::Result<sled::IVec>>> = match sort {
+        if cursor.is_some() && offset > 0 {
+            return Ok(Err("give cursor or offset, not both".into()));
+        }
+        let key_prefix: Vec<u8> = match sort {
             Some(field) => {
                 let Some(number) = order::fields(prefix).iter().position(|name| *name == field)
                 else {
@@ -769,20 +800,44 @@ impl Projection {
                         order::fields(prefix).join(", ")
                     )));
                 };
-                let number = u8::try_from(number).unwrap_or(u8::MAX);
-                Box::new(self.tree.scan_prefix(order::prefix(prefix, number)).keys())
+                order::prefix(prefix, u8::try_from(number).unwrap_or(u8::MAX)).to_vec()
             }
-            None => Box::new(self.tree.scan_prefix([prefix]).keys()),
+            None => vec![prefix],
         };
-        let ids: Box<dyn Iterator<Item = sled::Result<sled::IVec>>> = if descending {
-            Box::new(ids.rev())
+        let end = order::prefix_end(&key_prefix);
+        let range = match cursor {
+            None => self.tree.range(key_prefix.clone()..end),
+            Some(cursor) => {
+                let after = match order::key_of_cursor(&key_prefix, cursor) {
+                    Ok(key) => key,
+                    Err(message) => return Ok(Err(message)),
+                };
+                if descending {
+                    self.tree.range(key_prefix.clone()..after)
+                } else {
+                    self.tree.range((
+                        std::ops::Bound::Excluded(after),
+                        std::ops::Bound::Excluded(end),
+                    ))
+                }
+            }
+        };
+        let keys = range.keys();
+        let keys: Box<dyn Iterator<Item = sled::Result<sled::IVec>>> = if descending {
+            Box::new(keys.rev())
         } else {
-            Box::new(ids)
+            Box::new(keys)
         };
         let everything = MonthRange::default();
         let mut page = Vec::new();
-        for raw in ids.skip(offset).take(limit) {
+        let mut cursors = Vec::new();
+        let mut taken = 0;
+        for raw in keys.skip(offset) {
+            if taken == limit {
+                break;
+            }
             let raw = raw?;
+            taken += 1;
             let id = match sort {
                 Some(_) => order::id_of(&raw),
                 None => String::from_utf8_lossy(&raw[1..]).into_owned(),
@@ -792,9 +847,17 @@ impl Projection {
                 SummaryKind::Hub => self.hub(&id, &everything)?,
                 SummaryKind::Company => self.company(&id)?,
             };
-            page.extend(view);
+            if let Some(view) = view {
+                page.push(view);
+                cursors.push(order::cursor_of(&raw, key_prefix.len()));
+            }
         }
-        Ok(Ok((self.count(prefix)?, page)))
+        Ok(Ok(ListPage {
+            total: self.count(prefix)?,
+            items: page,
+            cursors,
+            full: taken == limit,
+        }))
     }
 
     /// A list narrowed to a hub's or a company's members: read from the member keys (as many

@@ -485,22 +485,32 @@ pub fn run_query(
             offset,
             limit,
             filter,
+            cursor,
         } => {
             let limit = if limit == 0 {
                 MAX_PAGE
             } else {
                 limit.min(MAX_PAGE)
             };
-            let (total, items) =
-                match projection.list(kind, sort.as_deref(), descending, offset, limit, &filter)? {
-                    Ok(found) => found,
-                    Err(message) => return Ok(SummaryReply::Refused { message }),
-                };
-            let total = usize::try_from(total).unwrap_or(usize::MAX);
+            let found = projection.list(
+                kind,
+                sort.as_deref(),
+                descending,
+                offset,
+                limit,
+                &filter,
+                cursor.as_deref(),
+            )?;
+            let found = match found {
+                Ok(found) => found,
+                Err(message) => return Ok(SummaryReply::Refused { message }),
+            };
+            let total = usize::try_from(found.total).unwrap_or(usize::MAX);
             let mut page = Vec::new();
             let mut size = 64;
             let mut next_offset = None;
-            for (index, item) in items.into_iter().enumerate() {
+            let count = found.items.len();
+            for (index, item) in found.items.into_iter().enumerate() {
                 let bytes = item.to_string().len() + 1;
                 if !page.is_empty() && size + bytes > budget {
                     next_offset = Some(offset + index);
@@ -509,10 +519,19 @@ pub fn run_query(
                 size += bytes;
                 page.push(item);
             }
+            // The next page starts behind the last item sent: after one cut to fit the
+            // message, or after a full page.
+            let cut = page.len() < count;
+            let next_cursor = if cut || found.full {
+                found.cursors.get(page.len().wrapping_sub(1)).cloned()
+            } else {
+                None
+            };
             Ok(SummaryReply::List {
                 total,
                 items: page,
                 next_offset,
+                next_cursor,
             })
         }
     }

@@ -41,6 +41,7 @@ async fn list(
         offset: 0,
         limit,
         filter,
+        cursor: None,
     };
     match crate::summaries::ask(state, &query).await? {
         SummaryReply::List { total, items, .. } => Ok((total, items)),

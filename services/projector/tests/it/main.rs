@@ -194,25 +194,59 @@ fn snapshot(projection: &Projection) -> Vec<Vec<Value>> {
                 number(a).total_cmp(&number(b))
             });
             let (total, listed) = projection
-                .list(kind, Some(field), false, 0, 10_000, &Default::default())
+                .list(
+                    kind,
+                    Some(field),
+                    false,
+                    0,
+                    10_000,
+                    &Default::default(),
+                    None,
+                )
                 .expect("read")
+                .map(pair)
                 .expect("a sortable field");
             assert_eq!(total as usize, all.len(), "count of {kind:?}");
             assert_eq!(listed, expected, "{kind:?} by {field}");
             let (_, descending) = projection
-                .list(kind, Some(field), true, 1, 3, &Default::default())
+                .list(kind, Some(field), true, 1, 3, &Default::default(), None)
                 .expect("read")
+                .map(pair)
                 .expect("a sortable field");
             expected.reverse();
             assert_eq!(
                 descending,
-                expected.into_iter().skip(1).take(3).collect::<Vec<_>>()
+                expected.iter().skip(1).take(3).cloned().collect::<Vec<_>>()
             );
+            // Page by page with cursors: the same list, each summary once.
+            let mut cursor = None;
+            let mut paged = Vec::new();
+            loop {
+                let page = projection
+                    .list(
+                        kind,
+                        Some(field),
+                        true,
+                        0,
+                        7,
+                        &Default::default(),
+                        cursor.as_deref(),
+                    )
+                    .expect("read")
+                    .expect("a sortable field");
+                paged.extend(page.items);
+                if !page.full {
+                    break;
+                }
+                cursor = page.cursors.last().cloned();
+            }
+            assert_eq!(paged, expected, "{kind:?} by {field}, by cursor");
             seen.push(listed);
         }
         let (_, by_id) = projection
-            .list(kind, None, false, 0, 10_000, &Default::default())
+            .list(kind, None, false, 0, 10_000, &Default::default(), None)
             .expect("read")
+            .map(pair)
             .expect("by id");
         assert_eq!(by_id, all);
         seen.push(all);
@@ -225,8 +259,9 @@ fn snapshot(projection: &Projection) -> Vec<Vec<Value>> {
 fn check_member_lists(projection: &Projection) {
     let list = |kind, filter: bus::wire::ListFilter| {
         projection
-            .list(kind, Some("statements"), true, 0, 10_000, &filter)
+            .list(kind, Some("statements"), true, 0, 10_000, &filter, None)
             .expect("read")
+            .map(pair)
             .expect("a filter lists take")
     };
     for hub in projection.all(SummaryKind::Hub).expect("read") {
@@ -294,6 +329,7 @@ fn check_member_lists(projection: &Projection) {
                 company: Some("x".into()),
                 ..Default::default()
             },
+            None,
         )
         .expect("read");
     assert!(refused.is_err());
@@ -709,8 +745,14 @@ fn states_with_their_members_inside_are_moved_out_at_open() {
             0,
             10,
             &Default::default(),
+            None,
         )
         .expect("read")
+        .map(pair)
         .expect("sortable");
     assert_eq!((total, hubs.len()), (1, 1));
+}
+
+fn pair(page: projector::projection::ListPage) -> (u64, Vec<Value>) {
+    (page.total, page.items)
 }
