@@ -48,6 +48,10 @@ pub struct BenchArgs {
     /// workers each (comma-separated), written straight into the projector's database.
     #[arg(long, value_delimiter = ',')]
     pub summary_lists: Vec<usize>,
+    /// Instead of the scenarios: every summary and list query, one after another, against a
+    /// running gateway holding data (e.g. after `leerspoor import`), p50/p99 over HTTP.
+    #[arg(long)]
+    pub summary_http: Option<String>,
     /// Run the HTTP scenarios against these running gateways (comma-separated base URLs,
     /// e.g. a local cluster's) instead of an in-process Leerspoor.
     #[arg(long, value_delimiter = ',')]
@@ -79,6 +83,9 @@ const SECRET: &str = "bench";
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     if !args.against.is_empty() {
         return against(&args).await;
+    }
+    if let Some(base) = &args.summary_http {
+        return crate::bench_summaries::summary_http(base, &args.user, &args.password).await;
     }
     if !args.summary_lists.is_empty() {
         let counts = args.summary_lists.clone();

@@ -75,6 +75,183 @@ pub async fn drain_time(js: &jetstream::Context) -> anyhow::Result<Duration> {
     Ok(started.elapsed())
 }
 
+/// Each summary and list query over HTTP against a running gateway, 300 times each (the
+/// programme 100), one client: p50/p99 per query. Ids are taken from the lists themselves.
+pub async fn summary_http(base: &str, key: &str, secret: &str) -> anyhow::Result<()> {
+    let client = reqwest::Client::new();
+    let get = |path: String| {
+        let client = client.clone();
+        let url = format!("{}{path}", base.trim_end_matches('/'));
+        async move {
+            let sent = Instant::now();
+            let response = client
+                .get(&url)
+                .basic_auth(key, Some(secret))
+                .send()
+                .await?;
+            anyhow::ensure!(
+                response.status().is_success(),
+                "GET {url}: {}",
+                response.status()
+            );
+            let body: serde_json::Value = response.json().await?;
+            Ok::<_, anyhow::Error>((sent.elapsed(), body))
+        }
+    };
+    let ids = |list: &serde_json::Value, field: &str| -> Vec<String> {
+        list["items"]
+            .as_array()
+            .map(|items| {
+                items
+                    .iter()
+                    .filter_map(|item| item[field].as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let (_, hubs) = get("/summaries/hubs?sort=workers&order=desc&limit=100".into()).await?;
+    let (_, workers) =
+        get("/summaries/workers?sort=statements&order=desc&limit=200".into()).await?;
+    let (_, companies) =
+        get("/summaries/companies?sort=workers&order=desc&limit=200".into()).await?;
+    let (_, deep) =
+        get("/summaries/workers?sort=learning_seconds&order=desc&offset=980&limit=20".into())
+            .await?;
+    let (hubs, workers, companies) = (
+        ids(&hubs, "hub"),
+        ids(&workers, "worker"),
+        ids(&companies, "company"),
+    );
+    anyhow::ensure!(
+        !hubs.is_empty() && !workers.is_empty() && !companies.is_empty(),
+        "the gateway at {base} has no summaries to ask for"
+    );
+    let cursor = deep["next_cursor"].as_str().unwrap_or_default().to_owned();
+    let hub = hubs[0].clone();
+    let encode =
+        |text: &str| serde_urlencoded::to_string([("v", text)]).unwrap_or_default()[2..].to_owned();
+    type Path = Box<dyn Fn(usize) -> String>;
+    let queries: Vec<(&str, Path, usize)> = vec![
+        (
+            "GET /summaries/programme",
+            Box::new(|_| "/summaries/programme".into()),
+            100,
+        ),
+        (
+            "GET /summaries/hubs/{hub}",
+            Box::new({
+                let hubs = hubs.clone();
+                move |n| format!("/summaries/hubs/{}", hubs[n % hubs.len()])
+            }),
+            300,
+        ),
+        (
+            "GET /summaries/companies/{company}",
+            Box::new({
+                let companies = companies.clone();
+                move |n| {
+                    format!(
+                        "/summaries/companies/{}",
+                        encode(&companies[n % companies.len()])
+                    )
+                }
+            }),
+            300,
+        ),
+        (
+            "GET /summaries/workers?agent=",
+            Box::new({
+                let workers = workers.clone();
+                move |n| {
+                    let mbox = workers[n % workers.len()]
+                        .trim_start_matches("mbox:")
+                        .to_owned();
+                    format!(
+                        "/summaries/workers?agent={}",
+                        encode(&serde_json::json!({"mbox": mbox}).to_string())
+                    )
+                }
+            }),
+            300,
+        ),
+        (
+            "GET /summaries/hubs?sort=workers&order=desc",
+            Box::new(|_| "/summaries/hubs?sort=workers&order=desc".into()),
+            300,
+        ),
+        (
+            "GET /summaries/workers?sort=statements&order=desc&limit=20",
+            Box::new(|_| "/summaries/workers?sort=statements&order=desc&limit=20".into()),
+            300,
+        ),
+        (
+            "GET /summaries/workers?sort=learning_seconds&order=desc&cursor=(1,000th)&limit=20",
+            Box::new(move |_| {
+                format!(
+                    "/summaries/workers?sort=learning_seconds&order=desc&limit=20&cursor={cursor}"
+                )
+            }),
+            300,
+        ),
+        (
+            "GET /summaries/workers?sort=learning_seconds&order=desc&offset=1000&limit=20",
+            Box::new(|_| {
+                "/summaries/workers?sort=learning_seconds&order=desc&offset=1000&limit=20".into()
+            }),
+            300,
+        ),
+        (
+            "GET /summaries/companies?sort=workers&order=desc&limit=20",
+            Box::new(|_| "/summaries/companies?sort=workers&order=desc&limit=20".into()),
+            300,
+        ),
+        (
+            "GET /summaries/companies?hub={hub}&sort=workers&order=desc&limit=20",
+            Box::new({
+                let hub = hub.clone();
+                move |_| format!("/summaries/companies?hub={hub}&sort=workers&order=desc&limit=20")
+            }),
+            100,
+        ),
+        (
+            "GET /summaries/workers?company={company}&sort=statements&order=desc&limit=20",
+            Box::new({
+                let companies = companies.clone();
+                move |n| {
+                    format!(
+                        "/summaries/workers?company={}&sort=statements&order=desc&limit=20",
+                        encode(&companies[n % companies.len()])
+                    )
+                }
+            }),
+            300,
+        ),
+        (
+            "GET /summaries/workers?hub={hub}&sort=statements&order=desc&limit=20",
+            Box::new(move |_| {
+                format!("/summaries/workers?hub={hub}&sort=statements&order=desc&limit=20")
+            }),
+            20,
+        ),
+    ];
+    println!("{:<82} {:>6} {:>9} {:>9}", "query", "n", "p50 ms", "p99 ms");
+    for (name, path, rounds) in queries {
+        let mut latency = Histogram::<u64>::new_with_bounds(1, 600_000_000, 3)?;
+        for n in 0..rounds {
+            let (took, _) = get(path(n)).await?;
+            latency.record(took.as_micros() as u64)?;
+        }
+        println!(
+            "{:<82} {:>6} {:>9.2} {:>9.2}",
+            name,
+            rounds,
+            latency.value_at_quantile(0.5) as f64 / 1000.0,
+            latency.value_at_quantile(0.99) as f64 / 1000.0
+        );
+    }
+    Ok(())
+}
+
 /// p50/p99 of summary queries over HTTP: hubs, workers and the hub list, `queries` in all.
 pub async fn summary_queries(
     base: &str,
