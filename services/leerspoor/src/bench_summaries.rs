@@ -353,8 +353,9 @@ pub fn summary_lists(worker_counts: &[usize]) -> anyhow::Result<()> {
     );
     for &workers in worker_counts {
         let dir = tempfile::tempdir()?;
-        let projection =
-            projector::projection::Projection::open(dir.path()).context("projection")?;
+        let projection = std::sync::Arc::new(
+            projector::projection::Projection::open(dir.path()).context("projection")?,
+        );
         let statement = |n: usize| {
             let mut statement = llo_statement(n);
             let worker = n % workers;

@@ -6,12 +6,15 @@
 //! fieldlabs, which region each serves) is put together when asked, because the registry
 //! may change after the fact: from each hub's companies' months and each hub's workers per
 //! learner group (member keys). That reads every (hub, company, month) and (hub, group,
-//! worker) key, so the answer is cached: it is computed again when the registry or the
-//! target changes, or when something was applied since and the last answer is older than
-//! [`FRESH_FOR`].
+//! worker) key, seconds at hundreds of thousands of workers, so the answer is cached and
+//! served from the cache: when something was applied since and the answer is older than
+//! [`FRESH_FOR`], it is computed again in the background (the next answers show it; each
+//! says its `applied_sequence`). Only the first question, or one with another registry or
+//! target, waits for the computation.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bus::hubs::HubEntry;
@@ -28,8 +31,13 @@ pub const FRESH_FOR: Duration = Duration::from_secs(5);
 pub const UNREGISTERED: &str = "unregistered";
 
 #[derive(Default)]
-pub struct Cache(Mutex<Option<Cached>>);
+pub struct Cache {
+    cached: Mutex<Option<Cached>>,
+    /// A background computation is running.
+    refreshing: AtomicBool,
+}
 
+#[derive(Clone)]
 struct Cached {
     applied: u64,
     hubs: Vec<HubEntry>,
@@ -39,30 +47,65 @@ struct Cached {
 }
 
 impl Cache {
-    pub fn get_or_compute(
-        &self,
-        projection: &Projection,
-        hubs: &[HubEntry],
-        target: u64,
-    ) -> Result<Value, ProjectionError> {
-        let applied = projection.applied()?;
-        let mut cached = self.0.lock().unwrap_or_else(|poison| poison.into_inner());
-        if let Some(found) = cached.as_ref() {
-            let same_question = found.hubs == hubs && found.target == target;
-            if same_question && (found.applied == applied || found.at.elapsed() < FRESH_FOR) {
-                return Ok(found.value.clone());
-            }
-        }
-        let value = compute(projection, hubs, target, applied)?;
-        *cached = Some(Cached {
-            applied,
-            hubs: hubs.to_vec(),
-            target,
-            at: Instant::now(),
-            value: value.clone(),
-        });
-        Ok(value)
+    fn store(&self, cached: Cached) {
+        *self
+            .cached
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner()) = Some(cached);
     }
+}
+
+/// The programme summary: from the cache when it answers the same question (fresh, or being
+/// refreshed in the background), else computed now.
+pub fn get(
+    projection: &Arc<Projection>,
+    hubs: &[HubEntry],
+    target: u64,
+) -> Result<Value, ProjectionError> {
+    let cache = &projection.programme;
+    let applied = projection.applied()?;
+    let found = cache
+        .cached
+        .lock()
+        .unwrap_or_else(|poison| poison.into_inner())
+        .clone();
+    if let Some(found) = found.filter(|found| found.hubs == hubs && found.target == target) {
+        let stale = found.applied != applied && found.at.elapsed() >= FRESH_FOR;
+        if stale && !cache.refreshing.swap(true, Ordering::SeqCst) {
+            let projection = projection.clone();
+            let hubs = hubs.to_vec();
+            std::thread::spawn(move || {
+                let started = Instant::now();
+                match projection.applied().and_then(|applied| {
+                    compute(&projection, &hubs, target, applied).map(|value| (applied, value))
+                }) {
+                    Ok((applied, value)) => projection.programme.store(Cached {
+                        applied,
+                        hubs,
+                        target,
+                        at: Instant::now(),
+                        value,
+                    }),
+                    Err(err) => tracing::warn!(error = %err, "programme summary not refreshed"),
+                }
+                tracing::debug!(took = ?started.elapsed(), "programme summary refreshed");
+                projection
+                    .programme
+                    .refreshing
+                    .store(false, Ordering::SeqCst);
+            });
+        }
+        return Ok(found.value);
+    }
+    let value = compute(projection, hubs, target, applied)?;
+    cache.store(Cached {
+        applied,
+        hubs: hubs.to_vec(),
+        target,
+        at: Instant::now(),
+        value: value.clone(),
+    });
+    Ok(value)
 }
 
 /// Distinct companies per month of first reach, and their running total.
@@ -138,8 +181,11 @@ fn compute(
     }
 
     // Workers per learner group in each region (distinct across the region's hubs).
-    let mut region_groups: BTreeMap<String, BTreeMap<String, HashSet<String>>> = BTreeMap::new();
-    let mut region_workers: BTreeMap<String, HashSet<String>> = BTreeMap::new();
+    // Workers by a 64-bit hash of their key: a collision among 300,000 is a one in 10^8 event,
+    // and the sets stay a few MB.
+    let hash = |worker: &str| xxhash_rust::xxh3::xxh3_64(worker.as_bytes());
+    let mut region_groups: BTreeMap<String, BTreeMap<String, HashSet<u64>>> = BTreeMap::new();
+    let mut region_workers: BTreeMap<String, HashSet<u64>> = BTreeMap::new();
     for item in tree.scan_prefix(members::set_prefix(Set::HubGroupWorkers)) {
         let (key, _) = item?;
         let Some((hub, group, worker)) = members::parse(&key) else {
@@ -151,11 +197,11 @@ fn compute(
             .or_default()
             .entry(group.to_owned())
             .or_default()
-            .insert(worker.to_owned());
+            .insert(hash(worker));
         region_workers
             .entry(region)
             .or_default()
-            .insert(worker.to_owned());
+            .insert(hash(worker));
     }
 
     // Every hub with statements, and every registered one.

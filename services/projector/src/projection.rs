@@ -675,11 +675,11 @@ impl Projection {
 
     /// The programme summary against `target` companies, with the hub registry `hubs`.
     pub fn programme(
-        &self,
+        self: &std::sync::Arc<Self>,
         hubs: &[bus::hubs::HubEntry],
         target: u64,
     ) -> Result<Value, ProjectionError> {
-        self.programme.get_or_compute(self, hubs, target)
+        crate::programme::get(self, hubs, target)
     }
 
     pub fn worker(

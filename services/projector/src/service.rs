@@ -2,6 +2,7 @@
 //! queries on `lrs.api.summaries`.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -211,8 +212,23 @@ impl Projector {
                         }
                     }
                 }
-                let messages: Vec<(u64, &StoredEvents)> = decoded.iter().map(|(sequence, events)| (*sequence, events)).collect();
-                projection.apply_all(&messages)?;
+                // At most APPLY_EVENTS statements' changes held in memory at once: a pull of
+                // 256 imported messages of 1,000 statements each is applied in parts (all
+                // flushed before any ack).
+                let mut part: Vec<(u64, &StoredEvents)> = Vec::new();
+                let mut events = 0;
+                for (sequence, message) in &decoded {
+                    if !part.is_empty() && events + message.events.len() > APPLY_EVENTS {
+                        projection.apply_all(&part)?;
+                        part.clear();
+                        events = 0;
+                    }
+                    events += message.events.len();
+                    part.push((*sequence, message));
+                }
+                if !part.is_empty() {
+                    projection.apply_all(&part)?;
+                }
                 projection.flush()?;
                 Ok::<_, ProjectionError>(batch)
             })
@@ -421,7 +437,10 @@ async fn serve_api(
     }
 }
 
-fn answer(projection: &Projection, payload: &[u8], budget: usize) -> Vec<u8> {
+/// The most statements one sled batch of the projector applies (memory bound).
+const APPLY_EVENTS: usize = 10_000;
+
+fn answer(projection: &Arc<Projection>, payload: &[u8], budget: usize) -> Vec<u8> {
     let reply = match serde_json::from_slice::<SummaryQuery>(payload) {
         Ok(query) => run_query(projection, query, budget).unwrap_or_else(|err| {
             tracing::error!(error = %err, "summary query failed");
@@ -439,7 +458,7 @@ fn answer(projection: &Projection, payload: &[u8], budget: usize) -> Vec<u8> {
 /// Answers a summary query; a list page stops early (with `next_offset`) rather than pass
 /// `budget` bytes, and a single summary too large for one message is an error that says so.
 pub fn run_query(
-    projection: &Projection,
+    projection: &Arc<Projection>,
     query: SummaryQuery,
     budget: usize,
 ) -> Result<SummaryReply, ProjectionError> {
