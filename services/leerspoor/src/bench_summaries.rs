@@ -163,12 +163,9 @@ pub async fn summary_http(base: &str, key: &str, secret: &str) -> anyhow::Result
             Box::new({
                 let workers = workers.clone();
                 move |n| {
-                    let mbox = workers[n % workers.len()]
-                        .trim_start_matches("mbox:")
-                        .to_owned();
                     format!(
                         "/summaries/workers?agent={}",
-                        encode(&serde_json::json!({"mbox": mbox}).to_string())
+                        encode(&agent_of(&workers[n % workers.len()]).to_string())
                     )
                 }
             }),
@@ -250,6 +247,19 @@ pub async fn summary_http(base: &str, key: &str, secret: &str) -> anyhow::Result
         );
     }
     Ok(())
+}
+
+/// The Agent a worker's IFI key names (`mbox:…`, `account:HOME|NAME`, `openid:…`,
+/// `mbox_sha1sum:…`).
+fn agent_of(key: &str) -> serde_json::Value {
+    let (kind, value) = key.split_once(':').unwrap_or(("mbox", key));
+    match kind {
+        "account" => {
+            let (home, name) = value.rsplit_once('|').unwrap_or((value, ""));
+            serde_json::json!({"account": {"homePage": home, "name": name}})
+        }
+        other => serde_json::json!({ other: value }),
+    }
 }
 
 /// p50/p99 of summary queries over HTTP: hubs, workers and the hub list, `queries` in all.

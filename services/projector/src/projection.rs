@@ -862,6 +862,61 @@ impl Projection {
 
     /// A list narrowed to a hub's or a company's members: read from the member keys (as many
     /// as the hub or company has, not every summary), sorted in memory, paged.
+    /// A page of a set's members in the whole list's order: the kind's order keys (or its
+    /// summaries by id) walked, each checked for membership.
+    #[allow(clippy::too_many_arguments)]
+    fn walk_members(
+        &self,
+        kind: SummaryKind,
+        prefix: u8,
+        field: Option<usize>,
+        descending: bool,
+        offset: usize,
+        limit: usize,
+        set: Set,
+        id: &str,
+    ) -> Result<Vec<Value>, ProjectionError> {
+        let key_prefix = match field {
+            Some(number) => order::prefix(prefix, u8::try_from(number).unwrap_or(u8::MAX)).to_vec(),
+            None => vec![prefix],
+        };
+        let keys = self.tree.scan_prefix(&key_prefix).keys();
+        let keys: Box<dyn Iterator<Item = sled::Result<sled::IVec>>> = if descending {
+            Box::new(keys.rev())
+        } else {
+            Box::new(keys)
+        };
+        let everything = MonthRange::default();
+        let mut page = Vec::new();
+        let mut skipped = 0;
+        for raw in keys {
+            if page.len() == limit {
+                break;
+            }
+            let raw = raw?;
+            let member = match field {
+                Some(_) => order::id_of(&raw),
+                None => String::from_utf8_lossy(&raw[1..]).into_owned(),
+            };
+            if !self
+                .tree
+                .contains_key(crate::members::key(set, id, "", &member))?
+            {
+                continue;
+            }
+            if skipped < offset {
+                skipped += 1;
+                continue;
+            }
+            let view = match kind {
+                SummaryKind::Worker => self.worker(&member, &everything)?,
+                _ => self.company(&member)?,
+            };
+            page.extend(view);
+        }
+        Ok(page)
+    }
+
     #[allow(clippy::too_many_arguments)]
     fn list_members(
         &self,
@@ -905,14 +960,6 @@ impl Projection {
                 ))
             }
         };
-        let mut ids = std::collections::BTreeSet::new();
-        for (set, id, month) in &sets {
-            let start = crate::members::prefix(*set, id, month);
-            for item in self.tree.scan_prefix(&start).keys() {
-                let raw = item?;
-                ids.insert(String::from_utf8_lossy(&raw[start.len()..]).into_owned());
-            }
-        }
         let field = match sort {
             Some(field) => match order::fields(prefix).iter().position(|name| *name == field) {
                 Some(number) => Some(number),
@@ -925,6 +972,32 @@ impl Projection {
             },
             None => None,
         };
+        if let [(set, id, _)] = sets.as_slice() {
+            if !months {
+                let members = match set {
+                    Set::HubWorkers => self.load::<HubState>(&key(HUB, id))?.workers,
+                    Set::HubCompanies => self.load::<HubState>(&key(HUB, id))?.companies,
+                    _ => self.load::<CompanyState>(&key(COMPANY, id))?.workers,
+                };
+                // A big hub: walking everyone in order and keeping its members reads about
+                // (offset + limit) * everyone / members keys, fewer than its members.
+                let wanted = (offset + limit) as u64;
+                let everyone = self.count(prefix)?;
+                if members.saturating_mul(members) > wanted.saturating_mul(everyone) {
+                    let page = self
+                        .walk_members(kind, prefix, field, descending, offset, limit, *set, id)?;
+                    return Ok(Ok((members, page)));
+                }
+            }
+        }
+        let mut ids = std::collections::BTreeSet::new();
+        for (set, id, month) in &sets {
+            let start = crate::members::prefix(*set, id, month);
+            for item in self.tree.scan_prefix(&start).keys() {
+                let raw = item?;
+                ids.insert(String::from_utf8_lossy(&raw[start.len()..]).into_owned());
+            }
+        }
         let mut ranked: Vec<(f64, String)> = Vec::with_capacity(ids.len());
         for id in ids {
             let value = match field {

@@ -264,8 +264,36 @@ fn check_member_lists(projection: &Projection) {
             .map(pair)
             .expect("a filter lists take")
     };
+    let page = |kind, filter: bus::wire::ListFilter, offset, limit| {
+        projection
+            .list(kind, Some("statements"), true, offset, limit, &filter, None)
+            .expect("read")
+            .map(pair)
+            .expect("a filter lists take")
+    };
     for hub in projection.all(SummaryKind::Hub).expect("read") {
         let id = hub["hub"].as_str().expect("id").to_owned();
+        // A short page (read by walking the whole list when the hub is big) is the same
+        // part of the hub's list as the long one (read from its members).
+        let filter = bus::wire::ListFilter {
+            hub: Some(id.clone()),
+            ..Default::default()
+        };
+        let (_, whole) = page(SummaryKind::Worker, filter.clone(), 0, 10_000);
+        let (total, short) = page(SummaryKind::Worker, filter.clone(), 1, 2);
+        assert_eq!(json!(total), hub["workers"], "{id}");
+        assert_eq!(
+            short,
+            whole.iter().skip(1).take(2).cloned().collect::<Vec<_>>(),
+            "{id}"
+        );
+        let (_, whole) = page(SummaryKind::Company, filter.clone(), 0, 10_000);
+        let (_, short) = page(SummaryKind::Company, filter, 0, 1);
+        assert_eq!(
+            short,
+            whole.iter().take(1).cloned().collect::<Vec<_>>(),
+            "{id}"
+        );
         let (total, workers) = list(
             SummaryKind::Worker,
             bus::wire::ListFilter {
