@@ -115,6 +115,19 @@ fn key(prefix: u8, id: &str) -> Vec<u8> {
     key
 }
 
+/// A range's keys, last first when `descending`.
+fn in_order(
+    range: sled::Iter,
+    descending: bool,
+) -> Box<dyn Iterator<Item = sled::Result<sled::IVec>>> {
+    let keys = range.keys();
+    if descending {
+        Box::new(keys.rev())
+    } else {
+        Box::new(keys)
+    }
+}
+
 /// One page of a list.
 #[derive(Debug)]
 pub struct ListPage {
@@ -822,12 +835,7 @@ impl Projection {
                 }
             }
         };
-        let keys = range.keys();
-        let keys: Box<dyn Iterator<Item = sled::Result<sled::IVec>>> = if descending {
-            Box::new(keys.rev())
-        } else {
-            Box::new(keys)
-        };
+        let keys = in_order(range, descending);
         let everything = MonthRange::default();
         let mut page = Vec::new();
         let mut cursors = Vec::new();
@@ -880,12 +888,7 @@ impl Projection {
             Some(number) => order::prefix(prefix, u8::try_from(number).unwrap_or(u8::MAX)).to_vec(),
             None => vec![prefix],
         };
-        let keys = self.tree.scan_prefix(&key_prefix).keys();
-        let keys: Box<dyn Iterator<Item = sled::Result<sled::IVec>>> = if descending {
-            Box::new(keys.rev())
-        } else {
-            Box::new(keys)
-        };
+        let keys = in_order(self.tree.scan_prefix(&key_prefix), descending);
         let everything = MonthRange::default();
         let mut page = Vec::new();
         let mut skipped = 0;

@@ -149,6 +149,62 @@ fn skills_table(id: &'static str, caption: &str, skills: &Value, lang: Lang) -> 
     table
 }
 
+/// Workers per learner group, from a `{group: workers}` object.
+fn groups_table(groups: &Value, lang: Lang) -> Table {
+    let mut table = Table::new(
+        "groups",
+        lang.t("learner_groups"),
+        &[lang.t("learner_groups"), lang.t("workers")],
+    );
+    for group in GROUPS {
+        table.rows.push(vec![
+            Cell::text(group_name(lang, group)),
+            Cell::number(&groups[group]),
+        ]);
+    }
+    table
+}
+
+/// Monthly attendance and active workers as a chart over its table (`months` rows with
+/// `attendance` and `workers`); `more` adds columns to the table: (label key, field).
+fn attendance_chart(months: &[Value], lang: Lang, more: &[(&'static str, &str)]) -> Block {
+    let mut headers = vec![
+        lang.t("month"),
+        lang.t("attendance"),
+        lang.t("active_workers"),
+    ];
+    headers.extend(more.iter().map(|(label, _)| lang.t(label)));
+    let mut table = Table::new("months", lang.t("monthly"), &headers);
+    for row in months {
+        let mut cells = vec![
+            Cell::text(text_of(&row["month"])),
+            Cell::number(&row["attendance"]),
+            Cell::number(&row["workers"]),
+        ];
+        cells.extend(more.iter().map(|(_, field)| Cell::number(&row[*field])));
+        table.rows.push(cells);
+    }
+    Block::Chart(
+        Chart {
+            id: "chart-months",
+            title: lang.t("monthly").to_owned(),
+            months: months_of(months),
+            lines: vec![
+                (
+                    lang.t("attendance").to_owned(),
+                    values(months, "attendance"),
+                ),
+                (
+                    lang.t("active_workers").to_owned(),
+                    values(months, "workers"),
+                ),
+            ],
+            goal: None,
+        },
+        table,
+    )
+}
+
 pub(crate) async fn overview(state: &AppState, asked: &Asked) -> Result<Page, ApiError> {
     let lang = asked.lang;
     let programme = crate::summaries::programme_summary(state).await?;
@@ -180,44 +236,13 @@ pub(crate) async fn overview(state: &AppState, asked: &Asked) -> Result<Page, Ap
         figure("hubs", lang.t("hubs"), &hubs.len().to_string(), None),
     ])];
 
-    let mut monthly = Table::new(
-        "months",
-        lang.t("monthly"),
+    blocks.push(attendance_chart(
+        &months,
+        lang,
         &[
-            lang.t("month"),
-            lang.t("attendance"),
-            lang.t("active_workers"),
-            lang.t("companies_active"),
-            lang.t("statements"),
+            ("companies_active", "companies"),
+            ("statements", "statements"),
         ],
-    );
-    for row in &months {
-        monthly.rows.push(vec![
-            Cell::text(text_of(&row["month"])),
-            Cell::number(&row["attendance"]),
-            Cell::number(&row["workers"]),
-            Cell::number(&row["companies"]),
-            Cell::number(&row["statements"]),
-        ]);
-    }
-    blocks.push(Block::Chart(
-        Chart {
-            id: "chart-months",
-            title: lang.t("monthly").to_owned(),
-            months: months_of(&months),
-            lines: vec![
-                (
-                    lang.t("attendance").to_owned(),
-                    values(&months, "attendance"),
-                ),
-                (
-                    lang.t("active_workers").to_owned(),
-                    values(&months, "workers"),
-                ),
-            ],
-            goal: None,
-        },
-        monthly,
     ));
 
     let mut reach = Table::new(
@@ -288,19 +313,11 @@ pub(crate) async fn overview(state: &AppState, asked: &Asked) -> Result<Page, Ap
     blocks.push(heading(lang.t("by_type")));
     blocks.push(Block::Table(types));
 
-    let mut groups = Table::new(
-        "groups",
-        lang.t("learner_groups"),
-        &[lang.t("learner_groups"), lang.t("workers")],
-    );
-    for group in GROUPS {
-        groups.rows.push(vec![
-            Cell::text(group_name(lang, group)),
-            Cell::number(&programme["learner_groups"][group]),
-        ]);
-    }
     blocks.push(heading(lang.t("learner_groups")));
-    blocks.push(Block::Table(groups));
+    blocks.push(Block::Table(groups_table(
+        &programme["learner_groups"],
+        lang,
+    )));
 
     let mut headers = vec![
         lang.t("region"),
@@ -428,54 +445,9 @@ pub(crate) async fn hub(state: &AppState, asked: &Asked, id: &str) -> Result<Pag
         ]),
     ];
     let months: Vec<Value> = summary["months"].as_array().cloned().unwrap_or_default();
-    let mut table = Table::new(
-        "months",
-        lang.t("months"),
-        &[
-            lang.t("month"),
-            lang.t("attendance"),
-            lang.t("active_workers"),
-        ],
-    );
-    for row in &months {
-        table.rows.push(vec![
-            Cell::text(text_of(&row["month"])),
-            Cell::number(&row["attendance"]),
-            Cell::number(&row["workers"]),
-        ]);
-    }
-    blocks.push(Block::Chart(
-        Chart {
-            id: "chart-months",
-            title: lang.t("monthly").to_owned(),
-            months: months_of(&months),
-            lines: vec![
-                (
-                    lang.t("attendance").to_owned(),
-                    values(&months, "attendance"),
-                ),
-                (
-                    lang.t("active_workers").to_owned(),
-                    values(&months, "workers"),
-                ),
-            ],
-            goal: None,
-        },
-        table,
-    ));
-    let mut groups = Table::new(
-        "groups",
-        lang.t("learner_groups"),
-        &[lang.t("learner_groups"), lang.t("workers")],
-    );
-    for group in GROUPS {
-        groups.rows.push(vec![
-            Cell::text(group_name(lang, group)),
-            Cell::number(&summary["learner_groups"][group]),
-        ]);
-    }
+    blocks.push(attendance_chart(&months, lang, &[]));
     blocks.push(heading(lang.t("learner_groups")));
-    blocks.push(Block::Table(groups));
+    blocks.push(Block::Table(groups_table(&summary["learner_groups"], lang)));
     blocks.push(heading(lang.t("top_skills")));
     blocks.push(Block::Table(skills_table(
         "skills",
