@@ -654,12 +654,20 @@ impl Projection {
 
     /// Gives every skill in a summary the name the statements' contexts gave it, if any.
     pub fn label_skills(&self, value: &mut Value) {
+        // A hub's months name the same few skills many times: each is read once.
+        let known = std::cell::RefCell::new(HashMap::<String, Option<Value>>::new());
         xapi::llo::label_skills(value, &|skill| {
-            self.tree
+            if let Some(label) = known.borrow().get(skill) {
+                return label.clone();
+            }
+            let label = self
+                .tree
                 .get(key(SKILL_LABEL, skill))
                 .ok()
                 .flatten()
-                .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+                .and_then(|bytes| serde_json::from_slice(&bytes).ok());
+            known.borrow_mut().insert(skill.to_owned(), label.clone());
+            label
         });
     }
 
