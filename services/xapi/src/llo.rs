@@ -59,7 +59,8 @@ pub fn skill_labels(statement: &serde_json::Value) -> Vec<(String, serde_json::V
 }
 
 /// Gives every object in `value` that names a `"skill"` a `"label"` (a language map) where
-/// `label_of` knows one.
+/// `label_of` knows one; not inside `months` (a month's skills are the summary's own, named
+/// once in its top-level lists).
 pub fn label_skills(
     value: &mut serde_json::Value,
     label_of: &dyn Fn(&str) -> Option<serde_json::Value>,
@@ -74,8 +75,10 @@ pub fn label_skills(
             if let Some(label) = label {
                 object.insert("label".into(), label);
             }
-            for (_, inner) in object.iter_mut() {
-                label_skills(inner, label_of);
+            for (key, inner) in object.iter_mut() {
+                if key != "months" {
+                    label_skills(inner, label_of);
+                }
             }
         }
         Value::Array(items) => {
@@ -107,12 +110,20 @@ mod label_tests {
             labels,
             vec![(skill.to_owned(), json!({"en": "welding", "nl": "lassen"}))]
         );
-        let mut summary =
-            json!({"skill_workers": [{"skill": skill, "workers": 2}, {"skill": "other"}]});
+        let mut summary = json!({
+            "skill_workers": [{"skill": skill, "workers": 2}, {"skill": "other"}],
+            "months": [{"skill_workers": [{"skill": skill, "workers": 1}]}]
+        });
         label_skills(&mut summary, &|uri| {
             (uri == skill).then(|| json!({"en": "welding"}))
         });
         assert_eq!(summary["skill_workers"][0]["label"]["en"], "welding");
         assert!(summary["skill_workers"][1].get("label").is_none());
+        assert!(
+            summary["months"][0]["skill_workers"][0]
+                .get("label")
+                .is_none(),
+            "a month's skills are named once, at the top"
+        );
     }
 }
