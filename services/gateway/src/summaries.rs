@@ -313,7 +313,7 @@ fn cell(value: Option<&Value>) -> String {
 /// A text cell a spreadsheet would run as a formula (`=`, `+`, `-`, `@`, or a tab or carriage
 /// return before one) gets a leading `'`, which spreadsheets show as text (OWASP's advice for
 /// CSV injection). Hub and company ids come from statements, so from anyone who may write.
-fn inert(text: &str) -> String {
+pub(crate) fn inert(text: &str) -> String {
     if text.starts_with(['=', '+', '-', '@', '\t', '\r']) {
         format!("'{text}")
     } else {

@@ -23,11 +23,6 @@ pub fn escape(text: &str) -> String {
     out
 }
 
-/// A query parameter value.
-pub fn encode(text: &str) -> String {
-    segment(text)
-}
-
 /// What a path segment or query value escapes: everything but letters, digits and `-_.~`.
 const ESCAPED: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
     .remove(b'-')
@@ -35,7 +30,7 @@ const ESCAPED: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
     .remove(b'.')
     .remove(b'~');
 
-/// A path segment.
+/// A path segment or a query value.
 pub fn segment(text: &str) -> String {
     percent_encoding::utf8_percent_encode(text, ESCAPED).to_string()
 }
@@ -149,21 +144,12 @@ impl Table {
         for row in &self.rows {
             writer.write_record(row.iter().map(|cell| match cell {
                 Cell::Number(_) => cell.plain(),
-                _ => inert(&cell.plain()),
+                _ => crate::summaries::inert(&cell.plain()),
             }))?;
         }
         writer
             .into_inner()
             .map_err(|err| csv::Error::from(err.into_error()))
-    }
-}
-
-/// See `summaries::inert`: a cell a spreadsheet would run as a formula is made text.
-fn inert(text: &str) -> String {
-    if text.starts_with(['=', '+', '-', '@', '\t', '\r']) {
-        format!("'{text}")
-    } else {
-        text.to_owned()
     }
 }
 

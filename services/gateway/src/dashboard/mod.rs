@@ -64,7 +64,7 @@ impl Asked {
         let mut kept: Vec<String> = params
             .iter()
             .filter(|(key, _)| key != "csv" && key != "lang")
-            .map(|(key, value)| format!("{key}={}", html::encode(value)))
+            .map(|(key, value)| format!("{key}={}", html::segment(value)))
             .collect();
         kept.push(format!("lang={}", lang.code()));
         Ok(Asked {
