@@ -9,6 +9,7 @@
 //! - [`request`]: request/reply to a queue group of replicas, with read-your-writes.
 //! - [`watermark`]: writes through `LRS_IN`: publish, then wait for a store's verdict.
 //! - [`snapshot`]: a replica's database through the object store, for a new replica.
+//! - [`leaf`]: hub nodes on NATS leaf nodes, and `LRS_IN` sourcing from their streams.
 //! - [`server`]: a supervised local `nats-server` child with JetStream, used by
 //!   `leerspoor serve` and by the tests.
 
@@ -16,6 +17,7 @@ pub mod access;
 pub mod export;
 pub mod health;
 pub mod hubs;
+pub mod leaf;
 pub mod metrics;
 pub mod pull;
 pub mod request;

@@ -43,6 +43,14 @@ pub struct LocalOptions {
     pub extra_config: String,
     /// Environment of the server process (passwords the extra configuration names).
     pub environment: Vec<(String, String)>,
+    /// The JetStream domain (a hub node's `hub-<hub>`), or none.
+    pub jetstream_domain: Option<String>,
+    /// Where hub nodes connect as leaf nodes; port 0 picks a free one (kept for restarts).
+    pub leaf_listen: Option<std::net::SocketAddr>,
+    /// A folder of `<hub>.password` files: each is a hub's NATS user with the permissions of
+    /// its leaf connection ([`crate::leaf::central_user_entry`]), re-read on
+    /// [`LocalServer::reload`].
+    pub hub_users_dir: Option<PathBuf>,
 }
 
 impl Default for LocalOptions {
@@ -53,6 +61,9 @@ impl Default for LocalOptions {
             user: None,
             extra_config: String::new(),
             environment: Vec::new(),
+            jetstream_domain: None,
+            leaf_listen: None,
+            hub_users_dir: None,
         }
     }
 }
@@ -85,6 +96,8 @@ pub enum LocalServerError {
     Exited { status: String, log: PathBuf },
     #[error("nats-server did not report its port within {0:?}; see its log")]
     NoPort(Duration),
+    #[error("nats-server is not running")]
+    NotRunning,
 }
 
 impl LocalServer {
@@ -125,6 +138,18 @@ impl LocalServer {
         data_dir: &Path,
         options: LocalOptions,
     ) -> Result<Self, LocalServerError> {
+        let mut options = options;
+        if let Some(listen) = options.leaf_listen.filter(|listen| listen.port() == 0) {
+            // nats-server does not report a leaf port it picked; hub nodes must find it again
+            // after a restart.
+            let free = std::net::TcpListener::bind(listen)
+                .and_then(|listener| listener.local_addr())
+                .map_err(|source| LocalServerError::DataDir {
+                    path: data_dir.to_owned(),
+                    source,
+                })?;
+            options.leaf_listen = Some(free);
+        }
         let (child, port) = launch(data_dir, &options).await?;
         Ok(LocalServer {
             child,
@@ -146,6 +171,32 @@ impl LocalServer {
 
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// Where hub nodes connect as leaf nodes, if they may.
+    pub fn leaf_addr(&self) -> Option<std::net::SocketAddr> {
+        self.options.leaf_listen
+    }
+
+    /// Writes the configuration again (the hub users of `hub_users_dir` as they are now) and
+    /// has the running server reload it: connections stay up.
+    pub async fn reload(&self) -> Result<(), LocalServerError> {
+        write_config(&self.data_dir, &self.options, self.port)?;
+        let Some(pid) = self.child.id() else {
+            return Err(LocalServerError::NotRunning);
+        };
+        let status = Command::new("kill")
+            .args(["-HUP", &pid.to_string()])
+            .status()
+            .await
+            .map_err(|source| LocalServerError::Spawn {
+                binary: PathBuf::from("kill"),
+                source,
+            })?;
+        if !status.success() {
+            return Err(LocalServerError::NotRunning);
+        }
+        Ok(())
     }
 
     pub fn url(&self) -> String {
@@ -185,6 +236,113 @@ fn quoted(text: &str) -> String {
     serde_json::Value::String(text.to_owned()).to_string()
 }
 
+/// Writes `nats-server.conf` in `data_dir` (mode 0600: it holds passwords). `port` 0 lets the
+/// server pick one.
+fn write_config(
+    data_dir: &Path,
+    options: &LocalOptions,
+    port: u16,
+) -> Result<(), LocalServerError> {
+    let io_err = |source| LocalServerError::DataDir {
+        path: data_dir.to_owned(),
+        source,
+    };
+    let store_dir = data_dir.join("jetstream");
+    let port_setting = if port == 0 { -1 } else { i32::from(port) };
+    let mut users = Vec::new();
+    if let Some((user, password)) = &options.user {
+        users.push(format!(
+            "{{user: {}, password: {}}}",
+            quoted(user),
+            quoted(password)
+        ));
+    }
+    if let Some(dir) = &options.hub_users_dir {
+        users.extend(
+            hub_users(dir)
+                .map_err(io_err)?
+                .iter()
+                .map(|(hub, password)| crate::leaf::central_user_entry(hub, password)),
+        );
+    }
+    let authorization = if users.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "authorization {{\n  users: [\n    {}\n  ]\n}}\n",
+            users.join("\n    ")
+        )
+    };
+    let domain = options
+        .jetstream_domain
+        .as_ref()
+        .map(|domain| format!("  domain: {}\n", quoted(domain)))
+        .unwrap_or_default();
+    let leafnodes = options
+        .leaf_listen
+        .map(|listen| {
+            format!(
+                "leafnodes {{\n  listen: {}\n}}\n",
+                quoted(&listen.to_string())
+            )
+        })
+        .unwrap_or_default();
+    let config = format!(
+        "listen: \"127.0.0.1:{port_setting}\"\n\
+         max_payload: {}\n\
+         jetstream {{\n  store_dir: {}\n  sync_interval: always\n{domain}}}\n{authorization}{leafnodes}{}\n",
+        options.max_payload,
+        quoted(&store_dir.display().to_string()),
+        options.extra_config,
+    );
+    write_private(&data_dir.join("nats-server.conf"), &config).map_err(io_err)
+}
+
+/// The hubs of `dir` (`<hub>.password` files) and their passwords, by hub id.
+fn hub_users(dir: &Path) -> std::io::Result<Vec<(String, String)>> {
+    let mut users = Vec::new();
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(users),
+        Err(err) => return Err(err),
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let Some(hub) = path
+            .file_name()
+            .and_then(|name| name.to_str())
+            .and_then(|name| name.strip_suffix(".password"))
+        else {
+            continue;
+        };
+        if crate::leaf::check_hub_id(hub).is_err() {
+            tracing::warn!(file = %path.display(), "not a hub id; ignored");
+            continue;
+        }
+        let password = std::fs::read_to_string(&path)?.trim().to_owned();
+        if !password.is_empty() {
+            users.push((hub.to_owned(), password));
+        }
+    }
+    users.sort();
+    Ok(users)
+}
+
+/// Writes a hub's password file in `dir` (mode 0600), replacing an earlier one.
+pub fn write_hub_user(dir: &Path, hub: &str, password: &str) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    write_private(&dir.join(format!("{hub}.password")), password)
+}
+
+/// Removes a hub's password file; false if there was none.
+pub fn remove_hub_user(dir: &Path, hub: &str) -> std::io::Result<bool> {
+    match std::fs::remove_file(dir.join(format!("{hub}.password"))) {
+        Ok(()) => Ok(true),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(err) => Err(err),
+    }
+}
+
 async fn launch(data_dir: &Path, options: &LocalOptions) -> Result<(Child, u16), LocalServerError> {
     let binary = locate_binary().ok_or(LocalServerError::NotFound)?;
     let io_err = |source| LocalServerError::DataDir {
@@ -202,28 +360,7 @@ async fn launch(data_dir: &Path, options: &LocalOptions) -> Result<(Child, u16),
         stop_leftover(&entry.path(), &config_path).await;
         let _ = std::fs::remove_file(entry.path());
     }
-    let port_setting = if options.port == 0 {
-        -1
-    } else {
-        i32::from(options.port)
-    };
-    let authorization = match &options.user {
-        Some((user, password)) => format!(
-            "authorization {{\n  users: [{{user: {}, password: {}}}]\n}}\n",
-            quoted(user),
-            quoted(password)
-        ),
-        None => String::new(),
-    };
-    let config = format!(
-        "listen: \"127.0.0.1:{port_setting}\"\n\
-         max_payload: {}\n\
-         jetstream {{\n  store_dir: {}\n  sync_interval: always\n}}\n{authorization}{}\n",
-        options.max_payload,
-        quoted(&store_dir.display().to_string()),
-        options.extra_config,
-    );
-    write_private(&config_path, &config).map_err(io_err)?;
+    write_config(data_dir, options, options.port)?;
     let log_path = data_dir.join("nats-server.log");
     let log = std::fs::OpenOptions::new()
         .create(true)

@@ -19,6 +19,34 @@ pub const IN_HTTP: &str = "lrs.in.http";
 pub const IN_PREFIX: &str = "lrs.in.";
 /// Prefix of hub subjects: `lrs.in.hub.<hub>`.
 pub const IN_HUB_PREFIX: &str = "lrs.in.hub.";
+/// Hub nodes on NATS leaf nodes ([`crate::leaf`]): each keeps its statements in its own
+/// stream, in its own JetStream domain, and `LRS_IN` sources from it.
+/// The stream at a hub node holding what its tools wrote: `LRS_HUB_<hub>`.
+pub fn hub_stream(hub: &str) -> String {
+    format!("{HUB_STREAM_PREFIX}{hub}")
+}
+pub const HUB_STREAM_PREFIX: &str = "LRS_HUB_";
+/// A hub node's JetStream domain: `hub-<hub>`.
+pub fn hub_domain(hub: &str) -> String {
+    format!("hub-{hub}")
+}
+/// The subject a hub's statements are published on, at the hub and centrally.
+pub fn hub_subject(hub: &str) -> String {
+    format!("{IN_HUB_PREFIX}{hub}")
+}
+/// Where the hub's stream delivers to `LRS_IN`'s source consumer: `lrs.hubsource.<hub>.>`,
+/// the only delivery subjects that hub's leaf connection may publish.
+pub fn hub_deliver_prefix(hub: &str) -> String {
+    format!("lrs.hubsource.{hub}")
+}
+/// The NATS user a hub's leaf connection (or its direct publisher) logs in as.
+pub fn hub_user(hub: &str) -> String {
+    format!("hub-{hub}")
+}
+/// Request/reply to `serve`'s node: add or remove the NATS user of a hub's leaf connection
+/// on the nats-server `serve` runs ([`crate::leaf::LeafUserRequest`]).
+pub const API_LEAF_USERS: &str = "lrs.api.leaf.users";
+
 /// Erasure of one person's data ([`crate::access::EraseCommand`]): through `LRS_IN`, so it
 /// is applied in order with the statements, exactly once, by the store's one writer. Only the
 /// services' NATS user may publish here.

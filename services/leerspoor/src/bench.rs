@@ -48,6 +48,10 @@ pub struct BenchArgs {
     /// workers each (comma-separated), written straight into the projector's database.
     #[arg(long, value_delimiter = ',')]
     pub summary_lists: Vec<usize>,
+    /// A hub node in front of a central site: statements/s it accepts, and how fast a backlog
+    /// of this many statements drains into the central store.
+    #[arg(long)]
+    pub hub: Option<usize>,
     /// Instead of the scenarios: every summary and list query, one after another, against a
     /// running gateway holding data (e.g. after `leerspoor import`), p50/p99 over HTTP.
     #[arg(long)]
@@ -83,6 +87,9 @@ const SECRET: &str = "bench";
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     if !args.against.is_empty() {
         return against(&args).await;
+    }
+    if let Some(backlog) = args.hub {
+        return crate::bench_hub::run(backlog).await;
     }
     if let Some(base) = &args.summary_http {
         return crate::bench_summaries::summary_http(base, &args.user, &args.password).await;
@@ -121,6 +128,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         limits: xapi::limits::Limits::default(),
         replicas: Default::default(),
         programme: Default::default(),
+        hubs: Default::default(),
+        hub: Default::default(),
         ops: Default::default(),
     };
     let node = Node::start(config, Parts::All).await?;

@@ -134,6 +134,10 @@ pub enum Command {
     /// The hub registry: each hub's name, type (technohub, fieldlab) and region.
     #[command(subcommand)]
     Hubs(leerspoor::hubs::HubsCommand),
+    /// Runs a hub node: the hub's tools write here, kept at the hub while the central site is
+    /// out of reach (`leerspoor hub --hub ID --central-nats URL --data-dir DIR --listen ADDR`);
+    /// or `leerspoor hub import-attendance FILE.csv`.
+    Hub(leerspoor::hubnode::HubArgs),
     /// Shows a worker, hub or company summary, or a list of them (from the projector).
     Summary(leerspoor::analyst::SummaryArgs),
     /// Publishes realistic demo statements (and voids a few) to a running Leerspoor.

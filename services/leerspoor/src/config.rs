@@ -22,6 +22,53 @@ pub struct Config {
     pub replicas: ReplicasSection,
     pub ops: OpsSection,
     pub programme: ProgrammeSection,
+    /// The central side of hub nodes (README "Hubs").
+    pub hubs: HubsSection,
+    /// This process as a hub node (`leerspoor hub`, README "Hubs").
+    pub hub: HubSection,
+}
+
+/// Hub nodes connecting to `serve`'s own nats-server as leaf nodes.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HubsSection {
+    /// Where hub nodes connect (e.g. `0.0.0.0:7422`); none: no leaf connections.
+    pub leaf_listen: Option<SocketAddr>,
+}
+
+/// A hub node (`leerspoor hub`): its hub, the central NATS, its endpoint and credentials.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HubSection {
+    /// The hub this node writes for (`--hub`).
+    pub id: Option<String>,
+    /// The central NATS's leaf port with this hub's user and password
+    /// (`nats-leaf://hub-<id>:SECRET@central.example.nl:7422`, `--central-nats`).
+    pub central_nats: Option<String>,
+    /// The hub's HTTP endpoint (`--listen`).
+    pub listen: SocketAddr,
+    /// Days the hub keeps statements in its own stream, sourced or not (0: for ever).
+    pub keep_days: u64,
+    /// The hub's tools: `[[hub.credentials]] key = "kiosk-1"`, `secret_hash = "$argon2id$…"`
+    /// (`leerspoor hub hash-secret`).
+    pub credentials: Vec<hub::auth::HubCredential>,
+    /// The demo credential `leerspoor:leerspoor` (loopback only): on without a configuration
+    /// file.
+    #[serde(skip)]
+    pub demo_credential: bool,
+}
+
+impl Default for HubSection {
+    fn default() -> Self {
+        HubSection {
+            id: None,
+            central_nats: None,
+            listen: SocketAddr::from(([127, 0, 0, 1], 8090)),
+            keep_days: 365,
+            credentials: Vec::new(),
+            demo_credential: false,
+        }
+    }
 }
 
 /// The programme's figures (README "Programme figures").
@@ -156,6 +203,8 @@ impl Default for Config {
             replicas: ReplicasSection::default(),
             ops: OpsSection::default(),
             programme: ProgrammeSection::default(),
+            hubs: HubsSection::default(),
+            hub: HubSection::default(),
         }
     }
 }
@@ -212,6 +261,7 @@ impl Config {
         let Some(path) = path else {
             let mut config = Config::default();
             config.store.demo_credential = true;
+            config.hub.demo_credential = true;
             return Ok(config);
         };
         let text = std::fs::read_to_string(path)

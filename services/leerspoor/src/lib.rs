@@ -7,9 +7,10 @@
 //! - [`access`]: `leerspoor credentials`, `audit` and `erase-agent`.
 //! - [`analyst`]: `leerspoor summary`, the summaries on the command line.
 //! - [`bench`]: the ingest benchmark; [`bench_erasure`]: erasing one person with many statements;
-//!   [`bench_replicas`]: a new replica from a snapshot.
+//!   [`bench_replicas`]: a new replica from a snapshot; [`bench_hub`]: a hub node and its backlog.
 //! - [`demo`]: demo data for a new installation.
-//! - [`hubs`]: `leerspoor hubs`, the hub registry.
+//! - [`hubs`]: `leerspoor hubs`, the hub registry and the hubs `LRS_IN` sources from.
+//! - [`hubnode`]: `leerspoor hub`, a hub node on a NATS leaf node, and its attendance import.
 //! - [`replicas`]: `leerspoor replicas`, every replica's position and content digest.
 
 pub mod access;
@@ -17,10 +18,12 @@ pub mod analyst;
 pub mod backup;
 pub mod bench;
 pub mod bench_erasure;
+pub mod bench_hub;
 pub mod bench_replicas;
 pub mod bench_summaries;
 pub mod config;
 pub mod demo;
+pub mod hubnode;
 pub mod hubs;
 pub mod node;
 pub mod replicas;

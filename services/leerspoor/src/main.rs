@@ -52,6 +52,9 @@ async fn main() -> anyhow::Result<()> {
             let auth = local.nats.user.clone().zip(local.nats.password.clone());
             return leerspoor::demo::run(args, auth).await;
         }
+        cli::Command::Hub(args) => {
+            return run_hub(config, cli.common.listen, args).await;
+        }
         cli::Command::Hubs(command) => {
             let client = admin_client(&config).await?;
             return leerspoor::hubs::run(&client, command).await;
@@ -178,6 +181,49 @@ async fn main() -> anyhow::Result<()> {
     } else if let Some(addr) = node.http_addr() {
         say!("Metrics: http://{addr}/metrics  Health: http://{addr}/health/ready");
     }
+    let signals = shutdown.clone();
+    let (result, ()) = tokio::join!(node.run(shutdown.clone()), async move {
+        tokio::select! {
+            _ = wait_for_signal() => signals.cancel(),
+            _ = signals.cancelled() => {}
+        }
+    });
+    result
+}
+
+/// `leerspoor hub`: a hub node, or one of its commands.
+async fn run_hub(
+    mut config: leerspoor::config::Config,
+    listen: Option<std::net::SocketAddr>,
+    args: leerspoor::hubnode::HubArgs,
+) -> anyhow::Result<()> {
+    use leerspoor::hubnode::{self, HubCommand, HubNode};
+    match args.command {
+        Some(HubCommand::HashSecret) => return hubnode::hash_secret(),
+        Some(HubCommand::ImportAttendance(import)) => {
+            let report = hubnode::import_attendance(&import).await?;
+            hubnode::print_report(&import.file, &report, import.dry_run);
+            return Ok(());
+        }
+        None => {}
+    }
+    if let Some(hub) = args.hub {
+        config.hub.id = Some(hub);
+    }
+    if let Some(central) = args.central_nats {
+        config.hub.central_nats = Some(central);
+    }
+    if let Some(listen) = listen {
+        config.hub.listen = listen;
+    }
+    let node = HubNode::start(&config).await?;
+    say!(
+        "Leerspoor hub node {} is ready: its tools write to http://{}/xapi/statements (NATS {}, a leaf node of the central site)",
+        node.hub(),
+        node.http_addr(),
+        node.nats_url()
+    );
+    let shutdown = tokio_util::sync::CancellationToken::new();
     let signals = shutdown.clone();
     let (result, ()) = tokio::join!(node.run(shutdown.clone()), async move {
         tokio::select! {

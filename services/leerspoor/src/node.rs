@@ -32,6 +32,9 @@ pub struct Node {
     forwarder: Option<forwarder::Forwarder>,
     /// `/metrics` and `/health/*` on a listener of their own (`[ops] listen`).
     ops: Option<(gateway::ops::Ops, tokio::net::TcpListener)>,
+    /// Who answers the hub users' requests, and where the users are kept (with a server of
+    /// this process's own that takes leaf connections).
+    leaf_users: Option<(async_nats::Client, std::path::PathBuf)>,
 }
 
 impl Node {
@@ -52,6 +55,8 @@ impl Node {
                 let options = LocalOptions {
                     port: config.nats.port,
                     user: Some((LOCAL_USER.to_owned(), password.clone())),
+                    leaf_listen: config.hubs.leaf_listen,
+                    hub_users_dir: Some(hub_users_dir(&config.data_dir)),
                     ..LocalOptions::default()
                 };
                 let server = LocalServer::start_with(&nats_dir, options)
@@ -119,7 +124,12 @@ impl Node {
             }
             None => None,
         };
+        let leaf_users = nats_server
+            .as_ref()
+            .and_then(LocalServer::leaf_addr)
+            .map(|_| (client.clone(), hub_users_dir(&config.data_dir)));
         Ok(Node {
+            leaf_users,
             nats_server,
             nats_url,
             gateway,
@@ -143,6 +153,11 @@ impl Node {
 
     pub fn nats_url(&self) -> &str {
         &self.nats_url
+    }
+
+    /// Where hub nodes connect as leaf nodes (`[hubs] leaf_listen` on `serve`'s own server).
+    pub fn leaf_addr(&self) -> Option<SocketAddr> {
+        self.nats_server.as_ref().and_then(LocalServer::leaf_addr)
     }
 
     /// Runs every part until `shutdown` (or until one fails, which stops the others).
@@ -184,11 +199,18 @@ impl Node {
             }
         };
         let mut nats_server = self.nats_server;
+        let (reload_tx, mut reload_rx) = tokio::sync::mpsc::channel::<Reload>(4);
+        let leaf_users = async {
+            match &self.leaf_users {
+                Some((client, dir)) => serve_leaf_users(client, dir, reload_tx, &shutdown).await,
+                None => Ok(()),
+            }
+        };
         let supervise = async {
             let Some(server) = nats_server.as_mut() else {
                 return Ok(());
             };
-            supervise(server, &shutdown).await;
+            supervise(server, &mut reload_rx, &shutdown).await;
             Ok::<(), anyhow::Error>(())
         };
         let (
@@ -198,7 +220,8 @@ impl Node {
             nats_result,
             ops_result,
             forwarder_result,
-        ) = tokio::join!(gateway, store, projector, supervise, ops, forwarder);
+            leaf_result,
+        ) = tokio::join!(gateway, store, projector, supervise, ops, forwarder, leaf_users);
         // Services are down and sled is flushed: now the bus may go.
         if let Some(server) = nats_server {
             server.stop().await;
@@ -209,17 +232,111 @@ impl Node {
             .and(nats_result)
             .and(ops_result)
             .and(forwarder_result)
+            .and(leaf_result)
+    }
+}
+
+/// Keeps a nats-server of this process running (restarted when it exits) until `shutdown`.
+pub(crate) async fn keep_running(server: &mut LocalServer, shutdown: &CancellationToken) {
+    let (_, mut no_reloads) = tokio::sync::mpsc::channel::<Reload>(1);
+    supervise(server, &mut no_reloads, shutdown).await;
+}
+
+/// A request to reload the nats-server's configuration, answered when done.
+type Reload = tokio::sync::oneshot::Sender<Result<(), String>>;
+
+/// Where `serve` keeps the passwords of the hubs' NATS users (`<hub>.password`, mode 0600).
+pub fn hub_users_dir(data_dir: &std::path::Path) -> std::path::PathBuf {
+    data_dir.join("nats").join("hubs")
+}
+
+/// Answers [`bus::subjects::API_LEAF_USERS`]: adds or removes a hub's NATS user on the
+/// nats-server this process runs, and has the server reload its configuration.
+async fn serve_leaf_users(
+    client: &async_nats::Client,
+    dir: &std::path::Path,
+    reload: tokio::sync::mpsc::Sender<Reload>,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<()> {
+    use bus::leaf::{LeafUserReply, LeafUserRequest};
+    use futures::StreamExt as _;
+    let mut requests = client
+        .subscribe(bus::subjects::API_LEAF_USERS)
+        .await
+        .context("subscribing to the hub users' requests")?;
+    loop {
+        let message = tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            message = requests.next() => match message {
+                Some(message) => message,
+                None => return Ok(()),
+            },
+        };
+        let Some(reply_to) = message.reply.clone() else {
+            continue;
+        };
+        let changed = match serde_json::from_slice::<LeafUserRequest>(&message.payload) {
+            Err(err) => Err(format!("not a hub user request: {err}")),
+            Ok(LeafUserRequest::Add { hub, password }) => {
+                bus::leaf::check_hub_id(&hub).and_then(|()| {
+                    if password.len() < 16 {
+                        return Err("a hub's password has 16 characters at least".into());
+                    }
+                    bus::server::write_hub_user(dir, &hub, &password).map_err(|err| err.to_string())
+                })
+            }
+            Ok(LeafUserRequest::Remove { hub }) => bus::leaf::check_hub_id(&hub).and_then(|()| {
+                bus::server::remove_hub_user(dir, &hub)
+                    .map(|_| ())
+                    .map_err(|err| err.to_string())
+            }),
+        };
+        let result = match changed {
+            Ok(()) => {
+                let (done, reloaded) = tokio::sync::oneshot::channel();
+                if reload.send(done).await.is_err() {
+                    Err("the nats-server is not supervised any more".to_owned())
+                } else {
+                    reloaded
+                        .await
+                        .unwrap_or_else(|_| Err("the reload was not answered".into()))
+                }
+            }
+            Err(err) => Err(err),
+        };
+        let reply = match result {
+            Ok(()) => LeafUserReply::Done,
+            Err(message) => LeafUserReply::Refused { message },
+        };
+        let payload = serde_json::to_vec(&reply).unwrap_or_default();
+        if let Err(err) = client.publish(reply_to, payload.into()).await {
+            tracing::warn!(error = %err, "cannot answer a hub user request");
+        }
     }
 }
 
 /// Keeps `serve`'s own nats-server running: when it exits, it is started again on the same
 /// port with the same data (after 1 s, then up to 30 s while it keeps failing), and the
-/// services, whose clients reconnect by themselves, carry on.
-async fn supervise(server: &mut LocalServer, shutdown: &CancellationToken) {
+/// services, whose clients reconnect by themselves, carry on. Reloads its configuration when
+/// asked (a hub user added or removed).
+async fn supervise(
+    server: &mut LocalServer,
+    reloads: &mut tokio::sync::mpsc::Receiver<Reload>,
+    shutdown: &CancellationToken,
+) {
     let mut pause = std::time::Duration::from_secs(1);
     loop {
         let status = tokio::select! {
             _ = shutdown.cancelled() => return,
+            Some(done) = reloads.recv() => {
+                let result = server.reload().await.map_err(|err| err.to_string());
+                match &result {
+                    Ok(()) => tracing::info!("nats-server reloaded its configuration (hub users)"),
+                    Err(err) => tracing::error!(error = %err, "nats-server did not reload"),
+                }
+                let _ = done.send(result);
+                continue;
+            }
             status = server.exited() => status,
         };
         tracing::error!(?status, "nats-server exited; starting it again");

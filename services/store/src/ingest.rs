@@ -86,6 +86,17 @@ pub fn decode(
     }
 }
 
+/// A message sourced from a hub node's stream must be on that hub's subject
+/// ([`bus::leaf::check_sourced`]): otherwise it goes to `LRS_REJECTED` (rule `hub.source`).
+pub fn check_source(subject: &str, source: Option<&str>) -> Result<(), Rejection> {
+    bus::leaf::check_sourced(subject, source).map_err(|message| Rejection {
+        statement: None,
+        path: String::new(),
+        rule: "hub.source".into(),
+        message: xapi::limits::truncate_text(&message, 512),
+    })
+}
+
 /// The homePage of the authorities Leerspoor gives to direct NATS sources.
 pub const SOURCE_HOME_PAGE: &str = xapi::llo::SOURCES_HOME_PAGE;
 
@@ -188,29 +199,14 @@ pub fn parse(
 /// The LLO hub extension.
 pub const HUB_EXTENSION: &str = xapi::llo::HUB;
 
-/// A hub may only publish statements of its own hub: each names it in its hub extension.
+/// A hub may only publish statements of its own hub ([`xapi::llo::check_hub`]).
 fn check_hub(statements: &[Value], hub: &str) -> Result<(), Rejection> {
-    for (index, statement) in statements.iter().enumerate() {
-        let named = statement
-            .get("context")
-            .and_then(|context| context.get("extensions"))
-            .and_then(|extensions| extensions.get(HUB_EXTENSION))
-            .and_then(Value::as_str);
-        if named != Some(hub) {
-            let found = named.map_or("no hub".to_owned(), |named| {
-                format!("hub {:?}", xapi::limits::truncate_text(named, 128))
-            });
-            return Err(Rejection {
-                statement: Some(index),
-                path: "/context/extensions/https:~1~1w3id.org~1xapi~1llo~1extensions~1hub".into(),
-                rule: "llo.hub_subject".into(),
-                message: format!(
-                    "published on lrs.in.hub.{hub}, so the statement must name hub {hub:?}; it names {found}"
-                ),
-            });
-        }
-    }
-    Ok(())
+    xapi::llo::check_hub(statements, hub).map_err(|broken| Rejection {
+        statement: broken.statement,
+        path: broken.violation.path,
+        rule: broken.violation.rule,
+        message: broken.violation.message,
+    })
 }
 
 #[cfg(test)]

@@ -33,6 +33,8 @@ struct Arriving<'a> {
     payload: &'a [u8],
     /// `X-Experience-API-Version` of a direct publisher.
     version: Option<&'a str>,
+    /// Where the central nats-server sourced the message from (a hub node's stream).
+    source: Option<&'a str>,
     published: chrono::DateTime<chrono::Utc>,
 }
 
@@ -53,6 +55,11 @@ impl<'a> Arriving<'a> {
                 .as_ref()
                 .and_then(|headers| headers.get("X-Experience-API-Version"))
                 .map(|value| value.as_str()),
+            source: message
+                .headers
+                .as_ref()
+                .and_then(|headers| headers.get(bus::leaf::SOURCE_HEADER))
+                .map(|value| value.as_str()),
             published: utc(info.published.unix_timestamp_nanos()),
         })
     }
@@ -65,6 +72,10 @@ impl<'a> Arriving<'a> {
             version: message
                 .headers
                 .get("X-Experience-API-Version")
+                .map(|value| value.as_str()),
+            source: message
+                .headers
+                .get(bus::leaf::SOURCE_HEADER)
                 .map(|value| value.as_str()),
             published: utc(message.time.unix_timestamp_nanos()),
         }
@@ -488,12 +499,15 @@ impl Store {
                         payload: arrived.payload,
                         published: arrived.published,
                     };
-                    let parsed = ingest::decode(
-                        incoming.subject,
-                        incoming.payload,
-                        arrived.version,
-                        &limits,
-                    );
+                    let parsed =
+                        ingest::check_source(incoming.subject, arrived.source).and_then(|()| {
+                            ingest::decode(
+                                incoming.subject,
+                                incoming.payload,
+                                arrived.version,
+                                &limits,
+                            )
+                        });
                     let statements = match &parsed {
                         Ok(ingest::Ingest::Statements(batch)) => Some(batch.statements.len()),
                         Ok(_) => None,

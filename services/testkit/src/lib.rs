@@ -62,3 +62,65 @@ where
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
 }
+
+/// A TCP link a test can cut and restore (a hub's line to the central site): connections to
+/// [`Link::addr`] are forwarded to the target while the link is up; [`Link::cut`] closes every
+/// open connection and refuses new ones until [`Link::restore`].
+pub struct Link {
+    addr: std::net::SocketAddr,
+    up: tokio::sync::watch::Sender<bool>,
+    accepting: tokio::task::JoinHandle<()>,
+}
+
+impl Link {
+    pub async fn start(target: std::net::SocketAddr) -> Link {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind the link's port");
+        let addr = listener.local_addr().expect("the link's address");
+        let (up, _) = tokio::sync::watch::channel(true);
+        let state = up.clone();
+        let accepting = tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                let mut down = state.subscribe();
+                if !*down.borrow_and_update() {
+                    continue;
+                }
+                tokio::spawn(async move {
+                    let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                        _ = down.wait_for(|up| !*up) => {}
+                    }
+                });
+            }
+        });
+        Link {
+            addr,
+            up,
+            accepting,
+        }
+    }
+
+    pub fn addr(&self) -> std::net::SocketAddr {
+        self.addr
+    }
+
+    /// Closes every connection through the link and refuses new ones.
+    pub fn cut(&self) {
+        self.up.send_replace(false);
+    }
+
+    /// Lets connections through again.
+    pub fn restore(&self) {
+        self.up.send_replace(true);
+    }
+}
+
+impl Drop for Link {
+    fn drop(&mut self) {
+        self.accepting.abort();
+    }
+}

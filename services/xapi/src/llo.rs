@@ -19,6 +19,38 @@ pub const CLIENTS_HOME_PAGE: &str = "https://w3id.org/xapi/llo/clients";
 /// The verb of attendance.
 pub const VERB_ATTENDED: &str = "http://adlnet.gov/expapi/verbs/attended";
 
+/// A hub may only publish statements of its own hub: each names it in its hub extension
+/// (checked by the store for `lrs.in.hub.<hub>`, and by a hub node before it accepts a write).
+pub fn check_hub(
+    statements: &[serde_json::Value],
+    hub: &str,
+) -> Result<(), crate::validate::BatchViolation> {
+    for (index, statement) in statements.iter().enumerate() {
+        let named = statement
+            .get("context")
+            .and_then(|context| context.get("extensions"))
+            .and_then(|extensions| extensions.get(HUB))
+            .and_then(serde_json::Value::as_str);
+        if named != Some(hub) {
+            let found = named.map_or("no hub".to_owned(), |named| {
+                format!("hub {:?}", crate::limits::truncate_text(named, 128))
+            });
+            return Err(crate::validate::BatchViolation {
+                statement: Some(index),
+                violation: crate::validate::Violation {
+                    path: "/context/extensions/https:~1~1w3id.org~1xapi~1llo~1extensions~1hub"
+                        .into(),
+                    rule: "llo.hub_subject".into(),
+                    message: format!(
+                        "published on lrs.in.hub.{hub}, so the statement must name hub {hub:?}; it names {found}"
+                    ),
+                },
+            });
+        }
+    }
+    Ok(())
+}
+
 /// The names a statement gives its skills: a context activity (category, other, grouping or
 /// parent) whose id is one of the statement's skill URIs and that has a `definition.name`
 /// (a language map), e.g. `{"en": "use digital tools", "nl": "digitale hulpmiddelen gebruiken"}`.

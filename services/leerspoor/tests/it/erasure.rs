@@ -65,7 +65,7 @@ async fn status(app: &TestApp, path: &str) -> StatusCode {
 /// now (waiting for the projector to get there).
 async fn summaries_match_the_stored_statements(app: &TestApp) {
     let stored = app.get_all(&[("limit", "100")]).await;
-    summaries_match(app, stored, WAIT).await;
+    summaries_match(&app.base, stored, WAIT).await;
 }
 
 #[tokio::test]

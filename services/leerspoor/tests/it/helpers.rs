@@ -50,6 +50,8 @@ pub fn config(nats_url: &str, data_dir: &std::path::Path) -> Config {
         replicas: Default::default(),
         ops: Default::default(),
         programme: Default::default(),
+        hubs: Default::default(),
+        hub: Default::default(),
         // A killed store's messages come back quickly (tests wait at most 20 s).
         store: StoreSection {
             ack_wait_secs: 2,
@@ -302,25 +304,7 @@ impl TestApp {
 
     /// GET statements with the given query pairs, following every `more` link.
     pub async fn get_all(&self, query: &[(&str, &str)]) -> Vec<Value> {
-        let encoded = serde_urlencoded::to_string(query).expect("query");
-        let mut next = format!("/xapi/statements?{encoded}");
-        let mut all = Vec::new();
-        loop {
-            let response = self.get(&next).await;
-            assert_eq!(response.status(), StatusCode::OK, "GET {next}");
-            let page: Value = response.json().await.expect("json");
-            all.extend(
-                page["statements"]
-                    .as_array()
-                    .expect("statements")
-                    .iter()
-                    .cloned(),
-            );
-            match page["more"].as_str() {
-                Some(more) if !more.is_empty() => next = more.to_owned(),
-                _ => return all,
-            }
-        }
+        get_all_at(&self.base, query).await
     }
 
     /// A NATS client on the same server (for hubs publishing directly).
@@ -356,21 +340,57 @@ pub fn hub_statement(email: &str, hub: &str) -> Value {
 impl TestApp {
     /// A summary as the test credential reads it (`None` unless 200).
     pub async fn summary(&self, path: &str) -> Option<Value> {
-        let response = self
-            .http
-            .get(format!("{}{path}", self.base))
-            .basic_auth(KEY, Some(SECRET))
-            .send()
-            .await
-            .ok()?;
-        (response.status() == reqwest::StatusCode::OK).then_some(())?;
-        response.json().await.ok()
+        summary_at(&self.base, path).await
     }
 
     /// One hub's summary.
     pub async fn hub_summary(&self, hub: &str) -> Option<Value> {
         self.summary(&format!("/summaries/hubs/{hub}")).await
     }
+}
+
+/// GET statements of the Leerspoor at `base` with the given query pairs (xAPI 1.0.3, the test
+/// credential), following every `more` link.
+pub async fn get_all_at(base: &str, query: &[(&str, &str)]) -> Vec<Value> {
+    let http = reqwest::Client::new();
+    let encoded = serde_urlencoded::to_string(query).expect("query");
+    let mut next = format!("/xapi/statements?{encoded}");
+    let mut all = Vec::new();
+    loop {
+        let response = http
+            .get(format!("{base}{next}"))
+            .basic_auth(KEY, Some(SECRET))
+            .header("X-Experience-API-Version", "1.0.3")
+            .send()
+            .await
+            .expect("http");
+        assert_eq!(response.status(), StatusCode::OK, "GET {next}");
+        let page: Value = response.json().await.expect("json");
+        all.extend(
+            page["statements"]
+                .as_array()
+                .expect("statements")
+                .iter()
+                .cloned(),
+        );
+        match page["more"].as_str() {
+            Some(more) if !more.is_empty() => next = more.to_owned(),
+            _ => return all,
+        }
+    }
+}
+
+/// A summary (or list) of the Leerspoor at `base`, with the test credential; none until it is
+/// there.
+pub async fn summary_at(base: &str, path: &str) -> Option<Value> {
+    let response = reqwest::Client::new()
+        .get(format!("{base}{path}"))
+        .basic_auth(KEY, Some(SECRET))
+        .send()
+        .await
+        .ok()?;
+    (response.status() == reqwest::StatusCode::OK).then_some(())?;
+    response.json().await.ok()
 }
 
 pub fn with_id(mut statement: Value, id: &str) -> Value {

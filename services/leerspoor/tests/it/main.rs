@@ -12,6 +12,7 @@ mod failover;
 mod forwarding;
 mod helpers;
 mod hostile;
+mod hub_nodes;
 mod ingest;
 mod operating;
 mod outages;

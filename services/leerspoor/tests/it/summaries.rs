@@ -406,7 +406,7 @@ async fn a_rebuild_recomputes_from_the_store_even_when_the_stream_is_gone() {
 
 /// Waits until every hub, company and worker summary the API lists equals a projection of
 /// just `stored`, made afresh.
-pub async fn summaries_match(app: &TestApp, stored: Vec<Value>, deadline: std::time::Duration) {
+pub async fn summaries_match(base: &str, stored: Vec<Value>, deadline: std::time::Duration) {
     let dir = tempfile::tempdir().expect("temp dir");
     let fresh = projector::projection::Projection::open(dir.path()).expect("open");
     let events = bus::wire::StoredEvents {
@@ -428,7 +428,7 @@ pub async fn summaries_match(app: &TestApp, stored: Vec<Value>, deadline: std::t
     ] {
         let expected = fresh.all(kind).expect("recomputed");
         wait_until("the summaries match a recomputation", deadline, || async {
-            let served = all_summaries(app, path).await?;
+            let served = all_summaries(base, path).await?;
             (served == expected).then_some(())
         })
         .await;
@@ -436,15 +436,14 @@ pub async fn summaries_match(app: &TestApp, stored: Vec<Value>, deadline: std::t
 }
 
 /// Every summary, as the API lists it.
-pub async fn all_summaries(app: &TestApp, kind: &str) -> Option<Vec<Value>> {
+pub async fn all_summaries(base: &str, kind: &str) -> Option<Vec<Value>> {
     let mut items = Vec::new();
     loop {
-        let page = app
-            .summary(&format!(
-                "/summaries/{kind}?limit=500&offset={}",
-                items.len()
-            ))
-            .await?;
+        let page = crate::helpers::summary_at(
+            base,
+            &format!("/summaries/{kind}?limit=500&offset={}", items.len()),
+        )
+        .await?;
         let got = page["items"].as_array()?.clone();
         let total = page["total"].as_u64()? as usize;
         items.extend(got);
@@ -520,7 +519,7 @@ async fn thousands_of_demo_statements_with_a_projector_restart_match_a_recomputa
         (all.len() == surviving + voids.len()).then_some(all)
     })
     .await;
-    summaries_match(&app_like, stored, WAIT * 3).await;
+    summaries_match(&app_like.base, stored, WAIT * 3).await;
     projector.stop().await;
     store.stop().await;
     front.stop().await;
