@@ -454,4 +454,18 @@ mod tests {
         assert!(!parsed.store.demo_credential, "only without a file");
         assert_eq!(parsed.store.max_batch, 256);
     }
+
+    #[test]
+    fn the_hub_node_example_configuration_is_valid() {
+        let example =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/hub/leerspoor-hub.toml");
+        let config = Config::load(Some(&example)).expect("deploy/hub/leerspoor-hub.toml is valid");
+        assert_eq!(config.hub.id.as_deref(), Some("eindhoven"));
+        assert_eq!(config.hub.credentials.len(), 2);
+        assert!(!config.hub.demo_credential, "only without a file");
+        assert!(Config::load(None).expect("defaults").hub.demo_credential);
+        let central: Config =
+            toml::from_str("[hubs]\nleaf_listen = \"0.0.0.0:7422\"\n").expect("valid config");
+        assert_eq!(central.hubs.leaf_listen.map(|addr| addr.port()), Some(7422));
+    }
 }

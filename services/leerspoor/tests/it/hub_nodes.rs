@@ -376,3 +376,74 @@ async fn a_cut_link_and_a_restarted_hub_node_lose_nothing_and_keep_the_order() {
     hub.down().await;
     central.down().await;
 }
+
+#[tokio::test]
+async fn a_kiosk_export_becomes_attendance_at_the_hub_with_a_report_of_refused_rows() {
+    // No central site at all: the hub node takes the import regardless.
+    let unreachable = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("a port")
+        .local_addr()
+        .expect("addr");
+    let mut hub = HubSite::start(format!("nats-leaf://hub-{HUB}:nobody@{unreachable}")).await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("kiosk.csv");
+    let mut csv = String::from("Worker,Session,Check-In,Check-Out,Company\n");
+    for n in 0..250 {
+        csv.push_str(&format!(
+            "w{}@example.org,s{},2026-03-0{}T09:00:00Z,2026-03-0{}T11:00:00Z,KVK-{}\n",
+            n % 50,
+            n % 5,
+            1 + n / 50,
+            1 + n / 50,
+            n % 3
+        ));
+    }
+    csv.push_str("w1@example.org,s1,2026-03-09T11:00:00Z,2026-03-09T10:00:00Z,KVK-1\n");
+    csv.push_str(",s1,2026-03-09T10:00:00Z,2026-03-09T11:00:00Z,KVK-1\n");
+    std::fs::write(&file, csv).expect("write csv");
+    let file_arg = file.display().to_string();
+    let args = [
+        "hub",
+        "import-attendance",
+        &file_arg,
+        "--url",
+        &hub.base,
+        "--batch",
+        "40",
+    ];
+    let said = leerspoor_ok(&args, None).await;
+    assert!(
+        said.contains("252 rows; wrote 250 attended statements; refused 2 rows"),
+        "{said}"
+    );
+    assert!(said.contains("line 252: check-out"), "{said}");
+    assert!(said.contains("line 253: the worker is empty"), "{said}");
+
+    let js = async_nats::jetstream::new(hub.client.clone().expect("hub client"));
+    let kept = |js: async_nats::jetstream::Context| async move {
+        let mut stream = js
+            .get_stream(bus::subjects::hub_stream(HUB))
+            .await
+            .expect("the hub's stream");
+        let info = stream.info().await.expect("info");
+        (info.state.messages, info.state.bytes)
+    };
+    let (messages, _) = kept(js.clone()).await;
+    assert_eq!(messages, 7, "250 statements in batches of 40");
+    let first = js
+        .get_stream(bus::subjects::hub_stream(HUB))
+        .await
+        .expect("stream")
+        .get_raw_message(1)
+        .await
+        .expect("first message");
+    let statements: Vec<Value> = serde_json::from_slice(&first.payload).expect("json");
+    assert_eq!(statements[0]["verb"]["id"], ATTENDED);
+    assert_eq!(statements[0]["result"]["duration"], "PT7200S");
+
+    // The same file again: the same ids, so the hub's stream drops the repeats.
+    let said = leerspoor_ok(&args, None).await;
+    assert!(said.contains("wrote 250"), "{said}");
+    assert_eq!(kept(js).await.0, 7, "nothing new is kept");
+    hub.down().await;
+}
