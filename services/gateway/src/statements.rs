@@ -11,7 +11,6 @@ use bus::subjects;
 use bus::wire::{HttpBatch, StatementQuery, StatementReply, Verdict};
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
-use sha2::Digest as _;
 use xapi::statement::{authority_names, ensure_id_from, format_canonical, format_ids};
 use xapi::{BatchViolation, Violation, XapiVersion};
 
@@ -99,34 +98,8 @@ pub async fn put(
 
 /// What a write answers when its fate is unknown (NATS or the store did not confirm in time).
 /// True in every case, and the reason retrying is safe: the retry publishes the same message
-/// id and the same statement ids (see [`request_seed`]).
+/// id and the same statement ids (see [`xapi::statement::request_seed`]).
 const MAYBE_STORED: &str = "the statements may or may not be stored; retrying the same request is safe (same ids, stored once)";
-
-/// A digest of who sent what: the credential, the xAPI version, the statements as sent (and,
-/// for PUT, the id): what a retry has in common with the request it repeats (see
-/// [`crate::retries`]).
-fn request_seed(
-    caller: &Caller,
-    version: XapiVersion,
-    statements: &[Value],
-    put_id: Option<&str>,
-) -> [u8; 32] {
-    let mut hasher = sha2::Sha256::new();
-    for part in [
-        caller.0.key.as_bytes(),
-        version.as_str().as_bytes(),
-        put_id.unwrap_or("").as_bytes(),
-    ] {
-        hasher.update((part.len() as u64).to_be_bytes());
-        hasher.update(part);
-    }
-    for statement in statements {
-        let text = statement.to_string();
-        hasher.update((text.len() as u64).to_be_bytes());
-        hasher.update(text.as_bytes());
-    }
-    hasher.finalize().into()
-}
 
 /// Validates, assigns ids, publishes the batch as one JetStream message, waits for the verdict.
 async fn submit(
@@ -162,9 +135,12 @@ async fn submit(
         validator.check_batch(&statements, version)
     };
     checked.map_err(ApiError::InvalidStatement)?;
-    let attempt = state
-        .unconfirmed
-        .attempt(request_seed(caller, version, &statements, put_id));
+    let attempt = state.unconfirmed.attempt(xapi::statement::request_seed(
+        &caller.0.key,
+        version,
+        &statements,
+        put_id,
+    ));
     let seed = attempt.seed();
     let ids: Vec<String> = statements
         .iter_mut()

@@ -116,7 +116,7 @@ impl Checker {
                 }
             }
         }
-        let seed = request_seed(caller, version, &statements, put_id);
+        let seed = xapi::statement::request_seed(caller, version, &statements, put_id);
         let now = xapi::time::format_timestamp(chrono::Utc::now());
         let mut ids = Vec::with_capacity(statements.len());
         for (index, statement) in statements.iter_mut().enumerate() {
@@ -208,31 +208,6 @@ impl Accepter {
         }
         Ok(prepared.ids)
     }
-}
-
-/// What a retry has in common with the request it repeats: the caller, the version, the
-/// statements as sent and the PUT id.
-fn request_seed(
-    caller: &str,
-    version: XapiVersion,
-    statements: &[Value],
-    put_id: Option<&str>,
-) -> [u8; 32] {
-    let mut hasher = Sha256::new();
-    for part in [
-        caller.as_bytes(),
-        version.as_str().as_bytes(),
-        put_id.unwrap_or("").as_bytes(),
-    ] {
-        hasher.update((part.len() as u64).to_be_bytes());
-        hasher.update(part);
-    }
-    for statement in statements {
-        let text = statement.to_string();
-        hasher.update((text.len() as u64).to_be_bytes());
-        hasher.update(text.as_bytes());
-    }
-    hasher.finalize().into()
 }
 
 /// The message id: the same statements, the same id (a retry within the duplicate window is

@@ -165,7 +165,6 @@ async fn main() -> anyhow::Result<()> {
             };
         }
     };
-    let shutdown = tokio_util::sync::CancellationToken::new();
     let node = Node::start(config, parts).await?;
     if let Some(addr) = node.http_addr() {
         say!(
@@ -176,13 +175,27 @@ async fn main() -> anyhow::Result<()> {
     } else {
         say!("Leerspoor {parts:?} is running (NATS {})", node.nats_url());
     }
+    if let Some(addr) = node.leaf_addr() {
+        say!("Hub nodes connect as NATS leaf nodes to {addr} (let one in: leerspoor hubs add ID)");
+    }
     if let Some(addr) = node.ops_addr() {
         say!("Metrics: http://{addr}/metrics  Health: http://{addr}/health/ready");
     } else if let Some(addr) = node.http_addr() {
         say!("Metrics: http://{addr}/metrics  Health: http://{addr}/health/ready");
     }
+    until_signal(|shutdown| node.run(shutdown)).await
+}
+
+/// Runs `part` until it ends or SIGINT/SIGTERM asks it to (through its shutdown token).
+async fn until_signal<F>(
+    part: impl FnOnce(tokio_util::sync::CancellationToken) -> F,
+) -> anyhow::Result<()>
+where
+    F: std::future::Future<Output = anyhow::Result<()>>,
+{
+    let shutdown = tokio_util::sync::CancellationToken::new();
     let signals = shutdown.clone();
-    let (result, ()) = tokio::join!(node.run(shutdown.clone()), async move {
+    let (result, ()) = tokio::join!(part(shutdown), async move {
         tokio::select! {
             _ = wait_for_signal() => signals.cancel(),
             _ = signals.cancelled() => {}
@@ -223,15 +236,7 @@ async fn run_hub(
         node.http_addr(),
         node.nats_url()
     );
-    let shutdown = tokio_util::sync::CancellationToken::new();
-    let signals = shutdown.clone();
-    let (result, ()) = tokio::join!(node.run(shutdown.clone()), async move {
-        tokio::select! {
-            _ = wait_for_signal() => signals.cancel(),
-            _ = signals.cancelled() => {}
-        }
-    });
-    result
+    until_signal(|shutdown| node.run(shutdown)).await
 }
 
 /// NATS as the configured user (`leerspoor-admin` with deploy/nats-accounts.conf), for the

@@ -44,6 +44,33 @@ pub fn ensure_id_from(statement: &mut Value, seed: &[u8; 32], index: usize) -> S
     id
 }
 
+/// A digest of who sent what: the credential's key, the xAPI version, the statements as sent
+/// (and, for PUT, the id): what a retry has in common with the request it repeats, the seed of
+/// [`ensure_id_from`] (the gateway's and a hub node's).
+pub fn request_seed(
+    key: &str,
+    version: XapiVersion,
+    statements: &[Value],
+    put_id: Option<&str>,
+) -> [u8; 32] {
+    use sha2::Digest as _;
+    let mut hasher = sha2::Sha256::new();
+    for part in [
+        key.as_bytes(),
+        version.as_str().as_bytes(),
+        put_id.unwrap_or("").as_bytes(),
+    ] {
+        hasher.update((part.len() as u64).to_be_bytes());
+        hasher.update(part);
+    }
+    for statement in statements {
+        let text = statement.to_string();
+        hasher.update((text.len() as u64).to_be_bytes());
+        hasher.update(text.as_bytes());
+    }
+    hasher.finalize().into()
+}
+
 /// The statement's id in canonical (lowercase hyphenated) form.
 pub fn statement_id(statement: &Value) -> Option<String> {
     let id = statement.get("id")?.as_str()?;
