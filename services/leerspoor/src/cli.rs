@@ -90,6 +90,10 @@ pub struct Common {
     /// Serve /metrics and /health/* on a listener of their own (a store or projector alone).
     #[arg(long, global = true, env = "LEERSPOOR_OPS_LISTEN")]
     pub ops_listen: Option<SocketAddr>,
+    /// Where hub nodes connect as NATS leaf nodes, on the nats-server `serve` starts
+    /// (e.g. 0.0.0.0:7422; README "Hubs").
+    #[arg(long, global = true, env = "LEERSPOOR_LEAF_LISTEN")]
+    pub leaf_listen: Option<SocketAddr>,
     /// Log lines as text for people or as JSON objects for log shippers.
     #[arg(long, global = true, env = "LEERSPOOR_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -213,6 +217,9 @@ impl Common {
         }
         if let Some(listen) = self.ops_listen {
             config.ops.listen = Some(listen);
+        }
+        if let Some(listen) = self.leaf_listen {
+            config.hubs.leaf_listen = Some(listen);
         }
         if let Some(versions) = &self.xapi_versions {
             config.gateway.xapi_versions = versions.clone();
