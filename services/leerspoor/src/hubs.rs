@@ -265,15 +265,15 @@ async fn add(
         println!("NATS user {user} made on the central nats-server");
     } else {
         println!(
-            "This NATS is not run by `leerspoor serve` with [hubs] leaf_listen: add this user to              its authorization users and reload it (deploy/nats-accounts.conf):
-  {}",
+            "This NATS is not run by `leerspoor serve` with [hubs] leaf_listen: add this user to \
+             its authorization users and reload it (deploy/nats-accounts.conf):\n  {}",
             bus::leaf::central_user_entry(hub, &password)
         );
     }
     if !password_stdin {
         println!(
-            "On the hub (keep the URL secret; it is shown once):
-  leerspoor hub --hub {hub}              --central-nats nats-leaf://{user}:{password}@{leaf_address} --data-dir DIR --listen ADDR"
+            "On the hub (keep the URL secret; it is shown once):\n  leerspoor hub --hub {hub} \
+             --central-nats nats-leaf://{user}:{password}@{leaf_address} --data-dir DIR --listen ADDR"
         );
     }
     Ok(())

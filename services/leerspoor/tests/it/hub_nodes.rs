@@ -94,6 +94,16 @@ impl Central {
         leerspoor_ok(&all, None).await
     }
 
+    /// The last sequence of the central `LRS_IN`.
+    async fn in_sequence(&self) -> u64 {
+        let js = async_nats::jetstream::new(self.nats().await);
+        let mut stream = js
+            .get_stream(bus::subjects::STREAM_IN)
+            .await
+            .expect("LRS_IN");
+        stream.info().await.expect("info").state.last_sequence
+    }
+
     /// A NATS client of the central site (the services' user `serve` made).
     async fn nats(&self) -> async_nats::Client {
         let (user, password) =
@@ -349,7 +359,7 @@ async fn a_cut_link_and_a_restarted_hub_node_lose_nothing_and_keep_the_order() {
     let link = Link::start(central.leaf.expect("leaf port")).await;
     let url = add_hub(&central, &link).await;
     let mut hub = HubSite::start(url).await;
-    let statements: Vec<Value> = (0..600).map(attendance).collect();
+    let statements: Vec<Value> = (0..650).map(attendance).collect();
 
     // Writes go on while the link is cut and restored.
     let mut ids = hub.write(&statements[..150], 5).await;
@@ -365,7 +375,19 @@ async fn a_cut_link_and_a_restarted_hub_node_lose_nothing_and_keep_the_order() {
     hub.down().await;
     hub.up().await;
     link.restore();
+    arrived_once_in_order(&central, &ids).await;
+
+    // The central site restarts: it sources from where it stopped, not again from the start.
+    let before = central.in_sequence().await;
+    central.down().await;
+    ids.extend(hub.write(&statements[600..650], 5).await);
+    central.up().await;
     let stored = arrived_once_in_order(&central, &ids).await;
+    assert_eq!(
+        central.in_sequence().await,
+        before + 10,
+        "only the ten new messages are sourced after the restart"
+    );
     summaries_match(&central.base, stored, WAIT).await;
 
     // Taken out: refused while behind is checked; with nothing behind it goes.
