@@ -182,6 +182,27 @@ impl Accepter {
         self.publish(prepared).await
     }
 
+    /// Messages and bytes in the hub's stream, or why it cannot be read.
+    pub async fn stream_state(&self) -> Result<(u64, u64), String> {
+        let read = async {
+            let mut stream = self
+                .js
+                .get_stream(bus::subjects::hub_stream(&self.checker.hub))
+                .await
+                .map_err(|err| err.to_string())?;
+            let info = stream.info().await.map_err(|err| err.to_string())?;
+            Ok((info.state.messages, info.state.bytes))
+        };
+        tokio::time::timeout(self.timeout, read)
+            .await
+            .map_err(|_| {
+                format!(
+                    "the hub's nats-server did not answer within {:?}",
+                    self.timeout
+                )
+            })?
+    }
+
     /// Publishes to the hub's stream and waits until it is on disk there.
     pub async fn publish(&self, prepared: Prepared) -> Result<Vec<String>, Refusal> {
         let hub = &self.checker.hub;

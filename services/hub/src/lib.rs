@@ -1,6 +1,7 @@
 //! A hub node: what a hub's kiosks, badge scanners and back office write to when the central
 //! site may be out of reach. It speaks the write half of the xAPI statement API
-//! (`POST`/`PUT /xapi/statements`, `GET /xapi/about`), checks each write as the central store
+//! (`POST`/`PUT /xapi/statements`, `GET /xapi/about`; `GET /health/live`, `/health/ready`),
+//! checks each write as the central store
 //! will ([`accept`]), and answers once the statements are on disk in the hub's own JetStream
 //! stream, on the hub's own nats-server, a leaf node of the central NATS. The central `LRS_IN`
 //! sources from that stream whenever the link is up ([`bus::leaf`]).
@@ -99,6 +100,8 @@ impl HubEndpoint {
         let body_limit = config.limits.hub_message_bytes.saturating_mul(2);
         let router = Router::new()
             .route("/xapi/about", get(about))
+            .route("/health/live", get(live))
+            .route("/health/ready", get(ready))
             .route(
                 "/xapi/statements",
                 axum::routing::post(post_statements).put(put_statement),
@@ -307,6 +310,29 @@ async fn about(State(state): State<Arc<AppState>>) -> Response {
     response
 }
 
+async fn live() -> Response {
+    axum::Json(serde_json::json!({"status": "live"})).into_response()
+}
+
+/// Ready when the hub's own stream answers: then writes are kept. Says how many messages and
+/// bytes the hub keeps (sourced by the central site or not: see `hubs list` there).
+async fn ready(State(state): State<Arc<AppState>>) -> Response {
+    match state.accepter.stream_state().await {
+        Ok((messages, bytes)) => axum::Json(serde_json::json!({
+            "status": "ready",
+            "hub": state.accepter.checker.hub(),
+            "kept_messages": messages,
+            "kept_bytes": bytes,
+        }))
+        .into_response(),
+        Err(reason) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(serde_json::json!({"status": "not ready", "reason": reason})),
+        )
+            .into_response(),
+    }
+}
+
 /// The `about` extension that says this is a hub node, and whose.
 pub const HUB_NODE_EXTENSION: &str = "https://w3id.org/xapi/llo/extensions/hub-node";
 
@@ -314,8 +340,8 @@ async fn not_here() -> Response {
     error(
         StatusCode::NOT_FOUND,
         "not_at_a_hub_node",
-        "a hub node takes statement writes only (POST or PUT /xapi/statements) and \
-         GET /xapi/about; read from the central LRS"
+        "a hub node takes statement writes only (POST or PUT /xapi/statements), \
+         GET /xapi/about and /health/*; read from the central LRS"
             .into(),
     )
 }

@@ -463,6 +463,15 @@ async fn a_kiosk_export_becomes_attendance_at_the_hub_with_a_report_of_refused_r
     assert_eq!(statements[0]["verb"]["id"], ATTENDED);
     assert_eq!(statements[0]["result"]["duration"], "PT7200S");
 
+    let ready: Value = reqwest::get(format!("{}/health/ready", hub.base))
+        .await
+        .expect("health")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(ready["status"], "ready");
+    assert_eq!(ready["kept_messages"], json!(7));
+
     // The same file again: the same ids, so the hub's stream drops the repeats.
     let said = leerspoor_ok(&args, None).await;
     assert!(said.contains("wrote 250"), "{said}");
