@@ -104,7 +104,9 @@ impl HubEndpoint {
             .route("/health/ready", get(ready))
             .route(
                 "/xapi/statements",
-                axum::routing::post(post_statements).put(put_statement),
+                axum::routing::post(post_statements)
+                    .put(put_statement)
+                    .fallback(reads_elsewhere),
             )
             .fallback(not_here)
             .layer(DefaultBodyLimit::max(body_limit))
@@ -335,6 +337,19 @@ async fn ready(State(state): State<Arc<AppState>>) -> Response {
 
 /// The `about` extension that says this is a hub node, and whose.
 pub const HUB_NODE_EXTENSION: &str = "https://w3id.org/xapi/llo/extensions/hub-node";
+
+/// Statement reads (and anything but POST and PUT) are the central site's.
+async fn reads_elsewhere() -> Response {
+    let mut response = error(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "not_at_a_hub_node",
+        "a hub node takes statements (POST, PUT); read them from the central LRS".into(),
+    );
+    response
+        .headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static("POST, PUT"));
+    response
+}
 
 async fn not_here() -> Response {
     error(

@@ -471,6 +471,22 @@ async fn a_kiosk_export_becomes_attendance_at_the_hub_with_a_report_of_refused_r
         .expect("json");
     assert_eq!(ready["status"], "ready");
     assert_eq!(ready["kept_messages"], json!(7));
+    let read = reqwest::Client::new()
+        .get(format!("{}/xapi/statements", hub.base))
+        .basic_auth("leerspoor", Some("leerspoor"))
+        .send()
+        .await
+        .expect("http");
+    assert_eq!(read.status(), StatusCode::METHOD_NOT_ALLOWED);
+    let wrong = reqwest::Client::new()
+        .post(format!("{}/xapi/statements", hub.base))
+        .basic_auth("leerspoor", Some("not the secret"))
+        .header("X-Experience-API-Version", "2.0.0")
+        .json(&attendance(1))
+        .send()
+        .await
+        .expect("http");
+    assert_eq!(wrong.status(), StatusCode::UNAUTHORIZED);
 
     // The same file again: the same ids, so the hub's stream drops the repeats.
     let said = leerspoor_ok(&args, None).await;
