@@ -170,23 +170,24 @@ fn leaf_error(what: impl Into<String>) -> impl FnOnce(String) -> LeafError {
     move |reason| LeafError { what, reason }
 }
 
-async fn in_config(js: &jetstream::Context) -> Result<(stream::Config, stream::Info), LeafError> {
+/// `LRS_IN` as the server has it now: its configuration and its sources' positions.
+async fn in_info(js: &jetstream::Context) -> Result<stream::Info, LeafError> {
     let mut stream = js
         .get_stream(subjects::STREAM_IN)
         .await
         .map_err(|err| leaf_error("reading LRS_IN")(err.to_string()))?;
-    let info = stream
+    stream
         .info()
         .await
-        .map_err(|err| leaf_error("reading LRS_IN")(err.to_string()))?
-        .clone();
-    Ok((info.config.clone(), info))
+        .cloned()
+        .map_err(|err| leaf_error("reading LRS_IN")(err.to_string()))
 }
 
 /// The hubs `LRS_IN` sources from, with their lag and last contact.
 pub async fn sources(js: &jetstream::Context) -> Result<Vec<SourceStatus>, LeafError> {
-    let (_, info) = in_config(js).await?;
-    let mut found: Vec<SourceStatus> = info
+    // Every configured source is listed, with `active` negative until it was first heard from.
+    let mut found: Vec<SourceStatus> = in_info(js)
+        .await?
         .sources
         .iter()
         .filter_map(|source| {
@@ -198,18 +199,6 @@ pub async fn sources(js: &jetstream::Context) -> Result<Vec<SourceStatus>, LeafE
             })
         })
         .collect();
-    // A source that never connected may be missing from the info: it is configured all the same.
-    for source in info.config.sources.iter().flatten() {
-        if let Some(hub) = source.name.strip_prefix(HUB_STREAM_PREFIX) {
-            if !found.iter().any(|status| status.hub == hub) {
-                found.push(SourceStatus {
-                    hub: hub.to_owned(),
-                    lag: 0,
-                    last_active: None,
-                });
-            }
-        }
-    }
     found.sort_by(|a, b| a.hub.cmp(&b.hub));
     Ok(found)
 }
@@ -217,7 +206,7 @@ pub async fn sources(js: &jetstream::Context) -> Result<Vec<SourceStatus>, LeafE
 /// Makes `LRS_IN` source from `hub`'s stream; false if it already did.
 pub async fn add_source(js: &jetstream::Context, hub: &str) -> Result<bool, LeafError> {
     check_hub_id(hub).map_err(leaf_error("hub id"))?;
-    let (mut config, _) = in_config(js).await?;
+    let mut config = in_info(js).await?.config;
     let sources = config.sources.get_or_insert_with(Vec::new);
     if sources.iter().any(|source| source.name == hub_stream(hub)) {
         return Ok(false);
@@ -231,7 +220,7 @@ pub async fn add_source(js: &jetstream::Context, hub: &str) -> Result<bool, Leaf
 
 /// Stops `LRS_IN` sourcing from `hub`'s stream; false if it did not.
 pub async fn remove_source(js: &jetstream::Context, hub: &str) -> Result<bool, LeafError> {
-    let (mut config, _) = in_config(js).await?;
+    let mut config = in_info(js).await?.config;
     let name = hub_stream(hub);
     let Some(sources) = config.sources.as_mut() else {
         return Ok(false);

@@ -334,12 +334,11 @@ pub fn write_hub_user(dir: &Path, hub: &str, password: &str) -> std::io::Result<
     write_private(&dir.join(format!("{hub}.password")), password)
 }
 
-/// Removes a hub's password file; false if there was none.
-pub fn remove_hub_user(dir: &Path, hub: &str) -> std::io::Result<bool> {
+/// Removes a hub's password file, if there is one.
+pub fn remove_hub_user(dir: &Path, hub: &str) -> std::io::Result<()> {
     match std::fs::remove_file(dir.join(format!("{hub}.password"))) {
-        Ok(()) => Ok(true),
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(false),
-        Err(err) => Err(err),
+        Err(err) if err.kind() != std::io::ErrorKind::NotFound => Err(err),
+        _ => Ok(()),
     }
 }
 

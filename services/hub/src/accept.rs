@@ -95,6 +95,11 @@ impl Checker {
                     "PUT takes one statement (a JSON object), not an array".into(),
                 ));
             }
+            if put_id.is_empty() {
+                return Err(Refusal::Malformed(
+                    "PUT /xapi/statements needs the statementId parameter".into(),
+                ));
+            }
             let Some(wanted) = canonical_id(put_id) else {
                 return Err(Refusal::Malformed(format!(
                     "statementId {:?} is not a UUID",
@@ -362,6 +367,11 @@ mod tests {
         assert!(checker()
             .prepare("kiosk", &body, XapiVersion::V2_0_0, Some(id))
             .is_err());
+        let body = serde_json::to_vec(&attendance("eindhoven")).expect("json");
+        let missing = checker()
+            .prepare("kiosk", &body, XapiVersion::V2_0_0, Some(""))
+            .expect_err("no statementId");
+        assert!(missing.to_string().contains("statementId"), "{missing}");
     }
 
     #[test]

@@ -23,6 +23,9 @@ pub struct HubCredential {
 pub struct Credentials {
     hashes: HashMap<String, String>,
     verified: Mutex<HashMap<String, [u8; 32]>>,
+    /// One Argon2 check at a time: the many first requests of tools that just started wait
+    /// for one check (then find the secret remembered) instead of each paying for one.
+    verifying: tokio::sync::Mutex<()>,
 }
 
 impl Credentials {
@@ -33,6 +36,7 @@ impl Credentials {
                 .map(|credential| (credential.key.clone(), credential.secret_hash.clone()))
                 .collect(),
             verified: Mutex::new(HashMap::new()),
+            verifying: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -50,13 +54,11 @@ impl Credentials {
         let (key, secret) = text.split_once(':')?;
         let hash = self.hashes.get(key)?.clone();
         let digest: [u8; 32] = Sha256::digest(secret.as_bytes()).into();
-        let remembered = self
-            .verified
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .get(key)
-            .is_some_and(|known| subtle::ConstantTimeEq::ct_eq(&known[..], &digest[..]).into());
-        if remembered {
+        if self.remembered(key, &digest) {
+            return Some(key.to_owned());
+        }
+        let _turn = self.verifying.lock().await;
+        if self.remembered(key, &digest) {
             return Some(key.to_owned());
         }
         let secret = secret.to_owned();
@@ -77,5 +79,70 @@ impl Credentials {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .insert(key.to_owned(), digest);
         Some(key.to_owned())
+    }
+
+    /// Whether this secret (its digest) already passed Argon2 for `key`.
+    fn remembered(&self, key: &str, digest: &[u8; 32]) -> bool {
+        self.verified
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(key)
+            .is_some_and(|known| subtle::ConstantTimeEq::ct_eq(&known[..], &digest[..]).into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use argon2::password_hash::rand_core::OsRng;
+    use argon2::password_hash::SaltString;
+    use argon2::PasswordHasher;
+
+    fn basic(key: &str, secret: &str) -> String {
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(format!("{key}:{secret}"))
+        )
+    }
+
+    #[tokio::test]
+    async fn a_key_and_its_secret_pass_and_nothing_else_does() {
+        let hash = argon2::Argon2::default()
+            .hash_password(b"kiosk-secret", &SaltString::generate(&mut OsRng))
+            .expect("hash")
+            .to_string();
+        let credentials = Credentials::new(&[HubCredential {
+            key: "kiosk".into(),
+            secret_hash: hash,
+        }]);
+        let right = basic("kiosk", "kiosk-secret");
+        // Many first requests at once: each is let in, one Argon2 check after another.
+        let checks = three_at_once(&credentials, &right).await;
+        assert!(checks.iter().all(|key| key.as_deref() == Some("kiosk")));
+        assert_eq!(
+            credentials.check(Some(&right)).await.as_deref(),
+            Some("kiosk")
+        );
+        assert_eq!(
+            credentials.check(Some(&basic("kiosk", "wrong"))).await,
+            None
+        );
+        assert_eq!(
+            credentials
+                .check(Some(&basic("other", "kiosk-secret")))
+                .await,
+            None
+        );
+        assert_eq!(credentials.check(Some("Bearer x")).await, None);
+        assert_eq!(credentials.check(None).await, None);
+    }
+
+    async fn three_at_once(credentials: &Credentials, header: &str) -> Vec<Option<String>> {
+        let (a, b, c) = tokio::join!(
+            credentials.check(Some(header)),
+            credentials.check(Some(header)),
+            credentials.check(Some(header))
+        );
+        vec![a, b, c]
     }
 }

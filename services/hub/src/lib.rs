@@ -250,18 +250,29 @@ async fn caller(state: &AppState, headers: &HeaderMap) -> Result<(String, XapiVe
     Ok((key, version))
 }
 
+/// A write from an authenticated caller, accepted: its ids; or the answer that refuses it.
+async fn write(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: &[u8],
+    put_id: Option<&str>,
+) -> Result<Vec<String>, Response> {
+    let (key, version) = caller(state, headers).await?;
+    state
+        .accepter
+        .accept(&key, body, version, put_id)
+        .await
+        .map_err(refused)
+}
+
 async fn post_statements(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let (key, version) = match caller(&state, &headers).await {
-        Ok(caller) => caller,
-        Err(response) => return response,
-    };
-    match state.accepter.accept(&key, &body, version, None).await {
+    match write(&state, &headers, &body, None).await {
         Ok(ids) => (StatusCode::OK, axum::Json(ids)).into_response(),
-        Err(refusal) => refused(refusal),
+        Err(response) => response,
     }
 }
 
@@ -277,20 +288,11 @@ async fn put_statement(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let (key, version) = match caller(&state, &headers).await {
-        Ok(caller) => caller,
-        Err(response) => return response,
-    };
-    let Some(id) = query.statement_id else {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "bad_request",
-            "PUT /xapi/statements needs the statementId parameter".into(),
-        );
-    };
-    match state.accepter.accept(&key, &body, version, Some(&id)).await {
+    // A missing statementId is refused after the caller is known, like any other bad request.
+    let put_id = query.statement_id.unwrap_or_default();
+    match write(&state, &headers, &body, Some(&put_id)).await {
         Ok(_) => StatusCode::NO_CONTENT.into_response(),
-        Err(refusal) => refused(refusal),
+        Err(response) => response,
     }
 }
 

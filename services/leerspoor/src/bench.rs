@@ -167,8 +167,14 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             key: KEY.into(),
             secret: SECRET.into(),
         };
-        let report =
-            http_scenario(&target, args.statements, (*batch).max(1), args.concurrency).await?;
+        let report = http_scenario(
+            &target,
+            args.statements,
+            (*batch).max(1),
+            args.concurrency,
+            llo_statement,
+        )
+        .await?;
         report.print(&format!("HTTP POST, batch of {batch}"));
         let drained = crate::bench_summaries::drain_time(&js).await?;
         stop_sampling.cancel();
@@ -292,7 +298,7 @@ fn auth_profile() -> anyhow::Result<()> {
     Ok(())
 }
 
-struct Report {
+pub(crate) struct Report {
     statements: usize,
     elapsed: Duration,
     /// Per request (HTTP) or per message (NATS), in microseconds.
@@ -300,7 +306,7 @@ struct Report {
 }
 
 impl Report {
-    fn print(&self, name: &str) {
+    pub(crate) fn print(&self, name: &str) {
         let rate = self.statements as f64 / self.elapsed.as_secs_f64();
         let ms = |quantile: f64| self.latency.value_at_quantile(quantile) as f64 / 1000.0;
         println!(
@@ -369,18 +375,27 @@ async fn against(args: &BenchArgs) -> anyhow::Result<()> {
         "scenario", "statements/s", "p50 ms", "p99 ms", "max ms"
     );
     for batch in &args.batches {
-        let report =
-            http_scenario(&target, args.statements, (*batch).max(1), args.concurrency).await?;
+        let report = http_scenario(
+            &target,
+            args.statements,
+            (*batch).max(1),
+            args.concurrency,
+            llo_statement,
+        )
+        .await?;
         report.print(&format!("HTTP POST, batch of {batch}"));
     }
     Ok(())
 }
 
-async fn http_scenario(
+/// POSTs `total` statements (`statement(n)`, in requests of `batch`) to `target` from
+/// `concurrency` clients; throughput and per-request latency.
+pub(crate) async fn http_scenario(
     target: &Target,
     total: usize,
     batch: usize,
     concurrency: usize,
+    statement: fn(usize) -> Value,
 ) -> anyhow::Result<Report> {
     let client = reqwest::Client::new();
     let requests = total.div_ceil(batch);
@@ -388,9 +403,7 @@ async fn http_scenario(
     let bodies: Arc<Vec<Vec<u8>>> = Arc::new(
         (0..requests)
             .map(|request| {
-                let body: Vec<Value> = (0..batch)
-                    .map(|n| llo_statement(request * batch + n))
-                    .collect();
+                let body: Vec<Value> = (0..batch).map(|n| statement(request * batch + n)).collect();
                 let body = if batch == 1 {
                     body[0].clone()
                 } else {

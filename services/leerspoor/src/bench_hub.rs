@@ -4,8 +4,6 @@
 //! 100 and single statements), then how fast a backlog of N statements, written while the
 //! central site did not source the hub, drains into the central store once it does.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
@@ -30,56 +28,6 @@ fn attendance(n: usize) -> Value {
             xapi::llo::COMPANY: format!("KVK-{}", n % 200),
         }},
     })
-}
-
-/// Writes `total` statements in requests of `batch`, `clients` at a time; statements/s.
-async fn write(
-    base: &str,
-    total: usize,
-    batch: usize,
-    clients: usize,
-    first: usize,
-) -> anyhow::Result<f64> {
-    let http = reqwest::Client::new();
-    let next = Arc::new(AtomicUsize::new(0));
-    let started = Instant::now();
-    let mut tasks = Vec::new();
-    for _ in 0..clients {
-        let http = http.clone();
-        let next = next.clone();
-        let url = format!("{base}/xapi/statements");
-        tasks.push(tokio::spawn(async move {
-            loop {
-                let at = next.fetch_add(batch, Ordering::Relaxed);
-                if at >= total {
-                    return anyhow::Ok(());
-                }
-                let end = (at + batch).min(total);
-                let body: Vec<Value> = (first + at..first + end).map(attendance).collect();
-                let body = if batch == 1 {
-                    body.into_iter().next().unwrap_or_default()
-                } else {
-                    Value::Array(body)
-                };
-                let response = http
-                    .post(&url)
-                    .basic_auth(crate::config::DEMO_KEY, Some(crate::config::DEMO_SECRET))
-                    .header("X-Experience-API-Version", "2.0.0")
-                    .json(&body)
-                    .send()
-                    .await?;
-                anyhow::ensure!(
-                    response.status().is_success(),
-                    "the hub node answered {}",
-                    response.status()
-                );
-            }
-        }));
-    }
-    for task in tasks {
-        task.await??;
-    }
-    Ok(total as f64 / started.elapsed().as_secs_f64())
 }
 
 pub async fn run(backlog: usize) -> anyhow::Result<()> {
@@ -112,19 +60,27 @@ pub async fn run(backlog: usize) -> anyhow::Result<()> {
     hub_config.hub.central_nats = Some(format!("nats-leaf://hub-{HUB}:{hub_password}@{leaf}"));
     hub_config.hub.listen = "127.0.0.1:0".parse()?;
     let hub = HubNode::start(&hub_config).await?;
-    let base = format!("http://{}", hub.http_addr());
+    let target = crate::bench::Target {
+        bases: vec![format!("http://{}", hub.http_addr())],
+        key: crate::config::DEMO_KEY.to_owned(),
+        secret: crate::config::DEMO_SECRET.to_owned(),
+    };
     let hub_stop = tokio_util::sync::CancellationToken::new();
     let hub_run = tokio::spawn(hub.run(hub_stop.clone()));
 
     println!("hub node accepting (durable at the hub, central site not sourcing):");
-    let singles = 2_000.min(backlog);
-    let rate = write(&base, singles, 1, 32, 0).await?;
-    println!("  single-statement POSTs, 32 clients: {rate:>8.0} statements/s");
-    let batched = backlog - singles;
-    let rate = write(&base, batched, 100, 4, singles).await?;
     println!(
-        "  batches of 100, 4 clients:          {rate:>8.0} statements/s ({batched} statements)"
+        "{:<28} {:>12} {:>10} {:>10} {:>10}",
+        "scenario", "statements/s", "p50 ms", "p99 ms", "max ms"
     );
+    let singles = 2_000.min(backlog);
+    crate::bench::http_scenario(&target, singles, 1, 32, attendance)
+        .await?
+        .print("POST one, 32 clients");
+    let batched = backlog - singles;
+    crate::bench::http_scenario(&target, batched, 100, 4, attendance)
+        .await?
+        .print("POST batch of 100, 4 clients");
 
     println!("draining a backlog of {backlog} statements into the central store:");
     let js = async_nats::jetstream::new(admin.clone());

@@ -286,9 +286,7 @@ async fn serve_leaf_users(
                 })
             }
             Ok(LeafUserRequest::Remove { hub }) => bus::leaf::check_hub_id(&hub).and_then(|()| {
-                bus::server::remove_hub_user(dir, &hub)
-                    .map(|_| ())
-                    .map_err(|err| err.to_string())
+                bus::server::remove_hub_user(dir, &hub).map_err(|err| err.to_string())
             }),
         };
         let result = match changed {

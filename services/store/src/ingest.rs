@@ -254,6 +254,21 @@ mod tests {
     }
 
     #[test]
+    fn a_message_sourced_from_a_hub_must_be_on_that_hubs_subject() {
+        let header = "LRS_HUB_veghel:XdYik8JP 7 lrs.in.hub.veghel > lrs.in.hub.veghel SjLC0VPt";
+        assert!(check_source("lrs.in.hub.veghel", Some(header)).is_ok());
+        assert!(check_source("lrs.in.http", None).is_ok(), "not sourced");
+        let forged = check_source("lrs.in.http", Some(header)).expect_err("forged");
+        assert_eq!(forged.rule, "hub.source");
+        let elsewhere = check_source("lrs.in.hub.uden", Some(header)).expect_err("other hub");
+        assert!(
+            elsewhere.message.contains("lrs.in.hub.veghel"),
+            "{}",
+            elsewhere.message
+        );
+    }
+
+    #[test]
     fn hub_messages_meet_the_limits() {
         let limits = Limits {
             hub_message_bytes: 100,

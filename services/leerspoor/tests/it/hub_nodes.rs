@@ -257,7 +257,7 @@ async fn a_hub_keeps_working_while_the_central_site_is_down_and_everything_arriv
     let url = add_hub(&central, &link).await;
     let listed = central.hubs(&["list", "--json"]).await;
     assert!(listed.contains("\"veghel\""), "{listed}");
-    let hub = HubSite::start(url.clone()).await;
+    let mut hub = HubSite::start(url.clone()).await;
 
     // The central site goes away; the hub's tools keep writing, and every write is a 200.
     central.down().await;
@@ -349,7 +349,8 @@ async fn a_hub_keeps_working_while_the_central_site_is_down_and_everything_arriv
         !matches!(elsewhere, Ok(Ok(_))),
         "another hub's subject is not the hub's to publish"
     );
-    drop(hub);
+
+    hub.down().await;
     central.down().await;
 }
 
