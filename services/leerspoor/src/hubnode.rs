@@ -342,3 +342,27 @@ pub fn print_report(file: &std::path::Path, report: &ImportReport, dry_run: bool
         println!("  line {}: {}", row.line, row.reason);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_demo_credential_is_for_a_loopback_hub_node_without_a_configuration_file() {
+        let mut config = Config::load(None).expect("defaults");
+        let demo = credentials(&config).expect("loopback");
+        assert_eq!(demo.len(), 1);
+        assert_eq!(demo[0].key, crate::config::DEMO_KEY);
+        config.hub.listen = "0.0.0.0:8090".parse().expect("addr");
+        let refused = credentials(&config).expect_err("beyond loopback");
+        assert!(refused.to_string().contains("loopback"), "{refused}");
+        config.hub.demo_credential = false;
+        assert!(credentials(&config).is_err(), "a file without credentials");
+        config.hub.credentials = vec![HubCredential {
+            key: "kiosk".into(),
+            secret_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into(),
+        }];
+        let configured = credentials(&config).expect("from the file");
+        assert_eq!(configured[0].key, "kiosk");
+    }
+}
