@@ -55,6 +55,11 @@ pub fn sample_lag(js: jetstream::Context, stop: CancellationToken) -> tokio::tas
 /// Time until the store has applied everything on `LRS_IN` and the projector everything on
 /// `LRS_STORED`.
 pub async fn drain_time(js: &jetstream::Context) -> anyhow::Result<Duration> {
+    drain_within(js, Duration::from_secs(600)).await
+}
+
+/// [`drain_time`], waiting at most `limit`.
+pub async fn drain_within(js: &jetstream::Context, limit: Duration) -> anyhow::Result<Duration> {
     let started = Instant::now();
     // The store first (a backlog on LRS_IN becomes events later), then the projector.
     while pending_on(
@@ -67,8 +72,9 @@ pub async fn drain_time(js: &jetstream::Context) -> anyhow::Result<Duration> {
         || pending(js).await? > 0
     {
         anyhow::ensure!(
-            started.elapsed() < Duration::from_secs(600),
-            "the projector did not catch up in 10 minutes"
+            started.elapsed() < limit,
+            "the projector did not catch up in {} s",
+            limit.as_secs()
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }

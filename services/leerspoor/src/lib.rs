@@ -21,6 +21,7 @@ pub mod bench_erasure;
 pub mod bench_hub;
 pub mod bench_replicas;
 pub mod bench_summaries;
+pub mod bench_targets;
 pub mod config;
 pub mod demo;
 pub mod hubnode;

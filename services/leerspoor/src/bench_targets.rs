@@ -1,0 +1,725 @@
+//! `leerspoor bench --targets`: every performance target of the project in one run, on a fresh
+//! durable Leerspoor in this process, compared with the figures recorded last
+//! (`docs/perf/targets.json`): ingest over HTTP (batches of 100, 8 clients; single statements,
+//! 32 clients) and over NATS (hub subjects), the projector's lag, filtered and by-id reads,
+//! then the same ingest and reads once the store holds `--size` statements, with the
+//! process's resident memory and the databases' size on disk against the statements' JSON.
+//!
+//! It is a benchmark, not a test: it says which figures moved beyond this machine's noise, and
+//! exits non-zero when one got worse by more than that, so a change can be checked before it
+//! lands. `--record` writes the new figures as the ones to compare with next time.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use async_nats::jetstream;
+use futures::StreamExt as _;
+use hdrhistogram::Histogram;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+
+use crate::bench::{http_scenario, BenchNode, Target};
+use crate::demo::{llo_statement, HUBS};
+
+/// What is measured, the target it has, and how much it moves between runs on this machine
+/// with nothing changed (from repeated runs; a change beyond that is reported).
+struct Metric {
+    key: &'static str,
+    label: &'static str,
+    /// `true`: more is better (a rate); `false`: less is better (a latency, a size).
+    higher_is_better: bool,
+    target: f64,
+    /// Relative change within which a figure counts as unchanged.
+    noise: f64,
+    /// And an absolute one (a p99 of a few ms moves by a ms or two from run to run).
+    floor: f64,
+}
+
+const METRICS: &[Metric] = &[
+    Metric {
+        key: "http_batch_100",
+        label: "HTTP batches of 100 (8 clients), statements/s",
+        higher_is_better: true,
+        target: 15_000.0,
+        noise: 0.15,
+        floor: 0.0,
+    },
+    Metric {
+        key: "http_single_32",
+        label: "HTTP single statements (32 clients), statements/s",
+        higher_is_better: true,
+        target: 2_000.0,
+        noise: 0.15,
+        floor: 0.0,
+    },
+    Metric {
+        key: "nats_hub",
+        label: "NATS hub subjects, batches of 100, statements/s",
+        higher_is_better: true,
+        target: 25_000.0,
+        noise: 0.15,
+        floor: 0.0,
+    },
+    Metric {
+        key: "projector_lag_p99_ms",
+        label: "projector lag under HTTP batches, p99 ms",
+        higher_is_better: false,
+        target: 250.0,
+        noise: 0.5,
+        floor: 100.0,
+    },
+    Metric {
+        key: "read_agent_p99_ms",
+        label: "read by agent (100 rows), p99 ms",
+        higher_is_better: false,
+        target: 10.0,
+        noise: 0.5,
+        floor: 2.0,
+    },
+    Metric {
+        key: "read_verb_p99_ms",
+        label: "read by verb (100 rows), p99 ms",
+        higher_is_better: false,
+        target: 10.0,
+        noise: 0.5,
+        floor: 2.0,
+    },
+    Metric {
+        key: "read_activity_p99_ms",
+        label: "read by activity (100 rows), p99 ms",
+        higher_is_better: false,
+        target: 10.0,
+        noise: 0.5,
+        floor: 2.0,
+    },
+    Metric {
+        key: "read_registration_p99_ms",
+        label: "read by registration, p99 ms",
+        higher_is_better: false,
+        target: 10.0,
+        noise: 0.5,
+        floor: 2.0,
+    },
+    Metric {
+        key: "read_since_p99_ms",
+        label: "read since (100 rows), p99 ms",
+        higher_is_better: false,
+        target: 10.0,
+        noise: 0.5,
+        floor: 2.0,
+    },
+    Metric {
+        key: "read_id_p99_ms",
+        label: "read by id, p99 ms",
+        higher_is_better: false,
+        target: 2.0,
+        noise: 0.5,
+        floor: 2.0,
+    },
+    Metric {
+        key: "grown_http_batch_100",
+        label: "at --size: HTTP batches of 100, statements/s",
+        higher_is_better: true,
+        target: 12_000.0,
+        noise: 0.15,
+        floor: 0.0,
+    },
+    Metric {
+        key: "grown_vs_empty",
+        label: "at --size: ingest / ingest on an empty store",
+        higher_is_better: true,
+        target: 0.8,
+        noise: 0.15,
+        floor: 0.0,
+    },
+    Metric {
+        key: "grown_read_agent_p99_ms",
+        label: "at --size: read by agent, p99 ms",
+        higher_is_better: false,
+        target: 10.0,
+        noise: 0.5,
+        floor: 2.0,
+    },
+    Metric {
+        key: "grown_read_verb_p99_ms",
+        label: "at --size: read by verb, p99 ms",
+        higher_is_better: false,
+        target: 10.0,
+        noise: 0.5,
+        floor: 2.0,
+    },
+    Metric {
+        key: "grown_read_activity_p99_ms",
+        label: "at --size: read by activity, p99 ms",
+        higher_is_better: false,
+        target: 10.0,
+        noise: 0.5,
+        floor: 2.0,
+    },
+    Metric {
+        key: "grown_read_registration_p99_ms",
+        label: "at --size: read by registration, p99 ms",
+        higher_is_better: false,
+        target: 10.0,
+        noise: 0.5,
+        floor: 2.0,
+    },
+    Metric {
+        key: "grown_read_since_p99_ms",
+        label: "at --size: read since, p99 ms",
+        higher_is_better: false,
+        target: 10.0,
+        noise: 0.5,
+        floor: 2.0,
+    },
+    Metric {
+        key: "grown_read_id_p99_ms",
+        label: "at --size: read by id, p99 ms",
+        higher_is_better: false,
+        target: 2.0,
+        noise: 0.5,
+        floor: 2.0,
+    },
+    Metric {
+        key: "resident_mb",
+        label: "at --size: resident memory of the process, MB",
+        higher_is_better: false,
+        target: 1024.0,
+        noise: 0.1,
+        floor: 0.0,
+    },
+    Metric {
+        key: "disk_vs_json",
+        label: "at --size: store + projector on disk / statements' JSON",
+        higher_is_better: false,
+        target: 2.5,
+        noise: 0.1,
+        floor: 0.0,
+    },
+];
+
+/// The figures of one run, as kept in the baseline file.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Recorded {
+    pub recorded: String,
+    pub commit: String,
+    pub size: usize,
+    pub figures: BTreeMap<String, f64>,
+}
+
+pub struct TargetsArgs {
+    pub statements: usize,
+    pub size: usize,
+    pub baseline: PathBuf,
+    pub record: bool,
+}
+
+pub async fn run(args: TargetsArgs) -> anyhow::Result<()> {
+    let last = read_baseline(&args.baseline)?;
+    let node = BenchNode::start().await?;
+    let js = jetstream::new(async_nats::connect(node.nats.url()).await?);
+    let mut figures = BTreeMap::new();
+    let mut json_bytes = 0usize;
+    let target = Target {
+        bases: vec![node.base.clone()],
+        key: crate::bench::KEY.into(),
+        secret: crate::bench::SECRET.into(),
+    };
+    println!(
+        "leerspoor bench --targets: {} statements per scenario, then grown to {} statements",
+        args.statements, args.size
+    );
+
+    let (rate, lag) = batches_with_lag(&js, &target, args.statements, &mut json_bytes).await?;
+    println!(
+        "HTTP batches of 100, 8 clients: {rate:.0} statements/s; projector lag p99 {lag:.0} ms"
+    );
+    figures.insert("http_batch_100".into(), rate);
+    figures.insert("projector_lag_p99_ms".into(), lag);
+
+    let singles = (args.statements / 2).max(1000);
+    let report = http_scenario(&target, singles, 1, 32, llo_statement).await?;
+    json_bytes += report.bytes;
+    report.print("HTTP single statements, 32 clients");
+    figures.insert("http_single_32".into(), report.rate());
+    crate::bench_summaries::drain_time(&js).await?;
+
+    let published = args.statements * 2;
+    let (rate, bytes) = hub_publishing(&js, published).await?;
+    json_bytes += bytes;
+    println!("NATS hub subjects, batches of 100: {rate:.0} statements/s (published until applied)");
+    figures.insert("nats_hub".into(), rate);
+    crate::bench_summaries::drain_time(&js).await?;
+
+    for (kind, p99) in reads(&node.base).await? {
+        figures.insert(format!("read_{kind}_p99_ms"), p99);
+    }
+
+    let stored = args.statements + singles + published;
+    if args.size > stored {
+        let started = Instant::now();
+        json_bytes += grow(&js, stored..args.size).await?;
+        wait_stored(&js).await?;
+        println!(
+            "stored {} statements in {:.0} s; waiting for the projector",
+            args.size,
+            started.elapsed().as_secs_f64()
+        );
+        crate::bench_summaries::drain_within(&js, Duration::from_secs(7200)).await?;
+        println!(
+            "grown to {} statements in {:.0} s (published on NATS, stored and projected)",
+            args.size,
+            started.elapsed().as_secs_f64()
+        );
+    }
+    let (rate, _) = batches_with_lag(&js, &target, args.statements, &mut json_bytes).await?;
+    println!(
+        "at {} statements: HTTP batches of 100: {rate:.0} statements/s",
+        args.size
+    );
+    figures.insert("grown_http_batch_100".into(), rate);
+    figures.insert("grown_vs_empty".into(), rate / figures["http_batch_100"]);
+    for (kind, p99) in reads(&node.base).await? {
+        figures.insert(format!("grown_read_{kind}_p99_ms"), p99);
+    }
+    let resident = resident_mb()?;
+    let on_disk = databases_bytes(&node.data_dir())?;
+    println!(
+        "resident {resident:.0} MB; store + projector {:.0} MB on disk for {:.0} MB of statement JSON",
+        on_disk as f64 / 1e6,
+        json_bytes as f64 / 1e6
+    );
+    figures.insert("resident_mb".into(), resident);
+    figures.insert(
+        "disk_vs_json".into(),
+        on_disk as f64 / json_bytes.max(1) as f64,
+    );
+    node.stop().await?;
+
+    let now = Recorded {
+        recorded: chrono::Utc::now().format("%Y-%m-%d %H:%M UTC").to_string(),
+        commit: commit(),
+        size: args.size,
+        figures,
+    };
+    let slower = compare(last.as_ref(), &now);
+    if args.record {
+        std::fs::write(&args.baseline, serde_json::to_string_pretty(&now)? + "\n")
+            .with_context(|| format!("writing {}", args.baseline.display()))?;
+        println!(
+            "recorded as the figures to compare with: {}",
+            args.baseline.display()
+        );
+    }
+    anyhow::ensure!(
+        slower.is_empty() || args.record,
+        "slower than the last recorded figures beyond the noise: {}",
+        slower.join(", ")
+    );
+    Ok(())
+}
+
+fn read_baseline(path: &Path) -> anyhow::Result<Option<Recorded>> {
+    match std::fs::read(path) {
+        Ok(bytes) => Ok(Some(
+            serde_json::from_slice(&bytes).with_context(|| format!("{}", path.display()))?,
+        )),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(err) => Err(err).with_context(|| format!("{}", path.display())),
+    }
+}
+
+/// Prints each figure against its target and the last recorded one; returns the keys that
+/// got worse by more than their noise.
+fn compare(last: Option<&Recorded>, now: &Recorded) -> Vec<String> {
+    println!();
+    match last {
+        Some(last) => println!(
+            "compared with the figures recorded {} at {} (size {})",
+            last.recorded, last.commit, last.size
+        ),
+        None => println!("no recorded figures to compare with yet (--record keeps these)"),
+    }
+    println!(
+        "{:<58} {:>10} {:>10} {:>10} {:>8}  verdict",
+        "measure", "target", "last", "now", "change"
+    );
+    let mut slower = Vec::new();
+    for metric in METRICS {
+        let Some(&value) = now.figures.get(metric.key) else {
+            continue;
+        };
+        let target = format!(
+            "{}{}",
+            if metric.higher_is_better { ">=" } else { "<" },
+            figure(metric.target)
+        );
+        let was = last
+            .filter(|last| last.size == now.size || !metric.key.starts_with("grown"))
+            .and_then(|last| last.figures.get(metric.key).copied());
+        let meets = if metric.higher_is_better {
+            value >= metric.target
+        } else {
+            value < metric.target
+        };
+        let (change, verdict) = match was {
+            Some(was) if was > 0.0 => {
+                let change = value / was - 1.0;
+                let better = if metric.higher_is_better {
+                    change
+                } else {
+                    -change
+                };
+                let moved = (value - was).abs() > metric.floor;
+                let verdict = if better < -metric.noise && moved {
+                    slower.push(metric.key.to_owned());
+                    "SLOWER beyond noise"
+                } else if better > metric.noise && moved {
+                    "better"
+                } else {
+                    "within noise"
+                };
+                (format!("{:+.0}%", change * 100.0), verdict)
+            }
+            _ => ("".to_owned(), "new"),
+        };
+        println!(
+            "{:<58} {:>10} {:>10} {:>10} {:>8}  {verdict}{}",
+            metric.label,
+            target,
+            was.map(figure).unwrap_or_default(),
+            figure(value),
+            change,
+            if meets { "" } else { " (target not met)" }
+        );
+    }
+    slower
+}
+
+fn figure(value: f64) -> String {
+    if value >= 100.0 {
+        format!("{value:.0}")
+    } else {
+        format!("{value:.2}")
+    }
+}
+
+fn commit() -> String {
+    std::process::Command::new("git")
+        .args(["rev-parse", "--short", "HEAD"])
+        .output()
+        .ok()
+        .filter(|output| output.status.success())
+        .map(|output| String::from_utf8_lossy(&output.stdout).trim().to_owned())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// HTTP batches of 100 from 8 clients while the projector's lag is sampled; statements/s and
+/// the lag's p99 in ms. Waits until everything is stored and projected.
+async fn batches_with_lag(
+    js: &jetstream::Context,
+    target: &Target,
+    statements: usize,
+    json_bytes: &mut usize,
+) -> anyhow::Result<(f64, f64)> {
+    let stop = CancellationToken::new();
+    let sampler = sample_lag_ms(js.clone(), stop.clone());
+    let report = http_scenario(target, statements, 100, 8, llo_statement).await?;
+    *json_bytes += report.bytes;
+    crate::bench_summaries::drain_time(js).await?;
+    stop.cancel();
+    let lag = sampler.await.context("lag sampler")??;
+    Ok((report.rate(), lag.value_at_quantile(0.99) as f64))
+}
+
+/// Every 50 ms, how long the projector's oldest unapplied `LRS_STORED` message has existed
+/// (in ms): the first time the stream was seen holding a message past the projector's ack
+/// floor. Samples until stopped.
+fn sample_lag_ms(
+    js: jetstream::Context,
+    stop: CancellationToken,
+) -> tokio::task::JoinHandle<anyhow::Result<Histogram<u64>>> {
+    tokio::spawn(async move {
+        let mut lag = Histogram::<u64>::new_with_bounds(1, 3_600_000, 3)?;
+        // (when first seen, stream's last sequence then), oldest first.
+        let mut seen: std::collections::VecDeque<(Instant, u64)> = Default::default();
+        let mut tick = tokio::time::interval(Duration::from_millis(50));
+        let mut stream = js.get_stream(bus::subjects::STREAM_STORED).await?;
+        let mut consumer: jetstream::consumer::PullConsumer = stream
+            .get_consumer(&bus::subjects::projector_consumer(
+                bus::subjects::MAIN_REPLICA,
+            ))
+            .await
+            .map_err(|err| anyhow::anyhow!("projector consumer: {err}"))?;
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return Ok(lag),
+                _ = tick.tick() => {}
+            }
+            let now = Instant::now();
+            let last = stream.info().await?.state.last_sequence;
+            if seen.back().is_none_or(|(_, sequence)| *sequence < last) {
+                seen.push_back((now, last));
+            }
+            let floor = consumer.info().await?.ack_floor.stream_sequence;
+            // The oldest unapplied message is floor + 1: it appeared at the first sample
+            // whose last sequence reached it.
+            while seen.len() > 1 && seen[0].1 <= floor {
+                seen.pop_front();
+            }
+            let behind = match seen.front() {
+                Some((appeared, sequence)) if *sequence > floor => now.duration_since(*appeared),
+                _ => Duration::ZERO,
+            };
+            lag.record((behind.as_millis() as u64).max(1))?;
+        }
+    })
+}
+
+/// A statement published on hub subjects: the LLO statement, at the message's hub.
+fn at_hub(n: usize, hub: &str) -> Value {
+    let mut statement = llo_statement(n);
+    statement["context"]["extensions"]["https://w3id.org/xapi/llo/extensions/hub"] =
+        Value::String(hub.to_owned());
+    statement
+}
+
+/// Publishes `total` statements in messages of 100 on `lrs.in.hub.<hub>` (the hubs in turn,
+/// 64 messages in flight) and counts until the store has applied them all; statements/s and
+/// the bytes published.
+async fn hub_publishing(js: &jetstream::Context, total: usize) -> anyhow::Result<(f64, usize)> {
+    let bodies: Vec<(String, Vec<u8>)> = (0..total.div_ceil(100))
+        .map(|message| {
+            let hub = HUBS[message % HUBS.len()];
+            let body: Vec<Value> = (0..100).map(|i| at_hub(message * 100 + i, hub)).collect();
+            Ok((bus::subjects::hub_subject(hub), serde_json::to_vec(&body)?))
+        })
+        .collect::<anyhow::Result<_>>()?;
+    let bytes = bodies.iter().map(|(_, body)| body.len()).sum();
+    let started = Instant::now();
+    for window in bodies.chunks(64) {
+        let mut acks = Vec::new();
+        for (subject, body) in window {
+            acks.push(js.publish(subject.clone(), body.clone().into()).await?);
+        }
+        for ack in acks {
+            ack.await?;
+        }
+    }
+    wait_stored(js).await?;
+    Ok((
+        bodies.len() as f64 * 100.0 / started.elapsed().as_secs_f64(),
+        bytes,
+    ))
+}
+
+/// Until the store has applied everything on `LRS_IN` (projection not awaited).
+async fn wait_stored(js: &jetstream::Context) -> anyhow::Result<()> {
+    let mut stream = js.get_stream(bus::subjects::STREAM_IN).await?;
+    let deadline = Instant::now() + Duration::from_secs(1800);
+    loop {
+        let mut consumer: jetstream::consumer::PullConsumer = stream
+            .get_consumer(&bus::subjects::store_consumer(bus::subjects::MAIN_REPLICA))
+            .await
+            .map_err(|err| anyhow::anyhow!("store consumer: {err}"))?;
+        let info = consumer.info().await?;
+        let last = stream.info().await?.state.last_sequence;
+        if info.ack_floor.stream_sequence >= last {
+            return Ok(());
+        }
+        anyhow::ensure!(Instant::now() < deadline, "the store did not catch up");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A statement of the grown store: many workers (four statements each), a company per 50.
+fn grown(n: usize) -> Value {
+    let mut statement = llo_statement(n);
+    let worker = n / 4;
+    statement["actor"] = serde_json::json!({"objectType": "Agent", "name": format!("Worker {worker}"), "mbox": format!("mailto:grown{worker}@example.org")});
+    statement["context"]["extensions"]["https://w3id.org/xapi/llo/extensions/company"] =
+        Value::String(format!("KVK-G{:07}", worker / 50));
+    statement
+}
+
+/// Publishes statements `range` (`grown`) on `lrs.in.tool.bench` with a progress bar; the
+/// bytes published.
+async fn grow(js: &jetstream::Context, range: std::ops::Range<usize>) -> anyhow::Result<usize> {
+    let bar = indicatif::ProgressBar::new(range.len() as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "growing the store {bar:40} {pos}/{len} statements {per_sec} eta {eta}",
+        )
+        .context("progress style")?,
+    );
+    let mut bytes = 0;
+    let mut acks = std::collections::VecDeque::new();
+    for start in range.clone().step_by(100) {
+        let body: Vec<Value> = (start..(start + 100).min(range.end)).map(grown).collect();
+        let body = serde_json::to_vec(&body)?;
+        bytes += body.len();
+        acks.push_back((js.publish("lrs.in.tool.bench", body.into()).await?, 100));
+        // At most 64 messages wait for JetStream's ack.
+        while acks.len() >= 64 {
+            if let Some((ack, count)) = acks.pop_front() {
+                ack.await?;
+                bar.inc(count);
+            }
+        }
+    }
+    for (ack, count) in acks {
+        ack.await?;
+        bar.inc(count);
+    }
+    bar.finish();
+    Ok(bytes)
+}
+
+/// 500 queries of each kind from 4 clients over HTTP, on values taken from the newest page;
+/// p99 in ms per kind. Every answer must hold statements.
+async fn reads(base: &str) -> anyhow::Result<Vec<(&'static str, f64)>> {
+    let client = reqwest::Client::new();
+    let get = |query: String| {
+        let client = client.clone();
+        let url = format!("{base}/xapi/statements?{query}");
+        async move {
+            let response = client
+                .get(&url)
+                .basic_auth(crate::bench::KEY, Some(crate::bench::SECRET))
+                .header("X-Experience-API-Version", "2.0.0")
+                .send()
+                .await?;
+            anyhow::ensure!(
+                response.status().is_success(),
+                "GET {url}: {}",
+                response.status()
+            );
+            Ok::<Value, anyhow::Error>(response.json().await?)
+        }
+    };
+    let newest = get("limit=100".into()).await?;
+    let page = newest["statements"].as_array().cloned().unwrap_or_default();
+    anyhow::ensure!(
+        page.len() == 100,
+        "the newest page holds {} statements",
+        page.len()
+    );
+    let encode = |value: &str| -> String {
+        serde_urlencoded::to_string([("v", value)])
+            .unwrap_or_default()
+            .trim_start_matches("v=")
+            .to_owned()
+    };
+    // A second before the 100th newest (a message's statements share their `stored`).
+    let hundredth = page[99]["stored"].as_str().unwrap_or_default();
+    let since = chrono::DateTime::parse_from_rfc3339(hundredth)
+        .with_context(|| format!("stored {hundredth:?}"))?
+        .checked_sub_signed(chrono::TimeDelta::seconds(1))
+        .context("since")?
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let queries = |kind: &str, statement: &Value| -> String {
+        match kind {
+            "agent" => format!(
+                "agent={}&limit=100",
+                encode(&statement["actor"].to_string())
+            ),
+            "verb" => format!(
+                "verb={}&limit=100",
+                encode(statement["verb"]["id"].as_str().unwrap_or_default())
+            ),
+            "activity" => format!(
+                "activity={}&limit=100",
+                encode(statement["object"]["id"].as_str().unwrap_or_default())
+            ),
+            "registration" => format!(
+                "registration={}",
+                statement["context"]["registration"]
+                    .as_str()
+                    .unwrap_or_default()
+            ),
+            "since" => format!("since={}&limit=100", encode(&since)),
+            _ => format!(
+                "statementId={}",
+                statement["id"].as_str().unwrap_or_default()
+            ),
+        }
+    };
+    let mut figures = Vec::new();
+    let mut line = Vec::new();
+    for kind in ["agent", "verb", "activity", "registration", "since", "id"] {
+        let urls: Arc<Vec<String>> = Arc::new(
+            (0..500)
+                .map(|n| queries(kind, &page[n % page.len()]))
+                .collect(),
+        );
+        let mut clients = futures::stream::iter(0..4)
+            .map(|client| {
+                let urls = urls.clone();
+                let get = &get;
+                async move {
+                    let mut latency = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+                    for url in urls.iter().skip(client).step_by(4) {
+                        let sent = Instant::now();
+                        let answer = get(url.clone()).await?;
+                        latency.record(sent.elapsed().as_micros() as u64)?;
+                        let holds = answer["statements"]
+                            .as_array()
+                            .is_some_and(|page| !page.is_empty())
+                            || answer["id"].is_string();
+                        anyhow::ensure!(holds, "{url} answered no statement");
+                    }
+                    Ok::<_, anyhow::Error>(latency)
+                }
+            })
+            .buffer_unordered(4);
+        let mut latency = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+        while let Some(client) = clients.next().await {
+            latency.add(client?)?;
+        }
+        let ms = |quantile: f64| latency.value_at_quantile(quantile) as f64 / 1000.0;
+        line.push(format!("{kind} {:.1}/{:.1}", ms(0.5), ms(0.99)));
+        figures.push((kind, ms(0.99)));
+    }
+    println!("reads p50/p99 ms (4 clients): {}", line.join(", "));
+    Ok(figures)
+}
+
+/// The process's resident memory now, in MB (this process holds the gateway, store and
+/// projector, as `serve` does; nats-server is a child of its own).
+fn resident_mb() -> anyhow::Result<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").context("/proc/self/status")?;
+    let kb: f64 = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+        .context("VmRSS")?;
+    Ok(kb / 1000.0)
+}
+
+/// Bytes of the store's and the projector's databases under the data folder.
+fn databases_bytes(data_dir: &Path) -> anyhow::Result<u64> {
+    let mut total = 0;
+    for entry in std::fs::read_dir(data_dir)? {
+        let entry = entry?;
+        if entry.file_name().to_string_lossy().ends_with(".sled") {
+            total += folder_bytes(&entry.path())?;
+        }
+    }
+    Ok(total)
+}
+
+fn folder_bytes(path: &Path) -> anyhow::Result<u64> {
+    let meta = std::fs::metadata(path)?;
+    if !meta.is_dir() {
+        return Ok(meta.len());
+    }
+    let mut total = 0;
+    for entry in std::fs::read_dir(path)? {
+        total += folder_bytes(&entry?.path())?;
+    }
+    Ok(total)
+}
