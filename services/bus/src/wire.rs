@@ -155,8 +155,16 @@ pub struct StatementQuery {
 }
 
 /// Reply on `lrs.api.statements`.
+///
+/// Read through [`StatementReplyWire`], a plain struct: serde reads an internally tagged enum
+/// by buffering the whole reply in its own tree first, which for a page of 100 statements was
+/// half of a gateway's time answering a statement query (profile in BENCHMARKS.md, issue 14).
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
+#[serde(
+    tag = "kind",
+    rename_all = "snake_case",
+    try_from = "StatementReplyWire<Value>"
+)]
 pub enum StatementReply {
     One {
         statement: Option<Value>,
@@ -178,6 +186,73 @@ pub enum StatementReply {
     Error {
         message: String,
     },
+}
+
+/// [`StatementReply`] as it is on the wire, every variant's fields side by side, with its
+/// statements read as `S`: [`Value`], or JSON text (`Box<RawValue>`) for a gateway that passes
+/// them on as they are.
+#[derive(Deserialize)]
+pub struct StatementReplyWire<S> {
+    pub kind: String,
+    #[serde(default = "none")]
+    pub statement: Option<S>,
+    #[serde(default = "none")]
+    pub statements: Option<Vec<S>>,
+    #[serde(default)]
+    pub next_after: Option<u64>,
+    #[serde(default)]
+    pub consistent_through: Option<String>,
+    #[serde(default)]
+    pub bodies: Option<Vec<String>>,
+    #[serde(default)]
+    pub message: Option<String>,
+}
+
+fn none<T>() -> Option<T> {
+    None
+}
+
+impl<S> StatementReplyWire<S> {
+    /// The reply, its statements made by `read`.
+    pub fn read(self, read: impl Fn(S) -> Result<Value, String>) -> Result<StatementReply, String> {
+        let consistent_through = || {
+            self.consistent_through
+                .clone()
+                .ok_or_else(|| "missing field `consistent_through`".to_owned())
+        };
+        match self.kind.as_str() {
+            "one" => Ok(StatementReply::One {
+                consistent_through: consistent_through()?,
+                statement: self.statement.map(&read).transpose()?,
+                bodies: self.bodies,
+            }),
+            "page" => Ok(StatementReply::Page {
+                consistent_through: consistent_through()?,
+                statements: self
+                    .statements
+                    .ok_or_else(|| "missing field `statements`".to_owned())?
+                    .into_iter()
+                    .map(&read)
+                    .collect::<Result<_, _>>()?,
+                next_after: self.next_after,
+                bodies: self.bodies,
+            }),
+            "error" => Ok(StatementReply::Error {
+                message: self
+                    .message
+                    .ok_or_else(|| "missing field `message`".to_owned())?,
+            }),
+            other => Err(format!("unknown statement reply kind {other:?}")),
+        }
+    }
+}
+
+impl TryFrom<StatementReplyWire<Value>> for StatementReply {
+    type Error = String;
+
+    fn try_from(wire: StatementReplyWire<Value>) -> Result<Self, String> {
+        wire.read(Ok)
+    }
 }
 
 /// The three document resources.
@@ -332,6 +407,49 @@ pub enum ObjectQuery {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every kind of statement reply reads back as it was written, and what is not one is
+    /// refused with the reason.
+    #[test]
+    fn statement_replies_read_back_as_written() {
+        let replies = [
+            StatementReply::One {
+                statement: Some(serde_json::json!({"id": "x", "stored": "2026-01-01T00:00:00Z"})),
+                consistent_through: "2026-01-01T00:00:01Z".into(),
+                bodies: None,
+            },
+            StatementReply::One {
+                statement: None,
+                consistent_through: "2026-01-01T00:00:01Z".into(),
+                bodies: Some(vec!["abc".into()]),
+            },
+            StatementReply::Page {
+                statements: vec![
+                    serde_json::json!({"id": "a"}),
+                    serde_json::json!({"id": "b"}),
+                ],
+                next_after: Some(7),
+                consistent_through: "2026-01-01T00:00:01Z".into(),
+                bodies: None,
+            },
+            StatementReply::Error {
+                message: "no".into(),
+            },
+        ];
+        for reply in replies {
+            let bytes = serde_json::to_vec(&reply).expect("encode");
+            let back: StatementReply = serde_json::from_slice(&bytes).expect("decode");
+            assert_eq!(serde_json::to_vec(&back).expect("encode"), bytes);
+        }
+        for (bad, reason) in [
+            (r#"{"kind":"page","consistent_through":"t"}"#, "statements"),
+            (r#"{"kind":"other"}"#, "unknown statement reply kind"),
+            (r#"{"kind":"one","statement":null}"#, "consistent_through"),
+        ] {
+            let err = serde_json::from_str::<StatementReply>(bad).expect_err(bad);
+            assert!(err.to_string().contains(reason), "{bad}: {err}");
+        }
+    }
 
     #[test]
     fn frames_round_trip_binary_bodies() {

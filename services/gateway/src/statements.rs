@@ -8,8 +8,9 @@ use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use bus::access::Scope;
 use bus::subjects;
-use bus::wire::{HttpBatch, StatementQuery, StatementReply, Verdict};
+use bus::wire::{HttpBatch, StatementQuery, StatementReply, StatementReplyWire, Verdict};
 use chrono::{DateTime, Utc};
+use serde_json::value::RawValue;
 use serde_json::{json, Value};
 use xapi::statement::{authority_names, ensure_id_from, format_canonical, format_ids};
 use xapi::{BatchViolation, Violation, XapiVersion};
@@ -265,7 +266,16 @@ async fn get_inner(
         None
     };
     params.query.authority = mine.clone();
-    let mut reply = ask_store(state, &params.query).await?;
+    let raw = ask_store(state, &params.query).await?;
+    if raw.kind == "page" && params.format == Format::Exact && !params.attachments {
+        return Ok(exact_page(raw, &params.echo));
+    }
+    let reply =
+        raw.read(|statement| serde_json::from_str(statement.get()).map_err(|err| err.to_string()));
+    let mut reply = reply.map_err(|reason| {
+        tracing::error!(%reason, "unreadable statement reply");
+        ApiError::Internal
+    })?;
     if let (
         Some(mine),
         StatementReply::One {
@@ -311,17 +321,10 @@ async fn get_inner(
             bodies,
         } => {
             let last_modified = statements.iter().filter_map(stored_of).max();
-            let more = next_after.map(|after| {
-                let mut pairs = params.echo.clone();
-                pairs.push(("cursor".into(), after.to_string()));
-                format!(
-                    "/xapi/statements?{}",
-                    serde_urlencoded::to_string(pairs).unwrap_or_default()
-                )
-            });
+            let more = more_link(next_after, &params.echo);
             let statements: Vec<Value> = statements.into_iter().map(render).collect();
             (
-                json!({"statements": statements, "more": more.unwrap_or_default()}),
+                json!({"statements": statements, "more": more}),
                 consistent_through,
                 last_modified,
                 bodies,
@@ -332,12 +335,90 @@ async fn get_inner(
             return Err(ApiError::Internal);
         }
     };
-    let mut response = if params.attachments {
+    let response = if params.attachments {
         multipart_response(state, &body, shown_bodies.as_deref()).await?
     } else {
         Json(body).into_response()
     };
-    set_consistent_through(&mut response, &consistent_through);
+    Ok(with_read_headers(
+        response,
+        &consistent_through,
+        last_modified,
+    ))
+}
+
+/// A page in the `exact` format without attachments, the common read: the statements go out
+/// as the store sent them, never built into values and written again (that was half of a
+/// gateway's time on a 100-statement page).
+fn exact_page(raw: StatementReplyWire<Box<RawValue>>, echo: &[(String, String)]) -> Response {
+    #[derive(serde::Deserialize)]
+    struct Stored<'a> {
+        #[serde(borrow)]
+        stored: Option<std::borrow::Cow<'a, str>>,
+    }
+    let statements = raw.statements.unwrap_or_default();
+    let last_modified = statements
+        .iter()
+        .filter_map(|statement| {
+            serde_json::from_str::<Stored>(statement.get())
+                .ok()?
+                .stored
+                .map(|stored| stored.into_owned())
+        })
+        .max();
+    let more = serde_json::to_string(&more_link(raw.next_after, echo)).unwrap_or_default();
+    let length: usize = statements
+        .iter()
+        .map(|statement| statement.get().len() + 1)
+        .sum();
+    let mut body = Vec::with_capacity(length + more.len() + 32);
+    body.extend_from_slice(b"{\"statements\":[");
+    for (index, statement) in statements.iter().enumerate() {
+        if index > 0 {
+            body.push(b',');
+        }
+        body.extend_from_slice(statement.get().as_bytes());
+    }
+    body.extend_from_slice(b"],\"more\":");
+    body.extend_from_slice(more.as_bytes());
+    body.push(b'}');
+    let response = (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        body,
+    )
+        .into_response();
+    with_read_headers(
+        response,
+        raw.consistent_through.as_deref().unwrap_or_default(),
+        last_modified,
+    )
+}
+
+/// The `more` link of a page: the same query from behind its last statement, or "".
+fn more_link(next_after: Option<u64>, echo: &[(String, String)]) -> String {
+    next_after
+        .map(|after| {
+            let mut pairs = echo.to_vec();
+            pairs.push(("cursor".into(), after.to_string()));
+            format!(
+                "/xapi/statements?{}",
+                serde_urlencoded::to_string(pairs).unwrap_or_default()
+            )
+        })
+        .unwrap_or_default()
+}
+
+/// The headers every statement read carries: how consistent it is, and when what it shows
+/// last changed.
+fn with_read_headers(
+    mut response: Response,
+    consistent_through: &str,
+    last_modified: Option<String>,
+) -> Response {
+    set_consistent_through(&mut response, consistent_through);
     if let Some(http_date) = last_modified.and_then(|stored| {
         DateTime::parse_from_rfc3339(&stored)
             .ok()
@@ -347,7 +428,7 @@ async fn get_inner(
             response.headers_mut().insert(header::LAST_MODIFIED, value);
         }
     }
-    Ok(response)
+    response
 }
 
 fn stored_of(statement: &Value) -> Option<String> {
@@ -361,7 +442,10 @@ fn set_consistent_through(response: &mut Response, value: &str) {
 }
 
 /// A statement query, answered from a state that includes this gateway's writes.
-async fn ask_store(state: &AppState, query: &StatementQuery) -> Result<StatementReply, ApiError> {
+async fn ask_store(
+    state: &AppState,
+    query: &StatementQuery,
+) -> Result<StatementReplyWire<Box<RawValue>>, ApiError> {
     let to = bus::request::Ask::store(subjects::API_STATEMENTS, READ_TIMEOUT)
         .retrying_every(bus::request::READ_ATTEMPT)
         .after(state.watermarks.current());

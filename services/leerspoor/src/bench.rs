@@ -63,6 +63,20 @@ pub struct BenchArgs {
     /// The credential for --against (every scope it needs: statements/write).
     #[arg(long, default_value = "bench")]
     pub user: String,
+    /// Instead of the scenarios: every performance target (ingest, singles, NATS hubs,
+    /// projector lag, reads, then the same at --size with memory and disk), compared with the
+    /// figures recorded last in --baseline.
+    #[arg(long)]
+    pub targets: bool,
+    /// With --targets: how many statements the store is grown to for the second round.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub size: usize,
+    /// With --targets: the recorded figures to compare with.
+    #[arg(long, default_value = "docs/perf/targets.json")]
+    pub baseline: std::path::PathBuf,
+    /// With --targets: keep this run's figures in --baseline as the ones to compare with.
+    #[arg(long)]
+    pub record: bool,
     #[arg(
         long,
         default_value = "bench",
@@ -70,6 +84,79 @@ pub struct BenchArgs {
         hide_env_values = true
     )]
     pub password: String,
+}
+
+/// A fresh, durable Leerspoor in this process for a benchmark: its own nats-server, the
+/// store, projector and gateway, and the bench credential with every scope and no rate limit.
+pub(crate) struct BenchNode {
+    pub dir: tempfile::TempDir,
+    pub nats: LocalServer,
+    /// The gateway's base URL.
+    pub base: String,
+    pub shutdown: CancellationToken,
+    pub running: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl BenchNode {
+    pub async fn start() -> anyhow::Result<BenchNode> {
+        let dir = tempfile::tempdir().context("temp dir")?;
+        let nats = LocalServer::start(&dir.path().join("nats"), 0).await?;
+        // Every scope, and no practical rate limit: the benchmark measures ingest, not limits.
+        let credential = crate::access::record(
+            KEY,
+            "bench",
+            SECRET,
+            bus::access::Scope::EVERY.to_vec(),
+            None,
+            Some(u32::MAX),
+        )?;
+        let config = Config {
+            data_dir: dir.path().to_owned(),
+            nats: NatsConfig {
+                url: Some(nats.url()),
+                ..NatsConfig::default()
+            },
+            gateway: GatewaySection {
+                listen: "127.0.0.1:0".parse()?,
+                write_timeout_secs: 60,
+                ..GatewaySection::default()
+            },
+            store: StoreSection {
+                bootstrap: Some(credential),
+                ..StoreSection::default()
+            },
+            limits: xapi::limits::Limits::default(),
+            replicas: Default::default(),
+            programme: Default::default(),
+            hubs: Default::default(),
+            hub: Default::default(),
+            ops: Default::default(),
+            memory: Default::default(),
+        };
+        let node = Node::start(config, Parts::All).await?;
+        let base = format!("http://{}", node.http_addr().context("gateway address")?);
+        let shutdown = CancellationToken::new();
+        let running = tokio::spawn(node.run(shutdown.clone()));
+        wait_for_credential(&base, KEY, SECRET).await?;
+        Ok(BenchNode {
+            dir,
+            nats,
+            base,
+            shutdown,
+            running,
+        })
+    }
+
+    pub fn data_dir(&self) -> std::path::PathBuf {
+        self.dir.path().to_owned()
+    }
+
+    pub async fn stop(self) -> anyhow::Result<()> {
+        self.shutdown.cancel();
+        self.running.await.context("node task")??;
+        self.nats.stop().await;
+        Ok(())
+    }
 }
 
 /// Where the HTTP scenarios send their statements: gateway base URLs (a worker each in turn)
@@ -81,8 +168,8 @@ pub struct Target {
     pub secret: String,
 }
 
-const KEY: &str = "bench";
-const SECRET: &str = "bench";
+pub(crate) const KEY: &str = "bench";
+pub(crate) const SECRET: &str = "bench";
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     if !args.against.is_empty() {
@@ -99,44 +186,22 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         return tokio::task::spawn_blocking(move || crate::bench_summaries::summary_lists(&counts))
             .await?;
     }
-    let dir = tempfile::tempdir().context("temp dir")?;
-    let nats = LocalServer::start(&dir.path().join("nats"), 0).await?;
-    // Every scope, and no practical rate limit: the benchmark measures ingest, not limits.
-    let credential = crate::access::record(
-        KEY,
-        "bench",
-        SECRET,
-        bus::access::Scope::EVERY.to_vec(),
-        None,
-        Some(u32::MAX),
-    )?;
-    let config = Config {
-        data_dir: dir.path().to_owned(),
-        nats: NatsConfig {
-            url: Some(nats.url()),
-            ..NatsConfig::default()
-        },
-        gateway: GatewaySection {
-            listen: "127.0.0.1:0".parse()?,
-            write_timeout_secs: 60,
-            ..GatewaySection::default()
-        },
-        store: StoreSection {
-            bootstrap: Some(credential),
-            ..StoreSection::default()
-        },
-        limits: xapi::limits::Limits::default(),
-        replicas: Default::default(),
-        programme: Default::default(),
-        hubs: Default::default(),
-        hub: Default::default(),
-        ops: Default::default(),
-    };
-    let node = Node::start(config, Parts::All).await?;
-    let base = format!("http://{}", node.http_addr().context("gateway address")?);
-    let shutdown = CancellationToken::new();
-    let running = tokio::spawn(node.run(shutdown.clone()));
-    wait_for_credential(&base, KEY, SECRET).await?;
+    if args.targets {
+        return crate::bench_targets::run(crate::bench_targets::TargetsArgs {
+            statements: args.statements,
+            size: args.size,
+            baseline: args.baseline.clone(),
+            record: args.record,
+        })
+        .await;
+    }
+    let BenchNode {
+        dir: _dir,
+        nats,
+        base,
+        shutdown,
+        running,
+    } = BenchNode::start().await?;
 
     if let Some(statements) = args.replica_from_snapshot {
         crate::bench_replicas::from_snapshot(&nats.url(), statements).await?;
@@ -300,14 +365,20 @@ fn auth_profile() -> anyhow::Result<()> {
 
 pub(crate) struct Report {
     statements: usize,
+    /// Bytes of statement JSON sent.
+    pub bytes: usize,
     elapsed: Duration,
     /// Per request (HTTP) or per message (NATS), in microseconds.
     latency: Histogram<u64>,
 }
 
 impl Report {
+    pub(crate) fn rate(&self) -> f64 {
+        self.statements as f64 / self.elapsed.as_secs_f64()
+    }
+
     pub(crate) fn print(&self, name: &str) {
-        let rate = self.statements as f64 / self.elapsed.as_secs_f64();
+        let rate = self.rate();
         let ms = |quantile: f64| self.latency.value_at_quantile(quantile) as f64 / 1000.0;
         println!(
             "{name:<28} {rate:>12.0} {:>10.2} {:>10.2} {:>10.2}",
@@ -455,6 +526,7 @@ pub(crate) async fn http_scenario(
         latency.add(worker??)?;
     }
     Ok(Report {
+        bytes: bodies.iter().map(Vec::len).sum(),
         statements: requests * batch,
         elapsed: started.elapsed(),
         latency,
@@ -524,6 +596,7 @@ async fn nats_scenario(
         }
     }
     Ok(Report {
+        bytes: bodies.iter().map(Vec::len).sum(),
         statements: messages * batch,
         elapsed: started.elapsed(),
         latency,

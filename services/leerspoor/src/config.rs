@@ -26,6 +26,7 @@ pub struct Config {
     pub hubs: HubsSection,
     /// This process as a hub node (`leerspoor hub`, README "Hubs").
     pub hub: HubSection,
+    pub memory: MemorySection,
 }
 
 /// Hub nodes connecting to `serve`'s own nats-server as leaf nodes.
@@ -173,6 +174,25 @@ pub struct GatewaySection {
     pub xapi_versions: Vec<String>,
 }
 
+/// `[memory]`: what bounds `serve`'s resident memory besides its buffers: sled's page caches.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MemorySection {
+    /// sled's page cache for the store's database, MiB.
+    pub store_cache_mb: u64,
+    /// sled's page cache for the projector's database, MiB.
+    pub projector_cache_mb: u64,
+}
+
+impl Default for MemorySection {
+    fn default() -> Self {
+        MemorySection {
+            store_cache_mb: store::db::DEFAULT_CACHE_BYTES / (1024 * 1024),
+            projector_cache_mb: projector::projection::DEFAULT_CACHE_BYTES / (1024 * 1024),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StoreSection {
@@ -205,6 +225,7 @@ impl Default for Config {
             programme: ProgrammeSection::default(),
             hubs: HubsSection::default(),
             hub: HubSection::default(),
+            memory: MemorySection::default(),
         }
     }
 }
@@ -332,6 +353,7 @@ impl Config {
             replica: self.replicas.name.clone(),
             topology: self.topology()?,
             from_snapshot: self.replicas.from_snapshot,
+            cache_bytes: self.memory.projector_cache_mb.max(1) * 1024 * 1024,
         })
     }
 
@@ -367,6 +389,7 @@ impl Config {
             from_snapshot: self.replicas.from_snapshot,
             replica: self.replicas.name.clone(),
             topology: self.topology()?,
+            cache_bytes: self.memory.store_cache_mb.max(1) * 1024 * 1024,
         })
     }
 }

@@ -5,6 +5,12 @@ use leerspoor::node::{Node, Parts};
 
 mod cli;
 
+/// mimalloc instead of glibc's malloc: with glibc, the threads that apply, index, project and
+/// answer each grew an arena of their own and `serve` held 6.4 GB resident at a million
+/// statements with 384 MB of sled caches (BENCHMARKS.md, issue 14).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Like `println!`, but a closed stdout (a supervisor that stopped reading) is not a reason
 /// for a running LRS to panic.
 macro_rules! say {

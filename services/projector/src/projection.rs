@@ -43,6 +43,8 @@ const TIMESTAMP: u8 = b't';
 const SKILL_TIMESTAMP: u8 = b'k';
 /// Present once hubs' and companies' distinct sets live in member keys ([`crate::members`]).
 const MEMBERS_MOVED: &[u8] = b"mmembers1";
+/// Present once the counts of the sets of workers live in the workers' states.
+const MEMBERSHIPS_IN_WORKERS: &[u8] = b"mmembers2";
 /// `x` + `LRS_STORED` sequence(8) -> [`Parked`] JSON: a message the projector could not read,
 /// kept (not skipped) until a replay applies it.
 const PARKED: u8 = b'x';
@@ -146,6 +148,8 @@ pub struct Projection {
     pub(crate) programme: crate::programme::Cache,
     /// Where it lives, so a rebuild can remove it once replaced.
     path: std::path::PathBuf,
+    /// sled's page cache, kept for the database a rebuild makes.
+    cache_bytes: u64,
 }
 
 /// The summaries one message touches, loaded once and written back together.
@@ -164,12 +168,20 @@ struct Touched {
     before: HashMap<(u8, String), Option<Vec<f64>>>,
     /// Member counts of hubs' and companies' distinct sets, as they will be (0: remove).
     members: HashMap<Vec<u8>, u64>,
+    /// Member keys of the sets of workers, present (true) or gone (false).
+    presence: HashMap<Vec<u8>, bool>,
 }
 
-/// The member counts as a batch sees them: what it changed, else what is stored.
+/// The member counts as a batch sees them: what it changed, else what is stored; for the
+/// sets of workers, the worker's own state.
 struct TreeMembers<'a> {
     tree: &'a sled::Db,
     members: &'a mut HashMap<Vec<u8>, u64>,
+    /// The worker of the contribution being applied, and their state's memberships.
+    worker: &'a str,
+    memberships: Option<&'a mut crate::summary::Counts>,
+    /// Member keys of the sets of workers to add (true) or remove (false).
+    presence: &'a mut HashMap<Vec<u8>, bool>,
 }
 
 impl Members for TreeMembers<'_> {
@@ -183,6 +195,16 @@ impl Members for TreeMembers<'_> {
         member: &str,
         sign: i64,
     ) -> Result<i64, ProjectionError> {
+        if set.of_workers() && member == self.worker {
+            if let Some(memberships) = self.memberships.as_deref_mut() {
+                let change = memberships.step(&crate::members::slot(set, id, month), sign);
+                if change != 0 {
+                    self.presence
+                        .insert(crate::members::key(set, id, month, member), change > 0);
+                }
+                return Ok(change);
+            }
+        }
         let key = crate::members::key(set, id, month, member);
         let count = match self.members.entry(key) {
             std::collections::hash_map::Entry::Occupied(entry) => entry.into_mut(),
@@ -195,17 +217,34 @@ impl Members for TreeMembers<'_> {
     }
 }
 
+/// sled's page cache for the projector's database unless configured
+/// (`[memory] projector_cache_mb`; sled's own default is 1 GB).
+pub const DEFAULT_CACHE_BYTES: u64 = 128 * 1024 * 1024;
+
 impl Projection {
     pub fn open(path: &Path) -> Result<Projection, ProjectionError> {
+        Projection::open_sized(path, DEFAULT_CACHE_BYTES)
+    }
+
+    /// Opens (or creates) the database with sled's page cache bounded to `cache_bytes`.
+    pub fn open_sized(path: &Path, cache_bytes: u64) -> Result<Projection, ProjectionError> {
         let projection = Projection {
             // No background flusher: every applied message is flushed before its ack, and a
             // flusher thread would keep the database locked after a drop.
-            tree: sled::Config::new().path(path).flush_every_ms(None).open()?,
+            tree: sled::Config::new()
+                .path(path)
+                .cache_capacity(cache_bytes)
+                .flush_every_ms(None)
+                .open()?,
             programme: crate::programme::Cache::default(),
             path: path.to_owned(),
+            cache_bytes,
         };
         if !projection.tree.contains_key(MEMBERS_MOVED)? {
             projection.move_members_out()?;
+        }
+        if !projection.tree.contains_key(MEMBERSHIPS_IN_WORKERS)? {
+            projection.move_memberships_in()?;
         }
         if !projection.tree.contains_key(order::BUILT)? {
             projection.build_order()?;
@@ -251,6 +290,65 @@ impl Projection {
             self.tree.apply_batch(batch)?;
         }
         self.tree.insert(MEMBERS_MOVED, &[] as &[u8])?;
+        self.tree.flush()?;
+        Ok(())
+    }
+
+    /// Moves the counts of the sets of workers from their member keys into the workers' states
+    /// (once; a database made before [`Set::OF_WORKERS`]). In chunks, each one sled batch;
+    /// a key already moved has an empty value, so an interrupted move resumes.
+    fn move_memberships_in(&self) -> Result<(), ProjectionError> {
+        const CHUNK: usize = 20_000;
+        for set in Set::OF_WORKERS {
+            let prefix = crate::members::set_prefix(set);
+            let end = order::prefix_end(&prefix);
+            let mut start = prefix.clone();
+            loop {
+                let mut moved: Vec<sled::IVec> = Vec::new();
+                let mut counts: HashMap<String, Vec<(String, u64)>> = HashMap::new();
+                let mut last = None;
+                for item in self.tree.range(start.clone()..end.clone()).take(CHUNK) {
+                    let (raw_key, value) = item?;
+                    last = Some(raw_key.clone());
+                    let Ok(count) = <[u8; 8]>::try_from(value.as_ref()).map(u64::from_be_bytes)
+                    else {
+                        continue;
+                    };
+                    let Some((id, qualifier, worker)) = crate::members::parse(&raw_key) else {
+                        continue;
+                    };
+                    counts
+                        .entry(worker.to_owned())
+                        .or_default()
+                        .push((crate::members::slot(set, id, qualifier), count));
+                    moved.push(raw_key);
+                }
+                let Some(last) = last else {
+                    break;
+                };
+                let mut batch = sled::Batch::default();
+                for (worker, slots) in counts {
+                    let state_key = key(WORKER, &worker);
+                    let mut state: WorkerState = self.load(&state_key)?;
+                    for (slot, count) in slots {
+                        state.memberships.set(slot, count);
+                    }
+                    let bytes =
+                        serde_json::to_vec(&state).map_err(|err| ProjectionError::Corrupt {
+                            key: state_key.clone(),
+                            reason: err.to_string(),
+                        })?;
+                    batch.insert(state_key, bytes);
+                }
+                for member in moved {
+                    batch.insert(member, &[] as &[u8]);
+                }
+                self.tree.apply_batch(batch)?;
+                start = last.to_vec();
+                start.push(0);
+            }
+        }
+        self.tree.insert(MEMBERSHIPS_IN_WORKERS, &[] as &[u8])?;
         self.tree.flush()?;
         Ok(())
     }
@@ -310,6 +408,10 @@ impl Projection {
     pub fn flush(&self) -> Result<(), ProjectionError> {
         self.tree.flush()?;
         Ok(())
+    }
+
+    pub fn cache_bytes(&self) -> u64 {
+        self.cache_bytes
     }
 
     pub fn path(&self) -> &Path {
@@ -489,6 +591,13 @@ impl Projection {
                 batch.insert(member, &count.to_be_bytes());
             }
         }
+        for (member, present) in touched.presence {
+            if present {
+                batch.insert(member, &[] as &[u8]);
+            } else {
+                batch.remove(member);
+            }
+        }
         for (skill, label) in &touched.labels {
             batch.insert(key(SKILL_LABEL, skill), label.to_string().into_bytes());
         }
@@ -545,59 +654,72 @@ impl Projection {
         contribution: &Contribution,
         sign: i64,
     ) -> Result<(), ProjectionError> {
-        if !touched.workers.contains_key(&contribution.worker) {
-            let state: WorkerState = self.load(&key(WORKER, &contribution.worker))?;
+        let worker = &contribution.worker;
+        if !touched.workers.contains_key(worker) {
+            let state: WorkerState = self.load(&key(WORKER, worker))?;
             touched.before.insert(
-                (WORKER, contribution.worker.clone()),
+                (WORKER, worker.clone()),
                 (!state.is_empty()).then(|| state.sort_values()),
             );
-            touched.workers.insert(contribution.worker.clone(), state);
+            touched.workers.insert(worker.clone(), state);
         }
-        if let Some(worker) = touched.workers.get_mut(&contribution.worker) {
-            worker.apply(contribution, sign);
-        }
-        if touched.programme.is_none() {
-            touched.programme = Some(self.load(PROGRAMME)?);
-        }
-        if let Some(programme) = touched.programme.as_mut() {
-            let mut members = TreeMembers {
-                tree: &self.tree,
-                members: &mut touched.members,
+        let Touched {
+            workers,
+            hubs,
+            companies,
+            programme,
+            before,
+            members,
+            presence,
+            ..
+        } = touched;
+        let worker_state = workers.get_mut(worker);
+        let mut memberships = worker_state.map(|state| {
+            state.apply(contribution, sign);
+            &mut state.memberships
+        });
+        // The member counts each summary's apply sees (a fresh borrow each time).
+        macro_rules! tree_members {
+            () => {
+                TreeMembers {
+                    tree: &self.tree,
+                    members: &mut *members,
+                    worker,
+                    memberships: memberships.as_deref_mut(),
+                    presence: &mut *presence,
+                }
             };
-            programme.apply(contribution, sign, &mut members)?;
+        }
+        if programme.is_none() {
+            *programme = Some(self.load(PROGRAMME)?);
+        }
+        if let Some(programme) = programme.as_mut() {
+            programme.apply(contribution, sign, &mut tree_members!())?;
         }
         if let Some(hub) = &contribution.hub {
-            if !touched.hubs.contains_key(hub) {
+            if !hubs.contains_key(hub) {
                 let state: HubState = self.load(&key(HUB, hub))?;
-                touched.before.insert(
+                before.insert(
                     (HUB, hub.clone()),
                     (!state.is_empty()).then(|| state.sort_values()),
                 );
-                touched.hubs.insert(hub.clone(), state);
+                hubs.insert(hub.clone(), state);
             }
-            if let Some(state) = touched.hubs.get_mut(hub) {
-                let mut members = TreeMembers {
-                    tree: &self.tree,
-                    members: &mut touched.members,
-                };
-                state.apply(hub, contribution, sign, &mut members)?;
+            if let Some(state) = hubs.get_mut(hub) {
+                state.apply(hub, contribution, sign, &mut tree_members!())?;
             }
         }
         if let Some(company) = &contribution.company {
-            if !touched.companies.contains_key(company) {
+            if !companies.contains_key(company) {
                 let state: CompanyState = self.load(&key(COMPANY, company))?;
-                touched.before.insert(
+                before.insert(
                     (COMPANY, company.clone()),
                     (!state.is_empty()).then(|| state.sort_values()),
                 );
-                touched.companies.insert(company.clone(), state);
+                companies.insert(company.clone(), state);
             }
-            if let Some(state) = touched.companies.get_mut(company) {
-                let mut members = TreeMembers {
-                    tree: &self.tree,
-                    members: &mut touched.members,
-                };
-                state.apply(company, contribution, sign, &mut members)?;
+            if let Some(state) = companies.get_mut(company) {
+                state.apply(company, contribution, sign, &mut tree_members!())?;
             }
         }
         Ok(())

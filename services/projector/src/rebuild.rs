@@ -73,8 +73,9 @@ pub async fn rebuild(
     let name = format!("projector-{}.sled", uuid_like());
     let path = data_dir.join(&name);
     let fresh_path = path.clone();
+    let cache_bytes = current.get().cache_bytes();
     let fresh = Arc::new(
-        tokio::task::spawn_blocking(move || Projection::open(&fresh_path))
+        tokio::task::spawn_blocking(move || Projection::open_sized(&fresh_path, cache_bytes))
             .await
             .context("rebuild task")??,
     );

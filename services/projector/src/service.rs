@@ -29,6 +29,8 @@ pub struct ProjectorConfig {
     pub topology: subjects::Topology,
     /// Start this (new, empty) replica from a snapshot of a healthy one.
     pub from_snapshot: bool,
+    /// sled's page cache for the database, in bytes.
+    pub cache_bytes: u64,
 }
 
 pub struct Projector {
@@ -80,10 +82,12 @@ impl Projector {
             std::fs::remove_file(&file).ok();
             tracing::info!(from = %reply.from, applied = reply.applied, entries, "started from a snapshot; applying LRS_STORED after it");
         }
-        let projection = tokio::task::spawn_blocking(move || Projection::open(&path))
-            .await
-            .context("opening sled")?
-            .context("opening the projector database (is another projector running on it?)")?;
+        let cache_bytes = config.cache_bytes;
+        let projection =
+            tokio::task::spawn_blocking(move || Projection::open_sized(&path, cache_bytes))
+                .await
+                .context("opening sled")?
+                .context("opening the projector database (is another projector running on it?)")?;
         let puller = Puller::open(
             client.clone(),
             subjects::STREAM_STORED,

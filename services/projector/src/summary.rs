@@ -32,6 +32,25 @@ impl Counts {
         }
     }
 
+    /// Adds `sign` to `key`'s count; the change in distinct values (-1, 0 or 1).
+    pub fn step(&mut self, key: &str, sign: i64) -> i64 {
+        if sign == 0 {
+            return 0;
+        }
+        let before = self.0.contains_key(key);
+        self.change(key, sign);
+        i64::from(self.0.contains_key(key)) - i64::from(before)
+    }
+
+    /// Sets `key`'s count (0 removes it).
+    pub fn set(&mut self, key: String, count: u64) {
+        if count == 0 {
+            self.0.remove(&key);
+        } else {
+            self.0.insert(key, count);
+        }
+    }
+
     pub fn distinct(&self) -> usize {
         self.0.len()
     }
@@ -70,6 +89,10 @@ pub struct WorkerState {
     pub hubs: Counts,
     pub skills: Counts,
     pub months: BTreeMap<String, WorkerMonth>,
+    /// This worker's counts in the sets of workers ([`Set::OF_WORKERS`], named by
+    /// [`crate::members::slot`]): how many of their statements put them in each.
+    #[serde(default, skip_serializing_if = "Counts::is_empty")]
+    pub memberships: Counts,
 }
 
 impl WorkerState {

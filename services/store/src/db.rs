@@ -72,19 +72,23 @@ pub struct Db {
 pub const VERDICTS_KEPT: u64 = 100_000;
 
 /// The budget before the server said its `max_payload`: NATS's default, 1 MiB.
+/// sled's page cache for the store's database unless configured (`[memory] store_cache_mb`).
+pub const DEFAULT_CACHE_BYTES: u64 = 256 * 1024 * 1024;
+
 const DEFAULT_MESSAGE_BUDGET: usize = 1024 * 1024 - bus::HEADROOM;
 
 impl Db {
     /// Opens (or creates) the database with the default limits.
     pub fn open(path: &Path) -> Result<Db, DbError> {
-        Db::open_with(path, Limits::default())
+        Db::open_with(path, Limits::default(), DEFAULT_CACHE_BYTES)
     }
 
-    /// Opens (or creates) the database. Fails fast if another process holds it.
-    pub fn open_with(path: &Path, limits: Limits) -> Result<Db, DbError> {
+    /// Opens (or creates) the database with sled's page cache bounded to `cache_bytes`.
+    /// Fails fast if another process holds it.
+    pub fn open_with(path: &Path, limits: Limits, cache_bytes: u64) -> Result<Db, DbError> {
         let tree = sled::Config::new()
             .path(path)
-            .cache_capacity(256 * 1024 * 1024)
+            .cache_capacity(cache_bytes)
             .mode(sled::Mode::HighThroughput)
             .open()?;
         let indexed = tree
@@ -127,7 +131,7 @@ impl Db {
     }
 
     /// The position of the last stored statement (0 when none).
-    fn last_position(&self) -> Result<u64, DbError> {
+    pub(crate) fn last_position(&self) -> Result<u64, DbError> {
         Ok(self.meta_u64(keys::META_NEXT_POSITION)?.saturating_sub(1))
     }
 

@@ -161,7 +161,7 @@ fn a_page_stops_before_passing_its_bytes_and_links_the_rest() {
         page_bytes: 20_000,
         ..Limits::default()
     };
-    let db = Db::open_with(dir.path(), limits).expect("open");
+    let db = Db::open_with(dir.path(), limits, crate::db::DEFAULT_CACHE_BYTES).expect("open");
     for sequence in 1..=10u64 {
         let statement = json!({"actor": {"mbox": "mailto:a@example.org"},
             "verb": {"id": "http://adlnet.gov/expapi/verbs/attended"},

@@ -144,29 +144,94 @@ fn candidates<'a>(
         Some((kind, term)) => keys::index_prefix(kind, &term),
         None => vec![keys::POSITION],
     };
+    if !query.ascending {
+        // Newest first: positions below the cursor, or every one.
+        let below = match (query.after, db.last_position()) {
+            (_, Err(err)) => return Box::new(std::iter::once(Err(err))),
+            (Some(after), Ok(last)) => after.min(last.saturating_add(1)),
+            (None, Ok(last)) => last.saturating_add(1),
+        };
+        return Box::new(Descending::new(db.tree().clone(), prefix, below));
+    }
     let mut start = prefix.clone();
     let mut end = prefix.clone();
-    match (query.after, query.ascending) {
-        (Some(after), true) => start.extend_from_slice(&(after.saturating_add(1)).to_be_bytes()),
-        (Some(after), false) => end.extend_from_slice(&after.to_be_bytes()),
-        _ => {}
+    if let Some(after) = query.after {
+        start.extend_from_slice(&(after.saturating_add(1)).to_be_bytes());
     }
-    if query.after.is_none() || query.ascending {
-        end.extend_from_slice(&u64::MAX.to_be_bytes());
-        end.push(0xff);
+    end.extend_from_slice(&u64::MAX.to_be_bytes());
+    end.push(0xff);
+    Box::new(db.tree().range(start..end).map(position_of))
+}
+
+fn position_of(item: sled::Result<(sled::IVec, sled::IVec)>) -> Result<u64, DbError> {
+    let (key, _) = item?;
+    keys::trailing_u64(&key).ok_or_else(|| DbError::Corrupt {
+        key: key.to_vec(),
+        reason: "short index key".into(),
+    })
+}
+
+/// The first window of positions a newest-first walk reads; each next one is twice as wide,
+/// up to [`WIDEST_WINDOW`].
+const FIRST_WINDOW: u64 = 128;
+const WIDEST_WINDOW: u64 = 1 << 16;
+
+/// The positions under `prefix` below `below`, newest first, read as forward ranges over
+/// windows of positions walking down. sled iterates backwards an order of magnitude slower
+/// than forwards (each step back can descend the tree again): a 100-row page by verb took
+/// ~20 ms that way, most of a newest-first query's time.
+struct Descending {
+    tree: sled::Db,
+    prefix: Vec<u8>,
+    /// Positions at or above this are done.
+    below: u64,
+    window: u64,
+    /// The current window's positions, ascending (taken from the end).
+    found: Vec<Result<u64, DbError>>,
+}
+
+impl Descending {
+    fn new(tree: sled::Db, prefix: Vec<u8>, below: u64) -> Descending {
+        Descending {
+            tree,
+            prefix,
+            below,
+            window: FIRST_WINDOW,
+            found: Vec::new(),
+        }
     }
-    let range = db.tree().range(start..end);
-    let positions = |item: sled::Result<(sled::IVec, sled::IVec)>| -> Result<u64, DbError> {
-        let (key, _) = item?;
-        keys::trailing_u64(&key).ok_or_else(|| DbError::Corrupt {
-            key: key.to_vec(),
-            reason: "short index key".into(),
-        })
-    };
-    if query.ascending {
-        Box::new(range.map(positions))
-    } else {
-        Box::new(range.rev().map(positions))
+
+    fn key(&self, position: u64) -> Vec<u8> {
+        let mut key = self.prefix.clone();
+        key.extend_from_slice(&position.to_be_bytes());
+        key
+    }
+}
+
+impl Iterator for Descending {
+    type Item = Result<u64, DbError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            if let Some(position) = self.found.pop() {
+                return Some(position);
+            }
+            if self.below == 0 {
+                return None;
+            }
+            let low = self.below.saturating_sub(self.window);
+            let range = self.key(low)..self.key(self.below);
+            self.found = self.tree.range(range).map(position_of).collect();
+            // An error ends the walk after it is returned.
+            if self.found.iter().any(Result::is_err) {
+                self.found.retain(Result::is_err);
+                self.found.truncate(1);
+                self.below = 0;
+                continue;
+            }
+            self.below = low;
+            self.window = (self.window * 2).min(WIDEST_WINDOW);
+        }
     }
 }
 
@@ -230,4 +295,48 @@ fn terms_match(terms: &IndexTerms, query: &StatementQuery) -> bool {
         }
     }
     true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The newest-first walk yields exactly the positions a backwards iteration would, for
+    /// dense and sparse indexes, from the end or from a cursor, past window boundaries.
+    #[test]
+    fn the_newest_first_walk_matches_a_backwards_iteration() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let tree = sled::open(dir.path()).expect("sled");
+        let dense = keys::index_prefix(keys::IndexKind::Verb, "dense");
+        let sparse = keys::index_prefix(keys::IndexKind::Verb, "sparse");
+        let other = keys::index_prefix(keys::IndexKind::Verb, "other");
+        for position in 1..=20_000u64 {
+            for (prefix, present) in [
+                (&dense, true),
+                (&sparse, position % 997 == 0 || position == 1),
+                (&other, position % 3 == 0),
+            ] {
+                if present {
+                    let mut key = prefix.clone();
+                    key.extend_from_slice(&position.to_be_bytes());
+                    tree.insert(key, &[] as &[u8]).expect("insert");
+                }
+            }
+        }
+        for prefix in [&dense, &sparse, &other] {
+            for below in [20_001u64, 20_000, 12_345, 129, 128, 2, 1, 0] {
+                let mut end = prefix.clone();
+                end.extend_from_slice(&below.to_be_bytes());
+                let backwards: Vec<u64> = tree
+                    .range(prefix.clone()..end)
+                    .rev()
+                    .map(|item| position_of(item).expect("position"))
+                    .collect();
+                let walked: Vec<u64> = Descending::new(tree.clone(), prefix.clone(), below)
+                    .map(|position| position.expect("position"))
+                    .collect();
+                assert_eq!(walked, backwards, "below {below}");
+            }
+        }
+    }
 }

@@ -118,6 +118,8 @@ pub struct StoreConfig {
     /// This store replica's name: its durable consumer of `LRS_IN`.
     pub replica: String,
     pub topology: subjects::Topology,
+    /// sled's page cache for the database, in bytes.
+    pub cache_bytes: u64,
 }
 
 pub struct Store {
@@ -188,7 +190,8 @@ impl Store {
             .await?;
         }
         let limits = config.limits.clone();
-        let db = tokio::task::spawn_blocking(move || Db::open_with(&db_path, limits))
+        let cache_bytes = config.cache_bytes;
+        let db = tokio::task::spawn_blocking(move || Db::open_with(&db_path, limits, cache_bytes))
             .await
             .context("opening sled")?
             .context("opening the store database (is another store running on it?)")?;

@@ -49,6 +49,7 @@ pub fn config(nats_url: &str, data_dir: &std::path::Path) -> Config {
         },
         replicas: Default::default(),
         ops: Default::default(),
+        memory: Default::default(),
         programme: Default::default(),
         hubs: Default::default(),
         hub: Default::default(),

@@ -442,7 +442,7 @@ fn figures_match_a_plain_count() {
     let specs: Vec<Spec> = (0..40u8)
         .map(|n| Spec {
             workers: vec![n % 3, (n + 1) % 3],
-            group: n % 4 == 0,
+            group: n.is_multiple_of(4),
             verb: usize::from(n) % VERBS.len(),
             activity: n % 4,
             hub: Some(n % 2),
@@ -779,6 +779,120 @@ fn states_with_their_members_inside_are_moved_out_at_open() {
         .map(pair)
         .expect("sortable");
     assert_eq!((total, hubs.len()), (1, 1));
+}
+
+/// A database from before the workers' memberships moved into their states (every member
+/// key holding its count) is moved at open to exactly what applying the same statements
+/// now writes, and counts on, voiding and erasure included, to the same projection.
+#[test]
+fn member_counts_of_workers_move_into_their_states_at_open() {
+    let spec = |n: u8| Spec {
+        workers: vec![n % 5, 5 + n % 3],
+        group: n.is_multiple_of(4),
+        verb: usize::from(n) % VERBS.len(),
+        activity: n % 6,
+        hub: Some(n % 3),
+        company: Some(n % 4),
+        duration_ms: u32::from(n) * 900,
+        scaled: Some(i8::try_from(n % 90).unwrap_or(0)),
+        success: Some(n.is_multiple_of(2)),
+        completion: Some(n.is_multiple_of(3)),
+        skills: vec![n % 3, n % 5],
+        month: n % 4,
+        voided: false,
+        erased: false,
+    };
+    let statements: Vec<Value> = (0..40u8)
+        .map(|n| statement(usize::from(n), &spec(n)))
+        .collect();
+    let apply = |projection: &Projection, sequence: u64, kind: EventKind, statement: &Value| {
+        projection
+            .apply(
+                sequence,
+                &StoredEvents {
+                    sequence,
+                    events: vec![event(kind, statement)],
+                },
+            )
+            .expect("apply");
+    };
+    let first_half = |projection: &Projection| {
+        for (index, statement) in statements.iter().take(30).enumerate() {
+            apply(projection, index as u64 + 1, EventKind::Stored, statement);
+        }
+    };
+    let second_half = |projection: &Projection| {
+        for (index, statement) in statements.iter().enumerate().skip(30) {
+            apply(projection, index as u64 + 1, EventKind::Stored, statement);
+        }
+        apply(projection, 41, EventKind::Voided, &statements[3]);
+        apply(projection, 42, EventKind::Erased, &statements[7]);
+        apply(projection, 43, EventKind::Erased, &statements[3]);
+    };
+    let everything = tempfile::tempdir().expect("temp dir");
+    let expected = {
+        let projection = Projection::open(everything.path()).expect("open");
+        first_half(&projection);
+        second_half(&projection);
+        (projection.digest().expect("digest"), snapshot(&projection))
+    };
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let before_move = {
+        let projection = Projection::open(dir.path()).expect("open");
+        first_half(&projection);
+        projection.flush().expect("flush");
+        projection.digest().expect("digest")
+    };
+    // As an older Leerspoor left it: counts in the member keys, none in the states.
+    {
+        let tree = sled::open(dir.path()).expect("sled");
+        let mut moved = 0;
+        for item in tree.scan_prefix(b"w") {
+            let (key, value) = item.expect("read");
+            let mut state: Value = serde_json::from_slice(&value).expect("worker state");
+            let Some(Value::Object(memberships)) = state
+                .as_object_mut()
+                .and_then(|state| state.remove("memberships"))
+            else {
+                continue;
+            };
+            let worker = &key[1..];
+            for (slot, count) in memberships {
+                // kind, tag, id length, ':', id, qualifier
+                let (tags, rest) = slot.split_at(2);
+                let (length, rest) = rest.split_once(':').expect("slot");
+                let (id, qualifier) = rest.split_at(length.parse().expect("length"));
+                let mut member = vec![b'g'];
+                member.extend_from_slice(tags.as_bytes());
+                member.extend_from_slice(&(id.len() as u32).to_be_bytes());
+                member.extend_from_slice(id.as_bytes());
+                member.extend_from_slice(&(qualifier.len() as u32).to_be_bytes());
+                member.extend_from_slice(qualifier.as_bytes());
+                member.extend_from_slice(worker);
+                assert_eq!(
+                    tree.get(&member).expect("read").as_deref(),
+                    Some(&[][..]),
+                    "{slot}"
+                );
+                tree.insert(member, &count.as_u64().expect("count").to_be_bytes())
+                    .expect("insert");
+                moved += 1;
+            }
+            tree.insert(key, serde_json::to_vec(&state).expect("json"))
+                .expect("insert");
+        }
+        assert!(moved > 50, "{moved} counts moved back");
+        tree.remove(b"mmembers2").expect("remove");
+        tree.flush().expect("flush");
+    }
+    let projection = reopen(dir.path());
+    assert_eq!(projection.digest().expect("digest"), before_move);
+    second_half(&projection);
+    assert_eq!(
+        (projection.digest().expect("digest"), snapshot(&projection)),
+        expected
+    );
 }
 
 fn pair(page: projector::projection::ListPage) -> (u64, Vec<Value>) {
