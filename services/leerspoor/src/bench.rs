@@ -159,6 +159,27 @@ impl BenchNode {
     }
 }
 
+/// GETs `url` as xAPI 2.0.0 with the credential: the JSON answer, or the status it got.
+pub(crate) async fn get_json(
+    client: &reqwest::Client,
+    url: &str,
+    key: &str,
+    secret: &str,
+) -> anyhow::Result<Value> {
+    let response = client
+        .get(url)
+        .basic_auth(key, Some(secret))
+        .header("X-Experience-API-Version", "2.0.0")
+        .send()
+        .await?;
+    anyhow::ensure!(
+        response.status().is_success(),
+        "GET {url}: {}",
+        response.status()
+    );
+    Ok(response.json().await?)
+}
+
 /// Where the HTTP scenarios send their statements: gateway base URLs (a worker each in turn)
 /// and the credential.
 #[derive(Clone)]

@@ -90,17 +90,7 @@ pub async fn summary_http(base: &str, key: &str, secret: &str) -> anyhow::Result
         let url = format!("{}{path}", base.trim_end_matches('/'));
         async move {
             let sent = Instant::now();
-            let response = client
-                .get(&url)
-                .basic_auth(key, Some(secret))
-                .send()
-                .await?;
-            anyhow::ensure!(
-                response.status().is_success(),
-                "GET {url}: {}",
-                response.status()
-            );
-            let body: serde_json::Value = response.json().await?;
+            let body = crate::bench::get_json(&client, &url, key, secret).await?;
             Ok::<_, anyhow::Error>((sent.elapsed(), body))
         }
     };

@@ -587,18 +587,7 @@ async fn reads(base: &str) -> anyhow::Result<Vec<(&'static str, f64)>> {
         let client = client.clone();
         let url = format!("{base}/xapi/statements?{query}");
         async move {
-            let response = client
-                .get(&url)
-                .basic_auth(crate::bench::KEY, Some(crate::bench::SECRET))
-                .header("X-Experience-API-Version", "2.0.0")
-                .send()
-                .await?;
-            anyhow::ensure!(
-                response.status().is_success(),
-                "GET {url}: {}",
-                response.status()
-            );
-            Ok::<Value, anyhow::Error>(response.json().await?)
+            crate::bench::get_json(&client, &url, crate::bench::KEY, crate::bench::SECRET).await
         }
     };
     let newest = get("limit=100".into()).await?;

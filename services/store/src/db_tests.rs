@@ -12,7 +12,9 @@ pub(crate) fn reopen(path: &std::path::Path) -> Db {
     loop {
         match Db::open(path) {
             Ok(db) => return db,
-            Err(err) if err.to_string().contains("could not acquire lock") => {
+            // The lock refusal is an I/O error inside `DbError::Sled`, whose message is
+            // only "sled".
+            Err(err) if format!("{err:?}").contains("could not acquire lock") => {
                 assert!(std::time::Instant::now() < deadline, "reopen: {err}");
                 std::thread::yield_now();
             }

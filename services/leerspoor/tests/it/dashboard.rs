@@ -347,12 +347,14 @@ async fn the_dashboard_shows_what_the_summary_api_says_in_a_real_browser() {
         .click()
         .await
         .expect("search");
-    let url = browser.current_url().await.expect("url");
-    assert!(
-        url.path()
-            .ends_with(&format!("/dashboard/companies/{company_id}")),
-        "{url}"
-    );
+    // The click starts a navigation; the URL changes once the company's page has loaded.
+    let wanted = format!("/dashboard/companies/{company_id}");
+    let deadline = std::time::Instant::now() + WAIT;
+    let mut url = browser.current_url().await.expect("url");
+    while !url.path().ends_with(&wanted) && std::time::Instant::now() < deadline {
+        url = browser.current_url().await.expect("url");
+    }
+    assert!(url.path().ends_with(&wanted), "{url}");
     browser
         .goto(&format!("{origin}/dashboard?lang=nl"))
         .await
