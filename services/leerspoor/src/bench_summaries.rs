@@ -295,17 +295,7 @@ pub async fn summary_queries(
                     _ => format!("{base}/summaries/companies?sort=workers&order=desc&limit=20"),
                 };
                 let sent = Instant::now();
-                let response = client
-                    .get(&url)
-                    .basic_auth(&key, Some(&secret))
-                    .send()
-                    .await?;
-                anyhow::ensure!(
-                    response.status().is_success(),
-                    "GET {url}: {}",
-                    response.status()
-                );
-                response.bytes().await?;
+                crate::bench::get_json(&client, &url, &key, &secret).await?;
                 latency.record(sent.elapsed().as_micros() as u64)?;
             }
         });
