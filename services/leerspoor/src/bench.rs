@@ -415,29 +415,32 @@ fn histogram() -> anyhow::Result<Histogram<u64>> {
 }
 
 /// Publishes statements `range` (made by `statement`) on `lrs.in.tool.bench` as a hub would:
-/// batches of 100, 64 in flight, every ack awaited.
+/// batches of 100, 64 in flight, every ack awaited (and counted on `progress`). Returns the
+/// bytes published.
 pub async fn publish_batches(
     js: &jetstream::Context,
     range: std::ops::Range<usize>,
     statement: impl Fn(usize) -> Value,
-) -> anyhow::Result<()> {
+    progress: &indicatif::ProgressBar,
+) -> anyhow::Result<usize> {
     let messages: Vec<usize> = (range.start / 100..range.end.div_ceil(100)).collect();
+    let mut bytes = 0;
     for window in messages.chunks(64) {
         let mut acks = Vec::new();
         for message in window {
             let body: Vec<Value> = (message * 100..(message + 1) * 100)
                 .map(&statement)
                 .collect();
-            acks.push(
-                js.publish("lrs.in.tool.bench", serde_json::to_vec(&body)?.into())
-                    .await?,
-            );
+            let body = serde_json::to_vec(&body)?;
+            bytes += body.len();
+            acks.push(js.publish("lrs.in.tool.bench", body.into()).await?);
         }
         for ack in acks {
             ack.await?;
+            progress.inc(100);
         }
     }
-    Ok(())
+    Ok(bytes)
 }
 
 /// The HTTP scenarios against running gateways (`--against`): the same statements, batches

@@ -13,7 +13,8 @@ use crate::demo::llo_statement;
 const PERSON: &str = "mailto:everything@example.org";
 
 /// Peak and current resident memory of this process, in MiB.
-fn memory() -> (f64, f64) {
+/// Peak and current resident memory of this process, MiB.
+pub(crate) fn memory() -> (f64, f64) {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     let field = |name: &str| {
         status
@@ -34,11 +35,16 @@ pub async fn one_person(
 ) -> anyhow::Result<()> {
     let js = jetstream::new(async_nats::connect(nats_url).await?);
     let started = Instant::now();
-    crate::bench::publish_batches(&js, 0..statements, |n| {
-        let mut statement = llo_statement(n);
-        statement["actor"] = json!({"objectType": "Agent", "mbox": PERSON});
-        statement
-    })
+    crate::bench::publish_batches(
+        &js,
+        0..statements,
+        |n| {
+            let mut statement = llo_statement(n);
+            statement["actor"] = json!({"objectType": "Agent", "mbox": PERSON});
+            statement
+        },
+        &indicatif::ProgressBar::hidden(),
+    )
     .await?;
     crate::bench_summaries::drain_time(&js).await?;
     let (peak_before, rss_before) = memory();

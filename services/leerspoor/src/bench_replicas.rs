@@ -16,7 +16,13 @@ pub async fn from_snapshot(nats_url: &str, statements: usize) -> anyhow::Result<
     let client = async_nats::connect(nats_url).await?;
     let js = jetstream::new(client.clone());
     let started = Instant::now();
-    crate::bench::publish_batches(&js, 0..statements, llo_statement).await?;
+    crate::bench::publish_batches(
+        &js,
+        0..statements,
+        llo_statement,
+        &indicatif::ProgressBar::hidden(),
+    )
+    .await?;
     crate::bench_summaries::drain_time(&js).await?;
     println!(
         "{statements} statements stored in the main replica in {:.0} s",
@@ -41,7 +47,13 @@ pub async fn from_snapshot(nats_url: &str, statements: usize) -> anyhow::Result<
     let writing = tokio::spawn({
         let js = js.clone();
         async move {
-            crate::bench::publish_batches(&js, statements..statements + more, llo_statement).await
+            crate::bench::publish_batches(
+                &js,
+                statements..statements + more,
+                llo_statement,
+                &indicatif::ProgressBar::hidden(),
+            )
+            .await
         }
     });
     let joining = Instant::now();

@@ -22,7 +22,11 @@ async fn pending(js: &jetstream::Context) -> anyhow::Result<u64> {
     .await
 }
 
-async fn pending_on(js: &jetstream::Context, stream: &str, consumer: &str) -> anyhow::Result<u64> {
+pub(crate) async fn pending_on(
+    js: &jetstream::Context,
+    stream: &str,
+    consumer: &str,
+) -> anyhow::Result<u64> {
     let stream = js.get_stream(stream).await?;
     let info = stream
         .get_consumer::<jetstream::consumer::pull::Config>(consumer)

@@ -186,7 +186,7 @@ const METRICS: &[Metric] = &[
     },
     Metric {
         key: "resident_mb",
-        label: "at --size: resident memory of the process, MB",
+        label: "at --size: resident memory of the process, MiB",
         higher_is_better: false,
         target: 1024.0,
         noise: 0.1,
@@ -286,10 +286,10 @@ pub async fn run(args: TargetsArgs) -> anyhow::Result<()> {
     for (kind, p99) in reads(&node.base).await? {
         figures.insert(format!("grown_read_{kind}_p99_ms"), p99);
     }
-    let resident = resident_mb()?;
+    let (_, resident) = crate::bench_erasure::memory();
     let on_disk = databases_bytes(&node.data_dir())?;
     println!(
-        "resident {resident:.0} MB; store + projector {:.0} MB on disk for {:.0} MB of statement JSON",
+        "resident {resident:.0} MiB; store + projector {:.0} MB on disk for {:.0} MB of statement JSON",
         on_disk as f64 / 1e6,
         json_bytes as f64 / 1e6
     );
@@ -519,21 +519,13 @@ async fn hub_publishing(js: &jetstream::Context, total: usize) -> anyhow::Result
 
 /// Until the store has applied everything on `LRS_IN` (projection not awaited).
 async fn wait_stored(js: &jetstream::Context) -> anyhow::Result<()> {
-    let mut stream = js.get_stream(bus::subjects::STREAM_IN).await?;
     let deadline = Instant::now() + Duration::from_secs(1800);
-    loop {
-        let mut consumer: jetstream::consumer::PullConsumer = stream
-            .get_consumer(&bus::subjects::store_consumer(bus::subjects::MAIN_REPLICA))
-            .await
-            .map_err(|err| anyhow::anyhow!("store consumer: {err}"))?;
-        let info = consumer.info().await?;
-        let last = stream.info().await?.state.last_sequence;
-        if info.ack_floor.stream_sequence >= last {
-            return Ok(());
-        }
+    let consumer = bus::subjects::store_consumer(bus::subjects::MAIN_REPLICA);
+    while crate::bench_summaries::pending_on(js, bus::subjects::STREAM_IN, &consumer).await? > 0 {
         anyhow::ensure!(Instant::now() < deadline, "the store did not catch up");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    Ok(())
 }
 
 /// A statement of the grown store: many workers (four statements each), a company per 50.
@@ -546,8 +538,7 @@ fn grown(n: usize) -> Value {
     statement
 }
 
-/// Publishes statements `range` (`grown`) on `lrs.in.tool.bench` with a progress bar; the
-/// bytes published.
+/// Publishes statements `range` (`grown`) with a progress bar; the bytes published.
 async fn grow(js: &jetstream::Context, range: std::ops::Range<usize>) -> anyhow::Result<usize> {
     let bar = indicatif::ProgressBar::new(range.len() as u64);
     bar.set_style(
@@ -556,25 +547,7 @@ async fn grow(js: &jetstream::Context, range: std::ops::Range<usize>) -> anyhow:
         )
         .context("progress style")?,
     );
-    let mut bytes = 0;
-    let mut acks = std::collections::VecDeque::new();
-    for start in range.clone().step_by(100) {
-        let body: Vec<Value> = (start..(start + 100).min(range.end)).map(grown).collect();
-        let body = serde_json::to_vec(&body)?;
-        bytes += body.len();
-        acks.push_back((js.publish("lrs.in.tool.bench", body.into()).await?, 100));
-        // At most 64 messages wait for JetStream's ack.
-        while acks.len() >= 64 {
-            if let Some((ack, count)) = acks.pop_front() {
-                ack.await?;
-                bar.inc(count);
-            }
-        }
-    }
-    for (ack, count) in acks {
-        ack.await?;
-        bar.inc(count);
-    }
+    let bytes = crate::bench::publish_batches(js, range, grown, &bar).await?;
     bar.finish();
     Ok(bytes)
 }
@@ -675,18 +648,6 @@ async fn reads(base: &str) -> anyhow::Result<Vec<(&'static str, f64)>> {
     }
     println!("reads p50/p99 ms (4 clients): {}", line.join(", "));
     Ok(figures)
-}
-
-/// The process's resident memory now, in MB (this process holds the gateway, store and
-/// projector, as `serve` does; nats-server is a child of its own).
-fn resident_mb() -> anyhow::Result<f64> {
-    let status = std::fs::read_to_string("/proc/self/status").context("/proc/self/status")?;
-    let kb: f64 = status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
-        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
-        .context("VmRSS")?;
-    Ok(kb / 1000.0)
 }
 
 /// Bytes of the store's and the projector's databases under the data folder.

@@ -187,7 +187,7 @@ struct Descending {
     below: u64,
     window: u64,
     /// The current window's positions, ascending (taken from the end).
-    found: Vec<Result<u64, DbError>>,
+    found: Vec<u64>,
 }
 
 impl Descending {
@@ -214,20 +214,20 @@ impl Iterator for Descending {
     fn next(&mut self) -> Option<Self::Item> {
         loop {
             if let Some(position) = self.found.pop() {
-                return Some(position);
+                return Some(Ok(position));
             }
             if self.below == 0 {
                 return None;
             }
             let low = self.below.saturating_sub(self.window);
             let range = self.key(low)..self.key(self.below);
-            self.found = self.tree.range(range).map(position_of).collect();
-            // An error ends the walk after it is returned.
-            if self.found.iter().any(Result::is_err) {
-                self.found.retain(Result::is_err);
-                self.found.truncate(1);
-                self.below = 0;
-                continue;
+            match self.tree.range(range).map(position_of).collect() {
+                Ok(found) => self.found = found,
+                Err(err) => {
+                    // An error ends the walk.
+                    self.below = 0;
+                    return Some(Err(err));
+                }
             }
             self.below = low;
             self.window = (self.window * 2).min(WIDEST_WINDOW);
