@@ -154,27 +154,25 @@ pub struct StatementQuery {
     pub include_voided: bool,
 }
 
-/// Reply on `lrs.api.statements`.
+/// Reply on `lrs.api.statements`, its statements as `S`: [`Value`], or JSON text
+/// (`Box<RawValue>`) for a store that sends records as they are stored and a gateway that
+/// passes them on (the same JSON on the wire either way).
 ///
 /// Read through [`StatementReplyWire`], a plain struct: serde reads an internally tagged enum
 /// by buffering the whole reply in its own tree first, which for a page of 100 statements was
 /// half of a gateway's time answering a statement query (profile in BENCHMARKS.md, issue 14).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(
-    tag = "kind",
-    rename_all = "snake_case",
-    try_from = "StatementReplyWire<Value>"
-)]
-pub enum StatementReply {
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum StatementReply<S = Value> {
     One {
-        statement: Option<Value>,
+        statement: Option<S>,
         consistent_through: String,
         /// As for `Page`.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         bodies: Option<Vec<String>>,
     },
     Page {
-        statements: Vec<Value>,
+        statements: Vec<S>,
         /// Position of the last statement returned, when more may follow.
         next_after: Option<u64>,
         consistent_through: String,
@@ -214,7 +212,10 @@ fn none<T>() -> Option<T> {
 
 impl<S> StatementReplyWire<S> {
     /// The reply, its statements made by `read`.
-    pub fn read(self, read: impl Fn(S) -> Result<Value, String>) -> Result<StatementReply, String> {
+    pub fn read<T>(
+        self,
+        read: impl Fn(S) -> Result<T, String>,
+    ) -> Result<StatementReply<T>, String> {
         let consistent_through = || {
             self.consistent_through
                 .clone()
@@ -247,11 +248,11 @@ impl<S> StatementReplyWire<S> {
     }
 }
 
-impl TryFrom<StatementReplyWire<Value>> for StatementReply {
-    type Error = String;
-
-    fn try_from(wire: StatementReplyWire<Value>) -> Result<Self, String> {
-        wire.read(Ok)
+impl<'de, S: Deserialize<'de>> Deserialize<'de> for StatementReply<S> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        StatementReplyWire::<S>::deserialize(deserializer)?
+            .read(Ok)
+            .map_err(serde::de::Error::custom)
     }
 }
 
@@ -440,6 +441,10 @@ mod tests {
             let bytes = serde_json::to_vec(&reply).expect("encode");
             let back: StatementReply = serde_json::from_slice(&bytes).expect("decode");
             assert_eq!(serde_json::to_vec(&back).expect("encode"), bytes);
+            // Statements kept as JSON text (the store's records as stored) write the same.
+            let raw: StatementReply<Box<serde_json::value::RawValue>> =
+                serde_json::from_slice(&bytes).expect("decode as text");
+            assert_eq!(serde_json::to_vec(&raw).expect("encode"), bytes);
         }
         for (bad, reason) in [
             (r#"{"kind":"page","consistent_through":"t"}"#, "statements"),

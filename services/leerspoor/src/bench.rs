@@ -56,6 +56,11 @@ pub struct BenchArgs {
     /// running gateway holding data (e.g. after `leerspoor import`), p50/p99 over HTTP.
     #[arg(long)]
     pub summary_http: Option<String>,
+    /// Instead of the scenarios: the statement reads of --targets (500 of each kind, 4
+    /// clients, on values from the newest page) against a running gateway holding data,
+    /// p50/p99 over HTTP.
+    #[arg(long)]
+    pub statement_reads: Option<String>,
     /// Run the HTTP scenarios against these running gateways (comma-separated base URLs,
     /// e.g. a local cluster's) instead of an in-process Leerspoor.
     #[arg(long, value_delimiter = ',')]
@@ -201,6 +206,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
     if let Some(base) = &args.summary_http {
         return crate::bench_summaries::summary_http(base, &args.user, &args.password).await;
+    }
+    if let Some(base) = &args.statement_reads {
+        crate::bench_targets::reads(base, (&args.user, &args.password)).await?;
+        return Ok(());
     }
     if !args.summary_lists.is_empty() {
         let counts = args.summary_lists.clone();

@@ -255,7 +255,7 @@ pub async fn run(args: TargetsArgs) -> anyhow::Result<()> {
     figures.insert("nats_hub".into(), rate);
     crate::bench_summaries::drain_time(&js).await?;
 
-    for (kind, p99) in reads(&node.base).await? {
+    for (kind, p99) in reads(&node.base, (crate::bench::KEY, crate::bench::SECRET)).await? {
         figures.insert(format!("read_{kind}_p99_ms"), p99);
     }
 
@@ -283,7 +283,7 @@ pub async fn run(args: TargetsArgs) -> anyhow::Result<()> {
     );
     figures.insert("grown_http_batch_100".into(), rate);
     figures.insert("grown_vs_empty".into(), rate / figures["http_batch_100"]);
-    for (kind, p99) in reads(&node.base).await? {
+    for (kind, p99) in reads(&node.base, (crate::bench::KEY, crate::bench::SECRET)).await? {
         figures.insert(format!("grown_read_{kind}_p99_ms"), p99);
     }
     let (_, resident) = crate::bench_erasure::memory();
@@ -552,16 +552,17 @@ async fn grow(js: &jetstream::Context, range: std::ops::Range<usize>) -> anyhow:
     Ok(bytes)
 }
 
-/// 500 queries of each kind from 4 clients over HTTP, on values taken from the newest page;
-/// p99 in ms per kind. Every answer must hold statements.
-async fn reads(base: &str) -> anyhow::Result<Vec<(&'static str, f64)>> {
+/// 500 queries of each kind from 4 clients over HTTP as `credential`, on values taken from
+/// the newest page; p99 in ms per kind. Every answer must hold statements.
+pub async fn reads(
+    base: &str,
+    (key, secret): (&str, &str),
+) -> anyhow::Result<Vec<(&'static str, f64)>> {
     let client = reqwest::Client::new();
     let get = |query: String| {
         let client = client.clone();
         let url = format!("{base}/xapi/statements?{query}");
-        async move {
-            crate::bench::get_json(&client, &url, crate::bench::KEY, crate::bench::SECRET).await
-        }
+        async move { crate::bench::get_json(&client, &url, key, secret).await }
     };
     let newest = get("limit=100".into()).await?;
     let page = newest["statements"].as_array().cloned().unwrap_or_default();

@@ -140,7 +140,7 @@ fn fit_reply(subject: &str, body: Vec<u8>, max_payload: usize) -> Vec<u8> {
         }
         subjects::API_ADMIN => serde_json::to_vec(&admin_error("internal", message)),
         subjects::API_OBJECTS => serde_json::to_vec(&serde_json::json!({ "error": message })),
-        _ => serde_json::to_vec(&StatementReply::Error { message }),
+        _ => serde_json::to_vec(&StatementReply::<serde_json::Value>::Error { message }),
     };
     encoded.unwrap_or_default()
 }
@@ -221,7 +221,7 @@ fn verdict(db: &Db, payload: &[u8]) -> serde_json::Result<Vec<u8>> {
                 serde_json::to_vec(&VerdictReply { verdict: None })
             }
         },
-        Err(err) => serde_json::to_vec(&StatementReply::Error {
+        Err(err) => serde_json::to_vec(&StatementReply::<serde_json::Value>::Error {
             message: format!("bad verdict request: {err}"),
         }),
     }

@@ -37,6 +37,31 @@ fn defines_by_default() -> bool {
     true
 }
 
+/// A [`Record`] read for a query: its statement left as the JSON text it was stored as, to be
+/// sent on without being parsed and written again.
+#[derive(Deserialize)]
+pub struct StoredRecord<'a> {
+    #[serde(borrow)]
+    pub statement: &'a serde_json::value::RawValue,
+    pub voided: bool,
+}
+
+impl<'a> StoredRecord<'a> {
+    pub fn read(key: &[u8], bytes: &'a [u8]) -> Result<StoredRecord<'a>, DbError> {
+        serde_json::from_slice(bytes).map_err(|err| DbError::Corrupt {
+            key: key.to_vec(),
+            reason: err.to_string(),
+        })
+    }
+}
+
+fn read_record(key: &[u8], bytes: &[u8]) -> Result<Record, DbError> {
+    serde_json::from_slice(bytes).map_err(|err| DbError::Corrupt {
+        key: key.to_vec(),
+        reason: err.to_string(),
+    })
+}
+
 /// The `LRS_IN` message being applied, as it arrived.
 pub struct Incoming<'a> {
     pub sequence: u64,
@@ -216,12 +241,7 @@ impl Db {
         let Some(bytes) = self.tree.get(&key)? else {
             return Ok(None);
         };
-        serde_json::from_slice(&bytes)
-            .map(Some)
-            .map_err(|err| DbError::Corrupt {
-                key,
-                reason: err.to_string(),
-            })
+        read_record(&key, &bytes).map(Some)
     }
 
     pub fn record_at(&self, position: u64) -> Result<Option<Record>, DbError> {
@@ -230,6 +250,20 @@ impl Db {
 
     /// The record at a position and the bytes it takes (a bound on its statement's JSON).
     pub fn record_at_sized(&self, position: u64) -> Result<Option<(Record, usize)>, DbError> {
+        let Some((key, bytes)) = self.record_bytes_at(position)? else {
+            return Ok(None);
+        };
+        Ok(Some((read_record(&key, &bytes)?, bytes.len())))
+    }
+
+    /// The record with this id as stored (its key and JSON), to be read as a [`StoredRecord`].
+    pub fn record_bytes(&self, id: &Uuid) -> Result<Option<(Vec<u8>, sled::IVec)>, DbError> {
+        let key = keys::statement(id);
+        Ok(self.tree.get(&key)?.map(|bytes| (key, bytes)))
+    }
+
+    /// The record at a position as stored (its key and JSON).
+    pub fn record_bytes_at(&self, position: u64) -> Result<Option<(Vec<u8>, sled::IVec)>, DbError> {
         let Some(id_bytes) = self.tree.get(keys::position(position))? else {
             return Ok(None);
         };
@@ -237,15 +271,7 @@ impl Db {
             key: keys::position(position),
             reason: err.to_string(),
         })?;
-        let key = keys::statement(&id);
-        let Some(bytes) = self.tree.get(&key)? else {
-            return Ok(None);
-        };
-        let record = serde_json::from_slice(&bytes).map_err(|err| DbError::Corrupt {
-            key,
-            reason: err.to_string(),
-        })?;
-        Ok(Some((record, bytes.len())))
+        self.record_bytes(&id)
     }
 
     /// The verdict recorded for a sequence: `None` if not applied yet.

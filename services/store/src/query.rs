@@ -1,14 +1,18 @@
 //! Statement queries: by id, or by filters through one index, newest first by default.
 
+use std::borrow::Cow;
+
 use bus::wire::{StatementQuery, StatementReply};
+use serde::Deserialize;
+use serde_json::value::RawValue;
 use serde_json::Value;
 use uuid::Uuid;
 use xapi::statement::{index_terms, IndexTerms};
 
-use crate::db::{Db, DbError, Record};
+use crate::db::{Db, DbError, StoredRecord};
 use crate::keys::{self, IndexKind};
 
-pub fn run(db: &Db, query: &StatementQuery) -> Result<StatementReply, DbError> {
+pub fn run(db: &Db, query: &StatementQuery) -> Result<StatementReply<Box<RawValue>>, DbError> {
     let consistent_through = db.consistent_through();
     let by_id = match (&query.statement_id, &query.voided_statement_id) {
         (Some(id), _) => Some((id, false)),
@@ -16,9 +20,17 @@ pub fn run(db: &Db, query: &StatementQuery) -> Result<StatementReply, DbError> {
         (None, None) => None,
     };
     if let Some((id, voided)) = by_id {
-        let statement = find(db, id)?
-            .filter(|record| record.voided == voided)
-            .map(|record| record.statement);
+        let found = match Uuid::parse_str(id) {
+            Ok(uuid) => db.record_bytes(&uuid)?,
+            Err(_) => None,
+        };
+        let statement = match &found {
+            Some((key, bytes)) => {
+                let record = StoredRecord::read(key, bytes)?;
+                (record.voided == voided).then(|| record.statement.to_owned())
+            }
+            None => None,
+        };
         let bodies = bodies_for(db, query, statement.as_slice())?;
         return Ok(StatementReply::One {
             statement,
@@ -41,20 +53,23 @@ pub fn run(db: &Db, query: &StatementQuery) -> Result<StatementReply, DbError> {
     let mut next_after = None;
     for position in candidates(db, query) {
         let position = position?;
-        let Some((record, bytes)) = db.record_at_sized(position)? else {
+        let Some((key, bytes)) = db.record_bytes_at(position)? else {
             continue;
         };
-        if (record.voided && !query.include_voided) || !matches(db, &record, query)? {
+        let record = StoredRecord::read(&key, &bytes)?;
+        if (record.voided && !query.include_voided) || !matches(db, &key, record.statement, query)?
+        {
             continue;
         }
-        if statements.len() == limit || (!statements.is_empty() && size + bytes > budget) {
+        if statements.len() == limit || (!statements.is_empty() && size + bytes.len() > budget) {
             next_after = statements.last().map(|(position, _)| *position);
             break;
         }
-        size += bytes;
-        statements.push((position, record.statement));
+        size += bytes.len();
+        // The statement goes out as the JSON text it was stored as, never parsed.
+        statements.push((position, record.statement.to_owned()));
     }
-    let statements: Vec<Value> = statements
+    let statements: Vec<Box<RawValue>> = statements
         .into_iter()
         .map(|(_, statement)| statement)
         .collect();
@@ -73,15 +88,16 @@ pub fn run(db: &Db, query: &StatementQuery) -> Result<StatementReply, DbError> {
 fn bodies_for(
     db: &Db,
     query: &StatementQuery,
-    statements: &[Value],
+    statements: &[Box<RawValue>],
 ) -> Result<Option<Vec<String>>, DbError> {
     let Some(authority) = &query.authority else {
         return Ok(None);
     };
-    let mut wanted: Vec<String> = statements
-        .iter()
-        .flat_map(|statement| index_terms(statement).attachments)
-        .collect();
+    let mut wanted = Vec::new();
+    for statement in statements {
+        let statement: Value = parse(&[], statement)?;
+        wanted.extend(index_terms(&statement).attachments);
+    }
     wanted.sort();
     wanted.dedup();
     let mut allowed = Vec::new();
@@ -105,13 +121,6 @@ fn bodies_for(
         }
     }
     Ok(Some(allowed))
-}
-
-fn find(db: &Db, id: &str) -> Result<Option<Record>, DbError> {
-    match Uuid::parse_str(id) {
-        Ok(uuid) => db.record(&uuid),
-        Err(_) => Ok(None),
-    }
 }
 
 /// The index to walk: the most selective filter present, or all positions.
@@ -208,6 +217,32 @@ impl Descending {
     }
 }
 
+impl Descending {
+    /// Reads the next window down: it ends at the newest entry left (one descent, so a
+    /// sparse index, a worker's few statements among a million, skips its empty stretches
+    /// instead of reading them window by window).
+    fn fill(&mut self) -> Result<(), DbError> {
+        let newest = self
+            .tree
+            .range(self.key(0)..self.key(self.below))
+            .next_back();
+        let Some(newest) = newest else {
+            self.below = 0;
+            return Ok(());
+        };
+        let top = position_of(newest)?.saturating_add(1);
+        let low = top.saturating_sub(self.window);
+        self.found = self
+            .tree
+            .range(self.key(low)..self.key(top))
+            .map(position_of)
+            .collect::<Result<_, _>>()?;
+        self.below = low;
+        self.window = (self.window * 2).min(WIDEST_WINDOW);
+        Ok(())
+    }
+}
+
 impl Iterator for Descending {
     type Item = Result<u64, DbError>;
 
@@ -219,48 +254,102 @@ impl Iterator for Descending {
             if self.below == 0 {
                 return None;
             }
-            let low = self.below.saturating_sub(self.window);
-            let range = self.key(low)..self.key(self.below);
-            match self.tree.range(range).map(position_of).collect() {
-                Ok(found) => self.found = found,
-                Err(err) => {
-                    // An error ends the walk.
-                    self.below = 0;
-                    return Some(Err(err));
-                }
+            if let Err(err) = self.fill() {
+                // An error ends the walk.
+                self.below = 0;
+                return Some(Err(err));
             }
-            self.below = low;
-            self.window = (self.window * 2).min(WIDEST_WINDOW);
         }
     }
 }
 
+/// The parts of a stored statement the filters look at, each left as JSON text until a filter
+/// needs it: a page by verb parses only each statement's verb.
+#[derive(Deserialize)]
+struct Parts<'a> {
+    #[serde(borrow, default)]
+    stored: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    actor: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    verb: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    object: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    context: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    authority: Option<&'a RawValue>,
+}
+
 /// The filters, checked on the statement itself (index keys are hashes): the time window on
-/// the statement, the other filters on it or on a statement it references.
-fn matches(db: &Db, record: &Record, query: &StatementQuery) -> Result<bool, DbError> {
-    let statement = &record.statement;
-    let stored = statement
-        .get("stored")
-        .and_then(Value::as_str)
-        .unwrap_or("");
+/// the statement, the other filters on it or on a statement it references. Only the parts
+/// the query's filters read are parsed ([`index_terms`] of those parts gives the same terms
+/// for those filters as of the whole statement).
+fn matches(
+    db: &Db,
+    key: &[u8],
+    statement: &RawValue,
+    query: &StatementQuery,
+) -> Result<bool, DbError> {
+    let parts: Parts = parse(key, statement)?;
+    let stored = parts.stored.as_deref().unwrap_or("");
     if query.since.as_deref().is_some_and(|since| stored <= since) {
         return Ok(false);
     }
     if query.until.as_deref().is_some_and(|until| stored > until) {
         return Ok(false);
     }
+    let agents = query.agent.is_some();
+    let related_agents = agents && query.related_agents;
+    let related_activities = query.activity.is_some() && query.related_activities;
+    let mut read = serde_json::Map::new();
+    for (name, part, wanted) in [
+        ("actor", parts.actor, agents),
+        ("verb", parts.verb, query.verb.is_some()),
+        ("object", parts.object, agents || query.activity.is_some()),
+        (
+            "context",
+            parts.context,
+            query.registration.is_some() || related_agents || related_activities,
+        ),
+        (
+            "authority",
+            parts.authority,
+            query.authority.is_some() || related_agents,
+        ),
+    ] {
+        if let (Some(part), true) = (part, wanted) {
+            read.insert(name.to_owned(), parse(key, part)?);
+        }
+    }
+    let mut partial = Value::Object(read);
     if let Some(authority) = &query.authority {
-        if !xapi::statement::authority_names(statement, authority) {
+        if !xapi::statement::authority_names(&partial, authority) {
             return Ok(false);
         }
     }
-    if terms_match(&index_terms(statement), query) {
+    if terms_match(&index_terms(&partial), query) {
         return Ok(true);
     }
-    let chain = db.reference_chain(statement, &Default::default())?;
+    // A statement that references another matches what its target matches.
+    let Some(object) = parts.object else {
+        return Ok(false);
+    };
+    if partial.get("object").is_none() {
+        partial["object"] = parse(key, object)?;
+    }
+    let chain = db.reference_chain(&partial, &Default::default())?;
     Ok(chain
         .iter()
         .any(|target| terms_match(&index_terms(target), query)))
+}
+
+/// A stored statement's JSON text, or a part of it, read as `T`.
+fn parse<'a, T: Deserialize<'a>>(key: &[u8], text: &'a RawValue) -> Result<T, DbError> {
+    serde_json::from_str(text.get()).map_err(|err| DbError::Corrupt {
+        key: key.to_vec(),
+        reason: err.to_string(),
+    })
 }
 
 fn terms_match(terms: &IndexTerms, query: &StatementQuery) -> bool {
@@ -310,11 +399,14 @@ mod tests {
         let dense = keys::index_prefix(keys::IndexKind::Verb, "dense");
         let sparse = keys::index_prefix(keys::IndexKind::Verb, "sparse");
         let other = keys::index_prefix(keys::IndexKind::Verb, "other");
+        // Two entries far apart: the walk jumps the stretch between them.
+        let lone = keys::index_prefix(keys::IndexKind::Verb, "lone");
         for position in 1..=20_000u64 {
             for (prefix, present) in [
                 (&dense, true),
                 (&sparse, position % 997 == 0 || position == 1),
                 (&other, position % 3 == 0),
+                (&lone, position == 5 || position == 19_990),
             ] {
                 if present {
                     let mut key = prefix.clone();
@@ -323,8 +415,10 @@ mod tests {
                 }
             }
         }
-        for prefix in [&dense, &sparse, &other] {
-            for below in [20_001u64, 20_000, 12_345, 129, 128, 2, 1, 0] {
+        for prefix in [&dense, &sparse, &other, &lone] {
+            for below in [
+                20_001u64, 20_000, 19_991, 19_990, 12_345, 129, 128, 6, 5, 2, 1, 0,
+            ] {
                 let mut end = prefix.clone();
                 end.extend_from_slice(&below.to_be_bytes());
                 let backwards: Vec<u64> = tree
@@ -338,5 +432,183 @@ mod tests {
                 assert_eq!(walked, backwards, "below {below}");
             }
         }
+    }
+
+    /// The filters checked on the parts a query reads give the same answer as on the whole
+    /// statement, for every filter on every term of statements of every shape (groups,
+    /// agents as objects, sub-statements, context agents and activities, references to
+    /// references), with and without the related flags, the authority and the time window.
+    #[test]
+    fn checking_the_parts_a_filter_reads_equals_checking_the_whole_statement() {
+        use serde_json::json;
+        let dir = tempfile::tempdir().expect("temp dir");
+        let db = Db::open(&dir.path().join("store.sled")).expect("open");
+        let id = |n: u8| format!("00000000-0000-4000-8000-0000000000{n:02}");
+        let agent = |name: &str| json!({"mbox": format!("mailto:{name}@example.org")});
+        let statements = vec![
+            json!({
+                "id": id(1), "stored": "2026-01-01T00:00:01.000Z",
+                "actor": agent("a"),
+                "verb": {"id": "https://example.org/v1"},
+                "object": {"id": "https://example.org/act1", "definition": {"name": {"en": "One"}}},
+                "context": {
+                    "registration": "5E3BC5A3-8C60-4D6B-9F4B-6C2A4C7E3F11",
+                    "instructor": agent("i"),
+                    "team": {"objectType": "Group", "member": [agent("t")]},
+                    "contextActivities": {
+                        "parent": [{"id": "https://example.org/act2"}],
+                        "grouping": {"id": "https://example.org/act3"}
+                    }
+                },
+                "authority": agent("auth"),
+            }),
+            json!({
+                "id": id(2), "stored": "2026-01-01T00:00:02.000Z",
+                "actor": {"objectType": "Group", "mbox": "mailto:G@example.org", "member": [agent("m")]},
+                "verb": {"id": "https://example.org/v2"},
+                "object": {"objectType": "Agent", "mbox": "mailto:o@example.org"},
+                "authority": {"objectType": "Group", "member": [agent("auth"), agent("app")]},
+            }),
+            json!({
+                "id": id(3), "stored": "2026-01-01T00:00:03.000Z",
+                "actor": agent("a"),
+                "verb": {"id": "http://adlnet.gov/expapi/verbs/voided"},
+                "object": {"objectType": "StatementRef", "id": id(1)},
+                "authority": agent("auth"),
+            }),
+            json!({
+                "id": id(4), "stored": "2026-01-01T00:00:04.000Z",
+                "actor": agent("b"),
+                "verb": {"id": "https://example.org/v3"},
+                "object": {
+                    "objectType": "SubStatement",
+                    "actor": agent("c"),
+                    "verb": {"id": "https://example.org/v4"},
+                    "object": {"id": "https://example.org/act4"},
+                    "context": {"contextActivities": {"category": [{"id": "https://example.org/act5"}]}}
+                },
+                "context": {
+                    "contextAgents": [{"objectType": "contextAgent", "agent": agent("d")}],
+                    "contextGroups": [{"objectType": "contextGroup",
+                        "group": {"objectType": "Group", "mbox": "mailto:h@example.org", "member": [agent("e")]}}]
+                },
+                "result": {"response": "\"quoted\" text", "extensions": {"https://example.org/x": [1, 2, 3]}},
+            }),
+            json!({
+                "id": id(5), "stored": "2026-01-01T00:00:05.000Z",
+                "actor": agent("f"),
+                "verb": {"id": "https://example.org/v5"},
+                "object": {"objectType": "StatementRef", "id": id(3)},
+            }),
+        ];
+        let mut raws = Vec::new();
+        for (position, statement) in statements.iter().enumerate() {
+            let record = crate::db::Record {
+                statement: statement.clone(),
+                voided: false,
+                position: position as u64 + 1,
+                defines: true,
+                bodies: Vec::new(),
+            };
+            let uuid = Uuid::parse_str(statement["id"].as_str().expect("id")).expect("uuid");
+            let bytes = serde_json::to_vec(&record).expect("record");
+            db.tree()
+                .insert(keys::statement(&uuid), bytes.clone())
+                .expect("insert");
+            raws.push(bytes);
+        }
+        // Every term of every statement, and one of none.
+        let mut agents = vec!["mbox:mailto:nobody@example.org".to_owned()];
+        let mut verbs = vec!["https://example.org/none".to_owned()];
+        let mut activities = verbs.clone();
+        let mut registrations = vec!["5e3bc5a3-0000-4d6b-9f4b-6c2a4c7e3f11".to_owned()];
+        for statement in &statements {
+            let terms = index_terms(statement);
+            agents.extend(terms.related_agents);
+            verbs.extend(terms.verb);
+            activities.extend(terms.related_activities);
+            registrations.extend(terms.registration);
+        }
+        let mut queries = Vec::new();
+        for related in [false, true] {
+            let base = StatementQuery {
+                related_agents: related,
+                related_activities: related,
+                ..StatementQuery::default()
+            };
+            queries.push(base.clone());
+            for agent in &agents {
+                queries.push(StatementQuery {
+                    agent: Some(agent.clone()),
+                    ..base.clone()
+                });
+                queries.push(StatementQuery {
+                    authority: Some(agent.clone()),
+                    verb: verbs.get(1).cloned(),
+                    ..base.clone()
+                });
+            }
+            for verb in &verbs {
+                queries.push(StatementQuery {
+                    verb: Some(verb.clone()),
+                    since: Some("2026-01-01T00:00:02.000Z".into()),
+                    ..base.clone()
+                });
+            }
+            for activity in &activities {
+                queries.push(StatementQuery {
+                    activity: Some(activity.clone()),
+                    agent: Some(agents[1].clone()),
+                    ..base.clone()
+                });
+                queries.push(StatementQuery {
+                    activity: Some(activity.clone()),
+                    until: Some("2026-01-01T00:00:03.000Z".into()),
+                    ..base.clone()
+                });
+            }
+            for registration in &registrations {
+                queries.push(StatementQuery {
+                    registration: Some(registration.clone()),
+                    ..base.clone()
+                });
+            }
+        }
+        let mut matched = 0;
+        for query in &queries {
+            for (statement, bytes) in statements.iter().zip(&raws) {
+                let record = StoredRecord::read(&[], bytes).expect("stored record");
+                let parts = matches(&db, &[], record.statement, query).expect("parts");
+                let whole = whole_matches(&db, statement, query);
+                assert_eq!(parts, whole, "{query:?} on {}", statement["id"]);
+                matched += usize::from(parts);
+            }
+        }
+        // The queries are not trivially all-or-nothing.
+        assert!(
+            matched > 20 && matched < queries.len() * statements.len() / 2,
+            "{matched}"
+        );
+    }
+
+    /// The filters on the whole statement, as they were checked before parts.
+    fn whole_matches(db: &Db, statement: &Value, query: &StatementQuery) -> bool {
+        let stored = statement["stored"].as_str().unwrap_or("");
+        if query.since.as_deref().is_some_and(|since| stored <= since)
+            || query.until.as_deref().is_some_and(|until| stored > until)
+        {
+            return false;
+        }
+        if let Some(authority) = &query.authority {
+            if !xapi::statement::authority_names(statement, authority) {
+                return false;
+            }
+        }
+        terms_match(&index_terms(statement), query)
+            || db
+                .reference_chain(statement, &Default::default())
+                .expect("chain")
+                .iter()
+                .any(|target| terms_match(&index_terms(target), query))
     }
 }
