@@ -12,7 +12,6 @@ use crate::demo::llo_statement;
 
 const PERSON: &str = "mailto:everything@example.org";
 
-/// Peak and current resident memory of this process, in MiB.
 /// Peak and current resident memory of this process, MiB.
 pub(crate) fn memory() -> (f64, f64) {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();

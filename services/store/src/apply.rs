@@ -231,6 +231,8 @@ impl Db {
         let mut voids_waiting: std::collections::HashSet<Uuid> = std::collections::HashSet::new();
         let mut events = Vec::new();
         let mut index_entries = Vec::new();
+        // The `stored` spans of the blocks this message's positions fall in, as they will be.
+        let mut spans: HashMap<u64, (String, String)> = HashMap::new();
         for (index, mut statement) in parsed.statements.into_iter().enumerate() {
             let id = match statement_id(&statement).and_then(|id| Uuid::parse_str(&id).ok()) {
                 Some(id) => id,
@@ -322,8 +324,16 @@ impl Db {
             }
             write_record(batch, &id, &record);
             batch.insert(keys::position(position), id.as_bytes().as_slice());
+            let stored = record.statement["stored"].as_str().unwrap_or_default();
+            self.widen_span(&mut spans, position, stored)?;
             index_entries.extend(self.index_entries(&record, &pending)?);
             pending.insert(id, record);
+        }
+        for (block, (earliest, latest)) in spans {
+            batch.insert(
+                keys::stored_span(block),
+                keys::encode_span(&earliest, &latest),
+            );
         }
         batch.insert(keys::META_NEXT_POSITION, &next_position.to_be_bytes());
         batch.insert(keys::META_LAST_STORED, stored.as_bytes());
@@ -334,6 +344,36 @@ impl Db {
             entries: index_entries,
             through: next_position - 1,
         }))
+    }
+
+    /// Widens the `stored` span of `position`'s block (read from the database the first time
+    /// this message meets the block) to hold `stored`.
+    fn widen_span(
+        &self,
+        spans: &mut HashMap<u64, (String, String)>,
+        position: u64,
+        stored: &str,
+    ) -> Result<(), DbError> {
+        let block = position / keys::SPAN_BLOCK;
+        let span = match spans.entry(block) {
+            std::collections::hash_map::Entry::Occupied(entry) => entry.into_mut(),
+            std::collections::hash_map::Entry::Vacant(entry) => {
+                let span = match self.tree.get(keys::stored_span(block))? {
+                    None => (stored.to_owned(), stored.to_owned()),
+                    Some(value) => keys::decode_span(&value)
+                        // Unreadable: a span no window excludes.
+                        .unwrap_or_else(|| (String::new(), keys::SPAN_OPEN_END.to_owned())),
+                };
+                entry.insert(span)
+            }
+        };
+        if stored < span.0.as_str() {
+            span.0 = stored.to_owned();
+        }
+        if stored > span.1.as_str() {
+            span.1 = stored.to_owned();
+        }
+        Ok(())
     }
 
     /// `stored` for the next message: when JetStream took it in, but never before the last

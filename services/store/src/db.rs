@@ -55,6 +55,71 @@ impl<'a> StoredRecord<'a> {
     }
 }
 
+/// Writes the `stored` span of every block of positions, once, for a database from before
+/// spans (see [`keys::STORED_SPAN`]); later statements widen their block's span as they are
+/// applied. Computed from the records, so running it again after an interruption gives the
+/// same spans.
+fn build_stored_spans(tree: &sled::Db) -> Result<(), DbError> {
+    if tree.contains_key(keys::META_SPANS)? {
+        return Ok(());
+    }
+    let mut batch = sled::Batch::default();
+    let mut current: Option<(u64, String, String)> = None;
+    let mut blocks = 0u64;
+    for item in tree.scan_prefix([keys::POSITION]) {
+        let (key, id) = item?;
+        let Some(position) = keys::trailing_u64(&key) else {
+            continue;
+        };
+        let Ok(id) = Uuid::from_slice(&id) else {
+            continue;
+        };
+        let record_key = keys::statement(&id);
+        let Some(bytes) = tree.get(&record_key)? else {
+            continue;
+        };
+        // An unreadable record leaves its block a span no window excludes.
+        let (low, high) = match read_record(&record_key, &bytes) {
+            Ok(record) => {
+                let stored = record.statement["stored"].as_str().unwrap_or_default();
+                (stored.to_owned(), stored.to_owned())
+            }
+            Err(_) => (String::new(), keys::SPAN_OPEN_END.to_owned()),
+        };
+        let block = position / keys::SPAN_BLOCK;
+        match &mut current {
+            Some((at, earliest, latest)) if *at == block => {
+                if low < *earliest {
+                    *earliest = low;
+                }
+                if high > *latest {
+                    *latest = high;
+                }
+            }
+            _ => {
+                if let Some((at, earliest, latest)) = current.take() {
+                    batch.insert(keys::stored_span(at), keys::encode_span(&earliest, &latest));
+                    blocks += 1;
+                }
+                current = Some((block, low, high));
+            }
+        }
+    }
+    if let Some((at, earliest, latest)) = current {
+        batch.insert(keys::stored_span(at), keys::encode_span(&earliest, &latest));
+        blocks += 1;
+    }
+    batch.insert(keys::META_SPANS, &[] as &[u8]);
+    tree.apply_batch(batch)?;
+    if blocks > 0 {
+        tracing::info!(
+            blocks,
+            "wrote the stored-time span of every block of positions"
+        );
+    }
+    Ok(())
+}
+
 fn read_record(key: &[u8], bytes: &[u8]) -> Result<Record, DbError> {
     serde_json::from_slice(bytes).map_err(|err| DbError::Corrupt {
         key: key.to_vec(),
@@ -121,6 +186,7 @@ impl Db {
             .and_then(|bytes| keys::u64_value(&bytes))
             .unwrap_or(0);
         crate::documents::migrate_scopes(&tree)?;
+        build_stored_spans(&tree)?;
         let db = Db {
             indexer: Indexer::start(tree.clone(), indexed),
             tree,

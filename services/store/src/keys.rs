@@ -81,6 +81,44 @@ pub fn statement(id: &Uuid) -> Vec<u8> {
     key
 }
 
+/// `T` + block(8) -> the earliest and latest `stored` of the statements ever stored at the
+/// positions of that block (`position / SPAN_BLOCK`), as [`encode_span`] writes them: a query
+/// with `since` or `until` skips every block whose statements all lie outside its window
+/// (`stored` follows positions, except for imported statements, which keep their own).
+pub const STORED_SPAN: u8 = b'T';
+/// Positions per block of [`STORED_SPAN`].
+pub const SPAN_BLOCK: u64 = 1024;
+
+/// A latest `stored` after every timestamp (RFC 3339 text starts with a digit).
+pub const SPAN_OPEN_END: &str = "~";
+/// Present once every block of positions has its [`STORED_SPAN`] (written at open for a
+/// database from before them).
+pub const META_SPANS: &[u8] = b"mspans1";
+
+pub fn stored_span(block: u64) -> Vec<u8> {
+    let mut key = Vec::with_capacity(9);
+    key.push(STORED_SPAN);
+    key.extend_from_slice(&block.to_be_bytes());
+    key
+}
+
+/// The earliest and latest `stored` of a block, separated by a zero byte (RFC 3339 text holds
+/// none).
+pub fn encode_span(earliest: &str, latest: &str) -> Vec<u8> {
+    let mut value = Vec::with_capacity(earliest.len() + latest.len() + 1);
+    value.extend_from_slice(earliest.as_bytes());
+    value.push(0);
+    value.extend_from_slice(latest.as_bytes());
+    value
+}
+
+pub fn decode_span(value: &[u8]) -> Option<(String, String)> {
+    let split = value.iter().position(|byte| *byte == 0)?;
+    let earliest = std::str::from_utf8(&value[..split]).ok()?;
+    let latest = std::str::from_utf8(&value[split + 1..]).ok()?;
+    Some((earliest.to_owned(), latest.to_owned()))
+}
+
 pub fn position(position: u64) -> Vec<u8> {
     let mut key = Vec::with_capacity(9);
     key.push(POSITION);

@@ -1,6 +1,7 @@
 //! Statement queries: by id, or by filters through one index, newest first by default.
 
 use std::borrow::Cow;
+use std::collections::BTreeSet;
 
 use bus::wire::{StatementQuery, StatementReply};
 use serde::Deserialize;
@@ -51,8 +52,15 @@ pub fn run(db: &Db, query: &StatementQuery) -> Result<StatementReply<Box<RawValu
     let mut size = 0;
     let mut statements = Vec::with_capacity(limit.min(64));
     let mut next_after = None;
-    for position in candidates(db, query) {
+    let excluded = excluded_blocks(db, query)?;
+    let mut walk = candidates(db, query)?;
+    while let Some(position) = walk.next() {
         let position = position?;
+        let block = position / keys::SPAN_BLOCK;
+        if excluded.contains(&block) {
+            walk.skip(block, &excluded);
+            continue;
+        }
         let Some((key, bytes)) = db.record_bytes_at(position)? else {
             continue;
         };
@@ -145,31 +153,122 @@ fn chosen_index(query: &StatementQuery) -> Option<(IndexKind, String)> {
 }
 
 /// Positions in query order, starting after the cursor.
-fn candidates<'a>(
-    db: &'a Db,
-    query: &StatementQuery,
-) -> Box<dyn Iterator<Item = Result<u64, DbError>> + 'a> {
+fn candidates(db: &Db, query: &StatementQuery) -> Result<Walk, DbError> {
     let prefix = match chosen_index(query) {
         Some((kind, term)) => keys::index_prefix(kind, &term),
         None => vec![keys::POSITION],
     };
+    let tree = db.tree().clone();
     if !query.ascending {
         // Newest first: positions below the cursor, or every one.
-        let below = match (query.after, db.last_position()) {
-            (_, Err(err)) => return Box::new(std::iter::once(Err(err))),
-            (Some(after), Ok(last)) => after.min(last.saturating_add(1)),
-            (None, Ok(last)) => last.saturating_add(1),
+        let last = db.last_position()?;
+        let below = match query.after {
+            Some(after) => after.min(last.saturating_add(1)),
+            None => last.saturating_add(1),
         };
-        return Box::new(Descending::new(db.tree().clone(), prefix, below));
+        return Ok(Walk::Down(Descending::new(tree, prefix, below)));
     }
-    let mut start = prefix.clone();
-    let mut end = prefix.clone();
-    if let Some(after) = query.after {
-        start.extend_from_slice(&(after.saturating_add(1)).to_be_bytes());
+    let from = query.after.map_or(0, |after| after.saturating_add(1));
+    Ok(Walk::Up(Box::new(Ascending::new(tree, prefix, from))))
+}
+
+/// The blocks of positions (see [`keys::STORED_SPAN`]) whose statements all lie outside the
+/// query's `since`/`until` window; none without a window.
+pub(crate) fn excluded_blocks(db: &Db, query: &StatementQuery) -> Result<BTreeSet<u64>, DbError> {
+    let mut excluded = BTreeSet::new();
+    if query.since.is_none() && query.until.is_none() {
+        return Ok(excluded);
     }
-    end.extend_from_slice(&u64::MAX.to_be_bytes());
-    end.push(0xff);
-    Box::new(db.tree().range(start..end).map(position_of))
+    for item in db.tree().scan_prefix([keys::STORED_SPAN]) {
+        let (key, value) = item?;
+        let (Some(block), Some((earliest, latest))) =
+            (keys::trailing_u64(&key), keys::decode_span(&value))
+        else {
+            continue;
+        };
+        let before = query
+            .since
+            .as_deref()
+            .is_some_and(|since| latest.as_str() <= since);
+        let after = query
+            .until
+            .as_deref()
+            .is_some_and(|until| earliest.as_str() > until);
+        if before || after {
+            excluded.insert(block);
+        }
+    }
+    Ok(excluded)
+}
+
+/// A walk over an index's positions in query order that can jump past blocks of positions.
+enum Walk {
+    Down(Descending),
+    Up(Box<Ascending>),
+}
+
+impl Walk {
+    fn next(&mut self) -> Option<Result<u64, DbError>> {
+        match self {
+            Walk::Down(walk) => walk.next(),
+            Walk::Up(walk) => walk.next(),
+        }
+    }
+
+    /// Goes on past `block` and the excluded blocks next to it in the walk's direction.
+    fn skip(&mut self, block: u64, excluded: &BTreeSet<u64>) {
+        match self {
+            Walk::Down(walk) => {
+                let mut low = block;
+                while low > 0 && excluded.contains(&(low - 1)) {
+                    low -= 1;
+                }
+                walk.skip_below(low * keys::SPAN_BLOCK);
+            }
+            Walk::Up(walk) => {
+                let mut high = block;
+                while excluded.contains(&(high + 1)) {
+                    high += 1;
+                }
+                walk.skip_to((high + 1).saturating_mul(keys::SPAN_BLOCK));
+            }
+        }
+    }
+}
+
+/// The positions under `prefix` from a position on, oldest first.
+struct Ascending {
+    tree: sled::Db,
+    prefix: Vec<u8>,
+    range: sled::Iter,
+}
+
+impl Ascending {
+    fn new(tree: sled::Db, prefix: Vec<u8>, from: u64) -> Ascending {
+        let range = Ascending::range(&tree, &prefix, from);
+        Ascending {
+            tree,
+            prefix,
+            range,
+        }
+    }
+
+    fn range(tree: &sled::Db, prefix: &[u8], from: u64) -> sled::Iter {
+        let mut start = prefix.to_vec();
+        start.extend_from_slice(&from.to_be_bytes());
+        let mut end = prefix.to_vec();
+        end.extend_from_slice(&u64::MAX.to_be_bytes());
+        end.push(0xff);
+        tree.range(start..end)
+    }
+
+    fn skip_to(&mut self, from: u64) {
+        self.range = Ascending::range(&self.tree, &self.prefix, from);
+    }
+
+    fn next(&mut self) -> Option<Result<u64, DbError>> {
+        self.range.next().map(position_of)
+    }
 }
 
 fn position_of(item: sled::Result<(sled::IVec, sled::IVec)>) -> Result<u64, DbError> {
@@ -214,6 +313,13 @@ impl Descending {
         let mut key = self.prefix.clone();
         key.extend_from_slice(&position.to_be_bytes());
         key
+    }
+
+    /// Goes on with the positions below `low` only.
+    fn skip_below(&mut self, low: u64) {
+        let keep = self.found.partition_point(|position| *position < low);
+        self.found.truncate(keep);
+        self.below = self.below.min(low);
     }
 }
 

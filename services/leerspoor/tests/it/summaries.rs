@@ -492,7 +492,9 @@ async fn thousands_of_demo_statements_with_a_projector_restart_match_a_recomputa
                 .send()
                 .await
                 .expect("http");
-            assert_eq!(response.status(), StatusCode::OK);
+            let status = response.status();
+            let body = response.text().await.unwrap_or_default();
+            assert_eq!(status, StatusCode::OK, "batch {index}: {body}");
         }
     }
     let voids: Vec<Value> = statements
