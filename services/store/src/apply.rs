@@ -325,7 +325,7 @@ impl Db {
             write_record(batch, &id, &record);
             batch.insert(keys::position(position), id.as_bytes().as_slice());
             let stored = record.statement["stored"].as_str().unwrap_or_default();
-            self.widen_span(&mut spans, position, stored)?;
+            crate::db::widen_span(&self.tree, &mut spans, position, stored, stored)?;
             index_entries.extend(self.index_entries(&record, &pending)?);
             pending.insert(id, record);
         }
@@ -344,36 +344,6 @@ impl Db {
             entries: index_entries,
             through: next_position - 1,
         }))
-    }
-
-    /// Widens the `stored` span of `position`'s block (read from the database the first time
-    /// this message meets the block) to hold `stored`.
-    fn widen_span(
-        &self,
-        spans: &mut HashMap<u64, (String, String)>,
-        position: u64,
-        stored: &str,
-    ) -> Result<(), DbError> {
-        let block = position / keys::SPAN_BLOCK;
-        let span = match spans.entry(block) {
-            std::collections::hash_map::Entry::Occupied(entry) => entry.into_mut(),
-            std::collections::hash_map::Entry::Vacant(entry) => {
-                let span = match self.tree.get(keys::stored_span(block))? {
-                    None => (stored.to_owned(), stored.to_owned()),
-                    Some(value) => keys::decode_span(&value)
-                        // Unreadable: a span no window excludes.
-                        .unwrap_or_else(|| (String::new(), keys::SPAN_OPEN_END.to_owned())),
-                };
-                entry.insert(span)
-            }
-        };
-        if stored < span.0.as_str() {
-            span.0 = stored.to_owned();
-        }
-        if stored > span.1.as_str() {
-            span.1 = stored.to_owned();
-        }
-        Ok(())
     }
 
     /// `stored` for the next message: when JetStream took it in, but never before the last

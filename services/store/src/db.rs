@@ -55,23 +55,22 @@ impl<'a> StoredRecord<'a> {
     }
 }
 
-/// Writes the `stored` span of every block of positions, once, for a database from before
-/// spans (see [`keys::STORED_SPAN`]); later statements widen their block's span as they are
-/// applied. Computed from the records, so running it again after an interruption gives the
-/// same spans.
-fn build_stored_spans(tree: &sled::Db) -> Result<(), DbError> {
-    if tree.contains_key(keys::META_SPANS)? {
-        return Ok(());
-    }
-    let mut batch = sled::Batch::default();
-    let mut current: Option<(u64, String, String)> = None;
-    let mut blocks = 0u64;
-    for item in tree.scan_prefix([keys::POSITION]) {
+/// Brings the `stored` spans (see [`keys::STORED_SPAN`]) up to the last position at open: for
+/// a database from before spans every position, and after a version without them ran, the
+/// positions it stored (it did not move [`keys::META_SPANS_THROUGH`]).
+fn catch_up_stored_spans(tree: &sled::Db) -> Result<(), DbError> {
+    let through = tree
+        .get(keys::META_SPANS_THROUGH)?
+        .and_then(|bytes| keys::u64_value(&bytes))
+        .unwrap_or(0);
+    let mut spans = HashMap::new();
+    let mut last = through;
+    for item in tree.range(keys::position(through.saturating_add(1))..) {
         let (key, id) = item?;
-        let Some(position) = keys::trailing_u64(&key) else {
-            continue;
-        };
-        let Ok(id) = Uuid::from_slice(&id) else {
+        if key.first() != Some(&keys::POSITION) {
+            break;
+        }
+        let (Some(position), Ok(id)) = (keys::trailing_u64(&key), Uuid::from_slice(&id)) else {
             continue;
         };
         let record_key = keys::statement(&id);
@@ -79,45 +78,73 @@ fn build_stored_spans(tree: &sled::Db) -> Result<(), DbError> {
             continue;
         };
         // An unreadable record leaves its block a span no window excludes.
-        let (low, high) = match read_record(&record_key, &bytes) {
+        match read_record(&record_key, &bytes) {
             Ok(record) => {
                 let stored = record.statement["stored"].as_str().unwrap_or_default();
-                (stored.to_owned(), stored.to_owned())
+                widen_span(tree, &mut spans, position, stored, stored)?;
             }
-            Err(_) => (String::new(), keys::SPAN_OPEN_END.to_owned()),
-        };
-        let block = position / keys::SPAN_BLOCK;
-        match &mut current {
-            Some((at, earliest, latest)) if *at == block => {
-                if low < *earliest {
-                    *earliest = low;
-                }
-                if high > *latest {
-                    *latest = high;
-                }
-            }
-            _ => {
-                if let Some((at, earliest, latest)) = current.take() {
-                    batch.insert(keys::stored_span(at), keys::encode_span(&earliest, &latest));
-                    blocks += 1;
-                }
-                current = Some((block, low, high));
-            }
+            Err(_) => widen_span(tree, &mut spans, position, "", keys::SPAN_OPEN_END)?,
         }
+        last = position;
     }
-    if let Some((at, earliest, latest)) = current {
-        batch.insert(keys::stored_span(at), keys::encode_span(&earliest, &latest));
-        blocks += 1;
+    if last == through {
+        return Ok(());
     }
-    batch.insert(keys::META_SPANS, &[] as &[u8]);
+    let mut batch = sled::Batch::default();
+    write_spans(&mut batch, spans, last);
     tree.apply_batch(batch)?;
-    if blocks > 0 {
-        tracing::info!(
-            blocks,
-            "wrote the stored-time span of every block of positions"
-        );
+    tracing::info!(
+        from = through + 1,
+        to = last,
+        "wrote the stored-time spans of positions stored without them"
+    );
+    Ok(())
+}
+
+/// Widens the `stored` span of `position`'s block (read from the database the first time
+/// `spans` meets the block) to hold `earliest..=latest`.
+pub(crate) fn widen_span(
+    tree: &sled::Db,
+    spans: &mut HashMap<u64, (String, String)>,
+    position: u64,
+    earliest: &str,
+    latest: &str,
+) -> Result<(), DbError> {
+    let block = position / keys::SPAN_BLOCK;
+    let span = match spans.entry(block) {
+        std::collections::hash_map::Entry::Occupied(entry) => entry.into_mut(),
+        std::collections::hash_map::Entry::Vacant(entry) => {
+            let span = match tree.get(keys::stored_span(block))? {
+                None => (earliest.to_owned(), latest.to_owned()),
+                Some(value) => keys::decode_span(&value)
+                    // Unreadable: a span no window excludes.
+                    .unwrap_or_else(|| (String::new(), keys::SPAN_OPEN_END.to_owned())),
+            };
+            entry.insert(span)
+        }
+    };
+    if earliest < span.0.as_str() {
+        span.0 = earliest.to_owned();
+    }
+    if latest > span.1.as_str() {
+        span.1 = latest.to_owned();
     }
     Ok(())
+}
+
+/// Writes widened spans, and that every position up to `through` is in them.
+pub(crate) fn write_spans(
+    batch: &mut sled::Batch,
+    spans: HashMap<u64, (String, String)>,
+    through: u64,
+) {
+    for (block, (earliest, latest)) in spans {
+        batch.insert(
+            keys::stored_span(block),
+            keys::encode_span(&earliest, &latest),
+        );
+    }
+    batch.insert(keys::META_SPANS_THROUGH, &through.to_be_bytes());
 }
 
 fn read_record(key: &[u8], bytes: &[u8]) -> Result<Record, DbError> {
@@ -186,7 +213,7 @@ impl Db {
             .and_then(|bytes| keys::u64_value(&bytes))
             .unwrap_or(0);
         crate::documents::migrate_scopes(&tree)?;
-        build_stored_spans(&tree)?;
+        catch_up_stored_spans(&tree)?;
         let db = Db {
             indexer: Indexer::start(tree.clone(), indexed),
             tree,

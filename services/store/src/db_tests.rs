@@ -393,19 +393,29 @@ fn time_windows_skip_blocks_outside_them_and_miss_nothing() {
         .map(|item| item.expect("span"))
         .collect();
     assert_eq!(spans.len(), 3, "three blocks of positions");
-    // A database from before spans: they are written at open.
-    for (key, _) in &spans {
-        db.tree().remove(key).expect("remove");
-    }
-    db.tree().remove(keys::META_SPANS).expect("remove marker");
+    // A database from before spans, and one where a version without them stored block 2:
+    // the missing spans are written at open.
     let written: Vec<_> = spans.iter().map(|(_, value)| value.clone()).collect();
-    drop(db);
-    db = reopen(&path);
-    let rebuilt: Vec<_> = db
-        .tree()
-        .scan_prefix([keys::STORED_SPAN])
-        .map(|item| item.expect("span").1)
-        .collect();
-    assert_eq!(rebuilt, written);
-    check(&db);
+    for (from_block, through) in [(0, None), (2, Some(2047u64))] {
+        for (key, _) in &spans[from_block..] {
+            db.tree().remove(key).expect("remove");
+        }
+        match through {
+            None => db.tree().remove(keys::META_SPANS_THROUGH).map(drop),
+            Some(through) => db
+                .tree()
+                .insert(keys::META_SPANS_THROUGH, &through.to_be_bytes())
+                .map(drop),
+        }
+        .expect("through");
+        drop(db);
+        db = reopen(&path);
+        let rebuilt: Vec<_> = db
+            .tree()
+            .scan_prefix([keys::STORED_SPAN])
+            .map(|item| item.expect("span").1)
+            .collect();
+        assert_eq!(rebuilt, written, "from block {from_block}");
+        check(&db);
+    }
 }

@@ -91,9 +91,9 @@ pub const SPAN_BLOCK: u64 = 1024;
 
 /// A latest `stored` after every timestamp (RFC 3339 text starts with a digit).
 pub const SPAN_OPEN_END: &str = "~";
-/// Present once every block of positions has its [`STORED_SPAN`] (written at open for a
-/// database from before them).
-pub const META_SPANS: &[u8] = b"mspans1";
+/// Every position at or below this one is in its block's [`STORED_SPAN`]: the spans of
+/// positions after it (stored by a version without spans) are written at open.
+pub const META_SPANS_THROUGH: &[u8] = b"mspans_through";
 
 pub fn stored_span(block: u64) -> Vec<u8> {
     let mut key = Vec::with_capacity(9);
