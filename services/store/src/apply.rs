@@ -232,7 +232,7 @@ impl Db {
         let mut events = Vec::new();
         let mut index_entries = Vec::new();
         // The `stored` spans of the blocks this message's positions fall in, as they will be.
-        let mut spans: HashMap<u64, (String, String)> = HashMap::new();
+        let mut spans = HashMap::new();
         for (index, mut statement) in parsed.statements.into_iter().enumerate() {
             let id = match statement_id(&statement).and_then(|id| Uuid::parse_str(&id).ok()) {
                 Some(id) => id,
@@ -325,16 +325,16 @@ impl Db {
             write_record(batch, &id, &record);
             batch.insert(keys::position(position), id.as_bytes().as_slice());
             let stored = record.statement["stored"].as_str().unwrap_or_default();
-            crate::db::widen_span(&self.tree, &mut spans, position, stored, stored)?;
+            let span = keys::Span {
+                earliest: stored.to_owned(),
+                latest: stored.to_owned(),
+                through: position,
+            };
+            crate::db::widen_span(&self.tree, &mut spans, position, span)?;
             index_entries.extend(self.index_entries(&record, &pending)?);
             pending.insert(id, record);
         }
-        for (block, (earliest, latest)) in spans {
-            batch.insert(
-                keys::stored_span(block),
-                keys::encode_span(&earliest, &latest),
-            );
-        }
+        crate::db::write_spans(batch, spans);
         batch.insert(keys::META_NEXT_POSITION, &next_position.to_be_bytes());
         batch.insert(keys::META_LAST_STORED, stored.as_bytes());
         if !events.is_empty() {

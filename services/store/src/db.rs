@@ -57,12 +57,15 @@ impl<'a> StoredRecord<'a> {
 
 /// Brings the `stored` spans (see [`keys::STORED_SPAN`]) up to the last position at open: for
 /// a database from before spans every position, and after a version without them ran, the
-/// positions it stored (it did not move [`keys::META_SPANS_THROUGH`]).
+/// positions it stored (after the last position the last span covers).
 fn catch_up_stored_spans(tree: &sled::Db) -> Result<(), DbError> {
-    let through = tree
-        .get(keys::META_SPANS_THROUGH)?
-        .and_then(|bytes| keys::u64_value(&bytes))
-        .unwrap_or(0);
+    let through = match tree.scan_prefix([keys::STORED_SPAN]).next_back() {
+        None => 0,
+        Some(item) => {
+            let (_, value) = item?;
+            keys::Span::decode(&value).map_or(0, |span| span.through)
+        }
+    };
     let mut spans = HashMap::new();
     let mut last = through;
     for item in tree.range(keys::position(through.saturating_add(1))..) {
@@ -78,20 +81,25 @@ fn catch_up_stored_spans(tree: &sled::Db) -> Result<(), DbError> {
             continue;
         };
         // An unreadable record leaves its block a span no window excludes.
-        match read_record(&record_key, &bytes) {
+        let span = match read_record(&record_key, &bytes) {
             Ok(record) => {
                 let stored = record.statement["stored"].as_str().unwrap_or_default();
-                widen_span(tree, &mut spans, position, stored, stored)?;
+                keys::Span {
+                    earliest: stored.to_owned(),
+                    latest: stored.to_owned(),
+                    through: position,
+                }
             }
-            Err(_) => widen_span(tree, &mut spans, position, "", keys::SPAN_OPEN_END)?,
-        }
+            Err(_) => keys::Span::open(position),
+        };
+        widen_span(tree, &mut spans, position, span)?;
         last = position;
     }
     if last == through {
         return Ok(());
     }
     let mut batch = sled::Batch::default();
-    write_spans(&mut batch, spans, last);
+    write_spans(&mut batch, spans);
     tree.apply_batch(batch)?;
     tracing::info!(
         from = through + 1,
@@ -101,50 +109,44 @@ fn catch_up_stored_spans(tree: &sled::Db) -> Result<(), DbError> {
     Ok(())
 }
 
-/// Widens the `stored` span of `position`'s block (read from the database the first time
-/// `spans` meets the block) to hold `earliest..=latest`.
+/// Widens the span of `position`'s block (read from the database the first time `spans`
+/// meets the block) to hold `with`.
 pub(crate) fn widen_span(
     tree: &sled::Db,
-    spans: &mut HashMap<u64, (String, String)>,
+    spans: &mut HashMap<u64, keys::Span>,
     position: u64,
-    earliest: &str,
-    latest: &str,
+    with: keys::Span,
 ) -> Result<(), DbError> {
     let block = position / keys::SPAN_BLOCK;
     let span = match spans.entry(block) {
         std::collections::hash_map::Entry::Occupied(entry) => entry.into_mut(),
         std::collections::hash_map::Entry::Vacant(entry) => {
-            let span = match tree.get(keys::stored_span(block))? {
-                None => (earliest.to_owned(), latest.to_owned()),
-                Some(value) => keys::decode_span(&value)
-                    // Unreadable: a span no window excludes.
-                    .unwrap_or_else(|| (String::new(), keys::SPAN_OPEN_END.to_owned())),
-            };
-            entry.insert(span)
+            match tree.get(keys::stored_span(block))? {
+                None => {
+                    entry.insert(with);
+                    return Ok(());
+                }
+                // Unreadable: a span no window excludes.
+                Some(value) => {
+                    entry.insert(keys::Span::decode(&value).unwrap_or_else(|| keys::Span::open(0)))
+                }
+            }
         }
     };
-    if earliest < span.0.as_str() {
-        span.0 = earliest.to_owned();
+    if with.earliest < span.earliest {
+        span.earliest = with.earliest;
     }
-    if latest > span.1.as_str() {
-        span.1 = latest.to_owned();
+    if with.latest > span.latest {
+        span.latest = with.latest;
     }
+    span.through = span.through.max(with.through);
     Ok(())
 }
 
-/// Writes widened spans, and that every position up to `through` is in them.
-pub(crate) fn write_spans(
-    batch: &mut sled::Batch,
-    spans: HashMap<u64, (String, String)>,
-    through: u64,
-) {
-    for (block, (earliest, latest)) in spans {
-        batch.insert(
-            keys::stored_span(block),
-            keys::encode_span(&earliest, &latest),
-        );
+pub(crate) fn write_spans(batch: &mut sled::Batch, spans: HashMap<u64, keys::Span>) {
+    for (block, span) in spans {
+        batch.insert(keys::stored_span(block), span.encode());
     }
-    batch.insert(keys::META_SPANS_THROUGH, &through.to_be_bytes());
 }
 
 fn read_record(key: &[u8], bytes: &[u8]) -> Result<Record, DbError> {

@@ -81,19 +81,13 @@ pub fn statement(id: &Uuid) -> Vec<u8> {
     key
 }
 
-/// `T` + block(8) -> the earliest and latest `stored` of the statements ever stored at the
-/// positions of that block (`position / SPAN_BLOCK`), as [`encode_span`] writes them: a query
-/// with `since` or `until` skips every block whose statements all lie outside its window
-/// (`stored` follows positions, except for imported statements, which keep their own).
+/// `T` + block(8) -> [`Span`]: the earliest and latest `stored` of the statements ever stored
+/// at the positions of that block (`position / SPAN_BLOCK`), and the last position it covers.
+/// A query with `since` or `until` skips every block whose statements all lie outside its
+/// window (`stored` follows positions, except for imported statements, which keep their own).
 pub const STORED_SPAN: u8 = b'T';
 /// Positions per block of [`STORED_SPAN`].
 pub const SPAN_BLOCK: u64 = 1024;
-
-/// A latest `stored` after every timestamp (RFC 3339 text starts with a digit).
-pub const SPAN_OPEN_END: &str = "~";
-/// Every position at or below this one is in its block's [`STORED_SPAN`]: the spans of
-/// positions after it (stored by a version without spans) are written at open.
-pub const META_SPANS_THROUGH: &[u8] = b"mspans_through";
 
 pub fn stored_span(block: u64) -> Vec<u8> {
     let mut key = Vec::with_capacity(9);
@@ -102,21 +96,48 @@ pub fn stored_span(block: u64) -> Vec<u8> {
     key
 }
 
-/// The earliest and latest `stored` of a block, separated by a zero byte (RFC 3339 text holds
-/// none).
-pub fn encode_span(earliest: &str, latest: &str) -> Vec<u8> {
-    let mut value = Vec::with_capacity(earliest.len() + latest.len() + 1);
-    value.extend_from_slice(earliest.as_bytes());
-    value.push(0);
-    value.extend_from_slice(latest.as_bytes());
-    value
+/// A block's `stored` span, and the last position in it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Span {
+    pub earliest: String,
+    pub latest: String,
+    pub through: u64,
 }
 
-pub fn decode_span(value: &[u8]) -> Option<(String, String)> {
-    let split = value.iter().position(|byte| *byte == 0)?;
-    let earliest = std::str::from_utf8(&value[..split]).ok()?;
-    let latest = std::str::from_utf8(&value[split + 1..]).ok()?;
-    Some((earliest.to_owned(), latest.to_owned()))
+impl Span {
+    /// A latest `stored` after every timestamp (RFC 3339 text starts with a digit).
+    const OPEN_END: &'static str = "~";
+
+    /// A span no window excludes (for a block with an unreadable record or span).
+    pub fn open(through: u64) -> Span {
+        Span {
+            earliest: String::new(),
+            latest: Span::OPEN_END.to_owned(),
+            through,
+        }
+    }
+
+    /// Earliest, a zero byte, latest, a zero byte (RFC 3339 text holds none), the position.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut value = Vec::with_capacity(self.earliest.len() + self.latest.len() + 10);
+        value.extend_from_slice(self.earliest.as_bytes());
+        value.push(0);
+        value.extend_from_slice(self.latest.as_bytes());
+        value.push(0);
+        value.extend_from_slice(&self.through.to_be_bytes());
+        value
+    }
+
+    pub fn decode(value: &[u8]) -> Option<Span> {
+        let first = value.iter().position(|byte| *byte == 0)?;
+        let rest = &value[first + 1..];
+        let second = rest.iter().position(|byte| *byte == 0)?;
+        Some(Span {
+            earliest: std::str::from_utf8(&value[..first]).ok()?.to_owned(),
+            latest: std::str::from_utf8(&rest[..second]).ok()?.to_owned(),
+            through: u64_value(&rest[second + 1..])?,
+        })
+    }
 }
 
 pub fn position(position: u64) -> Vec<u8> {

@@ -181,19 +181,18 @@ pub(crate) fn excluded_blocks(db: &Db, query: &StatementQuery) -> Result<BTreeSe
     }
     for item in db.tree().scan_prefix([keys::STORED_SPAN]) {
         let (key, value) = item?;
-        let (Some(block), Some((earliest, latest))) =
-            (keys::trailing_u64(&key), keys::decode_span(&value))
+        let (Some(block), Some(span)) = (keys::trailing_u64(&key), keys::Span::decode(&value))
         else {
             continue;
         };
         let before = query
             .since
             .as_deref()
-            .is_some_and(|since| latest.as_str() <= since);
+            .is_some_and(|since| span.latest.as_str() <= since);
         let after = query
             .until
             .as_deref()
-            .is_some_and(|until| earliest.as_str() > until);
+            .is_some_and(|until| span.earliest.as_str() > until);
         if before || after {
             excluded.insert(block);
         }
