@@ -48,11 +48,16 @@ pub struct StoredRecord<'a> {
 
 impl<'a> StoredRecord<'a> {
     pub fn read(key: &[u8], bytes: &'a [u8]) -> Result<StoredRecord<'a>, DbError> {
-        serde_json::from_slice(bytes).map_err(|err| DbError::Corrupt {
-            key: key.to_vec(),
-            reason: err.to_string(),
-        })
+        read_json(key, bytes)
     }
+}
+
+/// JSON stored under `key` (or a part of it), read as `T`; unreadable, it is corrupt there.
+pub(crate) fn read_json<'a, T: Deserialize<'a>>(key: &[u8], bytes: &'a [u8]) -> Result<T, DbError> {
+    serde_json::from_slice(bytes).map_err(|err| DbError::Corrupt {
+        key: key.to_vec(),
+        reason: err.to_string(),
+    })
 }
 
 /// Brings the `stored` spans (see [`keys::STORED_SPAN`]) up to the last position at open: for
@@ -150,10 +155,7 @@ pub(crate) fn write_spans(batch: &mut sled::Batch, spans: HashMap<u64, keys::Spa
 }
 
 fn read_record(key: &[u8], bytes: &[u8]) -> Result<Record, DbError> {
-    serde_json::from_slice(bytes).map_err(|err| DbError::Corrupt {
-        key: key.to_vec(),
-        reason: err.to_string(),
-    })
+    read_json(key, bytes)
 }
 
 /// The `LRS_IN` message being applied, as it arrived.

@@ -50,7 +50,9 @@ pub fn run(db: &Db, query: &StatementQuery) -> Result<StatementReply<Box<RawValu
     // NATS message that carries the reply); the first always goes, whatever its size.
     let budget = db.page_budget();
     let mut size = 0;
-    let mut statements = Vec::with_capacity(limit.min(64));
+    let mut statements: Vec<Box<RawValue>> = Vec::with_capacity(limit.min(64));
+    // The position of the last statement taken: where the next page starts.
+    let mut last = None;
     let mut next_after = None;
     let excluded = excluded_blocks(db, query)?;
     let mut walk = candidates(db, query)?;
@@ -70,17 +72,14 @@ pub fn run(db: &Db, query: &StatementQuery) -> Result<StatementReply<Box<RawValu
             continue;
         }
         if statements.len() == limit || (!statements.is_empty() && size + bytes.len() > budget) {
-            next_after = statements.last().map(|(position, _)| *position);
+            next_after = last;
             break;
         }
         size += bytes.len();
         // The statement goes out as the JSON text it was stored as, never parsed.
-        statements.push((position, record.statement.to_owned()));
+        statements.push(record.statement.to_owned());
+        last = Some(position);
     }
-    let statements: Vec<Box<RawValue>> = statements
-        .into_iter()
-        .map(|(_, statement)| statement)
-        .collect();
     let bodies = bodies_for(db, query, &statements)?;
     Ok(StatementReply::Page {
         statements,
@@ -451,10 +450,7 @@ fn matches(
 
 /// A stored statement's JSON text, or a part of it, read as `T`.
 fn parse<'a, T: Deserialize<'a>>(key: &[u8], text: &'a RawValue) -> Result<T, DbError> {
-    serde_json::from_str(text.get()).map_err(|err| DbError::Corrupt {
-        key: key.to_vec(),
-        reason: err.to_string(),
-    })
+    crate::db::read_json(key, text.get().as_bytes())
 }
 
 fn terms_match(terms: &IndexTerms, query: &StatementQuery) -> bool {
