@@ -305,10 +305,13 @@ pub async fn restore(
     );
     let (store_into, projector_into) = (store_db.clone(), projector_db.clone());
     let (store_entries, projector_entries) = tokio::task::spawn_blocking(move || {
-        let store = store::snapshot::load(&store_into, &store_file)?;
-        let projector =
-            projector::projection::Projection::load_snapshot(&projector_into, &projector_file)
-                .map_err(anyhow::Error::msg)?;
+        use projector::projection::Projection;
+        let tree = store::db::Db::open_tree(&store_into, store::db::DEFAULT_CACHE_BYTES)?;
+        let store = store::snapshot::load(&tree, &store_into, &store_file)?;
+        let tree =
+            Projection::open_tree(&projector_into, projector::projection::DEFAULT_CACHE_BYTES)?;
+        let projector = Projection::load_snapshot(&tree, &projector_into, &projector_file)
+            .map_err(anyhow::Error::msg)?;
         Ok::<_, anyhow::Error>((store, projector))
     })
     .await

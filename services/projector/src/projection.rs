@@ -228,14 +228,30 @@ impl Projection {
 
     /// Opens (or creates) the database with sled's page cache bounded to `cache_bytes`.
     pub fn open_sized(path: &Path, cache_bytes: u64) -> Result<Projection, ProjectionError> {
+        Projection::from_tree(Projection::open_tree(path, cache_bytes)?, path, cache_bytes)
+    }
+
+    /// Opens (or creates) the sled database itself, for [`Projection::from_tree`]: a new
+    /// replica loads its snapshot into it first, so the database is opened once (sled's
+    /// threads may hold its lock for a moment after a drop, and a reopen would be refused).
+    pub fn open_tree(path: &Path, cache_bytes: u64) -> Result<sled::Db, ProjectionError> {
+        // No background flusher: every applied message is flushed before its ack, and a
+        // flusher thread would keep the database locked after a drop.
+        Ok(sled::Config::new()
+            .path(path)
+            .cache_capacity(cache_bytes)
+            .flush_every_ms(None)
+            .open()?)
+    }
+
+    /// The projection on an open sled database at `path`: migrations first.
+    pub fn from_tree(
+        tree: sled::Db,
+        path: &Path,
+        cache_bytes: u64,
+    ) -> Result<Projection, ProjectionError> {
         let projection = Projection {
-            // No background flusher: every applied message is flushed before its ack, and a
-            // flusher thread would keep the database locked after a drop.
-            tree: sled::Config::new()
-                .path(path)
-                .cache_capacity(cache_bytes)
-                .flush_every_ms(None)
-                .open()?,
+            tree,
             programme: crate::programme::Cache::default(),
             path: path.to_owned(),
             cache_bytes,
@@ -442,9 +458,8 @@ impl Projection {
         Ok((applied, written))
     }
 
-    /// Loads a snapshot file into a new database at `path` (which must not hold one).
-    pub fn load_snapshot(path: &Path, file: &Path) -> Result<u64, String> {
-        let tree = sled::open(path).map_err(|err| err.to_string())?;
+    /// Loads a snapshot file into `tree`, a new database at `path` (which must be empty).
+    pub fn load_snapshot(tree: &sled::Db, path: &Path, file: &Path) -> Result<u64, String> {
         if !tree.is_empty() {
             return Err(format!(
                 "{} holds a database already: a replica starts from a snapshot only with an empty data folder",

@@ -56,6 +56,12 @@ impl Projector {
         let js = jetstream::new(client.clone());
         subjects::ensure_streams(&js, &config.topology).await?;
         let consumer = subjects::projector_consumer(&config.replica);
+        let (opening, cache_bytes) = (path.clone(), config.cache_bytes);
+        let tree =
+            tokio::task::spawn_blocking(move || Projection::open_tree(&opening, cache_bytes))
+                .await
+                .context("opening sled")?
+                .context("opening the projector database (is another projector running on it?)")?;
         if config.from_snapshot {
             // The consumer first: what comes after the snapshot then stays in LRS_STORED
             // until this replica applied it.
@@ -73,21 +79,21 @@ impl Projector {
             )
             .await
             .context("a snapshot from a projector replica")?;
-            let (into, loading) = (path.clone(), file.clone());
-            let entries =
-                tokio::task::spawn_blocking(move || Projection::load_snapshot(&into, &loading))
-                    .await
-                    .context("loading the snapshot")?
-                    .map_err(anyhow::Error::msg)?;
+            let (into, at, loading) = (tree.clone(), path.clone(), file.clone());
+            let entries = tokio::task::spawn_blocking(move || {
+                Projection::load_snapshot(&into, &at, &loading)
+            })
+            .await
+            .context("loading the snapshot")?
+            .map_err(anyhow::Error::msg)?;
             std::fs::remove_file(&file).ok();
             tracing::info!(from = %reply.from, applied = reply.applied, entries, "started from a snapshot; applying LRS_STORED after it");
         }
-        let cache_bytes = config.cache_bytes;
         let projection =
-            tokio::task::spawn_blocking(move || Projection::open_sized(&path, cache_bytes))
+            tokio::task::spawn_blocking(move || Projection::from_tree(tree, &path, cache_bytes))
                 .await
                 .context("opening sled")?
-                .context("opening the projector database (is another projector running on it?)")?;
+                .context("opening the projector database")?;
         let puller = Puller::open(
             client.clone(),
             subjects::STREAM_STORED,

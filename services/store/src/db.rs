@@ -207,11 +207,22 @@ impl Db {
     /// Opens (or creates) the database with sled's page cache bounded to `cache_bytes`.
     /// Fails fast if another process holds it.
     pub fn open_with(path: &Path, limits: Limits, cache_bytes: u64) -> Result<Db, DbError> {
-        let tree = sled::Config::new()
+        Db::from_tree(Db::open_tree(path, cache_bytes)?, limits)
+    }
+
+    /// Opens (or creates) the sled database itself, for [`Db::from_tree`]: a new replica
+    /// loads its snapshot into it first, so the database is opened once (sled's threads
+    /// may hold its lock for a moment after a drop, and a reopen would be refused).
+    pub fn open_tree(path: &Path, cache_bytes: u64) -> Result<sled::Db, DbError> {
+        Ok(sled::Config::new()
             .path(path)
             .cache_capacity(cache_bytes)
             .mode(sled::Mode::HighThroughput)
-            .open()?;
+            .open()?)
+    }
+
+    /// The store on an open sled database: migrations, catch-ups and re-indexing first.
+    pub fn from_tree(tree: sled::Db, limits: Limits) -> Result<Db, DbError> {
         let indexed = tree
             .get(keys::META_INDEXED)?
             .and_then(|bytes| keys::u64_value(&bytes))

@@ -174,6 +174,11 @@ impl Store {
             );
         }
         let consumer = subjects::store_consumer(&config.replica);
+        let (opening, cache_bytes) = (db_path.clone(), config.cache_bytes);
+        let tree = tokio::task::spawn_blocking(move || Db::open_tree(&opening, cache_bytes))
+            .await
+            .context("opening sled")?
+            .context("opening the store database (is another store running on it?)")?;
         if config.from_snapshot {
             // The consumer first: what comes after the snapshot then stays in LRS_IN until
             // this replica applied it.
@@ -184,17 +189,17 @@ impl Store {
                 &client,
                 &config.replica,
                 config.topology.stream_replicas,
+                &tree,
                 &db_path,
                 &config.data_dir,
             )
             .await?;
         }
         let limits = config.limits.clone();
-        let cache_bytes = config.cache_bytes;
-        let db = tokio::task::spawn_blocking(move || Db::open_with(&db_path, limits, cache_bytes))
+        let db = tokio::task::spawn_blocking(move || Db::from_tree(tree, limits))
             .await
             .context("opening sled")?
-            .context("opening the store database (is another store running on it?)")?;
+            .context("opening the store database")?;
         let max_payload = client.server_info().max_payload;
         db.set_max_payload(max_payload);
         if config.limits.statement_bytes + bus::HEADROOM > max_payload {

@@ -33,10 +33,9 @@ impl Db {
     }
 }
 
-/// Loads a snapshot file into the sled database at `db_path`, which must not hold one yet.
+/// Loads a snapshot file into `tree` (the database at `db_path`), which must be empty.
 /// Returns the number of entries.
-pub fn load(db_path: &Path, file: &Path) -> anyhow::Result<u64> {
-    let tree = sled::open(db_path).with_context(|| format!("opening {}", db_path.display()))?;
+pub fn load(tree: &sled::Db, db_path: &Path, file: &Path) -> anyhow::Result<u64> {
     anyhow::ensure!(
         tree.is_empty(),
         "{} holds a database already: a replica starts from a snapshot only with an empty data folder",
@@ -54,13 +53,14 @@ pub fn load(db_path: &Path, file: &Path) -> anyhow::Result<u64> {
     Ok(entries)
 }
 
-/// Asks a healthy store replica for a snapshot and loads it into `db_path`. The caller has
-/// made its durable consumer already, so nothing after the snapshot's sequence can leave
-/// `LRS_IN` before this replica applied it.
+/// Asks a healthy store replica for a snapshot and loads it into `tree`, the database at
+/// `db_path`. The caller has made its durable consumer already, so nothing after the
+/// snapshot's sequence can leave `LRS_IN` before this replica applied it.
 pub async fn fetch(
     client: &async_nats::Client,
     replica: &str,
     stream_replicas: usize,
+    tree: &sled::Db,
     db_path: &Path,
     work_dir: &Path,
 ) -> anyhow::Result<SnapshotReply> {
@@ -75,8 +75,8 @@ pub async fn fetch(
     )
     .await
     .context("a snapshot from a store replica")?;
-    let (db_path, loading) = (db_path.to_owned(), file.clone());
-    let entries = tokio::task::spawn_blocking(move || load(&db_path, &loading))
+    let (tree, db_path, loading) = (tree.clone(), db_path.to_owned(), file.clone());
+    let entries = tokio::task::spawn_blocking(move || load(&tree, &db_path, &loading))
         .await
         .context("loading the snapshot")??;
     std::fs::remove_file(&file).ok();
