@@ -28,10 +28,11 @@ pub struct Digest {
 }
 
 /// Key prefixes that are content (see the module documentation).
-const CONTENT: [u8; 8] = [
+const CONTENT: [u8; 9] = [
     keys::STATEMENT,
     keys::POSITION,
     keys::INDEX,
+    keys::POSTING,
     keys::PENDING_VOID,
     keys::CREDENTIAL,
     keys::AUDIT,
