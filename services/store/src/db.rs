@@ -15,7 +15,7 @@ use xapi::statement::{index_terms, referenced_statement, IndexTerms};
 use xapi::time::format_timestamp;
 
 use crate::indexer::{IndexJob, Indexer};
-use crate::keys::{self, IndexKind};
+use crate::keys;
 
 /// A stored statement and whether it has been voided.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -198,51 +198,6 @@ pub const DEFAULT_CACHE_BYTES: u64 = 256 * 1024 * 1024;
 
 const DEFAULT_MESSAGE_BUDGET: usize = 1024 * 1024 - bus::HEADROOM;
 
-/// Positions re-indexed per job after a restart.
-const REINDEX_JOB: u64 = 10_000;
-
-/// Removes the filter indexes of a database from before [`keys::POSTING`] (kept by term
-/// first under [`keys::INDEX`]) and marks nothing indexed, so that opening rebuilds them from
-/// the statements, by block first. Once; the mark goes first, so a crash part-way leaves a
-/// database that is rebuilt the same way.
-fn drop_term_first_indexes(tree: &sled::Db) -> Result<(), DbError> {
-    let old = [
-        IndexKind::RelatedAgent,
-        IndexKind::Verb,
-        IndexKind::RelatedActivity,
-        IndexKind::Registration,
-    ]
-    .map(|kind| [keys::INDEX, kind as u8]);
-    let mut found = false;
-    for prefix in old {
-        found |= tree.scan_prefix(prefix).next().transpose()?.is_some();
-    }
-    if !found {
-        return Ok(());
-    }
-    tracing::info!("rebuilding the filter indexes by block (once, after an upgrade)");
-    tree.insert(keys::META_INDEXED, &0u64.to_be_bytes())?;
-    for prefix in old {
-        loop {
-            let chunk: Vec<sled::IVec> = tree
-                .scan_prefix(prefix)
-                .keys()
-                .take(10_000)
-                .collect::<Result<_, _>>()?;
-            if chunk.is_empty() {
-                break;
-            }
-            let mut batch = sled::Batch::default();
-            for key in chunk {
-                batch.remove(key);
-            }
-            tree.apply_batch(batch)?;
-        }
-    }
-    tree.flush()?;
-    Ok(())
-}
-
 impl Db {
     /// Opens (or creates) the database with the default limits.
     pub fn open(path: &Path) -> Result<Db, DbError> {
@@ -268,7 +223,6 @@ impl Db {
 
     /// The store on an open sled database: migrations, catch-ups and re-indexing first.
     pub fn from_tree(tree: sled::Db, limits: Limits) -> Result<Db, DbError> {
-        drop_term_first_indexes(&tree)?;
         let indexed = tree
             .get(keys::META_INDEXED)?
             .and_then(|bytes| keys::u64_value(&bytes))
@@ -296,19 +250,16 @@ impl Db {
             to = last,
             "re-indexing statements after a restart"
         );
-        // In jobs of a bounded size: a whole database's terms at once would be held in memory.
         let mut entries = Vec::new();
         for position in indexed + 1..=last {
             if let Some(record) = self.record_at(position)? {
                 entries.extend(self.index_entries(&record, &HashMap::new())?);
             }
-            if position % REINDEX_JOB == 0 || position == last {
-                self.indexer.submit(IndexJob {
-                    entries: std::mem::take(&mut entries),
-                    through: position,
-                });
-            }
         }
+        self.indexer.submit(IndexJob {
+            entries,
+            through: last,
+        });
         Ok(())
     }
 

@@ -74,12 +74,12 @@ fn indexes_lost_in_a_crash_are_rebuilt_at_open() {
         assert_eq!(by_verb(&db), 15);
         // What a crash before the index thread wrote anything would leave behind.
         db.wait_for_indexes().expect("indexed");
-        let index_keys: Vec<sled::IVec> = [keys::INDEX, keys::POSTING]
-            .into_iter()
-            .flat_map(|prefix| db.tree().scan_prefix([prefix]).keys())
+        let index_keys: Vec<sled::IVec> = db
+            .tree()
+            .scan_prefix([keys::INDEX])
+            .keys()
             .collect::<Result<_, _>>()
             .expect("scan");
-        assert!(!index_keys.is_empty());
         for key in index_keys {
             db.tree().remove(key).expect("remove");
         }
@@ -88,55 +88,6 @@ fn indexes_lost_in_a_crash_are_rebuilt_at_open() {
     }
     let db = reopen(dir.path());
     assert_eq!(by_verb(&db), 15);
-}
-
-/// A database from before block-first filter indexes (entries under `i`, by term first)
-/// gets them rebuilt at open: the same entries by block, none of the old ones left.
-#[test]
-fn term_first_indexes_of_an_older_database_are_rebuilt_by_block() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let validator = Validator::new().expect("schemas");
-    let postings = |db: &Db| -> Vec<sled::IVec> {
-        db.wait_for_indexes().expect("indexed");
-        db.tree()
-            .scan_prefix([keys::POSTING])
-            .keys()
-            .collect::<Result<_, _>>()
-            .expect("scan")
-    };
-    let before = {
-        let db = Db::open(dir.path()).expect("open");
-        for sequence in 1..=3 {
-            apply(&db, &validator, sequence);
-        }
-        let before = postings(&db);
-        assert!(!before.is_empty());
-        // What an older version wrote: `i` + kind + term hash + position.
-        for key in &before {
-            let mut old = vec![keys::INDEX];
-            old.extend_from_slice(&key[9..]);
-            db.tree().insert(old, &[] as &[u8]).expect("insert");
-            db.tree().remove(key).expect("remove");
-        }
-        assert_eq!(by_verb(&db), 0, "the walk reads block-first keys only");
-        db.flush().expect("flush");
-        before
-    };
-    let db = reopen(dir.path());
-    assert_eq!(by_verb(&db), 15);
-    assert_eq!(postings(&db), before);
-    for kind in [
-        keys::IndexKind::RelatedAgent,
-        keys::IndexKind::Verb,
-        keys::IndexKind::RelatedActivity,
-        keys::IndexKind::Registration,
-    ] {
-        assert_eq!(
-            db.tree().scan_prefix([keys::INDEX, kind as u8]).count(),
-            0,
-            "{kind:?} entries by term"
-        );
-    }
 }
 
 #[test]

@@ -28,11 +28,10 @@ pub struct Digest {
 }
 
 /// Key prefixes that are content (see the module documentation).
-const CONTENT: [u8; 9] = [
+const CONTENT: [u8; 8] = [
     keys::STATEMENT,
     keys::POSITION,
     keys::INDEX,
-    keys::POSTING,
     keys::PENDING_VOID,
     keys::CREDENTIAL,
     keys::AUDIT,

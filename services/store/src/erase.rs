@@ -21,7 +21,6 @@ use crate::access::Access;
 use crate::db::{Db, DbError, Record};
 use crate::keys::{self, IndexKind};
 use crate::outbox::OutboxItem;
-use crate::postings::Source;
 
 /// Index entries examined per sled batch of an erasure.
 const ERASE_CHUNK: usize = 1000;
@@ -108,14 +107,27 @@ fn refused(rule: &str, message: String) -> Verdict {
 
 impl Db {
     /// The positions indexed under a person's identifier after `after`, in order, lazily.
-    pub(crate) fn indexed_under(
-        &self,
+    pub(crate) fn indexed_under<'a>(
+        &'a self,
         person: &str,
         after: Option<u64>,
-    ) -> Result<impl Iterator<Item = Result<u64, DbError>>, DbError> {
-        let from = after.map_or(0, |after| after.saturating_add(1));
-        let end = self.last_position()?.saturating_add(1);
-        Ok(Source::term(IndexKind::RelatedAgent, person).between(self.tree(), from, end))
+    ) -> impl Iterator<Item = Result<u64, DbError>> + 'a {
+        let prefix = keys::index_prefix(IndexKind::RelatedAgent, person);
+        let start = keys::index(
+            IndexKind::RelatedAgent,
+            person,
+            after.map_or(0, |after| after.saturating_add(1)),
+        );
+        self.tree()
+            .range(start..)
+            .take_while(move |item| {
+                item.as_ref()
+                    .map_or(true, |(key, _)| key.starts_with(&prefix))
+            })
+            .filter_map(|item| match item {
+                Ok((key, _)) => keys::trailing_u64(&key).map(Ok),
+                Err(err) => Some(Err(DbError::from(err))),
+            })
     }
 
     /// Applies an erasure command (see the module docs).
@@ -162,7 +174,7 @@ impl Db {
             let mut batch = sled::Batch::default();
             let mut erased: Vec<(u64, Value)> = Vec::new();
             let mut examined = 0;
-            for position in self.indexed_under(person, progress.after)? {
+            for position in self.indexed_under(person, progress.after) {
                 let position = position?;
                 progress.after = Some(position);
                 // Also the entries of statements that only reference one of theirs.
@@ -344,7 +356,10 @@ impl Db {
         let mut orphans = Vec::new();
         for sha2 in used {
             let mut still_used = false;
-            for item in self.tree().scan_prefix(keys::attachment_prefix(&sha2)) {
+            for item in self
+                .tree()
+                .scan_prefix(keys::index_prefix(IndexKind::Attachment, &sha2))
+            {
                 let (key, _) = item?;
                 let Some(position) = keys::trailing_u64(&key) else {
                     continue;

@@ -276,7 +276,6 @@ fn an_erasure_interrupted_between_chunks_goes_on_where_it_stopped() {
         let mut batch = sled::Batch::default();
         let erased_first: Vec<u64> = db
             .indexed_under("mbox:mailto:ann@example.org", None)
-            .expect("index")
             .take(1_000)
             .collect::<Result<_, _>>()
             .expect("index");

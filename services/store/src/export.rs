@@ -25,7 +25,7 @@ impl Db {
         let mut size = 0;
         let mut statements = Vec::new();
         let mut last = None;
-        for position in self.indexed_under(person, after)? {
+        for position in self.indexed_under(person, after) {
             let position = position?;
             let Some((record, bytes)) = self.record_at_sized(position)? else {
                 continue;

@@ -8,21 +8,8 @@ use uuid::Uuid;
 pub const STATEMENT: u8 = b's';
 /// `p` + position(8) -> uuid(16): the order of `stored`, and the `more` cursor.
 pub const POSITION: u8 = b'p';
-/// `i` + index kind(1) + term hash(8) + position(8) -> empty: the attachments index, by
-/// term first (it is looked up by term, never walked in order). Databases from before
-/// [`POSTING`] kept every index kind this way; they are rebuilt at open.
+/// `i` + index kind(1) + term hash(8) + position(8) -> empty.
 pub const INDEX: u8 = b'i';
-/// `j` + block(8) + index kind(1) + term hash(8) + position(8) -> empty: the filter indexes
-/// (every kind but attachments), by block of [`INDEX_BLOCK`] positions first. A statement's
-/// entries then land in the newest block's part of the tree, which stays small and cached,
-/// instead of all over it: keyed by term first, sled's memory grew with every page the
-/// scattered inserts touched (a sled program writing 300,000 statements the store's way: 640
-/// MB resident by term first, 146 MB by block first; BENCHMARKS.md). A walk over one term
-/// reads one range per block.
-pub const POSTING: u8 = b'j';
-/// Positions per block of [`POSTING`] keys: a term's walk over a million statements reads
-/// 62 ranges.
-pub const INDEX_BLOCK: u64 = 1 << 14;
 /// `m` + name -> value: the applied `LRS_IN` sequence and counters.
 pub const META: u8 = b'm';
 /// `v` + sequence(8) -> verdict JSON, for sequences that were not plainly applied.
@@ -166,34 +153,18 @@ pub fn term_hash(term: &str) -> u64 {
     xxhash_rust::xxh3::xxh3_64(term.as_bytes())
 }
 
-/// The prefix of the attachments index's entries for one SHA-2 (see [`INDEX`]).
-pub fn attachment_prefix(sha2: &str) -> Vec<u8> {
+pub fn index_prefix(kind: IndexKind, term: &str) -> Vec<u8> {
     let mut key = Vec::with_capacity(18);
     key.push(INDEX);
-    key.push(IndexKind::Attachment as u8);
-    key.extend_from_slice(&term_hash(sha2).to_be_bytes());
+    key.push(kind as u8);
+    key.extend_from_slice(&term_hash(term).to_be_bytes());
     key
 }
 
-/// A filter index's entry: a term's hash at a position (see [`POSTING`]).
-pub fn posting(kind: IndexKind, hash: u64, position: u64) -> Vec<u8> {
-    let mut key = Vec::with_capacity(26);
-    key.push(POSTING);
-    key.extend_from_slice(&(position / INDEX_BLOCK).to_be_bytes());
-    key.push(kind as u8);
-    key.extend_from_slice(&hash.to_be_bytes());
+pub fn index(kind: IndexKind, term: &str, position: u64) -> Vec<u8> {
+    let mut key = index_prefix(kind, term);
     key.extend_from_slice(&position.to_be_bytes());
     key
-}
-
-/// The index entry of `term` at `position`, in its kind's layout.
-pub fn index(kind: IndexKind, term: &str, position: u64) -> Vec<u8> {
-    if kind == IndexKind::Attachment {
-        let mut key = attachment_prefix(term);
-        key.extend_from_slice(&position.to_be_bytes());
-        return key;
-    }
-    posting(kind, term_hash(term), position)
 }
 
 pub fn verdict(sequence: u64) -> Vec<u8> {

@@ -43,7 +43,6 @@ pub mod keys;
 mod metrics;
 pub mod objects;
 pub mod outbox;
-pub mod postings;
 mod publish;
 pub mod query;
 pub mod registry;

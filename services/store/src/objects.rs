@@ -7,8 +7,7 @@ use xapi::agent::ifi_key;
 use xapi::statement::authority_names;
 
 use crate::db::{Db, DbError};
-use crate::keys::IndexKind;
-use crate::postings::{Descending, Source};
+use crate::keys::{self, IndexKind};
 
 /// How many of the most recent statements naming an activity or agent are read.
 const SCAN_LIMIT: usize = 500;
@@ -30,11 +29,16 @@ fn recent(
     authority: Option<&str>,
 ) -> Result<Vec<(Value, bool)>, DbError> {
     let mut statements = Vec::new();
-    let end = db.last_position()?.saturating_add(1);
-    for position in
-        Descending::new(db.tree().clone(), Source::term(kind, term), end).take(SCAN_LIMIT)
+    for item in db
+        .tree()
+        .scan_prefix(keys::index_prefix(kind, term))
+        .rev()
+        .take(SCAN_LIMIT)
     {
-        let position = position?;
+        let (key, _) = item?;
+        let Some(position) = keys::trailing_u64(&key) else {
+            continue;
+        };
         if let Some(record) = db.record_at(position)? {
             let visible =
                 authority.is_none_or(|authority| authority_names(&record.statement, authority));
