@@ -365,7 +365,12 @@ pub async fn get_all_at(base: &str, query: &[(&str, &str)]) -> Vec<Value> {
             .send()
             .await
             .expect("http");
-        assert_eq!(response.status(), StatusCode::OK, "GET {next}");
+        let status = response.status();
+        if status != StatusCode::OK {
+            // What the gateway said (a 503 names the store's deadline, a 429 the rate limit).
+            let body = response.text().await.unwrap_or_default();
+            panic!("GET {next}: {status}: {body}");
+        }
         let page: Value = response.json().await.expect("json");
         all.extend(
             page["statements"]
