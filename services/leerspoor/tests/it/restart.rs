@@ -81,6 +81,16 @@ async fn stored_event_ids(js: &jetstream::Context) -> Vec<String> {
     ids
 }
 
+/// Waits until LRS_STORED holds at least as many `stored` events as statements were published:
+/// the outbox publishes after the statements are readable, so the listing can be first.
+async fn every_event_stored(js: &jetstream::Context, published: &[String]) -> Vec<String> {
+    wait_until("every stored event on LRS_STORED", WAIT, || async {
+        let ids = stored_event_ids(js).await;
+        (ids.len() >= published.len()).then_some(ids)
+    })
+    .await
+}
+
 async fn count_via_http(http: &reqwest::Client, base: &str) -> Option<Vec<String>> {
     list_via_http(http, base, "limit=100").await
 }
@@ -122,17 +132,29 @@ async fn every_statement_listed(
     .await
 }
 
-fn assert_exactly(found: &[String], published: &[String]) {
+/// `found` holds every id of `published` once and nothing else; `what` names the listing.
+fn assert_exactly(what: &str, found: &[String], published: &[String]) {
     let mut found_sorted = found.to_vec();
     found_sorted.sort();
     let before = found_sorted.len();
     found_sorted.dedup();
-    assert_eq!(before, found_sorted.len(), "no statement is listed twice");
-    let mut published_sorted = published.to_vec();
-    published_sorted.sort();
     assert_eq!(
-        found_sorted, published_sorted,
-        "every published statement, and nothing else"
+        before,
+        found_sorted.len(),
+        "{what}: no statement is listed twice"
+    );
+    let wanted: std::collections::BTreeSet<&String> = published.iter().collect();
+    let got: std::collections::BTreeSet<&String> = found_sorted.iter().collect();
+    let missing: Vec<_> = wanted.difference(&got).collect();
+    let extra: Vec<_> = got.difference(&wanted).collect();
+    assert!(
+        missing.is_empty() && extra.is_empty(),
+        "{what}: every published statement, and nothing else: {} of {} missing (first {:?}), {} not published (first {:?})",
+        missing.len(),
+        wanted.len(),
+        missing.first(),
+        extra.len(),
+        extra.first(),
     );
 }
 
@@ -156,8 +178,12 @@ async fn the_store_stopped_mid_stream_resumes_without_loss_or_duplicates() {
 
     let store = start_node(config(&nats.url(), data.path()), Parts::Store).await;
     let found = every_statement_listed(&http, &base, &published).await;
-    assert_exactly(&found, &published);
-    assert_exactly(&stored_event_ids(&js).await, &published);
+    assert_exactly("the statements listed", &found, &published);
+    assert_exactly(
+        "the stored events on LRS_STORED",
+        &every_event_stored(&js, &published).await,
+        &published,
+    );
     store.stop().await;
     gateway.stop().await;
 }
@@ -202,8 +228,12 @@ async fn a_killed_store_loses_nothing_and_applies_nothing_twice() {
 
     let mut store = spawn_store(&nats.url(), data.path());
     let found = every_statement_listed(&http, &base, &published).await;
-    assert_exactly(&found, &published);
-    assert_exactly(&stored_event_ids(&js).await, &published);
+    assert_exactly("the statements listed", &found, &published);
+    assert_exactly(
+        "the stored events on LRS_STORED",
+        &every_event_stored(&js, &published).await,
+        &published,
+    );
     // The indexes are complete too (the store re-indexes what a crash left unindexed).
     let by_verb = list_via_http(
         &http,
@@ -212,7 +242,7 @@ async fn a_killed_store_loses_nothing_and_applies_nothing_twice() {
     )
     .await
     .expect("verb query");
-    assert_exactly(&by_verb, &published);
+    assert_exactly("the statements listed by verb", &by_verb, &published);
     let _ = store.kill();
     let _ = store.wait();
     gateway.stop().await;
