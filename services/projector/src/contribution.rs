@@ -2,6 +2,7 @@
 //! counts for (`../shared/DESIGN.md`, "Projections"). Pure: the same statement always gives
 //! the same contributions, so voiding subtracts exactly what storing added.
 
+use bus::wire::{EventKind, StoredEvents};
 use serde_json::Value;
 use xapi::agent::{ifi_key, is_group, members};
 use xapi::time::{parse_duration_seconds, parse_timestamp};
@@ -37,6 +38,36 @@ pub struct Contribution {
     pub skills: Vec<String>,
     /// `youth`, `worker`, `jobseeker`, or `unknown` when the statement names none.
     pub learner_group: String,
+}
+
+/// What one `LRS_STORED` event does to the summaries, worked out from its statement when the
+/// message is decoded: a few hundred bytes, where the parsed statement takes several
+/// kilobytes, so a part of thousands of events waiting for its sled batch stays small.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Effect {
+    pub kind: EventKind,
+    /// The statement's id.
+    pub id: String,
+    /// The names the statement's context gives its skills (kept when it counts).
+    pub labels: Vec<(String, Value)>,
+    pub contributions: Vec<Contribution>,
+}
+
+/// The effects of a message's events, in order (an event whose statement has no id has none).
+pub fn effects(message: &StoredEvents) -> Vec<Effect> {
+    message
+        .events
+        .iter()
+        .filter_map(|event| {
+            let id = event.statement.get("id").and_then(Value::as_str)?;
+            Some(Effect {
+                kind: event.kind,
+                id: id.to_owned(),
+                labels: xapi::llo::skill_labels(&event.statement),
+                contributions: contributions(&event.statement),
+            })
+        })
+        .collect()
 }
 
 /// The contributions of a stored statement (none for a voiding statement, or an actor without
@@ -185,6 +216,53 @@ mod tests {
         assert_eq!(with(EARNED, None), 1);
         assert_eq!(with(COMPLETED, Some(false)), 0);
         assert_eq!(with(ATTENDED, None), 0);
+    }
+
+    #[test]
+    fn a_message_reduces_to_each_events_kind_id_labels_and_contributions() {
+        let course = "https://hub.example/course";
+        let skill = "http://data.europa.eu/esco/skill/x";
+        let statement = json!({
+            "id": "6690e6c9-3ef0-4ed3-8b37-7f3964730bee",
+            "actor": {"mbox": "mailto:a@example.org"},
+            "verb": {"id": COMPLETED},
+            "object": {"id": course},
+            "context": {
+                "contextActivities": {"category": [{"id": skill, "definition": {"name": {"en": "Welding"}}}]},
+                "extensions": {SKILLS: [skill]}
+            },
+            "timestamp": "2026-01-01T00:00:00Z"
+        });
+        let mut without_id = statement.clone();
+        without_id.as_object_mut().expect("object").remove("id");
+        let event = |kind, statement: &Value| bus::wire::StoredEvent {
+            kind,
+            position: 1,
+            statement: statement.clone(),
+        };
+        let message = StoredEvents {
+            sequence: 7,
+            events: vec![
+                event(EventKind::Stored, &statement),
+                event(EventKind::Stored, &without_id),
+                event(EventKind::Voided, &statement),
+            ],
+        };
+        let found = effects(&message);
+        assert_eq!(found.len(), 2, "the event without an id has no effect");
+        assert_eq!(
+            (found[0].kind, found[1].kind),
+            (EventKind::Stored, EventKind::Voided)
+        );
+        for effect in &found {
+            assert_eq!(effect.id, "6690e6c9-3ef0-4ed3-8b37-7f3964730bee");
+            assert_eq!(
+                effect.labels,
+                vec![(skill.to_owned(), json!({"en": "Welding"}))]
+            );
+            assert_eq!(effect.contributions, contributions(&statement));
+            assert_eq!(effect.contributions[0].completed.as_deref(), Some(course));
+        }
     }
 
     #[test]

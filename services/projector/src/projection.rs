@@ -10,7 +10,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::contribution::{contributions, Contribution};
+use crate::contribution::{effects, Contribution, Effect};
 use crate::members::{Members, Set};
 use crate::order;
 use crate::summary::{CompanyState, HubState, MonthRange, ProgrammeState, WorkerState};
@@ -532,29 +532,33 @@ impl Projection {
     /// per-statement marker), so a redelivered message, even one that comes back after later
     /// ones, changes nothing twice; the highest sequence seen is kept for rebuilds.
     pub fn apply_all(&self, messages: &[(u64, &StoredEvents)]) -> Result<(), ProjectionError> {
+        let effects: Vec<(u64, Vec<Effect>)> = messages
+            .iter()
+            .map(|(sequence, message)| (*sequence, effects(message)))
+            .collect();
+        self.apply_effects(&effects)
+    }
+
+    /// [`Projection::apply_all`] on messages already reduced to their [`Effect`]s (what the
+    /// service holds between decoding a message and applying its part of a pull).
+    pub fn apply_effects(&self, messages: &[(u64, Vec<Effect>)]) -> Result<(), ProjectionError> {
         let mut touched = Touched::default();
         let mut last = self.applied()?;
-        for (sequence, message) in messages {
+        for (sequence, effects) in messages {
             last = last.max(*sequence);
-            self.collect(&mut touched, message)?;
+            self.collect(&mut touched, effects)?;
         }
         self.write(touched, last)
     }
 
-    fn collect(
-        &self,
-        touched: &mut Touched,
-        message: &StoredEvents,
-    ) -> Result<(), ProjectionError> {
-        for event in &message.events {
-            let Some(id) = event.statement.get("id").and_then(Value::as_str) else {
-                continue;
-            };
+    fn collect(&self, touched: &mut Touched, effects: &[Effect]) -> Result<(), ProjectionError> {
+        for effect in effects {
+            let id = effect.id.as_str();
             let marker = match touched.markers.get(id) {
                 Some(marker) => marker.clone(),
                 None => self.tree.get(key(MARKER, id))?.map(|bytes| bytes.to_vec()),
             };
-            let (sign, next) = match (event.kind, marker.as_deref()) {
+            let (sign, next) = match (effect.kind, marker.as_deref()) {
                 (EventKind::Stored, None) => (1, COUNTED),
                 (EventKind::Voided, Some(COUNTED)) => (-1, VOIDED),
                 (EventKind::Voided, None) => (0, VOIDED),
@@ -564,21 +568,19 @@ impl Projection {
             };
             touched.markers.insert(id.to_owned(), Some(next.to_vec()));
             if sign > 0 {
-                touched
-                    .labels
-                    .extend(xapi::llo::skill_labels(&event.statement));
+                touched.labels.extend(effect.labels.iter().cloned());
             }
             if sign != 0 {
-                for contribution in contributions(&event.statement) {
+                for contribution in &effect.contributions {
                     touched
                         .timestamps
-                        .push((timestamp_key(&contribution, id), sign > 0));
+                        .push((timestamp_key(contribution, id), sign > 0));
                     for skill in &contribution.skills {
                         touched
                             .timestamps
-                            .push((skill_timestamp_key(&contribution, skill, id), sign > 0));
+                            .push((skill_timestamp_key(contribution, skill, id), sign > 0));
                     }
-                    self.add(touched, &contribution, sign)?;
+                    self.add(touched, contribution, sign)?;
                 }
             }
         }

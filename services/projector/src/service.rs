@@ -14,6 +14,7 @@ use futures::{FutureExt as _, StreamExt};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
+use crate::contribution::{effects, Effect};
 use crate::projection::{Projection, ProjectionError};
 use crate::rebuild::Current;
 use crate::summary::MonthRange;
@@ -207,11 +208,11 @@ impl Projector {
             tracing::debug!(messages = batch.len(), "LRS_STORED batch pulled");
             let projection = self.projection.get();
             let batch = tokio::task::spawn_blocking(move || {
-                // Decoded and applied in parts of at most APPLY_EVENTS statements (all flushed
-                // before any ack): parsed, a message takes several times its bytes, and a
-                // pull of 256 messages of 100 statements decoded before applying held ~300 MB
-                // (a heap profile of the projector under ingest; BENCHMARKS.md).
-                let mut part: Vec<(u64, StoredEvents)> = Vec::new();
+                // Applied in parts of at most APPLY_EVENTS statements (all flushed before any
+                // ack), each message reduced to its effects as soon as it is decoded: parsed,
+                // a pull of 256 messages of 100 statements held ~300 MB (a heap profile of the
+                // projector under ingest; BENCHMARKS.md); its effects take a few MB.
+                let mut part: Vec<(u64, Vec<Effect>)> = Vec::new();
                 let mut events = 0;
                 for message in &batch {
                     let Ok(info) = message.info() else {
@@ -228,15 +229,15 @@ impl Projector {
                         }
                     };
                     if !part.is_empty() && events + decoded.events.len() > APPLY_EVENTS {
-                        apply_part(&projection, &part)?;
+                        projection.apply_effects(&part)?;
                         part.clear();
                         events = 0;
                     }
                     events += decoded.events.len();
-                    part.push((sequence, decoded));
+                    part.push((sequence, effects(&decoded)));
                 }
                 if !part.is_empty() {
-                    apply_part(&projection, &part)?;
+                    projection.apply_effects(&part)?;
                 }
                 projection.flush()?;
                 Ok::<_, ProjectionError>(batch)
@@ -446,24 +447,13 @@ async fn serve_api(
     }
 }
 
-/// The most statements one sled batch of the projector applies, and so the most held parsed
-/// at once (memory bound). Smaller parts cost throughput: each writes the touched hubs',
+/// The most statements one sled batch of the projector applies. sled keeps every tree node a
+/// batch replaces until the batch ends (a part of 10,000 statements writes ~75,000 keys), so
+/// the part bounds that memory. Smaller parts cost throughput: each writes the touched hubs',
 /// companies' and programme's states again. 30 s after 300,000 statements over HTTP, parts of
 /// 10,000 had caught up and parts of 2,000 were 80,000 statements behind (with 0.6 GB
 /// resident instead of 0.9).
 const APPLY_EVENTS: usize = 10_000;
-
-/// Applies one part of a pulled batch as one sled batch.
-fn apply_part(
-    projection: &Projection,
-    part: &[(u64, StoredEvents)],
-) -> Result<(), ProjectionError> {
-    let messages: Vec<(u64, &StoredEvents)> = part
-        .iter()
-        .map(|(sequence, events)| (*sequence, events))
-        .collect();
-    projection.apply_all(&messages)
-}
 
 fn answer(projection: &Arc<Projection>, payload: &[u8], budget: usize) -> Vec<u8> {
     let reply = match serde_json::from_slice::<SummaryQuery>(payload) {
