@@ -1,7 +1,7 @@
 //! Restarts, crashes and outages: nothing acknowledged is lost, nothing is applied twice.
 
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 
 use async_nats::jetstream;
 use bus::subjects;
@@ -9,7 +9,7 @@ use bus::wire::{EventKind, StoredEvents};
 use leerspoor::node::Parts;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-use testkit::{wait_until, Nats};
+use testkit::{wait_until, KillOnDrop, Nats};
 
 use crate::helpers::{
     config, grant_via_cli, ids, new_id, start_node, statement, with_id, TestApp, KEY, SECRET, WAIT,
@@ -196,15 +196,17 @@ fn write_fast_redelivery_config(dir: &std::path::Path) -> std::path::PathBuf {
 }
 
 /// `leerspoor store` as a child process, so the test can kill it without warning.
-fn spawn_store(nats_url: &str, data_dir: &std::path::Path) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_leerspoor"))
-        .args(["store", "--nats-url", nats_url, "--data-dir"])
-        .arg(data_dir)
-        .env("LEERSPOOR_CONFIG", write_fast_redelivery_config(data_dir))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn leerspoor store")
+fn spawn_store(nats_url: &str, data_dir: &std::path::Path) -> KillOnDrop {
+    KillOnDrop(
+        Command::new(env!("CARGO_BIN_EXE_leerspoor"))
+            .args(["store", "--nats-url", nats_url, "--data-dir"])
+            .arg(data_dir)
+            .env("LEERSPOOR_CONFIG", write_fast_redelivery_config(data_dir))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn leerspoor store"),
+    )
 }
 
 #[tokio::test]
@@ -226,7 +228,7 @@ async fn a_killed_store_loses_nothing_and_applies_nothing_twice() {
     store.kill().expect("kill -9");
     store.wait().expect("reaped");
 
-    let mut store = spawn_store(&nats.url(), data.path());
+    let store = spawn_store(&nats.url(), data.path());
     let found = every_statement_listed(&http, &base, &published).await;
     assert_exactly("the statements listed", &found, &published);
     assert_exactly(
@@ -243,8 +245,7 @@ async fn a_killed_store_loses_nothing_and_applies_nothing_twice() {
     .await
     .expect("verb query");
     assert_exactly("the statements listed by verb", &by_verb, &published);
-    let _ = store.kill();
-    let _ = store.wait();
+    drop(store);
     gateway.stop().await;
 }
 
@@ -254,15 +255,17 @@ async fn gateway_and_store_in_separate_processes_serve_the_api() {
     let data = tempfile::tempdir().expect("temp dir");
     let config_path = data.path().join("leerspoor.toml");
     std::fs::write(&config_path, "[gateway]\nlisten = \"127.0.0.1:0\"\n").expect("write config");
-    let mut store = spawn_store(&nats.url(), &data.path().join("store"));
+    let store = spawn_store(&nats.url(), &data.path().join("store"));
     grant_via_cli(&nats.url()).await;
-    let mut gateway = Command::new(env!("CARGO_BIN_EXE_leerspoor"))
-        .args(["gateway", "--nats-url", &nats.url(), "--config"])
-        .arg(&config_path)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn leerspoor gateway");
+    let mut gateway = KillOnDrop(
+        Command::new(env!("CARGO_BIN_EXE_leerspoor"))
+            .args(["gateway", "--nats-url", &nats.url(), "--config"])
+            .arg(&config_path)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn leerspoor gateway"),
+    );
     let stdout = gateway.stdout.take().expect("stdout");
     let mut lines = BufReader::new(stdout).lines().map_while(Result::ok);
     let ready_line = lines
@@ -291,10 +294,7 @@ async fn gateway_and_store_in_separate_processes_serve_the_api() {
     let posted: Vec<String> = response.json().await.expect("ids");
     let found = count_via_http(&http, &endpoint).await.expect("listing");
     assert_eq!(found, posted);
-    for child in [&mut store, &mut gateway] {
-        let _ = child.kill();
-        let _ = child.wait();
-    }
+    drop((store, gateway));
 }
 
 #[tokio::test]
