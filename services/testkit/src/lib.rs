@@ -1,5 +1,4 @@
-//! Test harness: a real `nats-server` on a random port in a temp dir, `wait_until`, and child
-//! processes that do not outlive a failed test.
+//! Test harness: a real `nats-server` on a random port in a temp dir, and `wait_until`.
 
 use std::future::Future;
 use std::time::{Duration, Instant};
@@ -41,32 +40,6 @@ impl Nats {
             .restart()
             .await
             .expect("nats-server starts again");
-    }
-}
-
-/// A child process killed and reaped when dropped: std's `Child` keeps running when dropped,
-/// so a test that failed part-way left the processes it started running after it (a failing
-/// restart test left its `leerspoor store` reconnecting to a NATS that was gone).
-pub struct KillOnDrop(pub std::process::Child);
-
-impl std::ops::Deref for KillOnDrop {
-    type Target = std::process::Child;
-
-    fn deref(&self) -> &std::process::Child {
-        &self.0
-    }
-}
-
-impl std::ops::DerefMut for KillOnDrop {
-    fn deref_mut(&mut self) -> &mut std::process::Child {
-        &mut self.0
-    }
-}
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
     }
 }
 

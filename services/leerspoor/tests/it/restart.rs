@@ -1,7 +1,7 @@
 //! Restarts, crashes and outages: nothing acknowledged is lost, nothing is applied twice.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::collections::BTreeSet;
+use std::process::Stdio;
 
 use async_nats::jetstream;
 use bus::subjects;
@@ -9,7 +9,9 @@ use bus::wire::{EventKind, StoredEvents};
 use leerspoor::node::Parts;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-use testkit::{wait_until, KillOnDrop, Nats};
+use testkit::{wait_until, Nats};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
 
 use crate::helpers::{
     config, grant_via_cli, ids, new_id, start_node, statement, with_id, TestApp, KEY, SECRET, WAIT,
@@ -134,17 +136,13 @@ async fn every_statement_listed(
 
 /// `found` holds every id of `published` once and nothing else; `what` names the listing.
 fn assert_exactly(what: &str, found: &[String], published: &[String]) {
-    let mut found_sorted = found.to_vec();
-    found_sorted.sort();
-    let before = found_sorted.len();
-    found_sorted.dedup();
+    let got: BTreeSet<&String> = found.iter().collect();
     assert_eq!(
-        before,
-        found_sorted.len(),
+        got.len(),
+        found.len(),
         "{what}: no statement is listed twice"
     );
-    let wanted: std::collections::BTreeSet<&String> = published.iter().collect();
-    let got: std::collections::BTreeSet<&String> = found_sorted.iter().collect();
+    let wanted: BTreeSet<&String> = published.iter().collect();
     let missing: Vec<_> = wanted.difference(&got).collect();
     let extra: Vec<_> = got.difference(&wanted).collect();
     assert!(
@@ -196,17 +194,17 @@ fn write_fast_redelivery_config(dir: &std::path::Path) -> std::path::PathBuf {
 }
 
 /// `leerspoor store` as a child process, so the test can kill it without warning.
-fn spawn_store(nats_url: &str, data_dir: &std::path::Path) -> KillOnDrop {
-    KillOnDrop(
-        Command::new(env!("CARGO_BIN_EXE_leerspoor"))
-            .args(["store", "--nats-url", nats_url, "--data-dir"])
-            .arg(data_dir)
-            .env("LEERSPOOR_CONFIG", write_fast_redelivery_config(data_dir))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn leerspoor store"),
-    )
+fn spawn_store(nats_url: &str, data_dir: &std::path::Path) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_leerspoor"))
+        .args(["store", "--nats-url", nats_url, "--data-dir"])
+        .arg(data_dir)
+        .env("LEERSPOOR_CONFIG", write_fast_redelivery_config(data_dir))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        // A test that fails part-way does not leave the store running after it.
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn leerspoor store")
 }
 
 #[tokio::test]
@@ -225,8 +223,7 @@ async fn a_killed_store_loses_nothing_and_applies_nothing_twice() {
         (stored_messages(&js).await > 0).then_some(())
     })
     .await;
-    store.kill().expect("kill -9");
-    store.wait().expect("reaped");
+    store.kill().await.expect("kill -9");
 
     let store = spawn_store(&nats.url(), data.path());
     let found = every_statement_listed(&http, &base, &published).await;
@@ -257,22 +254,28 @@ async fn gateway_and_store_in_separate_processes_serve_the_api() {
     std::fs::write(&config_path, "[gateway]\nlisten = \"127.0.0.1:0\"\n").expect("write config");
     let store = spawn_store(&nats.url(), &data.path().join("store"));
     grant_via_cli(&nats.url()).await;
-    let mut gateway = KillOnDrop(
-        Command::new(env!("CARGO_BIN_EXE_leerspoor"))
-            .args(["gateway", "--nats-url", &nats.url(), "--config"])
-            .arg(&config_path)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn leerspoor gateway"),
-    );
+    let mut gateway = Command::new(env!("CARGO_BIN_EXE_leerspoor"))
+        .args(["gateway", "--nats-url", &nats.url(), "--config"])
+        .arg(&config_path)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn leerspoor gateway");
     let stdout = gateway.stdout.take().expect("stdout");
-    let mut lines = BufReader::new(stdout).lines().map_while(Result::ok);
-    let ready_line = lines
-        .find(|line| line.contains("http://"))
-        .expect("gateway prints its endpoint");
+    let mut lines = BufReader::new(stdout).lines();
+    let ready_line = loop {
+        let line = lines
+            .next_line()
+            .await
+            .expect("read the gateway's output")
+            .expect("gateway prints its endpoint");
+        if line.contains("http://") {
+            break line;
+        }
+    };
     // Keep reading, as a supervisor would, so the gateway never writes into a closed pipe.
-    std::thread::spawn(move || lines.for_each(drop));
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
     let endpoint = ready_line
         .split_whitespace()
         .find(|word| word.starts_with("http://"))
