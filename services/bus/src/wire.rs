@@ -106,12 +106,14 @@ pub enum EventKind {
     Erased,
 }
 
+/// One event: `S` is the statement, a [`Value`] where it is read, or the JSON text the store
+/// keeps, which it publishes as it stored it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct StoredEvent {
+pub struct StoredEvent<S = Value> {
     pub kind: EventKind,
     /// The store's own order number of the statement (the `more` cursor order).
     pub position: u64,
-    pub statement: Value,
+    pub statement: S,
 }
 
 /// Request on `lrs.api.verdict`.

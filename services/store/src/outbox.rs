@@ -33,6 +33,14 @@ pub(crate) enum OutboxItem {
     },
 }
 
+/// What an event takes of a stored record: its statement as the JSON text it was stored as.
+#[derive(Deserialize)]
+struct PublishedRecord<'a> {
+    #[serde(borrow)]
+    statement: &'a serde_json::value::RawValue,
+    position: u64,
+}
+
 /// An outbox message ready to publish.
 #[derive(Debug, Clone)]
 pub struct OutboxMessage {
@@ -91,7 +99,11 @@ fn slim_for_projection(statement: &Value) -> Value {
 }
 
 /// Serialised events, packed into `StoredEvents` payloads of at most `budget` bytes each.
-fn pack_events(sequence: u64, events: Vec<StoredEvent>, budget: usize) -> Vec<Vec<u8>> {
+fn pack_events<S: Serialize>(
+    sequence: u64,
+    events: impl IntoIterator<Item = StoredEvent<S>>,
+    budget: usize,
+) -> Vec<Vec<u8>> {
     let mut payloads = Vec::new();
     let mut current: Vec<Vec<u8>> = Vec::new();
     let mut size = ENVELOPE;
@@ -107,7 +119,7 @@ fn pack_events(sequence: u64, events: Vec<StoredEvent>, budget: usize) -> Vec<Ve
         payloads.push(payload);
     };
     for event in events {
-        let Some(encoded) = encode_event(event, budget) else {
+        let Some(encoded) = encode_event(&event, budget) else {
             continue;
         };
         if !current.is_empty() && size + encoded.len() + 1 > budget {
@@ -124,12 +136,16 @@ fn pack_events(sequence: u64, events: Vec<StoredEvent>, budget: usize) -> Vec<Ve
 }
 
 /// One event as JSON, slimmed to what the projector reads if it would not fit on its own.
-fn encode_event(mut event: StoredEvent, budget: usize) -> Option<Vec<u8>> {
-    let encoded = serde_json::to_vec(&event).ok()?;
+fn encode_event<S: Serialize>(event: &StoredEvent<S>, budget: usize) -> Option<Vec<u8>> {
+    let encoded = serde_json::to_vec(event).ok()?;
     if encoded.len() + ENVELOPE <= budget {
         return Some(encoded);
     }
-    event.statement = slim_for_projection(&event.statement);
+    let event = StoredEvent {
+        kind: event.kind,
+        position: event.position,
+        statement: slim_for_projection(&serde_json::to_value(&event.statement).ok()?),
+    };
     let slim = serde_json::to_vec(&event).ok()?;
     if slim.len() + ENVELOPE <= budget {
         tracing::warn!(
@@ -251,8 +267,7 @@ impl Db {
                         kind: EventKind::Erased,
                         position,
                         statement,
-                    })
-                    .collect();
+                    });
                 // Written to fit; a smaller budget since (max_payload lowered) splits it.
                 pack_events(sequence, events, budget)
                     .into_iter()
@@ -265,20 +280,26 @@ impl Db {
                     .collect()
             }
             OutboxItem::Events { sequence, events } => {
-                let mut stored_events = Vec::with_capacity(events.len());
+                let mut records = Vec::with_capacity(events.len());
                 for (kind, id) in events {
                     // Erased since: its `erased` event follows in a later item.
-                    let Some(record) = self.record(&id)? else {
-                        continue;
-                    };
+                    if let Some((key, bytes)) = self.record_bytes(&id)? {
+                        records.push((kind, key, bytes));
+                    }
+                }
+                if records.is_empty() {
+                    return Ok(Vec::new());
+                }
+                // The statements go out as the JSON text they were stored as, never parsed
+                // and written again (unless one must be slimmed to fit).
+                let mut stored_events = Vec::with_capacity(records.len());
+                for (kind, key, bytes) in &records {
+                    let record: PublishedRecord<'_> = crate::db::read_json(key, bytes)?;
                     stored_events.push(StoredEvent {
-                        kind,
+                        kind: *kind,
                         position: record.position,
                         statement: record.statement,
                     });
-                }
-                if stored_events.is_empty() {
-                    return Ok(Vec::new());
                 }
                 pack_events(sequence, stored_events, budget)
                     .into_iter()
@@ -379,6 +400,40 @@ mod tests {
         let statement = &decoded.events[0].statement;
         assert_eq!(statement["object"], json!({"id": "https://x.example/1"}));
         assert_eq!(statement["actor"]["mbox"], "mailto:a@example.org");
+    }
+
+    #[test]
+    fn a_statement_goes_out_as_the_text_it_was_stored_as() {
+        let text = |padding| serde_json::to_string(&event(1, padding).statement).expect("json");
+        let raw = |text: &str| {
+            let record = format!(r#"{{"statement":{text},"voided":false,"position":7}}"#);
+            let record: PublishedRecord<'_> =
+                crate::db::read_json(b"k", record.as_bytes()).expect("a record");
+            pack_events(
+                3,
+                [StoredEvent {
+                    kind: EventKind::Voided,
+                    position: record.position,
+                    statement: record.statement,
+                }],
+                20_000,
+            )
+        };
+        let small = text(10);
+        let payloads = raw(&small);
+        assert_eq!(
+            String::from_utf8_lossy(&payloads[0]),
+            format!(r#"{{"sequence":3,"events":[{{"kind":"voided","position":7,"statement":{small}}}]}}"#)
+        );
+        // Too large for a message: parsed after all, and slimmed like any other event.
+        let payloads = raw(&text(50_000));
+        let decoded: StoredEvents = serde_json::from_slice(&payloads[0]).expect("json");
+        assert_eq!(decoded.events[0].position, 7);
+        assert_eq!(decoded.events[0].kind, EventKind::Voided);
+        assert_eq!(
+            decoded.events[0].statement["object"],
+            json!({"id": "https://x.example/1"})
+        );
     }
 
     #[test]
