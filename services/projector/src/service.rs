@@ -103,7 +103,8 @@ impl Projector {
             config.max_batch,
         )
         .await
-        .context("the projector's durable consumer on LRS_STORED")?;
+        .context("the projector's durable consumer on LRS_STORED")?
+        .with_linger(LINGER);
         Ok(Projector {
             in_flight: puller.in_flight(),
             puller: tokio::sync::Mutex::new(puller),
@@ -454,6 +455,12 @@ async fn serve_api(
 /// 10,000 had caught up and parts of 2,000 were 80,000 statements behind (with 0.6 GB
 /// resident instead of 0.9).
 const APPLY_EVENTS: usize = 10_000;
+/// How long a pull waits for more `LRS_STORED` messages after its first. Each pull costs a
+/// sled batch, a flush and two pull requests whatever it holds: single-statement requests
+/// arriving one by one made pulls of a message or two, at ~600 µs of the projector's CPU per
+/// statement (BENCHMARKS.md, "Fifth round"). Nobody waits on the projector's acks; its lag
+/// target is 250 ms.
+const LINGER: std::time::Duration = std::time::Duration::from_millis(25);
 
 fn answer(projection: &Arc<Projection>, payload: &[u8], budget: usize) -> Vec<u8> {
     let reply = match serde_json::from_slice::<SummaryQuery>(payload) {

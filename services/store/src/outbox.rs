@@ -423,7 +423,9 @@ mod tests {
         let payloads = raw(&small);
         assert_eq!(
             String::from_utf8_lossy(&payloads[0]),
-            format!(r#"{{"sequence":3,"events":[{{"kind":"voided","position":7,"statement":{small}}}]}}"#)
+            format!(
+                r#"{{"sequence":3,"events":[{{"kind":"voided","position":7,"statement":{small}}}]}}"#
+            )
         );
         // Too large for a message: parsed after all, and slimmed like any other event.
         let payloads = raw(&text(50_000));
