@@ -85,13 +85,16 @@ pub fn batch_bytes(max_payload: usize) -> usize {
 
 /// The next batch: waits up to [`PULL_WAIT`] for a first message (`None` if none came), then
 /// adds whatever else is available, up to `max_batch` messages and [`batch_bytes`] in all;
-/// with a `linger`, what else arrives within it too, until the batch is full.
+/// with a `linger`, what else arrives within it too, until the batch is full. `shutdown` ends
+/// the wait for a first message (`None`); a batch begun is completed and returned, to be
+/// applied and acknowledged rather than left to come back after `ack_wait`.
 pub async fn next_batch(
     consumer: &Consumer<pull::Config>,
     stream: &str,
     max_batch: usize,
     max_bytes: usize,
     linger: Duration,
+    shutdown: &tokio_util::sync::CancellationToken,
 ) -> Result<Option<Vec<jetstream::Message>>, PullError> {
     let mut one = consumer
         .batch()
@@ -100,7 +103,11 @@ pub async fn next_batch(
         .messages()
         .await
         .map_err(|err| failed("pulling", stream, err))?;
-    let Some(first) = one.next().await else {
+    let first = tokio::select! {
+        _ = shutdown.cancelled() => return Ok(None),
+        first = one.next() => first,
+    };
+    let Some(first) = first else {
         return Ok(None);
     };
     let mut batch = vec![first.map_err(|err| failed("receiving", stream, err))?];
@@ -292,7 +299,7 @@ impl Puller {
         let max_bytes = batch_bytes(self.client.server_info().max_payload);
         // A pull whose server died answers nothing, not even its expiry: bounded here, so the
         // consumer is made again (through another server) instead of waiting forever.
-        let next = tokio::time::timeout(
+        let pulled = tokio::time::timeout(
             PULL_WAIT + PULL_GRACE,
             next_batch(
                 &self.consumer,
@@ -300,17 +307,17 @@ impl Puller {
                 self.max_batch,
                 max_bytes,
                 self.linger,
+                shutdown,
             ),
-        );
-        let pulled = tokio::select! {
-            _ = shutdown.cancelled() => return Pulled::Nothing,
-            pulled = next => pulled.unwrap_or_else(|_| {
-                Err(failed("pulling", self.stream, format!(
-                    "no answer within {:?}",
-                    PULL_WAIT + PULL_GRACE
-                )))
-            }),
-        };
+        )
+        .await
+        .unwrap_or_else(|_| {
+            Err(failed(
+                "pulling",
+                self.stream,
+                format!("no answer within {:?}", PULL_WAIT + PULL_GRACE),
+            ))
+        });
         match pulled {
             Ok(Some(batch)) => {
                 self.backoff.reset();
