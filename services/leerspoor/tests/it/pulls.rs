@@ -2,9 +2,80 @@
 
 use std::time::Duration;
 
-use async_nats::jetstream::{self, stream};
+use async_nats::jetstream::{self, consumer::pull, consumer::Consumer, stream};
+use tokio_util::sync::CancellationToken;
 
 const STREAM: &str = "PULLS";
+
+/// A stream of its own on `nats` and a durable consumer on it, as the services make theirs.
+async fn stream_and_consumer(nats: &testkit::Nats) -> (jetstream::Context, Consumer<pull::Config>) {
+    let client = async_nats::connect(nats.url()).await.expect("connect");
+    let js = jetstream::new(client);
+    js.create_stream(stream::Config {
+        name: STREAM.into(),
+        subjects: vec!["pulls.>".into()],
+        ..Default::default()
+    })
+    .await
+    .expect("stream");
+    let consumer = bus::pull::durable(&js, STREAM, "puller", Duration::from_secs(60))
+        .await
+        .expect("consumer");
+    (js, consumer)
+}
+
+async fn publish(js: &jetstream::Context, payload: &'static str) {
+    js.publish("pulls.one", payload.into())
+        .await
+        .expect("publish")
+        .await
+        .expect("stored");
+}
+
+/// A pull of at most three messages lingering `linger`, started on its own task.
+fn start_pull(
+    consumer: &Consumer<pull::Config>,
+    linger: Duration,
+    shutdown: &CancellationToken,
+) -> tokio::task::JoinHandle<Result<Option<Vec<jetstream::Message>>, bus::pull::PullError>> {
+    let (consumer, shutdown) = (consumer.clone(), shutdown.clone());
+    tokio::spawn(async move {
+        bus::pull::next_batch(&consumer, STREAM, 3, 1 << 20, linger, &shutdown).await
+    })
+}
+
+/// Until the first message is delivered and the pull for the rest waits on the server (a
+/// pull without linger has returned with what was there by then).
+async fn lingering(consumer: &Consumer<pull::Config>) {
+    testkit::wait_until(
+        "the first message delivered and a pull waiting for more",
+        Duration::from_secs(20),
+        || {
+            let mut consumer = consumer.clone();
+            async move {
+                let info = consumer.info().await.ok()?;
+                (info.num_ack_pending == 1 && info.num_waiting == 1).then_some(())
+            }
+        },
+    )
+    .await;
+}
+
+/// The batch a pull returned, within `deadline`.
+async fn batch_of(
+    pull: tokio::task::JoinHandle<Result<Option<Vec<jetstream::Message>>, bus::pull::PullError>>,
+    deadline: Duration,
+) -> Vec<String> {
+    tokio::time::timeout(deadline, pull)
+        .await
+        .expect("the pull ends in time")
+        .expect("pull task")
+        .expect("pull")
+        .expect("a batch, not nothing")
+        .iter()
+        .map(|message| String::from_utf8_lossy(&message.payload).into_owned())
+        .collect()
+}
 
 /// The projector's pulls linger: after a batch's first message the pull waits for more, and
 /// returns as soon as the batch is full. Under single-statement load that makes fewer,
@@ -12,70 +83,21 @@ const STREAM: &str = "PULLS";
 #[tokio::test]
 async fn a_lingering_pull_takes_what_arrives_after_its_first_message_until_full() {
     let nats = testkit::Nats::start().await;
-    let client = async_nats::connect(nats.url()).await.expect("connect");
-    let js = jetstream::new(client);
-    js.create_stream(stream::Config {
-        name: STREAM.into(),
-        subjects: vec!["pulls.>".into()],
-        ..Default::default()
-    })
-    .await
-    .expect("stream");
-    let consumer = bus::pull::durable(&js, STREAM, "lingering", Duration::from_secs(60))
-        .await
-        .expect("consumer");
-    let publish = |n: u32| {
-        let js = js.clone();
-        async move {
-            js.publish("pulls.one", n.to_string().into())
-                .await
-                .expect("publish")
-                .await
-                .expect("stored");
-        }
-    };
-    publish(1).await;
-    let pulling = consumer.clone();
-    let pull = tokio::spawn(async move {
-        let shutdown = tokio_util::sync::CancellationToken::new();
-        bus::pull::next_batch(
-            &pulling,
-            STREAM,
-            3,
-            1 << 20,
-            Duration::from_secs(120),
-            &shutdown,
-        )
-        .await
-    });
-    // The first message is delivered and the pull for the rest waits on the server: only
-    // now do the others arrive (a pull without linger has returned with one message here).
-    testkit::wait_until(
-        "the first message delivered and a pull waiting for more",
-        Duration::from_secs(20),
-        || {
-            let mut consumer = consumer.clone();
-            async move {
-                let info = consumer.info().await.ok()?;
-                (info.num_ack_pending == 1 && info.num_waiting == 1).then_some(())
-            }
-        },
-    )
-    .await;
-    publish(2).await;
-    publish(3).await;
+    let (js, consumer) = stream_and_consumer(&nats).await;
+    publish(&js, "1").await;
+    let pull = start_pull(
+        &consumer,
+        Duration::from_secs(120),
+        &CancellationToken::new(),
+    );
+    lingering(&consumer).await;
+    publish(&js, "2").await;
+    publish(&js, "3").await;
     // Full at three: back long before the linger is over.
-    let batch = tokio::time::timeout(Duration::from_secs(60), pull)
-        .await
-        .expect("a full batch does not wait out its linger")
-        .expect("pull task")
-        .expect("pull")
-        .expect("a batch");
-    let payloads: Vec<String> = batch
-        .iter()
-        .map(|message| String::from_utf8_lossy(&message.payload).into_owned())
-        .collect();
-    assert_eq!(payloads, ["1", "2", "3"]);
+    assert_eq!(
+        batch_of(pull, Duration::from_secs(60)).await,
+        ["1", "2", "3"]
+    );
 }
 
 /// Shutdown during a linger: the message already delivered comes back in the batch, to be
@@ -83,56 +105,11 @@ async fn a_lingering_pull_takes_what_arrives_after_its_first_message_until_full(
 #[tokio::test]
 async fn shutdown_while_a_pull_lingers_keeps_the_messages_delivered() {
     let nats = testkit::Nats::start().await;
-    let client = async_nats::connect(nats.url()).await.expect("connect");
-    let js = jetstream::new(client);
-    js.create_stream(stream::Config {
-        name: STREAM.into(),
-        subjects: vec!["pulls.>".into()],
-        ..Default::default()
-    })
-    .await
-    .expect("stream");
-    let consumer = bus::pull::durable(&js, STREAM, "stopping", Duration::from_secs(60))
-        .await
-        .expect("consumer");
-    js.publish("pulls.one", "1".into())
-        .await
-        .expect("publish")
-        .await
-        .expect("stored");
-    let shutdown = tokio_util::sync::CancellationToken::new();
-    let pulling = consumer.clone();
-    let stopping = shutdown.clone();
-    let pull = tokio::spawn(async move {
-        bus::pull::next_batch(
-            &pulling,
-            STREAM,
-            3,
-            1 << 20,
-            Duration::from_secs(2),
-            &stopping,
-        )
-        .await
-    });
-    testkit::wait_until(
-        "the first message delivered and a pull waiting for more",
-        Duration::from_secs(20),
-        || {
-            let mut consumer = consumer.clone();
-            async move {
-                let info = consumer.info().await.ok()?;
-                (info.num_ack_pending == 1 && info.num_waiting == 1).then_some(())
-            }
-        },
-    )
-    .await;
+    let (js, consumer) = stream_and_consumer(&nats).await;
+    publish(&js, "1").await;
+    let shutdown = CancellationToken::new();
+    let pull = start_pull(&consumer, Duration::from_secs(2), &shutdown);
+    lingering(&consumer).await;
     shutdown.cancel();
-    let batch = tokio::time::timeout(Duration::from_secs(30), pull)
-        .await
-        .expect("the pull ends")
-        .expect("pull task")
-        .expect("pull")
-        .expect("the batch begun, not nothing");
-    assert_eq!(batch.len(), 1);
-    assert_eq!(batch[0].payload.as_ref(), b"1");
+    assert_eq!(batch_of(pull, Duration::from_secs(30)).await, ["1"]);
 }
