@@ -44,6 +44,7 @@ pub struct StoredRecord<'a> {
     #[serde(borrow)]
     pub statement: &'a serde_json::value::RawValue,
     pub voided: bool,
+    pub position: u64,
 }
 
 impl<'a> StoredRecord<'a> {

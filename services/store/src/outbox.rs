@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::db::{Db, DbError};
+use crate::db::{Db, DbError, StoredRecord};
 use crate::keys;
 
 /// An outbox entry. Events name their statements only: the statements are read back when
@@ -31,14 +31,6 @@ pub(crate) enum OutboxItem {
         chunk: usize,
         statements: Vec<(u64, Value)>,
     },
-}
-
-/// What an event takes of a stored record: its statement as the JSON text it was stored as.
-#[derive(Deserialize)]
-struct PublishedRecord<'a> {
-    #[serde(borrow)]
-    statement: &'a serde_json::value::RawValue,
-    position: u64,
 }
 
 /// An outbox message ready to publish.
@@ -294,7 +286,7 @@ impl Db {
                 // and written again (unless one must be slimmed to fit).
                 let mut stored_events = Vec::with_capacity(records.len());
                 for (kind, key, bytes) in &records {
-                    let record: PublishedRecord<'_> = crate::db::read_json(key, bytes)?;
+                    let record = StoredRecord::read(key, bytes)?;
                     stored_events.push(StoredEvent {
                         kind: *kind,
                         position: record.position,
@@ -407,8 +399,7 @@ mod tests {
         let text = |padding| serde_json::to_string(&event(1, padding).statement).expect("json");
         let raw = |text: &str| {
             let record = format!(r#"{{"statement":{text},"voided":false,"position":7}}"#);
-            let record: PublishedRecord<'_> =
-                crate::db::read_json(b"k", record.as_bytes()).expect("a record");
+            let record = StoredRecord::read(b"k", record.as_bytes()).expect("a record");
             pack_events(
                 3,
                 [StoredEvent {
