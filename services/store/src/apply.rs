@@ -305,7 +305,7 @@ impl Db {
                     Some(mut target_record) => {
                         if !target_record.voided {
                             target_record.voided = true;
-                            write_record(batch, &target, &target_record);
+                            write_record(batch, &target_record);
                             events.push((EventKind::Voided, target));
                             pending.insert(target, target_record);
                         }
@@ -322,8 +322,8 @@ impl Db {
                 batch.remove(keys::pending_void(&id));
                 events.push((EventKind::Voided, id));
             }
-            write_record(batch, &id, &record);
-            batch.insert(keys::position(position), id.as_bytes().as_slice());
+            write_record(batch, &record);
+            batch.insert(keys::statement(&id), &position.to_be_bytes());
             let stored = record.statement["stored"].as_str().unwrap_or_default();
             let span = keys::Span {
                 earliest: stored.to_owned(),
@@ -390,8 +390,8 @@ fn generated_id(stream: &str, sequence: u64, index: usize) -> Uuid {
     uuid::Builder::from_custom_bytes(digest).into_uuid()
 }
 
-fn write_record(batch: &mut sled::Batch, id: &Uuid, record: &Record) {
+fn write_record(batch: &mut sled::Batch, record: &Record) {
     if let Ok(bytes) = serde_json::to_vec(record) {
-        batch.insert(keys::statement(id), bytes);
+        batch.insert(keys::record(record.position), bytes);
     }
 }

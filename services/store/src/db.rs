@@ -74,16 +74,12 @@ fn catch_up_stored_spans(tree: &sled::Db) -> Result<(), DbError> {
     };
     let mut spans = HashMap::new();
     let mut last = through;
-    for item in tree.range(keys::position(through.saturating_add(1))..) {
-        let (key, id) = item?;
-        if key.first() != Some(&keys::POSITION) {
+    for item in tree.range(keys::record(through.saturating_add(1))..) {
+        let (record_key, bytes) = item?;
+        if record_key.first() != Some(&keys::RECORD) {
             break;
         }
-        let (Some(position), Ok(id)) = (keys::trailing_u64(&key), Uuid::from_slice(&id)) else {
-            continue;
-        };
-        let record_key = keys::statement(&id);
-        let Some(bytes) = tree.get(&record_key)? else {
+        let Some(position) = keys::trailing_u64(&record_key) else {
             continue;
         };
         // An unreadable record leaves its block a span no window excludes.
@@ -153,6 +149,55 @@ pub(crate) fn write_spans(batch: &mut sled::Batch, spans: HashMap<u64, keys::Spa
     for (block, span) in spans {
         batch.insert(keys::stored_span(block), span.encode());
     }
+}
+
+/// Moves the records of a database from before [`keys::RECORD`] to their positions: `p` +
+/// position -> id and `s` + id -> record become `R` + position -> record and `s` + id ->
+/// position. In batches that each move some statements whole (a crash leaves statements
+/// either moved or not, and the next open goes on with the `p` keys left); the marker goes
+/// last.
+fn move_records(tree: &sled::Db) -> Result<(), DbError> {
+    const CHUNK: usize = 10_000;
+    if tree.contains_key(keys::META_RECORDS_BY_POSITION)? {
+        return Ok(());
+    }
+    if tree.scan_prefix([keys::POSITION]).next().is_some() {
+        tracing::info!(
+            "moving the records to their positions (once, for a database from an earlier version)"
+        );
+    }
+    let mut moved = 0u64;
+    loop {
+        let mut batch = sled::Batch::default();
+        let mut count = 0;
+        for item in tree.scan_prefix([keys::POSITION]).take(CHUNK) {
+            let (key, id) = item?;
+            count += 1;
+            batch.remove(key.clone());
+            let (Some(position), Ok(id)) = (keys::trailing_u64(&key), Uuid::from_slice(&id)) else {
+                continue;
+            };
+            let id_key = keys::statement(&id);
+            // Already moved (the same statement at two positions cannot happen; a record is
+            // never as short as a position).
+            let Some(record) = tree.get(&id_key)?.filter(|value| value.len() != 8) else {
+                continue;
+            };
+            batch.insert(keys::record(position), record);
+            batch.insert(id_key, &position.to_be_bytes());
+        }
+        if count == 0 {
+            break;
+        }
+        tree.apply_batch(batch)?;
+        moved += count as u64;
+    }
+    tree.insert(keys::META_RECORDS_BY_POSITION, &[] as &[u8])?;
+    tree.flush()?;
+    if moved > 0 {
+        tracing::info!(statements = moved, "moved the records to their positions");
+    }
+    Ok(())
 }
 
 fn read_record(key: &[u8], bytes: &[u8]) -> Result<Record, DbError> {
@@ -229,6 +274,7 @@ impl Db {
             .and_then(|bytes| keys::u64_value(&bytes))
             .unwrap_or(0);
         crate::documents::migrate_scopes(&tree)?;
+        move_records(&tree)?;
         catch_up_stored_spans(&tree)?;
         let db = Db {
             indexer: Indexer::start(tree.clone(), indexed),
@@ -346,11 +392,24 @@ impl Db {
     }
 
     pub fn record(&self, id: &Uuid) -> Result<Option<Record>, DbError> {
-        let key = keys::statement(id);
-        let Some(bytes) = self.tree.get(&key)? else {
+        let Some((key, bytes)) = self.record_bytes(id)? else {
             return Ok(None);
         };
         read_record(&key, &bytes).map(Some)
+    }
+
+    /// The position of the statement with this id.
+    pub fn position_of(&self, id: &Uuid) -> Result<Option<u64>, DbError> {
+        let key = keys::statement(id);
+        let Some(value) = self.tree.get(&key)? else {
+            return Ok(None);
+        };
+        keys::u64_value(&value)
+            .map(Some)
+            .ok_or_else(|| DbError::Corrupt {
+                key,
+                reason: "not a position".into(),
+            })
     }
 
     pub fn record_at(&self, position: u64) -> Result<Option<Record>, DbError> {
@@ -367,20 +426,16 @@ impl Db {
 
     /// The record with this id as stored (its key and JSON), to be read as a [`StoredRecord`].
     pub fn record_bytes(&self, id: &Uuid) -> Result<Option<(Vec<u8>, sled::IVec)>, DbError> {
-        let key = keys::statement(id);
-        Ok(self.tree.get(&key)?.map(|bytes| (key, bytes)))
+        match self.position_of(id)? {
+            Some(position) => self.record_bytes_at(position),
+            None => Ok(None),
+        }
     }
 
     /// The record at a position as stored (its key and JSON).
     pub fn record_bytes_at(&self, position: u64) -> Result<Option<(Vec<u8>, sled::IVec)>, DbError> {
-        let Some(id_bytes) = self.tree.get(keys::position(position))? else {
-            return Ok(None);
-        };
-        let id = Uuid::from_slice(&id_bytes).map_err(|err| DbError::Corrupt {
-            key: keys::position(position),
-            reason: err.to_string(),
-        })?;
-        self.record_bytes(&id)
+        let key = keys::record(position);
+        Ok(self.tree.get(&key)?.map(|bytes| (key, bytes)))
     }
 
     /// The verdict recorded for a sequence: `None` if not applied yet.

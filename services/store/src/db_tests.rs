@@ -110,6 +110,71 @@ fn an_earlier_message_redelivered_after_a_later_one_is_still_applied() {
     assert_eq!(by_verb(&db), 10, "and a redelivery of 2 changes nothing");
 }
 
+/// Puts a database's records back in the layout from before `R` keys (`p` + position -> id,
+/// `s` + id -> record), except the positions `moved` keeps: a move a crash interrupted.
+fn into_the_layout_before_records_by_position(db: &Db, moved: impl Fn(u64) -> bool) {
+    let mut batch = sled::Batch::default();
+    for item in db.tree().scan_prefix([keys::RECORD]) {
+        let (key, bytes) = item.expect("record");
+        let position = keys::trailing_u64(&key).expect("position");
+        if moved(position) {
+            continue;
+        }
+        let record: Record = serde_json::from_slice(&bytes).expect("record");
+        let id = Uuid::parse_str(record.statement["id"].as_str().expect("id")).expect("uuid");
+        batch.remove(key);
+        batch.insert(keys::position(position), id.as_bytes().as_slice());
+        batch.insert(keys::statement(&id), bytes);
+    }
+    batch.remove(keys::META_RECORDS_BY_POSITION);
+    db.tree().apply_batch(batch).expect("batch");
+    db.flush().expect("flush");
+}
+
+#[test]
+fn records_stored_by_id_are_moved_to_their_positions_at_open() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let validator = Validator::new().expect("schemas");
+    let db = Db::open(dir.path()).expect("open");
+    for sequence in 1..=4 {
+        apply(&db, &validator, sequence);
+    }
+    let digest = db.digest().expect("digest");
+    let records: Vec<(u64, Record)> = (1..=20)
+        .map(|position| {
+            let record = db.record_at(position).expect("read").expect("record");
+            (position, record)
+        })
+        .collect();
+    // Half moved when the process stopped, half not.
+    into_the_layout_before_records_by_position(&db, |position| position % 2 == 0);
+    assert!(
+        db.record_at(1).expect("read").is_none(),
+        "not in the new layout"
+    );
+    drop(db);
+    let db = reopen(dir.path());
+    assert_eq!(db.digest().expect("digest"), digest);
+    assert_eq!(db.tree().scan_prefix([keys::POSITION]).count(), 0);
+    assert!(db
+        .tree()
+        .contains_key(keys::META_RECORDS_BY_POSITION)
+        .expect("meta"));
+    for (position, record) in &records {
+        let id = Uuid::parse_str(record.statement["id"].as_str().expect("id")).expect("uuid");
+        let by_id = db.record(&id).expect("read").expect("by id");
+        assert_eq!(by_id.statement, record.statement);
+        assert_eq!(by_id.position, *position);
+        let at = db.record_at(*position).expect("read").expect("at");
+        assert_eq!(at.statement, record.statement);
+    }
+    assert_eq!(by_verb(&db), 20);
+    // Applying goes on after the moved records.
+    apply(&db, &validator, 5);
+    assert_eq!(by_verb(&db), 25);
+    assert!(db.record_at(25).expect("read").is_some());
+}
+
 #[test]
 fn a_redelivered_message_changes_nothing() {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -128,7 +193,10 @@ fn a_message_meeting_a_corrupt_record_is_refused_and_the_next_is_applied() {
     let db = Db::open(dir.path()).expect("open");
     let target = Uuid::parse_str("6f0d7c3e-8a53-4a57-9d37-2c1a2b3c4d5e").expect("uuid");
     db.tree()
-        .insert(keys::statement(&target), b"not a record".as_slice())
+        .insert(keys::statement(&target), &7u64.to_be_bytes())
+        .expect("insert");
+    db.tree()
+        .insert(keys::record(7), b"not a record".as_slice())
         .expect("insert");
     let void = json!({"actor": {"mbox": "mailto:a@example.org"},
         "verb": {"id": "http://adlnet.gov/expapi/verbs/voided"},

@@ -29,8 +29,8 @@ pub struct Digest {
 
 /// Key prefixes that are content (see the module documentation).
 const CONTENT: [u8; 8] = [
+    keys::RECORD,
     keys::STATEMENT,
-    keys::POSITION,
     keys::INDEX,
     keys::PENDING_VOID,
     keys::CREDENTIAL,
@@ -69,7 +69,7 @@ impl Db {
         for prefix in CONTENT {
             for item in self.tree().scan_prefix([prefix]) {
                 let (key, value) = item?;
-                if prefix == keys::STATEMENT {
+                if prefix == keys::RECORD {
                     statements += 1;
                 }
                 feed(&key, &value);

@@ -406,7 +406,7 @@ impl Db {
             .and_then(|id| Uuid::parse_str(id).ok())
             .unwrap_or_default();
         batch.remove(keys::statement(&id));
-        batch.remove(keys::position(record.position));
+        batch.remove(keys::record(record.position));
         for (position, terms) in self.index_entries(record, &Default::default())? {
             for key in crate::indexer::entry_keys(&terms, position) {
                 batch.remove(key);

@@ -4,9 +4,15 @@
 
 use uuid::Uuid;
 
-/// `s` + uuid(16) -> [`crate::db::Record`] as JSON.
+/// `R` + position(8) -> [`crate::db::Record`] as JSON: the statements in the order of
+/// `stored` (the `more` cursor is a position), written where the tree ends, so a page of
+/// consecutive statements is a few neighbouring pages of sled and an index entry leads to
+/// its record in one lookup.
+pub const RECORD: u8 = b'R';
+/// `s` + uuid(16) -> position(8): where the statement with this id is.
 pub const STATEMENT: u8 = b's';
-/// `p` + position(8) -> uuid(16): the order of `stored`, and the `more` cursor.
+/// `p` + position(8) -> uuid(16), and `s` + uuid(16) -> record JSON: the layout before
+/// [`RECORD`], moved at open (see [`crate::db`]'s `move_records`).
 pub const POSITION: u8 = b'p';
 /// `i` + index kind(1) + term hash(8) + position(8) -> empty.
 pub const INDEX: u8 = b'i';
@@ -59,6 +65,9 @@ pub const META_NEXT_POSITION: &[u8] = b"mnext_position";
 pub const META_LAST_STORED: &[u8] = b"mlast_stored";
 /// Every position at or below this one has its index entries (see [`crate::indexer`]).
 pub const META_INDEXED: &[u8] = b"mindexed";
+/// Present once the records live under [`RECORD`] (written at open, by the move or on an
+/// empty database).
+pub const META_RECORDS_BY_POSITION: &[u8] = b"mrecords_by_position";
 
 /// Index kinds: which filter an index entry serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -138,6 +147,13 @@ impl Span {
             through: u64_value(&rest[second + 1..])?,
         })
     }
+}
+
+pub fn record(position: u64) -> Vec<u8> {
+    let mut key = Vec::with_capacity(9);
+    key.push(RECORD);
+    key.extend_from_slice(&position.to_be_bytes());
+    key
 }
 
 pub fn position(position: u64) -> Vec<u8> {

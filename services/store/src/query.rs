@@ -155,7 +155,7 @@ fn chosen_index(query: &StatementQuery) -> Option<(IndexKind, String)> {
 fn candidates(db: &Db, query: &StatementQuery) -> Result<Walk, DbError> {
     let prefix = match chosen_index(query) {
         Some((kind, term)) => keys::index_prefix(kind, &term),
-        None => vec![keys::POSITION],
+        None => vec![keys::RECORD],
     };
     let tree = db.tree().clone();
     if !query.ascending {
@@ -614,7 +614,10 @@ mod tests {
             let uuid = Uuid::parse_str(statement["id"].as_str().expect("id")).expect("uuid");
             let bytes = serde_json::to_vec(&record).expect("record");
             db.tree()
-                .insert(keys::statement(&uuid), bytes.clone())
+                .insert(keys::statement(&uuid), &record.position.to_be_bytes())
+                .expect("insert");
+            db.tree()
+                .insert(keys::record(record.position), bytes.clone())
                 .expect("insert");
             raws.push(bytes);
         }
