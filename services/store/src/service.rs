@@ -82,6 +82,19 @@ impl<'a> Arriving<'a> {
     }
 }
 
+/// The sequences after `applied` and below the last of `delivered` that are not among
+/// `delivered`, the first `most` of them: what a batch must be applied with to keep the
+/// log's order.
+fn missing(applied: u64, delivered: &[u64], most: usize) -> Vec<u64> {
+    let Some(&last) = delivered.iter().max() else {
+        return Vec::new();
+    };
+    (applied.saturating_add(1)..last)
+        .filter(|sequence| !delivered.contains(sequence))
+        .take(most)
+        .collect()
+}
+
 /// Applied batches waiting for their outbox publish and ack.
 const FINISH_QUEUE: usize = 4;
 /// Attempts at applying a batch that failed on a database error before the store gives up.
@@ -397,34 +410,33 @@ impl Store {
         .await;
     }
 
-    /// The messages missing below a batch: a message delivered on a connection that died
-    /// (a NATS node lost) comes back only after `ack_wait`, and until then the contiguous
-    /// watermark, so every read and write verdict, would wait behind it. They are read from
-    /// `LRS_IN` directly (at most 256) and applied first; their redelivery is skipped as
-    /// applied.
+    /// The messages missing below a batch's last: a message delivered on a connection that
+    /// died (a NATS node lost, a replica killed) comes back only after `ack_wait`, and until
+    /// then the contiguous watermark, so every read and write verdict, would wait behind it;
+    /// applied after later ones, it would take other positions than on the replicas that
+    /// applied it in order. They are read from `LRS_IN` directly (at most 256) and applied in
+    /// order with the batch; their redelivery is skipped as applied.
     async fn fill_gap(
         &self,
         batch: &[jetstream::Message],
     ) -> Vec<jetstream::message::StreamMessage> {
-        const MOST: u64 = 256;
-        let Some(lowest) = batch
+        const MOST: usize = 256;
+        let delivered: Vec<u64> = batch
             .iter()
             .filter_map(|message| message.info().ok().map(|info| info.stream_sequence))
-            .min()
-        else {
-            return Vec::new();
-        };
+            .collect();
         let Ok(applied) = self.db.applied_sequence() else {
             return Vec::new();
         };
-        if lowest <= applied + 1 {
+        let gaps = missing(applied, &delivered, MOST);
+        if gaps.is_empty() {
             return Vec::new();
         }
         let Ok(stream) = self.js.get_stream(subjects::STREAM_IN).await else {
             return Vec::new();
         };
         let mut filled = Vec::new();
-        for sequence in applied + 1..lowest.min(applied + 1 + MOST) {
+        for sequence in gaps {
             if self.db.is_applied(sequence).unwrap_or(true) {
                 continue;
             }
@@ -438,7 +450,7 @@ impl Store {
             tracing::debug!(
                 from = applied + 1,
                 count = filled.len(),
-                "filled a gap below a batch"
+                "filled a gap in a batch"
             );
         }
         filled
@@ -495,10 +507,14 @@ impl Store {
         let (through, verdicts, outbox_through, flush_started) =
             tokio::task::spawn_blocking(move || {
                 let mut verdicts = Vec::new();
-                let arriving = filled
+                // In the log's order, whatever the delivery's: a message redelivered after
+                // `ack_wait` can come in one pull after later ones.
+                let mut arriving: Vec<Arriving> = filled
                     .iter()
                     .map(Arriving::fetched)
-                    .chain(applying.iter().filter_map(Arriving::delivered));
+                    .chain(applying.iter().filter_map(Arriving::delivered))
+                    .collect();
+                arriving.sort_by_key(|arrived| arrived.sequence);
                 for arrived in arriving {
                     let sequence = arrived.sequence;
                     let incoming = Incoming {
@@ -681,4 +697,24 @@ async fn check_stream(
         StreamCheck::Adopted => tracing::warn!("took over a new LRS_IN (--adopt-new-stream)"),
     }
     Ok(Some(()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::missing;
+
+    #[test]
+    fn a_batch_is_applied_with_every_sequence_missing_below_its_last() {
+        // In order, nothing missing.
+        assert_eq!(missing(10, &[11, 12, 13], 256), Vec::<u64>::new());
+        // Redelivered after later ones (the delivery's order is not the log's).
+        assert_eq!(missing(10, &[13, 11, 12], 256), Vec::<u64>::new());
+        // Below the batch, and inside it.
+        assert_eq!(missing(10, &[13, 16], 256), vec![11, 12, 14, 15]);
+        // At most `most` of them, the first ones.
+        assert_eq!(missing(10, &[20], 3), vec![11, 12, 13]);
+        // Already applied: nothing.
+        assert_eq!(missing(10, &[5, 9], 256), Vec::<u64>::new());
+        assert_eq!(missing(10, &[], 256), Vec::<u64>::new());
+    }
 }
