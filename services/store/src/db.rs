@@ -154,18 +154,16 @@ pub(crate) fn write_spans(batch: &mut sled::Batch, spans: HashMap<u64, keys::Spa
 /// Moves the records of a database from before [`keys::RECORD`] to their positions: `p` +
 /// position -> id and `s` + id -> record become `R` + position -> record and `s` + id ->
 /// position. In batches that each move some statements whole (a crash leaves statements
-/// either moved or not, and the next open goes on with the `p` keys left); the marker goes
-/// last.
+/// either moved or not, and the next open goes on with the `p` keys left); nothing writes `p`
+/// keys any more, so none left means moved.
 fn move_records(tree: &sled::Db) -> Result<(), DbError> {
     const CHUNK: usize = 10_000;
-    if tree.contains_key(keys::META_RECORDS_BY_POSITION)? {
+    if tree.scan_prefix([keys::POSITION]).next().is_none() {
         return Ok(());
     }
-    if tree.scan_prefix([keys::POSITION]).next().is_some() {
-        tracing::info!(
-            "moving the records to their positions (once, for a database from an earlier version)"
-        );
-    }
+    tracing::info!(
+        "moving the records to their positions (once, for a database from an earlier version)"
+    );
     let mut moved = 0u64;
     loop {
         let mut batch = sled::Batch::default();
@@ -192,11 +190,8 @@ fn move_records(tree: &sled::Db) -> Result<(), DbError> {
         tree.apply_batch(batch)?;
         moved += count as u64;
     }
-    tree.insert(keys::META_RECORDS_BY_POSITION, &[] as &[u8])?;
     tree.flush()?;
-    if moved > 0 {
-        tracing::info!(statements = moved, "moved the records to their positions");
-    }
+    tracing::info!(statements = moved, "moved the records to their positions");
     Ok(())
 }
 

@@ -126,7 +126,6 @@ fn into_the_layout_before_records_by_position(db: &Db, moved: impl Fn(u64) -> bo
         batch.insert(keys::position(position), id.as_bytes().as_slice());
         batch.insert(keys::statement(&id), bytes);
     }
-    batch.remove(keys::META_RECORDS_BY_POSITION);
     db.tree().apply_batch(batch).expect("batch");
     db.flush().expect("flush");
 }
@@ -156,10 +155,6 @@ fn records_stored_by_id_are_moved_to_their_positions_at_open() {
     let db = reopen(dir.path());
     assert_eq!(db.digest().expect("digest"), digest);
     assert_eq!(db.tree().scan_prefix([keys::POSITION]).count(), 0);
-    assert!(db
-        .tree()
-        .contains_key(keys::META_RECORDS_BY_POSITION)
-        .expect("meta"));
     for (position, record) in &records {
         let id = Uuid::parse_str(record.statement["id"].as_str().expect("id")).expect("uuid");
         let by_id = db.record(&id).expect("read").expect("by id");

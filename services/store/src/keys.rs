@@ -65,9 +65,6 @@ pub const META_NEXT_POSITION: &[u8] = b"mnext_position";
 pub const META_LAST_STORED: &[u8] = b"mlast_stored";
 /// Every position at or below this one has its index entries (see [`crate::indexer`]).
 pub const META_INDEXED: &[u8] = b"mindexed";
-/// Present once the records live under [`RECORD`] (written at open, by the move or on an
-/// empty database).
-pub const META_RECORDS_BY_POSITION: &[u8] = b"mrecords_by_position";
 
 /// Index kinds: which filter an index entry serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
