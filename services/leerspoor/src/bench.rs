@@ -726,7 +726,7 @@ fn stage_profile() -> anyhow::Result<()> {
     let index_entries: usize = batch
         .iter()
         .map(|statement| {
-            store::indexer::entry_keys(&xapi::statement::index_terms(statement), 0).len()
+            store::indexer::entry_terms(&xapi::statement::index_terms(statement)).len()
         })
         .sum();
     let mut counter = 0u64;

@@ -195,6 +195,42 @@ fn move_records(tree: &sled::Db) -> Result<(), DbError> {
     Ok(())
 }
 
+/// Removes the index of a database from before [`keys::POSTING`] (one `i` key per statement
+/// and term) and marks nothing indexed, so that the open goes on to index every statement
+/// as postings. The mark is written first: a crash part-way leaves `i` keys and the mark, and
+/// the next open finishes the removal.
+fn rebuild_old_index(tree: &sled::Db) -> Result<(), DbError> {
+    const CHUNK: usize = 10_000;
+    if tree.scan_prefix([keys::INDEX]).next().is_none() {
+        return Ok(());
+    }
+    tracing::info!(
+        "replacing the index with postings (once, for a database from an earlier version)"
+    );
+    tree.insert(keys::META_INDEXED, &0u64.to_be_bytes())?;
+    tree.flush()?;
+    let mut removed = 0u64;
+    loop {
+        let mut batch = sled::Batch::default();
+        let mut count = 0;
+        for key in tree.scan_prefix([keys::INDEX]).keys().take(CHUNK) {
+            batch.remove(key?);
+            count += 1;
+        }
+        if count == 0 {
+            break;
+        }
+        tree.apply_batch(batch)?;
+        removed += count as u64;
+    }
+    tree.flush()?;
+    tracing::info!(
+        entries = removed,
+        "removed the old index; indexing every statement"
+    );
+    Ok(())
+}
+
 fn read_record(key: &[u8], bytes: &[u8]) -> Result<Record, DbError> {
     read_json(key, bytes)
 }
@@ -264,12 +300,13 @@ impl Db {
 
     /// The store on an open sled database: migrations, catch-ups and re-indexing first.
     pub fn from_tree(tree: sled::Db, limits: Limits) -> Result<Db, DbError> {
+        crate::documents::migrate_scopes(&tree)?;
+        move_records(&tree)?;
+        rebuild_old_index(&tree)?;
         let indexed = tree
             .get(keys::META_INDEXED)?
             .and_then(|bytes| keys::u64_value(&bytes))
             .unwrap_or(0);
-        crate::documents::migrate_scopes(&tree)?;
-        move_records(&tree)?;
         catch_up_stored_spans(&tree)?;
         let db = Db {
             indexer: Indexer::start(tree.clone(), indexed),
@@ -281,8 +318,10 @@ impl Db {
         Ok(db)
     }
 
-    /// Re-indexes the statements a crash left unindexed (positions after `indexed`).
+    /// Re-indexes the statements a crash left unindexed (positions after `indexed`), in jobs of
+    /// a bounded number of statements (all of them after [`rebuild_old_index`]).
     fn reindex_after(&self, indexed: u64) -> Result<(), DbError> {
+        const CHUNK: u64 = 1_000;
         let last = self.last_position()?;
         if last <= indexed {
             return Ok(());
@@ -292,16 +331,18 @@ impl Db {
             to = last,
             "re-indexing statements after a restart"
         );
-        let mut entries = Vec::new();
-        for position in indexed + 1..=last {
-            if let Some(record) = self.record_at(position)? {
-                entries.extend(self.index_entries(&record, &HashMap::new())?);
+        let mut from = indexed + 1;
+        while from <= last {
+            let through = from.saturating_add(CHUNK - 1).min(last);
+            let mut entries = Vec::new();
+            for position in from..=through {
+                if let Some(record) = self.record_at(position)? {
+                    entries.extend(self.index_entries(&record, &HashMap::new())?);
+                }
             }
+            self.indexer.submit(IndexJob { entries, through });
+            from = through + 1;
         }
-        self.indexer.submit(IndexJob {
-            entries,
-            through: last,
-        });
         Ok(())
     }
 

@@ -76,7 +76,7 @@ fn indexes_lost_in_a_crash_are_rebuilt_at_open() {
         db.wait_for_indexes().expect("indexed");
         let index_keys: Vec<sled::IVec> = db
             .tree()
-            .scan_prefix([keys::INDEX])
+            .scan_prefix([keys::POSTING])
             .keys()
             .collect::<Result<_, _>>()
             .expect("scan");
@@ -168,6 +168,62 @@ fn records_stored_by_id_are_moved_to_their_positions_at_open() {
     apply(&db, &validator, 5);
     assert_eq!(by_verb(&db), 25);
     assert!(db.record_at(25).expect("read").is_some());
+}
+
+/// The index as versions before postings wrote it: `i` + kind + term hash + position per
+/// statement and term.
+fn into_the_index_before_postings(db: &Db, keep: impl Fn(&[u8]) -> bool) {
+    db.wait_for_indexes().expect("indexed");
+    let postings: Vec<(sled::IVec, sled::IVec)> = db
+        .tree()
+        .scan_prefix([keys::POSTING])
+        .collect::<Result<_, _>>()
+        .expect("scan");
+    for (key, value) in postings {
+        let block = keys::trailing_u64(&key).expect("block");
+        for position in keys::Postings::decode(&value)
+            .expect("postings")
+            .positions(block)
+        {
+            let mut old = vec![keys::INDEX];
+            old.extend_from_slice(&key[1..18]);
+            old.extend_from_slice(&position.to_be_bytes());
+            db.tree().insert(old, &[] as &[u8]).expect("insert");
+        }
+        if !keep(&key) {
+            db.tree().remove(key).expect("remove");
+        }
+    }
+    db.flush().expect("flush");
+}
+
+#[test]
+fn an_index_from_before_postings_is_rebuilt_at_open() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let validator = Validator::new().expect("schemas");
+    let db = Db::open(dir.path()).expect("open");
+    for sequence in 1..=4 {
+        apply(&db, &validator, sequence);
+    }
+    let digest = db.digest().expect("digest");
+    // The verbs' postings stay, as a crash part-way through the rebuild leaves some.
+    into_the_index_before_postings(&db, |key| key[1] == keys::IndexKind::Verb as u8);
+    drop(db);
+    let db = reopen(dir.path());
+    assert_eq!(db.digest().expect("digest"), digest);
+    assert_eq!(db.tree().scan_prefix([keys::INDEX]).count(), 0);
+    assert_eq!(by_verb(&db), 20);
+    let by_agent = StatementQuery {
+        agent: Some("mbox:mailto:w3-2@example.org".into()),
+        ..StatementQuery::default()
+    };
+    match crate::query::run(&db, &by_agent).expect("query") {
+        bus::wire::StatementReply::Page { statements, .. } => assert_eq!(statements.len(), 1),
+        other => panic!("unexpected reply {other:?}"),
+    }
+    // Indexing goes on after the rebuilt postings.
+    apply(&db, &validator, 5);
+    assert_eq!(by_verb(&db), 25);
 }
 
 #[test]

@@ -31,7 +31,7 @@ pub struct Digest {
 const CONTENT: [u8; 8] = [
     keys::RECORD,
     keys::STATEMENT,
-    keys::INDEX,
+    keys::POSTING,
     keys::PENDING_VOID,
     keys::CREDENTIAL,
     keys::AUDIT,

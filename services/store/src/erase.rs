@@ -19,6 +19,7 @@ use xapi::statement::{index_terms, voided_target};
 
 use crate::access::Access;
 use crate::db::{Db, DbError, Record};
+use crate::indexer::{Change, PostingChanges};
 use crate::keys::{self, IndexKind};
 use crate::outbox::OutboxItem;
 
@@ -112,22 +113,8 @@ impl Db {
         person: &str,
         after: Option<u64>,
     ) -> impl Iterator<Item = Result<u64, DbError>> + 'a {
-        let prefix = keys::index_prefix(IndexKind::RelatedAgent, person);
-        let start = keys::index(
-            IndexKind::RelatedAgent,
-            person,
-            after.map_or(0, |after| after.saturating_add(1)),
-        );
-        self.tree()
-            .range(start..)
-            .take_while(move |item| {
-                item.as_ref()
-                    .map_or(true, |(key, _)| key.starts_with(&prefix))
-            })
-            .filter_map(|item| match item {
-                Ok((key, _)) => keys::trailing_u64(&key).map(Ok),
-                Err(err) => Some(Err(DbError::from(err))),
-            })
+        let from = after.map_or(0, |after| after.saturating_add(1));
+        crate::query::indexed(self, IndexKind::RelatedAgent, person, from)
     }
 
     /// Applies an erasure command (see the module docs).
@@ -167,22 +154,25 @@ impl Db {
         person: &str,
         time: &str,
     ) -> Result<Verdict, DbError> {
-        // Every index entry must exist before it can be removed.
+        // Every index entry must exist before it can be removed, and the index thread must be
+        // idle: postings are read, changed and written back below (no job comes while this
+        // thread erases, as only this thread submits them).
         self.wait_for_indexes()?;
         let mut progress = self.erasing(sequence)?;
         loop {
             let mut batch = sled::Batch::default();
             let mut erased: Vec<(u64, Value)> = Vec::new();
             let mut examined = 0;
+            let mut unindexed = PostingChanges::default();
             for position in self.indexed_under(person, progress.after) {
                 let position = position?;
                 progress.after = Some(position);
                 // Also the entries of statements that only reference one of theirs.
-                batch.remove(keys::index(IndexKind::RelatedAgent, person, position));
+                unindexed.add(IndexKind::RelatedAgent, person, position);
                 examined += 1;
                 if let Some(record) = self.record_at(position)? {
                     if names(&record.statement, person) {
-                        self.remove_record(&mut batch, &record)?;
+                        self.remove_record(&mut batch, &mut unindexed, &record)?;
                         erased.push((position, record.statement));
                     }
                 }
@@ -190,6 +180,8 @@ impl Db {
                     break;
                 }
             }
+            // Read-modify-write: no index job runs meanwhile (see above and the indexer).
+            unindexed.merge_into(self.tree(), Change::Remove, &mut batch)?;
             let orphans = self.orphaned_attachments(&erased)?;
             for sha2 in &orphans {
                 batch.insert(keys::orphan(sha2), &[] as &[u8]);
@@ -356,14 +348,8 @@ impl Db {
         let mut orphans = Vec::new();
         for sha2 in used {
             let mut still_used = false;
-            for item in self
-                .tree()
-                .scan_prefix(keys::index_prefix(IndexKind::Attachment, &sha2))
-            {
-                let (key, _) = item?;
-                let Some(position) = keys::trailing_u64(&key) else {
-                    continue;
-                };
+            for position in crate::query::indexed(self, IndexKind::Attachment, &sha2, 0) {
+                let position = position?;
                 // Index keys are hashes: check the statement itself.
                 let uses = !gone.contains(&position)
                     && self.record_at(position)?.is_some_and(|record| {
@@ -398,7 +384,12 @@ impl Db {
 
     /// Removes a statement, its position, every index entry it has, and a void of it that
     /// is still waiting for its target.
-    fn remove_record(&self, batch: &mut sled::Batch, record: &Record) -> Result<(), DbError> {
+    fn remove_record(
+        &self,
+        batch: &mut sled::Batch,
+        unindexed: &mut PostingChanges,
+        record: &Record,
+    ) -> Result<(), DbError> {
         let id = record
             .statement
             .get("id")
@@ -408,9 +399,7 @@ impl Db {
         batch.remove(keys::statement(&id));
         batch.remove(keys::record(record.position));
         for (position, terms) in self.index_entries(record, &Default::default())? {
-            for key in crate::indexer::entry_keys(&terms, position) {
-                batch.remove(key);
-            }
+            unindexed.add_terms(&terms, position);
         }
         if let Some(target) =
             voided_target(&record.statement).and_then(|target| Uuid::parse_str(&target).ok())

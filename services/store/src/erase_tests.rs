@@ -279,10 +279,15 @@ fn an_erasure_interrupted_between_chunks_goes_on_where_it_stopped() {
             .take(1_000)
             .collect::<Result<_, _>>()
             .expect("index");
+        let mut unindexed = crate::indexer::PostingChanges::default();
         for position in erased_first {
             let record = db.record_at(position).expect("read").expect("record");
-            db.remove_record(&mut batch, &record).expect("remove");
+            db.remove_record(&mut batch, &mut unindexed, &record)
+                .expect("remove");
         }
+        unindexed
+            .merge_into(db.tree(), crate::indexer::Change::Remove, &mut batch)
+            .expect("merge");
         db.tree().apply_batch(batch).expect("apply");
         db.flush().expect("flush");
     }

@@ -7,6 +7,7 @@
 //! indexes cover every statement applied when it started, so reads still see every write
 //! that was acknowledged.
 
+use std::collections::BTreeMap;
 use std::sync::mpsc::{Receiver, SyncSender};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
@@ -14,7 +15,7 @@ use std::time::Duration;
 
 use xapi::statement::IndexTerms;
 
-use crate::keys::{self, IndexKind};
+use crate::keys::{self, IndexKind, Postings};
 
 /// The index terms of one message's statements, by position (a statement that references
 /// another is also indexed under its target's terms, so a position may appear twice).
@@ -96,25 +97,30 @@ impl Drop for Indexer {
 
 fn run(tree: &sled::Db, receiver: &Receiver<IndexJob>, progress: &Progress) {
     while let Ok(first) = receiver.recv() {
-        // Everything queued goes into one sled batch.
+        // Everything queued is written together: a term's posting once for all of it.
         let mut jobs = vec![first];
         while let Ok(job) = receiver.try_recv() {
             jobs.push(job);
         }
         let through = jobs.iter().map(|job| job.through).max().unwrap_or(0);
+        let mut changes = PostingChanges::default();
+        for job in &jobs {
+            for (position, terms) in &job.entries {
+                changes.add_terms(terms, *position);
+            }
+        }
         // Single inserts, not a sled batch: a batch takes sled's process-wide write lock,
         // which would serialise this thread with the apply thread. The progress marker goes
         // last; sled recovers a prefix of its log, so a marker that survived a crash covers
-        // entries that survived too, and entries beyond it are written again (same keys).
-        let mut written = Ok(());
-        for job in &jobs {
-            for (position, terms) in &job.entries {
-                for key in entry_keys(terms, *position) {
-                    written = written.and_then(|()| tree.insert(key, &[] as &[u8]).map(drop));
+        // entries that survived too, and entries beyond it are added again (a set: no change).
+        // This thread is the only writer of postings but for an erasure, which waits until
+        // the indexes are complete and runs on the apply thread, so no job comes meanwhile.
+        let written = changes.merged(tree, Change::Add).and_then(|merged| {
+            for (key, value) in merged {
+                if let Some(value) = value {
+                    tree.insert(key, value)?;
                 }
             }
-        }
-        let written = written.and_then(|()| {
             tree.insert(keys::META_INDEXED, &through.to_be_bytes())
                 .map(drop)
         });
@@ -131,25 +137,104 @@ fn run(tree: &sled::Db, receiver: &Receiver<IndexJob>, progress: &Progress) {
     }
 }
 
-/// One entry per filterable term: each costs ~5 µs of sled work, so only what queries need.
-/// The `agent` and `activity` filters use the related indexes (a superset) and the exact
-/// check after the lookup, which saves two entries per statement.
-pub fn entry_keys(terms: &IndexTerms, position: u64) -> Vec<Vec<u8>> {
+/// The terms a statement is indexed under, one posting each: each costs sled work, so only
+/// what queries need. The `agent` and `activity` filters use the related indexes (a superset)
+/// and the exact check after the lookup, which saves two terms per statement.
+pub fn entry_terms(terms: &IndexTerms) -> Vec<(IndexKind, &str)> {
     let mut entries = Vec::new();
     for agent in &terms.related_agents {
-        entries.push(keys::index(IndexKind::RelatedAgent, agent, position));
+        entries.push((IndexKind::RelatedAgent, agent.as_str()));
     }
     if let Some(verb) = &terms.verb {
-        entries.push(keys::index(IndexKind::Verb, verb, position));
+        entries.push((IndexKind::Verb, verb.as_str()));
     }
     for activity in &terms.related_activities {
-        entries.push(keys::index(IndexKind::RelatedActivity, activity, position));
+        entries.push((IndexKind::RelatedActivity, activity.as_str()));
     }
     if let Some(registration) = &terms.registration {
-        entries.push(keys::index(IndexKind::Registration, registration, position));
+        entries.push((IndexKind::Registration, registration.as_str()));
     }
     for sha2 in &terms.attachments {
-        entries.push(keys::index(IndexKind::Attachment, sha2, position));
+        entries.push((IndexKind::Attachment, sha2.as_str()));
     }
     entries
+}
+
+/// A postings key and its new value (`None`: no position left, remove the key).
+pub type MergedKey = (Vec<u8>, Option<Vec<u8>>);
+
+/// Whether [`PostingChanges`] add their positions to the stored postings or take them out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    Add,
+    Remove,
+}
+
+/// Positions to add to or remove from postings, gathered by key so that each key is read and
+/// written once however many statements of a message (or of several) name its term.
+#[derive(Default)]
+pub struct PostingChanges {
+    keys: BTreeMap<Vec<u8>, Vec<u64>>,
+}
+
+impl PostingChanges {
+    /// Every term of a statement's index terms, at its position.
+    pub fn add_terms(&mut self, terms: &IndexTerms, position: u64) {
+        for (kind, term) in entry_terms(terms) {
+            self.add(kind, term, position);
+        }
+    }
+
+    pub fn add(&mut self, kind: IndexKind, term: &str, position: u64) {
+        self.keys
+            .entry(keys::posting(kind, term, position))
+            .or_default()
+            .push(position);
+    }
+
+    /// The keys whose postings change, in key order, with their new value (`None`: no
+    /// position left, remove the key), read from the tree as it is now.
+    pub fn merged(self, tree: &sled::Db, change: Change) -> sled::Result<Vec<MergedKey>> {
+        let mut merged = Vec::with_capacity(self.keys.len());
+        for (key, positions) in self.keys {
+            let stored = tree.get(&key)?;
+            let mut postings = match stored.as_deref().map(Postings::decode) {
+                None => Postings::default(),
+                Some(Some(postings)) => postings,
+                Some(None) => {
+                    // Derived data: rewritten from the statements rather than kept broken.
+                    tracing::warn!(key = ?key, "unreadable postings replaced");
+                    Postings::default()
+                }
+            };
+            let mut changed = false;
+            for position in positions {
+                changed |= match change {
+                    Change::Add => postings.insert(position),
+                    Change::Remove => postings.remove(position),
+                };
+            }
+            if changed {
+                let value = (!postings.is_empty()).then(|| postings.encode());
+                merged.push((key, value));
+            }
+        }
+        Ok(merged)
+    }
+
+    /// [`PostingChanges::merged`], written into a batch.
+    pub fn merge_into(
+        self,
+        tree: &sled::Db,
+        change: Change,
+        batch: &mut sled::Batch,
+    ) -> sled::Result<()> {
+        for (key, value) in self.merged(tree, change)? {
+            match value {
+                Some(value) => batch.insert(key, value),
+                None => batch.remove(key),
+            }
+        }
+        Ok(())
+    }
 }

@@ -14,7 +14,15 @@ pub const STATEMENT: u8 = b's';
 /// `p` + position(8) -> uuid(16), and `s` + uuid(16) -> record JSON: the layout before
 /// [`RECORD`], moved at open (see [`crate::db`]'s `move_records`).
 pub const POSITION: u8 = b'p';
-/// `i` + index kind(1) + term hash(8) + position(8) -> empty.
+/// `I` + index kind(1) + term hash(8) + block(8) -> [`Postings`]: the positions in that block
+/// (`position / POSTING_BLOCK`) of the statements indexed under the term. One key per term and
+/// block, not per statement: a message of a hundred statements by one credential in one hub
+/// writes its authority, verb and hub activity once each, not a hundred times.
+pub const POSTING: u8 = b'I';
+/// Positions per block of [`POSTING`]: a term in every statement holds 8 KiB per block.
+pub const POSTING_BLOCK: u64 = 4096;
+/// `i` + index kind(1) + term hash(8) + position(8) -> empty: the index before [`POSTING`],
+/// removed at open and rebuilt as postings (see [`crate::db`]'s `rebuild_old_index`).
 pub const INDEX: u8 = b'i';
 /// `m` + name -> value: the applied `LRS_IN` sequence and counters.
 pub const META: u8 = b'm';
@@ -166,18 +174,90 @@ pub fn term_hash(term: &str) -> u64 {
     xxhash_rust::xxh3::xxh3_64(term.as_bytes())
 }
 
-pub fn index_prefix(kind: IndexKind, term: &str) -> Vec<u8> {
+/// Every [`POSTING`] key of one term starts with this.
+pub fn posting_prefix(kind: IndexKind, term: &str) -> Vec<u8> {
     let mut key = Vec::with_capacity(18);
-    key.push(INDEX);
+    key.push(POSTING);
     key.push(kind as u8);
     key.extend_from_slice(&term_hash(term).to_be_bytes());
     key
 }
 
-pub fn index(kind: IndexKind, term: &str, position: u64) -> Vec<u8> {
-    let mut key = index_prefix(kind, term);
-    key.extend_from_slice(&position.to_be_bytes());
+/// The [`POSTING`] key of a term for the block holding `position`.
+pub fn posting(kind: IndexKind, term: &str, position: u64) -> Vec<u8> {
+    let mut key = posting_prefix(kind, term);
+    key.extend_from_slice(&(position / POSTING_BLOCK).to_be_bytes());
     key
+}
+
+/// The positions of one [`POSTING`] key: their offsets in the block, two bytes each,
+/// big-endian, ascending, no repeats (one set has one encoding, so replicas' digests agree).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Postings(Vec<u16>);
+
+impl Postings {
+    /// The offsets of an encoded value; `None` unless it is ascending whole offsets.
+    pub fn decode(value: &[u8]) -> Option<Postings> {
+        if !value.len().is_multiple_of(2) {
+            return None;
+        }
+        let offsets: Vec<u16> = value
+            .chunks_exact(2)
+            .map(|pair| u16::from_be_bytes([pair[0], pair[1]]))
+            .collect();
+        let ascending = offsets.windows(2).all(|pair| pair[0] < pair[1]);
+        ascending.then_some(Postings(offsets))
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        self.0
+            .iter()
+            .flat_map(|offset| offset.to_be_bytes())
+            .collect()
+    }
+
+    /// Adds a position of this key's block; false if it was there.
+    pub fn insert(&mut self, position: u64) -> bool {
+        let offset = Postings::offset(position);
+        // Positions mostly come in order: at the end.
+        if self.0.last().is_none_or(|last| *last < offset) {
+            self.0.push(offset);
+            return true;
+        }
+        match self.0.binary_search(&offset) {
+            Ok(_) => false,
+            Err(at) => {
+                self.0.insert(at, offset);
+                true
+            }
+        }
+    }
+
+    /// Takes a position of this key's block out; false if it was not there.
+    pub fn remove(&mut self, position: u64) -> bool {
+        match self.0.binary_search(&Postings::offset(position)) {
+            Ok(at) => {
+                self.0.remove(at);
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The positions, ascending, given the block the key names.
+    pub fn positions(&self, block: u64) -> impl Iterator<Item = u64> + '_ {
+        let first = block.saturating_mul(POSTING_BLOCK);
+        self.0.iter().map(move |offset| first + u64::from(*offset))
+    }
+
+    fn offset(position: u64) -> u16 {
+        // POSTING_BLOCK is below 2^16.
+        (position % POSTING_BLOCK) as u16
+    }
 }
 
 pub fn verdict(sequence: u64) -> Vec<u8> {
@@ -239,4 +319,39 @@ pub fn trailing_u64(key: &[u8]) -> Option<u64> {
 pub fn u64_value(bytes: &[u8]) -> Option<u64> {
     let bytes: [u8; 8] = bytes.try_into().ok()?;
     Some(u64::from_be_bytes(bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One set of positions has one encoding whatever the order they came in, and a value
+    /// that is not one (odd length, out of order, a repeat) is refused, not misread.
+    #[test]
+    fn postings_have_one_encoding_and_refuse_what_is_not_one() {
+        let block = 3;
+        let first = block * POSTING_BLOCK;
+        let mut forward = Postings::default();
+        let mut shuffled = Postings::default();
+        for offset in [0, 1, 7, 4095] {
+            assert!(forward.insert(first + offset));
+        }
+        for offset in [4095, 7, 0, 1, 7] {
+            shuffled.insert(first + offset);
+        }
+        assert!(!shuffled.insert(first + 1), "already there");
+        assert_eq!(forward.encode(), shuffled.encode());
+        let decoded = Postings::decode(&forward.encode()).expect("decode");
+        assert_eq!(
+            decoded.positions(block).collect::<Vec<_>>(),
+            vec![first, first + 1, first + 7, first + 4095]
+        );
+        assert!(forward.remove(first + 7));
+        assert!(!forward.remove(first + 7));
+        assert_eq!(forward.positions(block).count(), 3);
+        assert_eq!(Postings::decode(&[0, 1, 0]), None);
+        assert_eq!(Postings::decode(&[0, 2, 0, 1]), None);
+        assert_eq!(Postings::decode(&[0, 2, 0, 2]), None);
+        assert_eq!(Postings::decode(&[]), Some(Postings::default()));
+    }
 }

@@ -7,7 +7,7 @@ use xapi::agent::ifi_key;
 use xapi::statement::authority_names;
 
 use crate::db::{Db, DbError};
-use crate::keys::{self, IndexKind};
+use crate::keys::IndexKind;
 
 /// How many of the most recent statements naming an activity or agent are read.
 const SCAN_LIMIT: usize = 500;
@@ -29,16 +29,8 @@ fn recent(
     authority: Option<&str>,
 ) -> Result<Vec<(Value, bool)>, DbError> {
     let mut statements = Vec::new();
-    for item in db
-        .tree()
-        .scan_prefix(keys::index_prefix(kind, term))
-        .rev()
-        .take(SCAN_LIMIT)
-    {
-        let (key, _) = item?;
-        let Some(position) = keys::trailing_u64(&key) else {
-            continue;
-        };
+    for position in crate::query::indexed_newest_first(db, kind, term).take(SCAN_LIMIT) {
+        let position = position?;
         if let Some(record) = db.record_at(position)? {
             let visible =
                 authority.is_none_or(|authority| authority_names(&record.statement, authority));

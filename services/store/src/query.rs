@@ -109,14 +109,8 @@ fn bodies_for(
     wanted.dedup();
     let mut allowed = Vec::new();
     for sha2 in wanted {
-        for item in db
-            .tree()
-            .scan_prefix(keys::index_prefix(IndexKind::Attachment, &sha2))
-        {
-            let (key, _) = item?;
-            let Some(position) = keys::trailing_u64(&key) else {
-                continue;
-            };
+        for position in indexed(db, IndexKind::Attachment, &sha2, 0) {
+            let position = position?;
             let brought = db.record_at(position)?.is_some_and(|record| {
                 record.bodies.contains(&sha2)
                     && xapi::statement::authority_names(&record.statement, authority)
@@ -153,9 +147,9 @@ fn chosen_index(query: &StatementQuery) -> Option<(IndexKind, String)> {
 
 /// Positions in query order, starting after the cursor.
 fn candidates(db: &Db, query: &StatementQuery) -> Result<Walk, DbError> {
-    let prefix = match chosen_index(query) {
-        Some((kind, term)) => keys::index_prefix(kind, &term),
-        None => vec![keys::RECORD],
+    let (prefix, layout) = match chosen_index(query) {
+        Some((kind, term)) => (keys::posting_prefix(kind, &term), Layout::Postings),
+        None => (vec![keys::RECORD], Layout::Records),
     };
     let tree = db.tree().clone();
     if !query.ascending {
@@ -165,10 +159,41 @@ fn candidates(db: &Db, query: &StatementQuery) -> Result<Walk, DbError> {
             Some(after) => after.min(last.saturating_add(1)),
             None => last.saturating_add(1),
         };
-        return Ok(Walk::Down(Descending::new(tree, prefix, below)));
+        return Ok(Walk::Down(Descending::new(tree, prefix, layout, below)));
     }
     let from = query.after.map_or(0, |after| after.saturating_add(1));
-    Ok(Walk::Up(Box::new(Ascending::new(tree, prefix, from))))
+    Ok(Walk::Up(Box::new(Ascending::new(
+        tree, prefix, layout, from,
+    ))))
+}
+
+/// The positions indexed under a term, oldest first, from a position on.
+pub(crate) fn indexed(
+    db: &Db,
+    kind: IndexKind,
+    term: &str,
+    from: u64,
+) -> impl Iterator<Item = Result<u64, DbError>> {
+    Ascending::new(
+        db.tree().clone(),
+        keys::posting_prefix(kind, term),
+        Layout::Postings,
+        from,
+    )
+}
+
+/// The positions indexed under a term, newest first.
+pub(crate) fn indexed_newest_first(
+    db: &Db,
+    kind: IndexKind,
+    term: &str,
+) -> impl Iterator<Item = Result<u64, DbError>> {
+    Descending::new(
+        db.tree().clone(),
+        keys::posting_prefix(kind, term),
+        Layout::Postings,
+        u64::MAX,
+    )
 }
 
 /// The blocks of positions (see [`keys::STORED_SPAN`]) whose statements all lie outside the
@@ -234,26 +259,92 @@ impl Walk {
     }
 }
 
+/// What the keys a walk reads hold: one record each (the key ends in its position), or one
+/// term's postings for a block of positions (the key ends in the block).
+#[derive(Debug, Clone, Copy)]
+enum Layout {
+    Records,
+    Postings,
+}
+
+impl Layout {
+    /// The number the key holding `position` ends in.
+    fn unit(self, position: u64) -> u64 {
+        match self {
+            Layout::Records => position,
+            Layout::Postings => position / keys::POSTING_BLOCK,
+        }
+    }
+
+    /// The first position a key ending in `unit` can hold.
+    fn first(self, unit: u64) -> u64 {
+        match self {
+            Layout::Records => unit,
+            Layout::Postings => unit.saturating_mul(keys::POSTING_BLOCK),
+        }
+    }
+
+    /// The first window (in keys) of a newest-first walk, and the widest: a record key is one
+    /// position, a postings key up to [`keys::POSTING_BLOCK`].
+    fn windows(self) -> (u64, u64) {
+        match self {
+            Layout::Records => (128, 1 << 16),
+            Layout::Postings => (1, 16),
+        }
+    }
+
+    /// The positions one key holds, ascending, appended to `found`.
+    fn positions(
+        self,
+        item: sled::Result<(sled::IVec, sled::IVec)>,
+        found: &mut Vec<u64>,
+    ) -> Result<(), DbError> {
+        let (key, value) = item?;
+        let corrupt = |reason: &str| DbError::Corrupt {
+            key: key.to_vec(),
+            reason: reason.into(),
+        };
+        let unit = keys::trailing_u64(&key).ok_or_else(|| corrupt("short key"))?;
+        match self {
+            Layout::Records => found.push(unit),
+            Layout::Postings => {
+                let postings =
+                    keys::Postings::decode(&value).ok_or_else(|| corrupt("unreadable postings"))?;
+                found.extend(postings.positions(unit));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// The positions under `prefix` from a position on, oldest first.
 struct Ascending {
     tree: sled::Db,
     prefix: Vec<u8>,
+    layout: Layout,
+    /// Positions below this are skipped.
+    from: u64,
     range: sled::Iter,
+    /// The current key's positions at or after `from`, ascending (taken from the front).
+    found: std::collections::VecDeque<u64>,
 }
 
 impl Ascending {
-    fn new(tree: sled::Db, prefix: Vec<u8>, from: u64) -> Ascending {
-        let range = Ascending::range(&tree, &prefix, from);
+    fn new(tree: sled::Db, prefix: Vec<u8>, layout: Layout, from: u64) -> Ascending {
+        let range = Ascending::range(&tree, &prefix, layout.unit(from));
         Ascending {
             tree,
             prefix,
+            layout,
+            from,
             range,
+            found: Default::default(),
         }
     }
 
-    fn range(tree: &sled::Db, prefix: &[u8], from: u64) -> sled::Iter {
+    fn range(tree: &sled::Db, prefix: &[u8], unit: u64) -> sled::Iter {
         let mut start = prefix.to_vec();
-        start.extend_from_slice(&from.to_be_bytes());
+        start.extend_from_slice(&unit.to_be_bytes());
         let mut end = prefix.to_vec();
         end.extend_from_slice(&u64::MAX.to_be_bytes());
         end.push(0xff);
@@ -261,55 +352,65 @@ impl Ascending {
     }
 
     fn skip_to(&mut self, from: u64) {
-        self.range = Ascending::range(&self.tree, &self.prefix, from);
-    }
-
-    fn next(&mut self) -> Option<Result<u64, DbError>> {
-        self.range.next().map(position_of)
+        self.from = from;
+        self.found.clear();
+        self.range = Ascending::range(&self.tree, &self.prefix, self.layout.unit(from));
     }
 }
 
-fn position_of(item: sled::Result<(sled::IVec, sled::IVec)>) -> Result<u64, DbError> {
-    let (key, _) = item?;
-    keys::trailing_u64(&key).ok_or_else(|| DbError::Corrupt {
-        key: key.to_vec(),
-        reason: "short index key".into(),
-    })
-}
+impl Iterator for Ascending {
+    type Item = Result<u64, DbError>;
 
-/// The first window of positions a newest-first walk reads; each next one is twice as wide,
-/// up to [`WIDEST_WINDOW`].
-const FIRST_WINDOW: u64 = 128;
-const WIDEST_WINDOW: u64 = 1 << 16;
+    fn next(&mut self) -> Option<Self::Item> {
+        let mut read = Vec::new();
+        loop {
+            if let Some(position) = self.found.pop_front() {
+                return Some(Ok(position));
+            }
+            read.clear();
+            if let Err(err) = self.layout.positions(self.range.next()?, &mut read) {
+                return Some(Err(err));
+            }
+            self.found
+                .extend(read.iter().filter(|position| **position >= self.from));
+        }
+    }
+}
 
 /// The positions under `prefix` below `below`, newest first, read as forward ranges over
-/// windows of positions walking down. sled iterates backwards an order of magnitude slower
+/// windows of keys walking down. sled iterates backwards an order of magnitude slower
 /// than forwards (each step back can descend the tree again): a 100-row page by verb took
 /// ~20 ms that way, most of a newest-first query's time.
 struct Descending {
     tree: sled::Db,
     prefix: Vec<u8>,
+    layout: Layout,
     /// Positions at or above this are done.
     below: u64,
+    /// Keys the next window reads.
     window: u64,
+    widest: u64,
     /// The current window's positions, ascending (taken from the end).
     found: Vec<u64>,
 }
 
 impl Descending {
-    fn new(tree: sled::Db, prefix: Vec<u8>, below: u64) -> Descending {
+    fn new(tree: sled::Db, prefix: Vec<u8>, layout: Layout, below: u64) -> Descending {
+        let (window, widest) = layout.windows();
         Descending {
             tree,
             prefix,
+            layout,
             below,
-            window: FIRST_WINDOW,
+            window,
+            widest,
             found: Vec::new(),
         }
     }
 
-    fn key(&self, position: u64) -> Vec<u8> {
+    fn key(&self, unit: u64) -> Vec<u8> {
         let mut key = self.prefix.clone();
-        key.extend_from_slice(&position.to_be_bytes());
+        key.extend_from_slice(&unit.to_be_bytes());
         key
     }
 
@@ -319,30 +420,32 @@ impl Descending {
         self.found.truncate(keep);
         self.below = self.below.min(low);
     }
-}
 
-impl Descending {
-    /// Reads the next window down: it ends at the newest entry left (one descent, so a
+    /// Reads the next window down: it ends at the newest key left (one descent, so a
     /// sparse index, a worker's few statements among a million, skips its empty stretches
     /// instead of reading them window by window).
     fn fill(&mut self) -> Result<(), DbError> {
-        let newest = self
-            .tree
-            .range(self.key(0)..self.key(self.below))
-            .next_back();
+        let top = self.layout.unit(self.below - 1);
+        let newest = self.tree.range(self.key(0)..=self.key(top)).next_back();
         let Some(newest) = newest else {
             self.below = 0;
             return Ok(());
         };
-        let top = position_of(newest)?.saturating_add(1);
-        let low = top.saturating_sub(self.window);
-        self.found = self
-            .tree
-            .range(self.key(low)..self.key(top))
-            .map(position_of)
-            .collect::<Result<_, _>>()?;
-        self.below = low;
-        self.window = (self.window * 2).min(WIDEST_WINDOW);
+        let (key, _) = newest?;
+        let newest = keys::trailing_u64(&key).ok_or_else(|| DbError::Corrupt {
+            key: key.to_vec(),
+            reason: "short key".into(),
+        })?;
+        let low = newest.saturating_add(1).saturating_sub(self.window);
+        let mut read = Vec::new();
+        for item in self.tree.range(self.key(low)..=self.key(newest)) {
+            self.layout.positions(item, &mut read)?;
+        }
+        let below = self.below;
+        read.retain(|position| *position < below);
+        self.found = read;
+        self.below = self.layout.first(low);
+        self.window = (self.window * 2).min(self.widest);
         Ok(())
     }
 }
@@ -491,48 +594,120 @@ fn terms_match(terms: &IndexTerms, query: &StatementQuery) -> bool {
 mod tests {
     use super::*;
 
-    /// The newest-first walk yields exactly the positions a backwards iteration would, for
-    /// dense and sparse indexes, from the end or from a cursor, past window boundaries.
+    /// The walks yield exactly the positions written, newest first below a cursor and oldest
+    /// first from one, for dense and sparse terms' postings and for records, across window
+    /// and block boundaries.
     #[test]
-    fn the_newest_first_walk_matches_a_backwards_iteration() {
+    fn the_walks_yield_every_position_in_order_from_any_cursor() {
+        use crate::indexer::{Change, PostingChanges};
         let dir = tempfile::tempdir().expect("temp dir");
         let tree = sled::open(dir.path()).expect("sled");
-        let dense = keys::index_prefix(keys::IndexKind::Verb, "dense");
-        let sparse = keys::index_prefix(keys::IndexKind::Verb, "sparse");
-        let other = keys::index_prefix(keys::IndexKind::Verb, "other");
-        // Two entries far apart: the walk jumps the stretch between them.
-        let lone = keys::index_prefix(keys::IndexKind::Verb, "lone");
-        for position in 1..=20_000u64 {
-            for (prefix, present) in [
-                (&dense, true),
-                (&sparse, position % 997 == 0 || position == 1),
-                (&other, position % 3 == 0),
-                (&lone, position == 5 || position == 19_990),
-            ] {
-                if present {
-                    let mut key = prefix.clone();
-                    key.extend_from_slice(&position.to_be_bytes());
-                    tree.insert(key, &[] as &[u8]).expect("insert");
+        type Present = fn(u64) -> bool;
+        let terms: [(&str, Present); 4] = [
+            ("dense", |_| true),
+            ("sparse", |position| position % 997 == 0 || position == 1),
+            ("other", |position| position % 3 == 0),
+            // Two entries far apart: the walk jumps the stretch between them.
+            ("lone", |position| position == 5 || position == 19_990),
+        ];
+        let last = 20_000u64;
+        // Written in several rounds, as the index thread does, some positions twice.
+        for round in [1..=7_000u64, 6_990..=last] {
+            let mut changes = PostingChanges::default();
+            for position in round {
+                for (term, present) in &terms {
+                    if present(position) {
+                        changes.add(keys::IndexKind::Verb, term, position);
+                    }
                 }
             }
-        }
-        for prefix in [&dense, &sparse, &other, &lone] {
-            for below in [
-                20_001u64, 20_000, 19_991, 19_990, 12_345, 129, 128, 6, 5, 2, 1, 0,
-            ] {
-                let mut end = prefix.clone();
-                end.extend_from_slice(&below.to_be_bytes());
-                let backwards: Vec<u64> = tree
-                    .range(prefix.clone()..end)
-                    .rev()
-                    .map(|item| position_of(item).expect("position"))
-                    .collect();
-                let walked: Vec<u64> = Descending::new(tree.clone(), prefix.clone(), below)
-                    .map(|position| position.expect("position"))
-                    .collect();
-                assert_eq!(walked, backwards, "below {below}");
+            for (key, value) in changes.merged(&tree, Change::Add).expect("merge") {
+                tree.insert(key, value.expect("postings")).expect("insert");
             }
         }
+        for position in 1..=last {
+            tree.insert(keys::record(position), &[] as &[u8])
+                .expect("insert");
+        }
+        let mut walks: Vec<(Vec<u8>, Layout, Vec<u64>)> = terms
+            .iter()
+            .map(|(term, present)| {
+                (
+                    keys::posting_prefix(keys::IndexKind::Verb, term),
+                    Layout::Postings,
+                    (1..=last).filter(|position| present(*position)).collect(),
+                )
+            })
+            .collect();
+        walks.push((vec![keys::RECORD], Layout::Records, (1..=last).collect()));
+        let cursors = [
+            u64::MAX,
+            20_001,
+            20_000,
+            19_991,
+            19_990,
+            12_345,
+            8_192,
+            8_191,
+            4_097,
+            4_096,
+            4_095,
+            129,
+            128,
+            6,
+            5,
+            2,
+            1,
+            0,
+        ];
+        for (prefix, layout, written) in &walks {
+            for cursor in cursors {
+                let below: Vec<u64> = written
+                    .iter()
+                    .rev()
+                    .copied()
+                    .filter(|position| *position < cursor)
+                    .collect();
+                let walked: Vec<u64> =
+                    Descending::new(tree.clone(), prefix.clone(), *layout, cursor)
+                        .map(|position| position.expect("position"))
+                        .collect();
+                assert_eq!(walked, below, "{layout:?} below {cursor}");
+                let from: Vec<u64> = written
+                    .iter()
+                    .copied()
+                    .filter(|position| *position >= cursor)
+                    .collect();
+                let walked: Vec<u64> =
+                    Ascending::new(tree.clone(), prefix.clone(), *layout, cursor)
+                        .map(|position| position.expect("position"))
+                        .collect();
+                assert_eq!(walked, from, "{layout:?} from {cursor}");
+            }
+        }
+        // Skipping mid-walk, as an excluded block of `stored` spans does.
+        let (prefix, layout, written) = &walks[0];
+        let mut down = Descending::new(tree.clone(), prefix.clone(), *layout, u64::MAX);
+        assert_eq!(down.next().expect("one").expect("position"), last);
+        down.skip_below(10_000);
+        let rest: Vec<u64> = down.map(|position| position.expect("position")).collect();
+        assert_eq!(rest, (1..10_000).rev().collect::<Vec<_>>());
+        let mut up = Ascending::new(tree.clone(), prefix.clone(), *layout, 0);
+        assert_eq!(up.next().expect("one").expect("position"), 1);
+        up.skip_to(15_000);
+        let rest: Vec<u64> = up.map(|position| position.expect("position")).collect();
+        assert_eq!(rest, written[written.len() - 5_001..].to_vec());
+        // Taking positions out leaves the others, and the last one takes the key with it.
+        let mut changes = PostingChanges::default();
+        changes.add(keys::IndexKind::Verb, "lone", 5);
+        changes.add(keys::IndexKind::Verb, "lone", 19_990);
+        changes.add(keys::IndexKind::Verb, "other", 3);
+        let merged = changes.merged(&tree, Change::Remove).expect("merge");
+        assert_eq!(
+            merged.iter().filter(|(_, value)| value.is_none()).count(),
+            2
+        );
+        assert_eq!(merged.len(), 3);
     }
 
     /// The filters checked on the parts a query reads give the same answer as on the whole

@@ -409,7 +409,7 @@ async fn erasing_a_person_leaves_nothing_of_them_and_everything_else() {
     }
     for email in [ANN, CAROL] {
         let term = format!("mbox:mailto:{email}");
-        let prefix = store::keys::index_prefix(store::keys::IndexKind::RelatedAgent, &term);
+        let prefix = store::keys::posting_prefix(store::keys::IndexKind::RelatedAgent, &term);
         assert_eq!(
             store.scan_prefix(prefix).count(),
             0,
@@ -418,7 +418,7 @@ async fn erasing_a_person_leaves_nothing_of_them_and_everything_else() {
     }
     assert!(
         store
-            .scan_prefix(store::keys::index_prefix(
+            .scan_prefix(store::keys::posting_prefix(
                 store::keys::IndexKind::RelatedAgent,
                 "mbox:mailto:bob@example.org"
             ))
