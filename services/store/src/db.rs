@@ -343,6 +343,7 @@ impl Db {
             self.indexer.submit(IndexJob { entries, through });
             from = through + 1;
         }
+        tracing::info!(to = last, "re-indexing handed to the index thread");
         Ok(())
     }
 
