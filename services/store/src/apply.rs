@@ -16,7 +16,7 @@ use crate::db::{Db, DbError, Incoming, Record};
 use crate::indexer::IndexJob;
 use crate::ingest::{Batch, Ingest};
 use crate::keys;
-use crate::outbox::OutboxItem;
+use crate::outbox::{OutboxEvent, OutboxItem};
 
 impl Db {
     /// Applies one message as one atomic sled batch (not flushed: the caller flushes once per
@@ -306,7 +306,7 @@ impl Db {
                         if !target_record.voided {
                             target_record.voided = true;
                             write_record(batch, &target_record);
-                            events.push((EventKind::Voided, target));
+                            events.push(OutboxEvent::At(EventKind::Voided, target_record.position));
                             pending.insert(target, target_record);
                         }
                     }
@@ -316,11 +316,11 @@ impl Db {
                     }
                 }
             }
-            events.push((EventKind::Stored, id));
+            events.push(OutboxEvent::At(EventKind::Stored, position));
             if voids_waiting.remove(&id) || self.tree.contains_key(keys::pending_void(&id))? {
                 record.voided = true;
                 batch.remove(keys::pending_void(&id));
-                events.push((EventKind::Voided, id));
+                events.push(OutboxEvent::At(EventKind::Voided, position));
             }
             write_record(batch, &record);
             batch.insert(keys::statement(&id), &position.to_be_bytes());

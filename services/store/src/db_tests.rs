@@ -226,6 +226,36 @@ fn an_index_from_before_postings_is_rebuilt_at_open() {
     assert_eq!(by_verb(&db), 25);
 }
 
+/// Outbox entries name their statements by position now; an entry written by an earlier
+/// version names them by id and goes out the same.
+#[test]
+fn outbox_events_by_position_and_by_id_go_out_alike() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let validator = Validator::new().expect("schemas");
+    let db = Db::open(dir.path()).expect("open");
+    apply(&db, &validator, 1);
+    let entries = db.outbox(None).expect("outbox");
+    let (key, current) = entries.first().expect("an entry");
+    let written = db.tree().get(key).expect("read").expect("entry");
+    let written: Value = serde_json::from_slice(&written).expect("json");
+    assert_eq!(written["Events"]["events"][0], json!(["stored", 1]));
+    // The same entry as the version before positions wrote it.
+    let ids: Vec<Value> = (1..=5)
+        .map(|position| {
+            let record = db.record_at(position).expect("read").expect("record");
+            json!(["stored", record.statement["id"]])
+        })
+        .collect();
+    let before = json!({"Events": {"sequence": 1, "events": ids}});
+    db.tree()
+        .insert(key, serde_json::to_vec(&before).expect("json"))
+        .expect("insert");
+    let entries = db.outbox(None).expect("outbox");
+    let (_, by_id) = entries.first().expect("an entry");
+    assert_eq!(by_id.payload, current.payload);
+    assert_eq!(by_id.msg_id, current.msg_id);
+}
+
 #[test]
 fn a_redelivered_message_changes_nothing() {
     let dir = tempfile::tempdir().expect("temp dir");

@@ -21,7 +21,7 @@ use crate::keys;
 pub(crate) enum OutboxItem {
     Events {
         sequence: u64,
-        events: Vec<(EventKind, Uuid)>,
+        events: Vec<OutboxEvent>,
     },
     Rejected(RejectedMessage),
     /// Erased statements, carried whole: they are gone from the tree, and the projector
@@ -31,6 +31,16 @@ pub(crate) enum OutboxItem {
         chunk: usize,
         statements: Vec<(u64, Value)>,
     },
+}
+
+/// One event of an outbox entry: what happened, and to the statement at which position (read
+/// back with one lookup; a position is never reused). Entries written before events carried
+/// positions name the statement by id, `[kind, "id"]`, and are read by id.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub(crate) enum OutboxEvent {
+    At(EventKind, u64),
+    ById(EventKind, Uuid),
 }
 
 /// An outbox message ready to publish.
@@ -273,9 +283,13 @@ impl Db {
             }
             OutboxItem::Events { sequence, events } => {
                 let mut records = Vec::with_capacity(events.len());
-                for (kind, id) in events {
+                for event in events {
+                    let (kind, found) = match event {
+                        OutboxEvent::At(kind, position) => (kind, self.record_bytes_at(position)?),
+                        OutboxEvent::ById(kind, id) => (kind, self.record_bytes(&id)?),
+                    };
                     // Erased since: its `erased` event follows in a later item.
-                    if let Some((key, bytes)) = self.record_bytes(&id)? {
+                    if let Some((key, bytes)) = found {
                         records.push((kind, key, bytes));
                     }
                 }
