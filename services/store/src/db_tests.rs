@@ -130,14 +130,20 @@ fn into_the_layout_before_records_by_position(db: &Db, moved: impl Fn(u64) -> bo
     db.flush().expect("flush");
 }
 
-#[test]
-fn records_stored_by_id_are_moved_to_their_positions_at_open() {
+/// A store with four messages of five statements applied, for the tests of older layouts.
+fn twenty_statements() -> (tempfile::TempDir, Validator, Db) {
     let dir = tempfile::tempdir().expect("temp dir");
     let validator = Validator::new().expect("schemas");
     let db = Db::open(dir.path()).expect("open");
     for sequence in 1..=4 {
         apply(&db, &validator, sequence);
     }
+    (dir, validator, db)
+}
+
+#[test]
+fn records_stored_by_id_are_moved_to_their_positions_at_open() {
+    let (dir, validator, db) = twenty_statements();
     let digest = db.digest().expect("digest");
     let records: Vec<(u64, Record)> = (1..=20)
         .map(|position| {
@@ -199,12 +205,7 @@ fn into_the_index_before_postings(db: &Db, keep: impl Fn(&[u8]) -> bool) {
 
 #[test]
 fn an_index_from_before_postings_is_rebuilt_at_open() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let validator = Validator::new().expect("schemas");
-    let db = Db::open(dir.path()).expect("open");
-    for sequence in 1..=4 {
-        apply(&db, &validator, sequence);
-    }
+    let (dir, validator, db) = twenty_statements();
     let digest = db.digest().expect("digest");
     // The verbs' postings stay, as a crash part-way through the rebuild leaves some.
     into_the_index_before_postings(&db, |key| key[1] == keys::IndexKind::Verb as u8);
