@@ -382,8 +382,8 @@ impl Db {
         Ok(())
     }
 
-    /// Removes a statement, its position, every index entry it has, and a void of it that
-    /// is still waiting for its target.
+    /// Removes a statement, its id's position and a void of it that is still waiting for its
+    /// target, and gathers its positions to take out of the postings of its terms.
     fn remove_record(
         &self,
         batch: &mut sled::Batch,
