@@ -280,8 +280,7 @@ async fn serve_guards_its_nats_with_a_password_and_restarts_it_when_it_dies() {
         "serve is still running"
     );
     assert_ne!(nats_pid(data.path()), Some(pid), "a new nats-server");
-    let _ = serve.kill();
-    let _ = serve.wait();
+    stop_serve(serve, data.path());
 }
 
 #[tokio::test]
