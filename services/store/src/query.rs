@@ -431,16 +431,18 @@ impl Descending {
             self.below = 0;
             return Ok(());
         };
-        let (key, _) = newest?;
+        let (key, value) = newest?;
         let newest = keys::trailing_u64(&key).ok_or_else(|| DbError::Corrupt {
             key: key.to_vec(),
             reason: "short key".into(),
         })?;
         let low = newest.saturating_add(1).saturating_sub(self.window);
         let mut read = Vec::new();
-        for item in self.tree.range(self.key(low)..=self.key(newest)) {
+        for item in self.tree.range(self.key(low)..self.key(newest)) {
             self.layout.positions(item, &mut read)?;
         }
+        // The newest key, already read, comes last.
+        self.layout.positions(Ok((key, value)), &mut read)?;
         let below = self.below;
         read.retain(|position| *position < below);
         self.found = read;
