@@ -129,9 +129,15 @@ pub fn prefix(set: Set, id: &str, month: &str) -> Vec<u8> {
     key(set, id, month, "")
 }
 
-/// A worker's count in a set of workers, as named in the worker's state: the set's tag, the
-/// summary id's length and the id, then the qualifier (unambiguous whatever the id holds).
+/// A worker's count in a set of workers, as named in the worker's state: the [`digest`] of
+/// the set's tag, the summary id's length and the id, then the qualifier (unambiguous
+/// whatever the id holds).
 pub fn slot(set: Set, id: &str, qualifier: &str) -> String {
+    digest(&slot_name(set, id, qualifier))
+}
+
+/// What [`slot`] digests (a slot as databases before the digests named it).
+fn slot_name(set: Set, id: &str, qualifier: &str) -> String {
     let (kind, tag) = set.tag();
     format!(
         "{}{}{}:{id}{qualifier}",
@@ -139,6 +145,29 @@ pub fn slot(set: Set, id: &str, qualifier: &str) -> String {
         tag as char,
         id.len()
     )
+}
+
+/// How a worker's state names the members of the sets it only counts (its slots in the sets
+/// of workers, its sessions and its completed, passed and failed activities): the 128-bit
+/// xxh3 of the name in URL-safe base64, 22 characters. Those names are read back nowhere,
+/// only counted, and a slot such as a hub's month of an ESCO skill is ~100 characters: a
+/// worker's state is rewritten with every part that touches them, so its size was most of
+/// what the projector wrote (BENCHMARKS.md, "Eighth round"). Two names share a digest with
+/// a probability of about 2^-128 per pair.
+pub fn digest(name: &str) -> String {
+    use base64::Engine as _;
+    let hash = xxhash_rust::xxh3::xxh3_128(name.as_bytes());
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(hash.to_be_bytes())
+}
+
+/// Whether `name` is already a [`digest`]: 22 characters of URL-safe base64. No name a
+/// digest is made of is one: slots hold a `:`, activities are IRIs (a scheme and a `:`),
+/// sessions are registrations (UUIDs, 36 characters).
+pub fn is_digest(name: &str) -> bool {
+    name.len() == 22
+        && name
+            .bytes()
+            .all(|byte| byte.is_ascii_alphanumeric() || byte == b'-' || byte == b'_')
 }
 
 /// Where the member counts live: the projection, with what a batch changed so far.

@@ -46,6 +46,9 @@ const SKILL_TIMESTAMP: u8 = b'k';
 const MEMBERS_MOVED: &[u8] = b"mmembers1";
 /// Present once the counts of the sets of workers live in the workers' states.
 const MEMBERSHIPS_IN_WORKERS: &[u8] = b"mmembers2";
+/// Present once the workers' states name what they only count by digests
+/// ([`crate::members::digest`]).
+const COUNTED_BY_DIGEST: &[u8] = b"mdigests1";
 /// `x` + `LRS_STORED` sequence(8) -> [`Parked`] JSON: a message the projector could not read,
 /// kept (not skipped) until a replay applies it.
 const PARKED: u8 = b'x';
@@ -283,6 +286,10 @@ impl Projection {
         if !projection.tree.contains_key(MEMBERS_MOVED)? {
             projection.move_members_out()?;
         }
+        // Before the memberships move in: that move names its slots by digest already.
+        if !projection.tree.contains_key(COUNTED_BY_DIGEST)? {
+            projection.digest_worker_counts()?;
+        }
         if !projection.tree.contains_key(MEMBERSHIPS_IN_WORKERS)? {
             projection.move_memberships_in()?;
         }
@@ -330,6 +337,45 @@ impl Projection {
             self.tree.apply_batch(batch)?;
         }
         self.tree.insert(MEMBERS_MOVED, &[] as &[u8])?;
+        self.tree.flush()?;
+        Ok(())
+    }
+
+    /// Names what the workers' states of a database made before the digests only count by
+    /// digests (once). In sled batches of 10,000 states; a name already digested stays as it
+    /// is, so an interrupted run resumes.
+    fn digest_worker_counts(&self) -> Result<(), ProjectionError> {
+        const CHUNK: usize = 10_000;
+        let mut batch = sled::Batch::default();
+        let (mut pending, mut changed) = (0, 0u64);
+        for item in self.tree.scan_prefix([WORKER]) {
+            let (raw_key, value) = item?;
+            let corrupt = |err: serde_json::Error| ProjectionError::Corrupt {
+                key: raw_key.to_vec(),
+                reason: err.to_string(),
+            };
+            let mut state: WorkerState = serde_json::from_slice(&value).map_err(corrupt)?;
+            if !state.digest_counted() {
+                continue;
+            }
+            batch.insert(
+                raw_key.clone(),
+                serde_json::to_vec(&state).map_err(corrupt)?,
+            );
+            (pending, changed) = (pending + 1, changed + 1);
+            if pending == CHUNK {
+                self.tree.apply_batch(std::mem::take(&mut batch))?;
+                pending = 0;
+            }
+        }
+        self.tree.apply_batch(batch)?;
+        if changed > 0 {
+            tracing::info!(
+                workers = changed,
+                "workers' states now name what they only count by digests"
+            );
+        }
+        self.tree.insert(COUNTED_BY_DIGEST, &[] as &[u8])?;
         self.tree.flush()?;
         Ok(())
     }

@@ -62,6 +62,26 @@ impl Counts {
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
+
+    /// The same counts under [`crate::members::digest`]s of the names not digested yet
+    /// (counts of names that meet under one digest add up); whether any name changed.
+    pub fn digested(&mut self) -> bool {
+        if self.0.keys().all(|name| crate::members::is_digest(name)) {
+            return false;
+        }
+        let mut digested: BTreeMap<String, u64> = BTreeMap::new();
+        for (name, count) in std::mem::take(&mut self.0) {
+            let name = if crate::members::is_digest(&name) {
+                name
+            } else {
+                crate::members::digest(&name)
+            };
+            let total = digested.entry(name).or_default();
+            *total = total.saturating_add(count);
+        }
+        self.0 = digested;
+        true
+    }
 }
 
 fn add(total: &mut i128, amount: i64, sign: i64) {
@@ -79,6 +99,8 @@ pub struct WorkerState {
     pub statements: i128,
     pub learning_ms: i128,
     pub attendance: i128,
+    /// By [`crate::members::digest`] of the session, as the three sets of activities below
+    /// by digest of the activity: only counted, never listed.
     pub attended_sessions: Counts,
     pub attended_ms: i128,
     pub completed: Counts,
@@ -90,7 +112,7 @@ pub struct WorkerState {
     pub skills: Counts,
     pub months: BTreeMap<String, WorkerMonth>,
     /// This worker's counts in the sets of workers ([`Set::OF_WORKERS`], named by
-    /// [`crate::members::slot`]): how many of their statements put them in each.
+    /// [`crate::members::slot`], a digest): how many of their statements put them in each.
     #[serde(default, skip_serializing_if = "Counts::is_empty")]
     pub memberships: Counts,
 }
@@ -101,7 +123,8 @@ impl WorkerState {
         add(&mut self.learning_ms, contribution.learning_ms, sign);
         if let Some(session) = &contribution.attended {
             add(&mut self.attendance, 1, sign);
-            self.attended_sessions.change(session, sign);
+            self.attended_sessions
+                .change(&crate::members::digest(session), sign);
             add(&mut self.attended_ms, contribution.learning_ms, sign);
         }
         for (counts, activity) in [
@@ -110,7 +133,7 @@ impl WorkerState {
             (&mut self.failed, &contribution.failed),
         ] {
             if let Some(activity) = activity {
-                counts.change(activity, sign);
+                counts.change(&crate::members::digest(activity), sign);
             }
         }
         if let Some(scaled) = contribution.scaled_micros {
@@ -133,6 +156,22 @@ impl WorkerState {
 
     pub fn is_empty(&self) -> bool {
         self.statements == 0
+    }
+
+    /// Names what this state only counts by digests ([`crate::members::digest`]), as a
+    /// state written before them did not; whether anything changed.
+    pub fn digest_counted(&mut self) -> bool {
+        let mut changed = false;
+        for counts in [
+            &mut self.attended_sessions,
+            &mut self.completed,
+            &mut self.passed,
+            &mut self.failed,
+            &mut self.memberships,
+        ] {
+            changed |= counts.digested();
+        }
+        changed
     }
 
     /// The numeric fields a list of workers can be sorted by, as in the view.
@@ -688,5 +727,31 @@ impl MonthRange {
     pub fn contains(&self, month: &str) -> bool {
         self.from.as_deref().is_none_or(|from| month >= from)
             && self.to.as_deref().is_none_or(|to| month <= to)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counted_names_are_digested_once_and_their_counts_kept() {
+        let activity = "https://hub.example/activities/1";
+        let other = crate::members::digest("https://hub.example/activities/2");
+        let mut counts = Counts::default();
+        counts.set(activity.to_owned(), 2);
+        counts.set(crate::members::digest(activity), 1);
+        counts.set(other.clone(), 4);
+        assert!(counts.digested());
+        let mut expected = Counts::default();
+        expected.set(crate::members::digest(activity), 3);
+        expected.set(other, 4);
+        assert_eq!(counts, expected);
+        assert!(!counts.digested(), "a digest is never digested again");
+        assert_eq!(counts, expected);
+        assert!(!crate::members::is_digest(activity));
+        assert!(!crate::members::is_digest(
+            "3f1e0f0c-5b8f-4c41-9d0e-6f3b1a2c4d5e"
+        ));
     }
 }
