@@ -161,8 +161,8 @@ pub fn digest(name: &str) -> String {
 }
 
 /// Whether `name` is already a [`digest`]: 22 characters of URL-safe base64. No name a
-/// digest is made of is one: slots hold a `:`, activities are IRIs (a scheme and a `:`),
-/// sessions are registrations (UUIDs, 36 characters).
+/// digest is made of is one: slots hold a `:`, and sessions (attended activities) and
+/// activities are IRIs, which the statements' schema requires to have a scheme and a `:`.
 pub fn is_digest(name: &str) -> bool {
     name.len() == 22
         && name

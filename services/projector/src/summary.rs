@@ -99,8 +99,8 @@ pub struct WorkerState {
     pub statements: i128,
     pub learning_ms: i128,
     pub attendance: i128,
-    /// By [`crate::members::digest`] of the session, as the three sets of activities below
-    /// by digest of the activity: only counted, never listed.
+    /// By [`crate::members::digest`] of the session (the attended activity), as the three
+    /// sets of activities below by digest of the activity: only counted, never listed.
     pub attended_sessions: Counts,
     pub attended_ms: i128,
     pub completed: Counts,
