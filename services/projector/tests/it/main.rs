@@ -781,31 +781,38 @@ fn states_with_their_members_inside_are_moved_out_at_open() {
     assert_eq!((total, hubs.len()), (1, 1));
 }
 
-/// A database from before the workers' memberships moved into their states (every member
-/// key holding its count) is moved at open to exactly what applying the same statements
-/// now writes, and counts on, voiding and erasure included, to the same projection.
-#[test]
-fn member_counts_of_workers_move_into_their_states_at_open() {
-    let spec = |n: u8| Spec {
-        workers: vec![n % 5, 5 + n % 3],
-        group: n.is_multiple_of(4),
-        verb: usize::from(n) % VERBS.len(),
-        activity: n % 6,
-        hub: Some(n % 3),
-        company: Some(n % 4),
-        duration_ms: u32::from(n) * 900,
-        scaled: Some(i8::try_from(n % 90).unwrap_or(0)),
-        success: Some(n.is_multiple_of(2)),
-        completion: Some(n.is_multiple_of(3)),
-        skills: vec![n % 3, n % 5],
-        month: n % 4,
-        voided: false,
-        erased: false,
-    };
-    let statements: Vec<Value> = (0..40u8)
-        .map(|n| statement(usize::from(n), &spec(n)))
-        .collect();
-    let apply = |projection: &Projection, sequence: u64, kind: EventKind, statement: &Value| {
+/// Statements applied around an upgrade at open: 30 before it, then 10 more, a voiding and
+/// two erasures of statements counted before it.
+struct AcrossAnUpgrade {
+    statements: Vec<Value>,
+}
+
+impl AcrossAnUpgrade {
+    fn new() -> AcrossAnUpgrade {
+        let spec = |n: u8| Spec {
+            workers: vec![n % 5, 5 + n % 3],
+            group: n.is_multiple_of(4),
+            verb: usize::from(n) % VERBS.len(),
+            activity: n % 6,
+            hub: Some(n % 3),
+            company: Some(n % 4),
+            duration_ms: u32::from(n) * 900,
+            scaled: Some(i8::try_from(n % 90).unwrap_or(0)),
+            success: Some(n.is_multiple_of(2)),
+            completion: Some(n.is_multiple_of(3)),
+            skills: vec![n % 3, n % 5],
+            month: n % 4,
+            voided: false,
+            erased: false,
+        };
+        AcrossAnUpgrade {
+            statements: (0..40u8)
+                .map(|n| statement(usize::from(n), &spec(n)))
+                .collect(),
+        }
+    }
+
+    fn apply(projection: &Projection, sequence: u64, kind: EventKind, statement: &Value) {
         projection
             .apply(
                 sequence,
@@ -815,39 +822,52 @@ fn member_counts_of_workers_move_into_their_states_at_open() {
                 },
             )
             .expect("apply");
-    };
-    let first_half = |projection: &Projection| {
-        for (index, statement) in statements.iter().take(30).enumerate() {
-            apply(projection, index as u64 + 1, EventKind::Stored, statement);
+    }
+
+    fn before(&self, projection: &Projection) {
+        for (index, statement) in self.statements.iter().take(30).enumerate() {
+            Self::apply(projection, index as u64 + 1, EventKind::Stored, statement);
         }
-    };
-    let second_half = |projection: &Projection| {
-        for (index, statement) in statements.iter().enumerate().skip(30) {
-            apply(projection, index as u64 + 1, EventKind::Stored, statement);
+    }
+
+    fn after(&self, projection: &Projection) {
+        for (index, statement) in self.statements.iter().enumerate().skip(30) {
+            Self::apply(projection, index as u64 + 1, EventKind::Stored, statement);
         }
-        apply(projection, 41, EventKind::Voided, &statements[3]);
-        apply(projection, 42, EventKind::Erased, &statements[7]);
-        apply(projection, 43, EventKind::Erased, &statements[3]);
-    };
-    let everything = tempfile::tempdir().expect("temp dir");
-    let expected = {
+        Self::apply(projection, 41, EventKind::Voided, &self.statements[3]);
+        Self::apply(projection, 42, EventKind::Erased, &self.statements[7]);
+        Self::apply(projection, 43, EventKind::Erased, &self.statements[3]);
+    }
+
+    /// The digest and summaries of both parts applied with no upgrade between.
+    fn expected(&self) -> ((u64, u64, String), Vec<Vec<Value>>) {
+        let everything = tempfile::tempdir().expect("temp dir");
         let projection = Projection::open(everything.path()).expect("open");
-        first_half(&projection);
-        second_half(&projection);
+        self.before(&projection);
+        self.after(&projection);
         (projection.digest().expect("digest"), snapshot(&projection))
-    };
+    }
+}
+
+/// A database from before the workers' memberships moved into their states (every member
+/// key holding its count) is moved at open to exactly what applying the same statements
+/// now writes, and counts on, voiding and erasure included, to the same projection.
+#[test]
+fn member_counts_of_workers_move_into_their_states_at_open() {
+    let upgrade = AcrossAnUpgrade::new();
+    let expected = upgrade.expected();
 
     let dir = tempfile::tempdir().expect("temp dir");
     let before_move = {
         let projection = Projection::open(dir.path()).expect("open");
-        first_half(&projection);
+        upgrade.before(&projection);
         projection.flush().expect("flush");
         projection.digest().expect("digest")
     };
     // As an older Leerspoor left it: counts in the member keys, none in the states.
     {
         let tree = sled::open(dir.path()).expect("sled");
-        assert!(names_as_before_digests(&tree, &statements) > 0);
+        assert!(names_as_before_digests(&tree, &upgrade.statements) > 0);
         let mut moved = 0;
         for item in tree.scan_prefix(b"w") {
             let (key, value) = item.expect("read");
@@ -890,7 +910,7 @@ fn member_counts_of_workers_move_into_their_states_at_open() {
     }
     let projection = reopen(dir.path());
     assert_eq!(projection.digest().expect("digest"), before_move);
-    second_half(&projection);
+    upgrade.after(&projection);
     assert_eq!(
         (projection.digest().expect("digest"), snapshot(&projection)),
         expected
@@ -967,73 +987,25 @@ fn names_as_before_digests(tree: &sled::Db, statements: &[Value]) -> usize {
 /// finishes the same.
 #[test]
 fn counted_names_are_digested_at_open() {
-    let spec = |n: u8| Spec {
-        workers: vec![n % 4, 4 + n % 3],
-        group: n.is_multiple_of(5),
-        verb: usize::from(n) % VERBS.len(),
-        activity: n % 4,
-        hub: Some(n % 3),
-        company: Some(n % 2),
-        duration_ms: u32::from(n) * 700,
-        scaled: Some(i8::try_from(n % 70).unwrap_or(0)),
-        success: Some(n.is_multiple_of(3)),
-        completion: Some(n.is_multiple_of(2)),
-        skills: vec![n % 4],
-        month: n % 3,
-        voided: false,
-        erased: false,
-    };
-    let statements: Vec<Value> = (0..36u8)
-        .map(|n| statement(usize::from(n), &spec(n)))
-        .collect();
-    let apply = |projection: &Projection, sequence: u64, kind: EventKind, statement: &Value| {
-        projection
-            .apply(
-                sequence,
-                &StoredEvents {
-                    sequence,
-                    events: vec![event(kind, statement)],
-                },
-            )
-            .expect("apply");
-    };
-    let first_part = |projection: &Projection| {
-        for (index, statement) in statements.iter().take(28).enumerate() {
-            apply(projection, index as u64 + 1, EventKind::Stored, statement);
-        }
-    };
-    let the_rest = |projection: &Projection| {
-        for (index, statement) in statements.iter().enumerate().skip(28) {
-            apply(projection, index as u64 + 1, EventKind::Stored, statement);
-        }
-        apply(projection, 37, EventKind::Voided, &statements[2]);
-        apply(projection, 38, EventKind::Erased, &statements[5]);
-        apply(projection, 39, EventKind::Voided, &statements[30]);
-    };
-    let everything = tempfile::tempdir().expect("temp dir");
-    let expected = {
-        let projection = Projection::open(everything.path()).expect("open");
-        first_part(&projection);
-        the_rest(&projection);
-        (projection.digest().expect("digest"), snapshot(&projection))
-    };
+    let upgrade = AcrossAnUpgrade::new();
+    let expected = upgrade.expected();
     for interrupted in [false, true] {
         let dir = tempfile::tempdir().expect("temp dir");
         let before = {
             let projection = Projection::open(dir.path()).expect("open");
-            first_part(&projection);
+            upgrade.before(&projection);
             projection.flush().expect("flush");
             projection.digest().expect("digest")
         };
         {
             let tree = sled::open(dir.path()).expect("sled");
             let states = tree.scan_prefix(b"w").count();
-            assert_eq!(names_as_before_digests(&tree, &statements), states);
+            assert_eq!(names_as_before_digests(&tree, &upgrade.statements), states);
             if interrupted {
                 // Half of the states as the open left them when it stopped.
                 let digested = tempfile::tempdir().expect("temp dir");
                 let projection = Projection::open(digested.path()).expect("open");
-                first_part(&projection);
+                upgrade.before(&projection);
                 projection.flush().expect("flush");
                 drop(projection);
                 let finished = reopen_tree(digested.path());
@@ -1046,7 +1018,7 @@ fn counted_names_are_digested_at_open() {
         }
         let projection = reopen(dir.path());
         assert_eq!(projection.digest().expect("digest"), before);
-        the_rest(&projection);
+        upgrade.after(&projection);
         assert_eq!(
             (projection.digest().expect("digest"), snapshot(&projection)),
             expected
