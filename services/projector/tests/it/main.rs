@@ -1003,15 +1003,14 @@ fn counted_names_are_digested_at_open() {
             assert_eq!(names_as_before_digests(&tree, &upgrade.statements), states);
             if interrupted {
                 // Half of the states as the open left them when it stopped.
-                let digested = tempfile::tempdir().expect("temp dir");
-                let projection = Projection::open(digested.path()).expect("open");
-                upgrade.before(&projection);
-                projection.flush().expect("flush");
-                drop(projection);
-                let finished = reopen_tree(digested.path());
-                for item in finished.scan_prefix(b"w").step_by(2) {
+                let half: Vec<_> = tree.scan_prefix(b"w").step_by(2).collect();
+                for item in half {
                     let (key, value) = item.expect("read");
-                    tree.insert(key, value).expect("insert");
+                    let mut state: projector::summary::WorkerState =
+                        serde_json::from_slice(&value).expect("worker state");
+                    assert!(state.digest_counted());
+                    tree.insert(key, serde_json::to_vec(&state).expect("json"))
+                        .expect("insert");
                 }
             }
             tree.flush().expect("flush");
@@ -1023,20 +1022,6 @@ fn counted_names_are_digested_at_open() {
             (projection.digest().expect("digest"), snapshot(&projection)),
             expected
         );
-    }
-}
-
-fn reopen_tree(path: &std::path::Path) -> sled::Db {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    loop {
-        match sled::open(path) {
-            Ok(tree) => return tree,
-            // sled's threads may hold the lock of a handle just dropped for a moment.
-            Err(_) if std::time::Instant::now() < deadline => {
-                std::thread::sleep(std::time::Duration::from_millis(5));
-            }
-            Err(err) => panic!("reopen: {err:?}"),
-        }
     }
 }
 
