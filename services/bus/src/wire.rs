@@ -154,6 +154,12 @@ pub struct StatementQuery {
     /// Voided statements too (an export: what another LRS needs to hold the same).
     #[serde(default)]
     pub include_voided: bool,
+    /// Answer a page as a [`joined_page`] instead of JSON: for a gateway that sends the
+    /// statements on as they are stored, without attachments, which then never reads them. A
+    /// store from before this field ignores it and answers JSON, which [`read_joined_page`]
+    /// tells apart.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub joined: bool,
 }
 
 /// Reply on `lrs.api.statements`, its statements as `S`: [`Value`], or JSON text
@@ -182,6 +188,10 @@ pub enum StatementReply<S = Value> {
         /// statements brought, the only ones it may be shown.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         bodies: Option<Vec<String>>,
+        /// The latest `stored` of the page's statements (its `Last-Modified`), when the store
+        /// says it (a store from before this field does not).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        last_modified: Option<String>,
     },
     Error {
         message: String,
@@ -204,6 +214,8 @@ pub struct StatementReplyWire<S> {
     pub consistent_through: Option<String>,
     #[serde(default)]
     pub bodies: Option<Vec<String>>,
+    #[serde(default)]
+    pub last_modified: Option<String>,
     #[serde(default)]
     pub message: Option<String>,
 }
@@ -239,6 +251,7 @@ impl<S> StatementReplyWire<S> {
                     .collect::<Result<_, _>>()?,
                 next_after: self.next_after,
                 bodies: self.bodies,
+                last_modified: self.last_modified,
             }),
             "error" => Ok(StatementReply::Error {
                 message: self
@@ -386,6 +399,43 @@ pub fn unframe<T: for<'de> Deserialize<'de>>(payload: &[u8]) -> Result<(T, &[u8]
     Ok((header, &payload[4 + length..]))
 }
 
+/// What a [`joined_page`] says besides its statements.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PageHead {
+    pub next_after: Option<u64>,
+    pub consistent_through: String,
+    pub last_modified: Option<String>,
+}
+
+/// A page of statements as a [`frame`]: its [`PageHead`], then the statements' JSON texts
+/// joined by commas (what goes between the brackets of `"statements":[...]`). The reader
+/// finds where it ends without reading a statement.
+pub fn joined_page<S: AsRef<str>>(
+    head: &PageHead,
+    statements: &[S],
+) -> Result<Vec<u8>, serde_json::Error> {
+    let length = statements.iter().map(|text| text.as_ref().len() + 1).sum();
+    let mut joined = Vec::with_capacity(length);
+    for (index, text) in statements.iter().enumerate() {
+        if index > 0 {
+            joined.push(b',');
+        }
+        joined.extend_from_slice(text.as_ref().as_bytes());
+    }
+    frame(head, &joined)
+}
+
+/// A reply to a query that asked for a joined page: the page, or `None` when the reply is
+/// JSON (a single statement, an error, or a store from before joined pages). A JSON reply
+/// starts with `{`; a frame starts with its header's length, whose first byte is 0 for any
+/// header shorter than 16 MiB.
+pub fn read_joined_page(payload: &[u8]) -> Result<Option<(PageHead, &[u8])>, String> {
+    if payload.first() == Some(&b'{') {
+        return Ok(None);
+    }
+    unframe(payload).map(Some)
+}
+
 /// Request on `lrs.api.objects`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "resource", rename_all = "snake_case")]
@@ -434,6 +484,7 @@ mod tests {
                 next_after: Some(7),
                 consistent_through: "2026-01-01T00:00:01Z".into(),
                 bodies: None,
+                last_modified: Some("2026-01-01T00:00:00Z".into()),
             },
             StatementReply::Error {
                 message: "no".into(),
@@ -474,6 +525,41 @@ mod tests {
         assert_eq!(rest, body);
         assert!(unframe::<DocumentReply>(&[0, 0]).is_err());
         assert!(unframe::<DocumentReply>(&[0, 0, 0, 9, b'{']).is_err());
+    }
+
+    /// A joined page reads back as its head and statements (put between brackets, the same
+    /// array), however many it holds; a JSON reply is not taken for one, nor a cut frame.
+    #[test]
+    fn joined_pages_read_back_and_json_replies_stay_json() {
+        let head = PageHead {
+            next_after: Some(12),
+            consistent_through: "2026-01-01T00:00:01Z".into(),
+            last_modified: Some("2026-01-01T00:00:00Z".into()),
+        };
+        let statements = [
+            r#"{"id":"a","result":{"response":"[1,2],{3}"}}"#,
+            r#"{"id":"b","object":{"id":"http://x/{}"}}"#,
+        ];
+        for count in 0..=statements.len() {
+            let payload = joined_page(&head, &statements[..count]).expect("join");
+            let (back, joined) = read_joined_page(&payload)
+                .expect("readable")
+                .expect("a joined page");
+            assert_eq!(back, head);
+            let array: Vec<Value> = serde_json::from_slice(&[b"[", joined, b"]"].concat())
+                .expect("the statements between brackets are an array");
+            let wanted: Vec<Value> = statements[..count]
+                .iter()
+                .map(|text| serde_json::from_str(text).expect("statement"))
+                .collect();
+            assert_eq!(array, wanted);
+            assert!(read_joined_page(&payload[..3]).is_err());
+        }
+        let json = serde_json::to_vec(&StatementReply::<Value>::Error {
+            message: "no".into(),
+        })
+        .expect("encode");
+        assert_eq!(read_joined_page(&json), Ok(None));
     }
 }
 

@@ -8,8 +8,8 @@ use std::sync::Arc;
 use bus::access::{AdminReply, AdminRequest};
 use bus::subjects;
 use bus::wire::{
-    DocumentReply, DocumentRequest, DocumentStatus, ObjectQuery, StatementQuery, StatementReply,
-    VerdictReply, VerdictRequest,
+    DocumentReply, DocumentRequest, DocumentStatus, ObjectQuery, PageHead, StatementQuery,
+    StatementReply, VerdictReply, VerdictRequest,
 };
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
@@ -227,19 +227,43 @@ fn verdict(db: &Db, payload: &[u8]) -> serde_json::Result<Vec<u8>> {
     }
 }
 
-fn statements(db: &Db, payload: &[u8]) -> serde_json::Result<Vec<u8>> {
-    let reply = match serde_json::from_slice::<StatementQuery>(payload) {
-        Ok(request) => query::run(db, &request).unwrap_or_else(|err| {
-            tracing::error!(error = %err, "statement query failed");
+pub(crate) fn statements(db: &Db, payload: &[u8]) -> serde_json::Result<Vec<u8>> {
+    let (reply, joined) = match serde_json::from_slice::<StatementQuery>(payload) {
+        Ok(request) => (
+            query::run(db, &request).unwrap_or_else(|err| {
+                tracing::error!(error = %err, "statement query failed");
+                StatementReply::Error {
+                    message: "internal error".into(),
+                }
+            }),
+            request.joined,
+        ),
+        Err(err) => (
             StatementReply::Error {
-                message: "internal error".into(),
-            }
-        }),
-        Err(err) => StatementReply::Error {
-            message: format!("bad statement query: {err}"),
-        },
+                message: format!("bad statement query: {err}"),
+            },
+            false,
+        ),
     };
-    serde_json::to_vec(&reply)
+    match reply {
+        StatementReply::Page {
+            statements,
+            next_after,
+            consistent_through,
+            last_modified,
+            // Which attachment bodies may be shown: a joined page goes out without them.
+            bodies: _,
+        } if joined => {
+            let head = PageHead {
+                next_after,
+                consistent_through,
+                last_modified,
+            };
+            let texts: Vec<&str> = statements.iter().map(|text| text.get()).collect();
+            bus::wire::joined_page(&head, &texts)
+        }
+        reply => serde_json::to_vec(&reply),
+    }
 }
 
 fn object(db: &Db, payload: &[u8]) -> serde_json::Result<Vec<u8>> {

@@ -564,3 +564,86 @@ fn time_windows_skip_blocks_outside_them_and_miss_nothing() {
         check(&db);
     }
 }
+
+/// A page says the latest `stored` among its own statements (its `Last-Modified`), in either
+/// direction and on every page; asked for joined, the store sends the same page as a frame:
+/// the same statements between brackets, the same cursor, time and latest `stored`.
+#[test]
+fn a_page_says_its_latest_stored_joined_or_as_json() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let validator = Validator::new().expect("schemas");
+    let db = Db::open(dir.path()).expect("open");
+    let start = chrono::DateTime::parse_from_rfc3339("2026-03-01T10:00:00Z")
+        .expect("time")
+        .to_utc();
+    for sequence in 1..=7u64 {
+        let payload = message(sequence as usize);
+        let incoming = Incoming {
+            sequence,
+            subject: "lrs.in.tool.test",
+            payload: &payload,
+            // A message a minute: each message's statements share their `stored`.
+            published: start + chrono::TimeDelta::minutes(sequence as i64),
+        };
+        let parsed = ingest::decode(incoming.subject, &payload, None, &Limits::default());
+        assert_eq!(
+            db.apply(&incoming, parsed, &validator).expect("apply"),
+            Verdict::Applied
+        );
+    }
+    let stored_of = |statement: &Value| statement["stored"].as_str().map(str::to_owned);
+    for ascending in [false, true] {
+        let mut query = StatementQuery {
+            verb: Some("http://adlnet.gov/expapi/verbs/attended".into()),
+            ascending,
+            limit: 8,
+            ..StatementQuery::default()
+        };
+        let mut pages = 0;
+        loop {
+            let json = crate::api::statements(&db, &serde_json::to_vec(&query).expect("query"))
+                .expect("json reply");
+            let bus::wire::StatementReply::Page {
+                statements,
+                next_after,
+                consistent_through,
+                last_modified,
+                ..
+            } = serde_json::from_slice(&json).expect("a page")
+            else {
+                panic!("a page");
+            };
+            pages += 1;
+            let latest = statements.iter().filter_map(stored_of).max();
+            assert!(latest.is_some());
+            assert_eq!(last_modified, latest, "page {pages}, ascending {ascending}");
+            query.joined = true;
+            let framed = crate::api::statements(&db, &serde_json::to_vec(&query).expect("query"))
+                .expect("joined reply");
+            let (head, joined) = bus::wire::read_joined_page(&framed)
+                .expect("readable")
+                .expect("a joined page");
+            assert_eq!(head.next_after, next_after);
+            assert_eq!(head.consistent_through, consistent_through);
+            assert_eq!(head.last_modified, latest);
+            let texts: Vec<Value> =
+                serde_json::from_slice(&[b"[", joined, b"]"].concat()).expect("an array");
+            assert_eq!(texts, statements);
+            query.joined = false;
+            match next_after {
+                Some(after) => query.after = Some(after),
+                None => break,
+            }
+        }
+        assert_eq!(pages, 5, "35 statements in pages of 8");
+    }
+    // A single statement is JSON even when a joined page was asked for.
+    let query = StatementQuery {
+        statement_id: Some(Uuid::new_v4().to_string()),
+        joined: true,
+        ..StatementQuery::default()
+    };
+    let reply =
+        crate::api::statements(&db, &serde_json::to_vec(&query).expect("query")).expect("reply");
+    assert_eq!(bus::wire::read_joined_page(&reply), Ok(None));
+}

@@ -54,6 +54,7 @@ pub fn run(db: &Db, query: &StatementQuery) -> Result<StatementReply<Box<RawValu
     // The position of the last statement taken: where the next page starts.
     let mut last = None;
     let mut next_after = None;
+    let mut last_modified: Option<String> = None;
     let excluded = excluded_blocks(db, query)?;
     let mut walk = candidates(db, query)?;
     while let Some(position) = walk.next() {
@@ -67,10 +68,12 @@ pub fn run(db: &Db, query: &StatementQuery) -> Result<StatementReply<Box<RawValu
             continue;
         };
         let record = StoredRecord::read(&key, &bytes)?;
-        if (record.voided && !query.include_voided) || !matches(db, &key, record.statement, query)?
-        {
+        if record.voided && !query.include_voided {
             continue;
         }
+        let Some(stored) = matches(db, &key, record.statement, query)? else {
+            continue;
+        };
         if statements.len() == limit || (!statements.is_empty() && size + bytes.len() > budget) {
             next_after = last;
             break;
@@ -79,6 +82,13 @@ pub fn run(db: &Db, query: &StatementQuery) -> Result<StatementReply<Box<RawValu
         // The statement goes out as the JSON text it was stored as, never parsed.
         statements.push(record.statement.to_owned());
         last = Some(position);
+        if !stored.is_empty()
+            && last_modified
+                .as_deref()
+                .is_none_or(|latest| *stored > *latest)
+        {
+            last_modified = Some(stored.into_owned());
+        }
     }
     let bodies = bodies_for(db, query, &statements)?;
     Ok(StatementReply::Page {
@@ -86,6 +96,7 @@ pub fn run(db: &Db, query: &StatementQuery) -> Result<StatementReply<Box<RawValu
         next_after,
         consistent_through,
         bodies,
+        last_modified,
     })
 }
 
@@ -493,21 +504,27 @@ struct Parts<'a> {
 /// The filters, checked on the statement itself (index keys are hashes): the time window on
 /// the statement, the other filters on it or on a statement it references. Only the parts
 /// the query's filters read are parsed ([`index_terms`] of those parts gives the same terms
-/// for those filters as of the whole statement).
-fn matches(
+/// for those filters as of the whole statement). The statement's `stored` when it matches.
+fn matches<'a>(
     db: &Db,
     key: &[u8],
-    statement: &RawValue,
+    statement: &'a RawValue,
+    query: &StatementQuery,
+) -> Result<Option<Cow<'a, str>>, DbError> {
+    let mut parts: Parts = parse(key, statement)?;
+    let stored = parts.stored.take().unwrap_or_default();
+    let within = query.since.as_deref().is_none_or(|since| *stored > *since)
+        && query.until.as_deref().is_none_or(|until| *stored <= *until);
+    Ok((within && filters_match(db, key, &parts, query)?).then_some(stored))
+}
+
+/// The filters other than the time window, on the statement's parts.
+fn filters_match(
+    db: &Db,
+    key: &[u8],
+    parts: &Parts,
     query: &StatementQuery,
 ) -> Result<bool, DbError> {
-    let parts: Parts = parse(key, statement)?;
-    let stored = parts.stored.as_deref().unwrap_or("");
-    if query.since.as_deref().is_some_and(|since| stored <= since) {
-        return Ok(false);
-    }
-    if query.until.as_deref().is_some_and(|until| stored > until) {
-        return Ok(false);
-    }
     let agents = query.agent.is_some();
     let related_agents = agents && query.related_agents;
     let related_activities = query.activity.is_some() && query.related_activities;
@@ -859,9 +876,13 @@ mod tests {
         for query in &queries {
             for (statement, bytes) in statements.iter().zip(&raws) {
                 let record = StoredRecord::read(&[], bytes).expect("stored record");
-                let parts = matches(&db, &[], record.statement, query).expect("parts");
+                let found = matches(&db, &[], record.statement, query).expect("parts");
+                let parts = found.is_some();
                 let whole = whole_matches(&db, statement, query);
                 assert_eq!(parts, whole, "{query:?} on {}", statement["id"]);
+                if let Some(stored) = found {
+                    assert_eq!(Some(&*stored), statement["stored"].as_str());
+                }
                 matched += usize::from(parts);
             }
         }

@@ -284,3 +284,64 @@ async fn every_get_answer_says_how_consistent_it_is_errors_included() {
         );
     }
 }
+
+/// A page as stored (the store joins it, the gateway sends it unread) says what a page in
+/// another format says: the same statements, the same link to the rest, and a
+/// `Last-Modified` that is its latest `stored`.
+#[tokio::test]
+async fn exact_pages_go_out_as_stored_and_agree_with_other_formats() {
+    let app = TestApp::start().await;
+    let posted = post_each(
+        &app,
+        &(0..5)
+            .map(|n| {
+                statement(
+                    "pages@example.org",
+                    "attended",
+                    &format!("https://x.example/{n}"),
+                )
+            })
+            .collect::<Vec<_>>(),
+    )
+    .await;
+    let mut pages = Vec::new();
+    for format in ["exact", "ids"] {
+        let mut next =
+            format!("/xapi/statements?verb={ATTENDED}&limit=2&ascending=true&format={format}");
+        let mut seen = Vec::new();
+        while !next.is_empty() {
+            let response = app.get(&next).await;
+            assert_eq!(response.status(), StatusCode::OK);
+            let last_modified = response
+                .headers()
+                .get("last-modified")
+                .and_then(|value| value.to_str().ok())
+                .map(str::to_owned)
+                .expect("last-modified");
+            let page: Value = response.json().await.expect("a page in JSON");
+            let statements = page["statements"].as_array().expect("statements");
+            if format == "exact" {
+                let latest = statements
+                    .iter()
+                    .filter_map(|statement| statement["stored"].as_str())
+                    .max()
+                    .expect("stored");
+                let latest = chrono::DateTime::parse_from_rfc3339(latest).expect("stored");
+                assert_eq!(
+                    last_modified,
+                    latest
+                        .to_utc()
+                        .format("%a, %d %b %Y %H:%M:%S GMT")
+                        .to_string()
+                );
+            }
+            seen.push((ids(statements), last_modified));
+            next = page["more"].as_str().expect("more").to_owned();
+        }
+        pages.push(seen);
+    }
+    assert_eq!(pages[0], pages[1]);
+    let all: Vec<String> = pages[0].iter().flat_map(|(ids, _)| ids.clone()).collect();
+    assert_eq!(all, posted);
+    assert_eq!(pages[0].len(), 3);
+}
