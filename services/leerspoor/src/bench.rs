@@ -165,12 +165,12 @@ impl BenchNode {
 }
 
 /// GETs `url` as xAPI 2.0.0 with the credential: the JSON answer, or the status it got.
-pub(crate) async fn get_json(
+pub(crate) async fn get_json<T: serde::de::DeserializeOwned>(
     client: &reqwest::Client,
     url: &str,
     key: &str,
     secret: &str,
-) -> anyhow::Result<Value> {
+) -> anyhow::Result<T> {
     let response = client
         .get(url)
         .basic_auth(key, Some(secret))

@@ -94,7 +94,8 @@ pub async fn summary_http(base: &str, key: &str, secret: &str) -> anyhow::Result
         let url = format!("{}{path}", base.trim_end_matches('/'));
         async move {
             let sent = Instant::now();
-            let body = crate::bench::get_json(&client, &url, key, secret).await?;
+            let body: serde_json::Value =
+                crate::bench::get_json(&client, &url, key, secret).await?;
             Ok::<_, anyhow::Error>((sent.elapsed(), body))
         }
     };
@@ -299,7 +300,7 @@ pub async fn summary_queries(
                     _ => format!("{base}/summaries/companies?sort=workers&order=desc&limit=20"),
                 };
                 let sent = Instant::now();
-                crate::bench::get_json(&client, &url, &key, &secret).await?;
+                crate::bench::get_json::<serde_json::Value>(&client, &url, &key, &secret).await?;
                 latency.record(sent.elapsed().as_micros() as u64)?;
             }
         });
