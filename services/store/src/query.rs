@@ -501,6 +501,13 @@ struct Parts<'a> {
     authority: Option<&'a RawValue>,
 }
 
+/// An object's kind, read without its definition.
+#[derive(Deserialize)]
+struct ObjectType<'a> {
+    #[serde(borrow, default, rename = "objectType")]
+    object_type: Option<Cow<'a, str>>,
+}
+
 /// The filters, checked on the statement itself (index keys are hashes): the time window on
 /// the statement, the other filters on it or on a statement it references. Only the parts
 /// the query's filters read are parsed ([`index_terms`] of those parts gives the same terms
@@ -528,11 +535,24 @@ fn filters_match(
     let agents = query.agent.is_some();
     let related_agents = agents && query.related_agents;
     let related_activities = query.activity.is_some() && query.related_activities;
+    // An agent filter reads the object only when it is an agent or a group (or, below, when it
+    // points at another statement): most objects are activities, definitions and all.
+    let object_for_agents = related_agents
+        || (agents
+            && parts.object.is_some_and(|object| {
+                parse::<ObjectType>(key, object).is_ok_and(|object| {
+                    matches!(object.object_type.as_deref(), Some("Agent" | "Group"))
+                })
+            }));
     let mut read = serde_json::Map::new();
     for (name, part, wanted) in [
         ("actor", parts.actor, agents),
         ("verb", parts.verb, query.verb.is_some()),
-        ("object", parts.object, agents || query.activity.is_some()),
+        (
+            "object",
+            parts.object,
+            object_for_agents || query.activity.is_some(),
+        ),
         (
             "context",
             parts.context,
@@ -794,6 +814,13 @@ mod tests {
                 "actor": agent("f"),
                 "verb": {"id": "https://example.org/v5"},
                 "object": {"objectType": "StatementRef", "id": id(3)},
+            }),
+            json!({
+                "id": id(6), "stored": "2026-01-01T00:00:06.000Z",
+                "actor": agent("g"),
+                "verb": {"id": "https://example.org/v6"},
+                "object": {"objectType": "Group", "name": "Team", "member": [agent("n")],
+                    "openid": "https://example.org/team"},
             }),
         ];
         let mut raws = Vec::new();
