@@ -612,7 +612,7 @@ struct Answer {
 }
 
 /// 500 queries of each kind from 4 clients over HTTP as `credential`, on values taken from
-/// the newest page; p99 in ms per kind. Every answer must hold statements, but a poll for
+/// the newest page, after 100 of each not measured; p99 in ms per kind. Every answer must hold statements, but a poll for
 /// what is newer than the newest, which must hold none.
 pub async fn reads(
     base: &str,
@@ -682,7 +682,7 @@ pub async fn reads(
     };
     let mut figures = Vec::new();
     let mut line = Vec::new();
-    for kind in [
+    let kinds = [
         "agent",
         "verb",
         "activity",
@@ -690,9 +690,17 @@ pub async fn reads(
         "since",
         "recent",
         "id",
-    ] {
+    ];
+    // A round of 100 of each kind first, not measured: the first queries after a phase of
+    // writes wait behind what the writes left to do, and whichever kind went first took that
+    // tail (verb measured first: verb p99 14.8 ms, agent 10.8; agent first: 16.1 and 9.7).
+    let rounds = kinds
+        .iter()
+        .map(|kind| (*kind, 100, false))
+        .chain(kinds.iter().map(|kind| (*kind, 500, true)));
+    for (kind, count, measured) in rounds {
         let urls: Arc<Vec<String>> = Arc::new(
-            (0..500)
+            (0..count)
                 .map(|n| queries(kind, &page[n % page.len()]))
                 .collect(),
         );
@@ -722,6 +730,9 @@ pub async fn reads(
         let mut latency = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
         while let Some(client) = clients.next().await {
             latency.add(client?)?;
+        }
+        if !measured {
+            continue;
         }
         let ms = |quantile: f64| latency.value_at_quantile(quantile) as f64 / 1000.0;
         line.push(format!("{kind} {:.1}/{:.1}", ms(0.5), ms(0.99)));
