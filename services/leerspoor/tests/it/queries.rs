@@ -1,7 +1,7 @@
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-use crate::helpers::{ids, new_id, statement, with_id, TestApp};
+use crate::helpers::{config, ids, new_id, start_node, statement, with_id, TestApp};
 
 const ATTENDED: &str = "http://adlnet.gov/expapi/verbs/attended";
 const COMPLETED: &str = "http://adlnet.gov/expapi/verbs/completed";
@@ -344,4 +344,86 @@ async fn exact_pages_go_out_as_stored_and_agree_with_other_formats() {
     let all: Vec<String> = pages[0].iter().flat_map(|(ids, _)| ids.clone()).collect();
     assert_eq!(all, posted);
     assert_eq!(pages[0].len(), 3);
+}
+
+/// A store from before joined pages ignores the request for one and answers JSON: the gateway
+/// reads that page as before (here a stand-in answers as such a store would, after the real
+/// store made the credential and stopped).
+#[tokio::test]
+async fn a_page_from_a_store_that_does_not_join_pages_is_answered_alike() {
+    use futures::StreamExt;
+    let nats = testkit::Nats::start().await;
+    let data = tempfile::tempdir().expect("temp dir");
+    let gateway = start_node(
+        config(&nats.url(), data.path()),
+        leerspoor::node::Parts::Gateway,
+    )
+    .await;
+    let store = start_node(
+        config(&nats.url(), data.path()),
+        leerspoor::node::Parts::Store,
+    )
+    .await;
+    let app = TestApp::attach(
+        nats,
+        format!("http://{}", gateway.http_addr.expect("gateway")),
+    );
+    app.wait_for_credential().await;
+    store.stop().await;
+
+    let client = app.nats_client().await;
+    let mut asked = client
+        .queue_subscribe(
+            bus::subjects::API_STATEMENTS,
+            bus::subjects::API_QUEUE.to_owned(),
+        )
+        .await
+        .expect("subscribe");
+    let older = [
+        json!({"id": new_id(), "stored": "2026-03-01T10:00:05.000Z", "verb": {"id": ATTENDED}}),
+        json!({"id": new_id(), "stored": "2026-03-01T10:00:09.000Z", "verb": {"id": ATTENDED}}),
+    ];
+    let answering = {
+        let client = client.clone();
+        let older = older.clone();
+        tokio::spawn(async move {
+            let request = asked.next().await.expect("a query");
+            let query: serde_json::Map<String, Value> =
+                serde_json::from_slice(&request.payload).expect("a query in JSON");
+            // The old store's page: no `last_modified`, whatever the query asked for.
+            let page = json!({"kind": "page", "statements": older, "next_after": 41,
+                "consistent_through": "2026-03-01T10:00:10.000Z"});
+            client
+                .publish(
+                    request.reply.expect("a reply subject"),
+                    serde_json::to_vec(&page).expect("json").into(),
+                )
+                .await
+                .expect("reply");
+            client.flush().await.expect("flush");
+            query
+        })
+    };
+    let response = app
+        .get(&format!("/xapi/statements?verb={ATTENDED}&limit=2"))
+        .await;
+    let query = answering.await.expect("answered");
+    assert_eq!(
+        query.get("joined"),
+        Some(&json!(true)),
+        "the gateway asked for a joined page"
+    );
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        response
+            .headers()
+            .get("last-modified")
+            .and_then(|v| v.to_str().ok()),
+        Some("Sun, 01 Mar 2026 10:00:09 GMT")
+    );
+    let page: Value = response.json().await.expect("a page");
+    assert_eq!(page["statements"], json!(older));
+    let more = page["more"].as_str().expect("more");
+    assert!(more.contains("cursor=41"), "{more}");
+    gateway.stop().await;
 }
