@@ -251,7 +251,7 @@ pub(crate) fn statements(db: &Db, payload: &[u8]) -> serde_json::Result<Vec<u8>>
             next_after,
             consistent_through,
             last_modified,
-            // Which attachment bodies may be shown: a joined page goes out without them.
+            // A joined page goes out without attachments (`query::run` allows none).
             bodies: _,
         } if joined => {
             let head = PageHead {

@@ -90,7 +90,12 @@ pub fn run(db: &Db, query: &StatementQuery) -> Result<StatementReply<Box<RawValu
             last_modified = Some(stored.into_owned());
         }
     }
-    let bodies = bodies_for(db, query, &statements)?;
+    // A joined page goes out without attachments: no bodies to allow.
+    let bodies = if query.joined {
+        None
+    } else {
+        bodies_for(db, query, &statements)?
+    };
     Ok(StatementReply::Page {
         statements,
         next_after,
