@@ -253,6 +253,8 @@ pub async fn run(args: TargetsArgs) -> anyhow::Result<()> {
         args.statements, args.size
     );
 
+    let before = Machine::probe(node.data_dir()).await?;
+    println!("{}", before.line("the machine before"));
     let (rate, lag) = batches_with_lag(&js, &target, args.statements, &mut json_bytes).await?;
     println!(
         "HTTP batches of 100, 8 clients: {rate:.0} statements/s; projector lag p99 {lag:.0} ms"
@@ -317,6 +319,14 @@ pub async fn run(args: TargetsArgs) -> anyhow::Result<()> {
         "disk_vs_json".into(),
         on_disk as f64 / json_bytes.max(1) as f64,
     );
+    let after = Machine::probe(node.data_dir()).await?;
+    println!("{}", after.line("the machine after"));
+    // The slower of the two: what the figures may have suffered from.
+    figures.insert("machine_cpu_ms".into(), before.cpu_ms.max(after.cpu_ms));
+    figures.insert(
+        "machine_fsync_ms".into(),
+        before.fsync_ms.max(after.fsync_ms),
+    );
     node.stop().await?;
 
     let now = Recorded {
@@ -326,6 +336,10 @@ pub async fn run(args: TargetsArgs) -> anyhow::Result<()> {
         figures,
     };
     let slower = compare(last.as_ref(), &now);
+    let machine = machine_note(last.as_ref(), &now);
+    if let Some(note) = &machine {
+        println!("{note}");
+    }
     if args.record {
         std::fs::write(&args.baseline, serde_json::to_string_pretty(&now)? + "\n")
             .with_context(|| format!("writing {}", args.baseline.display()))?;
@@ -336,10 +350,83 @@ pub async fn run(args: TargetsArgs) -> anyhow::Result<()> {
     }
     anyhow::ensure!(
         slower.is_empty() || args.record,
-        "slower than the last recorded figures beyond the noise: {}",
-        slower.join(", ")
+        "slower than the last recorded figures beyond the noise: {}{}",
+        slower.join(", "),
+        if machine.is_some() {
+            " (and so was the machine: run again before believing it)"
+        } else {
+            ""
+        }
     );
     Ok(())
+}
+
+/// The same fixed work timed on this machine before and after the scenarios: the figures of
+/// two runs compare only as far as the machine under them was the same. On this shared 2-core
+/// machine the first scenarios of a run have taken half the statements/s of a run the same
+/// hour with no change to what they measure.
+struct Machine {
+    /// Writing and parsing back 5,000 LLO statements on one thread.
+    cpu_ms: f64,
+    /// The median of 100 writes of 4 KiB, each followed by `sync_data`, beside the databases.
+    fsync_ms: f64,
+}
+
+impl Machine {
+    async fn probe(dir: PathBuf) -> anyhow::Result<Machine> {
+        tokio::task::spawn_blocking(move || {
+            let started = Instant::now();
+            for n in 0..5_000 {
+                let bytes = serde_json::to_vec(&llo_statement(n))?;
+                std::hint::black_box(serde_json::from_slice::<Value>(&bytes)?);
+            }
+            let cpu_ms = started.elapsed().as_secs_f64() * 1000.0;
+            let path = dir.join("machine-probe");
+            let mut file = std::fs::File::create(&path).context("machine probe file")?;
+            let mut syncs = Vec::with_capacity(100);
+            for _ in 0..100 {
+                let started = Instant::now();
+                std::io::Write::write_all(&mut file, &[7u8; 4096])?;
+                file.sync_data()?;
+                syncs.push(started.elapsed().as_secs_f64() * 1000.0);
+            }
+            drop(file);
+            std::fs::remove_file(&path).context("machine probe file")?;
+            syncs.sort_by(f64::total_cmp);
+            Ok(Machine {
+                cpu_ms,
+                fsync_ms: syncs[syncs.len() / 2],
+            })
+        })
+        .await?
+    }
+
+    fn line(&self, when: &str) -> String {
+        format!(
+            "{when}: fixed JSON work {:.0} ms, a 4 KiB write and sync {:.2} ms (median)",
+            self.cpu_ms, self.fsync_ms
+        )
+    }
+}
+
+/// When the machine was slower now than when the last figures were recorded, by more than a
+/// quarter on either probe: what to say about it.
+fn machine_note(last: Option<&Recorded>, now: &Recorded) -> Option<String> {
+    let last = last?;
+    let slower: Vec<String> = [("CPU", "machine_cpu_ms"), ("disk sync", "machine_fsync_ms")]
+        .into_iter()
+        .filter_map(|(what, key)| {
+            let (was, is) = (*last.figures.get(key)?, *now.figures.get(key)?);
+            (was > 0.0 && is > was * 1.25).then(|| format!("{what} {:.2}× as long", is / was))
+        })
+        .collect();
+    (!slower.is_empty()).then(|| {
+        format!(
+            "the machine was slower than when the last figures were recorded ({}): a figure \
+             slower beyond the noise may be the machine's",
+            slower.join(", ")
+        )
+    })
 }
 
 fn read_baseline(path: &Path) -> anyhow::Result<Option<Recorded>> {
@@ -775,6 +862,36 @@ mod tests {
             .iter()
             .find(|metric| metric.key == key)
             .expect("metric")
+    }
+
+    /// A machine slower by more than a quarter on either probe is said to be, and one within
+    /// that, or with nothing recorded to compare, is not.
+    #[test]
+    fn a_slower_machine_is_named_with_its_probe() {
+        let recorded = |cpu: f64, fsync: Option<f64>| Recorded {
+            recorded: "then".into(),
+            commit: "abc".into(),
+            size: 1,
+            figures: [("machine_cpu_ms".to_owned(), cpu)]
+                .into_iter()
+                .chain(fsync.map(|fsync| ("machine_fsync_ms".to_owned(), fsync)))
+                .collect(),
+        };
+        let last = recorded(100.0, Some(0.5));
+        assert_eq!(machine_note(Some(&last), &recorded(120.0, Some(0.6))), None);
+        assert_eq!(machine_note(None, &recorded(300.0, Some(5.0))), None);
+        let cpu = machine_note(Some(&last), &recorded(130.0, Some(0.5))).expect("slower");
+        assert!(cpu.contains("CPU 1.30×") && !cpu.contains("disk"), "{cpu}");
+        let both = machine_note(Some(&last), &recorded(200.0, Some(1.5))).expect("slower");
+        assert!(
+            both.contains("CPU 2.00×") && both.contains("disk sync 3.00×"),
+            "{both}"
+        );
+        // A reference from before the probes has nothing to compare.
+        assert_eq!(
+            machine_note(Some(&recorded(100.0, None)), &recorded(100.0, Some(9.0))),
+            None
+        );
     }
 
     /// The verdicts on the spread of two runs of the same code are "within noise"; moves
