@@ -366,7 +366,7 @@ pub async fn run(args: TargetsArgs) -> anyhow::Result<()> {
 /// machine the first scenarios of a run have taken half the statements/s of a run the same
 /// hour with no change to what they measure.
 struct Machine {
-    /// Writing and parsing back 5,000 LLO statements on one thread.
+    /// Writing and parsing back 20,000 LLO statements on one thread.
     cpu_ms: f64,
     /// The median of 100 writes of 4 KiB, each followed by `sync_data`, beside the databases.
     fsync_ms: f64,
@@ -376,7 +376,7 @@ impl Machine {
     async fn probe(dir: PathBuf) -> anyhow::Result<Machine> {
         tokio::task::spawn_blocking(move || {
             let started = Instant::now();
-            for n in 0..5_000 {
+            for n in 0..20_000 {
                 let bytes = serde_json::to_vec(&llo_statement(n))?;
                 std::hint::black_box(serde_json::from_slice::<Value>(&bytes)?);
             }
