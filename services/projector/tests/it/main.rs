@@ -830,6 +830,14 @@ impl AcrossAnUpgrade {
         }
     }
 
+    /// The first part applied to a new database in `dir`, flushed and closed; its digest.
+    fn written_before(&self, dir: &std::path::Path) -> (u64, u64, String) {
+        let projection = Projection::open(dir).expect("open");
+        self.before(&projection);
+        projection.flush().expect("flush");
+        projection.digest().expect("digest")
+    }
+
     fn after(&self, projection: &Projection) {
         for (index, statement) in self.statements.iter().enumerate().skip(30) {
             Self::apply(projection, index as u64 + 1, EventKind::Stored, statement);
@@ -837,6 +845,23 @@ impl AcrossAnUpgrade {
         Self::apply(projection, 41, EventKind::Voided, &self.statements[3]);
         Self::apply(projection, 42, EventKind::Erased, &self.statements[7]);
         Self::apply(projection, 43, EventKind::Erased, &self.statements[3]);
+    }
+
+    /// Opened (and so upgraded), the database in `dir` holds what it held (`before`); the
+    /// second part applied, it holds exactly `expected`.
+    fn opened_and_counted_on(
+        &self,
+        dir: &std::path::Path,
+        before: &(u64, u64, String),
+        expected: &((u64, u64, String), Vec<Vec<Value>>),
+    ) {
+        let projection = reopen(dir);
+        assert_eq!(&projection.digest().expect("digest"), before);
+        self.after(&projection);
+        assert_eq!(
+            &(projection.digest().expect("digest"), snapshot(&projection)),
+            expected
+        );
     }
 
     /// The digest and summaries of both parts applied with no upgrade between.
@@ -858,12 +883,7 @@ fn member_counts_of_workers_move_into_their_states_at_open() {
     let expected = upgrade.expected();
 
     let dir = tempfile::tempdir().expect("temp dir");
-    let before_move = {
-        let projection = Projection::open(dir.path()).expect("open");
-        upgrade.before(&projection);
-        projection.flush().expect("flush");
-        projection.digest().expect("digest")
-    };
+    let before_move = upgrade.written_before(dir.path());
     // As an older Leerspoor left it: counts in the member keys, none in the states.
     {
         let tree = sled::open(dir.path()).expect("sled");
@@ -908,13 +928,7 @@ fn member_counts_of_workers_move_into_their_states_at_open() {
         tree.remove(b"mdigests1").expect("remove");
         tree.flush().expect("flush");
     }
-    let projection = reopen(dir.path());
-    assert_eq!(projection.digest().expect("digest"), before_move);
-    upgrade.after(&projection);
-    assert_eq!(
-        (projection.digest().expect("digest"), snapshot(&projection)),
-        expected
-    );
+    upgrade.opened_and_counted_on(dir.path(), &before_move, &expected);
 }
 
 /// Rewrites every worker state of `tree` as a Leerspoor before the digests wrote it: sessions,
@@ -991,12 +1005,7 @@ fn counted_names_are_digested_at_open() {
     let expected = upgrade.expected();
     for interrupted in [false, true] {
         let dir = tempfile::tempdir().expect("temp dir");
-        let before = {
-            let projection = Projection::open(dir.path()).expect("open");
-            upgrade.before(&projection);
-            projection.flush().expect("flush");
-            projection.digest().expect("digest")
-        };
+        let before = upgrade.written_before(dir.path());
         {
             let tree = sled::open(dir.path()).expect("sled");
             let states = tree.scan_prefix(b"w").count();
@@ -1015,13 +1024,7 @@ fn counted_names_are_digested_at_open() {
             }
             tree.flush().expect("flush");
         }
-        let projection = reopen(dir.path());
-        assert_eq!(projection.digest().expect("digest"), before);
-        upgrade.after(&projection);
-        assert_eq!(
-            (projection.digest().expect("digest"), snapshot(&projection)),
-            expected
-        );
+        upgrade.opened_and_counted_on(dir.path(), &before, &expected);
     }
 }
 
