@@ -482,6 +482,19 @@ impl Db {
             || self.tree.contains_key(keys::applied_above(sequence))?)
     }
 
+    /// Records a sequence `LRS_IN` no longer holds (deleted before this replica applied it)
+    /// as applied with nothing written, so the watermark moves past it. Flushed with the
+    /// next batch.
+    pub fn pass_over(&self, sequence: u64) -> Result<(), DbError> {
+        if self.is_applied(sequence)? {
+            return Ok(());
+        }
+        let mut batch = sled::Batch::default();
+        self.mark_applied(&mut batch, sequence)?;
+        self.tree.apply_batch(batch)?;
+        Ok(())
+    }
+
     /// Records `sequence` as applied in `batch`, moving the contiguous watermark over it and
     /// over any sequences above it that were applied earlier.
     pub(crate) fn mark_applied(

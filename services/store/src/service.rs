@@ -97,6 +97,36 @@ fn missing(applied: u64, delivered: &[u64], most: usize) -> Vec<u64> {
 
 /// Applied batches waiting for their outbox publish and ack.
 const FINISH_QUEUE: usize = 4;
+/// What [`Store::fill_gap`] read from `LRS_IN` for a batch.
+struct Gap {
+    /// The missing messages it could read, to be applied in order with the batch.
+    filled: Vec<jetstream::message::StreamMessage>,
+    /// The first sequence below the batch's last that is neither applied, delivered nor read
+    /// (NATS did not answer, or more were missing than one fill reads): the batch's messages
+    /// after it wait for it, since applied before it they would take other positions than on
+    /// the replicas that applied the log in order.
+    open_from: Option<u64>,
+}
+
+/// The part of a batch that may be applied now (every message before `open_from`), and the
+/// part that waits (after it; a message without its delivery info stays with the first).
+fn split_at_gap(
+    batch: Vec<jetstream::Message>,
+    open_from: Option<u64>,
+) -> (Vec<jetstream::Message>, Vec<jetstream::Message>) {
+    let Some(open_from) = open_from else {
+        return (batch, Vec::new());
+    };
+    batch.into_iter().partition(|message| {
+        message
+            .info()
+            .map_or(true, |info| info.stream_sequence < open_from)
+    })
+}
+
+/// How long a message held back behind a gap waits before JetStream delivers it again.
+const HOLD_BACK: Duration = Duration::from_millis(500);
+
 /// Attempts at applying a batch that failed on a database error before the store gives up.
 const APPLY_ATTEMPTS: u32 = 5;
 
@@ -385,8 +415,13 @@ impl Store {
                     continue;
                 }
             };
-            let filled = self.fill_gap(&batch).await;
-            let done = self.apply_with_retries(batch, filled, shutdown).await?;
+            let gap = self.fill_gap(&batch).await;
+            let (batch, waiting) = split_at_gap(batch, gap.open_from);
+            self.hold_back(waiting, gap.open_from).await;
+            if batch.is_empty() && gap.filled.is_empty() {
+                continue;
+            }
+            let done = self.apply_with_retries(batch, gap.filled, shutdown).await?;
             if let Some(done) = done {
                 finish
                     .send(done)
@@ -412,48 +447,90 @@ impl Store {
 
     /// The messages missing below a batch's last: a message delivered on a connection that
     /// died (a NATS node lost, a replica killed) comes back only after `ack_wait`, and until
-    /// then the contiguous watermark, so every read and write verdict, would wait behind it;
-    /// applied after later ones, it would take other positions than on the replicas that
-    /// applied it in order. They are read from `LRS_IN` directly (at most 256) and applied in
-    /// order with the batch; their redelivery is skipped as applied.
-    async fn fill_gap(
-        &self,
-        batch: &[jetstream::Message],
-    ) -> Vec<jetstream::message::StreamMessage> {
+    /// then the contiguous watermark, so every read and write verdict, would wait behind it.
+    /// They are read from `LRS_IN` directly (at most 256) and applied in order with the
+    /// batch; their redelivery is skipped as applied. What cannot be read now leaves the gap
+    /// open ([`Gap::open_from`]) and the batch's later messages wait; a message `LRS_IN` no
+    /// longer holds (deleted before this replica applied it) is passed over as applied.
+    async fn fill_gap(&self, batch: &[jetstream::Message]) -> Gap {
         const MOST: usize = 256;
         let delivered: Vec<u64> = batch
             .iter()
             .filter_map(|message| message.info().ok().map(|info| info.stream_sequence))
             .collect();
+        let mut gap = Gap {
+            filled: Vec::new(),
+            open_from: None,
+        };
         let Ok(applied) = self.db.applied_sequence() else {
-            return Vec::new();
+            // The database fails: applying the batch says so.
+            return gap;
         };
-        let gaps = missing(applied, &delivered, MOST);
-        if gaps.is_empty() {
-            return Vec::new();
-        }
+        let gaps = missing(applied, &delivered, MOST + 1);
+        let Some(&first) = gaps.first() else {
+            return gap;
+        };
         let Ok(stream) = self.js.get_stream(subjects::STREAM_IN).await else {
-            return Vec::new();
+            gap.open_from = Some(first);
+            return gap;
         };
-        let mut filled = Vec::new();
-        for sequence in gaps {
-            if self.db.is_applied(sequence).unwrap_or(true) {
+        for (index, sequence) in gaps.into_iter().enumerate() {
+            if index == MOST {
+                gap.open_from = Some(sequence);
+                break;
+            }
+            if self.db.is_applied(sequence).unwrap_or(false) {
                 continue;
             }
             match stream.get_raw_message(sequence).await {
-                Ok(message) => filled.push(message),
-                // Gone (deleted) or NATS busy: its redelivery will come.
-                Err(_) => break,
+                Ok(message) => gap.filled.push(message),
+                Err(err)
+                    if err.kind() == jetstream::stream::LastRawMessageErrorKind::NoMessageFound =>
+                {
+                    // Never to be delivered again either: waiting would stop the store.
+                    tracing::warn!(
+                        sequence,
+                        "LRS_IN no longer holds a message this replica did not apply; passed over"
+                    );
+                    if let Err(err) = self.db.pass_over(sequence) {
+                        tracing::warn!(error = %err, sequence, "cannot pass over a deleted message");
+                        gap.open_from = Some(sequence);
+                        break;
+                    }
+                }
+                Err(err) => {
+                    tracing::debug!(error = %err, sequence, "a gap's message not read");
+                    gap.open_from = Some(sequence);
+                    break;
+                }
             }
         }
-        if !filled.is_empty() {
+        if !gap.filled.is_empty() {
             tracing::debug!(
                 from = applied + 1,
-                count = filled.len(),
+                count = gap.filled.len(),
                 "filled a gap in a batch"
             );
         }
-        filled
+        gap
+    }
+
+    /// Gives back the messages that wait behind a gap: JetStream delivers them again shortly,
+    /// by when the gap's own message may be there.
+    async fn hold_back(&self, waiting: Vec<jetstream::Message>, open_from: Option<u64>) {
+        if waiting.is_empty() {
+            return;
+        }
+        tracing::info!(
+            messages = waiting.len(),
+            sequence = open_from,
+            "messages wait for an earlier LRS_IN message to be applied first"
+        );
+        for message in &waiting {
+            // A lost nak only delays the message until `ack_wait`.
+            let _ = message.ack_with(AckKind::Nak(Some(HOLD_BACK))).await;
+            self.in_flight.done(message);
+        }
     }
 
     /// After a failed pull: whether NATS answers and `LRS_IN` is still the stream this store
@@ -504,6 +581,8 @@ impl Store {
         let started = std::time::Instant::now();
         let limits = self.config.limits.clone();
         let applying = batch.clone();
+        // Messages read to fill a gap have events to publish even when the whole batch waits.
+        let any_filled = !filled.is_empty();
         let (through, verdicts, outbox_through, flush_started) =
             tokio::task::spawn_blocking(move || {
                 let mut verdicts = Vec::new();
@@ -597,7 +676,7 @@ impl Store {
             "batch applied"
         );
         let messages = Arc::try_unwrap(batch).unwrap_or_else(|shared| (*shared).clone());
-        Ok((!messages.is_empty()).then_some(Finish {
+        Ok((!messages.is_empty() || any_filled).then_some(Finish {
             messages,
             through,
             outbox_through,

@@ -186,6 +186,103 @@ async fn the_store_stopped_mid_stream_resumes_without_loss_or_duplicates() {
     gateway.stop().await;
 }
 
+/// A batch delivered while more earlier messages are missing than one gap fill reads (256),
+/// as when a connection that had pulled them died: the store applies what it read, and the
+/// batch's later messages wait for the rest rather than take positions before them; a message
+/// deleted from `LRS_IN` meanwhile is passed over. Every replica's positions follow the log's
+/// order, which their equal digests rest on.
+#[tokio::test]
+async fn a_batch_behind_a_wide_gap_waits_and_positions_follow_the_log() {
+    const TAKEN: usize = 300;
+    let nats = Nats::start().await;
+    let data = tempfile::tempdir().expect("temp dir");
+    let gateway = start_node(config(&nats.url(), data.path()), Parts::Gateway).await;
+    let base = format!("http://{}", gateway.http_addr.expect("gateway"));
+    let js = jetstream::new(async_nats::connect(nats.url()).await.expect("nats"));
+    let http = reqwest::Client::new();
+    let mut published = publish_batches(&js, 400, 1).await;
+
+    // Another connection takes the first 300 from the store's consumer and keeps them in
+    // progress: the store meets a gap of 300 below its first batch. One of them an operator
+    // deletes from LRS_IN: it will never come, and the store passes over it.
+    let consumer = bus::pull::durable(
+        &js,
+        subjects::STREAM_IN,
+        &subjects::store_consumer(subjects::MAIN_REPLICA),
+        std::time::Duration::from_secs(2),
+    )
+    .await
+    .expect("the store's consumer");
+    let mut taken = Vec::new();
+    let mut messages = consumer
+        .fetch()
+        .max_messages(TAKEN)
+        .messages()
+        .await
+        .expect("fetch");
+    while let Some(message) = futures::StreamExt::next(&mut messages).await {
+        taken.push(message.expect("message"));
+    }
+    assert_eq!(taken.len(), TAKEN);
+    const DELETED: u64 = 10;
+    js.get_stream(subjects::STREAM_IN)
+        .await
+        .expect("LRS_IN")
+        .delete_message(DELETED)
+        .await
+        .expect("delete");
+    published.remove(DELETED as usize - 1);
+    let release = tokio_util::sync::CancellationToken::new();
+    let holder = tokio::spawn({
+        let release = release.clone();
+        async move {
+            loop {
+                for message in &taken {
+                    let _ = message.ack_with(jetstream::AckKind::Progress).await;
+                }
+                tokio::select! {
+                    _ = release.cancelled() => break,
+                    _ = tokio::time::sleep(std::time::Duration::from_millis(300)) => {}
+                }
+            }
+            // Given back: delivered to the store at once.
+            for message in &taken {
+                let _ = message.ack_with(jetstream::AckKind::Nak(None)).await;
+            }
+        }
+    });
+
+    let store = start_node(config(&nats.url(), data.path()), Parts::Store).await;
+    // The store applied its first batch and what it read of the gap.
+    wait_until("the gap's first part applied", WAIT, || async {
+        (stored_event_ids(&js).await.len() >= 255).then_some(())
+    })
+    .await;
+    release.cancel();
+    holder.await.expect("holder");
+
+    let found = every_statement_listed(&http, &base, &published).await;
+    assert_exactly("the statements listed", &found, &published);
+    let in_order = list_via_http(&http, &base, "ascending=true&limit=100")
+        .await
+        .expect("listing in order");
+    let first_out_of_place = in_order
+        .iter()
+        .zip(&published)
+        .position(|(listed, sent)| listed != sent);
+    assert_eq!(
+        first_out_of_place, None,
+        "positions follow the log: the n-th message's statement is the n-th stored"
+    );
+    assert_eq!(
+        stored_event_ids(&js).await,
+        published,
+        "stored events in the log's order"
+    );
+    store.stop().await;
+    gateway.stop().await;
+}
+
 fn write_fast_redelivery_config(dir: &std::path::Path) -> std::path::PathBuf {
     std::fs::create_dir_all(dir).expect("data dir");
     let path = dir.join("store.toml");
