@@ -120,13 +120,73 @@ impl Cluster {
     }
 }
 
-impl Drop for Cluster {
-    fn drop(&mut self) {
+impl Cluster {
+    /// Stops every process (their databases can then be opened).
+    fn down(&self) {
         let path = self.dir.path().to_string_lossy().into_owned();
         let _ = std::process::Command::new("bash")
             .arg(script())
             .args(["down", &path])
             .status();
+    }
+}
+
+/// The first keys two stopped store replicas' databases differ in, for a failure message.
+fn store_differences(dir: &std::path::Path) -> String {
+    let open = |replica: &str| {
+        let path = dir.join(format!("store-{replica}")).join("store.sled");
+        if !path.exists() {
+            return Err(format!("no {}", path.display()));
+        }
+        sled::open(&path).map_err(|err| format!("{}: {err}", path.display()))
+    };
+    let (a, b) = match (open("a"), open("b")) {
+        (Ok(a), Ok(b)) => (a, b),
+        (Err(err), _) | (_, Err(err)) => return err,
+    };
+    let show = |bytes: &[u8]| {
+        let shown: String = bytes
+            .iter()
+            .take(160)
+            .map(|byte| match byte {
+                b' '..=b'~' => char::from(*byte).to_string(),
+                _ => format!("\\x{byte:02x}"),
+            })
+            .collect();
+        format!("{shown} ({} bytes)", bytes.len())
+    };
+    let mut found = Vec::new();
+    let counted = (a.len(), b.len());
+    let mut only_b: std::collections::BTreeMap<Vec<u8>, Vec<u8>> = b
+        .iter()
+        .filter_map(Result::ok)
+        .map(|(key, value)| (key.to_vec(), value.to_vec()))
+        .collect();
+    for (key, value) in a.iter().filter_map(Result::ok) {
+        match only_b.remove(key.as_ref()) {
+            Some(other) if other == value.as_ref() => {}
+            Some(other) => found.push(format!(
+                "{}: a {} / b {}",
+                show(&key),
+                show(&value),
+                show(&other)
+            )),
+            None => found.push(format!("{}: only in a", show(&key))),
+        }
+    }
+    found.extend(only_b.keys().map(|key| format!("{}: only in b", show(key))));
+    format!(
+        "of {} and {} keys, {} differ; the first: {:#?}",
+        counted.0,
+        counted.1,
+        found.len(),
+        &found[..found.len().min(12)]
+    )
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        self.down();
         if std::thread::panicking() {
             // The processes' logs, for whoever looks into the failure.
             let kept = std::mem::replace(&mut self.dir, tempfile::tempdir().expect("dir"));
@@ -344,11 +404,14 @@ async fn the_cluster_rides_through_the_loss_of_any_one_process() {
         tokio::time::sleep(Duration::from_millis(500)).await;
     };
     for kind in ["store", "projector"] {
-        assert_eq!(
-            leerspoor::replicas::identical(&statuses, kind),
-            Some(true),
-            "{kind} digests: {statuses:?}"
-        );
+        if leerspoor::replicas::identical(&statuses, kind) != Some(true) {
+            cluster.down();
+            let differences = match kind {
+                "store" => store_differences(cluster.dir.path()),
+                _ => String::new(),
+            };
+            panic!("{kind} replicas differ: {statuses:#?}\n{differences}");
+        }
     }
 
     // What an operator sees: `leerspoor replicas` says so too.
