@@ -48,8 +48,11 @@ pub struct Effect {
     pub kind: EventKind,
     /// The statement's id.
     pub id: String,
-    /// The names the statement's context gives its skills (kept when it counts).
+    /// The names the statement's context gives its skills.
     pub labels: Vec<(String, Value)>,
+    /// The statement's `stored`: of two names for one skill, the later-stored statement's is
+    /// kept, in whatever order replicas apply the events.
+    pub stored: String,
     pub contributions: Vec<Contribution>,
 }
 
@@ -64,6 +67,12 @@ pub fn effects(message: &StoredEvents) -> Vec<Effect> {
                 kind: event.kind,
                 id: id.to_owned(),
                 labels: xapi::llo::skill_labels(&event.statement),
+                stored: event
+                    .statement
+                    .get("stored")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_owned(),
                 contributions: contributions(&event.statement),
             })
         })

@@ -33,8 +33,8 @@ pub(crate) const PROGRAMME: &[u8] = b"P";
 /// Present once the programme's figures (and each company's months) are kept: a database
 /// made before them is rebuilt (see [`Projection::needs_rebuild`]).
 const PROGRAMME_KEPT: &[u8] = b"mprogramme1";
-/// `L` + skill URI -> language map JSON: the name a statement's context gave the skill (the
-/// latest one applied).
+/// `L` + skill URI -> [`SkillLabel`] JSON: the name the latest-stored statement's context
+/// gave the skill (a database from before holds the name alone, ranked below any).
 const SKILL_LABEL: u8 = b'L';
 /// `t` + worker + 0 + timestamp + 0 + statement id -> empty: a worker's first and last
 /// timestamps are the ends of this range.
@@ -52,6 +52,36 @@ const COUNTED_BY_DIGEST: &[u8] = b"mdigests1";
 /// `x` + `LRS_STORED` sequence(8) -> [`Parked`] JSON: a message the projector could not read,
 /// kept (not skipped) until a replay applies it.
 const PARKED: u8 = b'x';
+
+/// A skill's name as kept under [`SKILL_LABEL`], with the statement that gave it: the
+/// latest `stored` wins (then the greater id), so the name does not depend on the order the
+/// events were applied in, which differs between replicas after a redelivery.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SkillLabel {
+    stored: String,
+    id: String,
+    name: Value,
+}
+
+impl SkillLabel {
+    fn rank(&self) -> (&str, &str) {
+        (&self.stored, &self.id)
+    }
+
+    /// A kept value: a [`SkillLabel`], or a name alone as written before it (a language map,
+    /// whose values are strings, never an object under `name`).
+    fn read(bytes: &[u8]) -> Option<SkillLabel> {
+        match serde_json::from_slice::<SkillLabel>(bytes) {
+            Ok(label) if label.name.is_object() => Some(label),
+            _ => serde_json::from_slice(bytes).ok().map(|name| SkillLabel {
+                stored: String::new(),
+                id: String::new(),
+                name,
+            }),
+        }
+    }
+}
 
 /// An `LRS_STORED` message the projector could not read: why, and the message itself.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
@@ -180,8 +210,8 @@ struct Touched {
     hubs: HashMap<String, HubState>,
     companies: HashMap<String, CompanyState>,
     programme: Option<ProgrammeState>,
-    /// Skill names found in the statements' contexts.
-    labels: HashMap<String, Value>,
+    /// Skill names found in the statements' contexts, the latest-stored one's per skill.
+    labels: HashMap<String, SkillLabel>,
     markers: HashMap<String, Option<Vec<u8>>>,
     /// Timestamp keys to add (true) or remove (false).
     timestamps: Vec<(Vec<u8>, bool)>,
@@ -636,6 +666,24 @@ impl Projection {
     ) -> Result<(), ProjectionError> {
         for effect in effects {
             let id = effect.id.as_str();
+            if effect.kind == EventKind::Stored {
+                // Whether or not the statement counts (a void may come first on one replica
+                // and last on another): the name is the skill's, not the statement's.
+                for (skill, name) in &effect.labels {
+                    let label = SkillLabel {
+                        stored: effect.stored.clone(),
+                        id: effect.id.clone(),
+                        name: name.clone(),
+                    };
+                    if touched
+                        .labels
+                        .get(skill)
+                        .is_none_or(|kept| kept.rank() < label.rank())
+                    {
+                        touched.labels.insert(skill.clone(), label);
+                    }
+                }
+            }
             let marker = match touched.markers.get(id) {
                 Some(marker) => marker.clone(),
                 None => self.tree.get(key(MARKER, id))?.map(|bytes| bytes.to_vec()),
@@ -649,9 +697,6 @@ impl Projection {
                 _ => continue,
             };
             touched.markers.insert(id.to_owned(), Some(next.to_vec()));
-            if sign > 0 {
-                touched.labels.extend(effect.labels.iter().cloned());
-            }
             if sign != 0 {
                 for contribution in &effect.contributions {
                     touched
@@ -703,7 +748,20 @@ impl Projection {
             }
         }
         for (skill, label) in &touched.labels {
-            batch.insert(key(SKILL_LABEL, skill), label.to_string().into_bytes());
+            let key = key(SKILL_LABEL, skill);
+            let kept = self.tree.get(&key)?;
+            if kept
+                .as_deref()
+                .and_then(SkillLabel::read)
+                .is_some_and(|kept| kept.rank() >= label.rank())
+            {
+                continue;
+            }
+            let bytes = serde_json::to_vec(label).map_err(|err| ProjectionError::Corrupt {
+                key: key.clone(),
+                reason: err.to_string(),
+            })?;
+            batch.insert(key, bytes);
         }
         if let Some(programme) = &touched.programme {
             let bytes = serde_json::to_vec(programme).map_err(|err| ProjectionError::Corrupt {
@@ -901,7 +959,8 @@ impl Projection {
                 .get(key(SKILL_LABEL, skill))
                 .ok()
                 .flatten()
-                .and_then(|bytes| serde_json::from_slice(&bytes).ok());
+                .and_then(|bytes| SkillLabel::read(&bytes))
+                .map(|label| label.name);
             known.borrow_mut().insert(skill.to_owned(), label.clone());
             label
         });

@@ -436,6 +436,113 @@ proptest! {
     }
 }
 
+/// Two statements name one skill differently: a replica keeps the later-stored one's name
+/// whatever order it applied them in, also when a void came before a statement's own event,
+/// and replicas that applied the same events in other orders hold the same digest.
+#[test]
+fn a_skills_name_is_the_latest_stored_ones_in_any_order_applied() {
+    let skill = "http://data.europa.eu/esco/skill/welding";
+    let named = |id: &str, name: &str, stored: &str| {
+        json!({
+            "id": id,
+            "actor": {"mbox": "mailto:a@example.org"},
+            "verb": {"id": VERBS[1]},
+            "object": {"id": "https://hub.example/course"},
+            "context": {
+                "contextActivities": {"category": [{"id": skill, "definition": {"name": {"en": name}}}]},
+                "extensions": {(xapi::llo::SKILLS): [skill]}
+            },
+            "timestamp": stored,
+            "stored": stored
+        })
+    };
+    // The later-stored statement has the smaller id: the time decides, not the id.
+    let early = named(
+        "f0000000-0000-4000-8000-000000000001",
+        "Welding",
+        "2026-01-01T00:00:00.000Z",
+    );
+    let late = named(
+        "00000000-0000-4000-8000-000000000002",
+        "Lassen",
+        "2026-01-02T00:00:00.000Z",
+    );
+    let applied = |events: Vec<StoredEvent>| {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let projection = Projection::open(dir.path()).expect("open");
+        for (index, event) in events.into_iter().enumerate() {
+            let sequence = index as u64 + 1;
+            projection
+                .apply(
+                    sequence,
+                    &StoredEvents {
+                        sequence,
+                        events: vec![event],
+                    },
+                )
+                .expect("apply");
+        }
+        let mut summary = json!({"skill": skill});
+        projection.label_skills(&mut summary);
+        let (_, _, digest) = projection.digest().expect("digest");
+        (summary["label"].clone(), digest)
+    };
+    let in_order = applied(vec![
+        event(EventKind::Stored, &early),
+        event(EventKind::Stored, &late),
+    ]);
+    let reversed = applied(vec![
+        event(EventKind::Stored, &late),
+        event(EventKind::Stored, &early),
+    ]);
+    assert_eq!(in_order.0, json!({"en": "Lassen"}));
+    assert_eq!(
+        reversed, in_order,
+        "the same name and digest in either order"
+    );
+    let voided_first = applied(vec![
+        event(EventKind::Voided, &late),
+        event(EventKind::Stored, &late),
+        event(EventKind::Stored, &early),
+    ]);
+    let voided_last = applied(vec![
+        event(EventKind::Stored, &early),
+        event(EventKind::Stored, &late),
+        event(EventKind::Voided, &late),
+    ]);
+    assert_eq!(voided_first.0, json!({"en": "Lassen"}));
+    assert_eq!(voided_first, voided_last, "a void's place changes nothing");
+
+    // A name kept by a Leerspoor from before (the language map alone) is read, and any
+    // statement's name replaces it.
+    let dir = tempfile::tempdir().expect("temp dir");
+    {
+        let tree = sled::open(dir.path()).expect("sled");
+        let mut key = b"L".to_vec();
+        key.extend_from_slice(skill.as_bytes());
+        tree.insert(key, br#"{"en":"Soldering"}"#.as_slice())
+            .expect("insert");
+        tree.flush().expect("flush");
+    }
+    let projection = reopen(dir.path());
+    let label = |projection: &Projection| {
+        let mut summary = json!({"skill": skill});
+        projection.label_skills(&mut summary);
+        summary["label"].clone()
+    };
+    assert_eq!(label(&projection), json!({"en": "Soldering"}));
+    projection
+        .apply(
+            1,
+            &StoredEvents {
+                sequence: 1,
+                events: vec![event(EventKind::Stored, &early)],
+            },
+        )
+        .expect("apply");
+    assert_eq!(label(&projection), json!({"en": "Welding"}));
+}
+
 /// An independent recomputation of a few figures, written without the projector's types.
 #[test]
 fn figures_match_a_plain_count() {
