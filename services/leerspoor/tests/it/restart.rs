@@ -156,15 +156,46 @@ fn assert_exactly(what: &str, found: &[String], published: &[String]) {
     );
 }
 
+/// A NATS server, a data folder and a gateway node on them, with a JetStream context and an
+/// HTTP client: what the tests of a store that stops, dies or starts late begin with.
+struct GatewayUp {
+    nats: Nats,
+    data: tempfile::TempDir,
+    gateway: crate::helpers::Running,
+    base: String,
+    js: jetstream::Context,
+    http: reqwest::Client,
+}
+
+impl GatewayUp {
+    async fn start() -> GatewayUp {
+        let nats = Nats::start().await;
+        let data = tempfile::tempdir().expect("temp dir");
+        let gateway = start_node(config(&nats.url(), data.path()), Parts::Gateway).await;
+        let base = format!("http://{}", gateway.http_addr.expect("gateway"));
+        let js = jetstream::new(async_nats::connect(nats.url()).await.expect("nats"));
+        GatewayUp {
+            nats,
+            data,
+            gateway,
+            base,
+            js,
+            http: reqwest::Client::new(),
+        }
+    }
+}
+
 #[tokio::test]
 async fn the_store_stopped_mid_stream_resumes_without_loss_or_duplicates() {
-    let nats = Nats::start().await;
-    let data = tempfile::tempdir().expect("temp dir");
-    let gateway = start_node(config(&nats.url(), data.path()), Parts::Gateway).await;
-    let base = format!("http://{}", gateway.http_addr.expect("gateway"));
+    let GatewayUp {
+        nats,
+        data,
+        gateway,
+        base,
+        js,
+        http,
+    } = GatewayUp::start().await;
     let store = start_node(config(&nats.url(), data.path()), Parts::Store).await;
-    let js = jetstream::new(async_nats::connect(nats.url()).await.expect("nats"));
-    let http = reqwest::Client::new();
 
     let published = publish_batches(&js, 200, 10).await;
     // Stop the store as soon as it is part-way through.
@@ -194,12 +225,14 @@ async fn the_store_stopped_mid_stream_resumes_without_loss_or_duplicates() {
 #[tokio::test]
 async fn a_batch_behind_a_wide_gap_waits_and_positions_follow_the_log() {
     const TAKEN: usize = 300;
-    let nats = Nats::start().await;
-    let data = tempfile::tempdir().expect("temp dir");
-    let gateway = start_node(config(&nats.url(), data.path()), Parts::Gateway).await;
-    let base = format!("http://{}", gateway.http_addr.expect("gateway"));
-    let js = jetstream::new(async_nats::connect(nats.url()).await.expect("nats"));
-    let http = reqwest::Client::new();
+    let GatewayUp {
+        nats,
+        data,
+        gateway,
+        base,
+        js,
+        http,
+    } = GatewayUp::start().await;
     let mut published = publish_batches(&js, 400, 1).await;
 
     // Another connection takes the first 300 from the store's consumer and keeps them in
@@ -306,12 +339,14 @@ fn spawn_store(nats_url: &str, data_dir: &std::path::Path) -> Child {
 
 #[tokio::test]
 async fn a_killed_store_loses_nothing_and_applies_nothing_twice() {
-    let nats = Nats::start().await;
-    let data = tempfile::tempdir().expect("temp dir");
-    let gateway = start_node(config(&nats.url(), data.path()), Parts::Gateway).await;
-    let base = format!("http://{}", gateway.http_addr.expect("gateway"));
-    let js = jetstream::new(async_nats::connect(nats.url()).await.expect("nats"));
-    let http = reqwest::Client::new();
+    let GatewayUp {
+        nats,
+        data,
+        gateway,
+        base,
+        js,
+        http,
+    } = GatewayUp::start().await;
 
     let mut store = spawn_store(&nats.url(), data.path());
     grant_via_cli(&nats.url()).await;

@@ -163,6 +163,19 @@ fn event(kind: EventKind, statement: &Value) -> StoredEvent {
     }
 }
 
+/// Applies `event` as the `LRS_STORED` message at `sequence`, alone.
+fn apply_one(projection: &Projection, sequence: u64, event: StoredEvent) {
+    projection
+        .apply(
+            sequence,
+            &StoredEvents {
+                sequence,
+                events: vec![event],
+            },
+        )
+        .expect("apply");
+}
+
 /// Every summary, and every sorted list of every kind; each list must also equal the
 /// summaries sorted in memory (by value, then id), so the order keys are checked too.
 fn snapshot(projection: &Projection) -> Vec<Vec<Value>> {
@@ -369,13 +382,11 @@ fn recomputed(statements: &[Value], specs: &[Spec]) -> Vec<Vec<Value>> {
     let projection = Projection::open(dir.path()).expect("open");
     for (sequence, (statement, spec)) in statements.iter().zip(specs).enumerate() {
         if !spec.voided && !spec.erased {
-            let message = StoredEvents {
-                sequence: sequence as u64 + 1,
-                events: vec![event(EventKind::Stored, statement)],
-            };
-            projection
-                .apply(sequence as u64 + 1, &message)
-                .expect("apply");
+            apply_one(
+                &projection,
+                sequence as u64 + 1,
+                event(EventKind::Stored, statement),
+            );
         }
     }
     snapshot(&projection)
@@ -471,16 +482,7 @@ fn a_skills_name_is_the_latest_stored_ones_in_any_order_applied() {
         let dir = tempfile::tempdir().expect("temp dir");
         let projection = Projection::open(dir.path()).expect("open");
         for (index, event) in events.into_iter().enumerate() {
-            let sequence = index as u64 + 1;
-            projection
-                .apply(
-                    sequence,
-                    &StoredEvents {
-                        sequence,
-                        events: vec![event],
-                    },
-                )
-                .expect("apply");
+            apply_one(&projection, index as u64 + 1, event);
         }
         let mut summary = json!({"skill": skill});
         projection.label_skills(&mut summary);
@@ -531,15 +533,7 @@ fn a_skills_name_is_the_latest_stored_ones_in_any_order_applied() {
         summary["label"].clone()
     };
     assert_eq!(label(&projection), json!({"en": "Soldering"}));
-    projection
-        .apply(
-            1,
-            &StoredEvents {
-                sequence: 1,
-                events: vec![event(EventKind::Stored, &early)],
-            },
-        )
-        .expect("apply");
+    apply_one(&projection, 1, event(EventKind::Stored, &early));
     assert_eq!(label(&projection), json!({"en": "Welding"}));
 }
 
@@ -574,26 +568,10 @@ fn figures_match_a_plain_count() {
     let mut sequence = 0;
     for (statement, spec) in statements.iter().zip(&specs) {
         sequence += 1;
-        projection
-            .apply(
-                sequence,
-                &StoredEvents {
-                    sequence,
-                    events: vec![event(EventKind::Stored, statement)],
-                },
-            )
-            .expect("apply");
+        apply_one(&projection, sequence, event(EventKind::Stored, statement));
         if spec.voided {
             sequence += 1;
-            projection
-                .apply(
-                    sequence,
-                    &StoredEvents {
-                        sequence,
-                        events: vec![event(EventKind::Voided, statement)],
-                    },
-                )
-                .expect("apply");
+            apply_one(&projection, sequence, event(EventKind::Voided, statement));
         }
     }
     let mut statements_per_worker: BTreeMap<String, i64> = BTreeMap::new();
@@ -756,16 +734,8 @@ fn a_database_from_before_the_order_keys_gets_them_at_open() {
     let expected = {
         let projection = Projection::open(dir.path()).expect("open");
         for (index, spec) in specs.iter().enumerate() {
-            let sequence = index as u64 + 1;
-            projection
-                .apply(
-                    sequence,
-                    &StoredEvents {
-                        sequence,
-                        events: vec![event(EventKind::Stored, &statement(index, spec))],
-                    },
-                )
-                .expect("apply");
+            let stored = event(EventKind::Stored, &statement(index, spec));
+            apply_one(&projection, index as u64 + 1, stored);
         }
         projection.flush().expect("flush");
         snapshot(&projection)
@@ -847,18 +817,8 @@ fn states_with_their_members_inside_are_moved_out_at_open() {
         erased: false,
     };
     for (index, worker) in [(100, 1u8), (101, 3u8)] {
-        projection
-            .apply(
-                index,
-                &StoredEvents {
-                    sequence: index,
-                    events: vec![event(
-                        EventKind::Stored,
-                        &statement(index as usize, &spec(worker)),
-                    )],
-                },
-            )
-            .expect("apply");
+        let stored = event(EventKind::Stored, &statement(index as usize, &spec(worker)));
+        apply_one(&projection, index, stored);
     }
     let hub = projection
         .hub("hub0", &Default::default())
@@ -920,15 +880,7 @@ impl AcrossAnUpgrade {
     }
 
     fn apply(projection: &Projection, sequence: u64, kind: EventKind, statement: &Value) {
-        projection
-            .apply(
-                sequence,
-                &StoredEvents {
-                    sequence,
-                    events: vec![event(kind, statement)],
-                },
-            )
-            .expect("apply");
+        apply_one(projection, sequence, event(kind, statement));
     }
 
     fn before(&self, projection: &Projection) {
