@@ -176,6 +176,10 @@ pub enum Command {
         wait: u64,
     },
     /// Measures ingest throughput and latency against a fresh, durable, in-process Leerspoor.
+    ///
+    /// The in-process Leerspoor has its own nats-server and databases in a temporary folder
+    /// (under TMPDIR): the node options (--nats-url, --data-dir, --config and the like) do not
+    /// apply to it. To bench a running Leerspoor, or one on a NATS of your own, use --against.
     Bench(leerspoor::bench::BenchArgs),
 }
 
