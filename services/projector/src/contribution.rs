@@ -50,8 +50,8 @@ pub struct Effect {
     pub id: String,
     /// The names the statement's context gives its skills.
     pub labels: Vec<(String, Value)>,
-    /// The statement's `stored`: of two names for one skill, the later-stored statement's is
-    /// kept, in whatever order replicas apply the events.
+    /// The statement's `stored` when it names skills (empty otherwise): of two names for one
+    /// skill, the later-stored statement's is kept, in whatever order replicas apply the events.
     pub stored: String,
     pub contributions: Vec<Contribution>,
 }
@@ -63,16 +63,19 @@ pub fn effects(message: &StoredEvents) -> Vec<Effect> {
         .iter()
         .filter_map(|event| {
             let id = event.statement.get("id").and_then(Value::as_str)?;
+            let labels = xapi::llo::skill_labels(&event.statement);
+            // Only names need it: most statements name no skill, and a part holds thousands.
+            let stored = if labels.is_empty() {
+                String::new()
+            } else {
+                let stored = event.statement.get("stored").and_then(Value::as_str);
+                stored.unwrap_or_default().to_owned()
+            };
             Some(Effect {
                 kind: event.kind,
                 id: id.to_owned(),
-                labels: xapi::llo::skill_labels(&event.statement),
-                stored: event
-                    .statement
-                    .get("stored")
-                    .and_then(Value::as_str)
-                    .unwrap_or_default()
-                    .to_owned(),
+                labels,
+                stored,
                 contributions: contributions(&event.statement),
             })
         })
