@@ -6,6 +6,12 @@
 //!
 //! `g` + kind(1) + set(1) + id length(4) + id + qualifier length(4) + qualifier (a month, a
 //! learner group, a skill) + member -> count (u64).
+//!
+//! A set whose members are also counted more finely counts those finer members, not
+//! statements ([`Set::COUNTED_BY_FINER`]): a hub's company by its months there, a company's
+//! skill by its workers. Its key is then written when a finer member comes or goes, not with
+//! every statement (parts of 2,500 statements of the bench's workload write ~2,800 fewer
+//! keys of ~18,400).
 
 /// Which distinct set of a summary.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -39,6 +45,8 @@ pub enum Set {
     ProgrammeCompanies,
     ProgrammeGroupWorkers,
     ProgrammeMonthWorkers,
+    /// No longer kept: the same pairs as [`Set::ProgrammeCompanyMonths`], turned around. A
+    /// database from before holds its keys until [`crate::projection`] removes them.
     ProgrammeMonthCompanies,
     ProgrammeCompanyMonths,
 }
@@ -60,6 +68,15 @@ impl Set {
         Set::ProgrammeWorkers,
         Set::ProgrammeGroupWorkers,
         Set::ProgrammeMonthWorkers,
+    ];
+
+    /// The sets counted by finer members (see the module's documentation), each with its
+    /// finer set: a finer key's id and qualifier are the coarser member's id and member
+    /// (hub, company, month -> hub, company; company, skill, worker -> company, skill).
+    pub const COUNTED_BY_FINER: [(Set, Set); 3] = [
+        (Set::HubCompanies, Set::HubCompanyMonths),
+        (Set::ProgrammeCompanies, Set::ProgrammeCompanyMonths),
+        (Set::CompanySkills, Set::CompanySkillWorkers),
     ];
 
     pub fn of_workers(self) -> bool {

@@ -49,6 +49,9 @@ const MEMBERSHIPS_IN_WORKERS: &[u8] = b"mmembers2";
 /// Present once the workers' states name what they only count by digests
 /// ([`crate::members::digest`]).
 const COUNTED_BY_DIGEST: &[u8] = b"mdigests1";
+/// Present once the sets of [`Set::COUNTED_BY_FINER`] count their finer members and the
+/// programme's companies per month are no longer kept ([`Projection::count_by_finer`]).
+const COUNTED_BY_FINER: &[u8] = b"mmembers3";
 /// `x` + `LRS_STORED` sequence(8) -> [`Parked`] JSON: a message the projector could not read,
 /// kept (not skipped) until a replay applies it.
 const PARKED: u8 = b'x';
@@ -248,6 +251,10 @@ impl Members for TreeMembers<'_> {
         member: &str,
         sign: i64,
     ) -> Result<i64, ProjectionError> {
+        if sign == 0 {
+            // A set counted by finer members whose finer member neither came nor went.
+            return Ok(0);
+        }
         if set.of_workers() && member == self.worker {
             if let Some(memberships) = self.memberships.as_deref_mut() {
                 let change = memberships.step(&crate::members::slot(set, id, month), sign);
@@ -322,6 +329,9 @@ impl Projection {
         }
         if !projection.tree.contains_key(MEMBERSHIPS_IN_WORKERS)? {
             projection.move_memberships_in()?;
+        }
+        if !projection.tree.contains_key(COUNTED_BY_FINER)? {
+            projection.count_by_finer()?;
         }
         if !projection.tree.contains_key(order::BUILT)? {
             projection.build_order()?;
@@ -465,6 +475,73 @@ impl Projection {
             }
         }
         self.tree.insert(MEMBERSHIPS_IN_WORKERS, &[] as &[u8])?;
+        self.tree.flush()?;
+        Ok(())
+    }
+
+    /// Counts the members of the sets of [`Set::COUNTED_BY_FINER`] by their finer members, as
+    /// the statements applied from now on do, and removes the programme's companies per month
+    /// (once; a database made before). Only member keys change: the distinct counts in the
+    /// states stay. A member the finer set does not know (a database older than that set)
+    /// stays counted once. Computed from the finer sets alone, so an interrupted run is
+    /// simply done again.
+    fn count_by_finer(&self) -> Result<(), ProjectionError> {
+        const CHUNK: usize = 20_000;
+        let mut counts: HashMap<Vec<u8>, u64> = HashMap::new();
+        for (coarser, finer) in Set::COUNTED_BY_FINER {
+            for item in self
+                .tree
+                .scan_prefix(crate::members::set_prefix(finer))
+                .keys()
+            {
+                let raw = item?;
+                if let Some((id, qualifier, _)) = crate::members::parse(&raw) {
+                    *counts
+                        .entry(crate::members::key(coarser, id, "", qualifier))
+                        .or_default() += 1;
+                }
+            }
+            for item in self
+                .tree
+                .scan_prefix(crate::members::set_prefix(coarser))
+                .keys()
+            {
+                counts.entry(item?.to_vec()).or_insert(1);
+            }
+        }
+        let counted = counts.len();
+        let mut batch = sled::Batch::default();
+        for (number, (member, count)) in counts.into_iter().enumerate() {
+            batch.insert(member, &count.to_be_bytes());
+            if (number + 1) % CHUNK == 0 {
+                self.tree.apply_batch(std::mem::take(&mut batch))?;
+            }
+        }
+        self.tree.apply_batch(batch)?;
+        let turned = crate::members::set_prefix(Set::ProgrammeMonthCompanies);
+        loop {
+            let gone = self
+                .tree
+                .scan_prefix(&turned)
+                .keys()
+                .take(CHUNK)
+                .collect::<Result<Vec<_>, _>>()?;
+            if gone.is_empty() {
+                break;
+            }
+            let mut batch = sled::Batch::default();
+            for member in gone {
+                batch.remove(member);
+            }
+            self.tree.apply_batch(batch)?;
+        }
+        if counted > 0 {
+            tracing::info!(
+                members = counted,
+                "hubs' and the programme's companies are counted by their months, companies' skills by their workers"
+            );
+        }
+        self.tree.insert(COUNTED_BY_FINER, &[] as &[u8])?;
         self.tree.flush()?;
         Ok(())
     }

@@ -311,17 +311,18 @@ impl HubState {
             members.change(Set::HubWorkers, hub, "", worker, sign)?,
         );
         if let Some(company) = &contribution.company {
-            self.companies = shift(
-                self.companies,
-                members.change(Set::HubCompanies, hub, "", company, sign)?,
-            );
-            members.change(
+            let months = members.change(
                 Set::HubCompanyMonths,
                 hub,
                 company,
                 &contribution.month,
                 sign,
             )?;
+            // Counted by its months at the hub: written when it gains or loses one.
+            self.companies = shift(
+                self.companies,
+                members.change(Set::HubCompanies, hub, "", company, months)?,
+            );
         }
         add(&mut self.statements, 1, sign);
         if contribution.completed.is_some() {
@@ -488,18 +489,19 @@ impl CompanyState {
             );
         }
         for skill in &contribution.skills {
-            self.skills = shift(
-                self.skills,
-                members.change(Set::CompanySkills, company, "", skill, sign)?,
-            );
-            let change = members.change(
+            let workers = members.change(
                 Set::CompanySkillWorkers,
                 company,
                 skill,
                 &contribution.worker,
                 sign,
             )?;
-            shift_entry(&mut self.skill_workers, skill, change);
+            shift_entry(&mut self.skill_workers, skill, workers);
+            // Counted by its workers: written when one starts or stops evidencing it.
+            self.skills = shift(
+                self.skills,
+                members.change(Set::CompanySkills, company, "", skill, workers)?,
+            );
         }
         Ok(())
     }
@@ -597,15 +599,15 @@ impl ProgrammeState {
             members.change(Set::ProgrammeMonthWorkers, "", month_key, worker, sign)?,
         );
         if let Some(company) = &contribution.company {
-            month.companies = shift(
-                month.companies,
-                members.change(Set::ProgrammeMonthCompanies, "", month_key, company, sign)?,
-            );
+            let months =
+                members.change(Set::ProgrammeCompanyMonths, "", company, month_key, sign)?;
+            // A month's companies are the companies' months turned around.
+            month.companies = shift(month.companies, months);
+            // Counted by their months: written when a company gains or loses one.
             self.companies = shift(
                 self.companies,
-                members.change(Set::ProgrammeCompanies, "", "", company, sign)?,
+                members.change(Set::ProgrammeCompanies, "", "", company, months)?,
             );
-            members.change(Set::ProgrammeCompanyMonths, "", company, month_key, sign)?;
         }
         if month.statements == 0 {
             self.months.remove(month_key);

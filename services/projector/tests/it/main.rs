@@ -904,6 +904,12 @@ impl AcrossAnUpgrade {
         Self::apply(projection, 41, EventKind::Voided, &self.statements[3]);
         Self::apply(projection, 42, EventKind::Erased, &self.statements[7]);
         Self::apply(projection, 43, EventKind::Erased, &self.statements[3]);
+        // Company 1 leaves hub 1 (its only month there), company 2 the programme: the
+        // distinct counts of companies and skills fall.
+        let leaving = (0..40).filter(|n| (n % 4 == 1 && n % 3 == 1) || n % 4 == 2);
+        for (sequence, n) in (44..).zip(leaving) {
+            Self::apply(projection, sequence, EventKind::Erased, &self.statements[n]);
+        }
     }
 
     /// Opened (and so upgraded), the database in `dir` holds what it held (`before`); the
@@ -1081,6 +1087,74 @@ fn counted_names_are_digested_at_open() {
                         .expect("insert");
                 }
             }
+            tree.flush().expect("flush");
+        }
+        upgrade.opened_and_counted_on(dir.path(), &before, &expected);
+    }
+}
+
+/// A database from before the coarser sets were counted by their finer members (a hub's and
+/// the programme's companies and a company's skills counted by statements, the programme's
+/// companies per month kept as keys of their own) is counted at open to exactly what applying
+/// the same statements now writes, and counts on to the same projection, companies leaving a
+/// hub and the programme included; an open interrupted half-way finishes the same.
+#[test]
+fn coarser_sets_are_counted_by_their_finer_members_at_open() {
+    use projector::members::{key, Set};
+    let upgrade = AcrossAnUpgrade::new();
+    let expected = upgrade.expected();
+    // What an older Leerspoor counted: statements (one per worker they count for).
+    let mut by_statements: BTreeMap<Vec<u8>, u64> = BTreeMap::new();
+    let mut per_month: BTreeMap<Vec<u8>, u64> = BTreeMap::new();
+    for statement in upgrade.statements.iter().take(30) {
+        for contribution in projector::contribution::contributions(statement) {
+            let Some(company) = &contribution.company else {
+                continue;
+            };
+            let mut count = |key: Vec<u8>| *by_statements.entry(key).or_default() += 1;
+            if let Some(hub) = &contribution.hub {
+                count(key(Set::HubCompanies, hub, "", company));
+            }
+            count(key(Set::ProgrammeCompanies, "", "", company));
+            for skill in &contribution.skills {
+                count(key(Set::CompanySkills, company, "", skill));
+            }
+            let month = key(
+                Set::ProgrammeMonthCompanies,
+                "",
+                &contribution.month,
+                company,
+            );
+            *per_month.entry(month).or_default() += 1;
+        }
+    }
+    for interrupted in [false, true] {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let before = upgrade.written_before(dir.path());
+        {
+            let tree = sled::open(dir.path()).expect("sled");
+            let mut members = BTreeSet::new();
+            for (coarser, _) in Set::COUNTED_BY_FINER {
+                for item in tree.scan_prefix(projector::members::set_prefix(coarser)) {
+                    members.insert(item.expect("read").0.to_vec());
+                }
+            }
+            assert_eq!(members, by_statements.keys().cloned().collect());
+            let mut differ = 0;
+            // Interrupted: every other key as the open left it when it stopped.
+            let step = if interrupted { 2 } else { 1 };
+            for (member, count) in by_statements.iter().step_by(step) {
+                let kept = tree.insert(member, &count.to_be_bytes()).expect("insert");
+                differ += usize::from(kept.as_deref() != Some(&count.to_be_bytes()[..]));
+            }
+            assert!(
+                differ > 5,
+                "{differ} counts differ from their finer members'"
+            );
+            for (member, count) in per_month.iter().step_by(step) {
+                tree.insert(member, &count.to_be_bytes()).expect("insert");
+            }
+            assert!(tree.remove(b"mmembers3").expect("remove").is_some());
             tree.flush().expect("flush");
         }
         upgrade.opened_and_counted_on(dir.path(), &before, &expected);
