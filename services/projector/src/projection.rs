@@ -18,9 +18,11 @@ use crate::summary::{CompanyState, HubState, MonthRange, ProgrammeState, WorkerS
 
 /// `m` + name: the last applied `LRS_STORED` sequence.
 const META_APPLIED: &[u8] = b"mapplied";
-/// `s` + statement id -> `c` (counted), `v` (voided: never counts, even if its `stored`
-/// event comes later) or `e` (erased: never counts again, whatever comes later). Makes every
-/// event idempotent and the order of events irrelevant.
+/// `s` + statement id -> `v` (voided: never counts, even if its `stored` event comes later)
+/// or `e` (erased: never counts again, whatever comes later); a statement without either
+/// counts when its first contribution's [`TIMESTAMP`] key is there (one key fewer per
+/// statement than a marker of its own; databases from before held `c`, which still reads as
+/// counted). Makes every event idempotent and the order of events irrelevant.
 const MARKER: u8 = b's';
 const COUNTED: &[u8] = b"c";
 const VOIDED: &[u8] = b"v";
@@ -52,6 +54,9 @@ const COUNTED_BY_DIGEST: &[u8] = b"mdigests1";
 /// Present once the sets of [`Set::COUNTED_BY_FINER`] count their finer members and the
 /// programme's companies per month are no longer kept ([`Projection::count_by_finer`]).
 const COUNTED_BY_FINER: &[u8] = b"mmembers3";
+/// Present once counted statements have no marker of their own, only their timestamp keys
+/// ([`Projection::drop_counted_markers`]).
+const COUNTED_BY_TIMESTAMPS: &[u8] = b"mmarkers1";
 /// `x` + `LRS_STORED` sequence(8) -> [`Parked`] JSON: a message the projector could not read,
 /// kept (not skipped) until a replay applies it.
 const PARKED: u8 = b'x';
@@ -333,6 +338,9 @@ impl Projection {
         if !projection.tree.contains_key(COUNTED_BY_FINER)? {
             projection.count_by_finer()?;
         }
+        if !projection.tree.contains_key(COUNTED_BY_TIMESTAMPS)? {
+            projection.drop_counted_markers()?;
+        }
         if !projection.tree.contains_key(order::BUILT)? {
             projection.build_order()?;
         }
@@ -519,22 +527,7 @@ impl Projection {
         }
         self.tree.apply_batch(batch)?;
         let turned = crate::members::set_prefix(Set::ProgrammeMonthCompanies);
-        loop {
-            let gone = self
-                .tree
-                .scan_prefix(&turned)
-                .keys()
-                .take(CHUNK)
-                .collect::<Result<Vec<_>, _>>()?;
-            if gone.is_empty() {
-                break;
-            }
-            let mut batch = sled::Batch::default();
-            for member in gone {
-                batch.remove(member);
-            }
-            self.tree.apply_batch(batch)?;
-        }
+        self.remove_where(&turned, |_| true)?;
         if counted > 0 {
             tracing::info!(
                 members = counted,
@@ -544,6 +537,53 @@ impl Projection {
         self.tree.insert(COUNTED_BY_FINER, &[] as &[u8])?;
         self.tree.flush()?;
         Ok(())
+    }
+
+    /// Removes the `c` markers of a database made before counted statements went without
+    /// (once): every counted statement with contributions has its timestamp keys, and one
+    /// without contributions counts nothing, so what each event does stays the same.
+    fn drop_counted_markers(&self) -> Result<(), ProjectionError> {
+        let removed = self.remove_where(&[MARKER], |value| value == COUNTED)?;
+        if removed > 0 {
+            tracing::info!(
+                markers = removed,
+                "counted statements are known by their timestamp keys; their markers removed"
+            );
+        }
+        self.tree.insert(COUNTED_BY_TIMESTAMPS, &[] as &[u8])?;
+        self.tree.flush()?;
+        Ok(())
+    }
+
+    /// Removes the keys under `prefix` whose value `remove` picks, in sled batches of 20,000;
+    /// how many went.
+    fn remove_where(
+        &self,
+        prefix: &[u8],
+        remove: impl Fn(&[u8]) -> bool,
+    ) -> Result<u64, ProjectionError> {
+        const CHUNK: usize = 20_000;
+        let end = order::prefix_end(prefix);
+        let mut start = prefix.to_vec();
+        let mut removed = 0;
+        loop {
+            let mut batch = sled::Batch::default();
+            let mut last = None;
+            for item in self.tree.range(start.clone()..end.clone()).take(CHUNK) {
+                let (raw_key, value) = item?;
+                if remove(&value) {
+                    batch.remove(raw_key.clone());
+                    removed += 1;
+                }
+                last = Some(raw_key);
+            }
+            let Some(last) = last else {
+                return Ok(removed);
+            };
+            self.tree.apply_batch(batch)?;
+            start = last.to_vec();
+            start.push(0);
+        }
     }
 
     /// Gives a database made before the order keys its order keys and counts (once).
@@ -655,9 +695,9 @@ impl Projection {
         Ok(entries)
     }
 
-    /// The digest of the summaries (with the markers and timestamps they are made from and
-    /// the applied sequence; not the parked messages): equal on projector replicas that
-    /// applied `LRS_STORED` through the same sequence. Returns the applied sequence, the
+    /// The digest of the summaries (with the markers, timestamps and skills' first evidence
+    /// they are made from and the applied sequence; not the parked messages): equal on
+    /// projector replicas that applied `LRS_STORED` through the same sequence. Returns the applied sequence, the
     /// number of summaries and the digest (XXH3-128, hex).
     pub fn digest(&self) -> Result<(u64, u64, String), ProjectionError> {
         let mut hasher = xxhash_rust::xxh3::Xxh3::new();
@@ -670,6 +710,7 @@ impl Projection {
             HUB,
             COMPANY,
             TIMESTAMP,
+            SKILL_TIMESTAMP,
             crate::members::MEMBER,
             PROGRAMME[0],
             SKILL_LABEL,
@@ -763,7 +804,7 @@ impl Projection {
             }
             let marker = match touched.markers.get(id) {
                 Some(marker) => marker.clone(),
-                None => self.tree.get(key(MARKER, id))?.map(|bytes| bytes.to_vec()),
+                None => self.marker(effect)?,
             };
             let (sign, next) = match (effect.kind, marker.as_deref()) {
                 (EventKind::Stored, None) => (1, COUNTED),
@@ -791,6 +832,19 @@ impl Projection {
         Ok(())
     }
 
+    /// What a statement's [`MARKER`] says, or `c` when its timestamp keys say it counts.
+    fn marker(&self, effect: &Effect) -> Result<Option<Vec<u8>>, ProjectionError> {
+        if let Some(marker) = self.tree.get(key(MARKER, &effect.id))? {
+            return Ok(Some(marker.to_vec()));
+        }
+        Ok(match effect.contributions.first() {
+            Some(first) if self.tree.contains_key(timestamp_key(first, &effect.id))? => {
+                Some(COUNTED.to_vec())
+            }
+            _ => None,
+        })
+    }
+
     fn write(
         &self,
         touched: Touched,
@@ -799,7 +853,9 @@ impl Projection {
     ) -> Result<(), ProjectionError> {
         let mut batch = sled::Batch::default();
         for (id, marker) in touched.markers {
-            if let Some(marker) = marker {
+            // A counted statement is known by its timestamp keys (and one without
+            // contributions counts nothing).
+            if let Some(marker) = marker.filter(|marker| marker != COUNTED) {
                 batch.insert(key(MARKER, &id), marker);
             }
         }
