@@ -48,6 +48,10 @@ pub struct BenchArgs {
     /// workers each (comma-separated), written straight into the projector's database.
     #[arg(long, value_delimiter = ',')]
     pub summary_lists: Vec<usize>,
+    /// Instead of the scenarios: the projector's apply alone (no NATS, one thread) on this
+    /// many statements of the ingest workload, in parts of 2,500 and of 10,000: statements/s.
+    #[arg(long)]
+    pub projector_apply: Option<usize>,
     /// A hub node in front of a central site: statements/s it accepts, and how fast a backlog
     /// of this many statements drains into the central store.
     #[arg(long)]
@@ -210,6 +214,12 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     if let Some(base) = &args.statement_reads {
         crate::bench_targets::reads(base, (&args.user, &args.password)).await?;
         return Ok(());
+    }
+    if let Some(statements) = args.projector_apply {
+        return tokio::task::spawn_blocking(move || {
+            crate::bench_summaries::projector_apply(statements)
+        })
+        .await?;
     }
     if !args.summary_lists.is_empty() {
         let counts = args.summary_lists.clone();

@@ -339,6 +339,74 @@ pub fn projection_events_per_second() -> anyhow::Result<f64> {
     Ok(50.0 * 100.0 / started.elapsed().as_secs_f64())
 }
 
+/// `leerspoor bench --projector-apply N`: the projector's own work alone, as it applies a
+/// backlog: N statements of the ingest scenarios' workload in `LRS_STORED` messages of 100
+/// (as the store publishes them), each decoded and reduced to its effects, applied in parts
+/// of 2,500 and of 10,000 statements (the most one part holds) to a fresh database and
+/// flushed after each part. No NATS, one thread: statements/s, and the time decoding,
+/// applying and flushing took.
+pub fn projector_apply(statements: usize) -> anyhow::Result<()> {
+    let payloads = (0..statements.div_ceil(100))
+        .map(|message| {
+            let events: Vec<StoredEvent> = (message * 100..((message + 1) * 100).min(statements))
+                .map(|n| {
+                    let mut statement = llo_statement(n);
+                    statement["stored"] = serde_json::json!(format!(
+                        "2026-12-01T{:02}:{:02}:{:02}.{:03}Z",
+                        n / 3_600_000 % 24,
+                        n / 60_000 % 60,
+                        n / 1_000 % 60,
+                        n % 1_000
+                    ));
+                    StoredEvent {
+                        kind: EventKind::Stored,
+                        position: n as u64 + 1,
+                        statement,
+                    }
+                })
+                .collect();
+            let sequence = message as u64 + 1;
+            Ok(serde_json::to_vec(&StoredEvents { sequence, events })?)
+        })
+        .collect::<anyhow::Result<Vec<Vec<u8>>>>()?;
+    println!("projector alone, {statements} statements in messages of 100:");
+    for part in [2_500, 10_000] {
+        let dir = tempfile::tempdir()?;
+        let projection =
+            projector::projection::Projection::open(dir.path()).context("projection")?;
+        let (mut decoding, mut applying, mut flushing) =
+            (Duration::ZERO, Duration::ZERO, Duration::ZERO);
+        let mut pending: Vec<(u64, Vec<projector::contribution::Effect>)> = Vec::new();
+        let mut events = 0;
+        let started = Instant::now();
+        for (index, payload) in payloads.iter().enumerate() {
+            let at = Instant::now();
+            let message: StoredEvents = serde_json::from_slice(payload)?;
+            events += message.events.len();
+            pending.push((index as u64 + 1, projector::contribution::effects(&message)));
+            decoding += at.elapsed();
+            if events >= part || index + 1 == payloads.len() {
+                let at = Instant::now();
+                projection.apply_effects(&pending)?;
+                applying += at.elapsed();
+                let at = Instant::now();
+                projection.flush()?;
+                flushing += at.elapsed();
+                pending.clear();
+                events = 0;
+            }
+        }
+        println!(
+            "  parts of {part:>6}: {:>7.0} statements/s (decode {:.1} s, apply {:.1} s, flush {:.1} s)",
+            statements as f64 / started.elapsed().as_secs_f64(),
+            decoding.as_secs_f64(),
+            applying.as_secs_f64(),
+            flushing.as_secs_f64()
+        );
+    }
+    Ok(())
+}
+
 /// One measured query: its n-th instance.
 type Query = Box<dyn Fn(usize) -> bus::wire::SummaryQuery>;
 
