@@ -384,9 +384,7 @@ impl Projection {
             }
             self.tree.apply_batch(batch)?;
         }
-        self.tree.insert(MEMBERS_MOVED, &[] as &[u8])?;
-        self.tree.flush()?;
-        Ok(())
+        self.migrated(MEMBERS_MOVED)
     }
 
     /// Names what the workers' states of a database made before the digests only count by
@@ -423,9 +421,7 @@ impl Projection {
                 "workers' states now name what they only count by digests"
             );
         }
-        self.tree.insert(COUNTED_BY_DIGEST, &[] as &[u8])?;
-        self.tree.flush()?;
-        Ok(())
+        self.migrated(COUNTED_BY_DIGEST)
     }
 
     /// Moves the counts of the sets of workers from their member keys into the workers' states
@@ -482,9 +478,7 @@ impl Projection {
                 start.push(0);
             }
         }
-        self.tree.insert(MEMBERSHIPS_IN_WORKERS, &[] as &[u8])?;
-        self.tree.flush()?;
-        Ok(())
+        self.migrated(MEMBERSHIPS_IN_WORKERS)
     }
 
     /// Counts the members of the sets of [`Set::COUNTED_BY_FINER`] by their finer members, as
@@ -534,9 +528,7 @@ impl Projection {
                 "hubs' and the programme's companies are counted by their months, companies' skills by their workers"
             );
         }
-        self.tree.insert(COUNTED_BY_FINER, &[] as &[u8])?;
-        self.tree.flush()?;
-        Ok(())
+        self.migrated(COUNTED_BY_FINER)
     }
 
     /// Removes the `c` markers of a database made before counted statements went without
@@ -550,7 +542,12 @@ impl Projection {
                 "counted statements are known by their timestamp keys; their markers removed"
             );
         }
-        self.tree.insert(COUNTED_BY_TIMESTAMPS, &[] as &[u8])?;
+        self.migrated(COUNTED_BY_TIMESTAMPS)
+    }
+
+    /// Marks a migration done, on disk before anything is applied after it.
+    fn migrated(&self, mark: &[u8]) -> Result<(), ProjectionError> {
+        self.tree.insert(mark, &[] as &[u8])?;
         self.tree.flush()?;
         Ok(())
     }
@@ -615,9 +612,7 @@ impl Projection {
             batch.insert(order::count_key(kind), &count.to_be_bytes());
             self.tree.apply_batch(batch)?;
         }
-        self.tree.insert(order::BUILT, &[] as &[u8])?;
-        self.tree.flush()?;
-        Ok(())
+        self.migrated(order::BUILT)
     }
 
     /// Whether this database was made before the programme figures were kept: its summaries

@@ -929,6 +929,24 @@ impl AcrossAnUpgrade {
         );
     }
 
+    /// For an open that runs to its end and one interrupted half-way: the first part written
+    /// to a new database, turned by `as_before` into what an older Leerspoor (or an open
+    /// that stopped, when told so) left, then opened and counted on as
+    /// [`AcrossAnUpgrade::opened_and_counted_on`] says.
+    fn upgraded_from(&self, as_before: impl Fn(&sled::Db, bool)) {
+        let expected = self.expected();
+        for interrupted in [false, true] {
+            let dir = tempfile::tempdir().expect("temp dir");
+            let before = self.written_before(dir.path());
+            {
+                let tree = sled::open(dir.path()).expect("sled");
+                as_before(&tree, interrupted);
+                tree.flush().expect("flush");
+            }
+            self.opened_and_counted_on(dir.path(), &before, &expected);
+        }
+    }
+
     /// The digest and summaries of both parts applied with no upgrade between.
     fn expected(&self) -> ((u64, u64, String), Vec<Vec<Value>>) {
         let everything = tempfile::tempdir().expect("temp dir");
@@ -1067,30 +1085,22 @@ fn names_as_before_digests(tree: &sled::Db, statements: &[Value]) -> usize {
 #[test]
 fn counted_names_are_digested_at_open() {
     let upgrade = AcrossAnUpgrade::new();
-    let expected = upgrade.expected();
-    for interrupted in [false, true] {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let before = upgrade.written_before(dir.path());
-        {
-            let tree = sled::open(dir.path()).expect("sled");
-            let states = tree.scan_prefix(b"w").count();
-            assert_eq!(names_as_before_digests(&tree, &upgrade.statements), states);
-            if interrupted {
-                // Half of the states as the open left them when it stopped.
-                let half: Vec<_> = tree.scan_prefix(b"w").step_by(2).collect();
-                for item in half {
-                    let (key, value) = item.expect("read");
-                    let mut state: projector::summary::WorkerState =
-                        serde_json::from_slice(&value).expect("worker state");
-                    assert!(state.digest_counted());
-                    tree.insert(key, serde_json::to_vec(&state).expect("json"))
-                        .expect("insert");
-                }
+    upgrade.upgraded_from(|tree, interrupted| {
+        let states = tree.scan_prefix(b"w").count();
+        assert_eq!(names_as_before_digests(tree, &upgrade.statements), states);
+        if interrupted {
+            // Half of the states as the open left them when it stopped.
+            let half: Vec<_> = tree.scan_prefix(b"w").step_by(2).collect();
+            for item in half {
+                let (key, value) = item.expect("read");
+                let mut state: projector::summary::WorkerState =
+                    serde_json::from_slice(&value).expect("worker state");
+                assert!(state.digest_counted());
+                tree.insert(key, serde_json::to_vec(&state).expect("json"))
+                    .expect("insert");
             }
-            tree.flush().expect("flush");
         }
-        upgrade.opened_and_counted_on(dir.path(), &before, &expected);
-    }
+    });
 }
 
 /// A database from before the coarser sets were counted by their finer members (a hub's and
@@ -1102,7 +1112,6 @@ fn counted_names_are_digested_at_open() {
 fn coarser_sets_are_counted_by_their_finer_members_at_open() {
     use projector::members::{key, Set};
     let upgrade = AcrossAnUpgrade::new();
-    let expected = upgrade.expected();
     // What an older Leerspoor counted: statements (one per worker they count for).
     let mut by_statements: BTreeMap<Vec<u8>, u64> = BTreeMap::new();
     let mut per_month: BTreeMap<Vec<u8>, u64> = BTreeMap::new();
@@ -1128,37 +1137,30 @@ fn coarser_sets_are_counted_by_their_finer_members_at_open() {
             *per_month.entry(month).or_default() += 1;
         }
     }
-    for interrupted in [false, true] {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let before = upgrade.written_before(dir.path());
-        {
-            let tree = sled::open(dir.path()).expect("sled");
-            let mut members = BTreeSet::new();
-            for (coarser, _) in Set::COUNTED_BY_FINER {
-                for item in tree.scan_prefix(projector::members::set_prefix(coarser)) {
-                    members.insert(item.expect("read").0.to_vec());
-                }
+    upgrade.upgraded_from(|tree, interrupted| {
+        let mut members = BTreeSet::new();
+        for (coarser, _) in Set::COUNTED_BY_FINER {
+            for item in tree.scan_prefix(projector::members::set_prefix(coarser)) {
+                members.insert(item.expect("read").0.to_vec());
             }
-            assert_eq!(members, by_statements.keys().cloned().collect());
-            let mut differ = 0;
-            // Interrupted: every other key as the open left it when it stopped.
-            let step = if interrupted { 2 } else { 1 };
-            for (member, count) in by_statements.iter().step_by(step) {
-                let kept = tree.insert(member, &count.to_be_bytes()).expect("insert");
-                differ += usize::from(kept.as_deref() != Some(&count.to_be_bytes()[..]));
-            }
-            assert!(
-                differ > 5,
-                "{differ} counts differ from their finer members'"
-            );
-            for (member, count) in per_month.iter().step_by(step) {
-                tree.insert(member, &count.to_be_bytes()).expect("insert");
-            }
-            assert!(tree.remove(b"mmembers3").expect("remove").is_some());
-            tree.flush().expect("flush");
         }
-        upgrade.opened_and_counted_on(dir.path(), &before, &expected);
-    }
+        assert_eq!(members, by_statements.keys().cloned().collect());
+        let mut differ = 0;
+        // Interrupted: every other key as the open left it when it stopped.
+        let step = if interrupted { 2 } else { 1 };
+        for (member, count) in by_statements.iter().step_by(step) {
+            let kept = tree.insert(member, &count.to_be_bytes()).expect("insert");
+            differ += usize::from(kept.as_deref() != Some(&count.to_be_bytes()[..]));
+        }
+        assert!(
+            differ > 5,
+            "{differ} counts differ from their finer members'"
+        );
+        for (member, count) in per_month.iter().step_by(step) {
+            tree.insert(member, &count.to_be_bytes()).expect("insert");
+        }
+        assert!(tree.remove(b"mmembers3").expect("remove").is_some());
+    });
 }
 
 /// A database from before counted statements went without markers (`c` under every counted
@@ -1168,29 +1170,21 @@ fn coarser_sets_are_counted_by_their_finer_members_at_open() {
 #[test]
 fn counted_markers_go_at_open() {
     let upgrade = AcrossAnUpgrade::new();
-    let expected = upgrade.expected();
-    for interrupted in [false, true] {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let before = upgrade.written_before(dir.path());
-        {
-            let tree = sled::open(dir.path()).expect("sled");
-            assert_eq!(
-                tree.scan_prefix(b"s").count(),
-                0,
-                "no markers for counted ones"
-            );
-            // As an older Leerspoor left it; interrupted: every other one already removed.
-            let step = if interrupted { 2 } else { 1 };
-            for statement in upgrade.statements.iter().take(30).step_by(step) {
-                let mut marker = b"s".to_vec();
-                marker.extend_from_slice(statement["id"].as_str().expect("id").as_bytes());
-                tree.insert(marker, b"c").expect("insert");
-            }
-            assert!(tree.remove(b"mmarkers1").expect("remove").is_some());
-            tree.flush().expect("flush");
+    upgrade.upgraded_from(|tree, interrupted| {
+        assert_eq!(
+            tree.scan_prefix(b"s").count(),
+            0,
+            "no markers for counted ones"
+        );
+        // As an older Leerspoor left it; interrupted: every other one already removed.
+        let step = if interrupted { 2 } else { 1 };
+        for statement in upgrade.statements.iter().take(30).step_by(step) {
+            let mut marker = b"s".to_vec();
+            marker.extend_from_slice(statement["id"].as_str().expect("id").as_bytes());
+            tree.insert(marker, b"c").expect("insert");
         }
-        upgrade.opened_and_counted_on(dir.path(), &before, &expected);
-    }
+        assert!(tree.remove(b"mmarkers1").expect("remove").is_some());
+    });
 }
 
 fn pair(page: projector::projection::ListPage) -> (u64, Vec<Value>) {
