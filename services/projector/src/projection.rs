@@ -692,8 +692,8 @@ impl Projection {
 
     /// The digest of the summaries (with the markers, timestamps and skills' first evidence
     /// they are made from and the applied sequence; not the parked messages): equal on
-    /// projector replicas that applied `LRS_STORED` through the same sequence. Returns the applied sequence, the
-    /// number of summaries and the digest (XXH3-128, hex).
+    /// projector replicas that applied `LRS_STORED` through the same sequence. Returns the
+    /// applied sequence, the number of summaries and the digest (XXH3-128, hex).
     pub fn digest(&self) -> Result<(u64, u64, String), ProjectionError> {
         let mut hasher = xxhash_rust::xxh3::Xxh3::new();
         let mut summaries = 0;
