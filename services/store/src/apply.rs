@@ -392,6 +392,6 @@ fn generated_id(stream: &str, sequence: u64, index: usize) -> Uuid {
 
 fn write_record(batch: &mut sled::Batch, record: &Record) {
     if let Ok(bytes) = serde_json::to_vec(record) {
-        batch.insert(keys::record(record.position), bytes);
+        batch.insert(keys::record(record.position), crate::packed::pack(&bytes));
     }
 }

@@ -232,7 +232,23 @@ fn rebuild_old_index(tree: &sled::Db) -> Result<(), DbError> {
 }
 
 fn read_record(key: &[u8], bytes: &[u8]) -> Result<Record, DbError> {
-    read_json(key, bytes)
+    read_json(key, &unpack(key, bytes)?)
+}
+
+/// A record's JSON from its stored bytes (see [`crate::packed`]).
+pub fn unpack<'a>(key: &[u8], stored: &'a [u8]) -> Result<std::borrow::Cow<'a, [u8]>, DbError> {
+    crate::packed::unpack(stored).map_err(|reason| DbError::Corrupt {
+        key: key.to_vec(),
+        reason,
+    })
+}
+
+/// [`unpack`] for a value read from sled: a record stored as JSON is passed on as it is.
+fn unpacked(key: &[u8], stored: sled::IVec) -> Result<sled::IVec, DbError> {
+    match unpack(key, &stored)? {
+        std::borrow::Cow::Borrowed(_) => Ok(stored),
+        std::borrow::Cow::Owned(json) => Ok(sled::IVec::from(json)),
+    }
 }
 
 /// The `LRS_IN` message being applied, as it arrived.
@@ -294,7 +310,6 @@ impl Db {
         Ok(sled::Config::new()
             .path(path)
             .cache_capacity(cache_bytes)
-            .mode(sled::Mode::HighThroughput)
             .open()?)
     }
 
@@ -469,10 +484,14 @@ impl Db {
         }
     }
 
-    /// The record at a position as stored (its key and JSON).
+    /// The record at a position (its key and JSON, unpacked: see [`crate::packed`]).
     pub fn record_bytes_at(&self, position: u64) -> Result<Option<(Vec<u8>, sled::IVec)>, DbError> {
         let key = keys::record(position);
-        Ok(self.tree.get(&key)?.map(|bytes| (key, bytes)))
+        let Some(stored) = self.tree.get(&key)? else {
+            return Ok(None);
+        };
+        let json = unpacked(&key, stored)?;
+        Ok(Some((key, json)))
     }
 
     /// The verdict recorded for a sequence: `None` if not applied yet.

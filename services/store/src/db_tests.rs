@@ -120,11 +120,15 @@ fn into_the_layout_before_records_by_position(db: &Db, moved: impl Fn(u64) -> bo
         if moved(position) {
             continue;
         }
-        let record: Record = serde_json::from_slice(&bytes).expect("record");
+        // Before `R` keys, records were their JSON.
+        let json = crate::db::unpack(&key, &bytes)
+            .expect("record")
+            .into_owned();
+        let record: Record = serde_json::from_slice(&json).expect("record");
         let id = Uuid::parse_str(record.statement["id"].as_str().expect("id")).expect("uuid");
         batch.remove(key);
         batch.insert(keys::position(position), id.as_bytes().as_slice());
-        batch.insert(keys::statement(&id), bytes);
+        batch.insert(keys::statement(&id), json);
     }
     db.tree().apply_batch(batch).expect("batch");
     db.flush().expect("flush");
@@ -174,6 +178,64 @@ fn records_stored_by_id_are_moved_to_their_positions_at_open() {
     apply(&db, &validator, 5);
     assert_eq!(by_verb(&db), 25);
     assert!(db.record_at(25).expect("read").is_some());
+}
+
+/// The statements of the page by verb, as the text they are sent as.
+fn page_by_verb(db: &Db) -> Vec<String> {
+    let query = StatementQuery {
+        verb: Some("http://adlnet.gov/expapi/verbs/attended".into()),
+        ..StatementQuery::default()
+    };
+    match crate::query::run(db, &query).expect("query") {
+        bus::wire::StatementReply::Page { statements, .. } => statements
+            .iter()
+            .map(|statement| statement.get().to_owned())
+            .collect(),
+        other => panic!("not a page: {other:?}"),
+    }
+}
+
+/// Records are kept packed (see `packed`), in well under half their JSON's bytes; records an
+/// older Leerspoor kept as their JSON read the same beside them: by id, at their position, in
+/// pages, in the digest.
+#[test]
+fn records_are_kept_packed_and_those_kept_as_json_read_alike() {
+    let (_dir, validator, db) = twenty_statements();
+    let digest = db.digest().expect("digest");
+    let page = page_by_verb(&db);
+    assert_eq!(page.len(), 20);
+    let (mut packed, mut json) = (0, 0);
+    let mut as_before = sled::Batch::default();
+    for item in db.tree().scan_prefix([keys::RECORD]) {
+        let (key, bytes) = item.expect("record");
+        assert_eq!(bytes.first(), Some(&0x01), "packed");
+        let text = unpack(&key, &bytes).expect("unpacks").into_owned();
+        serde_json::from_slice::<Record>(&text).expect("a record");
+        (packed, json) = (packed + bytes.len(), json + text.len());
+        if keys::trailing_u64(&key).is_some_and(|position| position % 2 == 1) {
+            as_before.insert(key, text);
+        }
+    }
+    assert!(packed * 2 < json, "{packed} bytes packed of {json}");
+    db.tree().apply_batch(as_before).expect("batch");
+    assert_eq!(
+        db.record_bytes_at(1)
+            .expect("read")
+            .map(|(_, bytes)| bytes[0]),
+        Some(b'{')
+    );
+    assert_eq!(db.digest().expect("digest"), digest);
+    assert_eq!(page_by_verb(&db), page);
+    for position in 1..=20 {
+        let record = db.record_at(position).expect("read").expect("record");
+        let id = Uuid::parse_str(record.statement["id"].as_str().expect("id")).expect("uuid");
+        assert_eq!(
+            db.record(&id).expect("read").expect("by id").position,
+            position
+        );
+    }
+    apply(&db, &validator, 5);
+    assert_eq!(by_verb(&db), 25);
 }
 
 /// The index as versions before postings wrote it: `i` + kind + term hash + position per

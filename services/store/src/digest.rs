@@ -70,7 +70,11 @@ impl Db {
             for item in self.tree().scan_prefix([prefix]) {
                 let (key, value) = item?;
                 if prefix == keys::RECORD {
+                    // Its JSON, however it is kept: replicas that pack records differently
+                    // (or not, before) hold the same statements.
                     statements += 1;
+                    feed(&key, &crate::db::unpack(&key, &value)?);
+                    continue;
                 }
                 feed(&key, &value);
             }

@@ -43,6 +43,7 @@ pub mod keys;
 mod metrics;
 pub mod objects;
 pub mod outbox;
+pub mod packed;
 mod publish;
 pub mod query;
 pub mod registry;
