@@ -20,8 +20,8 @@ const PACKED: u8 = 0x01;
 /// small and cost the store's apply thread more.
 const LEVEL: i32 = 1;
 /// A record is refused beyond this size uncompressed (a corrupt frame header must not make the
-/// store allocate without bound); far above any statement the gateway lets through.
-const MOST: usize = 256 * 1024 * 1024;
+/// store allocate without bound): NATS's largest `max_payload`, so no statement came in bigger.
+const MOST: usize = 64 * 1024 * 1024;
 
 /// The raw-content dictionary: text that statements' JSON repeats, the most common last (zstd
 /// reaches the end of a dictionary most cheaply). Never edit (see above).
