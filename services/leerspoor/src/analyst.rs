@@ -201,6 +201,24 @@ pub async fn rebuild(client: &async_nats::Client) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `leerspoor project --compact`: the running projector copies its database into a fresh
+/// one while it goes on applying, and swaps it in; this waits for its report.
+pub async fn compact(client: &async_nats::Client) -> anyhow::Result<()> {
+    let answer = maintenance(client, "compact").await?;
+    let megabytes = |field: &str| answer[field].as_f64().unwrap_or(0.0) / 1e6;
+    println!(
+        "compacted: {:.0} MB -> {:.0} MB on disk ({} entries in {:.1} s and {} round(s); applying paused {:.2} s for the {} keys written during the last)",
+        megabytes("bytes_before"),
+        megabytes("bytes_after"),
+        answer["entries"],
+        answer["seconds"].as_f64().unwrap_or(0.0),
+        answer["rounds"],
+        answer["pause_seconds"].as_f64().unwrap_or(0.0),
+        answer["written_in_pause"],
+    );
+    Ok(())
+}
+
 /// `leerspoor project --parked` / `--replay-parked`: the `LRS_STORED` messages the projector
 /// could not read, and applying those it now can.
 pub async fn parked(client: &async_nats::Client, replay: bool) -> anyhow::Result<()> {
@@ -226,7 +244,12 @@ pub async fn parked(client: &async_nats::Client, replay: bool) -> anyhow::Result
     Ok(())
 }
 
-async fn maintenance(client: &async_nats::Client, action: &str) -> anyhow::Result<Value> {
+/// Asks the running projector for `action` (see `projector::service`) and waits up to an
+/// hour for its answer.
+pub(crate) async fn maintenance(
+    client: &async_nats::Client,
+    action: &str,
+) -> anyhow::Result<Value> {
     let request = async_nats::Request::new()
         .payload(serde_json::to_vec(&serde_json::json!({ "action": action }))?.into())
         .timeout(Some(std::time::Duration::from_secs(3600)));

@@ -219,6 +219,14 @@ const METRICS: &[Metric] = &[
         noise: 0.1,
         floor: 0.0,
     },
+    Metric {
+        key: "disk_vs_json_compacted",
+        label: "at --size, the projector compacted: on disk / JSON",
+        higher_is_better: false,
+        target: 2.5,
+        noise: 0.1,
+        floor: 0.0,
+    },
 ];
 
 /// The figures of one run, as kept in the baseline file.
@@ -308,16 +316,41 @@ pub async fn run(args: TargetsArgs) -> anyhow::Result<()> {
         figures.insert(format!("grown_read_{kind}_p99_ms"), p99);
     }
     let (_, resident) = crate::bench_erasure::memory();
-    let on_disk = databases_bytes(&node.data_dir())?;
+    let databases = databases_bytes(&node.data_dir())?;
+    let on_disk: u64 = databases.iter().map(|(_, bytes)| bytes).sum();
+    let each: Vec<String> = databases
+        .iter()
+        .map(|(name, bytes)| format!("{name} {:.0} MB", *bytes as f64 / 1e6))
+        .collect();
     println!(
-        "resident {resident:.0} MiB; store + projector {:.0} MB on disk for {:.0} MB of statement JSON",
+        "resident {resident:.0} MiB; store + projector {:.0} MB on disk ({}) for {:.0} MB of statement JSON",
         on_disk as f64 / 1e6,
+        each.join(", "),
         json_bytes as f64 / 1e6
     );
     figures.insert("resident_mb".into(), resident);
     figures.insert(
         "disk_vs_json".into(),
         on_disk as f64 / json_bytes.max(1) as f64,
+    );
+    // What an operator gets back with `leerspoor project --compact` (or the projector by
+    // itself once quiet): its database copied into a fresh one.
+    let started = Instant::now();
+    let client = async_nats::connect(node.nats.url()).await?;
+    let report = crate::analyst::maintenance(&client, "compact").await?;
+    let compacted: u64 = databases_bytes(&node.data_dir())?
+        .iter()
+        .map(|(_, bytes)| bytes)
+        .sum();
+    println!(
+        "after a compaction of the projector ({:.0} s; applying paused {:.2} s): store + projector {:.0} MB on disk",
+        started.elapsed().as_secs_f64(),
+        report["pause_seconds"].as_f64().unwrap_or(0.0),
+        compacted as f64 / 1e6
+    );
+    figures.insert(
+        "disk_vs_json_compacted".into(),
+        compacted as f64 / json_bytes.max(1) as f64,
     );
     let after = Machine::probe(node.data_dir()).await?;
     println!("{}", after.line("the machine after"));
@@ -830,15 +863,18 @@ pub async fn reads(
 }
 
 /// Bytes of the store's and the projector's databases under the data folder.
-fn databases_bytes(data_dir: &Path) -> anyhow::Result<u64> {
-    let mut total = 0;
+/// Each database's name and bytes on disk, by name.
+fn databases_bytes(data_dir: &Path) -> anyhow::Result<Vec<(String, u64)>> {
+    let mut databases = Vec::new();
     for entry in std::fs::read_dir(data_dir)? {
         let entry = entry?;
-        if entry.file_name().to_string_lossy().ends_with(".sled") {
-            total += folder_bytes(&entry.path())?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.ends_with(".sled") {
+            databases.push((name, folder_bytes(&entry.path())?));
         }
     }
-    Ok(total)
+    databases.sort();
+    Ok(databases)
 }
 
 fn folder_bytes(path: &Path) -> anyhow::Result<u64> {

@@ -123,7 +123,7 @@ pub enum Command {
     /// Webhooks: stored statements POSTed, signed, to a URL.
     #[command(subcommand)]
     Webhooks(leerspoor::targets::WebhookCommand),
-    /// Asks the running projector to rebuild every summary from the stored statements.
+    /// Maintenance of the running projector: a rebuild, its parked messages, a compaction.
     Project {
         /// Recompute from the store's statements and swap the result in.
         #[arg(long)]
@@ -134,6 +134,11 @@ pub enum Command {
         /// Apply the parked messages the projector can read now.
         #[arg(long)]
         replay_parked: bool,
+        /// Copy the projector's database into a fresh one (without the dead pages sled keeps)
+        /// while it goes on applying, and swap it in; it also does so on its own when its
+        /// database has grown to three times its size after the last copy.
+        #[arg(long)]
+        compact: bool,
     },
     /// The hub registry: each hub's name, type (technohub, fieldlab) and region.
     #[command(subcommand)]

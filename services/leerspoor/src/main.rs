@@ -159,14 +159,16 @@ async fn main() -> anyhow::Result<()> {
             rebuild,
             parked,
             replay_parked,
+            compact,
         } => {
             let client = admin_client(&config).await?;
-            return match (rebuild, parked, replay_parked) {
-                (true, false, false) => leerspoor::analyst::rebuild(&client).await,
-                (false, true, false) => leerspoor::analyst::parked(&client, false).await,
-                (false, false, true) => leerspoor::analyst::parked(&client, true).await,
+            return match (rebuild, parked, replay_parked, compact) {
+                (true, false, false, false) => leerspoor::analyst::rebuild(&client).await,
+                (false, true, false, false) => leerspoor::analyst::parked(&client, false).await,
+                (false, false, true, false) => leerspoor::analyst::parked(&client, true).await,
+                (false, false, false, true) => leerspoor::analyst::compact(&client).await,
                 _ => anyhow::bail!(
-                    "leerspoor project takes one of --rebuild, --parked, --replay-parked"
+                    "leerspoor project takes one of --rebuild, --parked, --replay-parked, --compact"
                 ),
             };
         }

@@ -12,11 +12,13 @@
 //! - [`members`]: the members of hubs' and companies' distinct counts, a key each.
 //! - [`order`]: the sorted keys that answer list queries without scanning.
 //! - [`programme`]: the programme summary (reach against the target, by type and region).
+//! - [`compact`]: copying the database into a fresh one beside it while applying, and the swap.
 //! - [`rebuild`]: recomputing every summary from the stored statements, and the swap.
 //! - [`service`]: the NATS side: the `LRS_STORED` consumer and `lrs.api.summaries`.
 
 pub use service::{Projector, ProjectorConfig};
 
+pub mod compact;
 pub mod contribution;
 pub mod members;
 pub mod order;

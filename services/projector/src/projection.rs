@@ -18,6 +18,8 @@ use crate::summary::{CompanyState, HubState, MonthRange, ProgrammeState, WorkerS
 
 /// `m` + name: the last applied `LRS_STORED` sequence.
 const META_APPLIED: &[u8] = b"mapplied";
+/// The bytes on disk when the database was made as a compaction's copy ([`crate::compact`]).
+const META_COPIED: &[u8] = b"mcopied";
 /// `s` + statement id -> `v` (voided: never counts, even if its `stored` event comes later)
 /// or `e` (erased: never counts again, whatever comes later); a statement without either
 /// counts when its first contribution's [`TIMESTAMP`] key is there (one key fewer per
@@ -140,6 +142,8 @@ fn skill_timestamp_key(contribution: &Contribution, skill: &str, statement: &str
 pub enum ProjectionError {
     #[error("sled")]
     Sled(#[from] sled::Error),
+    #[error("{0}")]
+    Compaction(String),
     #[error("corrupt summary under key {key:?}: {reason}")]
     Corrupt { key: Vec<u8>, reason: String },
 }
@@ -659,6 +663,22 @@ impl Projection {
     /// Bytes the database takes on disk, if sled can say.
     pub fn size_on_disk(&self) -> Option<u64> {
         self.tree.size_on_disk().ok()
+    }
+
+    /// The sled database itself, for a compaction's copy ([`crate::compact`]).
+    pub(crate) fn db(&self) -> &sled::Db {
+        &self.tree
+    }
+
+    /// Notes the bytes this database took on disk when it was made as a copy.
+    pub fn set_copied(&self, bytes: u64) -> Result<(), ProjectionError> {
+        self.tree.insert(META_COPIED, &bytes.to_be_bytes())?;
+        Ok(())
+    }
+
+    /// The bytes this database took on disk when it was made as a copy (0: never copied).
+    pub fn copied(&self) -> Result<u64, ProjectionError> {
+        Ok(stored_u64(&self.tree, META_COPIED)?)
     }
 
     /// Writes the whole database to a snapshot file (between batches, so it is at one

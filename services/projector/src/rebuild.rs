@@ -70,7 +70,7 @@ pub async fn rebuild(
     data_dir: &Path,
     current: &Current,
 ) -> anyhow::Result<RebuildReport> {
-    let name = format!("projector-{}.sled", uuid_like());
+    let name = format!("projector-{}.sled", unique_suffix());
     let path = data_dir.join(&name);
     let fresh_path = path.clone();
     let cache_bytes = current.get().cache_bytes();
@@ -130,18 +130,7 @@ pub async fn rebuild(
     })
     .await
     .context("rebuild task")??;
-    // Point restarts at the new database, then switch readers to it.
-    let pointer = data_dir.join(POINTER);
-    let pointer_tmp = data_dir.join(format!("{POINTER}.tmp"));
-    std::fs::write(&pointer_tmp, &name).context("writing projector.current")?;
-    std::fs::rename(&pointer_tmp, &pointer).context("writing projector.current")?;
-    let previous = current.replace(fresh);
-    let previous_path = previous.path().to_owned();
-    drop(previous);
-    // Readers still holding the old database keep its open files; only the names go now.
-    if previous_path != path {
-        let _ = std::fs::remove_dir_all(previous_path);
-    }
+    swap_in(data_dir, current, &name, fresh).context("swapping the rebuilt database in")?;
     Ok(RebuildReport {
         statements,
         applied_sequence: applied,
@@ -149,8 +138,47 @@ pub async fn rebuild(
     })
 }
 
+/// Makes `fresh` (the database `name` in `data_dir`) the one in use: named in
+/// `projector.current` for restarts first, then handed to readers; the previous one's
+/// directory goes (readers still holding it keep its open files).
+pub(crate) fn swap_in(
+    data_dir: &Path,
+    current: &Current,
+    name: &str,
+    fresh: Arc<Projection>,
+) -> std::io::Result<()> {
+    let path = data_dir.join(name);
+    let pointer = data_dir.join(POINTER);
+    let pointer_tmp = data_dir.join(format!("{POINTER}.tmp"));
+    std::fs::write(&pointer_tmp, name)?;
+    std::fs::rename(&pointer_tmp, &pointer)?;
+    let previous = current.replace(fresh);
+    let previous_path = previous.path().to_owned();
+    drop(previous);
+    if previous_path != path {
+        let _ = std::fs::remove_dir_all(previous_path);
+    }
+    Ok(())
+}
+
+/// Removes the databases a rebuild or a compaction left half made (stopped before its
+/// swap): every `projector-*.sled` in `data_dir` but `active`. Call it before opening.
+pub fn remove_unfinished(data_dir: &Path, active: &Path) {
+    let Ok(entries) = std::fs::read_dir(data_dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let path = entry.path();
+        if name.starts_with("projector-") && name.ends_with(".sled") && path != active {
+            tracing::info!(database = %name, "removing a copy left unfinished");
+            let _ = std::fs::remove_dir_all(&path);
+        }
+    }
+}
+
 /// A unique, sortable directory suffix.
-fn uuid_like() -> String {
+pub(crate) fn unique_suffix() -> String {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();

@@ -14,6 +14,7 @@ use futures::{FutureExt as _, StreamExt};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
+use crate::compact::{Compaction, Step};
 use crate::contribution::{effects, Effect};
 use crate::projection::{Projection, ProjectionError};
 use crate::rebuild::Current;
@@ -54,6 +55,7 @@ impl Projector {
         config: ProjectorConfig,
     ) -> anyhow::Result<Projector> {
         let path = crate::rebuild::active_path(&config.data_dir);
+        crate::rebuild::remove_unfinished(&config.data_dir, &path);
         let js = jetstream::new(client.clone());
         subjects::ensure_streams(&js, &config.topology).await?;
         let consumer = subjects::projector_consumer(&config.replica);
@@ -170,8 +172,11 @@ impl Projector {
             .get()
             .needs_rebuild()?
             .then(std::time::Instant::now);
+        let mut compaction = Compaction::default();
+        let mut last_applied = std::time::Instant::now();
         loop {
             if upgrade_at.is_some_and(|at| at <= std::time::Instant::now()) {
+                self.compaction_abandoned(&mut compaction).await;
                 tracing::info!("this database predates the programme figures; rebuilding it");
                 match crate::rebuild::rebuild(&self.client, &self.config.data_dir, &self.projection)
                     .await
@@ -191,8 +196,18 @@ impl Projector {
             // sequence). Never by dropping a pull in flight: the messages it fetched would
             // come back only after ack_wait, after later ones.
             while let Some(Some(request)) = rebuilds.next().now_or_never() {
-                self.answer_maintenance(request).await;
+                match maintenance_action(&request).as_deref() {
+                    Some("compact") => compaction.ask(request.reply),
+                    Some("replay_parked" | "list_parked") => self.answer_maintenance(request).await,
+                    // A rebuild replaces the database a copy reads.
+                    _ => {
+                        self.compaction_abandoned(&mut compaction).await;
+                        self.answer_maintenance(request).await;
+                    }
+                }
             }
+            self.compaction_step(&mut compaction, last_applied.elapsed())
+                .await;
             while let Some(Some(request)) = snapshots.next().now_or_never() {
                 self.answer_snapshot(request).await;
             }
@@ -246,6 +261,7 @@ impl Projector {
             .await
             .context("apply task")??;
             record_applied(&batch, &self.projection.get());
+            last_applied = std::time::Instant::now();
             for message in &batch {
                 // A lost ack is harmless: the message comes back and changes nothing twice.
                 if let Err(err) = message.ack_with(AckKind::Ack).await {
@@ -338,16 +354,62 @@ impl Projector {
         .await
     }
 
+    /// Between two batches: a compaction finished or started (see [`crate::compact`]).
+    async fn compaction_step(&self, compaction: &mut Compaction, quiet_for: Duration) {
+        match compaction
+            .step(&self.projection, &self.config.data_dir, quiet_for)
+            .await
+        {
+            Step::Nothing => {}
+            Step::Started { bytes } => {
+                tracing::info!(bytes, "copying the projector's database into a fresh one");
+            }
+            Step::Done(done, waiting) => {
+                let reply = match done {
+                    Ok(report) => {
+                        tracing::info!(
+                            bytes_before = report.bytes_before,
+                            bytes_after = report.bytes_after,
+                            entries = report.entries,
+                            rounds = report.rounds,
+                            written_in_pause = report.written_in_pause,
+                            seconds = report.seconds,
+                            pause_seconds = report.pause_seconds,
+                            "the projector's database compacted"
+                        );
+                        serde_json::json!({ "ok": report })
+                    }
+                    Err(err) => {
+                        tracing::error!(error = %err, "compaction failed; the database in use stays");
+                        serde_json::json!({ "error": err.to_string() })
+                    }
+                };
+                self.reply_all(waiting, &reply).await;
+            }
+        }
+    }
+
+    /// Gives up a compaction under way (before a rebuild), telling whoever waited for it.
+    async fn compaction_abandoned(&self, compaction: &mut Compaction) {
+        let waiting = compaction.abandon();
+        let reply =
+            serde_json::json!({"error": "a rebuild came first; the compaction was abandoned"});
+        self.reply_all(waiting, &reply).await;
+    }
+
+    async fn reply_all(&self, waiting: Vec<async_nats::Subject>, reply: &Value) {
+        let body = serde_json::to_vec(reply).unwrap_or_default();
+        for reply_to in waiting {
+            if let Err(err) = self.client.publish(reply_to, body.clone().into()).await {
+                tracing::warn!(error = %err, "cannot answer a compaction request");
+            }
+        }
+    }
+
     /// Maintenance between batches (so nothing is applied meanwhile): a rebuild (an empty
     /// request or `{}`), or `{"action": "replay_parked"}`.
     async fn answer_maintenance(&self, request: async_nats::Message) {
-        let action = serde_json::from_slice::<Value>(&request.payload)
-            .ok()
-            .and_then(|body| {
-                body.get("action")
-                    .and_then(Value::as_str)
-                    .map(str::to_owned)
-            });
+        let action = maintenance_action(&request);
         let projection = self.projection.get();
         let outcome = match action.as_deref() {
             Some("replay_parked") => tokio::task::spawn_blocking(move || {
@@ -576,6 +638,17 @@ pub fn run_query(
             })
         }
     }
+}
+
+/// The `action` of a maintenance request (none: a rebuild).
+fn maintenance_action(request: &async_nats::Message) -> Option<String> {
+    serde_json::from_slice::<Value>(&request.payload)
+        .ok()
+        .and_then(|body| {
+            body.get("action")
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        })
 }
 
 /// The projector's gauges after a batch (names in [`bus::metrics`]): the sequence applied,

@@ -209,6 +209,11 @@ impl TestApp {
         }
     }
 
+    /// The node's data folder.
+    pub fn data_dir(&self) -> &std::path::Path {
+        self._data.path()
+    }
+
     /// Whether the node is still running (it has not stopped by itself).
     pub fn is_running(&self) -> bool {
         self.node

@@ -404,6 +404,63 @@ async fn a_rebuild_recomputes_from_the_store_even_when_the_stream_is_gone() {
     .await;
 }
 
+#[tokio::test]
+async fn a_compaction_swaps_in_a_copy_that_answers_the_same_and_goes_on() {
+    let app = TestApp::start().await;
+    let ann = json!({"mbox": "mailto:ann@example.org"});
+    let post = |n: usize| {
+        llo(
+            ann.clone(),
+            "http://adlnet.gov/expapi/verbs/attended",
+            &format!("https://x.example/s/{n}"),
+            "zwolle",
+            "KVK-9",
+            "PT1H",
+            &format!("2026-03-{:02}T10:00:00Z", n + 1),
+        )
+    };
+    for n in 0..3 {
+        assert_eq!(app.post_statements(&post(n)).await.status(), StatusCode::OK);
+    }
+    let before = wait_until("the projector caught up", WAIT, || async {
+        let hub = app.summary("/summaries/hubs/zwolle").await?;
+        (hub["statements"] == json!(3)).then_some(hub)
+    })
+    .await;
+
+    let compact = tokio::process::Command::new(env!("CARGO_BIN_EXE_leerspoor"))
+        .args(["project", "--compact", "--nats-url"])
+        .arg(app.nats.url())
+        .output()
+        .await
+        .expect("run leerspoor project --compact");
+    let said = String::from_utf8_lossy(&compact.stdout);
+    assert!(
+        compact.status.success(),
+        "{}",
+        String::from_utf8_lossy(&compact.stderr)
+    );
+    assert!(said.starts_with("compacted: "), "{said}");
+    // The copy is the database in use, named for restarts; the one it replaced is gone.
+    let named = std::fs::read_to_string(app.data_dir().join("projector.current"))
+        .expect("projector.current");
+    assert!(named.starts_with("projector-"), "{named}");
+    assert!(app.data_dir().join(named.trim()).is_dir());
+    assert!(!app.data_dir().join("projector.sled").exists());
+    let after = app
+        .summary("/summaries/hubs/zwolle")
+        .await
+        .expect("hub after the compaction");
+    assert_eq!(after, before);
+
+    assert_eq!(app.post_statements(&post(3)).await.status(), StatusCode::OK);
+    wait_until("the copy counts new statements", WAIT, || async {
+        let hub = app.summary("/summaries/hubs/zwolle").await?;
+        (hub["statements"] == json!(4)).then_some(())
+    })
+    .await;
+}
+
 /// Waits until every hub, company and worker summary the API lists equals a projection of
 /// just `stored`, made afresh.
 pub async fn summaries_match(base: &str, stored: Vec<Value>, deadline: std::time::Duration) {

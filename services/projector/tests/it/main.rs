@@ -1190,3 +1190,129 @@ fn counted_markers_go_at_open() {
 fn pair(page: projector::projection::ListPage) -> (u64, Vec<Value>) {
     (page.total, page.items)
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(16))]
+
+    /// A compaction copies the database while messages go on being applied to it; the copy
+    /// it swaps in holds what the database it replaces holds (the digest covers every
+    /// summary, marker, timestamp and member key and the applied sequence), and goes on.
+    #[test]
+    fn a_compaction_while_applying_swaps_in_the_same_database(
+        specs in prop::collection::vec(spec(), 2..40),
+        split in 1usize..100,
+    ) {
+        let statements: Vec<Value> = specs.iter().enumerate().map(|(index, spec)| statement(index, spec)).collect();
+        let mut events: Vec<StoredEvent> = Vec::new();
+        for (statement, spec) in statements.iter().zip(&specs) {
+            events.push(event(EventKind::Stored, statement));
+            if spec.voided {
+                events.push(event(EventKind::Voided, statement));
+            }
+            if spec.erased {
+                events.push(event(EventKind::Erased, statement));
+            }
+        }
+        let messages: Vec<(u64, StoredEvents)> = events
+            .into_iter()
+            .enumerate()
+            .map(|(index, stored_event)| (index as u64 + 1, StoredEvents { sequence: index as u64 + 1, events: vec![stored_event] }))
+            .collect();
+        let split = (messages.len() * split / 100).clamp(1, messages.len() - 1);
+        let (before, meanwhile) = messages.split_at(split);
+        let (last, after) = meanwhile.split_last().expect("one message after the split");
+        let apply = |projection: &Projection, messages: &[(u64, StoredEvents)]| {
+            for (sequence, message) in messages {
+                projection.apply(*sequence, message).expect("apply");
+            }
+        };
+
+        let plain_dir = tempfile::tempdir().expect("temp dir");
+        let plain = Projection::open(plain_dir.path()).expect("open");
+        apply(&plain, &messages);
+
+        let data = tempfile::tempdir().expect("temp dir");
+        let first = projector::rebuild::active_path(data.path());
+        let current = projector::rebuild::Current::new(Projection::open(&first).expect("open"));
+        apply(&current.get(), before);
+        let copying = projector::compact::Copying::start(&current.get(), data.path()).expect("start");
+        // Applied while the thread copies (or after it is done): noted, copied in the pause.
+        apply(&current.get(), after);
+        let report = copying.finish(data.path(), &current).expect("finish");
+        prop_assert!(report.rounds >= 1);
+        prop_assert!(!first.exists(), "the database replaced is removed");
+        let active = projector::rebuild::active_path(data.path());
+        prop_assert_eq!(active.file_name().map(|name| name.to_string_lossy().into_owned()), Some(report.database.clone()));
+        prop_assert_eq!(current.get().copied().expect("copied"), report.bytes_after);
+
+        // The copy goes on from where the database it replaced was.
+        apply(&current.get(), std::slice::from_ref(last));
+        prop_assert_eq!(current.get().digest().expect("digest"), plain.digest().expect("digest"));
+        prop_assert_eq!(snapshot(&current.get()), recomputed(&statements, &specs));
+        current.get().flush().expect("flush");
+        drop(current);
+        let reopened = reopen(&active);
+        prop_assert_eq!(reopened.digest().expect("digest"), plain.digest().expect("digest"));
+    }
+}
+
+/// A compaction given up (a rebuild came first, or a shutdown) leaves no copy behind and
+/// releases the database it read; one a crash left behind goes when the projector opens.
+#[test]
+fn a_compaction_given_up_leaves_nothing_behind() {
+    let data = tempfile::tempdir().expect("temp dir");
+    let first = projector::rebuild::active_path(data.path());
+    let projection = Projection::open(&first).expect("open");
+    for index in 0..50 {
+        let spec = Spec {
+            workers: vec![(index % 6) as u8],
+            group: false,
+            verb: index % VERBS.len(),
+            activity: (index % 4) as u8,
+            hub: Some((index % 3) as u8),
+            company: Some((index % 3) as u8),
+            duration_ms: 60_000,
+            scaled: None,
+            success: None,
+            completion: None,
+            skills: vec![(index % 4) as u8],
+            month: (index % 4) as u8,
+            voided: false,
+            erased: false,
+        };
+        apply_one(
+            &projection,
+            index as u64 + 1,
+            event(EventKind::Stored, &statement(index, &spec)),
+        );
+    }
+    let digest = projection.digest().expect("digest");
+    let copying = projector::compact::Copying::start(&projection, data.path()).expect("start");
+    let copies = || {
+        std::fs::read_dir(data.path())
+            .expect("read dir")
+            .filter_map(Result::ok)
+            .filter(|entry| {
+                entry
+                    .file_name()
+                    .to_string_lossy()
+                    .starts_with("projector-")
+            })
+            .count()
+    };
+    assert_eq!(copies(), 1, "the copy is made beside the database");
+    drop(copying);
+    assert_eq!(copies(), 0, "a copy given up is removed");
+    assert_eq!(projection.digest().expect("digest"), digest);
+    projection.flush().expect("flush");
+    drop(projection);
+    let reopened = reopen(&first);
+    assert_eq!(reopened.digest().expect("digest"), digest);
+
+    // A crash between the copy and its swap: the half-made copy goes, the database stays.
+    std::fs::create_dir(data.path().join("projector-1-2.sled")).expect("mkdir");
+    std::fs::write(data.path().join("projector-1-2.sled").join("db"), b"half").expect("write");
+    projector::rebuild::remove_unfinished(data.path(), &first);
+    assert_eq!(copies(), 0);
+    assert!(first.exists());
+}

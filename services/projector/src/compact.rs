@@ -1,0 +1,462 @@
+//! Compaction: the database copied into a fresh one beside it and swapped in, while the
+//! projector goes on applying.
+//!
+//! sled's log keeps the pages each write replaced until a segment is mostly dead, so the
+//! projector's database (which rewrites the same states with every part) grows to several
+//! times its entries: after 100,000 statements of the ingest workload 627 MB on disk for
+//! 41 MB of keys and values, 180 MB as a fresh copy (BENCHMARKS.md, the twelfth round).
+//!
+//! A copy starts between two batches. A thread copies every entry while the projector goes
+//! on applying; a sled subscriber on the whole database notes every key written meanwhile,
+//! and the thread copies those again in rounds (each the keys written during the one before)
+//! until few are left. Then the projector, between two batches (nothing is being written),
+//! copies the last round's keys, notes the size in the copy, and swaps it in as a rebuild
+//! does ([`crate::rebuild::swap_in`]). The pause is the last round's copy, not the whole
+//! database's. A copy starts when asked for (`leerspoor project --compact`) or by itself
+//! when due and quiet ([`QUIET`]).
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crate::projection::{Projection, ProjectionError};
+use crate::rebuild::Current;
+
+/// A copy is due when the database takes this many times what it took after its last copy
+/// (or [`FLOOR_BYTES`], whichever is more) and the projector has been quiet for [`QUIET`].
+pub const FACTOR: u64 = 2;
+
+/// Below this many bytes on disk no copy is due.
+pub const FLOOR_BYTES: u64 = 64 * 1024 * 1024;
+
+/// How long no `LRS_STORED` message came before a due copy starts by itself. Under a
+/// sustained ingest a copy takes CPU the projector needs (a copy of 1.2M entries took 32 s
+/// beside it, at 200,000 statements; BENCHMARKS.md) and the states rewritten meanwhile make
+/// the copy itself larger, so it waits for a quiet moment (a night); `leerspoor project
+/// --compact` starts one at once.
+pub const QUIET: Duration = Duration::from_secs(30);
+
+/// Entries per sled batch in the copy.
+const BATCH: usize = 10_000;
+
+/// Keys written meanwhile that the pause copies; more go to another round beside the
+/// applying first.
+const PAUSE_KEYS: usize = 20_000;
+
+/// The most rounds beside the applying (a projector applying faster than a round copies
+/// would never get under [`PAUSE_KEYS`]).
+const MAX_ROUNDS: u64 = 6;
+
+/// What a compaction did.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct CompactReport {
+    /// Entries copied by the thread.
+    pub entries: u64,
+    /// Rounds that copied again, beside the applying, the keys written during the one
+    /// before (the first round: the whole copy).
+    pub rounds: u64,
+    /// Keys written during the last round, copied in the pause.
+    pub written_in_pause: u64,
+    pub bytes_before: u64,
+    pub bytes_after: u64,
+    /// How long the copy took, and the pause at its end.
+    pub seconds: f64,
+    pub pause_seconds: f64,
+    pub database: String,
+}
+
+/// Whether the database is due a copy: `size` bytes on disk against `copied` after the last.
+pub fn due(size: u64, copied: u64) -> bool {
+    size > FACTOR.saturating_mul(copied.max(FLOOR_BYTES))
+}
+
+/// A copy under way.
+pub struct Copying {
+    name: String,
+    path: PathBuf,
+    from: sled::Db,
+    started: Instant,
+    bytes_before: u64,
+    cancel: Arc<AtomicBool>,
+    stop_watching: Arc<AtomicBool>,
+    copier: Option<JoinHandle<Result<Copied, ProjectionError>>>,
+    watcher: Option<JoinHandle<()>>,
+    /// Keys written since the copy (or its last round) read them.
+    written: Written,
+}
+
+/// The copy thread's result: the copy, the entries it read, its rounds.
+type Copied = (sled::Db, u64, u64);
+
+/// Keys written while a copy runs, noted by its watcher.
+type Written = Arc<std::sync::Mutex<HashSet<sled::IVec>>>;
+
+fn lock(written: &Written) -> std::sync::MutexGuard<'_, HashSet<sled::IVec>> {
+    written.lock().unwrap_or_else(|poison| poison.into_inner())
+}
+
+impl Copying {
+    /// Starts copying `projection` into a fresh database in `data_dir`. Call it between two
+    /// batches: the subscriber must see every write after the copy's first read.
+    pub fn start(projection: &Projection, data_dir: &Path) -> Result<Copying, ProjectionError> {
+        let name = format!("projector-{}.sled", crate::rebuild::unique_suffix());
+        let path = data_dir.join(&name);
+        let to = Projection::open_tree(&path, projection.cache_bytes())?;
+        let from = projection.db().clone();
+        let cancel = Arc::new(AtomicBool::new(false));
+        let stop_watching = Arc::new(AtomicBool::new(false));
+        let mut subscriber = from.watch_prefix(Vec::<u8>::new());
+        let written: Written = Arc::default();
+        let (stop, noting) = (stop_watching.clone(), written.clone());
+        let watcher = std::thread::Builder::new()
+            .name("projector-compact-watch".into())
+            .spawn(move || loop {
+                match subscriber.next_timeout(Duration::from_millis(50)) {
+                    Ok(event) => {
+                        lock(&noting).insert(event.key().clone());
+                    }
+                    // Once told to stop, the writer is paused: every write it made is in
+                    // the channel, so the first quiet moment means all were seen.
+                    Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                        if stop.load(Ordering::Acquire) {
+                            return;
+                        }
+                    }
+                    Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return,
+                }
+            })
+            .map_err(|err| io_error(&err))?;
+        let (source, cancelled, rewritten) = (from.clone(), cancel.clone(), written.clone());
+        let copier = std::thread::Builder::new()
+            .name("projector-compact".into())
+            .spawn(move || {
+                let entries = copy_entries(&source, &to, &cancelled)?;
+                let rounds = copy_written(&source, &to, &rewritten, &cancelled)?;
+                Ok((to, entries, rounds))
+            })
+            .map_err(|err| io_error(&err))?;
+        Ok(Copying {
+            name,
+            path,
+            bytes_before: projection.size_on_disk().unwrap_or(0),
+            from,
+            started: Instant::now(),
+            cancel,
+            stop_watching,
+            copier: Some(copier),
+            watcher: Some(watcher),
+            written,
+        })
+    }
+
+    /// Whether the thread has copied every entry (then [`Copying::finish`] pauses briefly).
+    pub fn is_copied(&self) -> bool {
+        self.copier.as_ref().is_none_or(JoinHandle::is_finished)
+    }
+
+    /// Copies what was written meanwhile and swaps the copy in. Blocking; call it between
+    /// two batches, with nothing applied until it returns.
+    pub fn finish(
+        mut self,
+        data_dir: &Path,
+        current: &Current,
+    ) -> Result<CompactReport, ProjectionError> {
+        let paused = Instant::now();
+        let (to, entries, rounds) = self
+            .copier
+            .take()
+            .map_or_else(|| Err(gone()), |copier| copier.join().map_err(|_| gone()))??;
+        self.stop_watcher();
+        let keys = std::mem::take(&mut *lock(&self.written));
+        let written_in_pause = keys.len() as u64;
+        copy_keys(&self.from, &to, keys)?;
+        to.flush()?;
+        let bytes_after = to.size_on_disk()?;
+        let fresh = Projection::from_tree(to, &self.path, current.get().cache_bytes())?;
+        fresh.set_copied(bytes_after)?;
+        fresh.flush()?;
+        crate::rebuild::swap_in(data_dir, current, &self.name, Arc::new(fresh))
+            .map_err(|err| io_error(&err))?;
+        self.path = PathBuf::new();
+        Ok(CompactReport {
+            entries,
+            rounds,
+            written_in_pause,
+            bytes_before: self.bytes_before,
+            bytes_after,
+            seconds: self.started.elapsed().as_secs_f64(),
+            pause_seconds: paused.elapsed().as_secs_f64(),
+            database: std::mem::take(&mut self.name),
+        })
+    }
+
+    /// Stops the watcher once it saw every write made so far.
+    fn stop_watcher(&mut self) {
+        self.stop_watching.store(true, Ordering::Release);
+        if let Some(watcher) = self.watcher.take() {
+            let _ = watcher.join();
+        }
+    }
+}
+
+impl Drop for Copying {
+    /// Abandons a copy not finished (a rebuild, a shutdown): its threads stop within a batch
+    /// and its directory goes, so that the database it read is closed again.
+    fn drop(&mut self) {
+        self.cancel.store(true, Ordering::Release);
+        if let Some(copier) = self.copier.take() {
+            let _ = copier.join();
+        }
+        self.stop_watcher();
+        if !self.path.as_os_str().is_empty() {
+            let _ = std::fs::remove_dir_all(&self.path);
+        }
+    }
+}
+
+/// Copies every entry of `from` into `to` in batches, then flushes `to`; stops early when
+/// `cancel` is set. Returns the entries copied.
+fn copy_entries(
+    from: &sled::Db,
+    to: &sled::Db,
+    cancel: &AtomicBool,
+) -> Result<u64, ProjectionError> {
+    let mut batch = sled::Batch::default();
+    let (mut in_batch, mut entries) = (0, 0);
+    for item in from.iter() {
+        let (key, value) = item?;
+        batch.insert(key, value);
+        in_batch += 1;
+        entries += 1;
+        if in_batch == BATCH {
+            if cancel.load(Ordering::Acquire) {
+                return Ok(entries);
+            }
+            to.apply_batch(std::mem::take(&mut batch))?;
+            in_batch = 0;
+        }
+    }
+    to.apply_batch(batch)?;
+    to.flush()?;
+    Ok(entries)
+}
+
+/// Rounds beside the applying: the keys written during the round before, copied again, until
+/// few enough are left for the pause (or [`MAX_ROUNDS`]). Returns the rounds.
+fn copy_written(
+    from: &sled::Db,
+    to: &sled::Db,
+    written: &Written,
+    cancel: &AtomicBool,
+) -> Result<u64, ProjectionError> {
+    let mut rounds = 1;
+    while rounds < MAX_ROUNDS && !cancel.load(Ordering::Acquire) {
+        let keys = std::mem::take(&mut *lock(written));
+        if keys.len() <= PAUSE_KEYS {
+            // Left for the pause, with whatever comes meanwhile.
+            lock(written).extend(keys);
+            break;
+        }
+        copy_keys(from, to, keys)?;
+        rounds += 1;
+    }
+    Ok(rounds)
+}
+
+/// Copies `keys`' current values from `from` into `to` (a removal where there is none), in
+/// key order.
+fn copy_keys(
+    from: &sled::Db,
+    to: &sled::Db,
+    keys: HashSet<sled::IVec>,
+) -> Result<(), ProjectionError> {
+    let mut keys: Vec<sled::IVec> = keys.into_iter().collect();
+    keys.sort_unstable();
+    for chunk in keys.chunks(BATCH) {
+        let mut batch = sled::Batch::default();
+        for key in chunk {
+            match from.get(key)? {
+                Some(value) => batch.insert(key.clone(), value),
+                None => batch.remove(key.clone()),
+            }
+        }
+        to.apply_batch(batch)?;
+    }
+    Ok(())
+}
+
+fn gone() -> ProjectionError {
+    ProjectionError::Compaction("the compaction's copy thread stopped without a result".into())
+}
+
+fn io_error(err: &dyn std::fmt::Display) -> ProjectionError {
+    ProjectionError::Compaction(format!("compaction: {err}"))
+}
+
+/// The projector's compactions: when one is due (checked between batches, every
+/// [`CHECK_EVERY`] at most) or asked for, a [`Copying`] runs beside the applying.
+#[derive(Default)]
+pub struct Compaction {
+    copying: Option<Copying>,
+    asked: bool,
+    /// Whoever asked (`leerspoor project --compact`), answered when the copy is in use.
+    waiting: Vec<async_nats::Subject>,
+    checked: Option<Instant>,
+}
+
+/// How often the database's size is looked at.
+pub const CHECK_EVERY: Duration = Duration::from_secs(10);
+
+/// What a step between two batches did.
+pub enum Step {
+    Nothing,
+    Started {
+        bytes: u64,
+    },
+    Done(
+        Result<CompactReport, ProjectionError>,
+        Vec<async_nats::Subject>,
+    ),
+}
+
+impl Compaction {
+    /// Someone asked for a copy now; `reply` is answered when it is in use.
+    pub fn ask(&mut self, reply: Option<async_nats::Subject>) {
+        self.asked = true;
+        self.waiting.extend(reply);
+    }
+
+    /// Gives up a copy under way (a rebuild replaces the database it copies). Returns whoever
+    /// waited for it.
+    pub fn abandon(&mut self) -> Vec<async_nats::Subject> {
+        self.copying = None;
+        self.asked = false;
+        std::mem::take(&mut self.waiting)
+    }
+
+    /// Between two batches: finishes a copy whose thread is done, or starts one when asked
+    /// for, or due after `quiet_for` without a message.
+    pub async fn step(&mut self, current: &Current, data_dir: &Path, quiet_for: Duration) -> Step {
+        if let Some(copying) = self.copying.take_if(|copying| copying.is_copied()) {
+            let (current, data_dir) = (current.clone(), data_dir.to_owned());
+            let done = tokio::task::spawn_blocking(move || copying.finish(&data_dir, &current))
+                .await
+                .unwrap_or_else(|_| Err(gone()));
+            self.checked = Some(Instant::now());
+            return Step::Done(done, std::mem::take(&mut self.waiting));
+        }
+        if self.copying.is_some() {
+            return Step::Nothing;
+        }
+        let look = self.asked
+            || (quiet_for >= QUIET && self.checked.is_none_or(|at| at.elapsed() >= CHECK_EVERY));
+        if !look {
+            return Step::Nothing;
+        }
+        self.checked = Some(Instant::now());
+        let projection = current.get();
+        let size = projection.size_on_disk().unwrap_or(0);
+        if !self.asked && !due(size, projection.copied().unwrap_or(0)) {
+            return Step::Nothing;
+        }
+        self.asked = false;
+        let data_dir = data_dir.to_owned();
+        let started =
+            tokio::task::spawn_blocking(move || Copying::start(&projection, &data_dir)).await;
+        match started {
+            Ok(Ok(copying)) => {
+                self.copying = Some(copying);
+                Step::Started { bytes: size }
+            }
+            Ok(Err(err)) => Step::Done(Err(err), std::mem::take(&mut self.waiting)),
+            Err(_) => Step::Done(Err(gone()), std::mem::take(&mut self.waiting)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// More keys written than the pause takes: a round beside the applying copies them
+    /// (values where there are, removals where not) and leaves none for the pause.
+    #[test]
+    fn a_round_copies_what_was_written_and_removes_what_went() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let open = |name: &str| {
+            sled::Config::new()
+                .path(dir.path().join(name))
+                .open()
+                .expect("open")
+        };
+        let (from, to) = (open("from"), open("to"));
+        let written: Written = Arc::default();
+        for n in 0..PAUSE_KEYS as u32 + 10 {
+            let key = sled::IVec::from(&n.to_be_bytes());
+            // Every third key went from the database after the copy read it.
+            to.insert(&key, b"old".as_slice()).expect("insert");
+            if n % 3 != 0 {
+                from.insert(&key, b"new".as_slice()).expect("insert");
+            }
+            lock(&written).insert(key);
+        }
+        let rounds = copy_written(&from, &to, &written, &AtomicBool::new(false)).expect("copy");
+        assert_eq!(rounds, 2);
+        assert!(lock(&written).is_empty());
+        let copied: Vec<_> = to.iter().map(|item| item.expect("read")).collect();
+        let expected: Vec<_> = from.iter().map(|item| item.expect("read")).collect();
+        assert_eq!(copied, expected);
+
+        // Few enough: left for the pause.
+        lock(&written).insert(sled::IVec::from(b"k".as_slice()));
+        let rounds = copy_written(&from, &to, &written, &AtomicBool::new(false)).expect("copy");
+        assert_eq!((rounds, lock(&written).len()), (1, 1));
+    }
+
+    /// By itself a copy waits for a database doubled since its last copy and a quiet
+    /// projector; asked for, it starts at once, and is swapped in once copied.
+    #[tokio::test]
+    async fn a_copy_starts_when_asked_or_when_due_and_quiet() {
+        const MB: u64 = 1024 * 1024;
+        assert!(!due(2 * FLOOR_BYTES, 0));
+        assert!(due(2 * FLOOR_BYTES + 1, 0));
+        assert!(!due(600 * MB, 300 * MB));
+        assert!(due(600 * MB + 1, 300 * MB));
+
+        let dir = tempfile::tempdir().expect("temp dir");
+        let first = crate::rebuild::active_path(dir.path());
+        let current = Current::new(Projection::open(&first).expect("open"));
+        current.get().set_applied(7).expect("applied");
+        let mut compaction = Compaction::default();
+        // Quiet, but a small database is not due.
+        assert!(matches!(
+            compaction.step(&current, dir.path(), QUIET).await,
+            Step::Nothing
+        ));
+        compaction.ask(None);
+        assert!(matches!(
+            compaction.step(&current, dir.path(), Duration::ZERO).await,
+            Step::Started { .. }
+        ));
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let report = loop {
+            match compaction.step(&current, dir.path(), Duration::ZERO).await {
+                Step::Done(done, _) => break done.expect("compacted"),
+                Step::Nothing if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                _ => panic!("the copy neither finished nor stayed under way"),
+            }
+        };
+        assert_eq!(
+            crate::rebuild::active_path(dir.path()),
+            dir.path().join(&report.database)
+        );
+        assert_eq!(current.get().applied().expect("applied"), 7);
+        assert_eq!(current.get().copied().expect("copied"), report.bytes_after);
+        assert!(!first.exists());
+    }
+}
