@@ -42,12 +42,11 @@ pub const QUIET: Duration = Duration::from_secs(30);
 /// Entries per sled batch in the copy.
 const BATCH: usize = 10_000;
 
-/// Keys written meanwhile that the pause copies; more go to another round beside the
-/// applying first.
+/// A round that found at most this many keys written says the copy is ready for the pause.
 const PAUSE_KEYS: usize = 20_000;
 
-/// The most rounds beside the applying (a projector applying faster than a round copies
-/// would never get under [`PAUSE_KEYS`]).
+/// Rounds after which the copy is ready whatever is left (a projector writing faster than a
+/// round copies would never get under [`PAUSE_KEYS`]).
 const MAX_ROUNDS: u64 = 6;
 
 /// What a compaction did.
@@ -58,7 +57,8 @@ pub struct CompactReport {
     /// Rounds that copied again, beside the applying, the keys written during the one
     /// before (the first round: the whole copy).
     pub rounds: u64,
-    /// Keys written during the last round, copied in the pause.
+    /// Keys written during the thread's last round, copied in the pause (which also waits
+    /// for that round).
     pub written_in_pause: u64,
     pub bytes_before: u64,
     pub bytes_after: u64,
@@ -80,12 +80,25 @@ pub struct Copying {
     from: sled::Db,
     started: Instant,
     bytes_before: u64,
-    cancel: Arc<AtomicBool>,
+    signals: Arc<Signals>,
     stop_watching: Arc<AtomicBool>,
     copier: Option<JoinHandle<Result<Copied, ProjectionError>>>,
     watcher: Option<JoinHandle<()>>,
     /// Keys written since the copy (or its last round) read them.
     written: Written,
+}
+
+/// Between the projector and its copy thread.
+#[derive(Default)]
+struct Signals {
+    /// Set by the projector: stop now (a copy given up).
+    cancel: AtomicBool,
+    /// Set by the projector: stop after this round (the pause has begun).
+    take_over: AtomicBool,
+    /// Set by the thread: few enough keys are left for the pause. It goes on copying rounds
+    /// until the projector takes over, so that what the pause copies is what was written
+    /// during one short round, not during the projector's batch until then.
+    ready: AtomicBool,
 }
 
 /// The copy thread's result: the copy, the entries it read, its rounds.
@@ -106,7 +119,7 @@ impl Copying {
         let path = data_dir.join(&name);
         let to = Projection::open_tree(&path, projection.cache_bytes())?;
         let from = projection.db().clone();
-        let cancel = Arc::new(AtomicBool::new(false));
+        let signals = Arc::new(Signals::default());
         let stop_watching = Arc::new(AtomicBool::new(false));
         let mut subscriber = from.watch_prefix(Vec::<u8>::new());
         let written: Written = Arc::default();
@@ -129,12 +142,12 @@ impl Copying {
                 }
             })
             .map_err(|err| io_error(&err))?;
-        let (source, cancelled, rewritten) = (from.clone(), cancel.clone(), written.clone());
+        let (source, signalled, rewritten) = (from.clone(), signals.clone(), written.clone());
         let copier = std::thread::Builder::new()
             .name("projector-compact".into())
             .spawn(move || {
-                let entries = copy_entries(&source, &to, &cancelled)?;
-                let rounds = copy_written(&source, &to, &rewritten, &cancelled)?;
+                let entries = copy_entries(&source, &to, &signalled.cancel)?;
+                let rounds = copy_written(&source, &to, &rewritten, &signalled)?;
                 Ok((to, entries, rounds))
             })
             .map_err(|err| io_error(&err))?;
@@ -144,7 +157,7 @@ impl Copying {
             bytes_before: projection.size_on_disk().unwrap_or(0),
             from,
             started: Instant::now(),
-            cancel,
+            signals,
             stop_watching,
             copier: Some(copier),
             watcher: Some(watcher),
@@ -154,7 +167,8 @@ impl Copying {
 
     /// Whether the thread has copied every entry (then [`Copying::finish`] pauses briefly).
     pub fn is_copied(&self) -> bool {
-        self.copier.as_ref().is_none_or(JoinHandle::is_finished)
+        self.signals.ready.load(Ordering::Acquire)
+            || self.copier.as_ref().is_none_or(JoinHandle::is_finished)
     }
 
     /// Copies what was written meanwhile and swaps the copy in. Blocking; call it between
@@ -165,6 +179,7 @@ impl Copying {
         current: &Current,
     ) -> Result<CompactReport, ProjectionError> {
         let paused = Instant::now();
+        self.signals.take_over.store(true, Ordering::Release);
         let (to, entries, rounds) = self
             .copier
             .take()
@@ -206,7 +221,7 @@ impl Drop for Copying {
     /// Abandons a copy not finished (a rebuild, a shutdown): its threads stop within a batch
     /// and its directory goes, so that the database it read is closed again.
     fn drop(&mut self) {
-        self.cancel.store(true, Ordering::Release);
+        self.signals.cancel.store(true, Ordering::Release);
         if let Some(copier) = self.copier.take() {
             let _ = copier.join();
         }
@@ -245,20 +260,26 @@ fn copy_entries(
 }
 
 /// Rounds beside the applying: the keys written during the round before, copied again, until
-/// few enough are left for the pause (or [`MAX_ROUNDS`]). Returns the rounds.
+/// the projector takes over (or the copy is given up); ready once a round found few enough
+/// for the pause (or after [`MAX_ROUNDS`]). Returns the rounds, the first (the whole copy)
+/// included.
 fn copy_written(
     from: &sled::Db,
     to: &sled::Db,
     written: &Written,
-    cancel: &AtomicBool,
+    signals: &Signals,
 ) -> Result<u64, ProjectionError> {
     let mut rounds = 1;
-    while rounds < MAX_ROUNDS && !cancel.load(Ordering::Acquire) {
+    while !signals.cancel.load(Ordering::Acquire) && !signals.take_over.load(Ordering::Acquire) {
         let keys = std::mem::take(&mut *lock(written));
-        if keys.len() <= PAUSE_KEYS {
-            // Left for the pause, with whatever comes meanwhile.
-            lock(written).extend(keys);
-            break;
+        if keys.len() <= PAUSE_KEYS || rounds >= MAX_ROUNDS {
+            signals.ready.store(true, Ordering::Release);
+        }
+        if keys.is_empty() {
+            // Nothing written since the last round: the projector is between batches or
+            // idle, and takes over soon.
+            std::thread::sleep(Duration::from_millis(2));
+            continue;
         }
         copy_keys(from, to, keys)?;
         rounds += 1;
@@ -382,7 +403,8 @@ mod tests {
     use super::*;
 
     /// More keys written than the pause takes: a round beside the applying copies them
-    /// (values where there are, removals where not) and leaves none for the pause.
+    /// (values where there are, removals where not); the thread says it is ready once a
+    /// round finds few, and stops when the projector takes over.
     #[test]
     fn a_round_copies_what_was_written_and_removes_what_went() {
         let dir = tempfile::tempdir().expect("temp dir");
@@ -403,17 +425,21 @@ mod tests {
             }
             lock(&written).insert(key);
         }
-        let rounds = copy_written(&from, &to, &written, &AtomicBool::new(false)).expect("copy");
-        assert_eq!(rounds, 2);
+        let signals = Signals::default();
+        let rounds = std::thread::scope(|scope| {
+            let copier = scope.spawn(|| copy_written(&from, &to, &written, &signals));
+            // The projector takes over once the thread says it is ready.
+            while !signals.ready.load(Ordering::Acquire) {
+                std::thread::yield_now();
+            }
+            signals.take_over.store(true, Ordering::Release);
+            copier.join().expect("thread").expect("copy")
+        });
+        assert!(rounds >= 2, "{rounds}");
         assert!(lock(&written).is_empty());
         let copied: Vec<_> = to.iter().map(|item| item.expect("read")).collect();
         let expected: Vec<_> = from.iter().map(|item| item.expect("read")).collect();
         assert_eq!(copied, expected);
-
-        // Few enough: left for the pause.
-        lock(&written).insert(sled::IVec::from(b"k".as_slice()));
-        let rounds = copy_written(&from, &to, &written, &AtomicBool::new(false)).expect("copy");
-        assert_eq!((rounds, lock(&written).len()), (1, 1));
     }
 
     /// By itself a copy waits for a database doubled since its last copy and a quiet
