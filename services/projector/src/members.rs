@@ -79,8 +79,25 @@ impl Set {
         (Set::CompanySkills, Set::CompanySkillWorkers),
     ];
 
+    /// The sets of workers whose member keys something reads: lists narrowed to a hub's
+    /// workers (by month too) and to a company's workers, and the programme's regions (a
+    /// hub's workers by learner group). The others' members are only counted, in the
+    /// workers' states, and have no keys: in the bench's grown workload (four statements a
+    /// worker) they were 13 of a worker's 30 member keys (BENCHMARKS.md, the twelfth round).
+    pub const LISTED: [Set; 4] = [
+        Set::HubWorkers,
+        Set::HubMonthWorkers,
+        Set::HubGroupWorkers,
+        Set::CompanyWorkers,
+    ];
+
     pub fn of_workers(self) -> bool {
         Set::OF_WORKERS.contains(&self)
+    }
+
+    /// Whether a set of workers keeps a key per member (see [`Set::LISTED`]).
+    pub fn listed(self) -> bool {
+        Set::LISTED.contains(&self)
     }
 
     fn tag(self) -> (u8, u8) {

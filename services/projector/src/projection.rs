@@ -59,6 +59,9 @@ const COUNTED_BY_FINER: &[u8] = b"mmembers3";
 /// Present once counted statements have no marker of their own, only their timestamp keys
 /// ([`Projection::drop_counted_markers`]).
 const COUNTED_BY_TIMESTAMPS: &[u8] = b"mmarkers1";
+/// Present once only the sets of workers that lists read keep member keys
+/// ([`crate::members::Set::LISTED`]).
+const LISTED_MEMBERS_ONLY: &[u8] = b"mmembers4";
 /// `x` + `LRS_STORED` sequence(8) -> [`Parked`] JSON: a message the projector could not read,
 /// kept (not skipped) until a replay applies it.
 const PARKED: u8 = b'x';
@@ -267,7 +270,7 @@ impl Members for TreeMembers<'_> {
         if set.of_workers() && member == self.worker {
             if let Some(memberships) = self.memberships.as_deref_mut() {
                 let change = memberships.step(&crate::members::slot(set, id, month), sign);
-                if change != 0 {
+                if change != 0 && set.listed() {
                     self.presence
                         .insert(crate::members::key(set, id, month, member), change > 0);
                 }
@@ -348,10 +351,28 @@ impl Projection {
         if !projection.tree.contains_key(order::BUILT)? {
             projection.build_order()?;
         }
+        // After the steps above: the memberships and the finer counts are made from keys
+        // this one removes.
+        if !projection.tree.contains_key(LISTED_MEMBERS_ONLY)? {
+            projection.drop_unlisted_members()?;
+        }
         if projection.tree.is_empty() || projection.count(WORKER)? == 0 {
             projection.tree.insert(PROGRAMME_KEPT, &[] as &[u8])?;
         }
         Ok(projection)
+    }
+
+    /// Removes the member keys of the sets of workers nothing lists (a database from
+    /// before [`crate::members::Set::LISTED`]); their counts are in the workers' states.
+    fn drop_unlisted_members(&self) -> Result<(), ProjectionError> {
+        let mut removed = 0u64;
+        for set in Set::OF_WORKERS.into_iter().filter(|set| !set.listed()) {
+            removed += self.remove_where(&crate::members::set_prefix(set), |_| true)?;
+        }
+        if removed > 0 {
+            tracing::info!(removed, "member keys nothing lists removed");
+        }
+        self.migrated(LISTED_MEMBERS_ONLY)
     }
 
     /// Moves the members of the hubs' and companies' distinct counts of a database made

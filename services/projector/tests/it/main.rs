@@ -883,6 +883,62 @@ impl AcrossAnUpgrade {
         apply_one(projection, sequence, event(kind, statement));
     }
 
+    /// Adds the member keys of the sets of workers nothing lists to the database of the
+    /// first part, as every Leerspoor before [`projector::members::Set::LISTED`] wrote them
+    /// (empty values: their counts are in the workers' states), and takes away the mark
+    /// that they went.
+    fn unlisted_members_as_before(&self, tree: &sled::Db) {
+        use projector::members::{key, step, Members, Set};
+        struct Recorder(BTreeMap<Vec<u8>, u64>);
+        impl Members for Recorder {
+            type Error = std::convert::Infallible;
+            fn change(
+                &mut self,
+                set: Set,
+                id: &str,
+                month: &str,
+                member: &str,
+                sign: i64,
+            ) -> Result<i64, Self::Error> {
+                Ok(step(
+                    self.0.entry(key(set, id, month, member)).or_default(),
+                    sign,
+                ))
+            }
+        }
+        let mut recorder = Recorder(BTreeMap::new());
+        let mut programme = projector::summary::ProgrammeState::default();
+        let mut hubs: BTreeMap<String, projector::summary::HubState> = BTreeMap::new();
+        let mut companies: BTreeMap<String, projector::summary::CompanyState> = BTreeMap::new();
+        for statement in self.statements.iter().take(30) {
+            for contribution in projector::contribution::contributions(statement) {
+                let Ok(()) = programme.apply(&contribution, 1, &mut recorder);
+                if let Some(hub) = &contribution.hub {
+                    let state = hubs.entry(hub.clone()).or_default();
+                    let Ok(()) = state.apply(hub, &contribution, 1, &mut recorder);
+                }
+                if let Some(company) = &contribution.company {
+                    let state = companies.entry(company.clone()).or_default();
+                    let Ok(()) = state.apply(company, &contribution, 1, &mut recorder);
+                }
+            }
+        }
+        let unlisted: Vec<Vec<u8>> = Set::OF_WORKERS
+            .into_iter()
+            .filter(|set| !set.listed())
+            .map(projector::members::set_prefix)
+            .collect();
+        let mut added = 0;
+        for (member, count) in recorder.0 {
+            if count > 0 && unlisted.iter().any(|prefix| member.starts_with(prefix)) {
+                assert!(tree.insert(member, &[] as &[u8]).expect("insert").is_none());
+                added += 1;
+            }
+        }
+        assert!(added > 50, "{added} member keys as before");
+        assert!(tree.remove(b"mmembers4").expect("remove").is_some());
+    }
+
     fn before(&self, projection: &Projection) {
         for (index, statement) in self.statements.iter().take(30).enumerate() {
             Self::apply(projection, index as u64 + 1, EventKind::Stored, statement);
@@ -970,6 +1026,7 @@ fn member_counts_of_workers_move_into_their_states_at_open() {
     // As an older Leerspoor left it: counts in the member keys, none in the states.
     {
         let tree = sled::open(dir.path()).expect("sled");
+        upgrade.unlisted_members_as_before(&tree);
         assert!(names_as_before_digests(&tree, &upgrade.statements) > 0);
         let mut moved = 0;
         for item in tree.scan_prefix(b"w") {
@@ -1086,6 +1143,7 @@ fn names_as_before_digests(tree: &sled::Db, statements: &[Value]) -> usize {
 fn counted_names_are_digested_at_open() {
     let upgrade = AcrossAnUpgrade::new();
     upgrade.upgraded_from(|tree, interrupted| {
+        upgrade.unlisted_members_as_before(tree);
         let states = tree.scan_prefix(b"w").count();
         assert_eq!(names_as_before_digests(tree, &upgrade.statements), states);
         if interrupted {
@@ -1138,6 +1196,7 @@ fn coarser_sets_are_counted_by_their_finer_members_at_open() {
         }
     }
     upgrade.upgraded_from(|tree, interrupted| {
+        upgrade.unlisted_members_as_before(tree);
         let mut members = BTreeSet::new();
         for (coarser, _) in Set::COUNTED_BY_FINER {
             for item in tree.scan_prefix(projector::members::set_prefix(coarser)) {
@@ -1160,6 +1219,33 @@ fn coarser_sets_are_counted_by_their_finer_members_at_open() {
             tree.insert(member, &count.to_be_bytes()).expect("insert");
         }
         assert!(tree.remove(b"mmembers3").expect("remove").is_some());
+    });
+}
+
+/// Only the sets of workers that lists read keep a key per member; a database from before,
+/// which kept one in every set of workers, loses the others at open (an open interrupted
+/// half-way finishes the same) and counts on to the same projection.
+#[test]
+fn member_keys_nothing_lists_go_at_open() {
+    use projector::members::{set_prefix, Set};
+    let upgrade = AcrossAnUpgrade::new();
+    upgrade.upgraded_from(|tree, interrupted| {
+        for set in Set::OF_WORKERS {
+            let keys = tree.scan_prefix(set_prefix(set)).count();
+            assert_eq!(keys > 0, set.listed(), "{set:?}: {keys} member keys");
+        }
+        upgrade.unlisted_members_as_before(tree);
+        if interrupted {
+            // Every other one already removed when the open stopped.
+            let unlisted: Vec<_> = Set::OF_WORKERS
+                .into_iter()
+                .filter(|set| !set.listed())
+                .flat_map(|set| tree.scan_prefix(set_prefix(set)).keys().step_by(2))
+                .collect();
+            for key in unlisted {
+                tree.remove(key.expect("read")).expect("remove");
+            }
+        }
     });
 }
 
