@@ -4,7 +4,7 @@
 //! sled's log keeps the pages each write replaced until a segment is mostly dead, so the
 //! projector's database (which rewrites the same states with every part) grows to several
 //! times its entries: after 100,000 statements of the ingest workload 627 MB on disk for
-//! 41 MB of keys and values, 180 MB as a fresh copy (BENCHMARKS.md, the twelfth round).
+//! 41 MB of keys and values, 180 MB as a fresh copy (BENCHMARKS.md, the eleventh round).
 //!
 //! A copy starts between two batches. A thread copies every entry while the projector goes
 //! on applying; a sled subscriber on the whole database notes every key written meanwhile,
