@@ -163,6 +163,27 @@ fn event(kind: EventKind, statement: &Value) -> StoredEvent {
     }
 }
 
+/// The specs' statements, and their events in order: each stored, then voided and erased
+/// where its spec says.
+fn statements_and_events(specs: &[Spec]) -> (Vec<Value>, Vec<StoredEvent>) {
+    let statements: Vec<Value> = specs
+        .iter()
+        .enumerate()
+        .map(|(index, spec)| statement(index, spec))
+        .collect();
+    let mut events = Vec::new();
+    for (statement, spec) in statements.iter().zip(specs) {
+        events.push(event(EventKind::Stored, statement));
+        if spec.voided {
+            events.push(event(EventKind::Voided, statement));
+        }
+        if spec.erased {
+            events.push(event(EventKind::Erased, statement));
+        }
+    }
+    (statements, events)
+}
+
 /// Applies `event` as the `LRS_STORED` message at `sequence`, alone.
 fn apply_one(projection: &Projection, sequence: u64, event: StoredEvent) {
     projection
@@ -403,17 +424,7 @@ proptest! {
         restart_every in 3usize..9,
         fetch_size in 1usize..6,
     ) {
-        let statements: Vec<Value> = specs.iter().enumerate().map(|(index, spec)| statement(index, spec)).collect();
-        let mut events: Vec<StoredEvent> = Vec::new();
-        for (statement, spec) in statements.iter().zip(&specs) {
-            events.push(event(EventKind::Stored, statement));
-            if spec.voided {
-                events.push(event(EventKind::Voided, statement));
-            }
-            if spec.erased {
-                events.push(event(EventKind::Erased, statement));
-            }
-        }
+        let (statements, mut events) = statements_and_events(&specs);
         // Duplicates: some events arrive twice (a republished outbox message).
         let duplicates: Vec<StoredEvent> = events.iter().step_by(duplicate_every).cloned().collect();
         events.extend(duplicates);
@@ -1288,17 +1299,7 @@ proptest! {
         specs in prop::collection::vec(spec(), 2..40),
         split in 1usize..100,
     ) {
-        let statements: Vec<Value> = specs.iter().enumerate().map(|(index, spec)| statement(index, spec)).collect();
-        let mut events: Vec<StoredEvent> = Vec::new();
-        for (statement, spec) in statements.iter().zip(&specs) {
-            events.push(event(EventKind::Stored, statement));
-            if spec.voided {
-                events.push(event(EventKind::Voided, statement));
-            }
-            if spec.erased {
-                events.push(event(EventKind::Erased, statement));
-            }
-        }
+        let (statements, events) = statements_and_events(&specs);
         let messages: Vec<(u64, StoredEvents)> = events
             .into_iter()
             .enumerate()
