@@ -274,7 +274,7 @@ pub async fn restore(
             .with_context(|| format!("{} is not a backup folder", dir.display()))?,
     )
     .with_context(|| format!("reading {}", dir.join(MANIFEST).display()))?;
-    let store_db = data_dir.join("store.sled");
+    let store_db = store::compact::database_path(data_dir)?;
     let projector_db = projector::rebuild::active_path(data_dir);
     for db in [&store_db, &projector_db] {
         anyhow::ensure!(

@@ -160,11 +160,12 @@ impl BenchNode {
         self.dir.path().to_owned()
     }
 
-    pub async fn stop(self) -> anyhow::Result<()> {
+    /// Stops the node and hands over its data folder (to compact it, or look into it).
+    pub async fn stop(self) -> anyhow::Result<tempfile::TempDir> {
         self.shutdown.cancel();
         self.running.await.context("node task")??;
         self.nats.stop().await;
-        Ok(())
+        Ok(self.dir)
     }
 }
 

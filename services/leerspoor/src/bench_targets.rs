@@ -227,6 +227,14 @@ const METRICS: &[Metric] = &[
         noise: 0.1,
         floor: 0.0,
     },
+    Metric {
+        key: "disk_vs_json_stopped_compacted",
+        label: "at --size, stopped, both compacted (`leerspoor compact`): on disk / JSON",
+        higher_is_better: false,
+        target: 2.5,
+        noise: 0.1,
+        floor: 0.0,
+    },
 ];
 
 /// The figures of one run, as kept in the baseline file.
@@ -360,7 +368,32 @@ pub async fn run(args: TargetsArgs) -> anyhow::Result<()> {
         "machine_fsync_ms".into(),
         before.fsync_ms.max(after.fsync_ms),
     );
-    node.stop().await?;
+    // What `leerspoor compact` gets back on the stopped node: the store too.
+    let data = node.stop().await?;
+    let path = data.path().to_owned();
+    let compacted = tokio::task::spawn_blocking(move || {
+        crate::compact::compact(
+            &path,
+            store::db::DEFAULT_CACHE_BYTES,
+            projector::projection::DEFAULT_CACHE_BYTES,
+        )
+    })
+    .await??;
+    let stopped: u64 = databases_bytes(data.path())?
+        .iter()
+        .map(|(_, bytes)| bytes)
+        .sum();
+    for line in compacted.lines() {
+        println!("leerspoor compact, {line}");
+    }
+    println!(
+        "after `leerspoor compact` (node stopped): store + projector {:.0} MB on disk",
+        stopped as f64 / 1e6
+    );
+    figures.insert(
+        "disk_vs_json_stopped_compacted".into(),
+        stopped as f64 / json_bytes.max(1) as f64,
+    );
 
     let now = Recorded {
         recorded: chrono::Utc::now().format("%Y-%m-%d %H:%M UTC").to_string(),

@@ -136,10 +136,13 @@ pub enum Command {
         replay_parked: bool,
         /// Copy the projector's database into a fresh one (without the dead pages sled keeps)
         /// while it goes on applying, and swap it in; it also does so on its own when its
-        /// database has grown to three times its size after the last copy.
+        /// database has doubled since the last copy and no message came for 30 s.
         #[arg(long)]
         compact: bool,
     },
+    /// Copies a stopped node's store and projector databases into fresh ones, without the
+    /// dead pages sled keeps (and the bytes of what erasures removed), and swaps them in.
+    Compact,
     /// The hub registry: each hub's name, type (technohub, fieldlab) and region.
     #[command(subcommand)]
     Hubs(leerspoor::hubs::HubsCommand),

@@ -12,6 +12,7 @@
 //! - [`hubs`]: `leerspoor hubs`, the hub registry and the hubs `LRS_IN` sources from.
 //! - [`hubnode`]: `leerspoor hub`, a hub node on a NATS leaf node, and its attendance import.
 //! - [`replicas`]: `leerspoor replicas`, every replica's position and content digest.
+//! - [`compact`]: `leerspoor compact`, a stopped node's databases copied into fresh ones.
 
 pub mod access;
 pub mod analyst;
@@ -22,6 +23,7 @@ pub mod bench_hub;
 pub mod bench_replicas;
 pub mod bench_summaries;
 pub mod bench_targets;
+pub mod compact;
 pub mod config;
 pub mod demo;
 pub mod hubnode;

@@ -121,6 +121,16 @@ async fn main() -> anyhow::Result<()> {
                 .await
                 .map(|_| ());
         }
+        cli::Command::Compact => {
+            let data_dir = config.data_dir.clone();
+            let compacted =
+                tokio::task::spawn_blocking(move || leerspoor::compact::run(&config)).await??;
+            for line in compacted.lines() {
+                say!("{line}");
+            }
+            say!("compacted in {}", data_dir.display());
+            return Ok(());
+        }
         cli::Command::Backup(args) => {
             let client = admin_client(&config).await?;
             let copies = config.replicas.stream_replicas;

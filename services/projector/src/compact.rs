@@ -73,6 +73,37 @@ pub fn due(size: u64, copied: u64) -> bool {
     size > FACTOR.saturating_mul(copied.max(FLOOR_BYTES))
 }
 
+/// Compacts the database of a stopped projector in `data_dir` (`leerspoor compact`): the same
+/// copy and swap, with nothing applied meanwhile, so no round follows the first. `None` when
+/// the folder holds no projector database. Waits up to `lock_wait` for the database's lock
+/// (sled's threads hold it for a moment after a projector closed it).
+pub fn compact_stopped(
+    data_dir: &Path,
+    cache_bytes: u64,
+    lock_wait: Duration,
+) -> Result<Option<CompactReport>, ProjectionError> {
+    let active = crate::rebuild::active_path(data_dir);
+    if !active.is_dir() {
+        return Ok(None);
+    }
+    crate::rebuild::remove_unfinished(data_dir, &active);
+    let deadline = Instant::now() + lock_wait;
+    let projection = loop {
+        match Projection::open_sized(&active, cache_bytes) {
+            Err(ProjectionError::Sled(sled::Error::Io(err)))
+                if err.to_string().contains("could not acquire lock")
+                    && Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            opened => break opened?,
+        }
+    };
+    let current = Current::new(projection);
+    let copying = Copying::start(&current.get(), data_dir)?;
+    copying.finish(data_dir, &current).map(Some)
+}
+
 /// A copy under way.
 pub struct Copying {
     name: String,

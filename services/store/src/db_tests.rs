@@ -36,7 +36,7 @@ fn message(n: usize) -> Vec<u8> {
     serde_json::to_vec(&statements).expect("json")
 }
 
-fn apply(db: &Db, validator: &Validator, sequence: u64) {
+pub(crate) fn apply(db: &Db, validator: &Validator, sequence: u64) {
     let payload = message(sequence as usize);
     let incoming = Incoming {
         sequence,
@@ -51,7 +51,7 @@ fn apply(db: &Db, validator: &Validator, sequence: u64) {
     );
 }
 
-fn by_verb(db: &Db) -> usize {
+pub(crate) fn by_verb(db: &Db) -> usize {
     let query = StatementQuery {
         verb: Some("http://adlnet.gov/expapi/verbs/attended".into()),
         ..StatementQuery::default()

@@ -26,10 +26,12 @@
 //! - [`snapshot`]: a consistent snapshot for a new replica, and starting from one.
 //! - [`erase`]: the right to erasure.
 //! - [`export`]: everything stored about one person, for an export before erasure.
+//! - [`compact`]: a stopped store's database copied into a fresh one and swapped in.
 
 pub mod access;
 pub mod api;
 mod apply;
+pub mod compact;
 pub mod db;
 pub mod digest;
 pub mod documents;

@@ -205,7 +205,8 @@ impl Store {
     /// `LRS_IN` that is not the stream this store applied.
     pub async fn build(client: async_nats::Client, config: StoreConfig) -> anyhow::Result<Store> {
         let validator = Arc::new(Validator::new().context("compiling xAPI schemas")?);
-        let db_path = config.data_dir.join("store.sled");
+        let db_path = crate::compact::database_path(&config.data_dir)
+            .context("finding the store's database")?;
         let js = jetstream::new(client.clone());
         let retention = subjects::ensure_streams(&js, &config.topology).await?;
         if retention == subjects::InRetention::WorkQueue && config.replica != subjects::MAIN_REPLICA

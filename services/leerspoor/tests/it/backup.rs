@@ -157,3 +157,67 @@ async fn a_backup_taken_under_load_restores_into_a_fresh_folder_and_ends_identic
         part.stop().await;
     }
 }
+
+/// `leerspoor compact`: refused while the node runs; on the stopped node the store's and the
+/// projector's databases are copied and swapped in, and the node started again on them
+/// answers the same statements and summaries and takes new ones.
+#[tokio::test]
+async fn a_stopped_node_compacts_and_starts_again_on_its_copies() {
+    let nats = Nats::start().await;
+    let data = tempfile::tempdir().expect("dir");
+    let data_dir = data.path().to_str().expect("path").to_owned();
+    let node = start_node(config(&nats.url(), data.path()), Parts::All).await;
+    let base = format!("http://{}", node.http_addr.expect("gateway"));
+    wait_for_credential_at(&base).await;
+    let app = TestApp::attach(nats, base);
+    for round in 0..4 {
+        let batch: Vec<Value> = (0..25)
+            .map(|n| hub_statement(&format!("w{round}-{n}@example.org"), "compacted"))
+            .collect();
+        let response = app.post_statements(&json!(batch)).await;
+        assert_eq!(response.status(), StatusCode::OK);
+    }
+    let hub = wait_until("the hub's summary counts every statement", WAIT, || async {
+        app.hub_summary("compacted")
+            .await
+            .filter(|summary| summary["statements"] == json!(100))
+    })
+    .await;
+    let statements = crate::helpers::get_all_at(&app.base, &[]).await;
+    assert_eq!(statements.len(), 100);
+
+    let refused = run_leerspoor(&["compact", "--data-dir", &data_dir], None).await;
+    assert!(!refused.status.success());
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(said.contains("is in use: stop `leerspoor serve`"), "{said}");
+
+    node.stop().await;
+    let said = leerspoor_ok(&["compact", "--data-dir", &data_dir], None).await;
+    assert!(
+        said.contains("store: ") && said.contains("projector: "),
+        "{said}"
+    );
+    let store_now = std::fs::read_to_string(data.path().join("store.current")).expect("pointer");
+    assert!(said.contains(&format!("now {store_now}")), "{said}");
+    assert!(
+        !data.path().join("store.sled").exists(),
+        "the store before goes"
+    );
+
+    let node = start_node(config(&app.nats.url(), data.path()), Parts::All).await;
+    let base = format!("http://{}", node.http_addr.expect("gateway"));
+    let app = TestApp::attach(app.nats, base);
+    assert_eq!(crate::helpers::get_all_at(&app.base, &[]).await, statements);
+    assert_eq!(app.hub_summary("compacted").await, Some(hub));
+    let response = app
+        .post_statements(&json!([hub_statement("late@example.org", "compacted")]))
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    wait_until("the new statement counted", WAIT, || async {
+        app.hub_summary("compacted")
+            .await
+            .filter(|summary| summary["statements"] == json!(101))
+    })
+    .await;
+    node.stop().await;
+}

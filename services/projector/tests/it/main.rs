@@ -1403,3 +1403,61 @@ fn a_compaction_given_up_leaves_nothing_behind() {
     assert_eq!(copies(), 0);
     assert!(first.exists());
 }
+
+/// `leerspoor compact` on a stopped node: the projector's database copied and swapped in with
+/// nothing applied meanwhile; a folder without one is left as it is.
+#[test]
+fn a_stopped_projector_is_compacted_into_the_same_database() {
+    let data = tempfile::tempdir().expect("temp dir");
+    let cache = projector::projection::DEFAULT_CACHE_BYTES;
+    const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+    assert!(
+        projector::compact::compact_stopped(data.path(), cache, LOCK_WAIT)
+            .expect("nothing to compact")
+            .is_none()
+    );
+    assert_eq!(std::fs::read_dir(data.path()).expect("read dir").count(), 0);
+
+    let first = projector::rebuild::active_path(data.path());
+    let projection = Projection::open(&first).expect("open");
+    for index in 0..40 {
+        let spec = Spec {
+            workers: vec![(index % 5) as u8],
+            group: false,
+            verb: index % VERBS.len(),
+            activity: (index % 4) as u8,
+            hub: Some((index % 3) as u8),
+            company: Some((index % 2) as u8),
+            duration_ms: 30_000,
+            scaled: None,
+            success: None,
+            completion: None,
+            skills: vec![(index % 3) as u8],
+            month: (index % 3) as u8,
+            voided: false,
+            erased: false,
+        };
+        apply_one(
+            &projection,
+            index as u64 + 1,
+            event(EventKind::Stored, &statement(index, &spec)),
+        );
+    }
+    let (digest, applied) = (
+        projection.digest().expect("digest"),
+        projection.applied().expect("applied"),
+    );
+    projection.flush().expect("flush");
+    drop(projection);
+
+    let report = projector::compact::compact_stopped(data.path(), cache, LOCK_WAIT)
+        .expect("compact")
+        .expect("a database to compact");
+    let active = projector::rebuild::active_path(data.path());
+    assert_eq!(active, data.path().join(&report.database));
+    assert!(!first.exists(), "the database before goes");
+    assert_eq!(report.rounds, 1, "nothing written meanwhile");
+    let reopened = reopen(&active);
+    assert_eq!(reopened.digest().expect("digest"), digest);
+    assert_eq!(reopened.applied().expect("applied"), applied);
+}
