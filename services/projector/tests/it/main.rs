@@ -1343,14 +1343,10 @@ proptest! {
     }
 }
 
-/// A compaction given up (a rebuild came first, or a shutdown) leaves no copy behind and
-/// releases the database it read; one a crash left behind goes when the projector opens.
-#[test]
-fn a_compaction_given_up_leaves_nothing_behind() {
-    let data = tempfile::tempdir().expect("temp dir");
-    let first = projector::rebuild::active_path(data.path());
-    let projection = Projection::open(&first).expect("open");
-    for index in 0..50 {
+/// Applies `count` statements, one a message, spread over six workers, three hubs and
+/// companies, four activities, skills and months.
+fn apply_spread(projection: &Projection, count: usize) {
+    for index in 0..count {
         let spec = Spec {
             workers: vec![(index % 6) as u8],
             group: false,
@@ -1373,6 +1369,16 @@ fn a_compaction_given_up_leaves_nothing_behind() {
             event(EventKind::Stored, &statement(index, &spec)),
         );
     }
+}
+
+/// A compaction given up (a rebuild came first, or a shutdown) leaves no copy behind and
+/// releases the database it read; one a crash left behind goes when the projector opens.
+#[test]
+fn a_compaction_given_up_leaves_nothing_behind() {
+    let data = tempfile::tempdir().expect("temp dir");
+    let first = projector::rebuild::active_path(data.path());
+    let projection = Projection::open(&first).expect("open");
+    apply_spread(&projection, 50);
     let digest = projection.digest().expect("digest");
     let copying = projector::compact::Copying::start(&projection, data.path()).expect("start");
     let copies = || {
@@ -1420,29 +1426,7 @@ fn a_stopped_projector_is_compacted_into_the_same_database() {
 
     let first = projector::rebuild::active_path(data.path());
     let projection = Projection::open(&first).expect("open");
-    for index in 0..40 {
-        let spec = Spec {
-            workers: vec![(index % 5) as u8],
-            group: false,
-            verb: index % VERBS.len(),
-            activity: (index % 4) as u8,
-            hub: Some((index % 3) as u8),
-            company: Some((index % 2) as u8),
-            duration_ms: 30_000,
-            scaled: None,
-            success: None,
-            completion: None,
-            skills: vec![(index % 3) as u8],
-            month: (index % 3) as u8,
-            voided: false,
-            erased: false,
-        };
-        apply_one(
-            &projection,
-            index as u64 + 1,
-            event(EventKind::Stored, &statement(index, &spec)),
-        );
-    }
+    apply_spread(&projection, 40);
     let (digest, applied) = (
         projection.digest().expect("digest"),
         projection.applied().expect("applied"),
