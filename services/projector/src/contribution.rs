@@ -25,8 +25,9 @@ pub struct Contribution {
     pub company: Option<String>,
     /// UTC `YYYY-MM` of the statement's timestamp.
     pub month: String,
-    /// The timestamp, UTC, RFC 3339 with milliseconds (sorts as text).
-    pub timestamp: String,
+    /// The timestamp, in milliseconds since 1970 (what the timestamp keys hold; shown as
+    /// UTC RFC 3339 with milliseconds).
+    pub at_ms: i64,
     pub learning_ms: i64,
     /// The attended activity, when the verb is attended.
     pub attended: Option<String>,
@@ -105,15 +106,19 @@ pub fn contributions(statement: &Value) -> Vec<Contribution> {
     if workers.is_empty() {
         return Vec::new();
     }
-    let Some(timestamp) = statement
+    let Some(at) = statement
         .get("timestamp")
         .and_then(Value::as_str)
         .and_then(|text| parse_timestamp(text).ok())
-        .map(|at| xapi::time::format_timestamp(at.with_timezone(&chrono::Utc)))
+        .map(|at| at.with_timezone(&chrono::Utc))
     else {
         return Vec::new();
     };
-    let month = timestamp.get(..7).unwrap_or_default().to_owned();
+    let at_ms = at.timestamp_millis();
+    let month = xapi::time::format_timestamp(at)
+        .get(..7)
+        .unwrap_or_default()
+        .to_owned();
     let extension = |key: &str| {
         statement
             .pointer("/context/extensions")
@@ -164,7 +169,7 @@ pub fn contributions(statement: &Value) -> Vec<Contribution> {
             hub: text(HUB),
             company: text(COMPANY),
             month: month.clone(),
-            timestamp: timestamp.clone(),
+            at_ms,
             learning_ms,
             attended: when(verb == ATTENDED),
             completed: when(verb == COMPLETED || completion),

@@ -40,12 +40,22 @@ const PROGRAMME_KEPT: &[u8] = b"mprogramme1";
 /// `L` + skill URI -> [`SkillLabel`] JSON: the name the latest-stored statement's context
 /// gave the skill (a database from before holds the name alone, ranked below any).
 const SKILL_LABEL: u8 = b'L';
-/// `t` + worker + 0 + timestamp + 0 + statement id -> empty: a worker's first and last
-/// timestamps are the ends of this range.
-const TIMESTAMP: u8 = b't';
-/// `k` + worker + 0 + skill + 0 + timestamp + 0 + statement id -> empty: when a worker first
-/// evidenced a skill is the start of this range.
-const SKILL_TIMESTAMP: u8 = b'k';
+/// `T` + worker's digest (16) + timestamp (8) + statement id (16) -> empty: a worker's first
+/// and last timestamps are the ends of this range. The digest is XXH3-128 of the worker's
+/// IFI key, the timestamp milliseconds since 1970 (big-endian, sign bit flipped, so that the
+/// keys sort by time), the id the UUID's bytes ([`id_bytes`]).
+const TIMESTAMP: u8 = b'T';
+/// `E` + worker's digest (16) + skill's digest (16) + timestamp (8) + statement id (16) ->
+/// empty: when a worker first evidenced a skill is the start of this range.
+const SKILL_TIMESTAMP: u8 = b'E';
+/// Before [`TIMESTAMP`] and [`SKILL_TIMESTAMP`] (a database before [`SHORT_TIMESTAMPS`]):
+/// `t` + worker + 0 + timestamp text + 0 + statement id, and `k` + worker + 0 + skill + 0 +
+/// timestamp text + 0 + statement id: 96 and 166 bytes each in the bench's workload, where
+/// the keys now take 41 and 57.
+const TEXT_TIMESTAMP: u8 = b't';
+const TEXT_SKILL_TIMESTAMP: u8 = b'k';
+/// Present once the timestamp keys are the short ones ([`Projection::shorten_timestamps`]).
+const SHORT_TIMESTAMPS: &[u8] = b"mtimes2";
 /// Present once hubs' and companies' distinct sets live in member keys ([`crate::members`]).
 const MEMBERS_MOVED: &[u8] = b"mmembers1";
 /// Present once the counts of the sets of workers live in the workers' states.
@@ -111,34 +121,92 @@ fn parked_key(sequence: u64) -> Vec<u8> {
     key
 }
 
+fn digest16(name: &str) -> [u8; 16] {
+    xxhash_rust::xxh3::xxh3_128(name.as_bytes()).to_be_bytes()
+}
+
+/// A statement id as the timestamp keys hold it: the UUID's 16 bytes (the text as it is,
+/// should one not be a UUID: xAPI's schema makes every id one).
+fn id_bytes(id: &str) -> Vec<u8> {
+    uuid::Uuid::parse_str(id).map_or_else(|_| id.as_bytes().to_vec(), |id| id.as_bytes().to_vec())
+}
+
+/// Milliseconds since 1970 as 8 bytes that sort as the times do.
+fn time_bytes(at_ms: i64) -> [u8; 8] {
+    ((at_ms as u64) ^ (1 << 63)).to_be_bytes()
+}
+
+/// The timestamp text (UTC, RFC 3339 with milliseconds) of [`time_bytes`] at `at` in `key`.
+fn timestamp_at(key: &[u8], at: usize) -> Option<String> {
+    let bytes: [u8; 8] = key.get(at..at + 8)?.try_into().ok()?;
+    let at_ms = (u64::from_be_bytes(bytes) ^ (1 << 63)) as i64;
+    chrono::DateTime::from_timestamp_millis(at_ms).map(xapi::time::format_timestamp)
+}
+
 fn timestamp_prefix(worker: &str) -> Vec<u8> {
-    let mut key = key(TIMESTAMP, worker);
-    key.push(0);
+    let mut key = Vec::with_capacity(41);
+    key.push(TIMESTAMP);
+    key.extend_from_slice(&digest16(worker));
     key
 }
 
 fn timestamp_key(contribution: &Contribution, statement: &str) -> Vec<u8> {
-    let mut key = timestamp_prefix(&contribution.worker);
-    key.extend_from_slice(contribution.timestamp.as_bytes());
-    key.push(0);
-    key.extend_from_slice(statement.as_bytes());
+    short_timestamp_key(
+        &contribution.worker,
+        None,
+        contribution.at_ms,
+        &id_bytes(statement),
+    )
+}
+
+/// [`TIMESTAMP`]'s key, or [`SKILL_TIMESTAMP`]'s with a skill.
+fn short_timestamp_key(worker: &str, skill: Option<&str>, at_ms: i64, id: &[u8]) -> Vec<u8> {
+    let mut key = match skill {
+        None => timestamp_prefix(worker),
+        Some(skill) => skill_prefix(worker, skill),
+    };
+    key.extend_from_slice(&time_bytes(at_ms));
+    key.extend_from_slice(id);
     key
 }
 
 fn skill_prefix(worker: &str, skill: &str) -> Vec<u8> {
-    let mut key = key(SKILL_TIMESTAMP, worker);
-    key.push(0);
-    key.extend_from_slice(skill.as_bytes());
-    key.push(0);
+    let mut key = Vec::with_capacity(57);
+    key.push(SKILL_TIMESTAMP);
+    key.extend_from_slice(&digest16(worker));
+    key.extend_from_slice(&digest16(skill));
     key
 }
 
 fn skill_timestamp_key(contribution: &Contribution, skill: &str, statement: &str) -> Vec<u8> {
-    let mut key = skill_prefix(&contribution.worker, skill);
-    key.extend_from_slice(contribution.timestamp.as_bytes());
-    key.push(0);
-    key.extend_from_slice(statement.as_bytes());
-    key
+    short_timestamp_key(
+        &contribution.worker,
+        Some(skill),
+        contribution.at_ms,
+        &id_bytes(statement),
+    )
+}
+
+/// The short key of a timestamp key of a database from before [`SHORT_TIMESTAMPS`]; none
+/// for a key that does not read as one.
+fn shortened(text_key: &[u8]) -> Option<Vec<u8>> {
+    let (&prefix, rest) = text_key.split_first()?;
+    let mut parts = rest.splitn(if prefix == TEXT_SKILL_TIMESTAMP { 4 } else { 3 }, |byte| {
+        *byte == 0
+    });
+    let worker = std::str::from_utf8(parts.next()?).ok()?;
+    let skill = match prefix {
+        TEXT_SKILL_TIMESTAMP => Some(std::str::from_utf8(parts.next()?).ok()?),
+        _ => None,
+    };
+    let at = chrono::DateTime::parse_from_rfc3339(std::str::from_utf8(parts.next()?).ok()?).ok()?;
+    let id = std::str::from_utf8(parts.next()?).ok()?;
+    Some(short_timestamp_key(
+        worker,
+        skill,
+        at.timestamp_millis(),
+        &id_bytes(id),
+    ))
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -356,10 +424,57 @@ impl Projection {
         if !projection.tree.contains_key(LISTED_MEMBERS_ONLY)? {
             projection.drop_unlisted_members()?;
         }
+        // After the markers went: a counted statement is known by its timestamp keys.
+        if !projection.tree.contains_key(SHORT_TIMESTAMPS)? {
+            projection.shorten_timestamps()?;
+        }
         if projection.tree.is_empty() || projection.count(WORKER)? == 0 {
             projection.tree.insert(PROGRAMME_KEPT, &[] as &[u8])?;
         }
         Ok(projection)
+    }
+
+    /// Turns the timestamp keys of a database from before [`SHORT_TIMESTAMPS`] into the short
+    /// ones (once): in sled batches of 20,000, each inserting the short keys and removing the
+    /// long ones, so an interrupted turn goes on where it stopped. A key that does not read as
+    /// a timestamp key is left as it was (and counted in the log).
+    fn shorten_timestamps(&self) -> Result<(), ProjectionError> {
+        const CHUNK: usize = 20_000;
+        let (mut shortened_keys, mut unread) = (0u64, 0u64);
+        for prefix in [TEXT_TIMESTAMP, TEXT_SKILL_TIMESTAMP] {
+            let mut start = vec![prefix];
+            let end = order::prefix_end(&[prefix]);
+            loop {
+                let mut batch = sled::Batch::default();
+                let mut last = None;
+                for item in self.tree.range(start.clone()..end.clone()).take(CHUNK) {
+                    let (raw_key, _) = item?;
+                    match shortened(&raw_key) {
+                        Some(short) => {
+                            batch.insert(short, &[] as &[u8]);
+                            batch.remove(raw_key.clone());
+                            shortened_keys += 1;
+                        }
+                        None => unread += 1,
+                    }
+                    last = Some(raw_key);
+                }
+                let Some(last) = last else {
+                    break;
+                };
+                self.tree.apply_batch(batch)?;
+                start = last.to_vec();
+                start.push(0);
+            }
+        }
+        if shortened_keys > 0 || unread > 0 {
+            tracing::info!(
+                keys = shortened_keys,
+                unread,
+                "timestamp keys shortened (workers and skills by digest, times and ids as bytes)"
+            );
+        }
+        self.migrated(SHORT_TIMESTAMPS)
     }
 
     /// Removes the member keys of the sets of workers nothing lists (a database from
@@ -1182,13 +1297,7 @@ impl Projection {
                 let Some(item) = item else {
                     return Ok(None);
                 };
-                let raw = item?;
-                let rest = &raw[prefix.len()..];
-                let end = rest
-                    .iter()
-                    .position(|byte| *byte == 0)
-                    .unwrap_or(rest.len());
-                Ok(Some(String::from_utf8_lossy(&rest[..end]).into_owned()))
+                Ok(timestamp_at(&item?, prefix.len()))
             };
         let mut range = self.tree.scan_prefix(&prefix).keys();
         let first = timestamp_of(range.next())?;
@@ -1199,15 +1308,7 @@ impl Projection {
         for skill in state.skills.keys() {
             let start = skill_prefix(worker, skill);
             let first = match self.tree.scan_prefix(&start).keys().next() {
-                Some(raw) => {
-                    let raw = raw?;
-                    let rest = &raw[start.len()..];
-                    let end = rest
-                        .iter()
-                        .position(|byte| *byte == 0)
-                        .unwrap_or(rest.len());
-                    Some(String::from_utf8_lossy(&rest[..end]).into_owned())
-                }
+                Some(raw) => timestamp_at(&raw?, start.len()),
                 None => None,
             };
             skills_first.push(serde_json::json!({"skill": skill, "first": first}));
