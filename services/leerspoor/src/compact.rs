@@ -55,13 +55,12 @@ impl Compacted {
     pub fn lines(&self) -> Vec<String> {
         let mb = |bytes: u64| bytes as f64 / 1e6;
         let mut lines = vec![format!(
-            "store: {:.0} MB -> {:.0} MB on disk ({} entries, {:.0} MB, copied and read back in {:.1} s; now {})",
+            "store: {:.0} MB -> {:.0} MB on disk ({} entries, {:.0} MB, copied and read back in {:.1} s)",
             mb(self.store.bytes_before),
             mb(self.store.bytes_after),
             self.store.entries,
             mb(self.store.bytes_of_entries),
             self.store.seconds,
-            self.store.database
         )];
         match &self.projector {
             Some(report) => lines.push(format!(

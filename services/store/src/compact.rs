@@ -8,27 +8,23 @@
 //! their segment; a copy leaves them behind.
 //!
 //! The store is the system of record, so it is copied only while stopped: the copy holds the
-//! original's lock from the first read until the copy is in use, so no store can write to
-//! it meanwhile (one starting fails fast on the lock). Every entry of every tree is copied,
-//! the copy is flushed, and read back against the original (count and an XXH3-128 of every
-//! tree, key and value in order) before anything changes.
-//!
-//! Which database is in use is named by `store.current` in the data folder (`store.sled`
-//! while there is none). Writing it (a temporary file, synced, renamed over, the folder
-//! synced) is the one step that puts the copy in use. Before the copy starts, both databases
-//! get a `<name>.remove` marker beside them; whatever cut a compaction short, the next
-//! [`database_path`] removes every marked database that is not the one in use and then the
-//! markers, so the loser of the swap goes and the winner stays, whichever it is.
+//! original's lock from the first read until the copy is in its place, so no store can write
+//! to it meanwhile (one starting fails fast on the lock). Every entry of every tree is
+//! copied into `store-<time>.sled` beside it, the copy is flushed and read back against the
+//! original (count and an XXH3-128 of every tree, key and value in order), and only then do
+//! the two directories change places in one step (`renameat2` with `RENAME_EXCHANGE`): the
+//! store's database is always `store.sled`, the original or the copy, never neither, and
+//! every version of Leerspoor opens it. The other one then goes. `store-<time>.sled` carries
+//! a `.remove` marker from before the copy starts until it is gone, so whatever cut a
+//! compaction short, the next [`database_path`] removes it: before the exchange it is the
+//! unfinished copy, after it the original.
 
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-/// Names the database in use, relative to the data folder.
-pub const POINTER: &str = "store.current";
-/// The database before any compaction (and while `store.current` does not exist).
-pub const FIRST: &str = "store.sled";
-/// Beside a database: remove it unless it is the one in use.
+/// The store's database in the data folder.
+pub const DATABASE: &str = "store.sled";
+/// Beside a database: remove it.
 const MARKER: &str = ".remove";
 /// Entries per sled batch in the copy.
 const BATCH: usize = 10_000;
@@ -40,13 +36,8 @@ pub enum CompactError {
          a running projector compacts with `leerspoor project --compact`"
     )]
     InUse(PathBuf),
-    #[error("{POINTER} names {name:?}, which {reason}")]
-    BadPointer { name: String, reason: &'static str },
-    #[error(
-        "{FIRST} is missing but {found} is there and no {POINTER} names it: not opening an empty \
-         store beside it (restore {POINTER} with the name of the database to use)"
-    )]
-    Unnamed { found: String },
+    #[error("no store database in {0}")]
+    Missing(PathBuf),
     #[error(
         "the copy does not read back as the original ({original} entries, {copied} in the copy): \
          removed, the original stays in use"
@@ -76,103 +67,49 @@ pub struct CompactReport {
     pub bytes_before: u64,
     pub bytes_after: u64,
     pub seconds: f64,
-    /// The database now in use, relative to the data folder.
-    pub database: String,
 }
 
-/// The database the store opens in `data_dir`, once whatever a compaction cut short is
-/// settled (see the module documentation). Call it before opening the store's database.
+/// The database the store opens in `data_dir` (`store.sled`), once whatever a compaction
+/// cut short is removed (see the module documentation). Call it before opening the store's
+/// database.
 pub fn database_path(data_dir: &Path) -> Result<PathBuf, CompactError> {
-    let active = active_path(data_dir)?;
-    settle(data_dir, &active)?;
-    Ok(active)
-}
-
-/// The database `store.current` names, or `store.sled`; refuses a name that does not exist
-/// and a missing `store.sled` beside compacted databases no pointer names (the store would
-/// otherwise start empty beside its own data).
-fn active_path(data_dir: &Path) -> Result<PathBuf, CompactError> {
-    match std::fs::read_to_string(data_dir.join(POINTER)) {
-        Ok(name) => {
-            let name = name.trim().to_owned();
-            if !is_database_name(&name) {
-                return Err(CompactError::BadPointer {
-                    name,
-                    reason: "is not a store database's name",
-                });
-            }
-            let path = data_dir.join(&name);
-            if !path.is_dir() {
-                return Err(CompactError::BadPointer {
-                    name,
-                    reason: "does not exist",
-                });
-            }
-            Ok(path)
-        }
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
-            let first = data_dir.join(FIRST);
-            if !first.exists() {
-                if let Some(found) = databases(data_dir)?
-                    .into_iter()
-                    .find(|name| name != FIRST && !marked(data_dir, name))
-                {
-                    return Err(CompactError::Unnamed { found });
-                }
-            }
-            Ok(first)
-        }
-        Err(err) => Err(io(format!("reading {}", data_dir.join(POINTER).display()))(
-            err,
-        )),
-    }
-}
-
-fn is_database_name(name: &str) -> bool {
-    name == FIRST || (name.starts_with("store-") && name.ends_with(".sled") && !name.contains('/'))
-}
-
-/// The store databases' names in `data_dir`.
-fn databases(data_dir: &Path) -> Result<Vec<String>, CompactError> {
-    let mut names = Vec::new();
-    let entries = match std::fs::read_dir(data_dir) {
-        Ok(entries) => entries,
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(names),
-        Err(err) => return Err(io(format!("reading {}", data_dir.display()))(err)),
-    };
-    for entry in entries.flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if is_database_name(&name) {
-            names.push(name);
-        }
-    }
-    names.sort();
-    Ok(names)
+    settle(data_dir)?;
+    Ok(data_dir.join(DATABASE))
 }
 
 fn marker(data_dir: &Path, name: &str) -> PathBuf {
     data_dir.join(format!("{name}{MARKER}"))
 }
 
-fn marked(data_dir: &Path, name: &str) -> bool {
-    marker(data_dir, name).exists()
-}
-
-/// Removes every database marked for removal but `active`, then the markers.
-fn settle(data_dir: &Path, active: &Path) -> Result<(), CompactError> {
-    for name in databases(data_dir)? {
-        if !marked(data_dir, &name) {
+/// Removes every `store-*.sled` marked for removal, then its marker.
+fn settle(data_dir: &Path) -> Result<(), CompactError> {
+    let entries = match std::fs::read_dir(data_dir) {
+        Ok(entries) => entries,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(err) => return Err(io(format!("reading {}", data_dir.display()))(err)),
+    };
+    let mut settled = false;
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(database) = name.strip_suffix(MARKER) else {
+            continue;
+        };
+        if !(database.starts_with("store-") && database.ends_with(".sled")) {
             continue;
         }
-        let path = data_dir.join(&name);
-        if path != active {
-            tracing::info!(database = %name, "removing the database a compaction left behind");
+        let path = data_dir.join(database);
+        if path.exists() {
+            tracing::info!(%database, "removing the database a compaction left behind");
             std::fs::remove_dir_all(&path).map_err(io(format!("removing {}", path.display())))?;
         }
-        let marker = marker(data_dir, &name);
-        std::fs::remove_file(&marker).map_err(io(format!("removing {}", marker.display())))?;
+        std::fs::remove_file(entry.path())
+            .map_err(io(format!("removing {}", entry.path().display())))?;
+        settled = true;
     }
-    sync_dir(data_dir)
+    if settled {
+        sync_dir(data_dir)?;
+    }
+    Ok(())
 }
 
 fn sync_dir(dir: &Path) -> Result<(), CompactError> {
@@ -196,73 +133,59 @@ pub fn compact(
     let started = Instant::now();
     let active = database_path(data_dir)?;
     if !active.is_dir() {
-        return Err(CompactError::BadPointer {
-            name: FIRST.to_owned(),
-            reason: "does not exist: no store database in this data folder",
-        });
+        return Err(CompactError::Missing(data_dir.to_owned()));
     }
     let original = open_when_free(&active, cache_bytes, lock_wait)?;
     let bytes_before = original.size_on_disk()?;
     let name = format!("store-{}.sled", unique_suffix());
     let path = data_dir.join(&name);
-    let active_name = active
-        .file_name()
-        .map(|name| name.to_string_lossy().into_owned())
-        .unwrap_or_else(|| FIRST.to_owned());
-    for marked in [&active_name, &name] {
-        std::fs::File::create(marker(data_dir, marked))
-            .map_err(io("marking the databases of the compaction"))?;
-    }
+    let marker = marker(data_dir, &name);
+    std::fs::File::create(&marker).map_err(io(format!("writing {}", marker.display())))?;
     sync_dir(data_dir)?;
     let copied = (|| {
         let copy = open(&path, cache_bytes)?;
         let (entries, bytes_of_entries, digest) = copy_all(&original, &copy)?;
         copy.flush()?;
-        let (read_back, _, digest_back) = read_all(&copy)?;
+        let read_back = read_all(&copy)?;
         let bytes_after = copy.size_on_disk()?;
-        Ok::<_, CompactError>((
-            entries,
-            bytes_of_entries,
-            digest == digest_back,
-            read_back,
-            bytes_after,
-        ))
+        if read_back.0 != entries || read_back.2 != digest {
+            return Err(CompactError::Mismatch {
+                original: entries,
+                copied: read_back.0,
+            });
+        }
+        Ok((entries, bytes_of_entries, bytes_after))
     })();
-    let (entries, bytes_of_entries, same, read_back, bytes_after) = match copied {
+    let (entries, bytes_of_entries, bytes_after) = match copied {
         Ok(copied) => copied,
         Err(err) => {
-            settle(data_dir, &active)?;
+            settle(data_dir)?;
             return Err(err);
         }
     };
-    if !same || read_back != entries {
-        settle(data_dir, &active)?;
-        return Err(CompactError::Mismatch {
-            original: entries,
-            copied: read_back,
-        });
-    }
-    // The one step that puts the copy in use; the original's lock is held until after it.
-    let pointer = data_dir.join(POINTER);
-    let pointer_tmp = data_dir.join(format!("{POINTER}.tmp"));
-    (|| {
-        let mut file = std::fs::File::create(&pointer_tmp)?;
-        file.write_all(name.as_bytes())?;
-        file.sync_all()?;
-        std::fs::rename(&pointer_tmp, &pointer)
-    })()
-    .map_err(io(format!("writing {}", pointer.display())))?;
+    // The copy's lock goes with its last handle (sled's threads may hold it a moment longer:
+    // a store starting then fails on it and is started again).
+    exchange(&active, &path).inspect_err(|_| {
+        let _ = settle(data_dir);
+    })?;
     sync_dir(data_dir)?;
-    settle(data_dir, &path)?;
+    // The copy is `store.sled` now; the original, still locked by this process, goes.
     drop(original);
+    settle(data_dir)?;
     Ok(CompactReport {
         entries,
         bytes_of_entries,
         bytes_before,
         bytes_after,
         seconds: started.elapsed().as_secs_f64(),
-        database: name,
     })
+}
+
+/// Swaps the directories `a` and `b` in one step (`renameat2` with `RENAME_EXCHANGE`).
+fn exchange(a: &Path, b: &Path) -> Result<(), CompactError> {
+    use rustix::fs::{renameat_with, RenameFlags, CWD};
+    renameat_with(CWD, a, CWD, b, RenameFlags::EXCHANGE)
+        .map_err(|errno| io(format!("swapping {} and {}", a.display(), b.display()))(errno.into()))
 }
 
 /// Opens the database at `path` once its lock is free, or [`CompactError::InUse`] after

@@ -35,25 +35,21 @@ fn names(dir: &Path) -> Vec<String> {
 #[test]
 fn a_compaction_keeps_every_entry_and_the_store_goes_on_from_it() {
     let (dir, validator) = stopped_store(12);
-    let before = reopen(&dir.path().join(FIRST));
+    let path = dir.path().join(DATABASE);
+    let before = reopen(&path);
     let (digest, statements) = (before.digest().expect("digest"), by_verb(&before));
     let entries = before.tree().len() as u64;
     drop(before);
+    let inode = |path: &Path| std::os::unix::fs::MetadataExt::ino(&path.metadata().expect("stat"));
+    let original = inode(&path);
 
     let report = compact(dir.path(), DEFAULT_CACHE_BYTES, LOCK_WAIT).expect("compact");
+    assert_ne!(inode(&path), original, "store.sled is the copy");
     assert_eq!(report.entries, entries, "every entry copied");
     assert!(report.bytes_of_entries > 0 && report.bytes_after > 0);
-    assert_eq!(
-        std::fs::read_to_string(dir.path().join(POINTER)).expect("pointer"),
-        report.database
-    );
-    // The original and every marker are gone; the copy is what the store opens.
-    assert_eq!(
-        names(dir.path()),
-        vec![report.database.clone(), POINTER.to_owned()]
-    );
-    let path = database_path(dir.path()).expect("path");
-    assert_eq!(path, dir.path().join(&report.database));
+    // The copy is store.sled; the original and the marker are gone.
+    assert_eq!(names(dir.path()), vec![DATABASE.to_owned()]);
+    assert_eq!(database_path(dir.path()).expect("path"), path);
     let after = reopen(&path);
     assert_eq!(after.digest().expect("digest"), digest);
     assert_eq!(by_verb(&after), statements);
@@ -64,105 +60,76 @@ fn a_compaction_keeps_every_entry_and_the_store_goes_on_from_it() {
     assert_eq!(grown, statements + 5);
     after.flush().expect("flush");
     drop(after);
-    let again = compact(dir.path(), DEFAULT_CACHE_BYTES, LOCK_WAIT).expect("compact again");
-    assert_ne!(again.database, report.database);
-    assert_eq!(
-        names(dir.path()),
-        vec![again.database.clone(), POINTER.to_owned()]
-    );
-    let last = reopen(&database_path(dir.path()).expect("path"));
-    assert_eq!(by_verb(&last), grown);
+    compact(dir.path(), DEFAULT_CACHE_BYTES, LOCK_WAIT).expect("compact again");
+    assert_eq!(names(dir.path()), vec![DATABASE.to_owned()]);
+    assert_eq!(by_verb(&reopen(&path)), grown);
 }
 
 #[test]
 fn a_store_in_use_is_not_compacted_and_nothing_changes() {
     let (dir, validator) = stopped_store(5);
-    let running = reopen(&dir.path().join(FIRST));
+    let path = dir.path().join(DATABASE);
+    let running = reopen(&path);
     let refused = compact(dir.path(), DEFAULT_CACHE_BYTES, Duration::ZERO);
     assert!(
-        matches!(&refused, Err(CompactError::InUse(path)) if path == &dir.path().join(FIRST)),
+        matches!(&refused, Err(CompactError::InUse(at)) if at == &path),
         "{refused:?}"
     );
     let said = refused.expect_err("refused").to_string();
     assert!(said.contains("stop `leerspoor serve`"), "{said}");
-    assert_eq!(names(dir.path()), vec![FIRST.to_owned()]);
+    assert_eq!(names(dir.path()), vec![DATABASE.to_owned()]);
     apply(&running, &validator, 6);
     assert_eq!(by_verb(&running), 30);
 }
 
-/// A copy made but not yet named in `store.current` (the compaction stopped before its one
-/// step): the copy goes, the original stays in use.
 #[test]
-fn a_compaction_cut_short_before_its_swap_leaves_the_original() {
-    let (dir, _) = stopped_store(10);
-    let copy = dir.path().join("store-1-1.sled");
-    let half = sled::open(&copy).expect("copy");
-    half.insert(b"only in the copy", b"x").expect("insert");
-    half.flush().expect("flush");
-    drop(half);
-    for name in [FIRST, "store-1-1.sled"] {
-        std::fs::write(marker(dir.path(), name), b"").expect("marker");
-    }
-    let path = database_path(dir.path()).expect("path");
-    assert_eq!(path, dir.path().join(FIRST));
-    assert_eq!(names(dir.path()), vec![FIRST.to_owned()]);
-    assert_eq!(by_verb(&reopen(&path)), 50);
-}
-
-/// The copy named in `store.current`, but the original and the markers not removed yet (the
-/// compaction stopped right after its swap): the original goes, the copy stays.
-#[test]
-fn a_compaction_cut_short_after_its_swap_keeps_the_copy() {
-    let (dir, _) = stopped_store(10);
-    let report = compact(dir.path(), DEFAULT_CACHE_BYTES, LOCK_WAIT).expect("compact");
-    // What the folder held between the swap and the removals.
-    let left = sled::open(dir.path().join(FIRST)).expect("the original, as it was");
-    left.insert(b"the original", b"x").expect("insert");
-    left.flush().expect("flush");
-    drop(left);
-    for name in [FIRST, report.database.as_str()] {
-        std::fs::write(marker(dir.path(), name), b"").expect("marker");
-    }
-    let path = database_path(dir.path()).expect("path");
-    assert_eq!(path, dir.path().join(&report.database));
-    assert_eq!(
-        names(dir.path()),
-        vec![report.database.clone(), POINTER.to_owned()]
-    );
-    assert_eq!(by_verb(&reopen(&path)), 50);
-}
-
-#[test]
-fn a_pointer_to_nothing_or_a_missing_first_database_is_refused() {
+fn a_folder_without_a_store_is_not_compacted() {
     let dir = tempfile::tempdir().expect("temp dir");
-    // An empty folder: a new store.
-    assert_eq!(
-        database_path(dir.path()).expect("path"),
-        dir.path().join(FIRST)
-    );
-    // Compacted databases no pointer names, and no store.sled: not an empty store beside them.
-    std::fs::create_dir(dir.path().join("store-5-5.sled")).expect("dir");
-    let unnamed = database_path(dir.path()).expect_err("refused");
-    assert!(matches!(unnamed, CompactError::Unnamed { ref found } if found == "store-5-5.sled"));
+    let refused = compact(dir.path(), DEFAULT_CACHE_BYTES, LOCK_WAIT);
     assert!(
-        dir.path().join("store-5-5.sled").is_dir(),
-        "nothing removed"
+        matches!(refused, Err(CompactError::Missing(_))),
+        "{refused:?}"
     );
-    for (pointer, reason) in [
-        ("store-9-9.sled", "does not exist"),
-        ("../store-5-5.sled", "is not a store database's name"),
-        ("projector.sled", "is not a store database's name"),
-    ] {
-        std::fs::write(dir.path().join(POINTER), pointer).expect("pointer");
-        let refused = database_path(dir.path()).expect_err("refused");
-        assert!(
-            matches!(refused, CompactError::BadPointer { reason: said, .. } if said == reason),
-            "{pointer}: {refused}"
+    assert!(names(dir.path()).is_empty(), "nothing made");
+}
+
+/// What a compaction cut short leaves: `store.sled` and the marked `store-*.sled`, which is
+/// the unfinished copy before the exchange and the original after it. The marked one goes
+/// when the store opens; `store.sled` is what it held.
+#[test]
+fn a_compaction_cut_short_leaves_store_sled_as_it_was_or_as_copied() {
+    for exchanged in [false, true] {
+        let (dir, _) = stopped_store(10);
+        let path = dir.path().join(DATABASE);
+        let other = dir.path().join("store-1-1.sled");
+        let left = sled::open(&other).expect("the other database");
+        left.insert(b"only in the other one", b"x").expect("insert");
+        left.flush().expect("flush");
+        drop(left);
+        std::fs::write(marker(dir.path(), "store-1-1.sled"), b"").expect("marker");
+        if exchanged {
+            // The exchange done: what store.sled held is the marked one now, and the copy
+            // (here: the same entries) is store.sled.
+            exchange(&path, &other).expect("exchange");
+            let copy = sled::open(&path).expect("the copy");
+            for item in sled::open(&other).expect("original").iter() {
+                let (key, value) = item.expect("read");
+                copy.insert(key, value).expect("insert");
+            }
+            copy.remove(b"only in the other one").expect("remove");
+            copy.flush().expect("flush");
+        }
+        assert_eq!(database_path(dir.path()).expect("path"), path);
+        assert_eq!(
+            names(dir.path()),
+            vec![DATABASE.to_owned()],
+            "exchanged: {exchanged}"
         );
+        let db = reopen(&path);
+        assert_eq!(by_verb(&db), 50);
+        assert!(!db
+            .tree()
+            .contains_key(b"only in the other one")
+            .expect("read"));
     }
-    std::fs::write(dir.path().join(POINTER), "store-5-5.sled\n").expect("pointer");
-    assert_eq!(
-        database_path(dir.path()).expect("path"),
-        dir.path().join("store-5-5.sled")
-    );
 }
