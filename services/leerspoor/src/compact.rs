@@ -15,11 +15,12 @@ use crate::config::Config;
 
 /// What `leerspoor compact` did to each database.
 pub struct Compacted {
-    pub store: store::compact::CompactReport,
+    pub store: Option<store::compact::CompactReport>,
     pub projector: Option<projector::compact::CompactReport>,
 }
 
-/// Compacts the store's database, then the projector's (when the folder holds one).
+/// Compacts the store's database, then the projector's: those the folder holds (a split
+/// deployment's store or projector folder holds one), at least one.
 pub fn run(config: &Config) -> anyhow::Result<Compacted> {
     compact(
         &config.data_dir,
@@ -33,8 +34,14 @@ pub fn compact(
     store_cache_bytes: u64,
     projector_cache_bytes: u64,
 ) -> anyhow::Result<Compacted> {
-    let store = store::compact::compact(data_dir, store_cache_bytes, store::compact::LOCK_WAIT)
-        .with_context(|| format!("compacting the store in {}", data_dir.display()))?;
+    let store =
+        match store::compact::compact(data_dir, store_cache_bytes, store::compact::LOCK_WAIT) {
+            Err(store::compact::CompactError::Missing(_)) => None,
+            compacted => Some(
+                compacted
+                    .with_context(|| format!("compacting the store in {}", data_dir.display()))?,
+            ),
+        };
     let projector = projector::compact::compact_stopped(
         data_dir,
         projector_cache_bytes,
@@ -47,6 +54,11 @@ pub fn compact(
             data_dir.display()
         )
     })?;
+    anyhow::ensure!(
+        store.is_some() || projector.is_some(),
+        "no store or projector database in {}",
+        data_dir.display()
+    );
     Ok(Compacted { store, projector })
 }
 
@@ -54,14 +66,17 @@ impl Compacted {
     /// What the command prints.
     pub fn lines(&self) -> Vec<String> {
         let mb = |bytes: u64| bytes as f64 / 1e6;
-        let mut lines = vec![format!(
-            "store: {:.0} MB -> {:.0} MB on disk ({} entries, {:.0} MB, copied and read back in {:.1} s)",
-            mb(self.store.bytes_before),
-            mb(self.store.bytes_after),
-            self.store.entries,
-            mb(self.store.bytes_of_entries),
-            self.store.seconds,
-        )];
+        let mut lines = vec![match &self.store {
+            Some(report) => format!(
+                "store: {:.0} MB -> {:.0} MB on disk ({} entries, {:.0} MB, copied and read back in {:.1} s)",
+                mb(report.bytes_before),
+                mb(report.bytes_after),
+                report.entries,
+                mb(report.bytes_of_entries),
+                report.seconds,
+            ),
+            None => "store: no database in this data folder".to_owned(),
+        }];
         match &self.projector {
             Some(report) => lines.push(format!(
                 "projector: {:.0} MB -> {:.0} MB on disk ({} entries in {:.1} s; now {})",
@@ -74,5 +89,43 @@ impl Compacted {
             None => lines.push("projector: no database in this data folder".to_owned()),
         }
         lines
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CACHE: u64 = 16 * 1024 * 1024;
+
+    #[test]
+    fn a_folder_with_neither_database_is_refused() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let refused = compact(dir.path(), CACHE, CACHE).err().expect("refused");
+        assert!(
+            refused.to_string().contains("no store or projector database"),
+            "{refused}"
+        );
+        assert_eq!(std::fs::read_dir(dir.path()).expect("read dir").count(), 0);
+    }
+
+    /// A split deployment's projector folder holds no store: its projector is compacted.
+    #[test]
+    fn a_projector_folder_compacts_its_projector_alone() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let first = projector::rebuild::active_path(dir.path());
+        projector::projection::Projection::open(&first)
+            .expect("projector database")
+            .flush()
+            .expect("flush");
+        let compacted = compact(dir.path(), CACHE, CACHE).expect("compacted");
+        assert!(compacted.store.is_none());
+        let report = compacted.projector.as_ref().expect("the projector compacted");
+        assert_eq!(
+            projector::rebuild::active_path(dir.path()),
+            dir.path().join(&report.database)
+        );
+        assert!(!dir.path().join("store.sled").exists(), "no store made");
+        assert!(compacted.lines()[0].contains("store: no database"));
     }
 }
