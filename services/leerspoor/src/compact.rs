@@ -103,7 +103,9 @@ mod tests {
         let dir = tempfile::tempdir().expect("temp dir");
         let refused = compact(dir.path(), CACHE, CACHE).err().expect("refused");
         assert!(
-            refused.to_string().contains("no store or projector database"),
+            refused
+                .to_string()
+                .contains("no store or projector database"),
             "{refused}"
         );
         assert_eq!(std::fs::read_dir(dir.path()).expect("read dir").count(), 0);
@@ -120,7 +122,10 @@ mod tests {
             .expect("flush");
         let compacted = compact(dir.path(), CACHE, CACHE).expect("compacted");
         assert!(compacted.store.is_none());
-        let report = compacted.projector.as_ref().expect("the projector compacted");
+        let report = compacted
+            .projector
+            .as_ref()
+            .expect("the projector compacted");
         assert_eq!(
             projector::rebuild::active_path(dir.path()),
             dir.path().join(&report.database)

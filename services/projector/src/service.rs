@@ -200,10 +200,11 @@ impl Projector {
                     Some("compact") => compaction.ask(request.reply),
                     Some("replay_parked" | "list_parked") => self.answer_maintenance(request).await,
                     // A rebuild replaces the database a copy reads.
-                    _ => {
+                    None | Some("rebuild") => {
                         self.compaction_abandoned(&mut compaction).await;
                         self.answer_maintenance(request).await;
                     }
+                    Some(other) => self.refuse_maintenance(request.reply, other).await,
                 }
             }
             self.compaction_step(&mut compaction, last_applied.elapsed())
@@ -444,6 +445,26 @@ impl Projector {
         }
     }
 
+    /// Answers a maintenance request this projector does not know (from a newer
+    /// `leerspoor`): an error naming what it knows, rather than a rebuild nobody asked for.
+    async fn refuse_maintenance(&self, reply: Option<async_nats::Subject>, action: &str) {
+        tracing::warn!(
+            action,
+            "a maintenance request this projector does not know; refused"
+        );
+        let Some(reply_to) = reply else {
+            return;
+        };
+        let refusal = serde_json::json!({"error": format!(
+            "this projector does not know the maintenance action {action:?} \
+             (it knows rebuild, compact, replay_parked and list_parked)"
+        )});
+        let body = serde_json::to_vec(&refusal).unwrap_or_default();
+        if let Err(err) = self.client.publish(reply_to, body.into()).await {
+            tracing::warn!(error = %err, "cannot answer the maintenance request");
+        }
+    }
+
     /// Runs a rebuild and replies with its report or its error.
     async fn answer_rebuild(&self, request: async_nats::Message) {
         tracing::info!("rebuilding every summary from the stored statements");
@@ -640,7 +661,8 @@ pub fn run_query(
     }
 }
 
-/// The `action` of a maintenance request (none: a rebuild).
+/// The `action` of a maintenance request (none, or a body that is not JSON: a rebuild, as
+/// the first `leerspoor project --rebuild` sent it).
 fn maintenance_action(request: &async_nats::Message) -> Option<String> {
     serde_json::from_slice::<Value>(&request.payload)
         .ok()

@@ -459,6 +459,32 @@ async fn a_compaction_swaps_in_a_copy_that_answers_the_same_and_goes_on() {
         (hub["statements"] == json!(4)).then_some(())
     })
     .await;
+
+    // An action this projector does not know (a newer `leerspoor` asking) is refused, not
+    // taken for a rebuild: the database in use stays.
+    // Maintenance is answered between two pulls, each of which waits up to 5 s when idle.
+    let request = async_nats::Request::new()
+        .payload(
+            serde_json::to_vec(&json!({"action": "defragment"}))
+                .expect("json")
+                .into(),
+        )
+        .timeout(Some(std::time::Duration::from_secs(60)));
+    let reply = app
+        .nats_client()
+        .await
+        .send_request(bus::subjects::API_REBUILD, request)
+        .await
+        .expect("an answer");
+    let answer: Value = serde_json::from_slice(&reply.payload).expect("json");
+    let error = answer["error"].as_str().expect("an error");
+    assert!(
+        error.contains("\"defragment\"") && error.contains("rebuild, compact"),
+        "{error}"
+    );
+    let still = std::fs::read_to_string(app.data_dir().join("projector.current"))
+        .expect("projector.current");
+    assert_eq!(still, named, "no rebuild swapped another database in");
 }
 
 /// Waits until every hub, company and worker summary the API lists equals a projection of
