@@ -40,18 +40,20 @@ const PROGRAMME_KEPT: &[u8] = b"mprogramme1";
 /// `L` + skill URI -> [`SkillLabel`] JSON: the name the latest-stored statement's context
 /// gave the skill (a database from before holds the name alone, ranked below any).
 const SKILL_LABEL: u8 = b'L';
-/// `T` + worker's digest (16) + timestamp (8) + statement id (16) -> empty: a worker's first
-/// and last timestamps are the ends of this range. The digest is XXH3-128 of the worker's
-/// IFI key, the timestamp milliseconds since 1970 (big-endian, sign bit flipped, so that the
-/// keys sort by time), the id the UUID's bytes ([`id_bytes`]).
+/// `T` + worker + 0 + timestamp (8) + statement id (16) -> empty: a worker's first and last
+/// timestamps are the ends of this range. The timestamp is milliseconds since 1970
+/// (big-endian, sign bit flipped, so that the keys sort by time), the id the UUID's bytes
+/// ([`id_bytes`]). The worker stays as text: a worker's keys then sit together, beside its
+/// state, as they are written (by digest, the keys of a million statements went all over
+/// the tree, and the database the ingest left grew by a fifth; BENCHMARKS.md).
 const TIMESTAMP: u8 = b'T';
-/// `E` + worker's digest (16) + skill's digest (16) + timestamp (8) + statement id (16) ->
+/// `E` + worker + 0 + skill's digest (XXH3-128, 16) + timestamp (8) + statement id (16) ->
 /// empty: when a worker first evidenced a skill is the start of this range.
 const SKILL_TIMESTAMP: u8 = b'E';
 /// Before [`TIMESTAMP`] and [`SKILL_TIMESTAMP`] (a database before [`SHORT_TIMESTAMPS`]):
 /// `t` + worker + 0 + timestamp text + 0 + statement id, and `k` + worker + 0 + skill + 0 +
 /// timestamp text + 0 + statement id: 96 and 166 bytes each in the bench's workload, where
-/// the keys now take 41 and 57.
+/// the keys now take 61 and 77.
 const TEXT_TIMESTAMP: u8 = b't';
 const TEXT_SKILL_TIMESTAMP: u8 = b'k';
 /// Present once the timestamp keys are the short ones ([`Projection::shorten_timestamps`]).
@@ -144,9 +146,10 @@ fn timestamp_at(key: &[u8], at: usize) -> Option<String> {
 }
 
 fn timestamp_prefix(worker: &str) -> Vec<u8> {
-    let mut key = Vec::with_capacity(41);
+    let mut key = Vec::with_capacity(26 + worker.len());
     key.push(TIMESTAMP);
-    key.extend_from_slice(&digest16(worker));
+    key.extend_from_slice(worker.as_bytes());
+    key.push(0);
     key
 }
 
@@ -171,9 +174,10 @@ fn short_timestamp_key(worker: &str, skill: Option<&str>, at_ms: i64, id: &[u8])
 }
 
 fn skill_prefix(worker: &str, skill: &str) -> Vec<u8> {
-    let mut key = Vec::with_capacity(57);
+    let mut key = Vec::with_capacity(42 + worker.len());
     key.push(SKILL_TIMESTAMP);
-    key.extend_from_slice(&digest16(worker));
+    key.extend_from_slice(worker.as_bytes());
+    key.push(0);
     key.extend_from_slice(&digest16(skill));
     key
 }
@@ -471,7 +475,7 @@ impl Projection {
             tracing::info!(
                 keys = shortened_keys,
                 unread,
-                "timestamp keys shortened (workers and skills by digest, times and ids as bytes)"
+                "timestamp keys shortened (skills by digest, times and ids as bytes)"
             );
         }
         self.migrated(SHORT_TIMESTAMPS)

@@ -972,14 +972,16 @@ impl AcrossAnUpgrade {
                     |name: &str| xxhash_rust::xxh3::xxh3_128(name.as_bytes()).to_be_bytes();
                 let uuid = uuid::Uuid::parse_str(id).expect("uuid");
                 let mut new = vec![b'T'];
-                new.extend_from_slice(&digest(&contribution.worker));
+                new.extend_from_slice(contribution.worker.as_bytes());
+                new.push(0);
                 let mut keys = vec![(
                     new,
                     format!("t{}\0{time}\0{id}", contribution.worker).into_bytes(),
                 )];
                 for skill in &contribution.skills {
                     let mut new = vec![b'E'];
-                    new.extend_from_slice(&digest(&contribution.worker));
+                    new.extend_from_slice(contribution.worker.as_bytes());
+                    new.push(0);
                     new.extend_from_slice(&digest(skill));
                     keys.push((
                         new,
