@@ -443,33 +443,16 @@ impl Projection {
     /// long ones, so an interrupted turn goes on where it stopped. A key that does not read as
     /// a timestamp key is left as it was (and counted in the log).
     fn shorten_timestamps(&self) -> Result<(), ProjectionError> {
-        const CHUNK: usize = 20_000;
         let (mut shortened_keys, mut unread) = (0u64, 0u64);
         for prefix in [TEXT_TIMESTAMP, TEXT_SKILL_TIMESTAMP] {
-            let mut start = vec![prefix];
-            let end = order::prefix_end(&[prefix]);
-            loop {
-                let mut batch = sled::Batch::default();
-                let mut last = None;
-                for item in self.tree.range(start.clone()..end.clone()).take(CHUNK) {
-                    let (raw_key, _) = item?;
-                    match shortened(&raw_key) {
-                        Some(short) => {
-                            batch.insert(short, &[] as &[u8]);
-                            batch.remove(raw_key.clone());
-                            shortened_keys += 1;
-                        }
-                        None => unread += 1,
-                    }
-                    last = Some(raw_key);
+            self.in_chunks(&[prefix], |batch, raw_key, _| match shortened(raw_key) {
+                Some(short) => {
+                    batch.insert(short, &[] as &[u8]);
+                    batch.remove(raw_key);
+                    shortened_keys += 1;
                 }
-                let Some(last) = last else {
-                    break;
-                };
-                self.tree.apply_batch(batch)?;
-                start = last.to_vec();
-                start.push(0);
-            }
+                None => unread += 1,
+            })?;
         }
         if shortened_keys > 0 || unread > 0 {
             tracing::info!(
@@ -703,23 +686,37 @@ impl Projection {
         prefix: &[u8],
         remove: impl Fn(&[u8]) -> bool,
     ) -> Result<u64, ProjectionError> {
+        let mut removed = 0;
+        self.in_chunks(prefix, |batch, raw_key, value| {
+            if remove(value) {
+                batch.remove(raw_key);
+                removed += 1;
+            }
+        })?;
+        Ok(removed)
+    }
+
+    /// Walks the keys under `prefix` in chunks of 20,000: `each` puts what it changes for a
+    /// key into its chunk's sled batch, applied before the next chunk is read, so a walk cut
+    /// short between two chunks goes on where it stopped when walked again.
+    fn in_chunks(
+        &self,
+        prefix: &[u8],
+        mut each: impl FnMut(&mut sled::Batch, &[u8], &[u8]),
+    ) -> Result<(), ProjectionError> {
         const CHUNK: usize = 20_000;
         let end = order::prefix_end(prefix);
         let mut start = prefix.to_vec();
-        let mut removed = 0;
         loop {
             let mut batch = sled::Batch::default();
             let mut last = None;
             for item in self.tree.range(start.clone()..end.clone()).take(CHUNK) {
                 let (raw_key, value) = item?;
-                if remove(&value) {
-                    batch.remove(raw_key.clone());
-                    removed += 1;
-                }
+                each(&mut batch, &raw_key, &value);
                 last = Some(raw_key);
             }
             let Some(last) = last else {
-                return Ok(removed);
+                return Ok(());
             };
             self.tree.apply_batch(batch)?;
             start = last.to_vec();
