@@ -43,7 +43,7 @@ pub enum CompactError {
          removed, the original stays in use"
     )]
     Mismatch { original: u64, copied: u64 },
-    #[error("sled")]
+    #[error("sled: {0}")]
     Sled(#[from] sled::Error),
     #[error("{what}: {source}")]
     Io {
@@ -58,7 +58,7 @@ fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> CompactError {
 }
 
 /// What a compaction did.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone)]
 pub struct CompactReport {
     /// Entries copied and read back, over every tree.
     pub entries: u64,
