@@ -1,14 +1,16 @@
 //! The projector: `LRS_STORED` in, per-worker, per-hub and per-company summaries out.
 //!
-//! It keeps its own sled database. Each fetch of `LRS_STORED` messages is applied as one sled
-//! batch; each statement is marked counted or voided in the same batch, so redeliveries (in
-//! any order), repeated events and any order of `stored` and `voided` give the same summaries
-//! as a recomputation over the stored, non-voided statements.
+//! It keeps its own sled database. Each part of a fetch of `LRS_STORED` messages is applied as
+//! one (a sled batch, or a journal and batches of a bounded size: [`part`]); each statement is
+//! marked counted or voided in the same part, so redeliveries (in any order), repeated events
+//! and any order of `stored` and `voided` give the same summaries as a recomputation over the
+//! stored, non-voided statements.
 //!
 //! # Layout
 //! - [`contribution`]: what one statement adds, per worker (pure).
 //! - [`summary`]: the exactly-reversible summary state and its JSON views.
 //! - [`projection`]: the sled database: apply, read.
+//! - [`part`]: a part's writes, in sled batches of a bounded size made one by a journal.
 //! - [`members`]: the members of hubs' and companies' distinct counts, a key each.
 //! - [`order`]: the sorted keys that answer list queries without scanning.
 //! - [`programme`]: the programme summary (reach against the target, by type and region).
@@ -22,6 +24,7 @@ pub mod compact;
 pub mod contribution;
 pub mod members;
 pub mod order;
+pub mod part;
 pub mod programme;
 pub mod projection;
 pub mod rebuild;

@@ -97,7 +97,7 @@ pub fn fields(kind: u8) -> &'static [&'static str] {
 /// Writes into `batch` the order keys that change when a summary goes from `before` to
 /// `after` (`None`: no summary). Returns the change in the kind's count (-1, 0, 1).
 pub fn update(
-    batch: &mut sled::Batch,
+    batch: &mut crate::part::Part,
     kind: u8,
     id: &str,
     before: Option<&[f64]>,
@@ -115,7 +115,7 @@ pub fn update(
             batch.remove(key(kind, field, old, id));
         }
         if let Some(new) = new {
-            batch.insert(key(kind, field, new, id), &[] as &[u8]);
+            batch.insert(key(kind, field, new, id), Vec::new());
         }
     }
     i64::from(after.is_some()) - i64::from(before.is_some())

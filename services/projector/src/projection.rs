@@ -14,6 +14,7 @@ use serde_json::Value;
 use crate::contribution::{effects, Contribution, Effect};
 use crate::members::{Members, Set};
 use crate::order;
+use crate::part::{Part, PartError};
 use crate::summary::{CompanyState, HubState, MonthRange, ProgrammeState, WorkerState};
 
 /// `m` + name: the last applied `LRS_STORED` sequence.
@@ -215,8 +216,10 @@ fn shortened(text_key: &[u8]) -> Option<Vec<u8>> {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProjectionError {
-    #[error("sled")]
+    #[error("sled: {0}")]
     Sled(#[from] sled::Error),
+    #[error(transparent)]
+    Part(#[from] PartError),
     #[error("{0}")]
     Compaction(String),
     #[error("corrupt summary under key {key:?}: {reason}")]
@@ -274,6 +277,8 @@ pub struct Projection {
     /// Member counts of hubs' and companies' sets as last written (0: no key), so that a
     /// count a part changes is not read from sled again (see [`Counts`]).
     counts: Mutex<Counts>,
+    /// The most writes one sled batch of a part holds ([`crate::part`]).
+    sub_batch: usize,
 }
 
 /// The member counts of the hubs' and companies' distinct sets that recent parts wrote, most
@@ -403,7 +408,10 @@ impl Projection {
             path: path.to_owned(),
             cache_bytes,
             counts: Mutex::new(Counts::new(counts_capacity(cache_bytes))),
+            sub_batch: crate::part::SUB_BATCH,
         };
+        // First: the journal holds writes made after everything below.
+        projection.finish_interrupted_part()?;
         if !projection.tree.contains_key(MEMBERS_MOVED)? {
             projection.move_members_out()?;
         }
@@ -728,7 +736,7 @@ impl Projection {
     fn build_order(&self) -> Result<(), ProjectionError> {
         for kind in [WORKER, HUB, COMPANY] {
             let mut count = 0u64;
-            let mut batch = sled::Batch::default();
+            let mut batch = Part::default();
             for item in self.tree.scan_prefix([kind]) {
                 let (raw_key, value) = item?;
                 let id = String::from_utf8_lossy(&raw_key[1..]).into_owned();
@@ -750,8 +758,8 @@ impl Projection {
                 order::update(&mut batch, kind, &id, None, Some(&values));
                 count += 1;
             }
-            batch.insert(order::count_key(kind), &count.to_be_bytes());
-            self.tree.apply_batch(batch)?;
+            batch.insert(order::count_key(kind), count.to_be_bytes());
+            batch.apply(&self.tree, self.sub_batch)?;
         }
         self.migrated(order::BUILT)
     }
@@ -772,6 +780,22 @@ impl Projection {
     /// How many summaries of a kind exist.
     fn count(&self, kind: u8) -> Result<u64, ProjectionError> {
         Ok(stored_u64(&self.tree, &order::count_key(kind))?)
+    }
+
+    /// The most writes one sled batch of a part holds (default [`crate::part::SUB_BATCH`]);
+    /// a larger part is journaled and applied in batches of this many.
+    pub fn with_sub_batch(mut self, writes: usize) -> Projection {
+        self.sub_batch = writes.max(1);
+        self
+    }
+
+    /// Finishes a part cut short after its journal ([`crate::part`]); whether there was one.
+    fn finish_interrupted_part(&self) -> Result<bool, ProjectionError> {
+        let Some(writes) = crate::part::finish_interrupted(&self.tree, self.sub_batch)? else {
+            return Ok(false);
+        };
+        tracing::warn!(writes, "a part cut short was finished from its journal");
+        Ok(true)
     }
 
     pub fn flush(&self) -> Result<(), ProjectionError> {
@@ -891,13 +915,14 @@ impl Projection {
         }
     }
 
-    /// Applies one `LRS_STORED` message (stream sequence `sequence`) in one sled batch with
-    /// the sequence itself; applying a message again changes nothing (per-statement markers).
+    /// Applies one `LRS_STORED` message (stream sequence `sequence`) as one part with the
+    /// sequence itself; applying a message again changes nothing (per-statement markers).
     pub fn apply(&self, sequence: u64, message: &StoredEvents) -> Result<(), ProjectionError> {
         self.apply_all(&[(sequence, message)])
     }
 
-    /// Applies several `LRS_STORED` messages as one sled batch: each summary they touch is
+    /// Applies several `LRS_STORED` messages as one part (one sled batch, or a journal and
+    /// batches of a bounded size: [`crate::part`]): each summary they touch is
     /// read and written once, not once per message. Every event is idempotent (the
     /// per-statement marker), so a redelivered message, even one that comes back after later
     /// ones, changes nothing twice; the highest sequence seen is kept for rebuilds.
@@ -919,6 +944,10 @@ impl Projection {
             counts
         });
         self.counts.clear_poison();
+        if self.finish_interrupted_part()? {
+            // The counts a part cut short wrote are in sled, not here.
+            counts.clear();
+        }
         let mut touched = Touched::default();
         let mut last = self.applied()?;
         for (sequence, effects) in messages {
@@ -1003,7 +1032,7 @@ impl Projection {
         sequence: u64,
         written: &mut Counts,
     ) -> Result<(), ProjectionError> {
-        let mut batch = sled::Batch::default();
+        let mut batch = Part::default();
         for (id, marker) in touched.markers {
             // A counted statement is known by its timestamp keys (and one without
             // contributions counts nothing).
@@ -1022,7 +1051,7 @@ impl Projection {
             if *count == 0 {
                 batch.remove(member.as_slice());
             } else {
-                batch.insert(member.as_slice(), &count.to_be_bytes());
+                batch.insert(member.as_slice(), count.to_be_bytes());
             }
         }
         for (member, present) in &touched.presence {
@@ -1087,11 +1116,11 @@ impl Projection {
         for (kind, change) in counts {
             if change != 0 {
                 let count = self.count(kind)?.saturating_add_signed(change);
-                batch.insert(order::count_key(kind), &count.to_be_bytes());
+                batch.insert(order::count_key(kind), count.to_be_bytes());
             }
         }
-        batch.insert(META_APPLIED, &sequence.to_be_bytes());
-        self.tree.apply_batch(batch)?;
+        batch.insert(META_APPLIED, sequence.to_be_bytes());
+        batch.apply(&self.tree, self.sub_batch)?;
         // Only now, with sled holding them: a batch refused leaves the counts as they were.
         for (member, count) in touched.members {
             written.put(member, count);
@@ -1635,7 +1664,7 @@ impl Projection {
 /// Writes the touched summaries of one kind and their order keys; returns the change in how
 /// many there are.
 fn write_states<T: Serialize>(
-    batch: &mut sled::Batch,
+    batch: &mut Part,
     prefix: u8,
     states: HashMap<String, T>,
     before: &HashMap<(u8, String), Option<Vec<f64>>>,
@@ -1656,3 +1685,7 @@ fn write_states<T: Serialize>(
     }
     change
 }
+
+#[cfg(test)]
+#[path = "projection_tests.rs"]
+mod tests;

@@ -531,12 +531,12 @@ async fn serve_api(
     }
 }
 
-/// The most statements one sled batch of the projector applies. sled keeps every tree node a
-/// batch replaces until the batch ends (a part of 10,000 statements writes ~75,000 keys), so
-/// the part bounds that memory. Smaller parts cost throughput: each writes the touched hubs',
-/// companies' and programme's states again. 30 s after 300,000 statements over HTTP, parts of
-/// 10,000 had caught up and parts of 2,000 were 80,000 statements behind (with 0.6 GB
-/// resident instead of 0.9).
+/// The most statements one part of the projector applies. Smaller parts cost throughput: each
+/// writes the touched hubs', companies' and programme's states again (30 s after 300,000
+/// statements over HTTP, parts of 10,000 had caught up and parts of 2,000 were 80,000
+/// statements behind). A part of 10,000 statements writes ~75,000 keys; sled keeps every tree
+/// node a batch replaces until the batch ends, so a part is applied in sled batches of
+/// [`crate::part::SUB_BATCH`] writes ([`crate::part`]) and its size no longer bounds that memory.
 const APPLY_EVENTS: usize = 10_000;
 /// How long a pull waits for more `LRS_STORED` messages after its first. Each pull costs a
 /// sled batch, a flush and two pull requests whatever it holds: single-statement requests

@@ -1,0 +1,277 @@
+//! A part's writes, applied in sled batches of a bounded size that a journal makes one.
+//!
+//! sled keeps every tree node a batch replaces until the whole batch ends (one epoch guard
+//! is held across it), so a part of 10,000 statements, ~75,000 keys in one batch, held
+//! every replaced node at once, and the pile made each insert slower. A part of more than
+//! [`SUB_BATCH`] writes is now written first as a journal (its writes, encoded, under
+//! [`JOURNAL`] keys in one small sled batch), then applied in batches of [`SUB_BATCH`]
+//! writes, the last of which removes the journal. Every write is a whole value (a state, a
+//! count, a key present or gone), so writing one again changes nothing: a part cut short
+//! after its journal is finished from the journal ([`finish_interrupted`]), at the next open
+//! or before the next part, and the database is as if the part had been one batch. sled
+//! recovers a prefix of its log, so a batch after the journal is never kept without it.
+//!
+//! While a part is applied, a reader may see some of its writes and not yet others (a
+//! worker's summary counted, the hub's not yet), as it may between two parts.
+
+use std::collections::BTreeMap;
+
+/// The most writes one sled batch of a part holds. `leerspoor bench --projector-apply`
+/// (BENCHMARKS.md, the fifteenth round): parts of 10,000 statements applied in batches of
+/// 2,000 writes instead of one held less memory and applied faster.
+pub const SUB_BATCH: usize = 2_000;
+
+/// The journal's keys: this, then the chunk's number (4 bytes, big-endian).
+pub(crate) const JOURNAL: &[u8] = b"mpart";
+
+/// About how many bytes of writes one journal key holds, compressed (zstd, [`LEVEL`]) to
+/// about a fifth: under sled's threshold (a quarter of its 512 KiB segments) for keeping a
+/// value in a file of its own. Compressed, because the journal is written to sled's log
+/// beside the writes themselves: uncompressed, it took the projector's database as the
+/// ingest leaves it from 2.5 to 3.3 GB at a million statements (BENCHMARKS.md).
+const CHUNK_BYTES: usize = 128 * 1024;
+
+/// zstd's level for the journal: its fastest.
+const LEVEL: i32 = 1;
+
+/// What one write of a journal says, after its key.
+const REMOVE: u8 = 0;
+const INSERT: u8 = 1;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PartError {
+    #[error("sled: {0}")]
+    Sled(#[from] sled::Error),
+    #[error("a part's journal cannot be compressed: {0}")]
+    Compress(std::io::Error),
+    #[error(
+        "the journal of an interrupted part cannot be read: chunk {chunk}, byte {at}: {reason}"
+    )]
+    Journal {
+        chunk: u32,
+        at: usize,
+        reason: &'static str,
+    },
+    #[cfg(test)]
+    #[error("interrupted (test)")]
+    Interrupted,
+}
+
+/// The writes of one part, in key order; a key written twice keeps its last write.
+#[derive(Default)]
+pub struct Part {
+    writes: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+}
+
+impl Part {
+    pub fn insert(&mut self, key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) {
+        self.writes.insert(key.into(), Some(value.into()));
+    }
+
+    pub fn remove(&mut self, key: impl Into<Vec<u8>>) {
+        self.writes.insert(key.into(), None);
+    }
+
+    pub fn len(&self) -> usize {
+        self.writes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.writes.is_empty()
+    }
+
+    /// Applies the part: in one sled batch when it holds at most `sub_batch` writes, else
+    /// journaled and in batches of `sub_batch` (module docs).
+    pub fn apply(self, tree: &sled::Db, sub_batch: usize) -> Result<(), PartError> {
+        let sub_batch = sub_batch.max(1);
+        if self.writes.len() <= sub_batch {
+            return Ok(tree.apply_batch(batch_of(self.writes))?);
+        }
+        let journal = write_journal(tree, &self.writes)?;
+        apply_in_batches(tree, self.writes, sub_batch, journal)
+    }
+}
+
+fn batch_of(writes: impl IntoIterator<Item = (Vec<u8>, Option<Vec<u8>>)>) -> sled::Batch {
+    let mut batch = sled::Batch::default();
+    for (key, value) in writes {
+        match value {
+            Some(value) => batch.insert(key, value),
+            None => batch.remove(key),
+        }
+    }
+    batch
+}
+
+fn journal_key(chunk: u32) -> Vec<u8> {
+    let mut key = JOURNAL.to_vec();
+    key.extend_from_slice(&chunk.to_be_bytes());
+    key
+}
+
+/// Writes the journal in one sled batch; returns its keys.
+fn write_journal(
+    tree: &sled::Db,
+    writes: &BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+) -> Result<Vec<Vec<u8>>, PartError> {
+    let mut journal = sled::Batch::default();
+    let mut keys = Vec::new();
+    let mut compressor = zstd::bulk::Compressor::new(LEVEL).map_err(PartError::Compress)?;
+    let mut chunk = Vec::with_capacity(CHUNK_BYTES + 1024);
+    let mut number = 0u32;
+    let mut written = |chunk: &[u8]| -> Result<(), PartError> {
+        let key = journal_key(number);
+        number += 1;
+        journal.insert(
+            key.clone(),
+            compressor.compress(chunk).map_err(PartError::Compress)?,
+        );
+        keys.push(key);
+        Ok(())
+    };
+    for (key, value) in writes {
+        encode(&mut chunk, key, value.as_deref());
+        if chunk.len() >= CHUNK_BYTES {
+            written(&chunk)?;
+            chunk.clear();
+        }
+    }
+    if !chunk.is_empty() {
+        written(&chunk)?;
+    }
+    tree.apply_batch(journal)?;
+    Ok(keys)
+}
+
+/// A write as the journal keeps it (before compression): the key's length (4 bytes, big-endian) and the key, then
+/// [`REMOVE`], or [`INSERT`] and the value's length and the value.
+fn encode(chunk: &mut Vec<u8>, key: &[u8], value: Option<&[u8]>) {
+    chunk.extend_from_slice(&length(key));
+    chunk.extend_from_slice(key);
+    match value {
+        None => chunk.push(REMOVE),
+        Some(value) => {
+            chunk.push(INSERT);
+            chunk.extend_from_slice(&length(value));
+            chunk.extend_from_slice(value);
+        }
+    }
+}
+
+fn length(bytes: &[u8]) -> [u8; 4] {
+    // sled refuses keys and values of 4 GiB long before this.
+    u32::try_from(bytes.len()).unwrap_or(u32::MAX).to_be_bytes()
+}
+
+/// The writes of one journal chunk.
+fn decode(
+    number: u32,
+    chunk: &[u8],
+    into: &mut Vec<(Vec<u8>, Option<Vec<u8>>)>,
+) -> Result<(), PartError> {
+    let mut at = 0;
+    let fail = |at: usize, reason: &'static str| PartError::Journal {
+        chunk: number,
+        at,
+        reason,
+    };
+    let take = |at: &mut usize, len: usize, what: &'static str| -> Result<&[u8], PartError> {
+        let bytes = chunk
+            .get(*at..at.saturating_add(len))
+            .ok_or_else(|| fail(*at, what))?;
+        *at += len;
+        Ok(bytes)
+    };
+    let take_length = |at: &mut usize, what: &'static str| -> Result<usize, PartError> {
+        let bytes = take(at, 4, what)?;
+        let bytes = <[u8; 4]>::try_from(bytes).map_err(|_| fail(*at, what))?;
+        Ok(u32::from_be_bytes(bytes) as usize)
+    };
+    while at < chunk.len() {
+        let len = take_length(&mut at, "a key's length is cut off")?;
+        let key = take(&mut at, len, "a key is cut off")?.to_vec();
+        let value = match take(&mut at, 1, "a write's kind is missing")? {
+            [REMOVE] => None,
+            [INSERT] => {
+                let len = take_length(&mut at, "a value's length is cut off")?;
+                Some(take(&mut at, len, "a value is cut off")?.to_vec())
+            }
+            _ => return Err(fail(at - 1, "a write's kind is neither insert nor remove")),
+        };
+        into.push((key, value));
+    }
+    Ok(())
+}
+
+/// Applies `writes` in sled batches of `sub_batch`; the last also removes the `journal`'s
+/// keys.
+fn apply_in_batches(
+    tree: &sled::Db,
+    writes: impl IntoIterator<Item = (Vec<u8>, Option<Vec<u8>>)>,
+    sub_batch: usize,
+    journal: Vec<Vec<u8>>,
+) -> Result<(), PartError> {
+    let mut batch = sled::Batch::default();
+    let mut in_batch = 0;
+    #[cfg(test)]
+    let mut applied = 0;
+    for (key, value) in writes {
+        if in_batch == sub_batch {
+            #[cfg(test)]
+            {
+                if tests::interrupt_after() == Some(applied) {
+                    return Err(PartError::Interrupted);
+                }
+                applied += 1;
+            }
+            tree.apply_batch(std::mem::take(&mut batch))?;
+            in_batch = 0;
+        }
+        match value {
+            Some(value) => batch.insert(key, value),
+            None => batch.remove(key),
+        }
+        in_batch += 1;
+    }
+    #[cfg(test)]
+    if tests::interrupt_after() == Some(applied) {
+        return Err(PartError::Interrupted);
+    }
+    for key in journal {
+        batch.remove(key);
+    }
+    Ok(tree.apply_batch(batch)?)
+}
+
+/// Finishes a part cut short after its journal (module docs): applies the journal's writes
+/// again, in batches of `sub_batch`, and removes it. Returns how many writes it applied
+/// (`None`: no journal).
+pub fn finish_interrupted(tree: &sled::Db, sub_batch: usize) -> Result<Option<usize>, PartError> {
+    let mut writes = Vec::new();
+    let mut journal = Vec::new();
+    // The chunks in the order written (their numbers are big-endian).
+    for item in tree.scan_prefix(JOURNAL) {
+        let (key, chunk) = item?;
+        let Ok(number) = <[u8; 4]>::try_from(&key[JOURNAL.len()..]) else {
+            continue; // not a journal key
+        };
+        let number = u32::from_be_bytes(number);
+        let chunk = zstd::stream::decode_all(chunk.as_ref()).map_err(|_| PartError::Journal {
+            chunk: number,
+            at: 0,
+            reason: "not a zstd frame",
+        })?;
+        decode(number, &chunk, &mut writes)?;
+        journal.push(key.to_vec());
+    }
+    if journal.is_empty() {
+        return Ok(None);
+    }
+    let count = writes.len();
+    apply_in_batches(tree, writes, sub_batch.max(1), journal)?;
+    Ok(Some(count))
+}
+
+#[cfg(test)]
+#[path = "part_tests.rs"]
+pub(crate) mod tests;

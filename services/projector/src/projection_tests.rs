@@ -1,0 +1,122 @@
+use std::collections::BTreeMap;
+
+use bus::wire::{EventKind, StoredEvent, StoredEvents};
+use serde_json::json;
+
+use super::*;
+use crate::part::tests::interrupted;
+
+fn statement(n: usize) -> Value {
+    json!({
+        "id": format!("00000000-0000-4000-8000-{n:012}"),
+        "actor": {"mbox": format!("mailto:w{}@example.org", n % 7)},
+        "verb": {"id": "http://adlnet.gov/expapi/verbs/completed"},
+        "object": {"id": format!("https://hub.example/activities/{}", n % 5)},
+        "result": {"duration": "PT90S", "completion": true},
+        "context": {"extensions": {
+            crate::contribution::HUB: format!("hub{}", n % 3),
+            crate::contribution::COMPANY: format!("KVK-{}", n % 4),
+            crate::contribution::SKILLS: [format!("http://data.europa.eu/esco/skill/s{}", n % 6)],
+        }},
+        "timestamp": format!("2026-{:02}-15T10:00:00.000Z", n % 12 + 1),
+    })
+}
+
+/// Four messages of ten statements, then one that stores ten more and voids one of the first.
+fn messages() -> (Vec<StoredEvents>, StoredEvents) {
+    let stored = |n| StoredEvent {
+        kind: EventKind::Stored,
+        position: n as u64 + 1,
+        statement: statement(n),
+    };
+    let first = (0..4)
+        .map(|m| StoredEvents {
+            sequence: m as u64 + 1,
+            events: (m * 10..m * 10 + 10).map(stored).collect(),
+        })
+        .collect();
+    let mut events: Vec<StoredEvent> = (40..50).map(stored).collect();
+    events.push(StoredEvent {
+        kind: EventKind::Voided,
+        position: 3,
+        statement: statement(2),
+    });
+    (
+        first,
+        StoredEvents {
+            sequence: 5,
+            events,
+        },
+    )
+}
+
+fn applied(projection: &Projection, messages: &[StoredEvents]) -> Result<(), ProjectionError> {
+    let all: Vec<(u64, &StoredEvents)> = messages.iter().map(|m| (m.sequence, m)).collect();
+    projection.apply_all(&all)
+}
+
+fn entries(projection: &Projection) -> BTreeMap<Vec<u8>, Vec<u8>> {
+    projection
+        .tree
+        .iter()
+        .map(|item| item.map(|(key, value)| (key.to_vec(), value.to_vec())))
+        .collect::<Result<_, _>>()
+        .expect("sled reads")
+}
+
+fn reopen(path: &Path) -> Projection {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        match Projection::open(path) {
+            Ok(projection) => return projection.with_sub_batch(7),
+            Err(ProjectionError::Sled(_)) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            Err(err) => panic!("reopen: {err}"),
+        }
+    }
+}
+
+#[test]
+fn a_part_cut_short_is_finished_before_the_next_part_and_at_open() {
+    let (first, second) = messages();
+    let dir = tempfile::tempdir().expect("tempdir");
+    // The first message alone before the part that is cut short: the member counts it
+    // wrote are cached, and the part cut short changes some of them in sled.
+    let (opening, first) = first.split_at(1);
+    let whole = Projection::open(&dir.path().join("whole")).expect("open");
+    applied(&whole, opening).expect("applied");
+    applied(&whole, first).expect("applied");
+    let after_first = entries(&whole);
+    applied(&whole, std::slice::from_ref(&second)).expect("applied");
+    let after_both = entries(&whole);
+
+    for cut in [0, 1, 5] {
+        // Cut short, and the next part comes to the same projection (a sled error mid-part).
+        let path = dir.path().join(format!("next-{cut}"));
+        let projection = Projection::open(&path).expect("open").with_sub_batch(7);
+        applied(&projection, opening).expect("applied");
+        let result = interrupted(cut, || applied(&projection, first));
+        assert!(
+            matches!(result, Err(ProjectionError::Part(PartError::Interrupted))),
+            "cut {cut}: {result:?}"
+        );
+        assert_ne!(entries(&projection), after_first, "cut {cut}");
+        applied(&projection, std::slice::from_ref(&second)).expect("applied");
+        assert_eq!(entries(&projection), after_both, "cut {cut}");
+
+        // Cut short, and the projector stops there.
+        let path = dir.path().join(format!("open-{cut}"));
+        let projection = Projection::open(&path).expect("open").with_sub_batch(7);
+        applied(&projection, opening).expect("applied");
+        let result = interrupted(cut, || applied(&projection, first));
+        assert!(result.is_err(), "cut {cut}");
+        projection.flush().expect("flush");
+        drop(projection);
+        let projection = reopen(&path);
+        assert_eq!(entries(&projection), after_first, "cut {cut}");
+        assert_eq!(projection.applied().expect("applied"), 4);
+        applied(&projection, std::slice::from_ref(&second)).expect("applied");
+        assert_eq!(entries(&projection), after_both, "cut {cut}");
+    }
+}
