@@ -108,7 +108,8 @@ fn a_part_cut_short_anywhere_is_finished_from_its_journal_after_a_reopen() {
         .map(|n| {
             let key = vec![b'k', n];
             // Removes some of what was there, rewrites some, adds some.
-            let value = (n % 4 != 0).then(|| vec![n + 100; usize::from(n % 7)]);
+            // Values of up to 36,000 bytes: the journal takes several chunks.
+            let value = (n % 4 != 0).then(|| vec![n + 100; usize::from(n % 7) * 6_000]);
             (key, value)
         })
         .chain([(b"mapplied".to_vec(), Some(9u64.to_be_bytes().to_vec()))])
@@ -131,6 +132,7 @@ fn a_part_cut_short_anywhere_is_finished_from_its_journal_after_a_reopen() {
                 whole,
                 "cut {cut}: the part is not whole yet"
             );
+            assert!(tree.scan_prefix(JOURNAL).count() > 1, "cut {cut}: chunks");
         }
         let tree = open(&path);
         let finished = finish_interrupted(&tree, 3).expect("finished");
