@@ -87,18 +87,8 @@ pub fn compact_stopped(
         return Ok(None);
     }
     crate::rebuild::remove_unfinished(data_dir, &active);
-    let deadline = Instant::now() + lock_wait;
-    let projection = loop {
-        match Projection::open_sized(&active, cache_bytes) {
-            Err(ProjectionError::Sled(sled::Error::Io(err)))
-                if err.to_string().contains("could not acquire lock")
-                    && Instant::now() < deadline =>
-            {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            opened => break opened?,
-        }
-    };
+    let tree = Projection::open_tree_when_free(&active, cache_bytes, lock_wait)?;
+    let projection = Projection::from_tree(tree, &active, cache_bytes)?;
     let current = Current::new(projection);
     let copying = Copying::start(&current.get(), data_dir)?;
     copying.finish(data_dir, &current).map(Some)

@@ -24,11 +24,11 @@ pub const SUB_BATCH: usize = 2_000;
 /// The journal's keys: this, then the chunk's number (4 bytes, big-endian).
 pub(crate) const JOURNAL: &[u8] = b"mpart";
 
-/// About how many bytes of writes one journal key holds, compressed (zstd, [`LEVEL`]) to
-/// about a fifth: under sled's threshold (a quarter of its 512 KiB segments) for keeping a
-/// value in a file of its own. Compressed, because the journal is written to sled's log
-/// beside the writes themselves: uncompressed, it took the projector's database as the
-/// ingest leaves it from 2.5 to 3.3 GB at a million statements (BENCHMARKS.md).
+/// About how many bytes of writes one journal key holds before compression (zstd,
+/// [`LEVEL`]). Compressed, because the journal is written to sled's log beside the writes
+/// themselves: uncompressed, it took the projector's database as the ingest leaves it from
+/// 2.5 to 3.3 GB at a million statements, compressed to 3.1 GB. Chunks of 6 KiB instead
+/// took more disk, not less (BENCHMARKS.md, the fifteenth round).
 const CHUNK_BYTES: usize = 128 * 1024;
 
 /// zstd's level for the journal: its fastest.
@@ -72,35 +72,16 @@ impl Part {
         self.writes.insert(key.into(), None);
     }
 
-    pub fn len(&self) -> usize {
-        self.writes.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.writes.is_empty()
-    }
-
     /// Applies the part: in one sled batch when it holds at most `sub_batch` writes, else
     /// journaled and in batches of `sub_batch` (module docs).
     pub fn apply(self, tree: &sled::Db, sub_batch: usize) -> Result<(), PartError> {
         let sub_batch = sub_batch.max(1);
         if self.writes.len() <= sub_batch {
-            return Ok(tree.apply_batch(batch_of(self.writes))?);
+            return apply_in_batches(tree, self.writes, sub_batch, Vec::new());
         }
         let journal = write_journal(tree, &self.writes)?;
         apply_in_batches(tree, self.writes, sub_batch, journal)
     }
-}
-
-fn batch_of(writes: impl IntoIterator<Item = (Vec<u8>, Option<Vec<u8>>)>) -> sled::Batch {
-    let mut batch = sled::Batch::default();
-    for (key, value) in writes {
-        match value {
-            Some(value) => batch.insert(key, value),
-            None => batch.remove(key),
-        }
-    }
-    batch
 }
 
 fn journal_key(chunk: u32) -> Vec<u8> {
@@ -143,8 +124,9 @@ fn write_journal(
     Ok(keys)
 }
 
-/// A write as the journal keeps it (before compression): the key's length (4 bytes, big-endian) and the key, then
-/// [`REMOVE`], or [`INSERT`] and the value's length and the value.
+/// A write as the journal keeps it (before compression): the key's length (4 bytes,
+/// big-endian) and the key, then [`REMOVE`], or [`INSERT`] and the value's length and the
+/// value.
 fn encode(chunk: &mut Vec<u8>, key: &[u8], value: Option<&[u8]>) {
     chunk.extend_from_slice(&length(key));
     chunk.extend_from_slice(key);
@@ -203,8 +185,8 @@ fn decode(
     Ok(())
 }
 
-/// Applies `writes` in sled batches of `sub_batch`; the last also removes the `journal`'s
-/// keys.
+/// Applies `writes` in sled batches of `sub_batch` (one when they are no more); the last
+/// also removes the `journal`'s keys.
 fn apply_in_batches(
     tree: &sled::Db,
     writes: impl IntoIterator<Item = (Vec<u8>, Option<Vec<u8>>)>,

@@ -396,6 +396,28 @@ impl Projection {
             .open()?)
     }
 
+    /// [`Projection::open_tree`], waiting up to `wait` for the database's lock: sled's threads
+    /// hold it for a moment after the last handle of a database went, and sled offers no way
+    /// to wait for it, so the open is tried again every 20 ms.
+    pub fn open_tree_when_free(
+        path: &Path,
+        cache_bytes: u64,
+        wait: std::time::Duration,
+    ) -> Result<sled::Db, ProjectionError> {
+        let deadline = std::time::Instant::now() + wait;
+        loop {
+            match Projection::open_tree(path, cache_bytes) {
+                Err(ProjectionError::Sled(sled::Error::Io(err)))
+                    if err.to_string().contains("could not acquire lock")
+                        && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                opened => return opened,
+            }
+        }
+    }
+
     /// The projection on an open sled database at `path`: migrations first.
     pub fn from_tree(
         tree: sled::Db,

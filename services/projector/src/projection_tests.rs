@@ -65,16 +65,11 @@ fn entries(projection: &Projection) -> BTreeMap<Vec<u8>, Vec<u8>> {
 }
 
 fn reopen(path: &Path) -> Projection {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    loop {
-        match Projection::open(path) {
-            Ok(projection) => return projection.with_sub_batch(7),
-            Err(ProjectionError::Sled(_)) if std::time::Instant::now() < deadline => {
-                std::thread::sleep(std::time::Duration::from_millis(5));
-            }
-            Err(err) => panic!("reopen: {err}"),
-        }
-    }
+    let wait = std::time::Duration::from_secs(5);
+    let tree = Projection::open_tree_when_free(path, DEFAULT_CACHE_BYTES, wait).expect("sled");
+    Projection::from_tree(tree, path, DEFAULT_CACHE_BYTES)
+        .expect("reopen")
+        .with_sub_batch(7)
 }
 
 #[test]

@@ -138,21 +138,21 @@ fn learner_group(spec: &Spec) -> Option<&'static str> {
     [Some("youth"), Some("worker"), Some("jobseeker"), None][usize::from(spec.activity % 4)]
 }
 
-/// Opens the database again after a drop. sled releases its file lock from a background
-/// thread shortly after the last handle goes, so the open is retried until the lock is free.
+/// The sled database at `path` just closed: sled may hold its lock for a moment.
+fn free_tree(path: &std::path::Path) -> sled::Db {
+    let wait = std::time::Duration::from_secs(5);
+    Projection::open_tree_when_free(path, projector::projection::DEFAULT_CACHE_BYTES, wait)
+        .expect("sled")
+}
+
+/// Opens the projection again after a drop.
 fn reopen(path: &std::path::Path) -> Projection {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    loop {
-        match Projection::open(path) {
-            Ok(projection) => return projection,
-            Err(err)
-                if std::time::Instant::now() < deadline && err.to_string().contains("sled") =>
-            {
-                std::thread::sleep(std::time::Duration::from_millis(5));
-            }
-            Err(err) => panic!("reopen: {err:?}"),
-        }
-    }
+    Projection::from_tree(
+        free_tree(path),
+        path,
+        projector::projection::DEFAULT_CACHE_BYTES,
+    )
+    .expect("reopen")
 }
 
 fn event(kind: EventKind, statement: &Value) -> StoredEvent {
@@ -532,7 +532,7 @@ fn a_skills_name_is_the_latest_stored_ones_in_any_order_applied() {
     // statement's name replaces it.
     let dir = tempfile::tempdir().expect("temp dir");
     {
-        let tree = sled::open(dir.path()).expect("sled");
+        let tree = free_tree(dir.path());
         let mut key = b"L".to_vec();
         key.extend_from_slice(skill.as_bytes());
         tree.insert(key, br#"{"en":"Soldering"}"#.as_slice())
@@ -755,7 +755,7 @@ fn a_database_from_before_the_order_keys_gets_them_at_open() {
     };
     // As an older Leerspoor left it: no order keys, no counts, no marker.
     {
-        let tree = sled::open(dir.path()).expect("sled");
+        let tree = free_tree(dir.path());
         let old: Vec<sled::IVec> = tree
             .iter()
             .keys()
@@ -780,7 +780,7 @@ fn a_database_from_before_the_order_keys_gets_them_at_open() {
 fn states_with_their_members_inside_are_moved_out_at_open() {
     let dir = tempfile::tempdir().expect("temp dir");
     {
-        let tree = sled::open(dir.path()).expect("sled");
+        let tree = free_tree(dir.path());
         let hub = json!({
             "workers": {"mbox:mailto:w1@example.org": 2, "mbox:mailto:w2@example.org": 1},
             "companies": {"KVK-1": 3}, "statements": 3, "attendance": 3, "attended_ms": 5400000,
@@ -1063,7 +1063,7 @@ impl AcrossAnUpgrade {
             let dir = tempfile::tempdir().expect("temp dir");
             let before = self.written_before(dir.path());
             {
-                let tree = sled::open(dir.path()).expect("sled");
+                let tree = free_tree(dir.path());
                 as_before(&tree, interrupted);
                 tree.flush().expect("flush");
             }
@@ -1093,7 +1093,7 @@ fn member_counts_of_workers_move_into_their_states_at_open() {
     let before_move = upgrade.written_before(dir.path());
     // As an older Leerspoor left it: counts in the member keys, none in the states.
     {
-        let tree = sled::open(dir.path()).expect("sled");
+        let tree = free_tree(dir.path());
         upgrade.unlisted_members_as_before(&tree);
         upgrade.timestamps_as_before(&tree, false);
         assert!(names_as_before_digests(&tree, &upgrade.statements) > 0);
