@@ -9,6 +9,7 @@
 //! # Layout
 //! - [`contribution`]: what one statement adds, per worker (pure).
 //! - [`summary`]: the exactly-reversible summary state and its JSON views.
+//! - [`packed`]: a summary state as stored (binary, behind a tag; JSON from before reads).
 //! - [`projection`]: the sled database: apply, read.
 //! - [`part`]: a part's writes, in sled batches of a bounded size made one by a journal.
 //! - [`members`]: the members of hubs' and companies' distinct counts, a key each.
@@ -24,6 +25,7 @@ pub mod compact;
 pub mod contribution;
 pub mod members;
 pub mod order;
+pub mod packed;
 pub mod part;
 pub mod programme;
 pub mod projection;

@@ -14,6 +14,7 @@ use serde_json::Value;
 use crate::contribution::{effects, Contribution, Effect};
 use crate::members::{Members, Set};
 use crate::order;
+use crate::packed;
 use crate::part::{Part, PartError};
 use crate::summary::{CompanyState, HubState, MonthRange, ProgrammeState, WorkerState};
 
@@ -33,7 +34,7 @@ const ERASED: &[u8] = b"e";
 pub(crate) const WORKER: u8 = b'w';
 pub(crate) const HUB: u8 = b'h';
 pub(crate) const COMPANY: u8 = b'c';
-/// `P` -> [`ProgrammeState`] JSON: the programme as a whole.
+/// `P` -> [`ProgrammeState`] ([`crate::packed`]): the programme as a whole.
 pub(crate) const PROGRAMME: &[u8] = b"P";
 /// Present once the programme's figures (and each company's months) are kept: a database
 /// made before them is rebuilt (see [`Projection::needs_rebuild`]).
@@ -75,6 +76,8 @@ const COUNTED_BY_TIMESTAMPS: &[u8] = b"mmarkers1";
 /// Present once only the sets of workers that lists read keep member keys
 /// ([`crate::members::Set::LISTED`]).
 const LISTED_MEMBERS_ONLY: &[u8] = b"mmembers4";
+/// Present once every summary state is in the binary form ([`Projection::pack_states`]).
+const STATES_PACKED: &[u8] = b"mstates1";
 /// `x` + `LRS_STORED` sequence(8) -> [`Parked`] JSON: a message the projector could not read,
 /// kept (not skipped) until a replay applies it.
 const PARKED: u8 = b'x';
@@ -462,10 +465,53 @@ impl Projection {
         if !projection.tree.contains_key(SHORT_TIMESTAMPS)? {
             projection.shorten_timestamps()?;
         }
+        // Last: the steps above may write states, and read them in either form.
+        if !projection.tree.contains_key(STATES_PACKED)? {
+            projection.pack_states()?;
+        }
         if projection.tree.is_empty() || projection.count(WORKER)? == 0 {
             projection.tree.insert(PROGRAMME_KEPT, &[] as &[u8])?;
         }
         Ok(projection)
+    }
+
+    /// Rewrites the summary states a database from before holds as JSON in the binary form
+    /// (once): in sled batches of 20,000, so an interrupted rewrite goes on where it stopped,
+    /// and a state already binary is left as it is. A state that does not read is left as it
+    /// was (and counted in the log): reading it says why, as before.
+    fn pack_states(&self) -> Result<(), ProjectionError> {
+        fn repack<T: DeserializeOwned + Serialize>(value: &[u8]) -> Option<Vec<u8>> {
+            packed::encode(&packed::decode::<T>(value).ok()?).ok()
+        }
+        let (mut rewritten, mut unread) = (0u64, 0u64);
+        for kind in [WORKER, HUB, COMPANY, PROGRAMME[0]] {
+            self.in_chunks(&[kind], |batch, raw_key, value| {
+                if packed::is_packed(value) || (kind == PROGRAMME[0] && raw_key != PROGRAMME) {
+                    return;
+                }
+                let bytes = match kind {
+                    WORKER => repack::<WorkerState>(value),
+                    HUB => repack::<HubState>(value),
+                    COMPANY => repack::<CompanyState>(value),
+                    _ => repack::<ProgrammeState>(value),
+                };
+                match bytes {
+                    Some(bytes) => {
+                        batch.insert(raw_key, bytes);
+                        rewritten += 1;
+                    }
+                    None => unread += 1,
+                }
+            })?;
+        }
+        if rewritten > 0 || unread > 0 {
+            tracing::info!(
+                states = rewritten,
+                unread,
+                "summary states now kept in binary"
+            );
+        }
+        self.migrated(STATES_PACKED)
     }
 
     /// Turns the timestamp keys of a database from before [`SHORT_TIMESTAMPS`] into the short
@@ -515,24 +561,28 @@ impl Projection {
             for item in self.tree.scan_prefix([kind]) {
                 let (raw_key, value) = item?;
                 let id = String::from_utf8_lossy(&raw_key[1..]).into_owned();
-                let corrupt = |err: serde_json::Error| ProjectionError::Corrupt {
+                let corrupt = |reason: String| ProjectionError::Corrupt {
                     key: raw_key.to_vec(),
-                    reason: err.to_string(),
+                    reason,
                 };
                 let (state, members) = if kind == HUB {
-                    if serde_json::from_slice::<HubState>(&value).is_ok() {
+                    if packed::decode::<HubState>(&value).is_ok() {
                         continue;
                     }
-                    let old = serde_json::from_slice(&value).map_err(corrupt)?;
-                    let (state, members) = crate::summary::legacy::hub(&id, old);
-                    (serde_json::to_vec(&state), members)
+                    let (state, members) = crate::summary::legacy::hub(
+                        &id,
+                        serde_json::from_slice(&value).map_err(|err| corrupt(err.to_string()))?,
+                    );
+                    (packed::encode(&state), members)
                 } else {
-                    if serde_json::from_slice::<CompanyState>(&value).is_ok() {
+                    if packed::decode::<CompanyState>(&value).is_ok() {
                         continue;
                     }
-                    let old = serde_json::from_slice(&value).map_err(corrupt)?;
-                    let (state, members) = crate::summary::legacy::company(&id, old);
-                    (serde_json::to_vec(&state), members)
+                    let (state, members) = crate::summary::legacy::company(
+                        &id,
+                        serde_json::from_slice(&value).map_err(|err| corrupt(err.to_string()))?,
+                    );
+                    (packed::encode(&state), members)
                 };
                 batch.insert(raw_key.clone(), state.map_err(corrupt)?);
                 for (member, count) in members {
@@ -553,18 +603,15 @@ impl Projection {
         let (mut pending, mut changed) = (0, 0u64);
         for item in self.tree.scan_prefix([WORKER]) {
             let (raw_key, value) = item?;
-            let corrupt = |err: serde_json::Error| ProjectionError::Corrupt {
+            let corrupt = |reason: String| ProjectionError::Corrupt {
                 key: raw_key.to_vec(),
-                reason: err.to_string(),
+                reason,
             };
-            let mut state: WorkerState = serde_json::from_slice(&value).map_err(corrupt)?;
+            let mut state: WorkerState = packed::decode(&value).map_err(corrupt)?;
             if !state.digest_counted() {
                 continue;
             }
-            batch.insert(
-                raw_key.clone(),
-                serde_json::to_vec(&state).map_err(corrupt)?,
-            );
+            batch.insert(raw_key.clone(), packed::encode(&state).map_err(corrupt)?);
             (pending, changed) = (pending + 1, changed + 1);
             if pending == CHUNK {
                 self.tree.apply_batch(std::mem::take(&mut batch))?;
@@ -621,9 +668,9 @@ impl Projection {
                         state.memberships.set(slot, count);
                     }
                     let bytes =
-                        serde_json::to_vec(&state).map_err(|err| ProjectionError::Corrupt {
+                        packed::encode(&state).map_err(|reason| ProjectionError::Corrupt {
                             key: state_key.clone(),
-                            reason: err.to_string(),
+                            reason,
                         })?;
                     batch.insert(state_key, bytes);
                 }
@@ -762,18 +809,18 @@ impl Projection {
             for item in self.tree.scan_prefix([kind]) {
                 let (raw_key, value) = item?;
                 let id = String::from_utf8_lossy(&raw_key[1..]).into_owned();
-                let corrupt = |err: serde_json::Error| ProjectionError::Corrupt {
+                let corrupt = |reason: String| ProjectionError::Corrupt {
                     key: raw_key.to_vec(),
-                    reason: err.to_string(),
+                    reason,
                 };
                 let values = match kind {
-                    WORKER => serde_json::from_slice::<WorkerState>(&value)
+                    WORKER => packed::decode::<WorkerState>(&value)
                         .map_err(corrupt)?
                         .sort_values(),
-                    HUB => serde_json::from_slice::<HubState>(&value)
+                    HUB => packed::decode::<HubState>(&value)
                         .map_err(corrupt)?
                         .sort_values(),
-                    _ => serde_json::from_slice::<CompanyState>(&value)
+                    _ => packed::decode::<CompanyState>(&value)
                         .map_err(corrupt)?
                         .sort_values(),
                 };
@@ -930,9 +977,9 @@ impl Projection {
     fn load<T: DeserializeOwned + Default>(&self, key: &[u8]) -> Result<T, ProjectionError> {
         match self.tree.get(key)? {
             None => Ok(T::default()),
-            Some(bytes) => serde_json::from_slice(&bytes).map_err(|err| ProjectionError::Corrupt {
+            Some(bytes) => packed::decode(&bytes).map_err(|reason| ProjectionError::Corrupt {
                 key: key.to_vec(),
-                reason: err.to_string(),
+                reason,
             }),
         }
     }
@@ -1100,9 +1147,9 @@ impl Projection {
             batch.insert(key, bytes);
         }
         if let Some(programme) = &touched.programme {
-            let bytes = serde_json::to_vec(programme).map_err(|err| ProjectionError::Corrupt {
+            let bytes = packed::encode(programme).map_err(|reason| ProjectionError::Corrupt {
                 key: PROGRAMME.to_vec(),
-                reason: err.to_string(),
+                reason,
             })?;
             batch.insert(PROGRAMME, bytes);
         }
@@ -1316,9 +1363,9 @@ impl Projection {
         for item in self.tree.scan_prefix([HUB]) {
             let (raw_key, value) = item?;
             let state: HubState =
-                serde_json::from_slice(&value).map_err(|err| ProjectionError::Corrupt {
+                packed::decode(&value).map_err(|reason| ProjectionError::Corrupt {
                     key: raw_key.to_vec(),
-                    reason: err.to_string(),
+                    reason,
                 })?;
             found.push((String::from_utf8_lossy(&raw_key[1..]).into_owned(), state));
         }
@@ -1701,7 +1748,7 @@ fn write_states<T: Serialize>(
         change += order::update(batch, prefix, &id, was, after.as_deref());
         if after.is_none() {
             batch.remove(key(prefix, &id));
-        } else if let Ok(bytes) = serde_json::to_vec(&state) {
+        } else if let Ok(bytes) = packed::encode(&state) {
             batch.insert(key(prefix, &id), bytes);
         }
     }

@@ -113,7 +113,7 @@ pub struct WorkerState {
     pub months: BTreeMap<String, WorkerMonth>,
     /// This worker's counts in the sets of workers ([`Set::OF_WORKERS`], named by
     /// [`crate::members::slot`], a digest): how many of their statements put them in each.
-    #[serde(default, skip_serializing_if = "Counts::is_empty")]
+    #[serde(default)]
     pub memberships: Counts,
 }
 
@@ -248,7 +248,7 @@ pub struct HubMonth {
     /// Distinct workers with any statement at the hub that month (members: [`Set::HubMonthWorkers`]).
     pub workers: u64,
     /// Distinct workers per skill evidenced at the hub that month.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(default)]
     pub skills: BTreeMap<String, u64>,
 }
 
@@ -448,7 +448,7 @@ pub struct CompanyState {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct CompanyMonth {
     pub statements: i128,
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(default)]
     pub skills: BTreeMap<String, u64>,
 }
 

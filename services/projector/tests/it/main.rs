@@ -1065,6 +1065,7 @@ impl AcrossAnUpgrade {
             {
                 let tree = free_tree(dir.path());
                 as_before(&tree, interrupted);
+                states_as_json(&tree, interrupted);
                 tree.flush().expect("flush");
             }
             self.opened_and_counted_on(dir.path(), &before, &expected);
@@ -1079,6 +1080,57 @@ impl AcrossAnUpgrade {
         self.after(&projection);
         (projection.digest().expect("digest"), snapshot(&projection))
     }
+}
+
+/// Every summary state as JSON, as every Leerspoor before the binary states wrote them (or,
+/// `interrupted`, every other one, as an open that stopped half-way through rewriting them
+/// left them), without the mark that they are binary.
+fn states_as_json(tree: &sled::Db, interrupted: bool) {
+    use projector::summary::{CompanyState, HubState, ProgrammeState, WorkerState};
+    fn json<T: serde::de::DeserializeOwned + serde::Serialize>(value: &[u8]) -> Vec<u8> {
+        let state: T = projector::packed::decode(value).expect("a state");
+        serde_json::to_vec(&state).expect("json")
+    }
+    for prefix in [b"w", b"h", b"c", b"P"] {
+        let states: Vec<_> = tree
+            .scan_prefix(prefix)
+            .map(|item| item.expect("read"))
+            .filter(|(_, value)| projector::packed::is_packed(value))
+            .step_by(if interrupted { 2 } else { 1 })
+            .collect();
+        for (key, value) in states {
+            let bytes = match prefix {
+                b"w" => json::<WorkerState>(&value),
+                b"h" => json::<HubState>(&value),
+                b"c" => json::<CompanyState>(&value),
+                _ => json::<ProgrammeState>(&value),
+            };
+            tree.insert(key, bytes).expect("insert");
+        }
+    }
+    tree.remove(b"mstates1").expect("remove");
+}
+
+/// Summary states are written binary; those written as JSON before read as they were, are
+/// rewritten at open to exactly what applying the same statements now writes (the digest,
+/// which reads every state's bytes, says so: [`AcrossAnUpgrade::upgraded_from`] turns every
+/// state into JSON first), and count on to the same projection, voiding and erasure of
+/// statements counted before included; an open interrupted half-way finishes the same.
+#[test]
+fn states_written_as_json_are_rewritten_binary_at_open() {
+    let upgrade = AcrossAnUpgrade::new();
+    upgrade.upgraded_from(|tree, _| {
+        let states: Vec<_> = [&b"w"[..], b"h", b"c", b"P"]
+            .into_iter()
+            .flat_map(|prefix| tree.scan_prefix(prefix))
+            .map(|item| item.expect("read").1)
+            .collect();
+        assert!(states.len() > 10, "{} states", states.len());
+        assert!(states
+            .iter()
+            .all(|value| projector::packed::is_packed(value)));
+        assert!(tree.contains_key(b"mstates1").expect("read"));
+    });
 }
 
 /// A database from before the workers' memberships moved into their states (every member
@@ -1174,7 +1226,9 @@ fn names_as_before_digests(tree: &sled::Db, statements: &[Value]) -> usize {
     let mut changed = 0;
     for item in tree.scan_prefix(b"w") {
         let (key, value) = item.expect("read");
-        let mut state: Value = serde_json::from_slice(&value).expect("worker state");
+        let state: projector::summary::WorkerState =
+            projector::packed::decode(&value).expect("worker state");
+        let mut state = serde_json::to_value(state).expect("json");
         for field in [
             "attended_sessions",
             "completed",
