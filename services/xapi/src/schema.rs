@@ -45,8 +45,8 @@ impl StatementSchema {
         self.llo_extensions
             .iter_errors(extensions)
             .map(|error| Violation {
-                path: format!("{at}{}", error.instance_path),
-                rule: format!("llo:{}", error.schema_path),
+                path: format!("{at}{}", error.instance_path()),
+                rule: format!("llo:{}", error.schema_path()),
                 message: error.to_string(),
             })
             .collect()
@@ -61,8 +61,8 @@ impl StatementSchema {
             .validator
             .iter_errors(statement)
             .map(|error| Violation {
-                path: error.instance_path.to_string(),
-                rule: format!("schema:{}", error.schema_path),
+                path: error.instance_path().to_string(),
+                rule: format!("schema:{}", error.schema_path()),
                 message: error.to_string(),
             })
             .collect();
