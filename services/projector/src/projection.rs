@@ -373,9 +373,9 @@ impl Members for TreeMembers<'_> {
 }
 
 /// sled's page cache for the projector's database unless configured
-/// (`[memory] projector_cache_mb`; sled's own default is 1 GB). 64 MiB applied as fast as 128
-/// in the pipeline at a million statements (BENCHMARKS.md, "Sixteenth round").
-pub const DEFAULT_CACHE_BYTES: u64 = 64 * 1024 * 1024;
+/// (`[memory] projector_cache_mb`; sled's own default is 1 GB). 32 MiB kept up with the
+/// pipeline at a million statements as 64 did (BENCHMARKS.md, "Seventeenth round").
+pub const DEFAULT_CACHE_BYTES: u64 = 32 * 1024 * 1024;
 
 impl Projection {
     pub fn open(path: &Path) -> Result<Projection, ProjectionError> {

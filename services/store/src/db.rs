@@ -286,10 +286,10 @@ pub struct Db {
 pub const VERDICTS_KEPT: u64 = 100_000;
 
 /// sled's page cache for the store's database unless configured (`[memory] store_cache_mb`).
-/// sled counts a page by its size on disk and holds more than that in memory; 128 MiB kept
-/// reads at a million statements as fast as 256 did, with 300 MB less resident
-/// (BENCHMARKS.md, "Sixteenth round").
-pub const DEFAULT_CACHE_BYTES: u64 = 128 * 1024 * 1024;
+/// sled counts a page by its size on disk and holds more than that in memory. With the
+/// projector's 32 MiB, 64 MiB keeps `serve` under 1 GB resident at a million statements;
+/// reads by agent were ~3 ms slower at p99 than with 128 (BENCHMARKS.md, "Seventeenth round").
+pub const DEFAULT_CACHE_BYTES: u64 = 64 * 1024 * 1024;
 
 /// The budget before the server said its `max_payload`: NATS's default, 1 MiB.
 const DEFAULT_MESSAGE_BUDGET: usize = 1024 * 1024 - bus::HEADROOM;
