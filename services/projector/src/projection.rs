@@ -373,8 +373,9 @@ impl Members for TreeMembers<'_> {
 }
 
 /// sled's page cache for the projector's database unless configured
-/// (`[memory] projector_cache_mb`; sled's own default is 1 GB). 32 MiB kept up with the
-/// pipeline at a million statements as 64 did (BENCHMARKS.md, "Seventeenth round").
+/// (`[memory] projector_cache_mb`; sled's own default is 1 GB). At 32 MiB its lag under
+/// ingest (p99 647-785 ms) and its catch-up after a million statements moved within what runs
+/// swing at 64 (BENCHMARKS.md, "Seventeenth round").
 pub const DEFAULT_CACHE_BYTES: u64 = 32 * 1024 * 1024;
 
 impl Projection {

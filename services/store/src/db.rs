@@ -287,8 +287,9 @@ pub const VERDICTS_KEPT: u64 = 100_000;
 
 /// sled's page cache for the store's database unless configured (`[memory] store_cache_mb`).
 /// sled counts a page by its size on disk and holds more than that in memory. With the
-/// projector's 32 MiB, 64 MiB keeps `serve` under 1 GB resident at a million statements;
-/// reads by agent were ~3 ms slower at p99 than with 128 (BENCHMARKS.md, "Seventeenth round").
+/// projector's 32 MiB, 64 MiB left `serve` at 940-993 MiB resident at a million statements
+/// once writing stopped (1.08-1.15 GB while writing); reads by agent were 2-7 ms slower at
+/// p99 than with 128 (BENCHMARKS.md, "Seventeenth round").
 pub const DEFAULT_CACHE_BYTES: u64 = 64 * 1024 * 1024;
 
 /// The budget before the server said its `max_payload`: NATS's default, 1 MiB.
