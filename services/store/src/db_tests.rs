@@ -208,7 +208,11 @@ fn records_are_kept_packed_and_those_kept_as_json_read_alike() {
     let mut as_before = sled::Batch::default();
     for item in db.tree().scan_prefix([keys::RECORD]) {
         let (key, bytes) = item.expect("record");
-        assert_eq!(bytes.first(), Some(&0x01), "packed");
+        assert_eq!(
+            bytes.first(),
+            Some(&0x02),
+            "packed with the second dictionary"
+        );
         let text = unpack(&key, &bytes).expect("unpacks").into_owned();
         serde_json::from_slice::<Record>(&text).expect("a record");
         (packed, json) = (packed + bytes.len(), json + text.len());
