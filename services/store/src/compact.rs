@@ -10,14 +10,16 @@
 //! The store is the system of record, so it is copied only while stopped: the copy holds the
 //! original's lock from the first read until the copy is in its place, so no store can write
 //! to it meanwhile (one starting fails fast on the lock). Every entry of every tree is
-//! copied into `store-<time>.sled` beside it, the copy is flushed and read back against the
-//! original (count and an XXH3-128 of every tree, key and value in order), and only then do
+//! copied into `store-<time>.sled` beside it, the copy is flushed and read back against what
+//! was copied (count and an XXH3-128 of every tree, key and value in order), and only then do
 //! the two directories change places in one step (`renameat2` with `RENAME_EXCHANGE`): the
-//! store's database is always `store.sled`, the original or the copy, never neither, and
-//! every version of Leerspoor opens it. The other one then goes. `store-<time>.sled` carries
-//! a `.remove` marker from before the copy starts until it is gone, so whatever cut a
-//! compaction short, the next [`database_path`] removes it: before the exchange it is the
-//! unfinished copy, after it the original.
+//! store's database is always `store.sled`, the original or the copy, never neither. The other
+//! one then goes. On the way, records packed with an earlier dictionary (or kept as JSON) are
+//! packed with the current one, each checked to read back as the same JSON (`packed`): the
+//! copy then opens with this version or a later one, as the records a store writes do.
+//! `store-<time>.sled` carries a `.remove` marker from before the copy starts until it is
+//! gone, so whatever cut a compaction short, the next [`database_path`] removes it: before the
+//! exchange it is the unfinished copy, after it the original.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -258,15 +260,25 @@ fn tree_names(db: &sled::Db) -> Vec<sled::IVec> {
     names
 }
 
+/// Copies every entry; the tally is of what the copy holds, which [`read_all`] checks. Records
+/// kept with an earlier dictionary (or as JSON) are packed with the current one on the way,
+/// each checked to read back as the same JSON ([`crate::packed::repacked`]).
 fn copy_all(from: &sled::Db, to: &sled::Db) -> Result<Tally, CompactError> {
     let mut hasher = Hasher::new();
     for name in tree_names(from) {
         hasher.part(&name);
         let (source, target) = (from.open_tree(&name)?, to.open_tree(&name)?);
+        // The records are in sled's default tree (the one `sled::Db` itself is).
+        let records = *name == *from.name();
         let mut batch = sled::Batch::default();
         let mut in_batch = 0;
         for item in source.iter() {
-            let (key, value) = item?;
+            let (key, mut value) = item?;
+            if records && key.first() == Some(&crate::keys::RECORD) {
+                if let Some(repacked) = crate::packed::repacked(&value) {
+                    value = repacked.into();
+                }
+            }
             hasher.entry(&key, &value);
             batch.insert(key, value);
             in_batch += 1;

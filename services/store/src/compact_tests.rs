@@ -2,6 +2,7 @@
 use super::*;
 use crate::db::tests::{apply, by_verb, reopen};
 use crate::db::{Db, DEFAULT_CACHE_BYTES};
+use crate::keys;
 use xapi::Validator;
 
 /// A data folder whose store applied `messages` messages of five statements, closed.
@@ -63,6 +64,48 @@ fn a_compaction_keeps_every_entry_and_the_store_goes_on_from_it() {
     compact(dir.path(), DEFAULT_CACHE_BYTES, LOCK_WAIT).expect("compact again");
     assert_eq!(names(dir.path()), vec![DATABASE.to_owned()]);
     assert_eq!(by_verb(&reopen(&path)), grown);
+}
+
+#[test]
+fn a_compaction_packs_records_kept_otherwise_with_the_current_dictionary() {
+    let (dir, _validator) = stopped_store(4);
+    let path = dir.path().join(DATABASE);
+    let before = reopen(&path);
+    // Half the records as the first dictionary packed them, half as JSON from before packing.
+    let mut older = sled::Batch::default();
+    for (n, item) in before.tree().scan_prefix([keys::RECORD]).enumerate() {
+        let (key, bytes) = item.expect("record");
+        let json = crate::db::unpack(&key, &bytes)
+            .expect("unpacks")
+            .into_owned();
+        older.insert(
+            key,
+            if n % 2 == 0 {
+                crate::packed::pack_v1(&json)
+            } else {
+                json
+            },
+        );
+    }
+    before.tree().apply_batch(older).expect("batch");
+    let tags = |db: &Db| -> std::collections::BTreeSet<u8> {
+        db.tree()
+            .scan_prefix([keys::RECORD])
+            .map(|item| item.expect("record").1[0])
+            .collect()
+    };
+    assert_eq!(tags(&before), [0x01, b'{'].into());
+    let (digest, statements) = (before.digest().expect("digest"), by_verb(&before));
+    before.flush().expect("flush");
+    drop(before);
+
+    let report = compact(dir.path(), DEFAULT_CACHE_BYTES, LOCK_WAIT).expect("compact");
+    let after = reopen(&path);
+    assert_eq!(tags(&after), [0x02].into(), "every record packed anew");
+    assert_eq!(report.entries, after.tree().len() as u64);
+    // The same statements, positions and JSON: the digest reads records as JSON.
+    assert_eq!(after.digest().expect("digest"), digest);
+    assert_eq!(by_verb(&after), statements);
 }
 
 #[test]
