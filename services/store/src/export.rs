@@ -144,7 +144,7 @@ fn hex_encode(bytes: &[u8]) -> String {
 
 /// A cursor that is not hex decodes to nothing, which starts the export from the beginning
 /// of what follows it: harmless, the cursor only comes from a previous reply.
-fn hex_decode(text: &str) -> Vec<u8> {
+pub(crate) fn hex_decode(text: &str) -> Vec<u8> {
     (0..text.len() / 2)
         .filter_map(|index| u8::from_str_radix(text.get(index * 2..index * 2 + 2)?, 16).ok())
         .collect()
