@@ -334,7 +334,9 @@ impl Db {
             index_entries.extend(self.index_entries(&record, &pending)?);
             pending.insert(id, record);
         }
-        crate::db::write_spans(batch, spans);
+        // Widened in memory first: a query that sees this batch's statements sees their spans.
+        self.widen_spans(&spans);
+        crate::db::write_spans(batch, &spans);
         batch.insert(keys::META_NEXT_POSITION, &next_position.to_be_bytes());
         batch.insert(keys::META_LAST_STORED, stored.as_bytes());
         if !events.is_empty() {

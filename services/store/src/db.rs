@@ -1,9 +1,10 @@
 //! The store's sled database: records, verdicts, the applied sequence, and reading back
 //! (applying a message is [`crate::apply`]'s).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{PoisonError, RwLock, RwLockReadGuard};
 
 use bus::wire::Verdict;
 use chrono::{DateTime, Utc};
@@ -101,7 +102,7 @@ fn catch_up_stored_spans(tree: &sled::Db) -> Result<(), DbError> {
         return Ok(());
     }
     let mut batch = sled::Batch::default();
-    write_spans(&mut batch, spans);
+    write_spans(&mut batch, &spans);
     tree.apply_batch(batch)?;
     tracing::info!(
         from = through + 1,
@@ -135,20 +136,30 @@ pub(crate) fn widen_span(
             }
         }
     };
-    if with.earliest < span.earliest {
-        span.earliest = with.earliest;
-    }
-    if with.latest > span.latest {
-        span.latest = with.latest;
-    }
-    span.through = span.through.max(with.through);
+    span.widen(&with);
     Ok(())
 }
 
-pub(crate) fn write_spans(batch: &mut sled::Batch, spans: HashMap<u64, keys::Span>) {
+pub(crate) fn write_spans(batch: &mut sled::Batch, spans: &HashMap<u64, keys::Span>) {
     for (block, span) in spans {
-        batch.insert(keys::stored_span(block), span.encode());
+        batch.insert(keys::stored_span(*block), span.encode());
     }
+}
+
+/// Every block's `stored` span as the database holds it; an unreadable one as a span no
+/// window excludes.
+fn read_spans(tree: &sled::Db) -> Result<BTreeMap<u64, keys::Span>, DbError> {
+    let mut spans = BTreeMap::new();
+    for item in tree.scan_prefix([keys::STORED_SPAN]) {
+        let (key, value) = item?;
+        let Some(block) = keys::trailing_u64(&key) else {
+            continue;
+        };
+        let span = keys::Span::decode(&value)
+            .unwrap_or_else(|| keys::Span::open(block.saturating_mul(keys::SPAN_BLOCK)));
+        spans.insert(block, span);
+    }
+    Ok(spans)
 }
 
 /// Moves the records of a database from before [`keys::RECORD`] to their positions: `p` +
@@ -244,7 +255,7 @@ pub fn unpack<'a>(key: &[u8], stored: &'a [u8]) -> Result<std::borrow::Cow<'a, [
 }
 
 /// [`unpack`] for a value read from sled: a record stored as JSON is passed on as it is.
-fn unpacked(key: &[u8], stored: sled::IVec) -> Result<sled::IVec, DbError> {
+pub(crate) fn unpacked(key: &[u8], stored: sled::IVec) -> Result<sled::IVec, DbError> {
     match unpack(key, &stored)? {
         std::borrow::Cow::Borrowed(_) => Ok(stored),
         std::borrow::Cow::Owned(json) => Ok(sled::IVec::from(json)),
@@ -280,6 +291,11 @@ pub struct Db {
     /// Bytes one published message may carry: the NATS server's `max_payload` less headroom.
     /// Set from the server's INFO when the store connects.
     message_budget: AtomicUsize,
+    /// The `stored` span of every block (see [`keys::STORED_SPAN`]), as wide as the database
+    /// holds it or wider: read at open, widened before each batch that widens it is applied
+    /// (a query never skips a block holding a statement it can see). A query with a time
+    /// window reads them here instead of scanning a key per 1,024 statements each time.
+    spans: RwLock<BTreeMap<u64, keys::Span>>,
 }
 
 /// Verdicts kept, in `LRS_IN` sequences below the watermark (see [`Db::prune_verdicts`]).
@@ -329,6 +345,7 @@ impl Db {
         catch_up_stored_spans(&tree)?;
         let db = Db {
             indexer: Indexer::start(tree.clone(), indexed),
+            spans: RwLock::new(read_spans(&tree)?),
             tree,
             limits,
             message_budget: AtomicUsize::new(DEFAULT_MESSAGE_BUDGET),
@@ -615,6 +632,27 @@ impl Db {
 
     pub fn tree(&self) -> &sled::Db {
         &self.tree
+    }
+
+    /// The blocks' `stored` spans (see [`Db::spans`]'s field).
+    pub(crate) fn spans(&self) -> RwLockReadGuard<'_, BTreeMap<u64, keys::Span>> {
+        self.spans.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Widens the spans kept in memory to hold `spans`: called before the batch that writes
+    /// them is applied, so the memory never holds a span narrower than the database's.
+    pub(crate) fn widen_spans(&self, spans: &HashMap<u64, keys::Span>) {
+        let mut kept = self.spans.write().unwrap_or_else(PoisonError::into_inner);
+        for (block, span) in spans {
+            match kept.entry(*block) {
+                std::collections::btree_map::Entry::Vacant(entry) => {
+                    entry.insert(span.clone());
+                }
+                std::collections::btree_map::Entry::Occupied(mut entry) => {
+                    entry.get_mut().widen(span);
+                }
+            }
+        }
     }
 }
 

@@ -131,6 +131,17 @@ impl Span {
         }
     }
 
+    /// Widens this span to hold `other`.
+    pub fn widen(&mut self, other: &Span) {
+        if other.earliest < self.earliest {
+            self.earliest.clone_from(&other.earliest);
+        }
+        if other.latest > self.latest {
+            self.latest.clone_from(&other.latest);
+        }
+        self.through = self.through.max(other.through);
+    }
+
     /// Earliest, a zero byte, latest, a zero byte (RFC 3339 text holds none), the position.
     pub fn encode(&self) -> Vec<u8> {
         let mut value = Vec::with_capacity(self.earliest.len() + self.latest.len() + 10);

@@ -55,16 +55,25 @@ pub fn run(db: &Db, query: &StatementQuery) -> Result<StatementReply<Box<RawValu
     let mut last = None;
     let mut next_after = None;
     let mut last_modified: Option<String> = None;
-    let excluded = excluded_blocks(db, query)?;
+    let excluded = excluded_blocks(db, query);
     let mut walk = candidates(db, query)?;
-    while let Some(position) = walk.next() {
-        let position = position?;
+    while let Some(found) = walk.next() {
+        let (position, read) = found?;
         let block = position / keys::SPAN_BLOCK;
         if excluded.contains(&block) {
             walk.skip(block, &excluded);
             continue;
         }
-        let Some((key, bytes)) = db.record_bytes_at(position)? else {
+        // A walk over records has read the record already; one over postings reads it now.
+        let record = match read {
+            Some(packed) => {
+                let key = keys::record(position);
+                let json = crate::db::unpacked(&key, packed)?;
+                Some((key, json))
+            }
+            None => db.record_bytes_at(position)?,
+        };
+        let Some((key, bytes)) = record else {
             continue;
         };
         let record = StoredRecord::read(&key, &bytes)?;
@@ -196,6 +205,7 @@ pub(crate) fn indexed(
         Layout::Postings,
         from,
     )
+    .map(|found| found.map(|(position, _)| position))
 }
 
 /// The positions indexed under a term, newest first.
@@ -210,21 +220,17 @@ pub(crate) fn indexed_newest_first(
         Layout::Postings,
         u64::MAX,
     )
+    .map(|found| found.map(|(position, _)| position))
 }
 
 /// The blocks of positions (see [`keys::STORED_SPAN`]) whose statements all lie outside the
 /// query's `since`/`until` window; none without a window.
-pub(crate) fn excluded_blocks(db: &Db, query: &StatementQuery) -> Result<BTreeSet<u64>, DbError> {
+pub(crate) fn excluded_blocks(db: &Db, query: &StatementQuery) -> BTreeSet<u64> {
     let mut excluded = BTreeSet::new();
     if query.since.is_none() && query.until.is_none() {
-        return Ok(excluded);
+        return excluded;
     }
-    for item in db.tree().scan_prefix([keys::STORED_SPAN]) {
-        let (key, value) = item?;
-        let (Some(block), Some(span)) = (keys::trailing_u64(&key), keys::Span::decode(&value))
-        else {
-            continue;
-        };
+    for (block, span) in db.spans().iter() {
         let before = query
             .since
             .as_deref()
@@ -234,10 +240,10 @@ pub(crate) fn excluded_blocks(db: &Db, query: &StatementQuery) -> Result<BTreeSe
             .as_deref()
             .is_some_and(|until| span.earliest.as_str() > until);
         if before || after {
-            excluded.insert(block);
+            excluded.insert(*block);
         }
     }
-    Ok(excluded)
+    excluded
 }
 
 /// A walk over an index's positions in query order that can jump past blocks of positions.
@@ -247,7 +253,7 @@ enum Walk {
 }
 
 impl Walk {
-    fn next(&mut self) -> Option<Result<u64, DbError>> {
+    fn next(&mut self) -> Option<Result<Found, DbError>> {
         match self {
             Walk::Down(walk) => walk.next(),
             Walk::Up(walk) => walk.next(),
@@ -275,6 +281,10 @@ impl Walk {
     }
 }
 
+/// A position a walk yields, and its record (packed) when the walk read it: a walk over
+/// records has it in hand, and a page by time alone reads each record once instead of twice.
+type Found = (u64, Option<sled::IVec>);
+
 /// What the keys a walk reads hold: one record each (the key ends in its position), or one
 /// term's postings for a block of positions (the key ends in the block).
 #[derive(Debug, Clone, Copy)]
@@ -301,19 +311,21 @@ impl Layout {
     }
 
     /// The first window (in keys) of a newest-first walk, and the widest: a record key is one
-    /// position, a postings key up to [`keys::POSTING_BLOCK`].
+    /// position (and its record is kept until taken), a postings key up to
+    /// [`keys::POSTING_BLOCK`].
     fn windows(self) -> (u64, u64) {
         match self {
-            Layout::Records => (128, 1 << 16),
+            Layout::Records => (128, 4096),
             Layout::Postings => (1, 16),
         }
     }
 
-    /// The positions one key holds, ascending, appended to `found`.
+    /// The positions one key holds, ascending, appended to `found` (with the record, for a
+    /// record key).
     fn positions(
         self,
         item: sled::Result<(sled::IVec, sled::IVec)>,
-        found: &mut Vec<u64>,
+        found: &mut Vec<Found>,
     ) -> Result<(), DbError> {
         let (key, value) = item?;
         let corrupt = |reason: &str| DbError::Corrupt {
@@ -322,11 +334,11 @@ impl Layout {
         };
         let unit = keys::trailing_u64(&key).ok_or_else(|| corrupt("short key"))?;
         match self {
-            Layout::Records => found.push(unit),
+            Layout::Records => found.push((unit, Some(value))),
             Layout::Postings => {
                 let postings =
                     keys::Postings::decode(&value).ok_or_else(|| corrupt("unreadable postings"))?;
-                found.extend(postings.positions(unit));
+                found.extend(postings.positions(unit).map(|position| (position, None)));
             }
         }
         Ok(())
@@ -342,7 +354,7 @@ struct Ascending {
     from: u64,
     range: sled::Iter,
     /// The current key's positions at or after `from`, ascending (taken from the front).
-    found: std::collections::VecDeque<u64>,
+    found: std::collections::VecDeque<Found>,
 }
 
 impl Ascending {
@@ -375,20 +387,21 @@ impl Ascending {
 }
 
 impl Iterator for Ascending {
-    type Item = Result<u64, DbError>;
+    type Item = Result<Found, DbError>;
 
     fn next(&mut self) -> Option<Self::Item> {
         let mut read = Vec::new();
         loop {
-            if let Some(position) = self.found.pop_front() {
-                return Some(Ok(position));
+            if let Some(found) = self.found.pop_front() {
+                return Some(Ok(found));
             }
             read.clear();
             if let Err(err) = self.layout.positions(self.range.next()?, &mut read) {
                 return Some(Err(err));
             }
+            let from = self.from;
             self.found
-                .extend(read.iter().filter(|position| **position >= self.from));
+                .extend(read.drain(..).filter(|(position, _)| *position >= from));
         }
     }
 }
@@ -407,7 +420,7 @@ struct Descending {
     window: u64,
     widest: u64,
     /// The current window's positions, ascending (taken from the end).
-    found: Vec<u64>,
+    found: Vec<Found>,
 }
 
 impl Descending {
@@ -432,7 +445,7 @@ impl Descending {
 
     /// Goes on with the positions below `low` only.
     fn skip_below(&mut self, low: u64) {
-        let keep = self.found.partition_point(|position| *position < low);
+        let keep = self.found.partition_point(|(position, _)| *position < low);
         self.found.truncate(keep);
         self.below = self.below.min(low);
     }
@@ -460,7 +473,7 @@ impl Descending {
         // The newest key, already read, comes last.
         self.layout.positions(Ok((key, value)), &mut read)?;
         let below = self.below;
-        read.retain(|position| *position < below);
+        read.retain(|(position, _)| *position < below);
         self.found = read;
         self.below = self.layout.first(low);
         self.window = (self.window * 2).min(self.widest);
@@ -469,12 +482,12 @@ impl Descending {
 }
 
 impl Iterator for Descending {
-    type Item = Result<u64, DbError>;
+    type Item = Result<Found, DbError>;
 
     fn next(&mut self) -> Option<Self::Item> {
         loop {
-            if let Some(position) = self.found.pop() {
-                return Some(Ok(position));
+            if let Some(found) = self.found.pop() {
+                return Some(Ok(found));
             }
             if self.below == 0 {
                 return None;
@@ -669,10 +682,22 @@ mod tests {
                 tree.insert(key, value.expect("postings")).expect("insert");
             }
         }
+        // Each record holds its own position: a walk over records yields it with its record.
         for position in 1..=last {
-            tree.insert(keys::record(position), &[] as &[u8])
+            tree.insert(keys::record(position), &position.to_be_bytes())
                 .expect("insert");
         }
+        let position_of = |found: Result<Found, DbError>, layout: Layout| -> u64 {
+            let (position, record) = found.expect("position");
+            match layout {
+                Layout::Records => {
+                    let record = record.expect("a walk over records yields the record");
+                    assert_eq!(*record, position.to_be_bytes(), "the record of {position}");
+                }
+                Layout::Postings => assert!(record.is_none(), "postings hold no record"),
+            }
+            position
+        };
         let mut walks: Vec<(Vec<u8>, Layout, Vec<u64>)> = terms
             .iter()
             .map(|(term, present)| {
@@ -714,7 +739,7 @@ mod tests {
                     .collect();
                 let walked: Vec<u64> =
                     Descending::new(tree.clone(), prefix.clone(), *layout, cursor)
-                        .map(|position| position.expect("position"))
+                        .map(|found| position_of(found, *layout))
                         .collect();
                 assert_eq!(walked, below, "{layout:?} below {cursor}");
                 let from: Vec<u64> = written
@@ -724,23 +749,28 @@ mod tests {
                     .collect();
                 let walked: Vec<u64> =
                     Ascending::new(tree.clone(), prefix.clone(), *layout, cursor)
-                        .map(|position| position.expect("position"))
+                        .map(|found| position_of(found, *layout))
                         .collect();
                 assert_eq!(walked, from, "{layout:?} from {cursor}");
             }
         }
         // Skipping mid-walk, as an excluded block of `stored` spans does.
-        let (prefix, layout, written) = &walks[0];
-        let mut down = Descending::new(tree.clone(), prefix.clone(), *layout, u64::MAX);
-        assert_eq!(down.next().expect("one").expect("position"), last);
-        down.skip_below(10_000);
-        let rest: Vec<u64> = down.map(|position| position.expect("position")).collect();
-        assert_eq!(rest, (1..10_000).rev().collect::<Vec<_>>());
-        let mut up = Ascending::new(tree.clone(), prefix.clone(), *layout, 0);
-        assert_eq!(up.next().expect("one").expect("position"), 1);
-        up.skip_to(15_000);
-        let rest: Vec<u64> = up.map(|position| position.expect("position")).collect();
-        assert_eq!(rest, written[written.len() - 5_001..].to_vec());
+        for (prefix, layout, written) in [&walks[0], &walks[walks.len() - 1]] {
+            let mut down = Descending::new(tree.clone(), prefix.clone(), *layout, u64::MAX);
+            assert_eq!(position_of(down.next().expect("one"), *layout), last);
+            down.skip_below(10_000);
+            let rest: Vec<u64> = down.map(|found| position_of(found, *layout)).collect();
+            assert_eq!(rest, (1..10_000).rev().collect::<Vec<_>>(), "{layout:?}");
+            let mut up = Ascending::new(tree.clone(), prefix.clone(), *layout, 0);
+            assert_eq!(position_of(up.next().expect("one"), *layout), 1);
+            up.skip_to(15_000);
+            let rest: Vec<u64> = up.map(|found| position_of(found, *layout)).collect();
+            assert_eq!(
+                rest,
+                written[written.len() - 5_001..].to_vec(),
+                "{layout:?}"
+            );
+        }
         // Taking positions out leaves the others, and the last one takes the key with it.
         let mut changes = PostingChanges::default();
         changes.add(keys::IndexKind::Verb, "lone", 5);
