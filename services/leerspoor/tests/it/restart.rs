@@ -308,7 +308,7 @@ async fn a_batch_behind_a_wide_gap_waits_and_positions_follow_the_log() {
         "positions follow the log: the n-th message's statement is the n-th stored"
     );
     assert_eq!(
-        stored_event_ids(&js).await,
+        every_event_stored(&js, &published).await,
         published,
         "stored events in the log's order"
     );
