@@ -644,14 +644,9 @@ impl Db {
     pub(crate) fn widen_spans(&self, spans: &HashMap<u64, keys::Span>) {
         let mut kept = self.spans.write().unwrap_or_else(PoisonError::into_inner);
         for (block, span) in spans {
-            match kept.entry(*block) {
-                std::collections::btree_map::Entry::Vacant(entry) => {
-                    entry.insert(span.clone());
-                }
-                std::collections::btree_map::Entry::Occupied(mut entry) => {
-                    entry.get_mut().widen(span);
-                }
-            }
+            kept.entry(*block)
+                .and_modify(|kept| kept.widen(span))
+                .or_insert_with(|| span.clone());
         }
     }
 }

@@ -395,7 +395,6 @@ impl Iterator for Ascending {
             if let Some(found) = self.found.pop_front() {
                 return Some(Ok(found));
             }
-            read.clear();
             if let Err(err) = self.layout.positions(self.range.next()?, &mut read) {
                 return Some(Err(err));
             }
