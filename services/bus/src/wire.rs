@@ -86,10 +86,12 @@ pub struct RejectedMessage {
     pub payload_truncated: bool,
 }
 
-/// A message on `LRS_STORED`: the effects of one `LRS_IN` message, in the order they happened.
+/// A message on `LRS_STORED`: the effects of one `LRS_IN` message, or of a run of them the
+/// store applied under one flush (when it is the only store replica), in the order they
+/// happened.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StoredEvents {
-    /// The `LRS_IN` sequence whose message caused these events.
+    /// The `LRS_IN` sequence whose message caused these events: the last one's, for a run.
     pub sequence: u64,
     pub events: Vec<StoredEvent>,
 }

@@ -156,13 +156,14 @@ pub fn ingest(data: &[u8]) {
         subject,
         payload,
         published: chrono::DateTime::UNIX_EPOCH,
+        run: None,
     };
     let parsed = store::ingest::decode(subject, payload, None, limits());
     if db.apply(&incoming, parsed, validator()).is_err() {
         return;
     }
     if let Ok(entries) = db.outbox_page(None, None, 64) {
-        let keys: Vec<sled::IVec> = entries.into_iter().map(|entry| entry.key).collect();
+        let keys: Vec<sled::IVec> = entries.into_iter().flat_map(|entry| entry.keys).collect();
         let _ = db.remove_outbox(&keys);
     }
 }

@@ -674,6 +674,7 @@ fn store_apply_per_message(validator: &xapi::Validator) -> anyhow::Result<(f64, 
             subject: bus::subjects::IN_HTTP,
             payload,
             published: chrono::Utc::now(),
+            run: None,
         };
         let parsed = store::ingest::decode(
             incoming.subject,

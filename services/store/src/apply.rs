@@ -340,7 +340,16 @@ impl Db {
         batch.insert(keys::META_NEXT_POSITION, &next_position.to_be_bytes());
         batch.insert(keys::META_LAST_STORED, stored.as_bytes());
         if !events.is_empty() {
-            self.push_outbox(batch, &OutboxItem::Events { sequence, events });
+            // The first message of a run is known by its own sequence.
+            let run = incoming.run.filter(|run| *run != sequence);
+            self.push_outbox(
+                batch,
+                &OutboxItem::Events {
+                    sequence,
+                    events,
+                    run,
+                },
+            );
         }
         Ok(Ok(IndexJob {
             entries: index_entries,

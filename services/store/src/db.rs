@@ -270,6 +270,10 @@ pub struct Incoming<'a> {
     /// When JetStream took it in: the time every store replica writes as `stored`,
     /// `updated`, `created`, never a clock read while applying.
     pub published: DateTime<Utc>,
+    /// The first `LRS_IN` sequence of the run of messages, applied under one flush, whose
+    /// events go out together as one `LRS_STORED` message ([`crate::outbox`]); `None`: this
+    /// message's events go out alone.
+    pub run: Option<u64>,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -37,12 +37,17 @@ fn message(n: usize) -> Vec<u8> {
 }
 
 pub(crate) fn apply(db: &Db, validator: &Validator, sequence: u64) {
+    apply_in_run(db, validator, sequence, None);
+}
+
+fn apply_in_run(db: &Db, validator: &Validator, sequence: u64, run: Option<u64>) {
     let payload = message(sequence as usize);
     let incoming = Incoming {
         sequence,
         subject: "lrs.in.tool.test",
         payload: &payload,
         published: chrono::DateTime::UNIX_EPOCH,
+        run,
     };
     let parsed = ingest::decode(incoming.subject, &payload, None, &Limits::default());
     assert_eq!(
@@ -323,6 +328,77 @@ fn outbox_events_by_position_and_by_id_go_out_alike() {
     assert_eq!(by_id.msg_id, current.msg_id);
 }
 
+/// What the outbox holds as (msg id, `sequence`, positions of its events) per message.
+fn outbox_messages(db: &Db) -> Vec<(String, u64, Vec<u64>)> {
+    db.outbox(None)
+        .expect("outbox")
+        .into_iter()
+        .map(|(_, message)| {
+            let events: Value = serde_json::from_slice(&message.payload).expect("json");
+            let positions = events["events"]
+                .as_array()
+                .map(|events| {
+                    events
+                        .iter()
+                        .filter_map(|event| event["position"].as_u64())
+                        .collect()
+                })
+                .unwrap_or_default();
+            (
+                message.msg_id,
+                events["sequence"].as_u64().unwrap_or(0),
+                positions,
+            )
+        })
+        .collect()
+}
+
+/// The events of a run of messages go out as one message, under an id that names the run, the
+/// same each time the outbox is read (a republish after a crash is dropped as a duplicate);
+/// a message between them that is not a run's ends the run, and a page never ends inside one.
+#[test]
+fn a_run_of_messages_goes_out_as_one_message_with_one_id() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let validator = Validator::new().expect("schemas");
+    let db = Db::open(dir.path()).expect("open");
+    for sequence in 1..=3 {
+        apply_in_run(&db, &validator, sequence, Some(1));
+    }
+    apply_in_run(&db, &validator, 4, Some(4));
+    apply(&db, &validator, 5);
+    // A rejection (published on LRS_REJECTED) between two messages of one run.
+    let incoming = Incoming {
+        sequence: 6,
+        subject: "lrs.in.tool.test",
+        payload: b"not json",
+        published: chrono::DateTime::UNIX_EPOCH,
+        run: Some(6),
+    };
+    let parsed = ingest::decode(incoming.subject, incoming.payload, None, &Limits::default());
+    assert!(matches!(
+        db.apply(&incoming, parsed, &validator).expect("apply"),
+        Verdict::Rejected(_)
+    ));
+    apply_in_run(&db, &validator, 7, Some(6));
+    let positions = |range: std::ops::RangeInclusive<u64>| range.collect::<Vec<u64>>();
+    let expected = vec![
+        ("events-1..3".to_owned(), 3, positions(1..=15)),
+        ("events-4".to_owned(), 4, positions(16..=20)),
+        ("events-5".to_owned(), 5, positions(21..=25)),
+        ("rejected-6".to_owned(), 6, Vec::new()),
+        ("events-7".to_owned(), 7, positions(26..=30)),
+    ];
+    assert_eq!(outbox_messages(&db), expected);
+    assert_eq!(outbox_messages(&db), expected, "read again, the same");
+    let first_page = db.outbox_page(None, None, 1).expect("page");
+    assert_eq!(first_page.len(), 1);
+    assert_eq!(first_page[0].keys.len(), 3, "the whole run");
+    assert_eq!(first_page[0].messages.len(), 1);
+    // What a page published is removed with every key of it; the rest reads as before.
+    db.remove_outbox(&first_page[0].keys).expect("remove");
+    assert_eq!(outbox_messages(&db), expected[1..].to_vec());
+}
+
 #[test]
 fn a_redelivered_message_changes_nothing() {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -355,6 +431,7 @@ fn a_message_meeting_a_corrupt_record_is_refused_and_the_next_is_applied() {
         subject: "lrs.in.tool.test",
         payload: &payload,
         published: chrono::DateTime::UNIX_EPOCH,
+        run: None,
     };
     let parsed = ingest::decode(incoming.subject, &payload, None, &Limits::default());
     match db
@@ -391,6 +468,7 @@ fn a_page_stops_before_passing_its_bytes_and_links_the_rest() {
             subject: "lrs.in.tool.test",
             payload: &payload,
             published: chrono::DateTime::UNIX_EPOCH,
+            run: None,
         };
         let parsed = ingest::decode(incoming.subject, &payload, None, &Limits::default());
         assert_eq!(
@@ -442,6 +520,7 @@ fn old_verdicts_are_pruned_recent_ones_kept() {
             subject: "lrs.in.tool.test",
             payload: bad,
             published: chrono::DateTime::UNIX_EPOCH,
+            run: None,
         };
         let parsed = ingest::decode(incoming.subject, bad, None, &Limits::default());
         assert!(matches!(
@@ -481,6 +560,7 @@ fn time_windows_skip_blocks_outside_them_and_miss_nothing() {
             subject,
             payload: &payload,
             published: start + chrono::TimeDelta::seconds(seconds),
+            run: None,
         };
         let parsed = ingest::decode(subject, &payload, None, &Limits::default());
         assert_eq!(
@@ -667,6 +747,7 @@ fn a_page_says_its_latest_stored_joined_or_as_json() {
             payload: &payload,
             // A message a minute: each message's statements share their `stored`.
             published: start + chrono::TimeDelta::minutes(sequence as i64),
+            run: None,
         };
         let parsed = ingest::decode(incoming.subject, &payload, None, &Limits::default());
         assert_eq!(

@@ -130,6 +130,7 @@ fn replay(
                 subject,
                 payload,
                 published: time(sequence as i64),
+                run: None,
             };
             let parsed = ingest::decode(subject, payload, None, &xapi::limits::Limits::default());
             db.apply(&incoming, parsed, validator).expect("apply")

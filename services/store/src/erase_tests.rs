@@ -15,6 +15,7 @@ fn apply(db: &Db, validator: &Validator, sequence: u64, subject: &str, payload: 
         subject,
         payload,
         published: chrono::DateTime::UNIX_EPOCH,
+        run: None,
     };
     let parsed = ingest::decode(subject, payload, None, &xapi::limits::Limits::default());
     db.apply(&incoming, parsed, validator).expect("apply")
@@ -209,7 +210,7 @@ fn a_large_erasure_goes_in_chunks_that_each_fit_one_message() {
         .outbox_page(None, None, 1_000)
         .expect("outbox")
         .into_iter()
-        .map(|entry| entry.key)
+        .flat_map(|entry| entry.keys)
         .collect();
     db.remove_outbox(&published).expect("remove");
     let erased = apply(&db, &validator, next, bus::subjects::IN_ERASE, ERASE);

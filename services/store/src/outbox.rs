@@ -5,6 +5,12 @@
 //! budget): the events of one `LRS_IN` message are split over as many `LRS_STORED` messages
 //! as they need, and a rejected message's payload is truncated. Reading is by pages of entries,
 //! so a long outbox (an erasure of a million statements) is published through a bounded window.
+//!
+//! The events of a run of `LRS_IN` messages applied under one flush (each entry names its run)
+//! go out together, as one `LRS_STORED` message when they fit: every message written to a
+//! stream costs nats-server a synced write, and its removal once consumed a synced tombstone.
+//! A run reads the same from the outbox every time, so the message it makes has the same id
+//! when published again after a crash, and JetStream drops the copy.
 
 use bus::wire::{EventKind, RejectedMessage, StoredEvent};
 use serde::{Deserialize, Serialize};
@@ -22,6 +28,10 @@ pub(crate) enum OutboxItem {
     Events {
         sequence: u64,
         events: Vec<OutboxEvent>,
+        /// The first sequence of the run these events go out with; absent for the first
+        /// message of a run, a message alone, and entries from before runs.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        run: Option<u64>,
     },
     Rejected(RejectedMessage),
     /// Erased statements, carried whole: they are gone from the tree, and the projector
@@ -52,10 +62,82 @@ pub struct OutboxMessage {
     pub payload: Vec<u8>,
 }
 
-/// One outbox entry: its key (removed once every message of it is published) and messages.
+/// One outbox entry, or a run of them: their keys (removed once every message of them is
+/// published) and messages.
 pub struct OutboxEntry {
-    pub key: sled::IVec,
+    pub keys: Vec<sled::IVec>,
     pub messages: Vec<OutboxMessage>,
+}
+
+/// A run of `Events` entries being read: their statements' records, in order.
+struct Run {
+    tag: u64,
+    first: u64,
+    last: u64,
+    keys: Vec<sled::IVec>,
+    records: Vec<(EventKind, Vec<u8>, sled::IVec)>,
+}
+
+impl Run {
+    fn new(tag: u64, first: u64) -> Run {
+        Run {
+            tag,
+            first,
+            last: first,
+            keys: Vec::new(),
+            records: Vec::new(),
+        }
+    }
+
+    /// Reads back the statements of one entry's events.
+    fn add(
+        &mut self,
+        db: &Db,
+        key: sled::IVec,
+        sequence: u64,
+        events: Vec<OutboxEvent>,
+    ) -> Result<(), DbError> {
+        for event in events {
+            let (kind, found) = match event {
+                OutboxEvent::At(kind, position) => (kind, db.record_bytes_at(position)?),
+                OutboxEvent::ById(kind, id) => (kind, db.record_bytes(&id)?),
+            };
+            // Erased since: its `erased` event follows in a later item.
+            if let Some((key, bytes)) = found {
+                self.records.push((kind, key, bytes));
+            }
+        }
+        self.last = sequence;
+        self.keys.push(key);
+        Ok(())
+    }
+
+    /// The run's messages: its events as the JSON text their statements were stored as,
+    /// never parsed and written again (unless one must be slimmed to fit).
+    fn finish(self, budget: usize) -> Result<OutboxEntry, DbError> {
+        let mut stored_events = Vec::with_capacity(self.records.len());
+        for (kind, key, bytes) in &self.records {
+            let record = StoredRecord::read(key, bytes)?;
+            stored_events.push(StoredEvent {
+                kind: *kind,
+                position: record.position,
+                statement: record.statement,
+            });
+        }
+        let messages = pack_events(self.last, stored_events, budget)
+            .into_iter()
+            .enumerate()
+            .map(|(part, payload)| OutboxMessage {
+                subject: bus::subjects::STORED_EVENTS,
+                msg_id: run_id(self.first, self.last, part),
+                payload,
+            })
+            .collect();
+        Ok(OutboxEntry {
+            keys: self.keys,
+            messages,
+        })
+    }
 }
 
 /// The bytes of `{"sequence":N,"events":[...]}` around the events.
@@ -183,8 +265,9 @@ pub(crate) fn fit_rejection(mut rejected: RejectedMessage, budget: usize) -> Rej
 }
 
 impl Db {
-    /// Up to `max_entries` outbox entries after the key `after` and up to and including the
-    /// key `through` (no bound when `None`), as messages that each fit the message budget.
+    /// The outbox entries after the key `after` and up to and including the key `through` (no
+    /// bound when `None`), as messages that each fit the message budget: about `max_entries`
+    /// entries, never ending inside a run (a run is as long as the store made it).
     pub fn outbox_page(
         &self,
         after: Option<&[u8]>,
@@ -197,11 +280,11 @@ impl Db {
         };
         let budget = self.message_budget();
         let mut entries = Vec::new();
-        for item in self.tree().range(start..) {
+        let mut open: Option<Run> = None;
+        for (read, item) in self.tree().range(start..).enumerate() {
             let (key, value) = item?;
             if key.first() != Some(&keys::OUTBOX)
                 || through.is_some_and(|through| key.as_ref() > through)
-                || entries.len() == max_entries
             {
                 break;
             }
@@ -211,10 +294,41 @@ impl Db {
             };
             let item: OutboxItem =
                 serde_json::from_slice(&value).map_err(|err| corrupt(err.to_string()))?;
-            let messages = self
-                .messages_of(item, budget)
-                .map_err(|err| corrupt(err.to_string()))?;
-            entries.push(OutboxEntry { key, messages });
+            let tag = match &item {
+                OutboxItem::Events { sequence, run, .. } => Some(run.unwrap_or(*sequence)),
+                _ => None,
+            };
+            let continues = open.as_ref().is_some_and(|run| Some(run.tag) == tag);
+            if !continues {
+                if let Some(run) = open.take() {
+                    entries.push(run.finish(budget)?);
+                }
+                if read >= max_entries {
+                    break;
+                }
+            }
+            match item {
+                OutboxItem::Events {
+                    sequence, events, ..
+                } => {
+                    let run =
+                        open.get_or_insert_with(|| Run::new(tag.unwrap_or(sequence), sequence));
+                    run.add(self, key.clone(), sequence, events)
+                        .map_err(|err| corrupt(err.to_string()))?;
+                }
+                other => {
+                    let messages = self
+                        .messages_of(other, budget)
+                        .map_err(|err| corrupt(err.to_string()))?;
+                    entries.push(OutboxEntry {
+                        keys: vec![key],
+                        messages,
+                    });
+                }
+            }
+        }
+        if let Some(run) = open {
+            entries.push(run.finish(budget)?);
         }
         Ok(entries)
     }
@@ -228,16 +342,19 @@ impl Db {
         let mut after: Option<sled::IVec> = None;
         loop {
             let page = self.outbox_page(after.as_deref(), through, 64)?;
-            let Some(last) = page.last() else {
+            let Some(last) = page.last().and_then(|entry| entry.keys.last()) else {
                 return Ok(all);
             };
-            after = Some(last.key.clone());
+            after = Some(last.clone());
             for entry in page {
+                let Some(key) = entry.keys.last() else {
+                    continue;
+                };
                 all.extend(
                     entry
                         .messages
                         .into_iter()
-                        .map(|message| (entry.key.clone(), message)),
+                        .map(|message| (key.clone(), message)),
                 );
             }
         }
@@ -276,46 +393,17 @@ impl Db {
                     .enumerate()
                     .map(|(part, payload)| OutboxMessage {
                         subject: bus::subjects::STORED_EVENTS,
-                        msg_id: message_id("erased", sequence, Some(chunk), part),
+                        msg_id: erased_id(sequence, chunk, part),
                         payload,
                     })
                     .collect()
             }
-            OutboxItem::Events { sequence, events } => {
-                let mut records = Vec::with_capacity(events.len());
-                for event in events {
-                    let (kind, found) = match event {
-                        OutboxEvent::At(kind, position) => (kind, self.record_bytes_at(position)?),
-                        OutboxEvent::ById(kind, id) => (kind, self.record_bytes(&id)?),
-                    };
-                    // Erased since: its `erased` event follows in a later item.
-                    if let Some((key, bytes)) = found {
-                        records.push((kind, key, bytes));
-                    }
-                }
-                if records.is_empty() {
-                    return Ok(Vec::new());
-                }
-                // The statements go out as the JSON text they were stored as, never parsed
-                // and written again (unless one must be slimmed to fit).
-                let mut stored_events = Vec::with_capacity(records.len());
-                for (kind, key, bytes) in &records {
-                    let record = StoredRecord::read(key, bytes)?;
-                    stored_events.push(StoredEvent {
-                        kind: *kind,
-                        position: record.position,
-                        statement: record.statement,
-                    });
-                }
-                pack_events(sequence, stored_events, budget)
-                    .into_iter()
-                    .enumerate()
-                    .map(|(part, payload)| OutboxMessage {
-                        subject: bus::subjects::STORED_EVENTS,
-                        msg_id: message_id("events", sequence, None, part),
-                        payload,
-                    })
-                    .collect()
+            OutboxItem::Events {
+                sequence, events, ..
+            } => {
+                let mut run = Run::new(sequence, sequence);
+                run.add(self, sled::IVec::default(), sequence, events)?;
+                run.finish(budget)?.messages
             }
         })
     }
@@ -354,13 +442,24 @@ impl Db {
     }
 }
 
-/// `events-7` for the first message of a sequence's events, `events-7-1`, `-2`... for the
-/// rest: the first keeps the id an unsplit message always had.
-fn message_id(kind: &str, sequence: u64, chunk: Option<usize>, part: usize) -> String {
-    let mut id = format!("{kind}-{sequence}");
-    if let Some(chunk) = chunk {
-        id.push_str(&format!("-{chunk}"));
-    }
+/// `events-7` for the events of sequence 7, `events-7..9` for those of the run from 7 to 9.
+fn run_id(first: u64, last: u64, part: usize) -> String {
+    let id = if first == last {
+        format!("events-{first}")
+    } else {
+        format!("events-{first}..{last}")
+    };
+    with_part(id, part)
+}
+
+/// `erased-7-0` for an erasure's first chunk.
+fn erased_id(sequence: u64, chunk: usize, part: usize) -> String {
+    with_part(format!("erased-{sequence}-{chunk}"), part)
+}
+
+/// `-p1`, `-p2`... after an id for the second and later messages of what needed more than
+/// one; the first keeps the id an unsplit message always had.
+fn with_part(mut id: String, part: usize) -> String {
     if part > 0 {
         id.push_str(&format!("-p{part}"));
     }

@@ -65,7 +65,7 @@ impl Store {
                         .map_err(|err| OutboxError::Nats(err.to_string()))?;
                     acks.push((ack, message.subject, headers, payload));
                 }
-                published.push(entry.key);
+                published.extend(entry.keys);
                 if bytes >= OUTBOX_BYTES {
                     break;
                 }

@@ -97,6 +97,23 @@ fn missing(applied: u64, delivered: &[u64], most: usize) -> Vec<u64> {
 
 /// Applied batches waiting for their outbox publish and ack.
 const FINISH_QUEUE: usize = 4;
+
+/// At most this many `LRS_IN` messages' events go out as one `LRS_STORED` message.
+const RUN_MESSAGES: usize = 32;
+
+/// The run each of a batch's messages (in the order applied) belongs to, by its first
+/// sequence: the batch's messages in runs of [`RUN_MESSAGES`] when this store is the only
+/// replica, and each message alone when there are more. A run's events go out as one
+/// `LRS_STORED` message, which for single statements saves nats-server a synced write and the
+/// synced tombstone that removes it (BENCHMARKS.md, the twenty-first round). Replicas cannot
+/// share runs: each pulls its own batches, so runs would differ between them and the messages'
+/// ids with them, and the events would go out once per replica instead of being dropped as
+/// duplicates.
+fn runs(sequences: &[u64], alone: bool) -> Vec<Option<u64>> {
+    (0..sequences.len())
+        .map(|index| (!alone).then(|| sequences[index - index % RUN_MESSAGES]))
+        .collect()
+}
 /// What [`Store::fill_gap`] read from `LRS_IN` for a batch.
 struct Gap {
     /// The missing messages it could read, to be applied in order with the batch.
@@ -582,6 +599,7 @@ impl Store {
         let started = std::time::Instant::now();
         let limits = self.config.limits.clone();
         let applying = batch.clone();
+        let alone = self.config.topology.stores.len() != 1;
         // Messages read to fill a gap have events to publish even when the whole batch waits.
         let any_filled = !filled.is_empty();
         let (through, verdicts, outbox_through, flush_started) =
@@ -595,13 +613,15 @@ impl Store {
                     .chain(applying.iter().filter_map(Arriving::delivered))
                     .collect();
                 arriving.sort_by_key(|arrived| arrived.sequence);
-                for arrived in arriving {
+                let sequences: Vec<u64> = arriving.iter().map(|arrived| arrived.sequence).collect();
+                for (arrived, run) in arriving.into_iter().zip(runs(&sequences, alone)) {
                     let sequence = arrived.sequence;
                     let incoming = Incoming {
                         sequence,
                         subject: arrived.subject,
                         payload: arrived.payload,
                         published: arrived.published,
+                        run,
                     };
                     let parsed =
                         ingest::check_source(incoming.subject, arrived.source).and_then(|()| {
@@ -781,7 +801,20 @@ async fn check_stream(
 
 #[cfg(test)]
 mod tests {
-    use super::missing;
+    use super::{missing, runs, RUN_MESSAGES};
+
+    #[test]
+    fn a_sole_replica_groups_a_batch_in_runs_and_one_of_several_does_not() {
+        let sequences: Vec<u64> = (10..10 + RUN_MESSAGES as u64 + 3).collect();
+        let grouped = runs(&sequences, false);
+        assert_eq!(grouped.len(), sequences.len());
+        assert!(grouped[..RUN_MESSAGES].iter().all(|run| *run == Some(10)));
+        assert!(grouped[RUN_MESSAGES..]
+            .iter()
+            .all(|run| *run == Some(10 + RUN_MESSAGES as u64)));
+        assert_eq!(runs(&[4, 9], true), vec![None, None]);
+        assert!(runs(&[], false).is_empty());
+    }
 
     #[test]
     fn a_batch_is_applied_with_every_sequence_missing_below_its_last() {
