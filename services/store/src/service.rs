@@ -98,22 +98,35 @@ fn missing(applied: u64, delivered: &[u64], most: usize) -> Vec<u64> {
 /// Applied batches waiting for their outbox publish and ack.
 const FINISH_QUEUE: usize = 4;
 
-/// At most this many `LRS_IN` messages' events go out as one `LRS_STORED` message.
+/// At most this many `LRS_IN` messages' events go out as one `LRS_STORED` message, and only
+/// while their payloads come to at most [`RUN_BYTES`]: runs are for small messages (single
+/// statements), whose stream writes cost more than their content; a batch of 100 statements
+/// goes alone, as before runs, and keeps `LRS_STORED` messages (and what a consumer pulls and
+/// holds at once) the size they were.
 const RUN_MESSAGES: usize = 32;
+const RUN_BYTES: usize = 64 * 1024;
 
-/// The run each of a batch's messages (in the order applied) belongs to, by its first
-/// sequence: the batch's messages in runs of [`RUN_MESSAGES`] when this store is the only
-/// replica, and each message alone when there are more. A run's events go out as one
-/// `LRS_STORED` message, which for single statements saves nats-server a synced write and the
-/// synced tombstone that removes it (BENCHMARKS.md, the twenty-first round). Replicas cannot
-/// share runs: each pulls its own batches, so runs would differ between them and the messages'
-/// ids with them, and the events would go out once per replica instead of being dropped as
-/// duplicates.
-fn runs(sequences: &[u64], alone: bool) -> Vec<Option<u64>> {
-    (0..sequences.len())
-        .map(|index| (!alone).then(|| sequences[index - index % RUN_MESSAGES]))
-        .collect()
+/// The run each of a batch's messages (`(sequence, payload bytes)`, in the order applied)
+/// belongs to, by its first sequence, when this store is the only replica; each message alone
+/// when there are more. A run's events go out as one `LRS_STORED` message, which for single
+/// statements saves nats-server a synced write and the synced tombstone that removes it
+/// (BENCHMARKS.md, the twenty-first round). Replicas cannot share runs: each pulls its own
+/// batches, so runs would differ between them and the messages' ids with them, and the events
+/// would go out once per replica instead of being dropped as duplicates.
+fn runs(messages: &[(u64, usize)], alone: bool) -> Vec<Option<u64>> {
+    let mut runs = Vec::with_capacity(messages.len());
+    let (mut first, mut count, mut bytes) = (0, 0, 0);
+    for &(sequence, size) in messages {
+        if count == 0 || count == RUN_MESSAGES || bytes + size > RUN_BYTES {
+            (first, count, bytes) = (sequence, 0, 0);
+        }
+        count += 1;
+        bytes += size;
+        runs.push((!alone).then_some(first));
+    }
+    runs
 }
+
 /// What [`Store::fill_gap`] read from `LRS_IN` for a batch.
 struct Gap {
     /// The missing messages it could read, to be applied in order with the batch.
@@ -613,8 +626,11 @@ impl Store {
                     .chain(applying.iter().filter_map(Arriving::delivered))
                     .collect();
                 arriving.sort_by_key(|arrived| arrived.sequence);
-                let sequences: Vec<u64> = arriving.iter().map(|arrived| arrived.sequence).collect();
-                for (arrived, run) in arriving.into_iter().zip(runs(&sequences, alone)) {
+                let sizes: Vec<(u64, usize)> = arriving
+                    .iter()
+                    .map(|arrived| (arrived.sequence, arrived.payload.len()))
+                    .collect();
+                for (arrived, run) in arriving.into_iter().zip(runs(&sizes, alone)) {
                     let sequence = arrived.sequence;
                     let incoming = Incoming {
                         sequence,
@@ -801,18 +817,34 @@ async fn check_stream(
 
 #[cfg(test)]
 mod tests {
-    use super::{missing, runs, RUN_MESSAGES};
+    use super::{missing, runs, RUN_BYTES, RUN_MESSAGES};
 
     #[test]
-    fn a_sole_replica_groups_a_batch_in_runs_and_one_of_several_does_not() {
-        let sequences: Vec<u64> = (10..10 + RUN_MESSAGES as u64 + 3).collect();
-        let grouped = runs(&sequences, false);
-        assert_eq!(grouped.len(), sequences.len());
+    fn a_sole_replica_groups_small_messages_in_runs_and_one_of_several_does_not() {
+        // Single statements: runs of RUN_MESSAGES.
+        let small: Vec<(u64, usize)> = (10..10 + RUN_MESSAGES as u64 + 3)
+            .map(|sequence| (sequence, 1_200))
+            .collect();
+        let grouped = runs(&small, false);
+        assert_eq!(grouped.len(), small.len());
         assert!(grouped[..RUN_MESSAGES].iter().all(|run| *run == Some(10)));
         assert!(grouped[RUN_MESSAGES..]
             .iter()
             .all(|run| *run == Some(10 + RUN_MESSAGES as u64)));
-        assert_eq!(runs(&[4, 9], true), vec![None, None]);
+        // Until their bytes would pass RUN_BYTES; a message larger than that goes alone.
+        let mixed = [
+            (1, RUN_BYTES / 2),
+            (2, RUN_BYTES / 2),
+            (3, 1),
+            (4, RUN_BYTES * 2),
+            (5, 10),
+            (6, 10),
+        ];
+        assert_eq!(
+            runs(&mixed, false),
+            vec![Some(1), Some(1), Some(3), Some(4), Some(5), Some(5)]
+        );
+        assert_eq!(runs(&mixed, true), vec![None; 6]);
         assert!(runs(&[], false).is_empty());
     }
 
