@@ -244,7 +244,7 @@ impl Db {
                     id
                 }
             };
-            if let Some(existing) = self.record(&id)? {
+            if let Some(existing) = self.record_if_stored(&id)? {
                 if equivalent(&existing.statement, &statement) {
                     continue;
                 }
@@ -323,6 +323,7 @@ impl Db {
                 events.push(OutboxEvent::At(EventKind::Voided, position));
             }
             write_record(batch, &record);
+            self.note_id(&id);
             batch.insert(keys::statement(&id), &position.to_be_bytes());
             let stored = record.statement["stored"].as_str().unwrap_or_default();
             let span = keys::Span {

@@ -300,6 +300,27 @@ pub struct Db {
     /// (a query never skips a block holding a statement it can see). A query with a time
     /// window reads them here instead of scanning a key per 1,024 statements each time.
     spans: RwLock<BTreeMap<u64, keys::Span>>,
+    /// The ids of the stored statements as a Bloom filter, asked before sled whether a new
+    /// statement's id is stored already: the answer is nearly always no, and at a million
+    /// statements sled's answer cost a page fetched for a random key (BENCHMARKS.md, "Why
+    /// ingest slows as the store grows"). Filled at open from every id key and by the writer
+    /// as it writes one, never emptied: an erased id stays "maybe", which costs a lookup.
+    ids: fastbloom::AtomicBloomFilter,
+}
+
+/// The ids filter's size: 4 MiB whatever the store's size, one false "maybe" in 100 up to
+/// about 3.5 million statements (each costs the sled lookup there was before), more beyond.
+const ID_FILTER_BITS: usize = 32 * 1024 * 1024;
+const ID_FILTER_ITEMS: usize = 3_000_000;
+
+/// Every stored statement id, from the id keys.
+fn read_ids(tree: &sled::Db) -> Result<fastbloom::AtomicBloomFilter, DbError> {
+    let ids =
+        fastbloom::AtomicBloomFilter::with_num_bits(ID_FILTER_BITS).expected_items(ID_FILTER_ITEMS);
+    for key in tree.scan_prefix([keys::STATEMENT]).keys() {
+        ids.insert(&key?[1..]);
+    }
+    Ok(ids)
 }
 
 /// Verdicts kept, in `LRS_IN` sequences below the watermark (see [`Db::prune_verdicts`]).
@@ -350,6 +371,7 @@ impl Db {
         let db = Db {
             indexer: Indexer::start(tree.clone(), indexed),
             spans: RwLock::new(read_spans(&tree)?),
+            ids: read_ids(&tree)?,
             tree,
             limits,
             message_budget: AtomicUsize::new(DEFAULT_MESSAGE_BUDGET),
@@ -473,6 +495,20 @@ impl Db {
             return Ok(None);
         };
         read_record(&key, &bytes).map(Some)
+    }
+
+    /// The record of a statement id being stored, `None` at once when the ids filter says it
+    /// is not stored.
+    pub(crate) fn record_if_stored(&self, id: &Uuid) -> Result<Option<Record>, DbError> {
+        if !self.ids.contains(id.as_bytes().as_slice()) {
+            return Ok(None);
+        }
+        self.record(id)
+    }
+
+    /// Notes a statement id as stored in the ids filter, before the batch that stores it.
+    pub(crate) fn note_id(&self, id: &Uuid) {
+        self.ids.insert(id.as_bytes().as_slice());
     }
 
     /// The position of the statement with this id.

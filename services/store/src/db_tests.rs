@@ -399,6 +399,49 @@ fn a_run_of_messages_goes_out_as_one_message_with_one_id() {
     assert_eq!(outbox_messages(&db), expected[1..].to_vec());
 }
 
+/// A statement stored before is found by its id when it comes again, before and after a
+/// restart: the ids filter is filled by the writer as it stores, and at open.
+#[test]
+fn a_stored_id_is_found_again_before_and_after_a_restart() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let validator = Validator::new().expect("schemas");
+    let statement = |object: &str| {
+        json!([{"id": "0c1f5f3e-2b7a-4d0e-9a51-6f3a1c2b9d41",
+            "actor": {"mbox": "mailto:a@example.org"},
+            "verb": {"id": "http://adlnet.gov/expapi/verbs/attended"},
+            "object": {"id": format!("https://x.example/{object}")}}])
+    };
+    let apply_one = |db: &Db, sequence: u64, statement: &Value| {
+        let payload = serde_json::to_vec(statement).expect("json");
+        let incoming = Incoming {
+            sequence,
+            subject: "lrs.in.tool.test",
+            payload: &payload,
+            published: chrono::DateTime::UNIX_EPOCH,
+            run: None,
+        };
+        let parsed = ingest::decode(incoming.subject, &payload, None, &Limits::default());
+        db.apply(&incoming, parsed, &validator).expect("apply")
+    };
+    {
+        let db = Db::open(dir.path()).expect("open");
+        assert_eq!(apply_one(&db, 1, &statement("a")), Verdict::Applied);
+        assert!(matches!(
+            apply_one(&db, 2, &statement("b")),
+            Verdict::Conflict { .. }
+        ));
+        assert_eq!(apply_one(&db, 3, &statement("a")), Verdict::Applied);
+        assert_eq!(db.last_position().expect("last"), 1, "stored once");
+    }
+    let db = reopen(dir.path());
+    assert!(matches!(
+        apply_one(&db, 4, &statement("b")),
+        Verdict::Conflict { .. }
+    ));
+    assert_eq!(apply_one(&db, 5, &statement("a")), Verdict::Applied);
+    assert_eq!(db.last_position().expect("last"), 1, "still stored once");
+}
+
 #[test]
 fn a_redelivered_message_changes_nothing() {
     let dir = tempfile::tempdir().expect("temp dir");
