@@ -42,18 +42,29 @@ pub(crate) fn apply(db: &Db, validator: &Validator, sequence: u64) {
 
 fn apply_in_run(db: &Db, validator: &Validator, sequence: u64, run: Option<u64>) {
     let payload = message(sequence as usize);
+    assert_eq!(
+        apply_payload(db, validator, sequence, &payload, run),
+        Verdict::Applied
+    );
+}
+
+/// The verdict on `payload` published by a tool as `LRS_IN` sequence `sequence`.
+fn apply_payload(
+    db: &Db,
+    validator: &Validator,
+    sequence: u64,
+    payload: &[u8],
+    run: Option<u64>,
+) -> Verdict {
     let incoming = Incoming {
         sequence,
         subject: "lrs.in.tool.test",
-        payload: &payload,
+        payload,
         published: chrono::DateTime::UNIX_EPOCH,
         run,
     };
-    let parsed = ingest::decode(incoming.subject, &payload, None, &Limits::default());
-    assert_eq!(
-        db.apply(&incoming, parsed, validator).expect("apply"),
-        Verdict::Applied
-    );
+    let parsed = ingest::decode(incoming.subject, payload, None, &Limits::default());
+    db.apply(&incoming, parsed, validator).expect("apply")
 }
 
 pub(crate) fn by_verb(db: &Db) -> usize {
@@ -367,16 +378,8 @@ fn a_run_of_messages_goes_out_as_one_message_with_one_id() {
     apply_in_run(&db, &validator, 4, Some(4));
     apply(&db, &validator, 5);
     // A rejection (published on LRS_REJECTED) between two messages of one run.
-    let incoming = Incoming {
-        sequence: 6,
-        subject: "lrs.in.tool.test",
-        payload: b"not json",
-        published: chrono::DateTime::UNIX_EPOCH,
-        run: Some(6),
-    };
-    let parsed = ingest::decode(incoming.subject, incoming.payload, None, &Limits::default());
     assert!(matches!(
-        db.apply(&incoming, parsed, &validator).expect("apply"),
+        apply_payload(&db, &validator, 6, b"not json", Some(6)),
         Verdict::Rejected(_)
     ));
     apply_in_run(&db, &validator, 7, Some(6));
@@ -413,15 +416,7 @@ fn a_stored_id_is_found_again_before_and_after_a_restart() {
     };
     let apply_one = |db: &Db, sequence: u64, statement: &Value| {
         let payload = serde_json::to_vec(statement).expect("json");
-        let incoming = Incoming {
-            sequence,
-            subject: "lrs.in.tool.test",
-            payload: &payload,
-            published: chrono::DateTime::UNIX_EPOCH,
-            run: None,
-        };
-        let parsed = ingest::decode(incoming.subject, &payload, None, &Limits::default());
-        db.apply(&incoming, parsed, &validator).expect("apply")
+        apply_payload(db, &validator, sequence, &payload, None)
     };
     {
         let db = Db::open(dir.path()).expect("open");
