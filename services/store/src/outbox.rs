@@ -316,15 +316,22 @@ impl Db {
                     run.add(self, key.clone(), sequence, events)
                         .map_err(|err| corrupt(err.to_string()))?;
                 }
-                other => {
-                    let messages = self
-                        .messages_of(other, budget)
+                OutboxItem::Rejected(rejected) => {
+                    let message = rejected_message(rejected, budget)
                         .map_err(|err| corrupt(err.to_string()))?;
                     entries.push(OutboxEntry {
                         keys: vec![key],
-                        messages,
+                        messages: vec![message],
                     });
                 }
+                OutboxItem::Erased {
+                    sequence,
+                    chunk,
+                    statements,
+                } => entries.push(OutboxEntry {
+                    keys: vec![key],
+                    messages: erased_messages(sequence, chunk, statements, budget),
+                }),
             }
         }
         if let Some(run) = open {
@@ -360,54 +367,6 @@ impl Db {
         }
     }
 
-    fn messages_of(&self, item: OutboxItem, budget: usize) -> Result<Vec<OutboxMessage>, DbError> {
-        let encode_error = |err: serde_json::Error| DbError::Corrupt {
-            key: Vec::new(),
-            reason: err.to_string(),
-        };
-        Ok(match item {
-            OutboxItem::Rejected(rejected) => {
-                let sequence = rejected.sequence;
-                vec![OutboxMessage {
-                    subject: bus::subjects::REJECTED,
-                    msg_id: format!("rejected-{sequence}"),
-                    payload: serde_json::to_vec(&fit_rejection(rejected, budget))
-                        .map_err(encode_error)?,
-                }]
-            }
-            OutboxItem::Erased {
-                sequence,
-                chunk,
-                statements,
-            } => {
-                let events = statements
-                    .into_iter()
-                    .map(|(position, statement)| StoredEvent {
-                        kind: EventKind::Erased,
-                        position,
-                        statement,
-                    });
-                // Written to fit; a smaller budget since (max_payload lowered) splits it.
-                pack_events(sequence, events, budget)
-                    .into_iter()
-                    .enumerate()
-                    .map(|(part, payload)| OutboxMessage {
-                        subject: bus::subjects::STORED_EVENTS,
-                        msg_id: erased_id(sequence, chunk, part),
-                        payload,
-                    })
-                    .collect()
-            }
-            OutboxItem::Events {
-                sequence, events, ..
-            } => {
-                let mut run = Run::new(sequence, sequence);
-                run.add(self, sled::IVec::default(), sequence, events)?;
-                run.finish(budget)?.messages
-            }
-        })
-    }
-
     pub fn remove_outbox(&self, published: &[sled::IVec]) -> Result<(), DbError> {
         let mut batch = sled::Batch::default();
         for key in published {
@@ -440,6 +399,45 @@ impl Db {
             batch.insert(keys::outbox(order), bytes);
         }
     }
+}
+
+/// A rejected message on `LRS_REJECTED`, its payload cut to fit.
+fn rejected_message(
+    rejected: RejectedMessage,
+    budget: usize,
+) -> Result<OutboxMessage, serde_json::Error> {
+    let sequence = rejected.sequence;
+    Ok(OutboxMessage {
+        subject: bus::subjects::REJECTED,
+        msg_id: format!("rejected-{sequence}"),
+        payload: serde_json::to_vec(&fit_rejection(rejected, budget))?,
+    })
+}
+
+/// A chunk of erased statements as `erased` events. Written to fit; a smaller budget since
+/// (max_payload lowered) splits it.
+fn erased_messages(
+    sequence: u64,
+    chunk: usize,
+    statements: Vec<(u64, Value)>,
+    budget: usize,
+) -> Vec<OutboxMessage> {
+    let events = statements
+        .into_iter()
+        .map(|(position, statement)| StoredEvent {
+            kind: EventKind::Erased,
+            position,
+            statement,
+        });
+    pack_events(sequence, events, budget)
+        .into_iter()
+        .enumerate()
+        .map(|(part, payload)| OutboxMessage {
+            subject: bus::subjects::STORED_EVENTS,
+            msg_id: erased_id(sequence, chunk, part),
+            payload,
+        })
+        .collect()
 }
 
 /// `events-7` for the events of sequence 7, `events-7..9` for those of the run from 7 to 9.
