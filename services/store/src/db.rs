@@ -15,6 +15,7 @@ use xapi::limits::Limits;
 use xapi::statement::{index_terms, referenced_statement, IndexTerms};
 use xapi::time::format_timestamp;
 
+use crate::ids::StoredIds;
 use crate::indexer::{IndexJob, Indexer};
 use crate::keys;
 
@@ -300,27 +301,9 @@ pub struct Db {
     /// (a query never skips a block holding a statement it can see). A query with a time
     /// window reads them here instead of scanning a key per 1,024 statements each time.
     spans: RwLock<BTreeMap<u64, keys::Span>>,
-    /// The ids of the stored statements as a Bloom filter, asked before sled whether a new
-    /// statement's id is stored already: the answer is nearly always no, and at a million
-    /// statements sled's answer cost a page fetched for a random key (BENCHMARKS.md, "Why
-    /// ingest slows as the store grows"). Filled at open from every id key and by the writer
-    /// as it writes one, never emptied: an erased id stays "maybe", which costs a lookup.
-    ids: fastbloom::AtomicBloomFilter,
-}
-
-/// The ids filter's size: 4 MiB whatever the store's size, one false "maybe" in 100 up to
-/// about 3.5 million statements (each costs the sled lookup there was before), more beyond.
-const ID_FILTER_BITS: usize = 32 * 1024 * 1024;
-const ID_FILTER_ITEMS: usize = 3_000_000;
-
-/// Every stored statement id, from the id keys.
-fn read_ids(tree: &sled::Db) -> Result<fastbloom::AtomicBloomFilter, DbError> {
-    let ids =
-        fastbloom::AtomicBloomFilter::with_num_bits(ID_FILTER_BITS).expected_items(ID_FILTER_ITEMS);
-    for key in tree.scan_prefix([keys::STATEMENT]).keys() {
-        ids.insert(&key?[1..]);
-    }
-    Ok(ids)
+    /// The ids of the stored statements, asked before sled whether a new statement's id is
+    /// stored already ([`crate::ids`]).
+    ids: StoredIds,
 }
 
 /// Verdicts kept, in `LRS_IN` sequences below the watermark (see [`Db::prune_verdicts`]).
@@ -371,7 +354,7 @@ impl Db {
         let db = Db {
             indexer: Indexer::start(tree.clone(), indexed),
             spans: RwLock::new(read_spans(&tree)?),
-            ids: read_ids(&tree)?,
+            ids: StoredIds::fill_from(tree.clone()),
             tree,
             limits,
             message_budget: AtomicUsize::new(DEFAULT_MESSAGE_BUDGET),
@@ -500,7 +483,7 @@ impl Db {
     /// The record of a statement id being stored, `None` at once when the ids filter says it
     /// is not stored.
     pub(crate) fn record_if_stored(&self, id: &Uuid) -> Result<Option<Record>, DbError> {
-        if !self.ids.contains(id.as_bytes().as_slice()) {
+        if !self.ids.may_hold(id) {
             return Ok(None);
         }
         self.record(id)
@@ -508,7 +491,13 @@ impl Db {
 
     /// Notes a statement id as stored in the ids filter, before the batch that stores it.
     pub(crate) fn note_id(&self, id: &Uuid) {
-        self.ids.insert(id.as_bytes().as_slice());
+        self.ids.note(id);
+    }
+
+    /// Waits until the ids filter holds every id stored at open; false if its fill failed.
+    #[cfg(test)]
+    pub(crate) fn ids_filled(&self) -> bool {
+        self.ids.wait_filled()
     }
 
     /// The position of the statement with this id.
