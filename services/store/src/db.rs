@@ -351,8 +351,12 @@ impl Db {
             .and_then(|bytes| keys::u64_value(&bytes))
             .unwrap_or(0);
         catch_up_stored_spans(&tree)?;
+        let unused = tree
+            .get(keys::META_NEXT_POSITION)?
+            .and_then(|bytes| keys::u64_value(&bytes))
+            .unwrap_or(1);
         let db = Db {
-            indexer: Indexer::start(tree.clone(), indexed),
+            indexer: Indexer::start(tree.clone(), indexed, unused),
             spans: RwLock::new(read_spans(&tree)?),
             ids: StoredIds::fill_from(tree.clone()),
             tree,

@@ -857,3 +857,89 @@ fn a_page_says_its_latest_stored_joined_or_as_json() {
         crate::api::statements(&db, &serde_json::to_vec(&query).expect("query")).expect("reply");
     assert_eq!(bus::wire::read_joined_page(&reply), Ok(None));
 }
+
+/// Every position from 1 to the last stored but `missing` is indexed under the verb of
+/// [`message`], and nothing else, by the postings themselves.
+fn assert_attended_all_but(db: &Db, missing: Option<u64>) {
+    let last = db.last_position().expect("last");
+    let expected: Vec<u64> = (1..=last).filter(|at| Some(*at) != missing).collect();
+    let found = attended_positions(db);
+    let first_difference = expected
+        .iter()
+        .zip(&found)
+        .position(|(expected, found)| expected != found);
+    assert!(
+        found.len() == expected.len() && first_difference.is_none(),
+        "{} positions found, {} expected, first difference at index {first_difference:?}",
+        found.len(),
+        expected.len()
+    );
+}
+
+/// Every position indexed under the verb of [`message`], read from the postings themselves.
+fn attended_positions(db: &Db) -> Vec<u64> {
+    db.wait_for_indexes().expect("indexed");
+    let prefix = keys::posting_prefix(
+        keys::IndexKind::Verb,
+        "http://adlnet.gov/expapi/verbs/attended",
+    );
+    let mut positions = Vec::new();
+    for item in db.tree().scan_prefix(prefix) {
+        let (key, value) = item.expect("scan");
+        let block = keys::trailing_u64(&key).expect("block");
+        let postings = keys::Postings::decode(&value).expect("postings");
+        positions.extend(postings.positions(block));
+    }
+    positions
+}
+
+/// The index thread keeps its newest block's postings in memory: a block begun before a
+/// restart, or changed by an erasure, is read from the tree again, and one begun after keeps
+/// every position too.
+#[test]
+fn postings_keep_every_position_across_a_restart_an_erasure_and_a_new_block() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let validator = Validator::new().expect("schemas");
+    // Messages of five statements from `sequence` until position `through` is stored.
+    let more = |db: &Db, sequence: &mut u64, through: u64| {
+        while db.last_position().expect("last") < through {
+            apply(db, &validator, *sequence);
+            *sequence += 1;
+        }
+    };
+    let block = keys::POSTING_BLOCK;
+    let mut sequence = 1;
+    {
+        let db = Db::open(dir.path()).expect("open");
+        more(&db, &mut sequence, block + 10);
+        assert_attended_all_but(&db, None);
+    }
+    // The second block was begun before the restart.
+    let db = reopen(dir.path());
+    more(&db, &mut sequence, block + 20);
+    assert_attended_all_but(&db, None);
+    // The last message's first statement is the only one by its actor.
+    let erased = db.last_position().expect("last") - 4;
+    let erase = format!(
+        r#"{{"agent": {{"mbox": "mailto:w{}-0@example.org"}}, "actor": "cli:test", "reason": "ticket 1"}}"#,
+        sequence - 1
+    );
+    let incoming = Incoming {
+        sequence,
+        subject: bus::subjects::IN_ERASE,
+        payload: erase.as_bytes(),
+        published: chrono::DateTime::UNIX_EPOCH,
+        run: None,
+    };
+    let parsed = ingest::decode(incoming.subject, erase.as_bytes(), None, &Limits::default());
+    assert!(matches!(
+        db.apply(&incoming, parsed, &validator).expect("apply"),
+        Verdict::Erased { statements: 1, .. }
+    ));
+    sequence += 1;
+    more(&db, &mut sequence, block + 30);
+    assert_attended_all_but(&db, Some(erased));
+    // On into the third block, begun after the restart.
+    more(&db, &mut sequence, 2 * block + 10);
+    assert_attended_all_but(&db, Some(erased));
+}

@@ -158,6 +158,7 @@ impl Db {
         // idle: postings are read, changed and written back below (no job comes while this
         // thread erases, as only this thread submits them).
         self.wait_for_indexes()?;
+        self.indexer.postings_changed_elsewhere();
         let mut progress = self.erasing(sequence)?;
         loop {
             let mut batch = sled::Batch::default();

@@ -7,7 +7,8 @@
 //! indexes cover every statement applied when it started, so reads still see every write
 //! that was acknowledged.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
@@ -30,6 +31,9 @@ pub struct IndexJob {
 struct Progress {
     indexed: Mutex<u64>,
     moved: Condvar,
+    /// Counts the times postings were changed by another thread (an erasure): the index
+    /// thread then reads its newest block from the tree again ([`NewestBlock`]).
+    changed_elsewhere: AtomicU64,
 }
 
 pub struct Indexer {
@@ -42,16 +46,19 @@ pub struct Indexer {
 const QUEUE: usize = 64;
 
 impl Indexer {
-    pub fn start(tree: sled::Db, indexed: u64) -> Indexer {
+    /// Starts the index thread on a database whose indexes cover positions up to `indexed`
+    /// and which never stored a statement at `unused` or after (the next position).
+    pub fn start(tree: sled::Db, indexed: u64, unused: u64) -> Indexer {
         let (sender, receiver) = std::sync::mpsc::sync_channel(QUEUE);
         let progress = Arc::new(Progress {
             indexed: Mutex::new(indexed),
             moved: Condvar::new(),
+            changed_elsewhere: AtomicU64::new(0),
         });
         let thread_progress = progress.clone();
         let thread = std::thread::Builder::new()
             .name("leerspoor-indexer".into())
-            .spawn(move || run(&tree, &receiver, &thread_progress))
+            .spawn(move || run(&tree, &receiver, &thread_progress, unused))
             .ok();
         Indexer {
             sender: Some(sender),
@@ -67,6 +74,14 @@ impl Indexer {
                 tracing::error!("index thread is gone; indexes will be rebuilt at restart");
             }
         }
+    }
+
+    /// Says that postings were changed by another thread while this one was idle (an
+    /// erasure, which waits for the indexes first and is the only other writer).
+    pub fn postings_changed_elsewhere(&self) {
+        self.progress
+            .changed_elsewhere
+            .fetch_add(1, Ordering::AcqRel);
     }
 
     /// Waits until the indexes cover `position`, at most `timeout`. False on timeout.
@@ -95,8 +110,15 @@ impl Drop for Indexer {
     }
 }
 
-fn run(tree: &sled::Db, receiver: &Receiver<IndexJob>, progress: &Progress) {
+fn run(tree: &sled::Db, receiver: &Receiver<IndexJob>, progress: &Progress, unused: u64) {
+    let mut newest = NewestBlock::new(unused);
+    let mut seen_elsewhere = 0;
     while let Ok(first) = receiver.recv() {
+        let changed_elsewhere = progress.changed_elsewhere.load(Ordering::Acquire);
+        if changed_elsewhere != seen_elsewhere {
+            seen_elsewhere = changed_elsewhere;
+            newest.forget();
+        }
         // Everything queued is written together: a term's posting once for all of it.
         let mut jobs = vec![first];
         while let Ok(job) = receiver.try_recv() {
@@ -115,15 +137,18 @@ fn run(tree: &sled::Db, receiver: &Receiver<IndexJob>, progress: &Progress) {
         // entries that survived too, and entries beyond it are added again (a set: no change).
         // This thread is the only writer of postings but for an erasure, which waits until
         // the indexes are complete and runs on the apply thread, so no job comes meanwhile.
-        let written = changes.merged(tree, Change::Add).and_then(|merged| {
-            for (key, value) in merged {
-                if let Some(value) = value {
-                    tree.insert(key, value)?;
+        let written = changes
+            .merged_from(Change::Add, |key| newest.stored(tree, key))
+            .and_then(|merged| {
+                for (key, value) in merged {
+                    if let Some(value) = value {
+                        tree.insert(key.as_slice(), value.as_slice())?;
+                        newest.wrote(key, value);
+                    }
                 }
-            }
-            tree.insert(keys::META_INDEXED, &through.to_be_bytes())
-                .map(drop)
-        });
+                tree.insert(keys::META_INDEXED, &through.to_be_bytes())
+                    .map(drop)
+            });
         if let Err(err) = written {
             tracing::error!(error = %err, "index write failed; indexes will be rebuilt at restart");
             return;
@@ -134,6 +159,72 @@ fn run(tree: &sled::Db, receiver: &Receiver<IndexJob>, progress: &Progress) {
             .unwrap_or_else(|poison| poison.into_inner());
         *indexed = (*indexed).max(through);
         progress.moved.notify_all();
+    }
+}
+
+/// The postings of the newest block, as the index thread wrote them. A job's positions are
+/// the newest, so nearly all its keys are in this block; read back from sled they cost a page
+/// fetch per key at a million statements, since term-first keys lie all over the tree
+/// (BENCHMARKS.md, "Why ingest slows as the store grows"). One block's keys at most: a few
+/// thousand statements' terms.
+struct NewestBlock {
+    block: u64,
+    postings: HashMap<Vec<u8>, Vec<u8>>,
+    /// Every posting of the block is here (a key not here has none): the block starts at or
+    /// after the position the store had not used at open (so nothing of it was written
+    /// before, not even by a run that crashed), and no erasure came since it began.
+    whole: bool,
+    /// The first position not stored at open.
+    unused: u64,
+}
+
+impl NewestBlock {
+    fn new(unused: u64) -> NewestBlock {
+        let mut newest = NewestBlock {
+            block: 0,
+            postings: HashMap::new(),
+            whole: false,
+            unused,
+        };
+        newest.begin(0);
+        newest
+    }
+
+    fn begin(&mut self, block: u64) {
+        self.block = block;
+        self.postings.clear();
+        // Position 0 is never used.
+        self.whole = block.saturating_mul(keys::POSTING_BLOCK).max(1) >= self.unused;
+    }
+
+    /// The stored value of a postings key, from here when it is in the newest block.
+    fn stored(&mut self, tree: &sled::Db, key: &[u8]) -> sled::Result<Option<Vec<u8>>> {
+        let block = keys::trailing_u64(key).unwrap_or(0);
+        if block > self.block {
+            self.begin(block);
+        }
+        if block == self.block {
+            if let Some(value) = self.postings.get(key) {
+                return Ok(Some(value.clone()));
+            }
+            if self.whole {
+                return Ok(None);
+            }
+        }
+        Ok(tree.get(key)?.map(|value| value.to_vec()))
+    }
+
+    /// Keeps what was written to a key of the newest block.
+    fn wrote(&mut self, key: Vec<u8>, value: Vec<u8>) {
+        if keys::trailing_u64(&key) == Some(self.block) {
+            self.postings.insert(key, value);
+        }
+    }
+
+    /// Postings were changed elsewhere: read the block from the tree again.
+    fn forget(&mut self) {
+        self.postings.clear();
+        self.whole = false;
     }
 }
 
@@ -195,9 +286,18 @@ impl PostingChanges {
     /// The keys whose postings change, in key order, with their new value (`None`: no
     /// position left, remove the key), read from the tree as it is now.
     pub fn merged(self, tree: &sled::Db, change: Change) -> sled::Result<Vec<MergedKey>> {
+        self.merged_from(change, |key| Ok(tree.get(key)?.map(|value| value.to_vec())))
+    }
+
+    /// [`PostingChanges::merged`], with the stored values read by `stored`.
+    fn merged_from(
+        self,
+        change: Change,
+        mut stored: impl FnMut(&[u8]) -> sled::Result<Option<Vec<u8>>>,
+    ) -> sled::Result<Vec<MergedKey>> {
         let mut merged = Vec::with_capacity(self.keys.len());
         for (key, positions) in self.keys {
-            let stored = tree.get(&key)?;
+            let stored = stored(&key)?;
             let mut postings = match stored.as_deref().map(Postings::decode) {
                 None => Postings::default(),
                 Some(Some(postings)) => postings,
