@@ -282,6 +282,50 @@ pub struct Projection {
     counts: Mutex<Counts>,
     /// The most writes one sled batch of a part holds ([`crate::part`]).
     sub_batch: usize,
+    /// The statements that may have a [`MARKER`] or timestamp keys, asked before sled: a new
+    /// statement has neither, and at a million statements sled's "no" cost two page fetches
+    /// (BENCHMARKS.md, "Why ingest slows as the store grows"). Filled from those keys after
+    /// open and as statements are marked; by the statement's id as a UUID.
+    seen: idfilter::IdFilter,
+}
+
+/// The [`Projection::seen`] filter, filled from the marker and timestamp keys on a thread of
+/// its own.
+fn fill_seen(tree: sled::Db) -> idfilter::IdFilter {
+    idfilter::IdFilter::fill_with("leerspoor-seen", move |filling| {
+        let started = std::time::Instant::now();
+        let markers = tree.scan_prefix([MARKER]).keys().map(|key| {
+            key.map(|key| {
+                std::str::from_utf8(&key[1..])
+                    .ok()
+                    .and_then(|id| uuid::Uuid::parse_str(id).ok())
+                    .map(|id| id.as_bytes().to_vec())
+            })
+        });
+        // The statement id is the key's last 16 bytes.
+        let timestamps = tree
+            .scan_prefix([TIMESTAMP])
+            .keys()
+            .map(|key| key.map(|key| key.len().checked_sub(16).map(|start| key[start..].to_vec())));
+        let mut count = 0usize;
+        for id in markers.chain(timestamps) {
+            match id {
+                Ok(Some(id)) if !filling.insert(&id) => return false,
+                Ok(Some(_)) => count += 1,
+                Ok(None) => {}
+                Err(err) => {
+                    tracing::warn!(%err, "reading the marker and timestamp keys; sled answers");
+                    return false;
+                }
+            }
+        }
+        tracing::debug!(
+            keys = count,
+            ms = started.elapsed().as_millis() as u64,
+            "marked statements' filter filled"
+        );
+        true
+    })
 }
 
 /// The member counts of the hubs' and companies' distinct sets that recent parts wrote, most
@@ -429,13 +473,15 @@ impl Projection {
         path: &Path,
         cache_bytes: u64,
     ) -> Result<Projection, ProjectionError> {
-        let projection = Projection {
+        let mut projection = Projection {
             tree,
             programme: crate::programme::Cache::default(),
             path: path.to_owned(),
             cache_bytes,
             counts: Mutex::new(Counts::new(counts_capacity(cache_bytes))),
             sub_batch: crate::part::SUB_BATCH,
+            // Filled once the steps below have put the keys in their present form.
+            seen: idfilter::IdFilter::unfilled(),
         };
         // First: the journal holds writes made after everything below.
         projection.finish_interrupted_part()?;
@@ -474,6 +520,7 @@ impl Projection {
         if projection.tree.is_empty() || projection.count(WORKER)? == 0 {
             projection.tree.insert(PROGRAMME_KEPT, &[] as &[u8])?;
         }
+        projection.seen = fill_seen(projection.tree.clone());
         Ok(projection)
     }
 
@@ -860,6 +907,13 @@ impl Projection {
         self
     }
 
+    /// Waits until the filter of marked statements holds every one marked at open; false if
+    /// its fill failed.
+    #[cfg(test)]
+    pub(crate) fn seen_filled(&self) -> bool {
+        self.seen.wait_filled()
+    }
+
     /// Finishes a part cut short after its journal ([`crate::part`]); whether there was one.
     fn finish_interrupted_part(&self) -> Result<bool, ProjectionError> {
         let Some(writes) = crate::part::finish_interrupted(&self.tree, self.sub_batch)? else {
@@ -1066,6 +1120,9 @@ impl Projection {
                 (EventKind::Erased, Some(VOIDED) | None) => (0, ERASED),
                 _ => continue,
             };
+            if let Ok(uuid) = uuid::Uuid::parse_str(id) {
+                self.seen.note(uuid.as_bytes());
+            }
             touched.markers.insert(id.to_owned(), Some(next.to_vec()));
             if sign != 0 {
                 for contribution in &effect.contributions {
@@ -1086,6 +1143,11 @@ impl Projection {
 
     /// What a statement's [`MARKER`] says, or `c` when its timestamp keys say it counts.
     fn marker(&self, effect: &Effect) -> Result<Option<Vec<u8>>, ProjectionError> {
+        if let Ok(uuid) = uuid::Uuid::parse_str(&effect.id) {
+            if !self.seen.may_hold(uuid.as_bytes()) {
+                return Ok(None);
+            }
+        }
         if let Some(marker) = self.tree.get(key(MARKER, &effect.id))? {
             return Ok(Some(marker.to_vec()));
         }

@@ -115,3 +115,31 @@ fn a_part_cut_short_is_finished_before_the_next_part_and_at_open() {
         assert_eq!(entries(&projection), after_both, "cut {cut}");
     }
 }
+
+/// A message that comes again after a restart changes nothing: its statements are known as
+/// counted by their timestamp keys and voided by their markers, whether the filter of marked
+/// statements is still being filled or complete.
+#[test]
+fn a_message_again_after_a_restart_changes_nothing() {
+    let (first, second) = messages();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("projection");
+    {
+        let projection = Projection::open(&path).expect("open");
+        applied(&projection, &first).expect("applied");
+        applied(&projection, std::slice::from_ref(&second)).expect("applied");
+        projection.flush().expect("flush");
+    }
+    let projection = reopen(&path);
+    let before = entries(&projection);
+    applied(&projection, &first[..1]).expect("applied again");
+    assert_eq!(
+        entries(&projection),
+        before,
+        "while the filter may be filling"
+    );
+    assert!(projection.seen_filled(), "the fill completes");
+    applied(&projection, &first).expect("applied again");
+    applied(&projection, std::slice::from_ref(&second)).expect("applied again");
+    assert_eq!(entries(&projection), before, "with the filter complete");
+}

@@ -15,7 +15,6 @@ use xapi::limits::Limits;
 use xapi::statement::{index_terms, referenced_statement, IndexTerms};
 use xapi::time::format_timestamp;
 
-use crate::ids::StoredIds;
 use crate::indexer::{IndexJob, Indexer};
 use crate::keys;
 
@@ -302,8 +301,32 @@ pub struct Db {
     /// window reads them here instead of scanning a key per 1,024 statements each time.
     spans: RwLock<BTreeMap<u64, keys::Span>>,
     /// The ids of the stored statements, asked before sled whether a new statement's id is
-    /// stored already ([`crate::ids`]).
-    ids: StoredIds,
+    /// stored already: filled from the id keys after open, and by the writer as it stores.
+    ids: idfilter::IdFilter,
+}
+
+/// The ids filter, filled from the id keys on a thread of its own.
+fn fill_ids(tree: sled::Db) -> idfilter::IdFilter {
+    idfilter::IdFilter::fill_with("leerspoor-ids", move |filling| {
+        let started = std::time::Instant::now();
+        let mut count = 0usize;
+        for key in tree.scan_prefix([keys::STATEMENT]).keys() {
+            match key {
+                Ok(key) if filling.insert(&key[1..]) => count += 1,
+                Ok(_) => return false,
+                Err(err) => {
+                    tracing::warn!(%err, "reading the id keys for the ids filter; sled answers");
+                    return false;
+                }
+            }
+        }
+        tracing::debug!(
+            ids = count,
+            ms = started.elapsed().as_millis() as u64,
+            "ids filter filled"
+        );
+        true
+    })
 }
 
 /// Verdicts kept, in `LRS_IN` sequences below the watermark (see [`Db::prune_verdicts`]).
@@ -358,7 +381,7 @@ impl Db {
         let db = Db {
             indexer: Indexer::start(tree.clone(), indexed, unused),
             spans: RwLock::new(read_spans(&tree)?),
-            ids: StoredIds::fill_from(tree.clone()),
+            ids: fill_ids(tree.clone()),
             tree,
             limits,
             message_budget: AtomicUsize::new(DEFAULT_MESSAGE_BUDGET),
@@ -487,7 +510,7 @@ impl Db {
     /// The record of a statement id being stored, `None` at once when the ids filter says it
     /// is not stored.
     pub(crate) fn record_if_stored(&self, id: &Uuid) -> Result<Option<Record>, DbError> {
-        if !self.ids.may_hold(id) {
+        if !self.ids.may_hold(id.as_bytes()) {
             return Ok(None);
         }
         self.record(id)
@@ -495,7 +518,7 @@ impl Db {
 
     /// Notes a statement id as stored in the ids filter, before the batch that stores it.
     pub(crate) fn note_id(&self, id: &Uuid) {
-        self.ids.note(id);
+        self.ids.note(id.as_bytes());
     }
 
     /// Waits until the ids filter holds every id stored at open; false if its fill failed.

@@ -11,7 +11,6 @@
 //!   version), a document write, a credential change or an erasure.
 //! - [`db`]: the database: records, verdicts, the applied sequence; reading back.
 //! - `apply`: applying one `LRS_IN` message (statements, documents, credentials), the write path.
-//! - `ids`: a filter of the stored statement ids, filled in the background at open.
 //! - [`digest`]: a digest of a replica's content, equal on replicas at the same sequence.
 //! - [`identity`]: which `LRS_IN` the store applied; refusing another.
 //! - [`documents`]: the State, Activity Profile and Agent Profile resources.
@@ -40,7 +39,6 @@ pub mod erase;
 pub mod export;
 mod housekeeping;
 pub mod identity;
-mod ids;
 pub mod indexer;
 pub mod ingest;
 pub mod keys;
