@@ -36,24 +36,19 @@ struct Shared {
     stop: AtomicBool,
 }
 
-/// What a fill is given: where to put the ids it reads.
-pub struct Filling<'a> {
-    shared: &'a Shared,
-}
-
-impl Filling<'_> {
-    /// Puts an id in the filter; false once the filter is being dropped (stop reading).
-    pub fn insert(&self, id: &[u8]) -> bool {
-        self.shared.filter.insert(id);
-        !self.shared.stop.load(Ordering::Relaxed)
-    }
-}
-
 impl IdFilter {
-    /// Starts `fill` on a thread named `name`. It inserts every id the database holds and
-    /// returns true, or returns false (it failed, or [`Filling::insert`] said stop), and the
-    /// filter then stays "maybe" for everything.
-    pub fn fill_with(name: &str, fill: impl FnOnce(&Filling) -> bool + Send + 'static) -> IdFilter {
+    /// Starts filling the filter on a thread named `name` from the ids `read` gives (run on
+    /// that thread): `Ok(None)` for a key that names no id, an error to give up, and the filter
+    /// then stays "maybe" for everything.
+    pub fn fill_from<I, K, E>(
+        name: &'static str,
+        read: impl FnOnce() -> I + Send + 'static,
+    ) -> IdFilter
+    where
+        I: Iterator<Item = Result<Option<K>, E>>,
+        K: AsRef<[u8]>,
+        E: std::fmt::Display,
+    {
         let shared = Arc::new(Shared {
             filter: AtomicBloomFilter::with_num_bits(FILTER_BITS).expected_items(FILTER_ITEMS),
             complete: AtomicBool::new(false),
@@ -62,11 +57,8 @@ impl IdFilter {
         let filling = shared.clone();
         let filler = std::thread::Builder::new()
             .name(name.into())
-            .spawn(move || {
-                if fill(&Filling { shared: &filling }) {
-                    filling.complete.store(true, Ordering::Release);
-                }
-            })
+            .spawn(move || fill(name, &filling, read()))
+            .map_err(|err| tracing::warn!(%err, filter = name, "no thread to fill the filter"))
             .ok();
         IdFilter {
             shared,
@@ -122,22 +114,57 @@ impl Drop for IdFilter {
     }
 }
 
+/// Ids read between two looks at whether the filter is being dropped.
+const IDS_PER_LOOK: usize = 4_096;
+
+fn fill<I, K, E>(name: &str, shared: &Shared, ids: I)
+where
+    I: Iterator<Item = Result<Option<K>, E>>,
+    K: AsRef<[u8]>,
+    E: std::fmt::Display,
+{
+    let started = std::time::Instant::now();
+    let mut count = 0usize;
+    for id in ids {
+        match id {
+            Ok(Some(id)) => {
+                shared.filter.insert(id.as_ref());
+                count += 1;
+                if count.is_multiple_of(IDS_PER_LOOK) && shared.stop.load(Ordering::Acquire) {
+                    return;
+                }
+            }
+            Ok(None) => {}
+            Err(err) => {
+                tracing::warn!(%err, filter = name, "reading the ids; the database answers");
+                return;
+            }
+        }
+    }
+    shared.complete.store(true, Ordering::Release);
+    tracing::debug!(
+        filter = name,
+        ids = count,
+        ms = started.elapsed().as_millis() as u64,
+        "filter filled"
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    type Read = Result<Option<[u8; 8]>, std::convert::Infallible>;
+
     #[test]
     fn a_filled_filter_holds_every_id_and_says_no_to_nearly_all_others() {
-        let ids: Vec<[u8; 8]> = (0u64..10_000).map(|n| (n * 2).to_be_bytes()).collect();
-        let source = ids.clone();
-        let filter = IdFilter::fill_with("test-ids", move |filling| {
-            source.iter().all(|id| filling.insert(id))
+        let filter = IdFilter::fill_from("test-ids", || {
+            (0u64..10_000).map(|n| -> Read { Ok(Some((n * 2).to_be_bytes())) })
         });
         assert!(filter.wait_filled());
-        assert!(ids.iter().all(|id| filter.may_hold(id)));
+        assert!((0u64..10_000).all(|n| filter.may_hold(&(n * 2).to_be_bytes())));
         let others = (0u64..10_000)
-            .map(|n| (n * 2 + 1).to_be_bytes())
-            .filter(|id| filter.may_hold(id))
+            .filter(|n| filter.may_hold(&(n * 2 + 1).to_be_bytes()))
             .count();
         assert!(others < 100, "{others} false maybes in 10,000");
         filter.note(&1u64.to_be_bytes());
@@ -146,9 +173,8 @@ mod tests {
 
     #[test]
     fn a_fill_that_fails_leaves_every_answer_maybe() {
-        let filter = IdFilter::fill_with("test-ids", |filling| {
-            filling.insert(b"one");
-            false
+        let filter = IdFilter::fill_from("test-ids", || {
+            [Ok(Some(*b"one")), Err("the disk said no")].into_iter()
         });
         assert!(!filter.wait_filled());
         assert!(filter.may_hold(b"two"));
@@ -157,14 +183,10 @@ mod tests {
     #[test]
     fn dropping_the_filter_stops_its_fill() {
         let (started, wait) = std::sync::mpsc::channel();
-        let filter = IdFilter::fill_with("test-ids", move |filling| {
+        // Endless: the fill returns only because the drop stops it.
+        let filter = IdFilter::fill_from("test-ids", move || {
             let _ = started.send(());
-            // Reads until told to stop: returns only when the drop says so.
-            let mut n = 0u64;
-            while filling.insert(&n.to_be_bytes()) {
-                n += 1;
-            }
-            true
+            (0u64..).map(|n| -> Read { Ok(Some(n.to_be_bytes())) })
         });
         wait.recv().expect("fill started");
         drop(filter);

@@ -292,8 +292,7 @@ pub struct Projection {
 /// The [`Projection::seen`] filter, filled from the marker and timestamp keys on a thread of
 /// its own.
 fn fill_seen(tree: sled::Db) -> idfilter::IdFilter {
-    idfilter::IdFilter::fill_with("leerspoor-seen", move |filling| {
-        let started = std::time::Instant::now();
+    idfilter::IdFilter::fill_from("leerspoor-seen", move || {
         let markers = tree.scan_prefix([MARKER]).keys().map(|key| {
             key.map(|key| {
                 std::str::from_utf8(&key[1..])
@@ -307,24 +306,7 @@ fn fill_seen(tree: sled::Db) -> idfilter::IdFilter {
             .scan_prefix([TIMESTAMP])
             .keys()
             .map(|key| key.map(|key| key.len().checked_sub(16).map(|start| key[start..].to_vec())));
-        let mut count = 0usize;
-        for id in markers.chain(timestamps) {
-            match id {
-                Ok(Some(id)) if !filling.insert(&id) => return false,
-                Ok(Some(_)) => count += 1,
-                Ok(None) => {}
-                Err(err) => {
-                    tracing::warn!(%err, "reading the marker and timestamp keys; sled answers");
-                    return false;
-                }
-            }
-        }
-        tracing::debug!(
-            keys = count,
-            ms = started.elapsed().as_millis() as u64,
-            "marked statements' filter filled"
-        );
-        true
+        markers.chain(timestamps)
     })
 }
 

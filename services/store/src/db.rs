@@ -307,25 +307,10 @@ pub struct Db {
 
 /// The ids filter, filled from the id keys on a thread of its own.
 fn fill_ids(tree: sled::Db) -> idfilter::IdFilter {
-    idfilter::IdFilter::fill_with("leerspoor-ids", move |filling| {
-        let started = std::time::Instant::now();
-        let mut count = 0usize;
-        for key in tree.scan_prefix([keys::STATEMENT]).keys() {
-            match key {
-                Ok(key) if filling.insert(&key[1..]) => count += 1,
-                Ok(_) => return false,
-                Err(err) => {
-                    tracing::warn!(%err, "reading the id keys for the ids filter; sled answers");
-                    return false;
-                }
-            }
-        }
-        tracing::debug!(
-            ids = count,
-            ms = started.elapsed().as_millis() as u64,
-            "ids filter filled"
-        );
-        true
+    idfilter::IdFilter::fill_from("leerspoor-ids", move || {
+        tree.scan_prefix([keys::STATEMENT])
+            .keys()
+            .map(|key| key.map(|key| Some(key[1..].to_vec())))
     })
 }
 
