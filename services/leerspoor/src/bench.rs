@@ -405,7 +405,7 @@ fn auth_profile() -> anyhow::Result<()> {
 }
 
 pub(crate) struct Report {
-    statements: usize,
+    pub statements: usize,
     /// Bytes of statement JSON sent.
     pub bytes: usize,
     elapsed: Duration,
