@@ -1072,6 +1072,8 @@ impl Projection {
     ) -> Result<(), ProjectionError> {
         for effect in effects {
             let id = effect.id.as_str();
+            // What the filter of marked statements knows it by (see [`Projection::seen`]).
+            let uuid = uuid::Uuid::parse_str(id).ok();
             if effect.kind == EventKind::Stored {
                 // Whether or not the statement counts (a void may come first on one replica
                 // and last on another): the name is the skill's, not the statement's.
@@ -1092,7 +1094,7 @@ impl Projection {
             }
             let marker = match touched.markers.get(id) {
                 Some(marker) => marker.clone(),
-                None => self.marker(effect)?,
+                None => self.marker(effect, uuid.as_ref())?,
             };
             let (sign, next) = match (effect.kind, marker.as_deref()) {
                 (EventKind::Stored, None) => (1, COUNTED),
@@ -1102,7 +1104,7 @@ impl Projection {
                 (EventKind::Erased, Some(VOIDED) | None) => (0, ERASED),
                 _ => continue,
             };
-            if let Ok(uuid) = uuid::Uuid::parse_str(id) {
+            if let Some(uuid) = &uuid {
                 self.seen.note(uuid.as_bytes());
             }
             touched.markers.insert(id.to_owned(), Some(next.to_vec()));
@@ -1123,12 +1125,15 @@ impl Projection {
         Ok(())
     }
 
-    /// What a statement's [`MARKER`] says, or `c` when its timestamp keys say it counts.
-    fn marker(&self, effect: &Effect) -> Result<Option<Vec<u8>>, ProjectionError> {
-        if let Ok(uuid) = uuid::Uuid::parse_str(&effect.id) {
-            if !self.seen.may_hold(uuid.as_bytes()) {
-                return Ok(None);
-            }
+    /// What a statement's [`MARKER`] says, or `c` when its timestamp keys say it counts;
+    /// `None` at once when the filter of marked statements knows its `uuid` is not marked.
+    fn marker(
+        &self,
+        effect: &Effect,
+        uuid: Option<&uuid::Uuid>,
+    ) -> Result<Option<Vec<u8>>, ProjectionError> {
+        if uuid.is_some_and(|uuid| !self.seen.may_hold(uuid.as_bytes())) {
+            return Ok(None);
         }
         if let Some(marker) = self.tree.get(key(MARKER, &effect.id))? {
             return Ok(Some(marker.to_vec()));

@@ -305,6 +305,14 @@ pub struct Db {
     ids: idfilter::IdFilter,
 }
 
+/// A meta counter (the applied sequence, the next position, ...); 0 when absent.
+fn meta_u64(tree: &sled::Db, key: &[u8]) -> Result<u64, DbError> {
+    Ok(tree
+        .get(key)?
+        .and_then(|value| keys::u64_value(&value))
+        .unwrap_or(0))
+}
+
 /// The ids filter, filled from the id keys on a thread of its own.
 fn fill_ids(tree: sled::Db) -> idfilter::IdFilter {
     idfilter::IdFilter::fill_from("leerspoor-ids", move || {
@@ -354,15 +362,10 @@ impl Db {
         crate::documents::migrate_scopes(&tree)?;
         move_records(&tree)?;
         rebuild_old_index(&tree)?;
-        let indexed = tree
-            .get(keys::META_INDEXED)?
-            .and_then(|bytes| keys::u64_value(&bytes))
-            .unwrap_or(0);
+        let indexed = meta_u64(&tree, keys::META_INDEXED)?;
         catch_up_stored_spans(&tree)?;
-        let unused = tree
-            .get(keys::META_NEXT_POSITION)?
-            .and_then(|bytes| keys::u64_value(&bytes))
-            .unwrap_or(1);
+        // Positions start at 1.
+        let unused = meta_u64(&tree, keys::META_NEXT_POSITION)?.max(1);
         let db = Db {
             indexer: Indexer::start(tree.clone(), indexed, unused),
             spans: RwLock::new(read_spans(&tree)?),
@@ -478,11 +481,7 @@ impl Db {
     }
 
     pub(crate) fn meta_u64(&self, key: &[u8]) -> Result<u64, DbError> {
-        Ok(self
-            .tree
-            .get(key)?
-            .and_then(|value| keys::u64_value(&value))
-            .unwrap_or(0))
+        meta_u64(&self.tree, key)
     }
 
     pub fn record(&self, id: &Uuid) -> Result<Option<Record>, DbError> {
