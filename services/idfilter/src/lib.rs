@@ -18,10 +18,25 @@ use std::thread::JoinHandle;
 
 use fastbloom::AtomicBloomFilter;
 
-/// The filter's size: 4 MiB whatever the database's size, one false "maybe" in 100 up to
-/// about 3.5 million ids (each costs the lookup there was before), more beyond.
-const FILTER_BITS: usize = 32 * 1024 * 1024;
-const FILTER_ITEMS: usize = 3_000_000;
+/// The filter's size, set at open from the ids the database holds then: room for twice as
+/// many (it grows until the next open) at 11 bits an id, about one false "maybe" in 100 (each
+/// costs the lookup there was before); at least 4 MiB (3 million ids), at most 64 MiB (48
+/// million ids; past that, more false "maybe"s, never a wrong "no").
+const BITS_PER_ID: u64 = 11;
+const LEAST_IDS: u64 = 3_000_000;
+const MOST_BITS: u64 = 64 * 1024 * 1024 * 8;
+
+/// The filter for a database that held `held` ids at open.
+fn sized_for(held: u64) -> AtomicBloomFilter {
+    let ids = held.saturating_mul(2).max(LEAST_IDS);
+    let bits = ids
+        .saturating_mul(BITS_PER_ID)
+        .min(MOST_BITS)
+        .next_multiple_of(64);
+    let bits = usize::try_from(bits).unwrap_or(usize::MAX);
+    let ids = usize::try_from(ids).unwrap_or(usize::MAX);
+    AtomicBloomFilter::with_num_bits(bits).expected_items(ids)
+}
 
 pub struct IdFilter {
     shared: Arc<Shared>,
@@ -37,11 +52,12 @@ struct Shared {
 }
 
 impl IdFilter {
-    /// Starts filling the filter on a thread named `name` from the ids `read` gives (run on
-    /// that thread): `Ok(None)` for a key that names no id, an error to give up, and the filter
-    /// then stays "maybe" for everything.
+    /// Starts filling the filter, sized for a database of about `held` ids, on a thread named
+    /// `name` from the ids `read` gives (run on that thread): `Ok(None)` for a key that names
+    /// no id, an error to give up, and the filter then stays "maybe" for everything.
     pub fn fill_from<I, K, E>(
         name: &'static str,
+        held: u64,
         read: impl FnOnce() -> I + Send + 'static,
     ) -> IdFilter
     where
@@ -50,7 +66,7 @@ impl IdFilter {
         E: std::fmt::Display,
     {
         let shared = Arc::new(Shared {
-            filter: AtomicBloomFilter::with_num_bits(FILTER_BITS).expected_items(FILTER_ITEMS),
+            filter: sized_for(held),
             complete: AtomicBool::new(false),
             stop: AtomicBool::new(false),
         });
@@ -158,7 +174,7 @@ mod tests {
 
     #[test]
     fn a_filled_filter_holds_every_id_and_says_no_to_nearly_all_others() {
-        let filter = IdFilter::fill_from("test-ids", || {
+        let filter = IdFilter::fill_from("test-ids", 0, || {
             (0u64..10_000).map(|n| -> Read { Ok(Some((n * 2).to_be_bytes())) })
         });
         assert!(filter.wait_filled());
@@ -171,9 +187,33 @@ mod tests {
         assert!(filter.may_hold(&1u64.to_be_bytes()));
     }
 
+    /// Past three million ids the filter grows with the database, to its cap: a 4 MiB filter
+    /// says "maybe" to about one other id in 100 at 3.5 million ids, one in 20 at 5 million
+    /// and nearly one in two at 10 million.
+    #[test]
+    fn the_filter_is_sized_for_twice_the_ids_held_at_open() {
+        let bits = |held: u64| sized_for(held).num_bits() as u64;
+        assert_eq!(bits(0), bits(1_000_000));
+        assert!(bits(0) >= LEAST_IDS * BITS_PER_ID);
+        assert!(bits(10_000_000) >= 20_000_000 * BITS_PER_ID);
+        assert!(bits(10_000_000) < 21_000_000 * BITS_PER_ID);
+        assert_eq!(bits(u64::MAX), MOST_BITS);
+        // Filled with all it was sized for (past what 4 MiB holds well), it still says no to
+        // nearly everything else.
+        let held = 8_000_000u64;
+        let filter = sized_for(held / 2);
+        for n in 0..held {
+            filter.insert(&(n * 2).to_be_bytes());
+        }
+        let others = (0..100_000u64)
+            .filter(|n| filter.contains(&(n * 2 + 1).to_be_bytes()))
+            .count();
+        assert!(others < 1_500, "{others} false maybes in 100,000");
+    }
+
     #[test]
     fn a_fill_that_fails_leaves_every_answer_maybe() {
-        let filter = IdFilter::fill_from("test-ids", || {
+        let filter = IdFilter::fill_from("test-ids", 0, || {
             [Ok(Some(*b"one")), Err("the disk said no")].into_iter()
         });
         assert!(!filter.wait_filled());
@@ -184,7 +224,7 @@ mod tests {
     fn dropping_the_filter_stops_its_fill() {
         let (started, wait) = std::sync::mpsc::channel();
         // Endless: the fill returns only because the drop stops it.
-        let filter = IdFilter::fill_from("test-ids", move || {
+        let filter = IdFilter::fill_from("test-ids", 0, move || {
             let _ = started.send(());
             (0u64..).map(|n| -> Read { Ok(Some(n.to_be_bytes())) })
         });

@@ -289,10 +289,10 @@ pub struct Projection {
     seen: idfilter::IdFilter,
 }
 
-/// The [`Projection::seen`] filter, filled from the marker and timestamp keys on a thread of
-/// its own.
-fn fill_seen(tree: sled::Db) -> idfilter::IdFilter {
-    idfilter::IdFilter::fill_from("leerspoor-seen", move || {
+/// The [`Projection::seen`] filter, sized for the `held` statements the programme counts and
+/// filled from the marker and timestamp keys on a thread of its own.
+fn fill_seen(tree: sled::Db, held: u64) -> idfilter::IdFilter {
+    idfilter::IdFilter::fill_from("leerspoor-seen", held, move || {
         let markers = tree.scan_prefix([MARKER]).keys().map(|key| {
             key.map(|key| {
                 std::str::from_utf8(&key[1..])
@@ -502,7 +502,15 @@ impl Projection {
         if projection.tree.is_empty() || projection.count(WORKER)? == 0 {
             projection.tree.insert(PROGRAMME_KEPT, &[] as &[u8])?;
         }
-        projection.seen = fill_seen(projection.tree.clone());
+        // Only a size: an unreadable programme state is reported where it is read.
+        let held = (projection
+            .load_programme()
+            .map(|programme| programme.statements))
+        .unwrap_or_default();
+        projection.seen = fill_seen(
+            projection.tree.clone(),
+            u64::try_from(held).unwrap_or_default(),
+        );
         Ok(projection)
     }
 

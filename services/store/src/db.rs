@@ -313,9 +313,10 @@ fn meta_u64(tree: &sled::Db, key: &[u8]) -> Result<u64, DbError> {
         .unwrap_or(0))
 }
 
-/// The ids filter, filled from the id keys on a thread of its own.
-fn fill_ids(tree: sled::Db) -> idfilter::IdFilter {
-    idfilter::IdFilter::fill_from("leerspoor-ids", move || {
+/// The ids filter, sized for the `held` positions used at open and filled from the id keys on
+/// a thread of its own.
+fn fill_ids(tree: sled::Db, held: u64) -> idfilter::IdFilter {
+    idfilter::IdFilter::fill_from("leerspoor-ids", held, move || {
         tree.scan_prefix([keys::STATEMENT])
             .keys()
             .map(|key| key.map(|key| Some(key[1..].to_vec())))
@@ -369,7 +370,7 @@ impl Db {
         let db = Db {
             indexer: Indexer::start(tree.clone(), indexed, unused),
             spans: RwLock::new(read_spans(&tree)?),
-            ids: fill_ids(tree.clone()),
+            ids: fill_ids(tree.clone(), unused - 1),
             tree,
             limits,
             message_budget: AtomicUsize::new(DEFAULT_MESSAGE_BUDGET),
