@@ -32,6 +32,12 @@ pub mod wire;
 /// second publish with the same id inside the stream's duplicate window.
 pub const MSG_ID_HEADER: &str = "Nats-Msg-Id";
 
+/// On an `lrs.in.http` message: it is a bundle of this many requests' batches, a JSON array of
+/// [`wire::HttpBatch`], each applied as if it were a message of its own and given its own
+/// verdict ([`wire::Verdict::Parts`]). The gateway bundles small requests that arrive together,
+/// so that one JetStream write and one store apply cover them all.
+pub const PARTS_HEADER: &str = "Leerspoor-Parts";
+
 /// Bytes kept free in every message Leerspoor publishes for headers and the envelope around
 /// what it carries: a message of `max_payload - HEADROOM` bytes of content always fits.
 pub const HEADROOM: usize = 16 * 1024;

@@ -7,6 +7,10 @@
 pub const HTTP_REQUESTS: &str = "leerspoor_http_requests_total";
 /// Histogram: seconds from request to response, by `route` and `method`.
 pub const HTTP_SECONDS: &str = "leerspoor_http_request_duration_seconds";
+/// Counter: statement writes (PUT and POST requests) the gateway sent to `LRS_IN`, by `sent`:
+/// `alone` (a message of its own) or `bundled` (in one message with others, see
+/// [`crate::PARTS_HEADER`]).
+pub const STATEMENT_WRITES: &str = "leerspoor_gateway_statement_writes_total";
 /// Counter: statements the store accepted, by `source` (`http`, `hub.<hub>`, `admin.import`).
 pub const STATEMENTS_ACCEPTED: &str = "leerspoor_statements_accepted_total";
 /// Counter: statements the store refused (invalid, conflicting), by `source`.
@@ -50,9 +54,10 @@ pub const DELIVERY_PENDING: &str = "leerspoor_delivery_pending_messages";
 pub const DELIVERY_SECONDS: &str = "leerspoor_delivery_seconds";
 
 /// Every metric name above.
-pub const ALL: [&str; 22] = [
+pub const ALL: [&str; 23] = [
     HTTP_REQUESTS,
     HTTP_SECONDS,
+    STATEMENT_WRITES,
     STATEMENTS_ACCEPTED,
     STATEMENTS_REJECTED,
     STORE_APPLY_SECONDS,

@@ -154,7 +154,7 @@ impl Watermarks {
 }
 
 /// Why a write through `LRS_IN` has no verdict.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum SubmitError {
     /// NATS did not take the message, or did not confirm it: it may or may not be in `LRS_IN`.
     #[error("the message bus did not confirm the write: {0}")]
@@ -173,11 +173,58 @@ pub async fn submit(
     js: &async_nats::jetstream::Context,
     watermarks: &Watermarks,
     subject: &'static str,
-    mut headers: async_nats::HeaderMap,
+    headers: async_nats::HeaderMap,
     payload: Vec<u8>,
     timeout: Duration,
 ) -> Result<Verdict, SubmitError> {
     let deadline = Instant::now() + timeout;
+    publish(js, watermarks, subject, headers, payload, deadline)
+        .await?
+        .verdict(watermarks, deadline)
+        .await
+}
+
+/// A message JetStream took into `LRS_IN`, whose verdict is still to come.
+#[derive(Debug, Clone, Copy)]
+pub struct Published {
+    pub sequence: u64,
+    /// JetStream's word that the message id was seen before (see [`Watermarks::wait`]).
+    pub duplicate: bool,
+    /// The watermark before publishing.
+    pub before: u64,
+    /// How long the writer gave itself, from its start.
+    pub timeout: Duration,
+}
+
+impl Published {
+    /// The first store's verdict on the message, if it comes before `deadline`.
+    pub async fn verdict(
+        &self,
+        watermarks: &Watermarks,
+        deadline: Instant,
+    ) -> Result<Verdict, SubmitError> {
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        watermarks
+            .wait(self.sequence, self.duplicate, self.before, remaining)
+            .await
+            .ok_or(SubmitError::NotApplied {
+                sequence: self.sequence,
+                waited: self.timeout,
+            })
+    }
+}
+
+/// The publishing half of [`submit`]: sends the message until JetStream takes it or
+/// `deadline` passes.
+pub async fn publish(
+    js: &async_nats::jetstream::Context,
+    watermarks: &Watermarks,
+    subject: &'static str,
+    mut headers: async_nats::HeaderMap,
+    payload: Vec<u8>,
+    deadline: Instant,
+) -> Result<Published, SubmitError> {
+    let timeout = deadline.saturating_duration_since(Instant::now());
     if headers.get(crate::MSG_ID_HEADER).is_none() {
         let unique = watermarks.client.new_inbox();
         let id = unique.rsplit('.').next().unwrap_or(&unique).to_owned();
@@ -186,7 +233,7 @@ pub async fn submit(
     let payload = bytes::Bytes::from(payload);
     let before = watermarks.current();
     let mut pause = Duration::from_millis(50);
-    let ack = loop {
+    loop {
         let attempt = async {
             js.publish_with_headers(subject, headers.clone(), payload.clone())
                 .await?
@@ -194,7 +241,14 @@ pub async fn submit(
         };
         let remaining = deadline.saturating_duration_since(Instant::now());
         let failure = match tokio::time::timeout(remaining, attempt).await {
-            Ok(Ok(ack)) => break ack,
+            Ok(Ok(ack)) => {
+                return Ok(Published {
+                    sequence: ack.sequence,
+                    duplicate: ack.duplicate,
+                    before,
+                    timeout,
+                })
+            }
             Ok(Err(err)) => err.to_string(),
             Err(_) => "no acknowledgement in time".to_owned(),
         };
@@ -204,13 +258,5 @@ pub async fn submit(
         tracing::debug!(error = %failure, "publishing to LRS_IN failed; sending it again");
         tokio::time::sleep(pause).await;
         pause = (pause * 2).min(Duration::from_secs(1));
-    };
-    let remaining = deadline.saturating_duration_since(Instant::now());
-    watermarks
-        .wait(ack.sequence, ack.duplicate, before, remaining)
-        .await
-        .ok_or(SubmitError::NotApplied {
-            sequence: ack.sequence,
-            waited: timeout,
-        })
+    }
 }

@@ -51,6 +51,28 @@ pub enum Verdict {
     },
     /// A credential change that was refused: `bad_request`, `not_found` or `conflict`.
     Refused { code: String, message: String },
+    /// A bundle ([`crate::PARTS_HEADER`]) with a part that was not applied: each part's own
+    /// verdict, in the bundle's order. A bundle whose parts were all applied is
+    /// [`Verdict::Applied`].
+    Parts { parts: Vec<Verdict> },
+}
+
+impl Verdict {
+    /// The verdict on part `index` of a bundle: its own if the store gave parts their own, else
+    /// the message's (applied, or a rejection of the whole bundle).
+    pub fn part(&self, index: usize) -> Verdict {
+        match self {
+            Verdict::Parts { parts } => parts.get(index).cloned().unwrap_or_else(|| {
+                Verdict::Rejected(Rejection {
+                    statement: None,
+                    path: String::new(),
+                    rule: "bundle.parts".into(),
+                    message: format!("the store gave no verdict on part {index} of a bundle"),
+                })
+            }),
+            whole => whole.clone(),
+        }
+    }
 }
 
 /// Why a message was rejected: which statement, where, which rule.

@@ -158,7 +158,7 @@ pub fn ingest(data: &[u8]) {
         published: chrono::DateTime::UNIX_EPOCH,
         run: None,
     };
-    let parsed = store::ingest::decode(subject, payload, None, limits());
+    let parsed = store::ingest::decode(subject, payload, None, None, limits());
     if db.apply(&incoming, parsed, validator()).is_err() {
         return;
     }

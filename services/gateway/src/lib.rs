@@ -30,6 +30,7 @@ pub mod alternate;
 pub mod attachments;
 pub mod auth;
 pub mod body;
+pub mod bundle;
 pub mod dashboard;
 pub mod documents;
 pub mod error;
@@ -123,6 +124,8 @@ pub struct AppState {
     pub client: async_nats::Client,
     pub js: jetstream::Context,
     pub watermarks: Watermarks,
+    /// Small statement writes, bundled into shared `LRS_IN` messages.
+    pub bundler: bundle::Bundler,
     /// Attachment bodies, in a NATS Object Store bucket.
     pub attachments: attachments::AttachmentStore,
     pub limits: Arc<Limits>,
@@ -155,12 +158,14 @@ impl Gateway {
         let attachments =
             attachments::AttachmentStore::open(&js, config.topology.stream_replicas).await?;
         // Without a store yet, the first request loads them.
+        let watermarks = Watermarks::new(client.clone());
         let state = AppState {
+            bundler: bundle::Bundler::start(js.clone(), watermarks.clone()),
             attachments,
             credentials: auth::Credentials::new(client.clone(), config.default_requests_per_minute),
             authority_home_page: config.authority_home_page.into(),
             validator,
-            watermarks: Watermarks::new(client.clone()),
+            watermarks,
             client,
             js,
             limits: Arc::new(config.limits),

@@ -177,18 +177,11 @@ async fn submit(
     for (sha2, body) in &attachments {
         state.attachments.put(sha2, body).await?;
     }
-    let mut headers = async_nats::HeaderMap::new();
     let msg_id = format!("http-{}", hex(&seed));
-    headers.insert(bus::MSG_ID_HEADER, msg_id.as_str());
-    let submitted = bus::watermark::submit(
-        &state.js,
-        &state.watermarks,
-        subjects::IN_HTTP,
-        headers,
-        payload,
-        state.write_timeout,
-    )
-    .await;
+    let submitted = state
+        .bundler
+        .submit(msg_id, payload, state.write_timeout)
+        .await;
     let verdict = match submitted {
         Ok(verdict) => {
             attempt.confirm();
@@ -205,7 +198,8 @@ async fn submit(
             other @ (Verdict::Erased { .. }
             | Verdict::Document { .. }
             | Verdict::Credential { .. }
-            | Verdict::Refused { .. }),
+            | Verdict::Refused { .. }
+            | Verdict::Parts { .. }),
         ) => {
             tracing::error!(
                 ?other,

@@ -680,6 +680,7 @@ fn store_apply_per_message(validator: &xapi::Validator) -> anyhow::Result<(f64, 
             incoming.subject,
             payload,
             None,
+            None,
             &xapi::limits::Limits::default(),
         );
         let verdict = db.apply(&incoming, parsed, validator)?;

@@ -2,13 +2,15 @@
 //! batch together with its sequence (applied exactly once), and a pure function of the message
 //! and the database: the same log gives every replica the same content.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use bus::wire::{DocumentStatus, EventKind, RejectedMessage, Rejection, Verdict};
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use uuid::Uuid;
-use xapi::statement::{complete_for_store, equivalent, index_terms, statement_id, voided_target};
+use xapi::statement::{
+    complete_for_store, equivalent, index_terms, statement_id, voided_target, IndexTerms,
+};
 use xapi::time::format_timestamp;
 use xapi::Validator;
 
@@ -135,10 +137,55 @@ impl Db {
                 self.tree.apply_batch(batch)?;
                 return Ok(Verdict::Applied);
             }
-            Ok(Ingest::Statements(statements)) => statements,
+            Ok(Ingest::Statements(statements)) => (vec![statements], false),
+            Ok(Ingest::Bundle(parts)) => (parts, true),
+        };
+        let (parts, bundle) = statements;
+        let mut plan = self.begin_plan(incoming)?;
+        let mut verdicts = Vec::with_capacity(parts.len());
+        for part in parts {
+            let verdict = match self.refusal(incoming, &part, validator) {
+                Some(verdict) => verdict,
+                None => match self.plan_part(incoming, &mut plan, part)? {
+                    Ok(()) => Verdict::Applied,
+                    Err(verdict) => verdict,
+                },
+            };
+            verdicts.push(verdict);
+        }
+        let verdict = if verdicts.iter().all(|verdict| *verdict == Verdict::Applied) {
+            Verdict::Applied
+        } else if bundle {
+            Verdict::Parts { parts: verdicts }
+        } else {
+            // One batch, not applied: the message is refused as a whole.
+            let verdict = verdicts.pop().unwrap_or(Verdict::Applied);
+            return self.refuse(incoming, verdict);
         };
         let mut batch = sled::Batch::default();
         self.mark_applied(&mut batch, sequence)?;
+        if verdict != Verdict::Applied {
+            // A bundle with parts that were not applied: each part's verdict, for its writer.
+            batch.insert(
+                keys::verdict(sequence),
+                serde_json::to_vec(&verdict).unwrap_or_default(),
+            );
+        }
+        let index_job = self.finish_plan(incoming, plan, &mut batch);
+        self.tree.apply_batch(batch)?;
+        // After the statements are in: an index entry never points at nothing.
+        self.indexer.submit(index_job);
+        Ok(verdict)
+    }
+
+    /// The verdict refusing a batch before it is planned, if any: a straight publisher's is
+    /// validated here.
+    fn refusal(
+        &self,
+        incoming: &Incoming<'_>,
+        statements: &Batch,
+        validator: &Validator,
+    ) -> Option<Verdict> {
         // The gateway validated its batches with the same validator before publishing them on
         // `lrs.in.http`, which only Leerspoor's own NATS users may publish to; a second pass
         // here cost ~5% of an apply. Everything published straight (hubs, tools, imports) is
@@ -164,24 +211,14 @@ impl Db {
         } else {
             validator.check_batch(&statements.statements, statements.version)
         };
-        let planned = match checked {
-            Err(violation) => Err(Verdict::Rejected(Rejection {
+        checked.err().map(|violation| {
+            Verdict::Rejected(Rejection {
                 statement: violation.statement,
                 path: violation.violation.path,
                 rule: violation.violation.rule,
                 message: violation.violation.message,
-            })),
-            Ok(()) => self.plan(incoming, statements, &mut batch)?,
-        };
-        match planned {
-            Ok(index_job) => {
-                self.tree.apply_batch(batch)?;
-                // After the statements are in: an index entry never points at nothing.
-                self.indexer.submit(index_job);
-                Ok(Verdict::Applied)
-            }
-            Err(verdict) => self.refuse(incoming, verdict),
-        }
+            })
+        })
     }
 
     /// Records a message as applied with a verdict other than applied, and none of its writes;
@@ -212,39 +249,68 @@ impl Db {
         Ok(verdict)
     }
 
-    /// Decides the effects of a valid message and writes them into `batch`, returning the
-    /// index work; or the verdict (and the caller discards `batch`) on a conflict or voiding
-    /// error.
-    fn plan(
+    /// The plan of a message before its first statement.
+    fn begin_plan(&self, incoming: &Incoming<'_>) -> Result<Planning, DbError> {
+        Ok(Planning {
+            stored: self.next_stored(incoming.published)?,
+            stream: self.stream_created()?,
+            next_position: self.meta_u64(keys::META_NEXT_POSITION)?.max(1),
+            planned: 0,
+            pending: HashMap::new(),
+            voids_waiting: HashSet::new(),
+            events: Vec::new(),
+            index_entries: Vec::new(),
+            spans: HashMap::new(),
+            writes: Vec::new(),
+            undo: Vec::new(),
+        })
+    }
+
+    /// Decides the effects of one valid batch (a message's, or a part of a bundle's) and adds
+    /// them to `plan`; or the verdict on a conflict or voiding error, and `plan` is as it was.
+    fn plan_part(
         &self,
         incoming: &Incoming<'_>,
+        plan: &mut Planning,
         parsed: Batch,
-        batch: &mut sled::Batch,
-    ) -> Result<Result<IndexJob, Verdict>, DbError> {
-        let sequence = incoming.sequence;
-        let mut next_position = self.meta_u64(keys::META_NEXT_POSITION)?.max(1);
-        let stored = self.next_stored(incoming.published)?;
-        let stream = self.stream_created()?;
-        // Statements of this message, by id, as they will be after the batch.
-        let mut pending: HashMap<Uuid, Record> = HashMap::new();
-        // Voids of this message whose target was not found (yet).
-        let mut voids_waiting: std::collections::HashSet<Uuid> = std::collections::HashSet::new();
-        let mut events = Vec::new();
-        let mut index_entries = Vec::new();
-        // The `stored` spans of the blocks this message's positions fall in, as they will be.
-        let mut spans = HashMap::new();
+    ) -> Result<Result<(), Verdict>, DbError> {
+        let mark = plan.mark();
+        let planned = self.plan_statements(incoming, plan, parsed);
+        if !matches!(planned, Ok(Ok(()))) {
+            plan.roll_back(mark);
+        }
+        plan.undo.clear();
+        planned
+    }
+
+    /// [`Db::plan_part`]'s work: what it planned stays in `plan`, with its undo log, for the
+    /// caller to keep or roll back.
+    fn plan_statements(
+        &self,
+        incoming: &Incoming<'_>,
+        plan: &mut Planning,
+        parsed: Batch,
+    ) -> Result<Result<(), Verdict>, DbError> {
+        let first = plan.planned;
+        plan.planned += parsed.statements.len();
         for (index, mut statement) in parsed.statements.into_iter().enumerate() {
             let id = match statement_id(&statement).and_then(|id| Uuid::parse_str(&id).ok()) {
                 Some(id) => id,
                 None => {
-                    let id = generated_id(&stream, sequence, index);
+                    let id = generated_id(&plan.stream, incoming.sequence, first + index);
                     if let Some(object) = statement.as_object_mut() {
                         object.insert("id".into(), Value::String(id.to_string()));
                     }
                     id
                 }
             };
-            if let Some(existing) = self.record_if_stored(&id)? {
+            // A part before this one in a bundle stored it as a message before would have.
+            let existing = plan
+                .pending
+                .get(&id)
+                .cloned()
+                .map_or_else(|| self.record_if_stored(&id), |record| Ok(Some(record)))?;
+            if let Some(existing) = existing {
                 if equivalent(&existing.statement, &statement) {
                     continue;
                 }
@@ -256,7 +322,12 @@ impl Db {
             let original = parsed
                 .keep_original
                 .then(|| original_stored_and_authority(&statement));
-            complete_for_store(&mut statement, &stored, &parsed.authority, parsed.version);
+            complete_for_store(
+                &mut statement,
+                &plan.stored,
+                &parsed.authority,
+                parsed.version,
+            );
             if let (Some((stored, authority)), Some(object)) = (original, statement.as_object_mut())
             {
                 if let Some(stored) = stored {
@@ -266,8 +337,8 @@ impl Db {
                     object.insert("authority".into(), authority);
                 }
             }
-            let position = next_position;
-            next_position += 1;
+            let position = plan.next_position;
+            plan.next_position += 1;
             let brought: Vec<String> = index_terms(&statement)
                 .attachments
                 .into_iter()
@@ -287,10 +358,11 @@ impl Db {
             };
             if let Some(target) = voided_target(&record.statement) {
                 let target = Uuid::parse_str(&target).unwrap_or_default();
-                let target_record = match pending.get(&target) {
-                    Some(record) => Some(record.clone()),
-                    None => self.record(&target)?,
-                };
+                let target_record = plan
+                    .pending
+                    .get(&target)
+                    .cloned()
+                    .map_or_else(|| self.record(&target), |record| Ok(Some(record)))?;
                 match target_record {
                     Some(target_record) if voided_target(&target_record.statement).is_some() => {
                         return Ok(Err(Verdict::Rejected(Rejection {
@@ -305,57 +377,77 @@ impl Db {
                     Some(mut target_record) => {
                         if !target_record.voided {
                             target_record.voided = true;
-                            write_record(batch, &target_record);
-                            events.push(OutboxEvent::At(EventKind::Voided, target_record.position));
-                            pending.insert(target, target_record);
+                            plan.write_record(&target_record);
+                            plan.events
+                                .push(OutboxEvent::At(EventKind::Voided, target_record.position));
+                            plan.keep(target, target_record);
                         }
                     }
                     None => {
-                        batch.insert(keys::pending_void(&target), id.as_bytes().as_slice());
-                        voids_waiting.insert(target);
+                        plan.write(keys::pending_void(&target), Some(id.as_bytes().to_vec()));
+                        plan.wait_for_void(target);
                     }
                 }
             }
-            events.push(OutboxEvent::At(EventKind::Stored, position));
-            if voids_waiting.remove(&id) || self.tree.contains_key(keys::pending_void(&id))? {
+            plan.events
+                .push(OutboxEvent::At(EventKind::Stored, position));
+            if plan.take_waiting_void(&id) || self.tree.contains_key(keys::pending_void(&id))? {
                 record.voided = true;
-                batch.remove(keys::pending_void(&id));
-                events.push(OutboxEvent::At(EventKind::Voided, position));
+                plan.write(keys::pending_void(&id), None);
+                plan.events
+                    .push(OutboxEvent::At(EventKind::Voided, position));
             }
-            write_record(batch, &record);
+            plan.write_record(&record);
             self.note_id(&id);
-            batch.insert(keys::statement(&id), &position.to_be_bytes());
+            plan.write(keys::statement(&id), Some(position.to_be_bytes().to_vec()));
             let stored = record.statement["stored"].as_str().unwrap_or_default();
             let span = keys::Span {
                 earliest: stored.to_owned(),
                 latest: stored.to_owned(),
                 through: position,
             };
-            crate::db::widen_span(&self.tree, &mut spans, position, span)?;
-            index_entries.extend(self.index_entries(&record, &pending)?);
-            pending.insert(id, record);
+            crate::db::widen_span(&self.tree, &mut plan.spans, position, span)?;
+            let entries = self.index_entries(&record, &plan.pending)?;
+            plan.index_entries.extend(entries);
+            plan.keep(id, record);
+        }
+        Ok(Ok(()))
+    }
+
+    /// Writes what `plan` decided into the message's `batch`, returning the index work.
+    fn finish_plan(
+        &self,
+        incoming: &Incoming<'_>,
+        plan: Planning,
+        batch: &mut sled::Batch,
+    ) -> IndexJob {
+        for (key, value) in plan.writes {
+            match value {
+                Some(value) => batch.insert(key, value),
+                None => batch.remove(key),
+            }
         }
         // Widened in memory first: a query that sees this batch's statements sees their spans.
-        self.widen_spans(&spans);
-        crate::db::write_spans(batch, &spans);
-        batch.insert(keys::META_NEXT_POSITION, &next_position.to_be_bytes());
-        batch.insert(keys::META_LAST_STORED, stored.as_bytes());
-        if !events.is_empty() {
+        self.widen_spans(&plan.spans);
+        crate::db::write_spans(batch, &plan.spans);
+        batch.insert(keys::META_NEXT_POSITION, &plan.next_position.to_be_bytes());
+        batch.insert(keys::META_LAST_STORED, plan.stored.as_bytes());
+        if !plan.events.is_empty() {
             // The first message of a run is known by its own sequence.
-            let run = incoming.run.filter(|run| *run != sequence);
+            let run = incoming.run.filter(|run| *run != incoming.sequence);
             self.push_outbox(
                 batch,
                 &OutboxItem::Events {
-                    sequence,
-                    events,
+                    sequence: incoming.sequence,
+                    events: plan.events,
                     run,
                 },
             );
         }
-        Ok(Ok(IndexJob {
-            entries: index_entries,
-            through: next_position - 1,
-        }))
+        IndexJob {
+            entries: plan.index_entries,
+            through: plan.next_position - 1,
+        }
     }
 
     /// `stored` for the next message: when JetStream took it in, but never before the last
@@ -402,8 +494,113 @@ fn generated_id(stream: &str, sequence: u64, index: usize) -> Uuid {
     uuid::Builder::from_custom_bytes(digest).into_uuid()
 }
 
-fn write_record(batch: &mut sled::Batch, record: &Record) {
-    if let Ok(bytes) = serde_json::to_vec(record) {
-        batch.insert(keys::record(record.position), crate::packed::pack(&bytes));
+/// What a message's statements make, decided part by part (a bundle's parts see the parts
+/// before them as stored) and written into the message's batch once all are decided.
+struct Planning {
+    /// `stored` of every statement of the message.
+    stored: String,
+    /// The recorded creation of `LRS_IN`, for ids the store generates.
+    stream: String,
+    next_position: u64,
+    /// Statements the message has met so far.
+    planned: usize,
+    /// Statements of this message, by id, as they will be after the batch.
+    pending: HashMap<Uuid, Record>,
+    /// Voids of this message whose target was not found (yet).
+    voids_waiting: HashSet<Uuid>,
+    events: Vec<OutboxEvent>,
+    index_entries: Vec<(u64, IndexTerms)>,
+    /// The `stored` spans of the blocks this message's positions fall in, as they will be.
+    spans: HashMap<u64, keys::Span>,
+    /// Keys to write (or remove, `None`).
+    writes: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+    /// How to take back what the part being planned did to `pending` and `voids_waiting`.
+    undo: Vec<Undo>,
+}
+
+enum Undo {
+    Kept(Uuid, Option<Record>),
+    WaitedFor(Uuid),
+    TookWaiting(Uuid),
+}
+
+/// Where a plan stood before a part ([`Planning::mark`]).
+struct Mark {
+    next_position: u64,
+    planned: usize,
+    events: usize,
+    index_entries: usize,
+    writes: usize,
+    spans: HashMap<u64, keys::Span>,
+}
+
+impl Planning {
+    fn mark(&self) -> Mark {
+        Mark {
+            next_position: self.next_position,
+            planned: self.planned,
+            events: self.events.len(),
+            index_entries: self.index_entries.len(),
+            writes: self.writes.len(),
+            spans: self.spans.clone(),
+        }
+    }
+
+    /// Back to `mark`, as if the part since had not been planned.
+    fn roll_back(&mut self, mark: Mark) {
+        while let Some(undo) = self.undo.pop() {
+            match undo {
+                Undo::Kept(id, Some(before)) => {
+                    self.pending.insert(id, before);
+                }
+                Undo::Kept(id, None) => {
+                    self.pending.remove(&id);
+                }
+                Undo::WaitedFor(id) => {
+                    self.voids_waiting.remove(&id);
+                }
+                Undo::TookWaiting(id) => {
+                    self.voids_waiting.insert(id);
+                }
+            }
+        }
+        self.next_position = mark.next_position;
+        self.planned = mark.planned;
+        self.events.truncate(mark.events);
+        self.index_entries.truncate(mark.index_entries);
+        self.writes.truncate(mark.writes);
+        self.spans = mark.spans;
+    }
+
+    fn keep(&mut self, id: Uuid, record: Record) {
+        let before = self.pending.insert(id, record);
+        self.undo.push(Undo::Kept(id, before));
+    }
+
+    fn wait_for_void(&mut self, target: Uuid) {
+        if self.voids_waiting.insert(target) {
+            self.undo.push(Undo::WaitedFor(target));
+        }
+    }
+
+    fn take_waiting_void(&mut self, id: &Uuid) -> bool {
+        let taken = self.voids_waiting.remove(id);
+        if taken {
+            self.undo.push(Undo::TookWaiting(*id));
+        }
+        taken
+    }
+
+    fn write(&mut self, key: Vec<u8>, value: Option<Vec<u8>>) {
+        self.writes.push((key, value));
+    }
+
+    fn write_record(&mut self, record: &Record) {
+        if let Ok(bytes) = serde_json::to_vec(record) {
+            self.write(
+                keys::record(record.position),
+                Some(crate::packed::pack(&bytes)),
+            );
+        }
     }
 }

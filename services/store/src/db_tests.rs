@@ -63,7 +63,7 @@ fn apply_payload(
         published: chrono::DateTime::UNIX_EPOCH,
         run,
     };
-    let parsed = ingest::decode(incoming.subject, payload, None, &Limits::default());
+    let parsed = ingest::decode(incoming.subject, payload, None, None, &Limits::default());
     db.apply(&incoming, parsed, validator).expect("apply")
 }
 
@@ -478,7 +478,7 @@ fn a_message_meeting_a_corrupt_record_is_refused_and_the_next_is_applied() {
         published: chrono::DateTime::UNIX_EPOCH,
         run: None,
     };
-    let parsed = ingest::decode(incoming.subject, &payload, None, &Limits::default());
+    let parsed = ingest::decode(incoming.subject, &payload, None, None, &Limits::default());
     match db
         .apply(&incoming, parsed, &validator)
         .expect("not a database error")
@@ -515,7 +515,7 @@ fn a_page_stops_before_passing_its_bytes_and_links_the_rest() {
             published: chrono::DateTime::UNIX_EPOCH,
             run: None,
         };
-        let parsed = ingest::decode(incoming.subject, &payload, None, &Limits::default());
+        let parsed = ingest::decode(incoming.subject, &payload, None, None, &Limits::default());
         assert_eq!(
             db.apply(&incoming, parsed, &validator).expect("apply"),
             Verdict::Applied
@@ -567,7 +567,7 @@ fn old_verdicts_are_pruned_recent_ones_kept() {
             published: chrono::DateTime::UNIX_EPOCH,
             run: None,
         };
-        let parsed = ingest::decode(incoming.subject, bad, None, &Limits::default());
+        let parsed = ingest::decode(incoming.subject, bad, None, None, &Limits::default());
         assert!(matches!(
             db.apply(&incoming, parsed, &validator).expect("apply"),
             Verdict::Rejected(_)
@@ -607,7 +607,7 @@ fn time_windows_skip_blocks_outside_them_and_miss_nothing() {
             published: start + chrono::TimeDelta::seconds(seconds),
             run: None,
         };
-        let parsed = ingest::decode(subject, &payload, None, &Limits::default());
+        let parsed = ingest::decode(subject, &payload, None, None, &Limits::default());
         assert_eq!(
             db.apply(&incoming, parsed, &validator).expect("apply"),
             Verdict::Applied
@@ -794,7 +794,7 @@ fn a_page_says_its_latest_stored_joined_or_as_json() {
             published: start + chrono::TimeDelta::minutes(sequence as i64),
             run: None,
         };
-        let parsed = ingest::decode(incoming.subject, &payload, None, &Limits::default());
+        let parsed = ingest::decode(incoming.subject, &payload, None, None, &Limits::default());
         assert_eq!(
             db.apply(&incoming, parsed, &validator).expect("apply"),
             Verdict::Applied
@@ -931,7 +931,13 @@ fn postings_keep_every_position_across_a_restart_an_erasure_and_a_new_block() {
         published: chrono::DateTime::UNIX_EPOCH,
         run: None,
     };
-    let parsed = ingest::decode(incoming.subject, erase.as_bytes(), None, &Limits::default());
+    let parsed = ingest::decode(
+        incoming.subject,
+        erase.as_bytes(),
+        None,
+        None,
+        &Limits::default(),
+    );
     assert!(matches!(
         db.apply(&incoming, parsed, &validator).expect("apply"),
         Verdict::Erased { statements: 1, .. }
@@ -942,4 +948,157 @@ fn postings_keep_every_position_across_a_restart_an_erasure_and_a_new_block() {
     // On into the third block, begun after the restart.
     more(&db, &mut sequence, 2 * block + 10);
     assert_attended_all_but(&db, Some(erased));
+}
+
+/// A gateway batch of `statements`, as JSON.
+fn gateway_batch(statements: Vec<Value>) -> Value {
+    json!({
+        "authority": {"objectType": "Agent", "account": {"homePage": "https://lrs.example", "name": "tool"}},
+        "version": "2.0.0",
+        "statements": statements,
+    })
+}
+
+fn attended_as(id: &Uuid, who: &str) -> Value {
+    json!({
+        "id": id.to_string(),
+        "actor": {"mbox": format!("mailto:{who}@example.org")},
+        "verb": {"id": "http://adlnet.gov/expapi/verbs/attended"},
+        "object": {"id": "https://hub.example/sessions/1"}
+    })
+}
+
+fn voiding_of(id: &Uuid, target: &Uuid) -> Value {
+    json!({
+        "id": id.to_string(),
+        "actor": {"mbox": "mailto:admin@example.org"},
+        "verb": {"id": "http://adlnet.gov/expapi/verbs/voided"},
+        "object": {"objectType": "StatementRef", "id": target.to_string()}
+    })
+}
+
+/// The verdict on `payload` as the gateway's `LRS_IN` message `sequence`, a bundle of
+/// `parts` if given.
+fn apply_gateway(db: &Db, sequence: u64, payload: &Value, parts: Option<&str>) -> Verdict {
+    let payload = serde_json::to_vec(payload).expect("json");
+    let incoming = Incoming {
+        sequence,
+        subject: bus::subjects::IN_HTTP,
+        payload: &payload,
+        published: chrono::DateTime::UNIX_EPOCH,
+        run: None,
+    };
+    let parsed = ingest::decode(incoming.subject, &payload, None, parts, &Limits::default());
+    let validator = Validator::new().expect("schemas");
+    db.apply(&incoming, parsed, &validator).expect("apply")
+}
+
+#[test]
+fn a_bundles_parts_are_applied_in_turn_each_with_its_own_verdict() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let db = Db::open(dir.path()).expect("open");
+    let [before, a, b, c, d, e] = [(); 6].map(|()| Uuid::new_v4());
+    let alone = gateway_batch(vec![attended_as(&before, "first")]);
+    assert_eq!(apply_gateway(&db, 1, &alone, None), Verdict::Applied);
+    let bundle = json!([
+        gateway_batch(vec![attended_as(&a, "ann")]),
+        // Its second statement conflicts with one stored before: nothing of it is stored.
+        gateway_batch(vec![attended_as(&b, "bob"), attended_as(&before, "other")]),
+        // The first part's statement again: stored once.
+        gateway_batch(vec![attended_as(&a, "ann")]),
+        // The first part's id with other content.
+        gateway_batch(vec![attended_as(&a, "someone else")]),
+        // Voids the first part's statement.
+        gateway_batch(vec![voiding_of(&c, &a), attended_as(&d, "dan")]),
+        // Voids the voiding statement of the part before.
+        gateway_batch(vec![voiding_of(&e, &c)]),
+    ]);
+    let verdict = apply_gateway(&db, 2, &bundle, Some("6"));
+    let Verdict::Parts { parts } = &verdict else {
+        panic!("a bundle with refused parts: {verdict:?}");
+    };
+    assert_eq!(parts.len(), 6);
+    assert_eq!(parts[0], Verdict::Applied);
+    assert_eq!(
+        parts[1],
+        Verdict::Conflict {
+            statement: 1,
+            id: before.to_string()
+        }
+    );
+    assert_eq!(parts[2], Verdict::Applied);
+    assert_eq!(
+        parts[3],
+        Verdict::Conflict {
+            statement: 0,
+            id: a.to_string()
+        }
+    );
+    assert_eq!(parts[4], Verdict::Applied);
+    assert!(
+        matches!(&parts[5], Verdict::Rejected(rejection) if rejection.rule == "voiding.target_not_voiding"),
+        "{:?}",
+        parts[5]
+    );
+    // The writer asking later hears the same.
+    assert_eq!(db.verdict(2).expect("verdict"), Some(verdict.clone()));
+    assert_eq!(apply_gateway(&db, 2, &bundle, Some("6")), verdict);
+
+    let position = |id: &Uuid| db.record(id).expect("record").map(|record| record.position);
+    // Positions follow each other: a refused part gives its positions back.
+    assert_eq!(position(&before), Some(1));
+    assert_eq!(position(&a), Some(2));
+    assert_eq!(position(&c), Some(3));
+    assert_eq!(position(&d), Some(4));
+    assert_eq!(position(&b), None);
+    assert_eq!(position(&e), None);
+    assert!(db.record(&a).expect("record").expect("stored").voided);
+    assert_eq!(db.meta_u64(keys::META_NEXT_POSITION).expect("meta"), 5);
+    // No index entry of a refused part: Bob's statement took position 3 in its plan, which
+    // the voiding statement has now.
+    db.wait_for_indexes().expect("indexed");
+    let found = |who: &str| {
+        let query = StatementQuery {
+            agent: Some(format!("mbox:mailto:{who}@example.org")),
+            ..StatementQuery::default()
+        };
+        match crate::query::run(&db, &query).expect("query") {
+            bus::wire::StatementReply::Page { statements, .. } => statements.len(),
+            other => panic!("unexpected reply {other:?}"),
+        }
+    };
+    assert_eq!(found("bob"), 0);
+    assert_eq!(found("dan"), 1);
+    assert_eq!(found("first"), 1);
+    let posted = |who: &str| {
+        let term = format!("mbox:mailto:{who}@example.org");
+        let prefix = keys::posting_prefix(keys::IndexKind::RelatedAgent, &term);
+        db.tree().scan_prefix(prefix).count()
+    };
+    assert_eq!(posted("bob"), 0);
+    assert_eq!(posted("dan"), 1);
+}
+
+#[test]
+fn a_bundle_header_is_the_gateways_alone_and_must_count_its_parts() {
+    let limits = Limits::default();
+    let one = serde_json::to_vec(&json!([gateway_batch(vec![attended_as(
+        &Uuid::new_v4(),
+        "ann"
+    )])]))
+    .expect("json");
+    let rule = |subject: &str, parts: &str| match ingest::decode(
+        subject,
+        &one,
+        None,
+        Some(parts),
+        &limits,
+    ) {
+        Err(rejection) => rejection.rule,
+        Ok(_) => "accepted".into(),
+    };
+    assert_eq!(rule("lrs.in.hub.eindhoven", "1"), "bundle.subject");
+    assert_eq!(rule(bus::subjects::IN_HTTP, "2"), "message.json");
+    assert_eq!(rule(bus::subjects::IN_HTTP, "two"), "message.json");
+    assert_eq!(rule(bus::subjects::IN_HTTP, "1"), "accepted");
 }

@@ -132,7 +132,13 @@ fn replay(
                 published: time(sequence as i64),
                 run: None,
             };
-            let parsed = ingest::decode(subject, payload, None, &xapi::limits::Limits::default());
+            let parsed = ingest::decode(
+                subject,
+                payload,
+                None,
+                None,
+                &xapi::limits::Limits::default(),
+            );
             db.apply(&incoming, parsed, validator).expect("apply")
         })
         .collect()

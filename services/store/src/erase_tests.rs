@@ -17,7 +17,13 @@ fn apply(db: &Db, validator: &Validator, sequence: u64, subject: &str, payload: 
         published: chrono::DateTime::UNIX_EPOCH,
         run: None,
     };
-    let parsed = ingest::decode(subject, payload, None, &xapi::limits::Limits::default());
+    let parsed = ingest::decode(
+        subject,
+        payload,
+        None,
+        None,
+        &xapi::limits::Limits::default(),
+    );
     db.apply(&incoming, parsed, validator).expect("apply")
 }
 

@@ -28,6 +28,9 @@ pub struct Batch {
 pub enum Ingest {
     /// Statements, from the gateway or straight from a source (a hub).
     Statements(Batch),
+    /// The gateway's bundle of several requests' batches ([`bus::PARTS_HEADER`]), each applied
+    /// as if it were a message of its own.
+    Bundle(Vec<Batch>),
     /// A document write (PUT, POST, DELETE, DELETE of a whole State scope) with its body.
     Document {
         request: DocumentRequest,
@@ -38,11 +41,13 @@ pub enum Ingest {
     Erase(EraseCommand),
 }
 
-/// Decodes a message by its subject (see [`parse`] for statements).
+/// Decodes a message by its subject (see [`parse`] for statements). `parts_header` is the
+/// message's [`bus::PARTS_HEADER`], which only the gateway's messages may carry.
 pub fn decode(
     subject: &str,
     payload: &[u8],
     version_header: Option<&str>,
+    parts_header: Option<&str>,
     limits: &Limits,
 ) -> Result<Ingest, Rejection> {
     let command = |rule: &str, message: String| Rejection {
@@ -51,6 +56,18 @@ pub fn decode(
         rule: rule.into(),
         message: xapi::limits::truncate_text(&message, 512),
     };
+    if let Some(parts) = parts_header {
+        if subject != subjects::IN_HTTP {
+            return Err(command(
+                "bundle.subject",
+                format!(
+                    "only the gateway's {} messages are bundles, not {subject}",
+                    subjects::IN_HTTP
+                ),
+            ));
+        }
+        return bundle(payload, parts);
+    }
     match subject {
         subjects::IN_ERASE => serde_json::from_slice(payload)
             .map(Ingest::Erase)
@@ -84,6 +101,38 @@ pub fn decode(
         }
         _ => parse(subject, payload, version_header, limits).map(Ingest::Statements),
     }
+}
+
+/// The gateway's bundle: a JSON array of as many [`HttpBatch`] as its header says.
+fn bundle(payload: &[u8], parts: &str) -> Result<Ingest, Rejection> {
+    let batches: Vec<HttpBatch> = serde_json::from_slice(payload)
+        .map_err(|err| malformed(format!("gateway bundle is not valid: {err}")))?;
+    if parts.parse::<usize>().ok() != Some(batches.len()) || batches.is_empty() {
+        return Err(malformed(format!(
+            "a bundle of {} batches under the header {} {parts:?}",
+            batches.len(),
+            bus::PARTS_HEADER
+        )));
+    }
+    batches
+        .into_iter()
+        .map(gateway_batch)
+        .collect::<Result<_, _>>()
+        .map(Ingest::Bundle)
+}
+
+/// A batch the gateway validated and wrote, as the store applies it.
+fn gateway_batch(batch: HttpBatch) -> Result<Batch, Rejection> {
+    let version = XapiVersion::from_header(&batch.version)
+        .ok_or_else(|| malformed(format!("unknown xAPI version {:?}", batch.version)))?;
+    Ok(Batch {
+        authority: batch.authority,
+        version,
+        statements: batch.statements,
+        define: batch.define,
+        bodies: batch.bodies,
+        keep_original: false,
+    })
 }
 
 /// A message sourced from a hub node's stream must be on that hub's subject
@@ -141,16 +190,7 @@ pub fn parse(
         // Written by the gateway, which enforced the limits on the request.
         let batch: HttpBatch = serde_json::from_slice(payload)
             .map_err(|err| malformed(format!("gateway batch is not valid: {err}")))?;
-        let version = XapiVersion::from_header(&batch.version)
-            .ok_or_else(|| malformed(format!("unknown xAPI version {:?}", batch.version)))?;
-        return Ok(Batch {
-            authority: batch.authority,
-            version,
-            statements: batch.statements,
-            define: batch.define,
-            bodies: batch.bodies,
-            keep_original: false,
-        });
+        return gateway_batch(batch);
     }
     let import = subject == bus::subjects::IN_IMPORT;
     let Some(source) = bus::subjects::ingest_source(subject).or(import.then_some("import")) else {

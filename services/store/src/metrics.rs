@@ -9,23 +9,34 @@ use bus::wire::Verdict;
 use crate::db::{Db, Incoming};
 
 /// After one message: its apply time, and its statements accepted or rejected by source.
+/// `statements`: how many statements each of its batches held (one batch, or a bundle's parts).
 pub(crate) fn applied(
     incoming: &Incoming<'_>,
-    statements: Option<usize>,
+    statements: Option<&[usize]>,
     verdict: &Verdict,
     took: Duration,
 ) {
     metrics::histogram!(m::STORE_APPLY_SECONDS).record(took.as_secs_f64());
-    let Some(count) = statements else {
+    let Some(counts) = statements else {
         return;
     };
     let source = m::source_label(incoming.subject);
-    let name = match verdict {
-        Verdict::Applied => m::STATEMENTS_ACCEPTED,
-        Verdict::Rejected(_) | Verdict::Conflict { .. } => m::STATEMENTS_REJECTED,
-        _ => return,
+    let count = |verdict: &Verdict, statements: usize| {
+        let name = match verdict {
+            Verdict::Applied => m::STATEMENTS_ACCEPTED,
+            Verdict::Rejected(_) | Verdict::Conflict { .. } => m::STATEMENTS_REJECTED,
+            _ => return,
+        };
+        metrics::counter!(name, "source" => source.clone()).increment(statements as u64);
     };
-    metrics::counter!(name, "source" => source).increment(count as u64);
+    match verdict {
+        Verdict::Parts { parts } => {
+            for (verdict, statements) in parts.iter().zip(counts) {
+                count(verdict, *statements);
+            }
+        }
+        whole => count(whole, counts.iter().sum()),
+    }
 }
 
 /// After a flush: its time, the watermark, and (every 10 s at most) the size on disk.

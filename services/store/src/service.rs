@@ -35,6 +35,8 @@ struct Arriving<'a> {
     version: Option<&'a str>,
     /// Where the central nats-server sourced the message from (a hub node's stream).
     source: Option<&'a str>,
+    /// [`bus::PARTS_HEADER`]: a bundle of the gateway's.
+    parts: Option<&'a str>,
     published: chrono::DateTime<chrono::Utc>,
 }
 
@@ -60,6 +62,11 @@ impl<'a> Arriving<'a> {
                 .as_ref()
                 .and_then(|headers| headers.get(bus::leaf::SOURCE_HEADER))
                 .map(|value| value.as_str()),
+            parts: message
+                .headers
+                .as_ref()
+                .and_then(|headers| headers.get(bus::PARTS_HEADER))
+                .map(|value| value.as_str()),
             published: utc(info.published.unix_timestamp_nanos()),
         })
     }
@@ -76,6 +83,10 @@ impl<'a> Arriving<'a> {
             source: message
                 .headers
                 .get(bus::leaf::SOURCE_HEADER)
+                .map(|value| value.as_str()),
+            parts: message
+                .headers
+                .get(bus::PARTS_HEADER)
                 .map(|value| value.as_str()),
             published: utc(message.time.unix_timestamp_nanos()),
         }
@@ -645,17 +656,26 @@ impl Store {
                                 incoming.subject,
                                 incoming.payload,
                                 arrived.version,
+                                arrived.parts,
                                 &limits,
                             )
                         });
                     let statements = match &parsed {
-                        Ok(ingest::Ingest::Statements(batch)) => Some(batch.statements.len()),
+                        Ok(ingest::Ingest::Statements(batch)) => Some(vec![batch.statements.len()]),
+                        Ok(ingest::Ingest::Bundle(parts)) => {
+                            Some(parts.iter().map(|part| part.statements.len()).collect())
+                        }
                         Ok(_) => None,
-                        Err(_) => bus::subjects::ingest_source(incoming.subject).map(|_| 1),
+                        Err(_) => bus::subjects::ingest_source(incoming.subject).map(|_| vec![1]),
                     };
                     let applying = std::time::Instant::now();
                     let verdict = db.apply(&incoming, parsed, &validator)?;
-                    crate::metrics::applied(&incoming, statements, &verdict, applying.elapsed());
+                    crate::metrics::applied(
+                        &incoming,
+                        statements.as_deref(),
+                        &verdict,
+                        applying.elapsed(),
+                    );
                     if verdict != Verdict::Applied {
                         match &verdict {
                             // An erasure logs itself (counts only).

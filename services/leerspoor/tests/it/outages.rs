@@ -397,3 +397,43 @@ async fn count_stored(http: &reqwest::Client, base: &str) -> Option<usize> {
         }
     }
 }
+
+/// With no store to apply them, small writes sent together (a bundle waiting for its verdict,
+/// the others queued behind it) each answer 503 once their own write timeout has passed, not
+/// after the bundle before them has used up its own.
+#[tokio::test]
+async fn writes_queued_behind_a_bundle_without_a_verdict_answer_503_in_their_own_time() {
+    let nats = Nats::start().await;
+    let data = tempfile::tempdir().expect("temp dir");
+    let mut gateway_config = config(&nats.url(), data.path());
+    gateway_config.gateway.write_timeout_secs = 2;
+    let gateway = start_node(gateway_config, Parts::Gateway).await;
+    let store = start_node(config(&nats.url(), data.path()), Parts::Store).await;
+    let app = TestApp::attach(
+        nats,
+        format!("http://{}", gateway.http_addr.expect("gateway")),
+    );
+    app.wait_for_credential().await;
+    store.stop().await;
+    let bodies: Vec<Value> = (0..8)
+        .map(|n| {
+            statement(
+                &format!("q{n}@example.org"),
+                "attended",
+                "https://x.example/1",
+            )
+        })
+        .collect();
+    let started = std::time::Instant::now();
+    let writes = bodies.iter().map(|body| app.post_statements(body));
+    for response in futures::future::join_all(writes).await {
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    }
+    // One write timeout each (2 s), where one behind the other would take two or more.
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_millis(3_900),
+        "8 writes took {took:?} with a write timeout of 2 s"
+    );
+    gateway.stop().await;
+}

@@ -303,3 +303,61 @@ async fn the_alternate_request_syntax_works_for_1_0_3_and_is_refused_for_2_0_0()
         "parameters belong in the form"
     );
 }
+
+/// Single-statement writes that arrive together go to `LRS_IN` in shared messages (bundles),
+/// and each request still hears its own verdict: of two writes under one id with other
+/// content, one is stored and the other is a 409, whichever bundle each lands in.
+#[tokio::test]
+async fn writes_sent_together_are_bundled_and_each_answered_on_its_own() {
+    let app = TestApp::start().await;
+    let mut rounds = 0;
+    loop {
+        rounds += 1;
+        let ids: Vec<String> = (0..12).map(|_| new_id()).collect();
+        let bodies: Vec<(String, Value)> = ids
+            .iter()
+            .enumerate()
+            .flat_map(|(n, id)| {
+                ["ann", "bob"].map(|who| {
+                    let actor = format!("{who}{n}@example.org");
+                    let body = with_id(statement(&actor, "attended", "https://x.example/1"), id);
+                    (actor, body)
+                })
+            })
+            .collect();
+        let answers =
+            futures::future::join_all(bodies.iter().map(|(_, body)| app.post_statements(body)))
+                .await;
+        let statuses: Vec<StatusCode> = answers.iter().map(|answer| answer.status()).collect();
+        for (n, id) in ids.iter().enumerate() {
+            let pair = &statuses[2 * n..2 * n + 2];
+            let won = match pair {
+                [StatusCode::OK, StatusCode::CONFLICT] => 0,
+                [StatusCode::CONFLICT, StatusCode::OK] => 1,
+                other => panic!("two writes under one id answered {other:?}"),
+            };
+            let response = app.get(&format!("/xapi/statements?statementId={id}")).await;
+            assert_eq!(response.status(), StatusCode::OK);
+            let stored: Value = response.json().await.expect("json");
+            assert_eq!(
+                stored["actor"]["mbox"],
+                json!(format!("mailto:{}", bodies[2 * n + won].0)),
+                "the write answered 200 is the one stored"
+            );
+        }
+        let page = crate::operating::metrics_page(&app.base).await;
+        let bundled = crate::operating::sample(
+            &page,
+            "leerspoor_gateway_statement_writes_total",
+            &["sent=\"bundled\""],
+        );
+        if bundled.is_some_and(|bundled| bundled > 0.0) {
+            break;
+        }
+        assert!(
+            rounds < 20,
+            "24 writes at once, 20 times, and never a bundle"
+        );
+    }
+    app.stop().await;
+}
