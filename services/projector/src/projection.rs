@@ -42,15 +42,18 @@ const PROGRAMME_KEPT: &[u8] = b"mprogramme1";
 /// `L` + skill URI -> [`SkillLabel`] JSON: the name the latest-stored statement's context
 /// gave the skill (a database from before holds the name alone, ranked below any).
 const SKILL_LABEL: u8 = b'L';
-/// `T` + worker + 0 + timestamp (8) + statement id (16) -> empty: a worker's first and last
-/// timestamps are the ends of this range. The timestamp is milliseconds since 1970
+/// `T` + worker + 0 + timestamp (8) + statement id (16) -> the skills the statement
+/// evidenced for the worker, each as its digest (XXH3-128, 16 bytes; empty for none): a
+/// worker's first and last timestamps are the ends of this range, and when the worker first
+/// evidenced a skill is the first key of the range whose value names it. The timestamp is milliseconds since 1970
 /// (big-endian, sign bit flipped, so that the keys sort by time), the id the UUID's bytes
 /// ([`id_bytes`]). The worker stays as text: a worker's keys then sit together, beside its
 /// state, as they are written (by digest, the keys of a million statements went all over
 /// the tree, and the database the ingest left grew by a fifth; BENCHMARKS.md).
 const TIMESTAMP: u8 = b'T';
-/// `E` + worker + 0 + skill's digest (XXH3-128, 16) + timestamp (8) + statement id (16) ->
-/// empty: when a worker first evidenced a skill is the start of this range.
+/// Before [`SKILLS_IN_TIMESTAMPS`]: `E` + worker + 0 + skill's digest (XXH3-128, 16) +
+/// timestamp (8) + statement id (16) -> empty, a key of its own for each skill a statement
+/// evidenced, where the statement's [`TIMESTAMP`] key now names them in its value.
 const SKILL_TIMESTAMP: u8 = b'E';
 /// Before [`TIMESTAMP`] and [`SKILL_TIMESTAMP`] (a database before [`SHORT_TIMESTAMPS`]):
 /// `t` + worker + 0 + timestamp text + 0 + statement id, and `k` + worker + 0 + skill + 0 +
@@ -60,6 +63,9 @@ const TEXT_TIMESTAMP: u8 = b't';
 const TEXT_SKILL_TIMESTAMP: u8 = b'k';
 /// Present once the timestamp keys are the short ones ([`Projection::shorten_timestamps`]).
 const SHORT_TIMESTAMPS: &[u8] = b"mtimes2";
+/// Present once the skills' [`SKILL_TIMESTAMP`] keys are in the values of the
+/// [`TIMESTAMP`] keys ([`Projection::skills_into_timestamps`]).
+const SKILLS_IN_TIMESTAMPS: &[u8] = b"mtimes3";
 /// Present once hubs' and companies' distinct sets live in member keys ([`crate::members`]).
 const MEMBERS_MOVED: &[u8] = b"mmembers1";
 /// Present once the counts of the sets of workers live in the workers' states.
@@ -186,13 +192,43 @@ fn skill_prefix(worker: &str, skill: &str) -> Vec<u8> {
     key
 }
 
-fn skill_timestamp_key(contribution: &Contribution, skill: &str, statement: &str) -> Vec<u8> {
-    short_timestamp_key(
-        &contribution.worker,
-        Some(skill),
-        contribution.at_ms,
-        &id_bytes(statement),
-    )
+/// What a contribution's [`TIMESTAMP`] key holds: the digests of its skills, each once, in
+/// the digests' order (so that replicas, and a database whose skills moved in at open, hold
+/// the same bytes).
+fn skill_digests(contribution: &Contribution) -> Vec<u8> {
+    let mut digests: Vec<[u8; 16]> = contribution
+        .skills
+        .iter()
+        .map(|skill| digest16(skill))
+        .collect();
+    digests.sort_unstable();
+    digests.dedup();
+    digests.concat()
+}
+
+/// Adds `digest` to a [`TIMESTAMP`] key's value in its place, unless it is there.
+fn add_digest(value: &mut Vec<u8>, digest: &[u8; 16]) {
+    let kept: Vec<&[u8]> = value.chunks_exact(16).collect();
+    if let Err(at) = kept.binary_search(&&digest[..]) {
+        value.splice(16 * at..16 * at, digest.iter().copied());
+    }
+}
+
+/// The [`TIMESTAMP`] key a [`SKILL_TIMESTAMP`] key of a database from before
+/// [`SKILLS_IN_TIMESTAMPS`] belongs to, and the skill's digest; none for a key that does not
+/// read as one.
+fn timestamp_of_skill_key(skill_key: &[u8]) -> Option<(Vec<u8>, [u8; 16])> {
+    let rest = skill_key.strip_prefix(&[SKILL_TIMESTAMP])?;
+    let end = rest.iter().position(|byte| *byte == 0)?;
+    let (worker, rest) = (&rest[..end], &rest[end + 1..]);
+    let digest: [u8; 16] = rest.get(..16)?.try_into().ok()?;
+    let time_and_id = rest.get(16..).filter(|rest| rest.len() > 8)?;
+    let mut key = Vec::with_capacity(2 + worker.len() + time_and_id.len());
+    key.push(TIMESTAMP);
+    key.extend_from_slice(worker);
+    key.push(0);
+    key.extend_from_slice(time_and_id);
+    Some((key, digest))
 }
 
 /// The short key of a timestamp key of a database from before [`SHORT_TIMESTAMPS`]; none
@@ -334,8 +370,8 @@ struct Touched {
     /// Skill names found in the statements' contexts, the latest-stored one's per skill.
     labels: HashMap<String, SkillLabel>,
     markers: HashMap<String, Option<Vec<u8>>>,
-    /// Timestamp keys to add (true) or remove (false).
-    timestamps: Vec<(Vec<u8>, bool)>,
+    /// Timestamp keys to add (with their value) or remove (`None`).
+    timestamps: Vec<(Vec<u8>, Option<Vec<u8>>)>,
     /// The sort values of each summary loaded, as they were before (`None`: none yet).
     before: HashMap<(u8, String), Option<Vec<f64>>>,
     /// Member counts of hubs' and companies' distinct sets, as they will be (0: remove).
@@ -495,6 +531,10 @@ impl Projection {
         if !projection.tree.contains_key(SHORT_TIMESTAMPS)? {
             projection.shorten_timestamps()?;
         }
+        // After they are short: this reads the short keys.
+        if !projection.tree.contains_key(SKILLS_IN_TIMESTAMPS)? {
+            projection.skills_into_timestamps()?;
+        }
         // Last: the steps above may write states, and read them in either form.
         if !projection.tree.contains_key(STATES_PACKED)? {
             projection.pack_states()?;
@@ -577,6 +617,53 @@ impl Projection {
             );
         }
         self.migrated(SHORT_TIMESTAMPS)
+    }
+
+    /// Moves the skills of a database from before [`SKILLS_IN_TIMESTAMPS`] from their
+    /// [`SKILL_TIMESTAMP`] keys into the values of their statements' [`TIMESTAMP`] keys
+    /// (once): in sled batches of 20,000, each writing the timestamp keys and removing the
+    /// skill keys it moved, so an interrupted move goes on where it stopped (a digest already
+    /// in a value is not added again). A skill key that does not read as one, or whose
+    /// statement has no timestamp key, is left as it was (and counted in the log).
+    fn skills_into_timestamps(&self) -> Result<(), ProjectionError> {
+        let (mut moved, mut unread) = (0u64, 0u64);
+        let mut values: HashMap<Vec<u8>, Vec<u8>> = HashMap::new();
+        let mut failed = None;
+        self.in_chunks(&[SKILL_TIMESTAMP], |batch, raw_key, _| {
+            let Some((timestamp, digest)) = timestamp_of_skill_key(raw_key) else {
+                unread += 1;
+                return;
+            };
+            let value = match values.get_mut(&timestamp) {
+                Some(value) => value,
+                None => match self.tree.get(&timestamp) {
+                    Ok(Some(value)) => values.entry(timestamp.clone()).or_insert(value.to_vec()),
+                    Ok(None) => {
+                        unread += 1;
+                        return;
+                    }
+                    Err(err) => {
+                        failed.get_or_insert(err);
+                        return;
+                    }
+                },
+            };
+            add_digest(value, &digest);
+            batch.insert(timestamp, value.clone());
+            batch.remove(raw_key);
+            moved += 1;
+        })?;
+        if let Some(err) = failed {
+            return Err(err.into());
+        }
+        if moved > 0 || unread > 0 {
+            tracing::info!(
+                keys = moved,
+                unread,
+                "skills' first-evidence keys moved into their statements' timestamp keys"
+            );
+        }
+        self.migrated(SKILLS_IN_TIMESTAMPS)
     }
 
     /// Removes the member keys of the sets of workers nothing lists (a database from
@@ -1118,14 +1205,10 @@ impl Projection {
             touched.markers.insert(id.to_owned(), Some(next.to_vec()));
             if sign != 0 {
                 for contribution in &effect.contributions {
-                    touched
-                        .timestamps
-                        .push((timestamp_key(contribution, id), sign > 0));
-                    for skill in &contribution.skills {
-                        touched
-                            .timestamps
-                            .push((skill_timestamp_key(contribution, skill, id), sign > 0));
-                    }
+                    touched.timestamps.push((
+                        timestamp_key(contribution, id),
+                        (sign > 0).then(|| skill_digests(contribution)),
+                    ));
                     self.add(touched, contribution, sign, counts)?;
                 }
             }
@@ -1168,11 +1251,10 @@ impl Projection {
                 batch.insert(key(MARKER, &id), marker);
             }
         }
-        for (timestamp, present) in touched.timestamps {
-            if present {
-                batch.insert(timestamp, &[] as &[u8]);
-            } else {
-                batch.remove(timestamp);
+        for (timestamp, skills) in touched.timestamps {
+            match skills {
+                Some(skills) => batch.insert(timestamp, skills),
+                None => batch.remove(timestamp),
             }
         }
         for (member, count) in &touched.members {
@@ -1461,16 +1543,35 @@ impl Projection {
         let first = timestamp_of(range.next())?;
         let last = timestamp_of(range.next_back())?.or_else(|| first.clone());
         let mut view = state.view(worker, months, first, last);
-        // When each skill was first evidenced: the first of its timestamp keys.
-        let mut skills_first = Vec::new();
-        for skill in state.skills.keys() {
-            let start = skill_prefix(worker, skill);
-            let first = match self.tree.scan_prefix(&start).keys().next() {
-                Some(raw) => timestamp_at(&raw?, start.len()),
-                None => None,
+        // When each skill was first evidenced: the first timestamp key that names it (a walk
+        // of the worker's statements in time, until every skill the state holds is found).
+        let mut firsts: Vec<([u8; 16], Option<String>)> = state
+            .skills
+            .keys()
+            .map(|skill| (digest16(skill), None))
+            .collect();
+        let mut missing = firsts.len();
+        let mut range = self.tree.scan_prefix(&prefix);
+        while missing > 0 {
+            let Some(item) = range.next() else {
+                break;
             };
-            skills_first.push(serde_json::json!({"skill": skill, "first": first}));
+            let (raw, skills) = item?;
+            for digest in skills.chunks_exact(16) {
+                if let Some((_, first @ None)) =
+                    firsts.iter_mut().find(|(wanted, _)| wanted == digest)
+                {
+                    *first = timestamp_at(&raw, prefix.len());
+                    missing -= 1;
+                }
+            }
         }
+        let skills_first: Vec<Value> = state
+            .skills
+            .keys()
+            .zip(firsts)
+            .map(|(skill, (_, first))| serde_json::json!({"skill": skill, "first": first}))
+            .collect();
         if let Some(object) = view.as_object_mut() {
             object.insert("skills_first".into(), Value::Array(skills_first));
         }

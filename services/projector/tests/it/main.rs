@@ -957,9 +957,9 @@ impl AcrossAnUpgrade {
     /// time + 0 + id), and takes away the mark that they were shortened. `half`: only every
     /// other statement's, as an open that stopped half-way left them.
     fn timestamps_as_before(&self, tree: &sled::Db, half: bool) {
-        let short: Vec<sled::IVec> = [b'T', b'E']
-            .into_iter()
-            .flat_map(|prefix| tree.scan_prefix([prefix]).keys())
+        let short: Vec<sled::IVec> = tree
+            .scan_prefix([b'T'])
+            .keys()
             .map(|key| key.expect("read"))
             .collect();
         let mut turned = 0;
@@ -993,8 +993,9 @@ impl AcrossAnUpgrade {
                 for (mut new, old) in keys {
                     new.extend_from_slice(&((contribution.at_ms as u64) ^ (1 << 63)).to_be_bytes());
                     new.extend_from_slice(uuid.as_bytes());
+                    // Skills have no key of their own now: the timestamp key names them.
                     assert!(
-                        short.iter().any(|key| key == &new[..]),
+                        new[0] == b'E' || short.iter().any(|key| key == &new[..]),
                         "{old:?} written short"
                     );
                     tree.remove(new).expect("remove");
@@ -1005,6 +1006,40 @@ impl AcrossAnUpgrade {
         }
         assert!(turned > 20, "{turned} timestamp keys as before");
         assert!(tree.remove(b"mtimes2").expect("remove").is_some());
+        // Before the short keys, skills had keys of their own too.
+        assert!(tree.remove(b"mtimes3").expect("remove").is_some());
+    }
+
+    /// Gives the skills of the first part's statements keys of their own (`E` + worker + 0 +
+    /// skill's digest + time + id), as every Leerspoor before the timestamp keys named them
+    /// wrote them, with the timestamp keys empty, and takes away the mark that they moved.
+    /// `half`: only every other timestamp key's, as an open that stopped half-way left them.
+    fn skills_as_before(&self, tree: &sled::Db, half: bool) {
+        let named: Vec<(sled::IVec, sled::IVec)> = tree
+            .scan_prefix([b'T'])
+            .map(|item| item.expect("read"))
+            .filter(|(_, skills)| !skills.is_empty())
+            .step_by(if half { 2 } else { 1 })
+            .collect();
+        let mut moved = 0;
+        for (key, skills) in named {
+            let end = key
+                .iter()
+                .position(|byte| *byte == 0)
+                .expect("worker's end");
+            assert_eq!(skills.len() % 16, 0, "digests of 16 bytes");
+            for digest in skills.chunks_exact(16) {
+                let mut old = vec![b'E'];
+                old.extend_from_slice(&key[1..=end]);
+                old.extend_from_slice(digest);
+                old.extend_from_slice(&key[end + 1..]);
+                assert!(tree.insert(old, &[] as &[u8]).expect("insert").is_none());
+                moved += 1;
+            }
+            tree.insert(key, &[] as &[u8]).expect("insert");
+        }
+        assert!(moved > 10, "{moved} skill keys as before");
+        assert!(tree.remove(b"mtimes3").expect("remove").is_some());
     }
 
     fn before(&self, projection: &Projection) {
@@ -1408,6 +1443,16 @@ fn counted_markers_go_at_open() {
 fn timestamp_keys_are_shortened_at_open() {
     let upgrade = AcrossAnUpgrade::new();
     upgrade.upgraded_from(|tree, interrupted| upgrade.timestamps_as_before(tree, interrupted));
+}
+
+/// A database from before the timestamp keys named their statements' skills (a key of its
+/// own per skill and statement) has those keys moved into the timestamp keys at open, and
+/// counts on to the same projection (skills first evidenced, voiding and erasure of
+/// statements counted before); an open interrupted half-way finishes the same.
+#[test]
+fn skill_keys_move_into_the_timestamp_keys_at_open() {
+    let upgrade = AcrossAnUpgrade::new();
+    upgrade.upgraded_from(|tree, interrupted| upgrade.skills_as_before(tree, interrupted));
 }
 
 fn pair(page: projector::projection::ListPage) -> (u64, Vec<Value>) {
