@@ -627,13 +627,22 @@ impl Projection {
     /// statement has no timestamp key, is left as it was (and counted in the log).
     fn skills_into_timestamps(&self) -> Result<(), ProjectionError> {
         let (mut moved, mut unread) = (0u64, 0u64);
+        // The values written so far, which a chunk's batch holds before sled does: a
+        // worker's skill keys come together (a worker's, then the next's), so only the
+        // current worker's are kept.
         let mut values: HashMap<Vec<u8>, Vec<u8>> = HashMap::new();
+        let mut worker: Vec<u8> = Vec::new();
         let mut failed = None;
         self.in_chunks(&[SKILL_TIMESTAMP], |batch, raw_key, _| {
             let Some((timestamp, digest)) = timestamp_of_skill_key(raw_key) else {
                 unread += 1;
                 return;
             };
+            let worker_end = timestamp.iter().position(|byte| *byte == 0).unwrap_or(0);
+            if timestamp[..=worker_end] != worker[..] {
+                values.clear();
+                worker = timestamp[..=worker_end].to_vec();
+            }
             let value = match values.get_mut(&timestamp) {
                 Some(value) => value,
                 None => match self.tree.get(&timestamp) {
