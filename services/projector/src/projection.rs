@@ -45,9 +45,9 @@ const SKILL_LABEL: u8 = b'L';
 /// `T` + worker + 0 + timestamp (8) + statement id (16) -> the skills the statement
 /// evidenced for the worker, each as its digest (XXH3-128, 16 bytes; empty for none): a
 /// worker's first and last timestamps are the ends of this range, and when the worker first
-/// evidenced a skill is the first key of the range whose value names it. The timestamp is milliseconds since 1970
-/// (big-endian, sign bit flipped, so that the keys sort by time), the id the UUID's bytes
-/// ([`id_bytes`]). The worker stays as text: a worker's keys then sit together, beside its
+/// evidenced a skill is the first key of the range whose value names it. The timestamp is
+/// milliseconds since 1970 (big-endian, sign bit flipped, so that the keys sort by time), the
+/// id the UUID's bytes ([`id_bytes`]). The worker stays as text: a worker's keys then sit together, beside its
 /// state, as they are written (by digest, the keys of a million statements went all over
 /// the tree, and the database the ingest left grew by a fifth; BENCHMARKS.md).
 const TIMESTAMP: u8 = b'T';
@@ -223,10 +223,7 @@ fn timestamp_of_skill_key(skill_key: &[u8]) -> Option<(Vec<u8>, [u8; 16])> {
     let (worker, rest) = (&rest[..end], &rest[end + 1..]);
     let digest: [u8; 16] = rest.get(..16)?.try_into().ok()?;
     let time_and_id = rest.get(16..).filter(|rest| rest.len() > 8)?;
-    let mut key = Vec::with_capacity(2 + worker.len() + time_and_id.len());
-    key.push(TIMESTAMP);
-    key.extend_from_slice(worker);
-    key.push(0);
+    let mut key = timestamp_prefix(std::str::from_utf8(worker).ok()?);
     key.extend_from_slice(time_and_id);
     Some((key, digest))
 }
@@ -1082,8 +1079,8 @@ impl Projection {
         Ok(entries)
     }
 
-    /// The digest of the summaries (with the markers, timestamps and skills' first evidence
-    /// they are made from and the applied sequence; not the parked messages): equal on
+    /// The digest of the summaries (with the markers and timestamps, skills included, they
+    /// are made from and the applied sequence; not the parked messages): equal on
     /// projector replicas that applied `LRS_STORED` through the same sequence. Returns the
     /// applied sequence, the number of summaries and the digest (XXH3-128, hex).
     pub fn digest(&self) -> Result<(u64, u64, String), ProjectionError> {
@@ -1097,7 +1094,6 @@ impl Projection {
             HUB,
             COMPANY,
             TIMESTAMP,
-            SKILL_TIMESTAMP,
             crate::members::MEMBER,
             PROGRAMME[0],
             SKILL_LABEL,
