@@ -1,7 +1,6 @@
 //! Replicas that apply the same log end identical.
 use super::*;
 use crate::db::Incoming;
-use crate::ingest;
 use bus::access::{CredentialChange, CredentialRecord, EraseCommand, Scope};
 use bus::wire::{DocumentKind, DocumentOp, DocumentRequest, HttpBatch, Precondition, Verdict};
 use chrono::{DateTime, Utc};
@@ -132,14 +131,7 @@ fn replay(
                 published: time(sequence as i64),
                 run: None,
             };
-            let parsed = ingest::decode(
-                subject,
-                payload,
-                None,
-                None,
-                &xapi::limits::Limits::default(),
-            );
-            db.apply(&incoming, parsed, validator).expect("apply")
+            crate::db::tests::apply_incoming(db, validator, &incoming)
         })
         .collect()
 }

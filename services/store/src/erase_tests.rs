@@ -1,7 +1,6 @@
 //! Unit tests of erasure and export.
 use super::*;
 use crate::db::Incoming;
-use crate::ingest;
 use bus::wire::{EventKind, StoredEvents};
 use serde_json::json;
 use xapi::Validator;
@@ -17,14 +16,7 @@ fn apply(db: &Db, validator: &Validator, sequence: u64, subject: &str, payload: 
         published: chrono::DateTime::UNIX_EPOCH,
         run: None,
     };
-    let parsed = ingest::decode(
-        subject,
-        payload,
-        None,
-        None,
-        &xapi::limits::Limits::default(),
-    );
-    db.apply(&incoming, parsed, validator).expect("apply")
+    crate::db::tests::apply_incoming(db, validator, &incoming)
 }
 
 fn stored_events(db: &Db) -> Vec<(EventKind, String)> {
