@@ -212,7 +212,9 @@ impl Projector {
             while let Some(Some(request)) = snapshots.next().now_or_never() {
                 self.answer_snapshot(request).await;
             }
+            let pulling = std::time::Instant::now();
             let pulled = puller.next(shutdown).await;
+            let waited = pulling.elapsed();
             let batch = match pulled {
                 Pulled::Batch(batch) => batch,
                 Pulled::Nothing if shutdown.is_cancelled() => return Ok(()),
@@ -222,15 +224,15 @@ impl Projector {
                     continue;
                 }
             };
-            tracing::debug!(messages = batch.len(), "LRS_STORED batch pulled");
             let projection = self.projection.get();
-            let batch = tokio::task::spawn_blocking(move || {
+            let applying = std::time::Instant::now();
+            let (batch, statements, flushed) = tokio::task::spawn_blocking(move || {
                 // Applied in parts of at most APPLY_EVENTS statements (all flushed before any
                 // ack), each message reduced to its effects as soon as it is decoded: parsed,
                 // a pull of 256 messages of 100 statements held ~300 MB (a heap profile of the
                 // projector under ingest; BENCHMARKS.md); its effects take a few MB.
                 let mut part: Vec<(u64, Vec<Effect>)> = Vec::new();
-                let mut events = 0;
+                let (mut events, mut statements) = (0, 0);
                 for message in &batch {
                     let Ok(info) = message.info() else {
                         continue;
@@ -248,19 +250,23 @@ impl Projector {
                     if !part.is_empty() && events + decoded.events.len() > APPLY_EVENTS {
                         projection.apply_effects(&part)?;
                         part.clear();
+                        statements += events;
                         events = 0;
                     }
                     events += decoded.events.len();
                     part.push((sequence, effects(&decoded)));
                 }
+                statements += events;
                 if !part.is_empty() {
                     projection.apply_effects(&part)?;
                 }
+                let flushing = std::time::Instant::now();
                 projection.flush()?;
-                Ok::<_, ProjectionError>(batch)
+                Ok::<_, ProjectionError>((batch, statements, flushing.elapsed()))
             })
             .await
             .context("apply task")??;
+            let applied = applying.elapsed();
             record_applied(&batch, &self.projection.get());
             last_applied = std::time::Instant::now();
             for message in &batch {
@@ -270,6 +276,15 @@ impl Projector {
                 }
                 self.in_flight.done(message);
             }
+            tracing::debug!(
+                messages = batch.len(),
+                statements,
+                waited_ms = waited.as_millis() as u64,
+                applied_ms = applied.as_millis() as u64,
+                flushed_ms = flushed.as_millis() as u64,
+                acked_ms = (applying.elapsed() - applied).as_millis() as u64,
+                "LRS_STORED batch applied"
+            );
         }
     }
 }
