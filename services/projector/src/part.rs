@@ -3,7 +3,7 @@
 //! sled keeps every tree node a batch replaces until the whole batch ends (one epoch guard
 //! is held across it), so a part of 10,000 statements, ~75,000 keys in one batch, held
 //! every replaced node at once, and the pile made each insert slower. A part of more than
-//! [`SUB_BATCH`] writes is now written first as a journal (its writes, encoded, under
+//! [`ONE_BATCH`] writes is now written first as a journal (its writes, encoded, under
 //! [`JOURNAL`] keys in one small sled batch), then applied in batches of [`SUB_BATCH`]
 //! writes, the last of which removes the journal. Every write is a whole value (a state, a
 //! count, a key present or gone), so writing one again changes nothing: a part cut short
@@ -16,10 +16,19 @@
 
 use std::collections::BTreeMap;
 
-/// The most writes one sled batch of a part holds. `leerspoor bench --projector-apply`
-/// (BENCHMARKS.md, the fifteenth round): parts of 10,000 statements applied in batches of
-/// 2,000 writes instead of one held less memory and applied faster.
-pub const SUB_BATCH: usize = 2_000;
+/// The most writes one sled batch of a journaled part holds. `leerspoor bench
+/// --projector-apply` (BENCHMARKS.md, the fifteenth round): parts of 10,000 statements applied
+/// in batches of 2,000 writes instead of one held less memory and applied faster; smaller
+/// batches are faster still, up to batches of ~50 (the twenty-fifth round: batches of 500
+/// applied parts of 2,500 statements 9–10% faster than batches of 2,000, parts of 10,000
+/// 8–10%; batches of 25,000 were 20% slower). sled holds every node a batch replaced until
+/// the batch ends, and each insert into a batch's growing pile costs more.
+pub const SUB_BATCH: usize = 500;
+
+/// A part of at most this many writes goes to sled as one batch, without a journal: under a
+/// light load (single statements) a part is a few hundred writes, and its journal would cost
+/// more than the batches it splits.
+pub const ONE_BATCH: usize = 2_000;
 
 /// The journal's keys: this, then the chunk's number (4 bytes, big-endian).
 pub(crate) const JOURNAL: &[u8] = b"mpart";
@@ -72,11 +81,16 @@ impl Part {
         self.writes.insert(key.into(), None);
     }
 
-    /// Applies the part: in one sled batch when it holds at most `sub_batch` writes, else
+    /// Applies the part: in one sled batch when it holds at most `one_batch` writes, else
     /// journaled and in batches of `sub_batch` (module docs).
-    pub fn apply(self, tree: &sled::Db, sub_batch: usize) -> Result<(), PartError> {
+    pub fn apply(
+        self,
+        tree: &sled::Db,
+        one_batch: usize,
+        sub_batch: usize,
+    ) -> Result<(), PartError> {
         let sub_batch = sub_batch.max(1);
-        if self.writes.len() <= sub_batch {
+        if self.writes.len() <= one_batch.max(1) {
             return apply_in_batches(tree, self.writes, sub_batch, Vec::new());
         }
         let journal = write_journal(tree, &self.writes)?;

@@ -61,7 +61,9 @@ fn in_one_batch(before: &Entries, writes: &[(Vec<u8>, Option<Vec<u8>>)]) -> Entr
     let dir = tempfile::tempdir().expect("tempdir");
     let tree = open(&dir.path().join("one.sled"));
     filled(&tree, before);
-    part_of(writes).apply(&tree, usize::MAX).expect("applied");
+    part_of(writes)
+        .apply(&tree, usize::MAX, usize::MAX)
+        .expect("applied");
     entries(&tree)
 }
 
@@ -87,12 +89,13 @@ proptest! {
     fn a_part_in_small_batches_leaves_what_one_batch_leaves(
         before in before(),
         writes in writes(),
+        one_batch in 1usize..130,
         sub_batch in 1usize..9,
     ) {
         let dir = tempfile::tempdir().expect("tempdir");
         let tree = open(&dir.path().join("small.sled"));
         filled(&tree, &before);
-        part_of(&writes).apply(&tree, sub_batch).expect("applied");
+        part_of(&writes).apply(&tree, one_batch, sub_batch).expect("applied");
         // Also: nothing of the journal is left.
         prop_assert_eq!(entries(&tree), in_one_batch(&before, &writes));
     }
@@ -124,7 +127,7 @@ fn a_part_cut_short_anywhere_is_finished_from_its_journal_after_a_reopen() {
         {
             let tree = open(&path);
             filled(&tree, &before);
-            let result = interrupted(cut, || part_of(&writes).apply(&tree, sub_batch));
+            let result = interrupted(cut, || part_of(&writes).apply(&tree, sub_batch, sub_batch));
             assert!(matches!(result, Err(PartError::Interrupted)), "cut {cut}");
             tree.flush().expect("flush");
             assert_ne!(
@@ -143,6 +146,27 @@ fn a_part_cut_short_anywhere_is_finished_from_its_journal_after_a_reopen() {
             None,
             "cut {cut}"
         );
+    }
+}
+
+/// A part of at most `one_batch` writes goes in one sled batch with no journal; one more
+/// write and it is journaled first, then applied in batches of `sub_batch`.
+#[test]
+fn only_a_part_of_more_than_one_batch_is_journaled() {
+    let writes: Vec<(Vec<u8>, Option<Vec<u8>>)> =
+        (0..51u8).map(|n| (vec![b'k', n], Some(vec![n]))).collect();
+    for (one_batch, journaled) in [(51, false), (50, true)] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let tree = open(&dir.path().join("threshold.sled"));
+        // Stopped before its first batch of writes: only a journal can be there.
+        let result = interrupted(0, || part_of(&writes).apply(&tree, one_batch, 8));
+        assert!(matches!(result, Err(PartError::Interrupted)));
+        assert_eq!(
+            tree.scan_prefix(JOURNAL).next().is_some(),
+            journaled,
+            "a part of 51 writes, one batch up to {one_batch}"
+        );
+        assert!(tree.scan_prefix(b"k").next().is_none());
     }
 }
 

@@ -313,7 +313,9 @@ pub struct Projection {
     /// Member counts of hubs' and companies' sets as last written (0: no key), so that a
     /// count a part changes is not read from sled again (see [`Counts`]).
     counts: Mutex<Counts>,
-    /// The most writes one sled batch of a part holds ([`crate::part`]).
+    /// The most writes a part applies in one sled batch without a journal, and the most
+    /// one sled batch of a larger part holds ([`crate::part`]).
+    one_batch: usize,
     sub_batch: usize,
     /// The statements that may have a [`MARKER`] or timestamp keys, asked before sled: a new
     /// statement has neither, and at a million statements sled's "no" cost two page fetches
@@ -494,6 +496,7 @@ impl Projection {
             path: path.to_owned(),
             cache_bytes,
             counts: Mutex::new(Counts::new(counts_capacity(cache_bytes))),
+            one_batch: crate::part::ONE_BATCH,
             sub_batch: crate::part::SUB_BATCH,
             // Filled once the steps below have put the keys in their present form.
             seen: idfilter::IdFilter::unfilled(),
@@ -960,7 +963,7 @@ impl Projection {
                 count += 1;
             }
             batch.insert(order::count_key(kind), count.to_be_bytes());
-            batch.apply(&self.tree, self.sub_batch)?;
+            batch.apply(&self.tree, self.one_batch, self.sub_batch)?;
         }
         self.migrated(order::BUILT)
     }
@@ -983,9 +986,11 @@ impl Projection {
         Ok(stored_u64(&self.tree, &order::count_key(kind))?)
     }
 
-    /// The most writes one sled batch of a part holds (default [`crate::part::SUB_BATCH`]);
-    /// a larger part is journaled and applied in batches of this many.
+    /// A part of more than `writes` writes is journaled and applied in sled batches of
+    /// `writes` (by default: more than [`crate::part::ONE_BATCH`], in batches of
+    /// [`crate::part::SUB_BATCH`]).
     pub fn with_sub_batch(mut self, writes: usize) -> Projection {
+        self.one_batch = writes.max(1);
         self.sub_batch = writes.max(1);
         self
     }
@@ -1335,7 +1340,7 @@ impl Projection {
             }
         }
         batch.insert(META_APPLIED, sequence.to_be_bytes());
-        batch.apply(&self.tree, self.sub_batch)?;
+        batch.apply(&self.tree, self.one_batch, self.sub_batch)?;
         // Only now, with sled holding them: a batch refused leaves the counts as they were.
         for (member, count) in touched.members {
             written.put(member, count);
