@@ -250,13 +250,12 @@ impl Projector {
                     if !part.is_empty() && events + decoded.events.len() > APPLY_EVENTS {
                         projection.apply_effects(&part)?;
                         part.clear();
-                        statements += events;
                         events = 0;
                     }
                     events += decoded.events.len();
+                    statements += decoded.events.len();
                     part.push((sequence, effects(&decoded)));
                 }
-                statements += events;
                 if !part.is_empty() {
                     projection.apply_effects(&part)?;
                 }
@@ -280,7 +279,7 @@ impl Projector {
                 messages = batch.len(),
                 statements,
                 waited_ms = waited.as_millis() as u64,
-                applied_ms = applied.as_millis() as u64,
+                applied_ms = applied.saturating_sub(flushed).as_millis() as u64,
                 flushed_ms = flushed.as_millis() as u64,
                 acked_ms = (applying.elapsed() - applied).as_millis() as u64,
                 "LRS_STORED batch applied"
