@@ -343,8 +343,9 @@ pub fn projection_events_per_second() -> anyhow::Result<f64> {
 /// backlog: N statements of the ingest scenarios' workload in `LRS_STORED` messages of 100
 /// (as the store publishes them), each decoded and reduced to its effects, applied in parts
 /// of 2,500 and of 10,000 statements (the most one part holds) to a fresh database and
-/// flushed after each part. No NATS, one thread: statements/s, and the time decoding,
-/// applying and flushing took.
+/// flushed after each part; then as the service applies (parts of 2,500 written behind, a
+/// checkpoint after every 10,000 statements, about a second of ingest). No NATS, one thread:
+/// statements/s, and the time decoding, applying and flushing (or checkpointing) took.
 pub fn projector_apply(statements: usize) -> anyhow::Result<()> {
     let payloads = (0..statements.div_ceil(100))
         .map(|message| {
@@ -370,7 +371,8 @@ pub fn projector_apply(statements: usize) -> anyhow::Result<()> {
         })
         .collect::<anyhow::Result<Vec<Vec<u8>>>>()?;
     println!("projector alone, {statements} statements in messages of 100:");
-    for part in [2_500, 10_000] {
+    // (statements per part, statements per checkpoint when written behind)
+    for (part, behind) in [(2_500, None), (10_000, None), (2_500, Some(10_000))] {
         let dir = tempfile::tempdir()?;
         let projection =
             projector::projection::Projection::open(&dir.path().join("projector.sled"))
@@ -379,6 +381,7 @@ pub fn projector_apply(statements: usize) -> anyhow::Result<()> {
             (Duration::ZERO, Duration::ZERO, Duration::ZERO);
         let mut pending: Vec<(u64, Vec<projector::contribution::Effect>)> = Vec::new();
         let mut events = 0;
+        let mut since_checkpoint = 0;
         let started = Instant::now();
         for (index, payload) in payloads.iter().enumerate() {
             let at = Instant::now();
@@ -386,19 +389,31 @@ pub fn projector_apply(statements: usize) -> anyhow::Result<()> {
             events += message.events.len();
             pending.push((index as u64 + 1, projector::contribution::effects(&message)));
             decoding += at.elapsed();
-            if events >= part || index + 1 == payloads.len() {
+            let last = index + 1 == payloads.len();
+            if events >= part || last {
                 let at = Instant::now();
-                projection.apply_effects(&pending)?;
+                match behind {
+                    None => projection.apply_effects(&pending)?,
+                    Some(_) => projection.apply_behind(&pending)?,
+                }
                 applying += at.elapsed();
-                let at = Instant::now();
-                projection.flush()?;
-                flushing += at.elapsed();
+                since_checkpoint += events;
+                if behind.is_none_or(|every| since_checkpoint >= every) || last {
+                    let at = Instant::now();
+                    projection.flush()?;
+                    flushing += at.elapsed();
+                    since_checkpoint = 0;
+                }
                 pending.clear();
                 events = 0;
             }
         }
+        let how = match behind {
+            None => String::new(),
+            Some(every) => format!(" behind, checkpoints of {every}"),
+        };
         println!(
-            "  parts of {part:>6}: {:>7.0} statements/s (decode {:.1} s, apply {:.1} s, flush {:.1} s)",
+            "  parts of {part:>6}{how}: {:>7.0} statements/s (decode {:.1} s, apply {:.1} s, flush {:.1} s)",
             statements as f64 / started.elapsed().as_secs_f64(),
             decoding.as_secs_f64(),
             applying.as_secs_f64(),

@@ -381,6 +381,11 @@ impl Compaction {
 
     /// Between two batches: finishes a copy whose thread is done, or starts one when asked
     /// for, or due after `quiet_for` without a message.
+    /// Whether a copy is under way (its pause needs nothing waiting to be written).
+    pub fn is_copying(&self) -> bool {
+        self.copying.is_some()
+    }
+
     pub async fn step(&mut self, current: &Current, data_dir: &Path, quiet_for: Duration) -> Step {
         if let Some(copying) = self.copying.take_if(|copying| copying.is_copied()) {
             let (current, data_dir) = (current.clone(), data_dir.to_owned());

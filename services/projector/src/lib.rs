@@ -25,6 +25,7 @@ pub mod compact;
 pub mod contribution;
 pub mod members;
 pub mod order;
+pub mod overlay;
 pub mod packed;
 pub mod part;
 pub mod programme;

@@ -66,15 +66,19 @@ pub enum PartError {
     Interrupted,
 }
 
+/// Writes in key order: a value, or `None` for a key removed.
+pub type Writes = BTreeMap<Vec<u8>, Option<sled::IVec>>;
+
 /// The writes of one part, in key order; a key written twice keeps its last write.
 #[derive(Default)]
 pub struct Part {
-    writes: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    writes: Writes,
 }
 
 impl Part {
     pub fn insert(&mut self, key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) {
-        self.writes.insert(key.into(), Some(value.into()));
+        self.writes
+            .insert(key.into(), Some(sled::IVec::from(value.into())));
     }
 
     pub fn remove(&mut self, key: impl Into<Vec<u8>>) {
@@ -89,13 +93,33 @@ impl Part {
         one_batch: usize,
         sub_batch: usize,
     ) -> Result<(), PartError> {
-        let sub_batch = sub_batch.max(1);
-        if self.writes.len() <= one_batch.max(1) {
-            return apply_in_batches(tree, self.writes, sub_batch, Vec::new());
-        }
-        let journal = write_journal(tree, &self.writes)?;
-        apply_in_batches(tree, self.writes, sub_batch, journal)
+        apply_writes(tree, &self.writes, one_batch, sub_batch)
     }
+
+    /// The writes, for a projection that keeps them in memory a while first
+    /// ([`crate::overlay`]).
+    pub fn into_writes(self) -> Writes {
+        self.writes
+    }
+}
+
+/// Applies `writes` as a part does ([`Part::apply`]): in one sled batch when they are at most
+/// `one_batch`, else journaled and in batches of `sub_batch`.
+pub fn apply_writes(
+    tree: &sled::Db,
+    writes: &Writes,
+    one_batch: usize,
+    sub_batch: usize,
+) -> Result<(), PartError> {
+    let sub_batch = sub_batch.max(1);
+    let borrowed = writes
+        .iter()
+        .map(|(key, value)| (key.as_slice(), value.clone()));
+    if writes.len() <= one_batch.max(1) {
+        return apply_in_batches(tree, borrowed, sub_batch, Vec::new());
+    }
+    let journal = write_journal(tree, writes)?;
+    apply_in_batches(tree, borrowed, sub_batch, journal)
 }
 
 fn journal_key(chunk: u32) -> Vec<u8> {
@@ -105,10 +129,7 @@ fn journal_key(chunk: u32) -> Vec<u8> {
 }
 
 /// Writes the journal in one sled batch; returns its keys.
-fn write_journal(
-    tree: &sled::Db,
-    writes: &BTreeMap<Vec<u8>, Option<Vec<u8>>>,
-) -> Result<Vec<Vec<u8>>, PartError> {
+fn write_journal(tree: &sled::Db, writes: &Writes) -> Result<Vec<Vec<u8>>, PartError> {
     let mut journal = sled::Batch::default();
     let mut keys = Vec::new();
     let mut compressor = zstd::bulk::Compressor::new(LEVEL).map_err(PartError::Compress)?;
@@ -201,9 +222,9 @@ fn decode(
 
 /// Applies `writes` in sled batches of `sub_batch` (one when they are no more); the last
 /// also removes the `journal`'s keys.
-fn apply_in_batches(
+fn apply_in_batches<K: AsRef<[u8]>, V: Into<sled::IVec>>(
     tree: &sled::Db,
-    writes: impl IntoIterator<Item = (Vec<u8>, Option<Vec<u8>>)>,
+    writes: impl IntoIterator<Item = (K, Option<V>)>,
     sub_batch: usize,
     journal: Vec<Vec<u8>>,
 ) -> Result<(), PartError> {
@@ -224,8 +245,8 @@ fn apply_in_batches(
             in_batch = 0;
         }
         match value {
-            Some(value) => batch.insert(key, value),
-            None => batch.remove(key),
+            Some(value) => batch.insert(key.as_ref(), value),
+            None => batch.remove(key.as_ref()),
         }
         in_batch += 1;
     }

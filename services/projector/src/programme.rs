@@ -131,7 +131,6 @@ fn compute(
     target: u64,
     applied: u64,
 ) -> Result<Value, ProjectionError> {
-    let tree = projection.tree();
     let whole: ProgrammeState = projection.load_programme()?;
     let months: Vec<String> = whole.months.keys().cloned().collect();
     let registered: HashMap<&str, &HubEntry> =
@@ -149,7 +148,7 @@ fn compute(
 
     // Each company's first month in the programme, at hubs of each type and in each region.
     let mut first_overall: HashMap<String, String> = HashMap::new();
-    for item in tree.scan_prefix(members::set_prefix(Set::ProgrammeCompanyMonths)) {
+    for item in projection.scan_prefix(members::set_prefix(Set::ProgrammeCompanyMonths), false) {
         let (key, _) = item?;
         if let Some((_, company, month)) = members::parse(&key) {
             // Keys are sorted by company then month: the first one seen is the first month.
@@ -160,7 +159,7 @@ fn compute(
     }
     let mut by_type: BTreeMap<String, HashMap<String, String>> = BTreeMap::new();
     let mut by_region: BTreeMap<String, HashMap<String, String>> = BTreeMap::new();
-    for item in tree.scan_prefix(members::set_prefix(Set::HubCompanyMonths)) {
+    for item in projection.scan_prefix(members::set_prefix(Set::HubCompanyMonths), false) {
         let (key, _) = item?;
         let Some((hub, company, month)) = members::parse(&key) else {
             continue;
@@ -186,7 +185,7 @@ fn compute(
     let hash = |worker: &str| xxhash_rust::xxh3::xxh3_64(worker.as_bytes());
     let mut region_groups: BTreeMap<String, BTreeMap<String, HashSet<u64>>> = BTreeMap::new();
     let mut region_workers: BTreeMap<String, HashSet<u64>> = BTreeMap::new();
-    for item in tree.scan_prefix(members::set_prefix(Set::HubGroupWorkers)) {
+    for item in projection.scan_prefix(members::set_prefix(Set::HubGroupWorkers), false) {
         let (key, _) = item?;
         let Some((hub, group, worker)) = members::parse(&key) else {
             continue;

@@ -277,16 +277,11 @@ fn key(prefix: u8, id: &str) -> Vec<u8> {
     key
 }
 
-/// A range's keys, last first when `descending`.
-fn in_order(
-    range: sled::Iter,
-    descending: bool,
-) -> Box<dyn Iterator<Item = sled::Result<sled::IVec>>> {
-    let keys = range.keys();
-    if descending {
-        Box::new(keys.rev())
-    } else {
-        Box::new(keys)
+fn bound_ref(bound: &std::ops::Bound<Vec<u8>>) -> std::ops::Bound<&[u8]> {
+    match bound {
+        std::ops::Bound::Included(key) => std::ops::Bound::Included(key.as_slice()),
+        std::ops::Bound::Excluded(key) => std::ops::Bound::Excluded(key.as_slice()),
+        std::ops::Bound::Unbounded => std::ops::Bound::Unbounded,
     }
 }
 
@@ -322,6 +317,11 @@ pub struct Projection {
     /// (BENCHMARKS.md, "Why ingest slows as the store grows"). Filled from those keys after
     /// open and as statements are marked; by the statement's id as a UUID.
     seen: idfilter::IdFilter,
+    /// Writes applied and not yet in sled ([`crate::overlay`]), read before sled.
+    overlay: crate::overlay::Overlay,
+    /// Held by a checkpoint from its freeze until sled holds the frozen layer, so that
+    /// checkpoints write one after another.
+    checkpointing: Mutex<()>,
 }
 
 /// The [`Projection::seen`] filter, sized for the `held` statements the programme counts and
@@ -382,7 +382,7 @@ struct Touched {
 /// The member counts as a batch sees them: what it changed, else what is stored; for the
 /// sets of workers, the worker's own state.
 struct TreeMembers<'a> {
-    tree: &'a sled::Db,
+    projection: &'a Projection,
     /// The counts recent parts wrote, consulted before sled.
     written: &'a mut Counts,
     members: &'a mut HashMap<Vec<u8>, u64>,
@@ -424,7 +424,7 @@ impl Members for TreeMembers<'_> {
             std::collections::hash_map::Entry::Vacant(entry) => {
                 let stored = match self.written.get(entry.key()) {
                     Some(count) => *count,
-                    None => stored_u64(self.tree, entry.key())?,
+                    None => self.projection.get_u64(entry.key())?,
                 };
                 entry.insert(stored)
             }
@@ -500,6 +500,8 @@ impl Projection {
             sub_batch: crate::part::SUB_BATCH,
             // Filled once the steps below have put the keys in their present form.
             seen: idfilter::IdFilter::unfilled(),
+            overlay: crate::overlay::Overlay::default(),
+            checkpointing: Mutex::new(()),
         };
         // First: the journal holds writes made after everything below.
         projection.finish_interrupted_part()?;
@@ -983,7 +985,56 @@ impl Projection {
 
     /// How many summaries of a kind exist.
     fn count(&self, kind: u8) -> Result<u64, ProjectionError> {
-        Ok(stored_u64(&self.tree, &order::count_key(kind))?)
+        Ok(self.get_u64(&order::count_key(kind))?)
+    }
+
+    /// What `key` holds: the overlay's word if it has one ([`crate::overlay`]), else sled's.
+    fn get(&self, key: &[u8]) -> Result<Option<sled::IVec>, sled::Error> {
+        match self.overlay.get(key) {
+            Some(said) => Ok(said),
+            None => self.tree.get(key),
+        }
+    }
+
+    fn contains(&self, key: &[u8]) -> Result<bool, sled::Error> {
+        Ok(self.get(key)?.is_some())
+    }
+
+    /// A big-endian u64 under `key` (see [`stored_u64`]), the overlay's first.
+    fn get_u64(&self, key: &[u8]) -> Result<u64, sled::Error> {
+        Ok(self
+            .get(key)?
+            .and_then(|bytes| <[u8; 8]>::try_from(bytes.as_ref()).ok())
+            .map_or(0, u64::from_be_bytes))
+    }
+
+    /// The entries within the bounds, the overlay's over sled's, last first when `reverse`.
+    pub(crate) fn scan(
+        &self,
+        lower: std::ops::Bound<Vec<u8>>,
+        upper: std::ops::Bound<Vec<u8>>,
+        reverse: bool,
+    ) -> crate::overlay::Scan {
+        let over = self.overlay.range(bound_ref(&lower), bound_ref(&upper));
+        crate::overlay::Scan::new(self.tree.range((lower, upper)), over, reverse)
+    }
+
+    /// The entries whose keys start with `prefix` (see [`Projection::scan`]).
+    pub(crate) fn scan_prefix(
+        &self,
+        prefix: impl AsRef<[u8]>,
+        reverse: bool,
+    ) -> crate::overlay::Scan {
+        let prefix = prefix.as_ref();
+        let upper = match prefix.iter().rposition(|byte| *byte < u8::MAX) {
+            Some(at) => {
+                let mut end = prefix[..=at].to_vec();
+                end[at] += 1;
+                std::ops::Bound::Excluded(end)
+            }
+            None => std::ops::Bound::Unbounded,
+        };
+        self.scan(std::ops::Bound::Included(prefix.to_vec()), upper, reverse)
     }
 
     /// A part of more than `writes` writes is journaled and applied in sled batches of
@@ -1011,7 +1062,9 @@ impl Projection {
         Ok(true)
     }
 
+    /// Writes what waits behind ([`Projection::checkpoint`]) and flushes sled.
     pub fn flush(&self) -> Result<(), ProjectionError> {
+        self.checkpoint()?;
         self.tree.flush()?;
         Ok(())
     }
@@ -1030,8 +1083,10 @@ impl Projection {
         Ok(())
     }
 
+    /// The highest `LRS_STORED` sequence applied (visible to reads; in sled after the next
+    /// checkpoint when written behind).
     pub fn applied(&self) -> Result<u64, ProjectionError> {
-        Ok(stored_u64(&self.tree, META_APPLIED)?)
+        Ok(self.get_u64(META_APPLIED)?)
     }
 
     /// Bytes the database takes on disk, if sled can say.
@@ -1058,6 +1113,7 @@ impl Projection {
     /// Writes the whole database to a snapshot file (between batches, so it is at one
     /// sequence): the applied sequence and the number of entries.
     pub fn write_snapshot(&self, file: &Path) -> Result<(u64, u64), String> {
+        self.checkpoint().map_err(|err| err.to_string())?;
         let applied = self.applied().map_err(|err| err.to_string())?;
         let written =
             bus::snapshot::write_file(file, self.tree.iter()).map_err(|err| err.to_string())?;
@@ -1103,7 +1159,7 @@ impl Projection {
             PROGRAMME[0],
             SKILL_LABEL,
         ] {
-            for item in self.tree.scan_prefix([prefix]) {
+            for item in self.scan_prefix([prefix], false) {
                 let (key, value) = item?;
                 if matches!(prefix, WORKER | HUB | COMPANY) {
                     summaries += 1;
@@ -1118,7 +1174,7 @@ impl Projection {
     }
 
     fn load<T: DeserializeOwned + Default>(&self, key: &[u8]) -> Result<T, ProjectionError> {
-        match self.tree.get(key)? {
+        match self.get(key)? {
             None => Ok(T::default()),
             Some(bytes) => packed::decode(&bytes).map_err(|reason| ProjectionError::Corrupt {
                 key: key.to_vec(),
@@ -1149,6 +1205,61 @@ impl Projection {
     /// [`Projection::apply_all`] on messages already reduced to their [`Effect`]s (what the
     /// service holds between decoding a message and applying its part of a pull).
     pub fn apply_effects(&self, messages: &[(u64, Vec<Effect>)]) -> Result<(), ProjectionError> {
+        self.apply_part(messages, false)
+    }
+
+    /// [`Projection::apply_effects`], written behind ([`crate::overlay`]): the part is read at
+    /// once and reaches sled at the next [`Projection::checkpoint`].
+    pub fn apply_behind(&self, messages: &[(u64, Vec<Effect>)]) -> Result<(), ProjectionError> {
+        self.apply_part(messages, true)
+    }
+
+    /// Writes what was applied behind to sled, as one part, and flushes; returns how many
+    /// writes. Once it returns, sled holds everything applied before it was called. One
+    /// checkpoint at a time; reads go on meanwhile (the frozen layer answers them).
+    pub fn checkpoint(&self) -> Result<usize, ProjectionError> {
+        let _one = self
+            .checkpointing
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut written = 0;
+        // A layer a failed checkpoint left frozen first; then what is active now.
+        while let Some((frozen, leftover)) = self.overlay.freeze() {
+            crate::part::apply_writes(&self.tree, &frozen, self.one_batch, self.sub_batch)?;
+            self.tree.flush()?;
+            self.overlay.written();
+            written += frozen.len();
+            if !leftover {
+                break;
+            }
+        }
+        Ok(written)
+    }
+
+    /// Bytes of keys and values applied behind since the last checkpoint began.
+    pub fn behind_bytes(&self) -> usize {
+        self.overlay.active_bytes()
+    }
+
+    /// Whether anything applied behind is not yet in sled.
+    pub fn is_behind(&self) -> bool {
+        !self.overlay.is_empty()
+    }
+
+    fn apply_part(
+        &self,
+        messages: &[(u64, Vec<Effect>)],
+        behind: bool,
+    ) -> Result<(), ProjectionError> {
+        // Written through only when nothing waits behind (else the overlay would hide it),
+        // and never beside a checkpoint.
+        let through = (!behind)
+            .then(|| {
+                self.checkpointing
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner())
+            })
+            .filter(|_| self.overlay.is_empty());
         let mut counts = self.counts.lock().unwrap_or_else(|poisoned| {
             // A part that panicked may have left counts sled did not take: forget them all.
             let mut counts = poisoned.into_inner();
@@ -1156,7 +1267,7 @@ impl Projection {
             counts
         });
         self.counts.clear_poison();
-        if self.finish_interrupted_part()? {
+        if through.is_some() && self.finish_interrupted_part()? {
             // The counts a part cut short wrote are in sled, not here.
             counts.clear();
         }
@@ -1166,7 +1277,7 @@ impl Projection {
             last = last.max(*sequence);
             self.collect(&mut touched, effects, &mut counts)?;
         }
-        self.write(touched, last, &mut counts)
+        self.write(touched, last, &mut counts, through.is_none())
     }
 
     fn collect(
@@ -1236,11 +1347,11 @@ impl Projection {
         if uuid.is_some_and(|uuid| !self.seen.may_hold(uuid.as_bytes())) {
             return Ok(None);
         }
-        if let Some(marker) = self.tree.get(key(MARKER, &effect.id))? {
+        if let Some(marker) = self.get(&key(MARKER, &effect.id))? {
             return Ok(Some(marker.to_vec()));
         }
         Ok(match effect.contributions.first() {
-            Some(first) if self.tree.contains_key(timestamp_key(first, &effect.id))? => {
+            Some(first) if self.contains(&timestamp_key(first, &effect.id))? => {
                 Some(COUNTED.to_vec())
             }
             _ => None,
@@ -1252,6 +1363,7 @@ impl Projection {
         touched: Touched,
         sequence: u64,
         written: &mut Counts,
+        behind: bool,
     ) -> Result<(), ProjectionError> {
         let mut batch = Part::default();
         for (id, marker) in touched.markers {
@@ -1283,7 +1395,7 @@ impl Projection {
         }
         for (skill, label) in &touched.labels {
             let key = key(SKILL_LABEL, skill);
-            let kept = self.tree.get(&key)?;
+            let kept = self.get(&key)?;
             if kept
                 .as_deref()
                 .and_then(SkillLabel::read)
@@ -1340,8 +1452,13 @@ impl Projection {
             }
         }
         batch.insert(META_APPLIED, sequence.to_be_bytes());
-        batch.apply(&self.tree, self.one_batch, self.sub_batch)?;
-        // Only now, with sled holding them: a batch refused leaves the counts as they were.
+        if behind {
+            self.overlay.merge(batch.into_writes());
+        } else {
+            batch.apply(&self.tree, self.one_batch, self.sub_batch)?;
+        }
+        // Only now, with sled or the overlay holding them: a batch refused leaves the counts
+        // as they were.
         for (member, count) in touched.members {
             written.put(member, count);
         }
@@ -1387,7 +1504,7 @@ impl Projection {
         macro_rules! tree_members {
             () => {
                 TreeMembers {
-                    tree: &self.tree,
+                    projection: self,
                     written: &mut *counts,
                     members: &mut *members,
                     worker,
@@ -1489,8 +1606,7 @@ impl Projection {
                 return label.clone();
             }
             let label = self
-                .tree
-                .get(key(SKILL_LABEL, skill))
+                .get(&key(SKILL_LABEL, skill))
                 .ok()
                 .flatten()
                 .and_then(|bytes| SkillLabel::read(&bytes))
@@ -1500,10 +1616,6 @@ impl Projection {
         });
     }
 
-    pub(crate) fn tree(&self) -> &sled::Db {
-        &self.tree
-    }
-
     pub(crate) fn load_programme(&self) -> Result<ProgrammeState, ProjectionError> {
         self.load(PROGRAMME)
     }
@@ -1511,7 +1623,7 @@ impl Projection {
     /// Every hub's state, by id (hubs are few: the programme has tens, not thousands).
     pub(crate) fn hub_states(&self) -> Result<Vec<(String, HubState)>, ProjectionError> {
         let mut found = Vec::new();
-        for item in self.tree.scan_prefix([HUB]) {
+        for item in self.scan_prefix([HUB], false) {
             let (raw_key, value) = item?;
             let state: HubState =
                 packed::decode(&value).map_err(|reason| ProjectionError::Corrupt {
@@ -1549,9 +1661,9 @@ impl Projection {
                 };
                 Ok(timestamp_at(&item?, prefix.len()))
             };
-        let mut range = self.tree.scan_prefix(&prefix).keys();
-        let first = timestamp_of(range.next())?;
-        let last = timestamp_of(range.next_back())?.or_else(|| first.clone());
+        let first = timestamp_of(self.scan_prefix(&prefix, false).keys().next())?;
+        let last =
+            timestamp_of(self.scan_prefix(&prefix, true).keys().next())?.or_else(|| first.clone());
         let mut view = state.view(worker, months, first, last);
         // When each skill was first evidenced: the first timestamp key that names it (a walk
         // of the worker's statements in time, until every skill the state holds is found).
@@ -1561,7 +1673,7 @@ impl Projection {
             .map(|skill| (digest16(skill), None))
             .collect();
         let mut missing = firsts.len();
-        let mut range = self.tree.scan_prefix(&prefix);
+        let mut range = self.scan_prefix(&prefix, false);
         while missing > 0 {
             let Some(item) = range.next() else {
                 break;
@@ -1660,24 +1772,22 @@ impl Projection {
             None => vec![prefix],
         };
         let end = order::prefix_end(&key_prefix);
-        let range = match cursor {
-            None => self.tree.range(key_prefix.clone()..end),
+        use std::ops::Bound::{Excluded, Included};
+        let keys = match cursor {
+            None => self.scan(Included(key_prefix.clone()), Excluded(end), descending),
             Some(cursor) => {
                 let after = match order::key_of_cursor(&key_prefix, cursor) {
                     Ok(key) => key,
                     Err(message) => return Ok(Err(message)),
                 };
                 if descending {
-                    self.tree.range(key_prefix.clone()..after)
+                    self.scan(Included(key_prefix.clone()), Excluded(after), true)
                 } else {
-                    self.tree.range((
-                        std::ops::Bound::Excluded(after),
-                        std::ops::Bound::Excluded(end),
-                    ))
+                    self.scan(Excluded(after), Excluded(end), false)
                 }
             }
-        };
-        let keys = in_order(range, descending);
+        }
+        .keys();
         let everything = MonthRange::default();
         let mut page = Vec::new();
         let mut cursors = Vec::new();
@@ -1730,7 +1840,7 @@ impl Projection {
             Some(number) => order::prefix(prefix, u8::try_from(number).unwrap_or(u8::MAX)).to_vec(),
             None => vec![prefix],
         };
-        let keys = in_order(self.tree.scan_prefix(&key_prefix), descending);
+        let keys = self.scan_prefix(&key_prefix, descending).keys();
         let everything = MonthRange::default();
         let mut page = Vec::new();
         let mut skipped = 0;
@@ -1743,10 +1853,7 @@ impl Projection {
                 Some(_) => order::id_of(&raw),
                 None => String::from_utf8_lossy(&raw[1..]).into_owned(),
             };
-            if !self
-                .tree
-                .contains_key(crate::members::key(set, id, "", &member))?
-            {
+            if !self.contains(&crate::members::key(set, id, "", &member))? {
                 continue;
             }
             if skipped < offset {
@@ -1838,7 +1945,7 @@ impl Projection {
         let mut ids = std::collections::BTreeSet::new();
         for (set, id, month) in &sets {
             let start = crate::members::prefix(*set, id, month);
-            for item in self.tree.scan_prefix(&start).keys() {
+            for item in self.scan_prefix(&start, false).keys() {
                 let raw = item?;
                 ids.insert(String::from_utf8_lossy(&raw[start.len()..]).into_owned());
             }
@@ -1886,7 +1993,7 @@ impl Projection {
         };
         let everything = MonthRange::default();
         let mut views = Vec::new();
-        for item in self.tree.scan_prefix([prefix]) {
+        for item in self.scan_prefix([prefix], false) {
             let (raw_key, _) = item?;
             let id = String::from_utf8_lossy(&raw_key[1..]).into_owned();
             let view = match kind {

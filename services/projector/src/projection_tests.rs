@@ -143,3 +143,185 @@ fn a_message_again_after_a_restart_changes_nothing() {
     applied(&projection, std::slice::from_ref(&second)).expect("applied again");
     assert_eq!(entries(&projection), before, "with the filter complete");
 }
+
+fn effects_of(messages: &[StoredEvents]) -> Vec<(u64, Vec<Effect>)> {
+    messages
+        .iter()
+        .map(|message| (message.sequence, effects(message)))
+        .collect()
+}
+
+/// Everything the summaries answer: the digest and applied sequence, every summary, every
+/// list by every sortable field both ways (whole, by cursor and narrowed to a hub's or a
+/// company's members), the programme.
+fn answers(projection: &std::sync::Arc<Projection>) -> Vec<String> {
+    let mut found = vec![
+        format!("{:?}", projection.digest().expect("digest")),
+        format!("{:?}", projection.applied().expect("applied")),
+    ];
+    let narrowed = [
+        ListFilter::default(),
+        ListFilter {
+            hub: Some("hub0".into()),
+            ..ListFilter::default()
+        },
+        ListFilter {
+            company: Some("KVK-1".into()),
+            ..ListFilter::default()
+        },
+        ListFilter {
+            hub: Some("hub1".into()),
+            from: Some("2026-03".into()),
+            ..ListFilter::default()
+        },
+    ];
+    for (kind, prefix) in [
+        (SummaryKind::Worker, WORKER),
+        (SummaryKind::Hub, HUB),
+        (SummaryKind::Company, COMPANY),
+    ] {
+        found.push(format!("{:?}", projection.all(kind).expect("all")));
+        let sorts = std::iter::once(None).chain(order::fields(prefix).iter().copied().map(Some));
+        for sort in sorts {
+            for descending in [false, true] {
+                for filter in &narrowed {
+                    let page = projection
+                        .list(kind, sort, descending, 1, 3, filter, None)
+                        .expect("list");
+                    found.push(format!("{page:?}"));
+                }
+                // The whole list page by page, by cursor.
+                let mut cursor: Option<String> = None;
+                loop {
+                    let page = projection
+                        .list(
+                            kind,
+                            sort,
+                            descending,
+                            0,
+                            2,
+                            &ListFilter::default(),
+                            cursor.as_deref(),
+                        )
+                        .expect("list")
+                        .expect("a page");
+                    found.push(format!("{page:?}"));
+                    match page.cursors.last() {
+                        Some(last) if page.full => cursor = Some(last.clone()),
+                        _ => break,
+                    }
+                }
+            }
+        }
+    }
+    found.push(format!("{:?}", projection.programme(&[], 10)));
+    found
+}
+
+/// Written behind, a projection answers every question as one written through does, before
+/// its checkpoint and after; after it, sled holds the same entries.
+#[test]
+fn written_behind_answers_as_written_through() {
+    let (first, second) = messages();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let through = std::sync::Arc::new(Projection::open(&dir.path().join("through")).expect("open"));
+    let behind = std::sync::Arc::new(
+        Projection::open(&dir.path().join("behind"))
+            .expect("open")
+            .with_sub_batch(7),
+    );
+
+    let opened = entries(&behind);
+    applied(&through, &first[..2]).expect("applied");
+    behind
+        .apply_behind(&effects_of(&first[..2]))
+        .expect("applied");
+    assert!(behind.is_behind());
+    assert_eq!(entries(&behind), opened, "nothing in sled yet");
+    assert_eq!(answers(&behind), answers(&through), "all in the overlay");
+
+    // Part in sled (a journaled checkpoint of more than 7 writes), part in the overlay; the
+    // void in the second message removes keys sled holds.
+    assert!(behind.checkpoint().expect("checkpoint") > 7);
+    applied(&through, &first[2..]).expect("applied");
+    behind
+        .apply_behind(&effects_of(&first[2..]))
+        .expect("applied");
+    applied(&through, std::slice::from_ref(&second)).expect("applied");
+    behind
+        .apply_behind(&effects_of(std::slice::from_ref(&second)))
+        .expect("applied");
+    assert_eq!(answers(&behind), answers(&through), "sled and the overlay");
+
+    behind.checkpoint().expect("checkpoint");
+    assert!(!behind.is_behind());
+    assert_eq!(behind.checkpoint().expect("nothing left"), 0);
+    assert_eq!(entries(&behind), entries(&through));
+    assert_eq!(answers(&behind), answers(&through), "all in sled");
+}
+
+/// A projector that stops before a checkpoint loses what it applied behind, and nothing
+/// else: its messages, not acknowledged, come again and are applied as if for the first time.
+#[test]
+fn what_was_applied_behind_comes_again_after_a_stop() {
+    let (first, second) = messages();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let whole = Projection::open(&dir.path().join("whole")).expect("open");
+    applied(&whole, &first[..2]).expect("applied");
+    let after_two = entries(&whole);
+    applied(&whole, &first[2..]).expect("applied");
+    applied(&whole, std::slice::from_ref(&second)).expect("applied");
+
+    let path = dir.path().join("stopped");
+    {
+        let projection = Projection::open(&path).expect("open");
+        projection
+            .apply_behind(&effects_of(&first[..2]))
+            .expect("applied");
+        projection.checkpoint().expect("checkpoint");
+        projection
+            .apply_behind(&effects_of(&first[2..]))
+            .expect("applied");
+        projection
+            .apply_behind(&effects_of(std::slice::from_ref(&second)))
+            .expect("applied");
+        assert_eq!(projection.applied().expect("applied"), 5);
+        // Stopped here: no checkpoint, no flush.
+    }
+    let projection = reopen(&path);
+    assert!(!projection.is_behind());
+    assert_eq!(projection.applied().expect("applied"), 2);
+    assert_eq!(entries(&projection), after_two);
+    // Redelivered, the first two among them (they were acknowledged, but come again anyway).
+    projection
+        .apply_behind(&effects_of(&first))
+        .expect("applied");
+    projection
+        .apply_behind(&effects_of(std::slice::from_ref(&second)))
+        .expect("applied");
+    projection.checkpoint().expect("checkpoint");
+    assert_eq!(entries(&projection), entries(&whole));
+}
+
+/// Written through while something waits behind, a part goes behind too (sled under the
+/// overlay would hide it), and a flush writes it.
+#[test]
+fn a_part_written_through_while_behind_goes_behind_too() {
+    let (first, second) = messages();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let whole = std::sync::Arc::new(Projection::open(&dir.path().join("whole")).expect("open"));
+    applied(&whole, &first).expect("applied");
+    applied(&whole, std::slice::from_ref(&second)).expect("applied");
+
+    let projection =
+        std::sync::Arc::new(Projection::open(&dir.path().join("mixed")).expect("open"));
+    projection
+        .apply_behind(&effects_of(&first))
+        .expect("applied");
+    applied(&projection, std::slice::from_ref(&second)).expect("applied");
+    assert!(projection.is_behind());
+    assert_eq!(answers(&projection), answers(&whole));
+    projection.flush().expect("flush");
+    assert!(!projection.is_behind());
+    assert_eq!(entries(&projection), entries(&whole));
+}

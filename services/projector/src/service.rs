@@ -1,5 +1,5 @@
-//! The projector on NATS: pull `LRS_STORED` -> apply -> flush -> ack; answer summary
-//! queries on `lrs.api.summaries`.
+//! The projector on NATS: pull `LRS_STORED` -> apply (behind: [`crate::overlay`]) -> a
+//! checkpoint writes and flushes -> ack; answer summary queries on `lrs.api.summaries`.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -44,6 +44,10 @@ pub struct Projector {
     /// `LRS_STORED`, pulled with the projector's durable consumer.
     puller: tokio::sync::Mutex<Puller>,
     config: ProjectorConfig,
+    /// Messages applied behind, acknowledged after the checkpoint that writes them.
+    held: std::sync::Mutex<Vec<jetstream::Message>>,
+    /// Asks for a checkpoint before [`CHECKPOINT_EVERY`] is up (the overlay is full).
+    checkpoint_due: tokio::sync::Notify,
 }
 
 /// The most summaries one list page returns.
@@ -113,6 +117,8 @@ impl Projector {
             client,
             projection: Current::new(projection),
             config,
+            held: Default::default(),
+            checkpoint_due: tokio::sync::Notify::new(),
         })
     }
 
@@ -137,16 +143,80 @@ impl Projector {
             shutdown.clone(),
         );
         let status = self.answer_status(shutdown.clone());
-        let (api_result, pull_result, (), status_result) =
-            tokio::join!(api, pull, progress, status);
+        let checkpoints = async {
+            let result = self.checkpoints(&shutdown).await;
+            if let Err(err) = &result {
+                tracing::error!(error = %format!("{err:#}"), "the projector stops");
+            }
+            shutdown.cancel();
+            result
+        };
+        let (api_result, pull_result, (), status_result, checkpoints_result) =
+            tokio::join!(api, pull, progress, status, checkpoints);
         if let Err(err) = status_result {
             tracing::warn!(error = %err, "replica status not answered");
         }
+        // What was applied behind, written and acknowledged before the end.
+        let last = self.checkpoint().await;
         let projection = self.projection.get();
         tokio::task::spawn_blocking(move || projection.flush())
             .await
             .context("final flush")??;
-        api_result.and(pull_result)
+        api_result
+            .and(pull_result)
+            .and(checkpoints_result)
+            .and(last)
+    }
+
+    /// Checkpoints every [`CHECKPOINT_EVERY`], or sooner when the overlay is full, until
+    /// shutdown.
+    async fn checkpoints(&self, shutdown: &CancellationToken) -> anyhow::Result<()> {
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return Ok(()),
+                _ = self.checkpoint_due.notified() => {}
+                _ = tokio::time::sleep(CHECKPOINT_EVERY) => {}
+            }
+            self.checkpoint().await?;
+        }
+    }
+
+    /// Writes what was applied behind to sled and flushes ([`Projection::checkpoint`]), then
+    /// acknowledges the messages it held: after it, every message applied before it is
+    /// acknowledged. One at a time (the projection's own lock); reads go on meanwhile.
+    async fn checkpoint(&self) -> anyhow::Result<()> {
+        // Taken before the freeze: each was applied before it, so the checkpoint writes it.
+        let messages = std::mem::take(
+            &mut *self
+                .held
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()),
+        );
+        let projection = self.projection.get();
+        if messages.is_empty() && !projection.is_behind() {
+            return Ok(());
+        }
+        let started = std::time::Instant::now();
+        let writes = tokio::task::spawn_blocking(move || projection.checkpoint())
+            .await
+            .context("checkpoint task")?
+            .context("writing the projector's checkpoint")?;
+        let written = started.elapsed();
+        for message in &messages {
+            // A lost ack is harmless: the message comes back and changes nothing twice.
+            if let Err(err) = message.ack_with(AckKind::Ack).await {
+                tracing::warn!(error = %err, "acking LRS_STORED failed; it will be redelivered");
+            }
+            self.in_flight.done(message);
+        }
+        tracing::debug!(
+            messages = messages.len(),
+            writes,
+            written_ms = written.as_millis() as u64,
+            acked_ms = (started.elapsed() - written).as_millis() as u64,
+            "checkpoint written"
+        );
+        Ok(())
     }
 
     /// Pulls and applies until shutdown. A NATS outage pauses it (the client reconnects; the
@@ -176,6 +246,7 @@ impl Projector {
         let mut last_applied = std::time::Instant::now();
         loop {
             if upgrade_at.is_some_and(|at| at <= std::time::Instant::now()) {
+                self.checkpoint().await?;
                 self.compaction_abandoned(&mut compaction).await;
                 tracing::info!("this database predates the programme figures; rebuilding it");
                 match crate::rebuild::rebuild(&self.client, &self.config.data_dir, &self.projection)
@@ -196,6 +267,8 @@ impl Projector {
             // sequence). Never by dropping a pull in flight: the messages it fetched would
             // come back only after ack_wait, after later ones.
             while let Some(Some(request)) = rebuilds.next().now_or_never() {
+                // Maintenance reads and replaces sled: nothing may wait behind it.
+                self.checkpoint().await?;
                 match maintenance_action(&request).as_deref() {
                     Some("compact") => compaction.ask(request.reply),
                     Some("replay_parked" | "list_parked") => self.answer_maintenance(request).await,
@@ -207,9 +280,14 @@ impl Projector {
                     Some(other) => self.refuse_maintenance(request.reply, other).await,
                 }
             }
+            if compaction.is_copying() {
+                // A copy's pause needs every write in sled, and none under way.
+                self.checkpoint().await?;
+            }
             self.compaction_step(&mut compaction, last_applied.elapsed())
                 .await;
             while let Some(Some(request)) = snapshots.next().now_or_never() {
+                self.checkpoint().await?;
                 self.answer_snapshot(request).await;
             }
             let pulling = std::time::Instant::now();
@@ -226,9 +304,10 @@ impl Projector {
             };
             let projection = self.projection.get();
             let applying = std::time::Instant::now();
-            let (batch, statements, flushed) = tokio::task::spawn_blocking(move || {
-                // Applied in parts of at most APPLY_EVENTS statements (all flushed before any
-                // ack), each message reduced to its effects as soon as it is decoded: parsed,
+            let (batch, statements) = tokio::task::spawn_blocking(move || {
+                // Applied behind in parts of at most APPLY_EVENTS statements (acknowledged
+                // after the checkpoint that writes them), each message reduced to its effects
+                // as soon as it is decoded: parsed,
                 // a pull of 256 messages of 100 statements held ~300 MB (a heap profile of the
                 // projector under ingest; BENCHMARKS.md); its effects take a few MB.
                 let mut part: Vec<(u64, Vec<Effect>)> = Vec::new();
@@ -248,7 +327,7 @@ impl Projector {
                         }
                     };
                     if !part.is_empty() && events + decoded.events.len() > APPLY_EVENTS {
-                        projection.apply_effects(&part)?;
+                        projection.apply_behind(&part)?;
                         part.clear();
                         events = 0;
                     }
@@ -257,31 +336,34 @@ impl Projector {
                     part.push((sequence, effects(&decoded)));
                 }
                 if !part.is_empty() {
-                    projection.apply_effects(&part)?;
+                    projection.apply_behind(&part)?;
                 }
-                let flushing = std::time::Instant::now();
-                projection.flush()?;
-                Ok::<_, ProjectionError>((batch, statements, flushing.elapsed()))
+                Ok::<_, ProjectionError>((batch, statements))
             })
             .await
             .context("apply task")??;
             let applied = applying.elapsed();
-            record_applied(&batch, &self.projection.get());
+            let projection = self.projection.get();
+            record_applied(&batch, &projection);
             last_applied = std::time::Instant::now();
-            for message in &batch {
-                // A lost ack is harmless: the message comes back and changes nothing twice.
-                if let Err(err) = message.ack_with(AckKind::Ack).await {
-                    tracing::warn!(error = %err, "acking LRS_STORED failed; it will be redelivered");
-                }
-                self.in_flight.done(message);
+            let messages = batch.len();
+            self.held
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .extend(batch);
+            let behind = projection.behind_bytes();
+            if behind >= 2 * BEHIND_BYTES {
+                // Checkpoints fall behind the pulls: this pull waits for one.
+                self.checkpoint().await?;
+            } else if behind >= BEHIND_BYTES {
+                self.checkpoint_due.notify_one();
             }
             tracing::debug!(
-                messages = batch.len(),
+                messages,
                 statements,
                 waited_ms = waited.as_millis() as u64,
-                applied_ms = applied.saturating_sub(flushed).as_millis() as u64,
-                flushed_ms = flushed.as_millis() as u64,
-                acked_ms = (applying.elapsed() - applied).as_millis() as u64,
+                applied_ms = applied.as_millis() as u64,
+                behind_bytes = behind,
                 "LRS_STORED batch applied"
             );
         }
@@ -558,6 +640,12 @@ const APPLY_EVENTS: usize = 10_000;
 /// statement (BENCHMARKS.md, "Fifth round"). Nobody waits on the projector's acks; its lag
 /// target is 250 ms.
 const LINGER: std::time::Duration = std::time::Duration::from_millis(25);
+/// How often what was applied behind is written to sled and its messages acknowledged
+/// ([`crate::overlay`]): a key written by the pulls in between reaches sled once.
+const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
+/// Bytes of keys and values applied behind after which a checkpoint starts at once; at twice
+/// this the pulls wait for one. Bounds the overlay's memory whatever the pace.
+const BEHIND_BYTES: usize = 16 * 1024 * 1024;
 
 fn answer(projection: &Arc<Projection>, payload: &[u8], budget: usize) -> Vec<u8> {
     let reply = match serde_json::from_slice::<SummaryQuery>(payload) {

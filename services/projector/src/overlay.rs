@@ -1,0 +1,373 @@
+//! Writes applied and not yet in sled: what lets the projector write behind.
+//!
+//! Under ingest the projector's lag was two applies of a pull, and half of an apply was sled
+//! writing the same workers' states and order keys again with every pull (BENCHMARKS.md, the
+//! twenty-fifth and twenty-sixth rounds). With writing behind, a pull's part goes into the
+//! overlay's *active* layer, which every read of the projection consults before sled, so the
+//! summaries answer with it at once. A checkpoint ([`crate::projection::Projection::checkpoint`])
+//! freezes the active layer (a fresh one takes the next pulls), writes the frozen one to sled
+//! as one part (journaled: [`crate::part`]) while reads still consult it, flushes, and only
+//! then lets it go; the service acknowledges the pulls' messages after that. A key written by
+//! many pulls between two checkpoints reaches sled once.
+//!
+//! Nothing acknowledged is only here: a projector that dies loses the overlay and gets its
+//! messages again from `LRS_STORED`, and applies them to what sled holds, which is what it
+//! held before them (every checkpoint is one part, whole or not at all).
+
+use std::collections::BTreeMap;
+use std::ops::Bound;
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use crate::part::Writes;
+
+/// The layers: what pulls applied since the last freeze, and what a checkpoint is writing.
+#[derive(Default)]
+struct Layers {
+    active: Writes,
+    /// Bytes of keys and values in `active`.
+    active_bytes: usize,
+    frozen: Option<Arc<Writes>>,
+}
+
+#[derive(Default)]
+pub struct Overlay {
+    layers: RwLock<Layers>,
+}
+
+/// What the overlay says of a key: written (`Some(value)`), removed (`Some(None)`), or
+/// nothing (`None`: ask sled).
+pub type Said = Option<Option<sled::IVec>>;
+
+impl Overlay {
+    fn read(&self) -> RwLockReadGuard<'_, Layers> {
+        self.layers
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, Layers> {
+        self.layers
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// What the newest layer that holds `key` says of it.
+    pub fn get(&self, key: &[u8]) -> Said {
+        let layers = self.read();
+        if let Some(said) = layers.active.get(key) {
+            return Some(said.clone());
+        }
+        layers.frozen.as_ref()?.get(key).cloned()
+    }
+
+    /// Every key the layers hold within the bounds, in key order, the newest layer's word for
+    /// each (removals included, to hide what sled still holds).
+    pub fn range(
+        &self,
+        lower: Bound<&[u8]>,
+        upper: Bound<&[u8]>,
+    ) -> Vec<(Vec<u8>, Option<sled::IVec>)> {
+        let layers = self.read();
+        if layers.active.is_empty() && layers.frozen.is_none() {
+            return Vec::new();
+        }
+        let mut found: BTreeMap<&[u8], &Option<sled::IVec>> = BTreeMap::new();
+        if let Some(frozen) = &layers.frozen {
+            for (key, said) in frozen.range::<[u8], _>((lower, upper)) {
+                found.insert(key, said);
+            }
+        }
+        for (key, said) in layers.active.range::<[u8], _>((lower, upper)) {
+            found.insert(key, said);
+        }
+        found
+            .into_iter()
+            .map(|(key, said)| (key.to_vec(), said.clone()))
+            .collect()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        let layers = self.read();
+        layers.active.is_empty() && layers.frozen.is_none()
+    }
+
+    /// Bytes of keys and values in the active layer.
+    pub fn active_bytes(&self) -> usize {
+        self.read().active_bytes
+    }
+
+    /// Puts a part's writes into the active layer (a key's newest write wins).
+    pub fn merge(&self, writes: Writes) {
+        let mut layers = self.write();
+        for (key, value) in writes {
+            let key_bytes = key.len();
+            let value_bytes = value.as_ref().map_or(0, |value| value.len());
+            match layers.active.insert(key, value) {
+                Some(old) => {
+                    let old_bytes = old.map_or(0, |value| value.len());
+                    layers.active_bytes =
+                        (layers.active_bytes + value_bytes).saturating_sub(old_bytes);
+                }
+                None => layers.active_bytes += key_bytes + value_bytes,
+            }
+        }
+    }
+
+    /// The layer a checkpoint writes: one left frozen by a checkpoint that failed (`true`),
+    /// else the active layer, frozen now (`None`: nothing to write).
+    pub fn freeze(&self) -> Option<(Arc<Writes>, bool)> {
+        let mut layers = self.write();
+        if let Some(frozen) = &layers.frozen {
+            return Some((frozen.clone(), true));
+        }
+        if layers.active.is_empty() {
+            return None;
+        }
+        let frozen = Arc::new(std::mem::take(&mut layers.active));
+        layers.active_bytes = 0;
+        layers.frozen = Some(frozen.clone());
+        Some((frozen, false))
+    }
+
+    /// Lets the frozen layer go, once sled holds it.
+    pub fn written(&self) {
+        self.write().frozen = None;
+    }
+
+    /// Forgets everything (the database it belonged to is gone).
+    pub fn clear(&self) {
+        *self.write() = Layers::default();
+    }
+}
+
+/// A scan of sled within bounds with the overlay's word laid over it: keys the overlay removed
+/// are skipped, keys it wrote come with its value, in key order (or its reverse).
+pub struct Scan {
+    tree: sled::Iter,
+    over: std::iter::Peekable<std::vec::IntoIter<(Vec<u8>, Option<sled::IVec>)>>,
+    next_tree: Option<(sled::IVec, sled::IVec)>,
+    reverse: bool,
+    failed: bool,
+}
+
+impl Scan {
+    pub fn new(
+        tree: sled::Iter,
+        mut over: Vec<(Vec<u8>, Option<sled::IVec>)>,
+        reverse: bool,
+    ) -> Scan {
+        if reverse {
+            over.reverse();
+        }
+        Scan {
+            tree,
+            over: over.into_iter().peekable(),
+            next_tree: None,
+            reverse,
+            failed: false,
+        }
+    }
+
+    /// The keys only.
+    pub fn keys(self) -> impl Iterator<Item = sled::Result<sled::IVec>> {
+        self.map(|item| item.map(|(key, _)| key))
+    }
+
+    fn tree_next(&mut self) -> sled::Result<Option<(sled::IVec, sled::IVec)>> {
+        if let Some(next) = self.next_tree.take() {
+            return Ok(Some(next));
+        }
+        let item = if self.reverse {
+            self.tree.next_back()
+        } else {
+            self.tree.next()
+        };
+        item.transpose()
+    }
+}
+
+impl Iterator for Scan {
+    type Item = sled::Result<(sled::IVec, sled::IVec)>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.failed {
+            return None;
+        }
+        loop {
+            let from_tree = match self.tree_next() {
+                Ok(item) => item,
+                Err(err) => {
+                    self.failed = true;
+                    return Some(Err(err));
+                }
+            };
+            // Which comes first in the scan's direction: sled's key or the overlay's.
+            let over_first = match (&from_tree, self.over.peek()) {
+                (_, None) => false,
+                (None, Some(_)) => true,
+                (Some((key, _)), Some((over_key, _))) => {
+                    let order = over_key.as_slice().cmp(key.as_ref());
+                    if self.reverse {
+                        order.is_ge()
+                    } else {
+                        order.is_le()
+                    }
+                }
+            };
+            if !over_first {
+                return from_tree.map(Ok);
+            }
+            let Some((over_key, said)) = self.over.next() else {
+                return from_tree.map(Ok);
+            };
+            match &from_tree {
+                // The same key: the overlay's word replaces sled's.
+                Some((key, _)) if key.as_ref() == over_key.as_slice() => {}
+                // sled's key comes later: kept for the next call.
+                _ => self.next_tree = from_tree,
+            }
+            if let Some(value) = said {
+                return Some(Ok((sled::IVec::from(over_key), value)));
+            }
+            // Removed in the overlay: skipped.
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    type Model = BTreeMap<Vec<u8>, Vec<u8>>;
+
+    fn writes(found: &[(Vec<u8>, Option<Vec<u8>>)]) -> Writes {
+        found
+            .iter()
+            .map(|(key, value)| (key.clone(), value.clone().map(sled::IVec::from)))
+            .collect()
+    }
+
+    fn laid_over(model: &mut Model, layer: &[(Vec<u8>, Option<Vec<u8>>)]) {
+        for (key, value) in layer {
+            match value {
+                Some(value) => model.insert(key.clone(), value.clone()),
+                None => model.remove(key),
+            };
+        }
+    }
+
+    fn bound(kind: u8, key: Vec<u8>) -> Bound<Vec<u8>> {
+        match kind {
+            0 => Bound::Included(key),
+            1 => Bound::Excluded(key),
+            _ => Bound::Unbounded,
+        }
+    }
+
+    fn key() -> impl Strategy<Value = Vec<u8>> {
+        prop::collection::vec(0u8..4, 0..4)
+    }
+
+    fn layer() -> impl Strategy<Value = Vec<(Vec<u8>, Option<Vec<u8>>)>> {
+        prop::collection::vec(
+            (
+                key(),
+                prop::option::of(prop::collection::vec(any::<u8>(), 0..3)),
+            ),
+            0..12,
+        )
+    }
+
+    proptest! {
+        /// A scan of sled with a frozen and an active layer over it reads as the three
+        /// applied in turn, within any bounds, in either direction; a key's `get` too.
+        #[test]
+        fn a_scan_reads_as_the_layers_applied_in_turn(
+            base in prop::collection::btree_map(key(), prop::collection::vec(any::<u8>(), 0..3), 0..12),
+            frozen in layer(),
+            active in layer(),
+            lower in (0u8..3, key()),
+            upper in (0u8..3, key()),
+            reverse in any::<bool>(),
+        ) {
+            let tree = sled::Config::new().temporary(true).open().expect("sled");
+            for (key, value) in &base {
+                tree.insert(key.as_slice(), value.as_slice()).expect("insert");
+            }
+            let overlay = Overlay::default();
+            overlay.merge(writes(&frozen));
+            match overlay.freeze() {
+                Some((_, leftover)) => prop_assert!(!leftover),
+                None => prop_assert!(frozen.is_empty()),
+            }
+            overlay.merge(writes(&active));
+            let mut model = base.clone();
+            laid_over(&mut model, &frozen);
+            laid_over(&mut model, &active);
+
+            let (lower, upper) = (bound(lower.0, lower.1), bound(upper.0, upper.1));
+            let empty = match (&lower, &upper) {
+                (Bound::Included(l) | Bound::Excluded(l), Bound::Included(u) | Bound::Excluded(u)) => {
+                    l > u || (l == u && !(matches!(lower, Bound::Included(_)) && matches!(upper, Bound::Included(_))))
+                }
+                _ => false,
+            };
+            // sled and BTreeMap refuse ranges that end before they start.
+            prop_assume!(!empty);
+            let mut expected: Vec<(Vec<u8>, Vec<u8>)> = model
+                .range((lower.clone(), upper.clone()))
+                .map(|(key, value)| (key.clone(), value.clone()))
+                .collect();
+            if reverse {
+                expected.reverse();
+            }
+            let over = overlay.range(bound_ref(&lower), bound_ref(&upper));
+            let scanned: Vec<(Vec<u8>, Vec<u8>)> = Scan::new(tree.range((lower, upper)), over, reverse)
+                .map(|item| item.map(|(key, value)| (key.to_vec(), value.to_vec())))
+                .collect::<Result<_, _>>()
+                .expect("sled reads");
+            prop_assert_eq!(scanned, expected);
+            for (key, _) in frozen.iter().chain(&active) {
+                let said = overlay.get(key).expect("the overlay holds every key written");
+                prop_assert_eq!(said.map(|value| value.to_vec()), model.get(key).cloned());
+            }
+        }
+    }
+
+    fn bound_ref(bound: &Bound<Vec<u8>>) -> Bound<&[u8]> {
+        match bound {
+            Bound::Included(key) => Bound::Included(key.as_slice()),
+            Bound::Excluded(key) => Bound::Excluded(key.as_slice()),
+            Bound::Unbounded => Bound::Unbounded,
+        }
+    }
+
+    /// The active layer's bytes follow what it holds: a key written again counts once.
+    #[test]
+    fn the_active_layer_counts_its_bytes_once_per_key() {
+        let overlay = Overlay::default();
+        let one = |key: &[u8], value: Option<&[u8]>| -> Writes {
+            [(key.to_vec(), value.map(sled::IVec::from))]
+                .into_iter()
+                .collect()
+        };
+        overlay.merge(one(b"ab", Some(b"1234")));
+        assert_eq!(overlay.active_bytes(), 6);
+        overlay.merge(one(b"ab", Some(b"12")));
+        assert_eq!(overlay.active_bytes(), 4);
+        overlay.merge(one(b"ab", None));
+        assert_eq!(overlay.active_bytes(), 2);
+        overlay.merge(one(b"c", Some(b"1")));
+        assert_eq!(overlay.active_bytes(), 4);
+        assert!(overlay.freeze().is_some());
+        assert_eq!(overlay.active_bytes(), 0);
+        assert!(
+            !overlay.is_empty(),
+            "the frozen layer is read until written"
+        );
+        overlay.written();
+        assert!(overlay.is_empty());
+        assert!(overlay.freeze().is_none());
+    }
+}
