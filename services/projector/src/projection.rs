@@ -347,7 +347,8 @@ fn fill_seen(tree: sled::Db, held: u64) -> idfilter::IdFilter {
 
 /// The member counts of the hubs' and companies' distinct sets that recent parts wrote, most
 /// recently used kept. The projector is the only writer of its database and puts every count
-/// it writes here after sled took the batch, so an entry is what sled holds. Reading each
+/// it writes here after sled (or, written behind, the overlay) took it, so an entry is what a
+/// read of the projection answers. Reading each
 /// count from sled was a fifth of the projector's time catching up on 200,000 statements
 /// (BENCHMARKS.md, "Eighth round").
 type Counts = lru::LruCache<Vec<u8>, u64>;
