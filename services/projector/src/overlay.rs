@@ -133,10 +133,14 @@ impl Overlay {
     pub fn written(&self) {
         self.write().frozen = None;
     }
+}
 
-    /// Forgets everything (the database it belonged to is gone).
-    pub fn clear(&self) {
-        *self.write() = Layers::default();
+/// A bound on owned keys as one on borrowed keys (for [`Overlay::range`]).
+pub(crate) fn bound_ref(bound: &Bound<Vec<u8>>) -> Bound<&[u8]> {
+    match bound {
+        Bound::Included(key) => Bound::Included(key.as_slice()),
+        Bound::Excluded(key) => Bound::Excluded(key.as_slice()),
+        Bound::Unbounded => Bound::Unbounded,
     }
 }
 
@@ -332,14 +336,6 @@ mod tests {
                 let said = overlay.get(key).expect("the overlay holds every key written");
                 prop_assert_eq!(said.map(|value| value.to_vec()), model.get(key).cloned());
             }
-        }
-    }
-
-    fn bound_ref(bound: &Bound<Vec<u8>>) -> Bound<&[u8]> {
-        match bound {
-            Bound::Included(key) => Bound::Included(key.as_slice()),
-            Bound::Excluded(key) => Bound::Excluded(key.as_slice()),
-            Bound::Unbounded => Bound::Unbounded,
         }
     }
 

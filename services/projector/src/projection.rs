@@ -277,14 +277,6 @@ fn key(prefix: u8, id: &str) -> Vec<u8> {
     key
 }
 
-fn bound_ref(bound: &std::ops::Bound<Vec<u8>>) -> std::ops::Bound<&[u8]> {
-    match bound {
-        std::ops::Bound::Included(key) => std::ops::Bound::Included(key.as_slice()),
-        std::ops::Bound::Excluded(key) => std::ops::Bound::Excluded(key.as_slice()),
-        std::ops::Bound::Unbounded => std::ops::Bound::Unbounded,
-    }
-}
-
 /// One page of a list.
 #[derive(Debug)]
 pub struct ListPage {
@@ -1016,6 +1008,7 @@ impl Projection {
         upper: std::ops::Bound<Vec<u8>>,
         reverse: bool,
     ) -> crate::overlay::Scan {
+        use crate::overlay::bound_ref;
         let over = self.overlay.range(bound_ref(&lower), bound_ref(&upper));
         crate::overlay::Scan::new(self.tree.range((lower, upper)), over, reverse)
     }

@@ -128,14 +128,7 @@ impl Projector {
             self.projection.clone(),
             shutdown.clone(),
         );
-        let pull = async {
-            let result = self.pull_and_apply(&shutdown).await;
-            if let Err(err) = &result {
-                tracing::error!(error = %format!("{err:#}"), "the projector stops");
-            }
-            shutdown.cancel();
-            result
-        };
+        let pull = stops_all(self.pull_and_apply(&shutdown), &shutdown);
         let progress = bus::pull::keep_in_progress(
             self.client.clone(),
             self.in_flight.clone(),
@@ -143,14 +136,7 @@ impl Projector {
             shutdown.clone(),
         );
         let status = self.answer_status(shutdown.clone());
-        let checkpoints = async {
-            let result = self.checkpoints(&shutdown).await;
-            if let Err(err) = &result {
-                tracing::error!(error = %format!("{err:#}"), "the projector stops");
-            }
-            shutdown.cancel();
-            result
-        };
+        let checkpoints = stops_all(self.checkpoints(&shutdown), &shutdown);
         let (api_result, pull_result, (), status_result, checkpoints_result) =
             tokio::join!(api, pull, progress, status, checkpoints);
         if let Err(err) = status_result {
@@ -777,6 +763,19 @@ fn maintenance_action(request: &async_nats::Message) -> Option<String> {
 
 /// The projector's gauges after a batch (names in [`bus::metrics`]): the sequence applied,
 /// how old the newest message was when applied, and (every 10 s at most) its size on disk.
+/// Runs `work`, then stops the projector's other tasks, saying why when it failed.
+async fn stops_all(
+    work: impl std::future::Future<Output = anyhow::Result<()>>,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<()> {
+    let result = work.await;
+    if let Err(err) = &result {
+        tracing::error!(error = %format!("{err:#}"), "the projector stops");
+    }
+    shutdown.cancel();
+    result
+}
+
 fn record_applied(batch: &[jetstream::Message], projection: &Projection) {
     use bus::metrics as m;
     let Some(info) = batch
