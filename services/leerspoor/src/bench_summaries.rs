@@ -382,6 +382,8 @@ pub fn projector_apply(statements: usize) -> anyhow::Result<()> {
         let mut pending: Vec<(u64, Vec<projector::contribution::Effect>)> = Vec::new();
         let mut events = 0;
         let mut since_checkpoint = 0;
+        // Keys the checkpoints wrote to sled (written behind).
+        let mut checkpointed = 0;
         let started = Instant::now();
         for (index, payload) in payloads.iter().enumerate() {
             let at = Instant::now();
@@ -400,6 +402,7 @@ pub fn projector_apply(statements: usize) -> anyhow::Result<()> {
                 since_checkpoint += events;
                 if behind.is_none_or(|every| since_checkpoint >= every) || last {
                     let at = Instant::now();
+                    checkpointed += projection.checkpoint()?;
                     projection.flush()?;
                     flushing += at.elapsed();
                     since_checkpoint = 0;
@@ -412,8 +415,12 @@ pub fn projector_apply(statements: usize) -> anyhow::Result<()> {
             None => String::new(),
             Some(every) => format!(" behind, checkpoints of {every}"),
         };
+        let keys = match behind {
+            None => String::new(),
+            Some(_) => format!(", {checkpointed} keys"),
+        };
         println!(
-            "  parts of {part:>6}{how}: {:>7.0} statements/s (decode {:.1} s, apply {:.1} s, flush {:.1} s)",
+            "  parts of {part:>6}{how}: {:>7.0} statements/s (decode {:.1} s, apply {:.1} s, flush {:.1} s{keys})",
             statements as f64 / started.elapsed().as_secs_f64(),
             decoding.as_secs_f64(),
             applying.as_secs_f64(),

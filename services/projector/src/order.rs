@@ -96,12 +96,18 @@ pub fn fields(kind: u8) -> &'static [&'static str] {
 
 /// Writes into `batch` the order keys that change when a summary goes from `before` to
 /// `after` (`None`: no summary). Returns the change in the kind's count (-1, 0, 1).
+///
+/// `beneath`, for a part written behind: the summary's values as the layers under the
+/// overlay's active one hold them (`Some(None)`: no summary there). A key of `before` that
+/// is not one of those was written into the active layer by an earlier pull, so the part
+/// forgets it ([`crate::part::Part::forget`]) rather than removing it.
 pub fn update(
     batch: &mut crate::part::Part,
     kind: u8,
     id: &str,
     before: Option<&[f64]>,
     after: Option<&[f64]>,
+    beneath: Option<Option<&[f64]>>,
 ) -> i64 {
     let fields = fields(kind).len();
     for field in 0..fields {
@@ -112,7 +118,17 @@ pub fn update(
         }
         let field = u8::try_from(field).unwrap_or(u8::MAX);
         if let Some(old) = old {
-            batch.remove(key(kind, field, old, id));
+            let under = beneath.map(|values| {
+                values
+                    .and_then(|values| values.get(usize::from(field)))
+                    .map(|value| value.to_bits())
+            });
+            match under {
+                Some(under) if under != Some(old.to_bits()) => {
+                    batch.forget(key(kind, field, old, id));
+                }
+                _ => batch.remove(key(kind, field, old, id)),
+            }
         }
         if let Some(new) = new {
             batch.insert(key(kind, field, new, id), Vec::new());

@@ -10,6 +10,11 @@
 //! then lets it go; the service acknowledges the pulls' messages after that. A key written by
 //! many pulls between two checkpoints reaches sled once.
 //!
+//! A key a part removes that only the active layer holds (an order key written by an earlier
+//! pull since the layer began) is taken back out of the layer rather than written as a
+//! removal ([`Forgets`]): a checkpoint then writes each summary's order keys once, from the
+//! values sled holds to the newest, not a removal for every value between.
+//!
 //! Nothing acknowledged is only here: a projector that dies loses the overlay and gets its
 //! messages again from `LRS_STORED`, and applies them to what sled holds, which is what it
 //! held before them (every checkpoint is one part, whole or not at all).
@@ -27,6 +32,18 @@ struct Layers {
     /// Bytes of keys and values in `active`.
     active_bytes: usize,
     frozen: Option<Arc<Writes>>,
+    /// Which active layer this is: one more with every freeze of an active layer.
+    generation: u64,
+}
+
+/// Keys a part takes back out of the active layer of `generation` instead of removing them:
+/// keys that earlier pulls wrote into that layer and that nothing beneath it (the frozen
+/// layer, sled) holds. Merged into a later layer, they are removals like any other (what is
+/// beneath then may hold them).
+#[derive(Debug, Default)]
+pub struct Forgets {
+    pub keys: Vec<Vec<u8>>,
+    pub generation: u64,
 }
 
 #[derive(Default)]
@@ -96,20 +113,32 @@ impl Overlay {
         self.read().active_bytes
     }
 
-    /// Puts a part's writes into the active layer (a key's newest write wins).
-    pub fn merge(&self, writes: Writes) {
+    /// Which active layer takes merges now (see [`Forgets`]).
+    pub fn generation(&self) -> u64 {
+        self.read().generation
+    }
+
+    /// Puts a part's writes into the active layer (a key's newest write wins), after taking
+    /// its [`Forgets`] out of it, in one step for readers.
+    pub fn merge(&self, writes: Writes, forgets: Forgets) {
         let mut layers = self.write();
-        for (key, value) in writes {
-            let key_bytes = key.len();
-            let value_bytes = value.as_ref().map_or(0, |value| value.len());
-            match layers.active.insert(key, value) {
-                Some(old) => {
-                    let old_bytes = old.map_or(0, |value| value.len());
-                    layers.active_bytes =
-                        (layers.active_bytes + value_bytes).saturating_sub(old_bytes);
+        if forgets.generation == layers.generation {
+            for key in &forgets.keys {
+                if let Some(value) = layers.active.remove(key) {
+                    let bytes = key.len() + value.map_or(0, |value| value.len());
+                    layers.active_bytes = layers.active_bytes.saturating_sub(bytes);
                 }
-                None => layers.active_bytes += key_bytes + value_bytes,
             }
+        } else {
+            // A freeze came between: what the part would forget may now be beneath.
+            for key in forgets.keys {
+                if !writes.contains_key(&key) {
+                    layers.merge_one(key, None);
+                }
+            }
+        }
+        for (key, value) in writes {
+            layers.merge_one(key, value);
         }
     }
 
@@ -125,13 +154,34 @@ impl Overlay {
         }
         let frozen = Arc::new(std::mem::take(&mut layers.active));
         layers.active_bytes = 0;
+        layers.generation += 1;
         layers.frozen = Some(frozen.clone());
         Some((frozen, false))
+    }
+
+    /// The active layer as it is (for tests).
+    #[cfg(test)]
+    pub fn active(&self) -> Writes {
+        self.read().active.clone()
     }
 
     /// Lets the frozen layer go, once sled holds it.
     pub fn written(&self) {
         self.write().frozen = None;
+    }
+}
+
+impl Layers {
+    fn merge_one(&mut self, key: Vec<u8>, value: Option<sled::IVec>) {
+        let key_bytes = key.len();
+        let value_bytes = value.as_ref().map_or(0, |value| value.len());
+        match self.active.insert(key, value) {
+            Some(old) => {
+                let old_bytes = old.map_or(0, |value| value.len());
+                self.active_bytes = (self.active_bytes + value_bytes).saturating_sub(old_bytes);
+            }
+            None => self.active_bytes += key_bytes + value_bytes,
+        }
     }
 }
 
@@ -300,12 +350,12 @@ mod tests {
                 tree.insert(key.as_slice(), value.as_slice()).expect("insert");
             }
             let overlay = Overlay::default();
-            overlay.merge(writes(&frozen));
+            overlay.merge(writes(&frozen), Forgets::default());
             match overlay.freeze() {
                 Some((_, leftover)) => prop_assert!(!leftover),
                 None => prop_assert!(frozen.is_empty()),
             }
-            overlay.merge(writes(&active));
+            overlay.merge(writes(&active), Forgets::default());
             let mut model = base.clone();
             laid_over(&mut model, &frozen);
             laid_over(&mut model, &active);
@@ -339,6 +389,43 @@ mod tests {
         }
     }
 
+    /// A key forgotten in the layer that wrote it is gone from the overlay (what sled holds
+    /// answers); forgotten in a later layer, it is removed like any other (the layer beneath
+    /// may hold it).
+    #[test]
+    fn a_key_is_forgotten_only_by_the_layer_that_wrote_it() {
+        let one = |key: &[u8]| -> Writes {
+            [(key.to_vec(), Some(sled::IVec::from(&b"v"[..])))]
+                .into_iter()
+                .collect()
+        };
+        let forget = |key: &[u8], generation| Forgets {
+            keys: vec![key.to_vec()],
+            generation,
+        };
+        let overlay = Overlay::default();
+        let first = overlay.generation();
+        overlay.merge(one(b"a"), Forgets::default());
+        overlay.merge(one(b"b"), Forgets::default());
+        overlay.merge(Writes::new(), forget(b"a", first));
+        assert_eq!(overlay.get(b"a"), None, "ask sled");
+        assert_eq!(overlay.active_bytes(), 2);
+
+        assert!(overlay.freeze().is_some());
+        let second = overlay.generation();
+        assert_ne!(first, second);
+        // A part that began before the freeze: its forget of "b" lands in the new layer.
+        overlay.merge(Writes::new(), forget(b"b", first));
+        assert_eq!(
+            overlay.get(b"b"),
+            Some(None),
+            "removed: the frozen layer holds it"
+        );
+        overlay.merge(one(b"c"), Forgets::default());
+        overlay.merge(Writes::new(), forget(b"c", second));
+        assert_eq!(overlay.get(b"c"), None);
+    }
+
     /// The active layer's bytes follow what it holds: a key written again counts once.
     #[test]
     fn the_active_layer_counts_its_bytes_once_per_key() {
@@ -348,13 +435,13 @@ mod tests {
                 .into_iter()
                 .collect()
         };
-        overlay.merge(one(b"ab", Some(b"1234")));
+        overlay.merge(one(b"ab", Some(b"1234")), Forgets::default());
         assert_eq!(overlay.active_bytes(), 6);
-        overlay.merge(one(b"ab", Some(b"12")));
+        overlay.merge(one(b"ab", Some(b"12")), Forgets::default());
         assert_eq!(overlay.active_bytes(), 4);
-        overlay.merge(one(b"ab", None));
+        overlay.merge(one(b"ab", None), Forgets::default());
         assert_eq!(overlay.active_bytes(), 2);
-        overlay.merge(one(b"c", Some(b"1")));
+        overlay.merge(one(b"c", Some(b"1")), Forgets::default());
         assert_eq!(overlay.active_bytes(), 4);
         assert!(overlay.freeze().is_some());
         assert_eq!(overlay.active_bytes(), 0);

@@ -73,6 +73,10 @@ pub type Writes = BTreeMap<Vec<u8>, Option<sled::IVec>>;
 #[derive(Default)]
 pub struct Part {
     writes: Writes,
+    /// Keys removed that only the overlay's active layer holds ([`crate::overlay::Forgets`]):
+    /// taken out of that layer when the part goes behind, removed like any other key when it
+    /// goes to sled.
+    forgets: Vec<Vec<u8>>,
 }
 
 impl Part {
@@ -85,21 +89,30 @@ impl Part {
         self.writes.insert(key.into(), None);
     }
 
+    /// Removes `key` from the overlay's active layer if the part goes behind (only that layer
+    /// holds it: the caller knows), from sled otherwise.
+    pub fn forget(&mut self, key: impl Into<Vec<u8>>) {
+        self.forgets.push(key.into());
+    }
+
     /// Applies the part: in one sled batch when it holds at most `one_batch` writes, else
     /// journaled and in batches of `sub_batch` (module docs).
     pub fn apply(
-        self,
+        mut self,
         tree: &sled::Db,
         one_batch: usize,
         sub_batch: usize,
     ) -> Result<(), PartError> {
+        for key in std::mem::take(&mut self.forgets) {
+            self.writes.entry(key).or_insert(None);
+        }
         apply_writes(tree, &self.writes, one_batch, sub_batch)
     }
 
-    /// The writes, for a projection that keeps them in memory a while first
-    /// ([`crate::overlay`]).
-    pub fn into_writes(self) -> Writes {
-        self.writes
+    /// The writes and the keys to forget, for a projection that keeps them in memory a while
+    /// first ([`crate::overlay`]).
+    pub fn into_layer(self) -> (Writes, Vec<Vec<u8>>) {
+        (self.writes, self.forgets)
     }
 }
 

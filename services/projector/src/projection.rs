@@ -297,9 +297,9 @@ pub struct Projection {
     path: std::path::PathBuf,
     /// sled's page cache, kept for the database a rebuild makes.
     cache_bytes: u64,
-    /// Member counts of hubs' and companies' sets as last written (0: no key), so that a
-    /// count a part changes is not read from sled again (see [`Counts`]).
-    counts: Mutex<Counts>,
+    /// Member counts and summary states as recent parts wrote them, so that what a part
+    /// changes is not read and decoded again (see [`Recent`]).
+    recent: Mutex<Recent>,
     /// The most writes a part applies in one sled batch without a journal, and the most
     /// one sled batch of a larger part holds ([`crate::part`]).
     one_batch: usize,
@@ -344,6 +344,57 @@ fn fill_seen(tree: sled::Db, held: u64) -> idfilter::IdFilter {
 /// count from sled was a fifth of the projector's time catching up on 200,000 statements
 /// (BENCHMARKS.md, "Eighth round").
 type Counts = lru::LruCache<Vec<u8>, u64>;
+
+/// What recent parts wrote, kept in memory as written so that the next part need not read
+/// it back: member counts ([`Counts`]) and decoded summary states. Every state the projection
+/// writes is written by [`Projection::write`], which puts it here after sled or the overlay
+/// took it, so an entry is what a read of the projection answers. Decoding the states a part
+/// touched was a quarter of the written-behind apply (BENCHMARKS.md, the twenty-sixth round):
+/// a hub's or a company's state is touched by nearly every pull, and decoded again each time.
+struct Recent {
+    counts: Counts,
+    workers: lru::LruCache<String, WorkerState>,
+    hubs: lru::LruCache<String, HubState>,
+    companies: lru::LruCache<String, CompanyState>,
+    programme: Option<ProgrammeState>,
+    /// Written behind: the sort values of each summary the overlay's active layer has
+    /// touched, as the layers beneath it hold them (`None`: no summary), so that an order key
+    /// an earlier pull of the layer wrote is forgotten, not removed ([`order::update`]).
+    beneath: HashMap<(u8, String), Option<Vec<f64>>>,
+    /// The active layer `beneath` is of (`None`: written through).
+    generation: Option<u64>,
+}
+
+/// How many decoded states of each kind [`Recent`] keeps.
+const RECENT_STATES: std::num::NonZeroUsize = match std::num::NonZeroUsize::new(4096) {
+    Some(states) => states,
+    None => std::num::NonZeroUsize::MIN,
+};
+
+impl Recent {
+    fn new(cache_bytes: u64) -> Recent {
+        Recent {
+            counts: Counts::new(counts_capacity(cache_bytes)),
+            workers: lru::LruCache::new(RECENT_STATES),
+            hubs: lru::LruCache::new(RECENT_STATES),
+            companies: lru::LruCache::new(RECENT_STATES),
+            programme: None,
+            beneath: HashMap::new(),
+            generation: None,
+        }
+    }
+
+    /// Forgets everything (what sled holds may differ).
+    fn clear(&mut self) {
+        self.counts.clear();
+        self.workers.clear();
+        self.hubs.clear();
+        self.companies.clear();
+        self.programme = None;
+        self.beneath.clear();
+        self.generation = None;
+    }
+}
 
 /// How many member counts [`Counts`] keeps: one per KiB of the configured page cache (with
 /// the default 128 MiB, 131,072 counts, ~20 MiB).
@@ -488,7 +539,7 @@ impl Projection {
             programme: crate::programme::Cache::default(),
             path: path.to_owned(),
             cache_bytes,
-            counts: Mutex::new(Counts::new(counts_capacity(cache_bytes))),
+            recent: Mutex::new(Recent::new(cache_bytes)),
             one_batch: crate::part::ONE_BATCH,
             sub_batch: crate::part::SUB_BATCH,
             // Filled once the steps below have put the keys in their present form.
@@ -954,7 +1005,7 @@ impl Projection {
                         .map_err(corrupt)?
                         .sort_values(),
                 };
-                order::update(&mut batch, kind, &id, None, Some(&values));
+                order::update(&mut batch, kind, &id, None, Some(&values), None);
                 count += 1;
             }
             batch.insert(order::count_key(kind), count.to_be_bytes());
@@ -1254,31 +1305,37 @@ impl Projection {
                     .unwrap_or_else(|poisoned| poisoned.into_inner())
             })
             .filter(|_| self.overlay.is_empty());
-        let mut counts = self.counts.lock().unwrap_or_else(|poisoned| {
-            // A part that panicked may have left counts sled did not take: forget them all.
-            let mut counts = poisoned.into_inner();
-            counts.clear();
-            counts
+        let mut recent = self.recent.lock().unwrap_or_else(|poisoned| {
+            // A part that panicked may have left what sled did not take: forget it all.
+            let mut recent = poisoned.into_inner();
+            recent.clear();
+            recent
         });
-        self.counts.clear_poison();
+        self.recent.clear_poison();
         if through.is_some() && self.finish_interrupted_part()? {
-            // The counts a part cut short wrote are in sled, not here.
-            counts.clear();
+            // What a part cut short wrote is in sled, not here.
+            recent.clear();
+        }
+        // Which active layer the part goes to, if behind (a freeze may yet come between).
+        let generation = through.is_none().then(|| self.overlay.generation());
+        if recent.generation != generation {
+            recent.beneath.clear();
+            recent.generation = generation;
         }
         let mut touched = Touched::default();
         let mut last = self.applied()?;
         for (sequence, effects) in messages {
             last = last.max(*sequence);
-            self.collect(&mut touched, effects, &mut counts)?;
+            self.collect(&mut touched, effects, &mut recent)?;
         }
-        self.write(touched, last, &mut counts, through.is_none())
+        self.write(touched, last, &mut recent)
     }
 
     fn collect(
         &self,
         touched: &mut Touched,
         effects: &[Effect],
-        counts: &mut Counts,
+        recent: &mut Recent,
     ) -> Result<(), ProjectionError> {
         for effect in effects {
             let id = effect.id.as_str();
@@ -1324,7 +1381,7 @@ impl Projection {
                         timestamp_key(contribution, id),
                         (sign > 0).then(|| skill_digests(contribution)),
                     ));
-                    self.add(touched, contribution, sign, counts)?;
+                    self.add(touched, contribution, sign, recent)?;
                 }
             }
         }
@@ -1356,9 +1413,9 @@ impl Projection {
         &self,
         touched: Touched,
         sequence: u64,
-        written: &mut Counts,
-        behind: bool,
+        recent: &mut Recent,
     ) -> Result<(), ProjectionError> {
+        let behind = recent.generation;
         let mut batch = Part::default();
         for (id, marker) in touched.markers {
             // A counted statement is known by its timestamp keys (and one without
@@ -1411,30 +1468,35 @@ impl Projection {
             batch.insert(PROGRAMME, bytes);
         }
         let before = &touched.before;
+        let mut beneath = behind.map(|_| &mut recent.beneath);
         let counts = [
             (
                 WORKER,
                 write_states(
                     &mut batch,
                     WORKER,
-                    touched.workers,
-                    before,
+                    &touched.workers,
+                    (before, beneath.as_deref_mut()),
                     |state: &WorkerState| (!state.is_empty()).then(|| state.sort_values()),
                 ),
             ),
             (
                 HUB,
-                write_states(&mut batch, HUB, touched.hubs, before, |state: &HubState| {
-                    (!state.is_empty()).then(|| state.sort_values())
-                }),
+                write_states(
+                    &mut batch,
+                    HUB,
+                    &touched.hubs,
+                    (before, beneath.as_deref_mut()),
+                    |state: &HubState| (!state.is_empty()).then(|| state.sort_values()),
+                ),
             ),
             (
                 COMPANY,
                 write_states(
                     &mut batch,
                     COMPANY,
-                    touched.companies,
-                    before,
+                    &touched.companies,
+                    (before, beneath),
                     |state: &CompanyState| (!state.is_empty()).then(|| state.sort_values()),
                 ),
             ),
@@ -1446,19 +1508,33 @@ impl Projection {
             }
         }
         batch.insert(META_APPLIED, sequence.to_be_bytes());
-        if behind {
-            self.overlay.merge(batch.into_writes());
+        if let Some(generation) = behind {
+            let (writes, keys) = batch.into_layer();
+            let forgets = crate::overlay::Forgets { keys, generation };
+            self.overlay.merge(writes, forgets);
         } else {
             batch.apply(&self.tree, self.one_batch, self.sub_batch)?;
         }
-        // Only now, with sled or the overlay holding them: a batch refused leaves the counts
-        // as they were.
+        // Only now, with sled or the overlay holding them: a batch refused leaves what is
+        // kept as it was (the states it took out stay out, and are read again).
         for (member, count) in touched.members {
-            written.put(member, count);
+            recent.counts.put(member, count);
         }
         for member in touched.presence.keys() {
             // A presence key holds no count; never answer one from here.
-            written.pop(member);
+            recent.counts.pop(member);
+        }
+        for (worker, state) in touched.workers {
+            recent.workers.put(worker, state);
+        }
+        for (hub, state) in touched.hubs {
+            recent.hubs.put(hub, state);
+        }
+        for (company, state) in touched.companies {
+            recent.companies.put(company, state);
+        }
+        if touched.programme.is_some() {
+            recent.programme = touched.programme;
         }
         Ok(())
     }
@@ -1468,11 +1544,14 @@ impl Projection {
         touched: &mut Touched,
         contribution: &Contribution,
         sign: i64,
-        counts: &mut Counts,
+        recent: &mut Recent,
     ) -> Result<(), ProjectionError> {
         let worker = &contribution.worker;
         if !touched.workers.contains_key(worker) {
-            let state: WorkerState = self.load(&key(WORKER, worker))?;
+            let state: WorkerState = match recent.workers.pop(worker) {
+                Some(state) => state,
+                None => self.load(&key(WORKER, worker))?,
+            };
             touched.before.insert(
                 (WORKER, worker.clone()),
                 (!state.is_empty()).then(|| state.sort_values()),
@@ -1499,7 +1578,7 @@ impl Projection {
             () => {
                 TreeMembers {
                     projection: self,
-                    written: &mut *counts,
+                    written: &mut recent.counts,
                     members: &mut *members,
                     worker,
                     memberships: memberships.as_deref_mut(),
@@ -1508,14 +1587,20 @@ impl Projection {
             };
         }
         if programme.is_none() {
-            *programme = Some(self.load(PROGRAMME)?);
+            *programme = Some(match recent.programme.take() {
+                Some(state) => state,
+                None => self.load(PROGRAMME)?,
+            });
         }
         if let Some(programme) = programme.as_mut() {
             programme.apply(contribution, sign, &mut tree_members!())?;
         }
         if let Some(hub) = &contribution.hub {
             if !hubs.contains_key(hub) {
-                let state: HubState = self.load(&key(HUB, hub))?;
+                let state: HubState = match recent.hubs.pop(hub) {
+                    Some(state) => state,
+                    None => self.load(&key(HUB, hub))?,
+                };
                 before.insert(
                     (HUB, hub.clone()),
                     (!state.is_empty()).then(|| state.sort_values()),
@@ -1528,7 +1613,10 @@ impl Projection {
         }
         if let Some(company) = &contribution.company {
             if !companies.contains_key(company) {
-                let state: CompanyState = self.load(&key(COMPANY, company))?;
+                let state: CompanyState = match recent.companies.pop(company) {
+                    Some(state) => state,
+                    None => self.load(&key(COMPANY, company))?,
+                };
                 before.insert(
                     (COMPANY, company.clone()),
                     (!state.is_empty()).then(|| state.sort_values()),
@@ -2001,26 +2089,39 @@ impl Projection {
     }
 }
 
+/// The sort values of each summary a part loaded, as they were before it; written behind,
+/// also as the layers beneath the active one hold them ([`Recent::beneath`]).
+type SortValues<'a> = (
+    &'a HashMap<(u8, String), Option<Vec<f64>>>,
+    Option<&'a mut HashMap<(u8, String), Option<Vec<f64>>>>,
+);
+
 /// Writes the touched summaries of one kind and their order keys; returns the change in how
 /// many there are.
 fn write_states<T: Serialize>(
     batch: &mut Part,
     prefix: u8,
-    states: HashMap<String, T>,
-    before: &HashMap<(u8, String), Option<Vec<f64>>>,
+    states: &HashMap<String, T>,
+    (before, mut beneath): SortValues<'_>,
     sort_values: impl Fn(&T) -> Option<Vec<f64>>,
 ) -> i64 {
     let mut change = 0;
     for (id, state) in states {
-        let after = sort_values(&state);
-        let was = before
-            .get(&(prefix, id.clone()))
-            .and_then(|values| values.as_deref());
-        change += order::update(batch, prefix, &id, was, after.as_deref());
+        let after = sort_values(state);
+        let summary = (prefix, id.clone());
+        let was = before.get(&summary).and_then(|values| values.as_deref());
+        // First touched in this layer: what it was is what the layers beneath hold.
+        let under = beneath.as_deref_mut().map(|beneath| {
+            beneath
+                .entry(summary)
+                .or_insert_with(|| was.map(<[f64]>::to_vec))
+                .as_deref()
+        });
+        change += order::update(batch, prefix, id, was, after.as_deref(), under);
         if after.is_none() {
-            batch.remove(key(prefix, &id));
-        } else if let Ok(bytes) = packed::encode(&state) {
-            batch.insert(key(prefix, &id), bytes);
+            batch.remove(key(prefix, id));
+        } else if let Ok(bytes) = packed::encode(state) {
+            batch.insert(key(prefix, id), bytes);
         }
     }
     change

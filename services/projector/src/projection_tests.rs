@@ -325,3 +325,40 @@ fn a_part_written_through_while_behind_goes_behind_too() {
     assert!(!projection.is_behind());
     assert_eq!(entries(&projection), entries(&whole));
 }
+
+/// Pulls written behind into one layer leave in it what one part of all their messages
+/// would: an order key an earlier pull of the layer wrote and a later one moved is taken out
+/// of the layer, not written to sled as a removal. Across a checkpoint, the layer after it
+/// removes what the one before wrote.
+#[test]
+fn pulls_of_one_layer_write_what_one_part_of_them_writes() {
+    let (first, second) = messages();
+    let mut all = first.clone();
+    all.push(second);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let whole = std::sync::Arc::new(Projection::open(&dir.path().join("whole")).expect("open"));
+    whole.apply_behind(&effects_of(&all)).expect("applied");
+    let pulls = std::sync::Arc::new(Projection::open(&dir.path().join("pulls")).expect("open"));
+    for message in &all {
+        pulls
+            .apply_behind(&effects_of(std::slice::from_ref(message)))
+            .expect("applied");
+    }
+    assert_eq!(pulls.overlay.active(), whole.overlay.active());
+    assert_eq!(answers(&pulls), answers(&whole));
+
+    let through = std::sync::Arc::new(Projection::open(&dir.path().join("through")).expect("open"));
+    let split = std::sync::Arc::new(Projection::open(&dir.path().join("split")).expect("open"));
+    for (n, message) in all.iter().enumerate() {
+        applied(&through, std::slice::from_ref(message)).expect("applied");
+        split
+            .apply_behind(&effects_of(std::slice::from_ref(message)))
+            .expect("applied");
+        if n % 2 == 1 {
+            split.checkpoint().expect("checkpoint");
+        }
+        assert_eq!(answers(&split), answers(&through), "after message {n}");
+    }
+    split.checkpoint().expect("checkpoint");
+    assert_eq!(entries(&split), entries(&through));
+}
