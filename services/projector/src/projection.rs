@@ -365,8 +365,11 @@ struct Recent {
     generation: Option<u64>,
 }
 
-/// How many decoded states of each kind [`Recent`] keeps.
-const RECENT_STATES: std::num::NonZeroUsize = match std::num::NonZeroUsize::new(4096) {
+/// How many decoded states of each kind [`Recent`] keeps: the workers, hubs and companies a
+/// second of ingest touches (the ingest bench's 1,000 workers, 250 companies). At 4,096 the
+/// grow to a million (250,000 workers, 5,000 companies) ended ~35 MiB larger and peaked ~50
+/// higher (BENCHMARKS.md, the twenty-seventh round).
+const RECENT_STATES: std::num::NonZeroUsize = match std::num::NonZeroUsize::new(1024) {
     Some(states) => states,
     None => std::num::NonZeroUsize::MIN,
 };
