@@ -1481,7 +1481,7 @@ impl Projection {
                     &touched.workers,
                     (before, beneath.as_deref_mut()),
                     |state: &WorkerState| (!state.is_empty()).then(|| state.sort_values()),
-                ),
+                )?,
             ),
             (
                 HUB,
@@ -1491,7 +1491,7 @@ impl Projection {
                     &touched.hubs,
                     (before, beneath.as_deref_mut()),
                     |state: &HubState| (!state.is_empty()).then(|| state.sort_values()),
-                ),
+                )?,
             ),
             (
                 COMPANY,
@@ -1501,7 +1501,7 @@ impl Projection {
                     &touched.companies,
                     (before, beneath),
                     |state: &CompanyState| (!state.is_empty()).then(|| state.sort_values()),
-                ),
+                )?,
             ),
         ];
         for (kind, change) in counts {
@@ -2100,14 +2100,15 @@ type SortValues<'a> = (
 );
 
 /// Writes the touched summaries of one kind and their order keys; returns the change in how
-/// many there are.
+/// many there are. A state that cannot be encoded refuses the part (it was skipped before,
+/// and [`Recent`] would then keep a state sled never got).
 fn write_states<T: Serialize>(
     batch: &mut Part,
     prefix: u8,
     states: &HashMap<String, T>,
     (before, mut beneath): SortValues<'_>,
     sort_values: impl Fn(&T) -> Option<Vec<f64>>,
-) -> i64 {
+) -> Result<i64, ProjectionError> {
     let mut change = 0;
     for (id, state) in states {
         let after = sort_values(state);
@@ -2123,11 +2124,15 @@ fn write_states<T: Serialize>(
         change += order::update(batch, prefix, id, was, after.as_deref(), under);
         if after.is_none() {
             batch.remove(key(prefix, id));
-        } else if let Ok(bytes) = packed::encode(state) {
+        } else {
+            let bytes = packed::encode(state).map_err(|reason| ProjectionError::Corrupt {
+                key: key(prefix, id),
+                reason,
+            })?;
             batch.insert(key(prefix, id), bytes);
         }
     }
-    change
+    Ok(change)
 }
 
 #[cfg(test)]
