@@ -1,32 +1,33 @@
-//! A part's writes, in one sled batch, or made one by a journal.
+//! A part's writes, applied in sled batches of a bounded size that a journal makes one.
 //!
 //! sled keeps every tree node a batch replaces until the whole batch ends (one epoch guard
 //! is held across it), so a part of 10,000 statements, ~75,000 keys in one batch, held
 //! every replaced node at once, and the pile made each insert slower. A part of more than
-//! [`ONE_BATCH`] writes is written first as a journal (its writes, encoded, under
-//! [`JOURNAL`] keys in one small sled batch), then write by write, and the journal removed
-//! in one more batch. Every write is a whole value (a state, a count, a key present or
-//! gone), so writing one again changes nothing: a part cut short after its journal is
-//! finished from the journal ([`finish_interrupted`]), at the next open or before the next
-//! part, and the database is as if the part had been one batch. sled recovers a prefix of
-//! its log, so a write after the journal is never kept without it, nor the journal's
-//! removal without every write before it.
-//!
-//! Write by write and not in batches: a sled batch takes sled's write lock, which is one for
-//! every database of the process, so each batch of a checkpoint stopped the store's applies,
-//! its index thread and the projector's own reads while it was written (the twenty-eighth
-//! round in BENCHMARKS.md: a checkpoint alone 25% shorter than in batches of 500, and the
-//! longest applies under ingest shorter). Batches of 2,000, then 500, were faster than one
-//! batch for the same reason as above (the fifteenth and twenty-fifth rounds).
+//! [`ONE_BATCH`] writes is now written first as a journal (its writes, encoded, under
+//! [`JOURNAL`] keys in one small sled batch), then applied in batches of [`SUB_BATCH`]
+//! writes, the last of which removes the journal. Every write is a whole value (a state, a
+//! count, a key present or gone), so writing one again changes nothing: a part cut short
+//! after its journal is finished from the journal ([`finish_interrupted`]), at the next open
+//! or before the next part, and the database is as if the part had been one batch. sled
+//! recovers a prefix of its log, so a batch after the journal is never kept without it.
 //!
 //! While a part is applied, a reader may see some of its writes and not yet others (a
 //! worker's summary counted, the hub's not yet), as it may between two parts.
 
 use std::collections::BTreeMap;
 
+/// The most writes one sled batch of a journaled part holds. `leerspoor bench
+/// --projector-apply` (BENCHMARKS.md, the fifteenth round): parts of 10,000 statements applied
+/// in batches of 2,000 writes instead of one held less memory and applied faster; smaller
+/// batches are faster still, up to batches of ~50 (the twenty-fifth round: batches of 500
+/// applied parts of 2,500 statements 9–10% faster than batches of 2,000, parts of 10,000
+/// 8–10%; batches of 25,000 were 20% slower). sled holds every node a batch replaced until
+/// the batch ends, and each insert into a batch's growing pile costs more.
+pub const SUB_BATCH: usize = 500;
+
 /// A part of at most this many writes goes to sled as one batch, without a journal: under a
 /// light load (single statements) a part is a few hundred writes, and its journal would cost
-/// more than its batch's lock.
+/// more than the batches it splits.
 pub const ONE_BATCH: usize = 2_000;
 
 /// The journal's keys: this, then the chunk's number (4 bytes, big-endian).
@@ -95,12 +96,17 @@ impl Part {
     }
 
     /// Applies the part: in one sled batch when it holds at most `one_batch` writes, else
-    /// journaled and write by write (module docs).
-    pub fn apply(mut self, tree: &sled::Db, one_batch: usize) -> Result<(), PartError> {
+    /// journaled and in batches of `sub_batch` (module docs).
+    pub fn apply(
+        mut self,
+        tree: &sled::Db,
+        one_batch: usize,
+        sub_batch: usize,
+    ) -> Result<(), PartError> {
         for key in std::mem::take(&mut self.forgets) {
             self.writes.entry(key).or_insert(None);
         }
-        apply_writes(tree, &self.writes, one_batch)
+        apply_writes(tree, &self.writes, one_batch, sub_batch)
     }
 
     /// The writes and the keys to forget, for a projection that keeps them in memory a while
@@ -111,23 +117,22 @@ impl Part {
 }
 
 /// Applies `writes` as a part does ([`Part::apply`]): in one sled batch when they are at most
-/// `one_batch`, else journaled and write by write.
-pub fn apply_writes(tree: &sled::Db, writes: &Writes, one_batch: usize) -> Result<(), PartError> {
-    if writes.len() <= one_batch.max(1) {
-        let mut batch = sled::Batch::default();
-        for (key, value) in writes {
-            match value {
-                Some(value) => batch.insert(key.as_slice(), value.clone()),
-                None => batch.remove(key.as_slice()),
-            }
-        }
-        return Ok(tree.apply_batch(batch)?);
-    }
-    let journal = write_journal(tree, writes)?;
+/// `one_batch`, else journaled and in batches of `sub_batch`.
+pub fn apply_writes(
+    tree: &sled::Db,
+    writes: &Writes,
+    one_batch: usize,
+    sub_batch: usize,
+) -> Result<(), PartError> {
+    let sub_batch = sub_batch.max(1);
     let borrowed = writes
         .iter()
         .map(|(key, value)| (key.as_slice(), value.clone()));
-    apply_journaled(tree, borrowed, journal)
+    if writes.len() <= one_batch.max(1) {
+        return apply_in_batches(tree, borrowed, sub_batch, Vec::new());
+    }
+    let journal = write_journal(tree, writes)?;
+    apply_in_batches(tree, borrowed, sub_batch, journal)
 }
 
 fn journal_key(chunk: u32) -> Vec<u8> {
@@ -228,44 +233,50 @@ fn decode(
     Ok(())
 }
 
-/// Applies the writes of a part whose `journal` is in sled, one by one (module docs), then
-/// removes the journal in one batch.
-fn apply_journaled<K: AsRef<[u8]>, V: Into<sled::IVec>>(
+/// Applies `writes` in sled batches of `sub_batch` (one when they are no more); the last
+/// also removes the `journal`'s keys.
+fn apply_in_batches<K: AsRef<[u8]>, V: Into<sled::IVec>>(
     tree: &sled::Db,
     writes: impl IntoIterator<Item = (K, Option<V>)>,
+    sub_batch: usize,
     journal: Vec<Vec<u8>>,
 ) -> Result<(), PartError> {
+    let mut batch = sled::Batch::default();
+    let mut in_batch = 0;
     #[cfg(test)]
-    let mut written = 0;
-    // The count is there in tests only (where they cut a part short), hence no `enumerate`.
-    #[allow(clippy::explicit_counter_loop)]
+    let mut applied = 0;
     for (key, value) in writes {
-        #[cfg(test)]
-        {
-            if tests::interrupt_after() == Some(written) {
-                return Err(PartError::Interrupted);
+        if in_batch == sub_batch {
+            #[cfg(test)]
+            {
+                if tests::interrupt_after() == Some(applied) {
+                    return Err(PartError::Interrupted);
+                }
+                applied += 1;
             }
-            written += 1;
+            tree.apply_batch(std::mem::take(&mut batch))?;
+            in_batch = 0;
         }
         match value {
-            Some(value) => drop(tree.insert(key.as_ref(), value)?),
-            None => drop(tree.remove(key.as_ref())?),
+            Some(value) => batch.insert(key.as_ref(), value),
+            None => batch.remove(key.as_ref()),
         }
+        in_batch += 1;
     }
     #[cfg(test)]
-    if tests::interrupt_after().is_some() {
+    if tests::interrupt_after() == Some(applied) {
         return Err(PartError::Interrupted);
     }
-    let mut removal = sled::Batch::default();
     for key in journal {
-        removal.remove(key);
+        batch.remove(key);
     }
-    Ok(tree.apply_batch(removal)?)
+    Ok(tree.apply_batch(batch)?)
 }
 
 /// Finishes a part cut short after its journal (module docs): applies the journal's writes
-/// again and removes it. Returns how many writes it applied (`None`: no journal).
-pub fn finish_interrupted(tree: &sled::Db) -> Result<Option<usize>, PartError> {
+/// again, in batches of `sub_batch`, and removes it. Returns how many writes it applied
+/// (`None`: no journal).
+pub fn finish_interrupted(tree: &sled::Db, sub_batch: usize) -> Result<Option<usize>, PartError> {
     let mut writes = Vec::new();
     let mut journal = Vec::new();
     // The chunks in the order written (their numbers are big-endian).
@@ -287,7 +298,7 @@ pub fn finish_interrupted(tree: &sled::Db) -> Result<Option<usize>, PartError> {
         return Ok(None);
     }
     let count = writes.len();
-    apply_journaled(tree, writes, journal)?;
+    apply_in_batches(tree, writes, sub_batch.max(1), journal)?;
     Ok(Some(count))
 }
 

@@ -9,16 +9,15 @@ thread_local! {
     static INTERRUPT_AFTER: Cell<Option<usize>> = const { Cell::new(None) };
 }
 
-/// After how many of its writes a journaled part on this thread stops with
-/// [`PartError::Interrupted`], as if the process had died there (at or after the last: before
-/// its journal is removed).
+/// After how many of a part's sled batches (its journal not counted) a part on this thread
+/// stops with [`PartError::Interrupted`], as if the process had died there.
 pub(crate) fn interrupt_after() -> Option<usize> {
     INTERRUPT_AFTER.with(Cell::get)
 }
 
-/// Runs `f` with journaled parts on this thread stopping after `writes` of their writes.
-pub(crate) fn interrupted<T>(writes: usize, f: impl FnOnce() -> T) -> T {
-    INTERRUPT_AFTER.with(|cell| cell.set(Some(writes)));
+/// Runs `f` with parts on this thread stopping after `batches` of their sled batches.
+pub(crate) fn interrupted<T>(batches: usize, f: impl FnOnce() -> T) -> T {
+    INTERRUPT_AFTER.with(|cell| cell.set(Some(batches)));
     let result = f();
     INTERRUPT_AFTER.with(|cell| cell.set(None));
     result
@@ -62,7 +61,9 @@ fn in_one_batch(before: &Entries, writes: &[(Vec<u8>, Option<Vec<u8>>)]) -> Entr
     let dir = tempfile::tempdir().expect("tempdir");
     let tree = open(&dir.path().join("one.sled"));
     filled(&tree, before);
-    part_of(writes).apply(&tree, usize::MAX).expect("applied");
+    part_of(writes)
+        .apply(&tree, usize::MAX, usize::MAX)
+        .expect("applied");
     entries(&tree)
 }
 
@@ -85,15 +86,16 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(48))]
 
     #[test]
-    fn a_journaled_part_leaves_what_one_batch_leaves(
+    fn a_part_in_small_batches_leaves_what_one_batch_leaves(
         before in before(),
         writes in writes(),
         one_batch in 1usize..130,
+        sub_batch in 1usize..9,
     ) {
         let dir = tempfile::tempdir().expect("tempdir");
         let tree = open(&dir.path().join("small.sled"));
         filled(&tree, &before);
-        part_of(&writes).apply(&tree, one_batch).expect("applied");
+        part_of(&writes).apply(&tree, one_batch, sub_batch).expect("applied");
         // Also: nothing of the journal is left.
         prop_assert_eq!(entries(&tree), in_one_batch(&before, &writes));
     }
@@ -116,15 +118,16 @@ fn a_part_cut_short_anywhere_is_finished_from_its_journal_after_a_reopen() {
         .chain([(b"mapplied".to_vec(), Some(9u64.to_be_bytes().to_vec()))])
         .collect();
     let whole = in_one_batch(&before, &writes);
-    // Cut short before the first of the 51 writes, after each of the others, and after the
-    // last (before the journal is removed).
-    for cut in 0..=writes.len() {
+    // 51 writes in batches of 8: 7 batches; cut short before the first, after each of the
+    // others, and before the last (which removes the journal).
+    let sub_batch = 8;
+    for cut in 0..=6 {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("cut.sled");
         {
             let tree = open(&path);
             filled(&tree, &before);
-            let result = interrupted(cut, || part_of(&writes).apply(&tree, 8));
+            let result = interrupted(cut, || part_of(&writes).apply(&tree, sub_batch, sub_batch));
             assert!(matches!(result, Err(PartError::Interrupted)), "cut {cut}");
             tree.flush().expect("flush");
             assert_ne!(
@@ -135,15 +138,19 @@ fn a_part_cut_short_anywhere_is_finished_from_its_journal_after_a_reopen() {
             assert!(tree.scan_prefix(JOURNAL).count() > 1, "cut {cut}: chunks");
         }
         let tree = open(&path);
-        let finished = finish_interrupted(&tree).expect("finished");
+        let finished = finish_interrupted(&tree, 3).expect("finished");
         assert_eq!(finished, Some(writes.len()), "cut {cut}");
         assert_eq!(entries(&tree), whole, "cut {cut}");
-        assert_eq!(finish_interrupted(&tree).expect("read"), None, "cut {cut}");
+        assert_eq!(
+            finish_interrupted(&tree, 3).expect("read"),
+            None,
+            "cut {cut}"
+        );
     }
 }
 
-/// A part of at most `one_batch` writes goes in one sled batch with no journal, so nothing
-/// cuts it short; one more write and it is journaled first, then written one by one.
+/// A part of at most `one_batch` writes goes in one sled batch with no journal; one more
+/// write and it is journaled first, then applied in batches of `sub_batch`.
 #[test]
 fn only_a_part_of_more_than_one_batch_is_journaled() {
     let writes: Vec<(Vec<u8>, Option<Vec<u8>>)> =
@@ -151,18 +158,15 @@ fn only_a_part_of_more_than_one_batch_is_journaled() {
     for (one_batch, journaled) in [(51, false), (50, true)] {
         let dir = tempfile::tempdir().expect("tempdir");
         let tree = open(&dir.path().join("threshold.sled"));
-        // A journaled part stops before its first write: only its journal is there.
-        let result = interrupted(0, || part_of(&writes).apply(&tree, one_batch));
-        let written = tree.scan_prefix(b"k").count();
-        let journal = tree.scan_prefix(JOURNAL).next().is_some();
-        let what = format!("a part of 51 writes, one batch up to {one_batch}");
-        if journaled {
-            assert!(matches!(result, Err(PartError::Interrupted)), "{what}");
-            assert!(journal && written == 0, "{what}: {written} written");
-        } else {
-            assert!(result.is_ok(), "{what}");
-            assert!(!journal && written == 51, "{what}: {written} written");
-        }
+        // Stopped before its first batch of writes: only a journal can be there.
+        let result = interrupted(0, || part_of(&writes).apply(&tree, one_batch, 8));
+        assert!(matches!(result, Err(PartError::Interrupted)));
+        assert_eq!(
+            tree.scan_prefix(JOURNAL).next().is_some(),
+            journaled,
+            "a part of 51 writes, one batch up to {one_batch}"
+        );
+        assert!(tree.scan_prefix(b"k").next().is_none());
     }
 }
 
@@ -177,7 +181,7 @@ fn a_journal_that_cannot_be_read_is_refused_and_nothing_is_written() {
     tree.insert(journal_key(0), compressed(&chunk))
         .expect("insert");
     let before = entries(&tree);
-    let err = finish_interrupted(&tree).expect_err("refused");
+    let err = finish_interrupted(&tree, 10).expect_err("refused");
     // The second write starts after the first's 4 + 5 + 1 + 4 + 2 bytes; its key after
     // its length.
     assert_eq!(
@@ -192,7 +196,7 @@ fn a_journal_that_cannot_be_read_is_refused_and_nothing_is_written() {
     chunk[kind] = 7;
     tree.insert(journal_key(0), compressed(&chunk))
         .expect("insert");
-    let err = finish_interrupted(&tree).expect_err("refused");
+    let err = finish_interrupted(&tree, 10).expect_err("refused");
     assert!(
         err.to_string().ends_with(&format!(
             "byte {kind}: a write's kind is neither insert nor remove"
@@ -202,7 +206,7 @@ fn a_journal_that_cannot_be_read_is_refused_and_nothing_is_written() {
 
     tree.insert(journal_key(0), b"{\"not\": \"zstd\"}".to_vec())
         .expect("insert");
-    let err = finish_interrupted(&tree).expect_err("refused");
+    let err = finish_interrupted(&tree, 10).expect_err("refused");
     assert_eq!(
         err.to_string(),
         "the journal of an interrupted part cannot be read: chunk 0, byte 0: not a zstd frame"

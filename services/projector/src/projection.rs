@@ -300,9 +300,10 @@ pub struct Projection {
     /// Member counts and summary states as recent parts wrote them, so that what a part
     /// changes is not read and decoded again (see [`Recent`]).
     recent: Mutex<Recent>,
-    /// The most writes a part applies in one sled batch without a journal; a larger part is
-    /// journaled and written write by write ([`crate::part`]).
+    /// The most writes a part applies in one sled batch without a journal, and the most
+    /// one sled batch of a larger part holds ([`crate::part`]).
     one_batch: usize,
+    sub_batch: usize,
     /// The statements that may have a [`MARKER`] or timestamp keys, asked before sled: a new
     /// statement has neither, and at a million statements sled's "no" cost two page fetches
     /// (BENCHMARKS.md, "Why ingest slows as the store grows"). Filled from those keys after
@@ -543,6 +544,7 @@ impl Projection {
             cache_bytes,
             recent: Mutex::new(Recent::new(cache_bytes)),
             one_batch: crate::part::ONE_BATCH,
+            sub_batch: crate::part::SUB_BATCH,
             // Filled once the steps below have put the keys in their present form.
             seen: idfilter::IdFilter::unfilled(),
             overlay: crate::overlay::Overlay::default(),
@@ -1010,7 +1012,7 @@ impl Projection {
                 count += 1;
             }
             batch.insert(order::count_key(kind), count.to_be_bytes());
-            batch.apply(&self.tree, self.one_batch)?;
+            batch.apply(&self.tree, self.one_batch, self.sub_batch)?;
         }
         self.migrated(order::BUILT)
     }
@@ -1083,10 +1085,12 @@ impl Projection {
         self.scan(std::ops::Bound::Included(prefix.to_vec()), upper, reverse)
     }
 
-    /// A part of more than `writes` writes is journaled and applied write by write (by
-    /// default: more than [`crate::part::ONE_BATCH`]).
-    pub fn with_one_batch(mut self, writes: usize) -> Projection {
+    /// A part of more than `writes` writes is journaled and applied in sled batches of
+    /// `writes` (by default: more than [`crate::part::ONE_BATCH`], in batches of
+    /// [`crate::part::SUB_BATCH`]).
+    pub fn with_sub_batch(mut self, writes: usize) -> Projection {
         self.one_batch = writes.max(1);
+        self.sub_batch = writes.max(1);
         self
     }
 
@@ -1099,7 +1103,7 @@ impl Projection {
 
     /// Finishes a part cut short after its journal ([`crate::part`]); whether there was one.
     fn finish_interrupted_part(&self) -> Result<bool, ProjectionError> {
-        let Some(writes) = crate::part::finish_interrupted(&self.tree)? else {
+        let Some(writes) = crate::part::finish_interrupted(&self.tree, self.sub_batch)? else {
             return Ok(false);
         };
         tracing::warn!(writes, "a part cut short was finished from its journal");
@@ -1269,7 +1273,7 @@ impl Projection {
         let mut written = 0;
         // A layer a failed checkpoint left frozen first; then what is active now.
         while let Some((frozen, leftover)) = self.overlay.freeze() {
-            crate::part::apply_writes(&self.tree, &frozen, self.one_batch)?;
+            crate::part::apply_writes(&self.tree, &frozen, self.one_batch, self.sub_batch)?;
             self.tree.flush()?;
             self.overlay.written();
             written += frozen.len();
@@ -1512,7 +1516,7 @@ impl Projection {
             let forgets = crate::overlay::Forgets { keys, generation };
             self.overlay.merge(writes, forgets);
         } else {
-            batch.apply(&self.tree, self.one_batch)?;
+            batch.apply(&self.tree, self.one_batch, self.sub_batch)?;
         }
         // Only now, with sled or the overlay holding them: a batch refused leaves what is
         // kept as it was (the states it took out stay out, and are read again).

@@ -617,8 +617,8 @@ async fn serve_api(
 /// writes the touched hubs', companies' and programme's states again (30 s after 300,000
 /// statements over HTTP, parts of 10,000 had caught up and parts of 2,000 were 80,000
 /// statements behind). A part of 10,000 statements writes ~75,000 keys; sled keeps every tree
-/// node a batch replaces until the batch ends, so a larger part is journaled and written write
-/// by write ([`crate::part`]) and its size no longer bounds that memory.
+/// node a batch replaces until the batch ends, so a larger part is applied in sled batches of
+/// [`crate::part::SUB_BATCH`] writes ([`crate::part`]) and its size no longer bounds that memory.
 const APPLY_EVENTS: usize = 10_000;
 /// How long a pull waits for more `LRS_STORED` messages after its first. Each pull costs a
 /// sled batch, a flush and two pull requests whatever it holds: single-statement requests

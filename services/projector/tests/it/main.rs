@@ -423,7 +423,7 @@ proptest! {
         duplicate_every in 2usize..6,
         restart_every in 3usize..9,
         fetch_size in 1usize..6,
-        one_batch in 1usize..40,
+        sub_batch in 1usize..40,
     ) {
         let (statements, mut events) = statements_and_events(&specs);
         // Duplicates: some events arrive twice (a republished outbox message).
@@ -437,8 +437,8 @@ proptest! {
         }
 
         let dir = tempfile::tempdir().expect("temp dir");
-        // Parts of more writes than `one_batch` are journaled and written one by one.
-        let mut projection = Projection::open(dir.path()).expect("open").with_one_batch(one_batch);
+        // Parts of more writes than `sub_batch` are journaled and applied in several batches.
+        let mut projection = Projection::open(dir.path()).expect("open").with_sub_batch(sub_batch);
         let messages: Vec<(u64, StoredEvents)> = events
             .into_iter()
             .enumerate()
@@ -453,7 +453,7 @@ proptest! {
             if index % restart_every == 0 {
                 projection.flush().expect("flush");
                 drop(projection);
-                projection = reopen(dir.path()).with_one_batch(one_batch);
+                projection = reopen(dir.path()).with_sub_batch(sub_batch);
             }
         }
         prop_assert_eq!(snapshot(&projection), recomputed(&statements, &specs));
