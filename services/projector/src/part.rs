@@ -124,15 +124,22 @@ pub fn apply_writes(
     one_batch: usize,
     sub_batch: usize,
 ) -> Result<(), PartError> {
-    let sub_batch = sub_batch.max(1);
+    if writes.len() <= one_batch.max(1) {
+        // One batch whatever `sub_batch` is: nothing else makes these writes one.
+        let mut batch = sled::Batch::default();
+        for (key, value) in writes {
+            match value {
+                Some(value) => batch.insert(key.as_slice(), value.clone()),
+                None => batch.remove(key.as_slice()),
+            }
+        }
+        return Ok(tree.apply_batch(batch)?);
+    }
+    let journal = write_journal(tree, writes)?;
     let borrowed = writes
         .iter()
         .map(|(key, value)| (key.as_slice(), value.clone()));
-    if writes.len() <= one_batch.max(1) {
-        return apply_in_batches(tree, borrowed, sub_batch, Vec::new());
-    }
-    let journal = write_journal(tree, writes)?;
-    apply_in_batches(tree, borrowed, sub_batch, journal)
+    apply_in_batches(tree, borrowed, sub_batch.max(1), journal)
 }
 
 fn journal_key(chunk: u32) -> Vec<u8> {
@@ -233,8 +240,8 @@ fn decode(
     Ok(())
 }
 
-/// Applies `writes` in sled batches of `sub_batch` (one when they are no more); the last
-/// also removes the `journal`'s keys.
+/// Applies the writes of a part whose `journal` is in sled, in sled batches of `sub_batch`;
+/// the last also removes the journal's keys.
 fn apply_in_batches<K: AsRef<[u8]>, V: Into<sled::IVec>>(
     tree: &sled::Db,
     writes: impl IntoIterator<Item = (K, Option<V>)>,
