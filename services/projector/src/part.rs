@@ -128,10 +128,7 @@ pub fn apply_writes(
         // One batch whatever `sub_batch` is: nothing else makes these writes one.
         let mut batch = sled::Batch::default();
         for (key, value) in writes {
-            match value {
-                Some(value) => batch.insert(key.as_slice(), value.clone()),
-                None => batch.remove(key.as_slice()),
-            }
+            add(&mut batch, key, value.clone());
         }
         return Ok(tree.apply_batch(batch)?);
     }
@@ -264,10 +261,7 @@ fn apply_in_batches<K: AsRef<[u8]>, V: Into<sled::IVec>>(
             tree.apply_batch(std::mem::take(&mut batch))?;
             in_batch = 0;
         }
-        match value {
-            Some(value) => batch.insert(key.as_ref(), value),
-            None => batch.remove(key.as_ref()),
-        }
+        add(&mut batch, key, value);
         in_batch += 1;
     }
     #[cfg(test)]
@@ -278,6 +272,14 @@ fn apply_in_batches<K: AsRef<[u8]>, V: Into<sled::IVec>>(
         batch.remove(key);
     }
     Ok(tree.apply_batch(batch)?)
+}
+
+/// Adds one write to `batch`: `value`, or the key's removal.
+fn add<K: AsRef<[u8]>, V: Into<sled::IVec>>(batch: &mut sled::Batch, key: K, value: Option<V>) {
+    match value {
+        Some(value) => batch.insert(key.as_ref(), value),
+        None => batch.remove(key.as_ref()),
+    }
 }
 
 /// Finishes a part cut short after its journal (module docs): applies the journal's writes
