@@ -5,6 +5,7 @@
 //! - [`wire`]: the messages that travel on those subjects (ingest envelopes, applied
 //!   announcements, request/reply bodies).
 //! - [`access`]: credentials, scopes, admin requests, the audit log, erasure.
+//! - [`pace`]: a store's ingest paced by the projector beside it.
 //! - [`pull`]: durable pull consumers and batch-wise pulling, shared by store and projector.
 //! - [`request`]: request/reply to a queue group of replicas, with read-your-writes.
 //! - [`watermark`]: writes through `LRS_IN`: publish, then wait for a store's verdict.
@@ -19,6 +20,7 @@ pub mod health;
 pub mod hubs;
 pub mod leaf;
 pub mod metrics;
+pub mod pace;
 pub mod pull;
 pub mod request;
 pub mod server;

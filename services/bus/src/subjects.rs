@@ -78,6 +78,12 @@ pub const REJECTED: &str = "lrs.rejected";
 /// Core NATS: the store's applied watermark and per-sequence verdicts, after each flush.
 pub const APPLIED: &str = "lrs.applied";
 
+/// Core NATS: a projector replica's last applied `LRS_STORED` sequence after each pull, for
+/// the store replica of the same name to pace its ingest by ([`crate::pace`]).
+pub fn projector_applied(replica: &str) -> String {
+    format!("lrs.projector.applied.{replica}")
+}
+
 /// Request/reply: statement queries (by id or by filters).
 pub const API_STATEMENTS: &str = "lrs.api.statements";
 /// Request/reply: the document resources (State, Activity Profile, Agent Profile).

@@ -1,5 +1,6 @@
 //! The projector on NATS: pull `LRS_STORED` -> apply (behind: [`crate::overlay`]) -> a
-//! checkpoint writes and flushes -> ack; answer summary queries on `lrs.api.summaries`.
+//! checkpoint writes and flushes -> ack; answer summary queries on `lrs.api.summaries`; say
+//! how far it applied, for the store beside it to wait by ([`bus::pace`]).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -48,6 +49,9 @@ pub struct Projector {
     held: std::sync::Mutex<Vec<jetstream::Message>>,
     /// Asks for a checkpoint before [`CHECKPOINT_EVERY`] is up (the overlay is full).
     checkpoint_due: tokio::sync::Notify,
+    /// The last `LRS_STORED` sequence applied, announced to the store beside this projector
+    /// ([`bus::pace`]).
+    progress: bus::pace::Highest,
 }
 
 /// The most summaries one list page returns.
@@ -119,6 +123,7 @@ impl Projector {
             config,
             held: Default::default(),
             checkpoint_due: tokio::sync::Notify::new(),
+            progress: bus::pace::Highest::default(),
         })
     }
 
@@ -137,8 +142,14 @@ impl Projector {
         );
         let status = self.answer_status(shutdown.clone());
         let checkpoints = stops_all(self.checkpoints(&shutdown), &shutdown);
-        let (api_result, pull_result, (), status_result, checkpoints_result) =
-            tokio::join!(api, pull, progress, status, checkpoints);
+        let announce = bus::pace::announce_progress(
+            self.client.clone(),
+            self.config.replica.clone(),
+            self.progress.clone(),
+            shutdown.clone(),
+        );
+        let (api_result, pull_result, (), status_result, checkpoints_result, ()) =
+            tokio::join!(api, pull, progress, status, checkpoints, announce);
         if let Err(err) = status_result {
             tracing::warn!(error = %err, "replica status not answered");
         }
@@ -290,6 +301,7 @@ impl Projector {
             };
             let projection = self.projection.get();
             let applying = std::time::Instant::now();
+            let progress = self.progress.clone();
             let (batch, statements) = tokio::task::spawn_blocking(move || {
                 // Applied behind in parts of at most APPLY_EVENTS statements (acknowledged
                 // after the checkpoint that writes them), each message reduced to its effects
@@ -314,6 +326,7 @@ impl Projector {
                     };
                     if !part.is_empty() && events + decoded.events.len() > APPLY_EVENTS {
                         projection.apply_behind(&part)?;
+                        progress.record(part.iter().map(|(sequence, _)| *sequence).max().unwrap_or(0));
                         part.clear();
                         events = 0;
                     }
@@ -323,6 +336,7 @@ impl Projector {
                 }
                 if !part.is_empty() {
                     projection.apply_behind(&part)?;
+                    progress.record(part.iter().map(|(sequence, _)| *sequence).max().unwrap_or(0));
                 }
                 Ok::<_, ProjectionError>((batch, statements))
             })
@@ -331,6 +345,15 @@ impl Projector {
             let applied = applying.elapsed();
             let projection = self.projection.get();
             record_applied(&batch, &projection);
+            if let Some(last) = batch
+                .iter()
+                .filter_map(|message| message.info().ok())
+                .map(|info| info.stream_sequence)
+                .max()
+            {
+                // Parked messages too: they are done with.
+                self.progress.record(last);
+            }
             last_applied = std::time::Instant::now();
             let messages = batch.len();
             self.held

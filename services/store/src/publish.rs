@@ -72,7 +72,7 @@ impl Store {
             }
             for (ack, subject, headers, payload) in acks {
                 match ack.await {
-                    Ok(_) => {}
+                    Ok(ack) => self.record_published(&ack),
                     Err(err) if in_process(&err) => {
                         self.publish_once_settled(subject, headers, payload).await?;
                     }
@@ -88,6 +88,13 @@ impl Store {
 }
 
 impl Store {
+    /// What the projector beside this store is measured against ([`bus::pace`]).
+    fn record_published(&self, ack: &async_nats::jetstream::publish::PublishAck) {
+        if ack.stream == bus::subjects::STREAM_STORED {
+            self.published.record(ack.sequence);
+        }
+    }
+
     /// Publishes one message again until JetStream settles it: another store replica is
     /// publishing the same message (same id) at this moment, and the cluster answers "in
     /// process" until that publish is through; then this one is acknowledged as the
@@ -110,7 +117,10 @@ impl Store {
             }
             .await;
             match outcome {
-                Ok(_) => return Ok(()),
+                Ok(ack) => {
+                    self.record_published(&ack);
+                    return Ok(());
+                }
                 Err(err) if in_process(&err) => continue,
                 Err(err) => return Err(OutboxError::Nats(format!("not acknowledged: {err}"))),
             }

@@ -1,5 +1,6 @@
 //! The store on NATS: pull `LRS_IN` -> apply -> flush -> publish outbox -> ack -> announce;
-//! and answer statement queries and verdict look-ups over request/reply.
+//! and answer statement queries and verdict look-ups over request/reply. Before a pull it
+//! waits a while when the projector beside it is too far behind ([`bus::pace`]).
 //!
 //! Nothing a message or a NATS outage does ends the loop: a message that cannot be applied is
 //! refused (see [`Db::apply`]); pulls, publishes and acks that fail while NATS is away are
@@ -227,6 +228,10 @@ pub struct Store {
     pub(crate) applied: tokio::sync::watch::Sender<u64>,
     /// Requests for a snapshot for a new replica, answered between two batches.
     pub(crate) snapshots: tokio::sync::Mutex<async_nats::Subscriber>,
+    /// The projector beside this store, which a pull waits for when it fell behind.
+    pub(crate) pace: tokio::sync::Mutex<bus::pace::Pace>,
+    /// The last `LRS_STORED` sequence this store published, for [`Store::pace`].
+    pub(crate) published: bus::pace::Highest,
 }
 
 /// Why the store stops on its own.
@@ -321,7 +326,11 @@ impl Store {
             .queue_subscribe(subjects::API_SNAPSHOT_STORE, subjects::API_QUEUE.to_owned())
             .await?;
         let attachments = subjects::attachment_bucket(&js, config.topology.stream_replicas).await?;
+        let pace =
+            bus::pace::Pace::follow(&client, &config.replica, bus::pace::Bounds::default()).await?;
         Ok(Store {
+            published: pace.published(),
+            pace: tokio::sync::Mutex::new(pace),
             api,
             attachments,
             client,
@@ -436,12 +445,20 @@ impl Store {
     ) -> Result<(), Stop> {
         let mut puller = self.puller.lock().await;
         let mut snapshots = self.snapshots.lock().await;
+        let mut pace = self.pace.lock().await;
         loop {
             // Between two batches: the snapshot is the database at one sequence. Never by
             // dropping a pull in flight: the messages it fetched would come back only after
             // ack_wait, and the watermark (every verdict) would wait for them.
             while let Some(Some(request)) = snapshots.next().now_or_never() {
                 self.answer_snapshot(request).await;
+            }
+            let waited = pace.wait(shutdown).await;
+            if !waited.is_zero() {
+                tracing::trace!(
+                    waited_ms = waited.as_millis() as u64,
+                    "waited for the projector"
+                );
             }
             let pulled = puller.next(shutdown).await;
             let batch = match pulled {

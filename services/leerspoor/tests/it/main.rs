@@ -16,6 +16,7 @@ mod hub_nodes;
 mod ingest;
 mod operating;
 mod outages;
+mod pace;
 mod pulls;
 mod queries;
 mod replicas;

@@ -1,0 +1,166 @@
+//! A store's ingest paced by the projector beside it (`bus::pace`), on a real nats-server.
+
+use std::time::Duration;
+
+use futures::{FutureExt as _, StreamExt as _};
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+use crate::helpers::{statement, TestApp};
+
+async fn announce(client: &async_nats::Client, applied: u64) {
+    bus::pace::announce(client, "main", applied).await;
+    client.flush().await.expect("flush");
+}
+
+/// Until `pace` has taken the announcement that puts the projector `behind` messages back.
+async fn until_behind(pace: &mut bus::pace::Pace, behind: u64) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while pace.behind() != Some(behind) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the announcement never reached the store's pace"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+fn bounds(fresh: Duration, longest_wait: Duration) -> bus::pace::Bounds {
+    bus::pace::Bounds {
+        behind: 10,
+        fresh,
+        longest_wait,
+    }
+}
+
+async fn follow(client: &async_nats::Client, bounds: bus::pace::Bounds) -> bus::pace::Pace {
+    let pace = bus::pace::Pace::follow(client, "main", bounds)
+        .await
+        .expect("follow");
+    client.flush().await.expect("flush");
+    pace
+}
+
+const LONG: Duration = Duration::from_secs(600);
+
+#[tokio::test]
+async fn a_store_waits_while_its_projector_is_too_far_behind() {
+    let nats = testkit::Nats::start().await;
+    let client = async_nats::connect(nats.url()).await.expect("connect");
+    let shutdown = CancellationToken::new();
+    let mut pace = follow(&client, bounds(LONG, LONG)).await;
+    pace.published().record(100);
+    assert_eq!(pace.behind(), None, "no projector announced anything yet");
+    assert!(
+        pace.wait(&shutdown).await.is_zero(),
+        "no projector, no wait"
+    );
+
+    announce(&client, 95).await;
+    until_behind(&mut pace, 5).await;
+    assert!(
+        pace.wait(&shutdown).await.is_zero(),
+        "five behind is within the bound of ten"
+    );
+
+    // Another replica's projector is not this store's.
+    bus::pace::announce(&client, "other", 1).await;
+    announce(&client, 50).await;
+    until_behind(&mut pace, 50).await;
+    let mut waiting = Box::pin(pace.wait(&shutdown));
+    assert!(
+        (&mut waiting).now_or_never().is_none(),
+        "fifty behind: the store waits"
+    );
+    announce(&client, 70).await;
+    announce(&client, 95).await;
+    let waited = waiting.await;
+    assert!(!waited.is_zero(), "it waited for the projector");
+    assert_eq!(pace.behind(), Some(5), "until it was within the bound");
+
+    pace.published().record(200);
+    let mut waiting = Box::pin(pace.wait(&shutdown));
+    assert!((&mut waiting).now_or_never().is_none(), "105 behind");
+    shutdown.cancel();
+    waiting.await;
+}
+
+#[tokio::test]
+async fn a_projector_that_stopped_announcing_holds_no_store_back() {
+    let nats = testkit::Nats::start().await;
+    let client = async_nats::connect(nats.url()).await.expect("connect");
+    let shutdown = CancellationToken::new();
+    let mut pace = follow(&client, bounds(Duration::from_millis(300), LONG)).await;
+    pace.published().record(1_000);
+    announce(&client, 1).await;
+    until_behind(&mut pace, 999).await;
+    // No announcement comes after this one: the wait ends when it goes stale, not never.
+    pace.wait(&shutdown).await;
+    assert_eq!(
+        pace.behind(),
+        None,
+        "a stale announcement counts for nothing"
+    );
+    assert!(pace.wait(&shutdown).await.is_zero(), "and no wait follows");
+}
+
+#[tokio::test]
+async fn a_projector_catching_up_slows_a_store_without_stopping_it() {
+    let nats = testkit::Nats::start().await;
+    let client = async_nats::connect(nats.url()).await.expect("connect");
+    let shutdown = CancellationToken::new();
+    let mut pace = follow(&client, bounds(LONG, Duration::from_millis(300))).await;
+    pace.published().record(1_000);
+    announce(&client, 1).await;
+    until_behind(&mut pace, 999).await;
+    // Fresh and far behind: each pull still comes, after the longest wait.
+    for _ in 0..2 {
+        let waited = pace.wait(&shutdown).await;
+        assert!(!waited.is_zero());
+        assert_eq!(pace.behind(), Some(999), "still fresh, still behind");
+    }
+}
+
+#[tokio::test]
+async fn the_projector_announces_what_it_applied_for_its_store() {
+    let app = TestApp::start().await;
+    app.wait_for_credential().await;
+    let client = app.nats_client().await;
+    let mut announcements = client
+        .subscribe(bus::subjects::projector_applied("main"))
+        .await
+        .expect("subscribe");
+    client.flush().await.expect("flush");
+    let response = app
+        .post_statements(&json!([statement(
+            "pace@example.org",
+            "completed",
+            "https://example.org/pace"
+        )]))
+        .await;
+    assert_eq!(response.status(), 200);
+    let js = async_nats::jetstream::new(client.clone());
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let message = tokio::time::timeout_at(deadline.into(), announcements.next())
+            .await
+            .expect("the projector announced LRS_STORED's last sequence")
+            .expect("subscription open");
+        let announced: bus::pace::ProjectorApplied =
+            serde_json::from_slice(&message.payload).expect("an announcement");
+        let last = js
+            .get_stream(bus::subjects::STREAM_STORED)
+            .await
+            .expect("LRS_STORED")
+            .info()
+            .await
+            .expect("info")
+            .state
+            .last_sequence;
+        assert!(announced.applied <= last, "never beyond what was published");
+        if announced.applied == last {
+            break;
+        }
+    }
+    app.stop().await;
+}
