@@ -47,7 +47,7 @@ impl Default for Bounds {
     /// 128 messages: a second or two of ingest in batches, more than the projector's parts
     /// of 10,000 statements (it announces per part). 2 s per pull: the projector's longest
     /// pulls at a million statements take about that; with checkpoints written without sled's
-    /// lock (measured, not kept), 1 s per pull still left the projector 9 s behind at the end
+    /// lock (measured, not kept), 1 s per pull still left the projector 8 s behind at the end
     /// of the grow to a million, 2 s 3–6 s (BENCHMARKS.md, the twenty-ninth round).
     fn default() -> Self {
         Bounds {
