@@ -310,6 +310,14 @@ impl Projector {
                 // projector under ingest; BENCHMARKS.md); its effects take a few MB.
                 let mut part: Vec<(u64, Vec<Effect>)> = Vec::new();
                 let (mut events, mut statements) = (0, 0);
+                // Each part's last sequence is how far this projector applied, for its store.
+                let apply = |part: &[(u64, Vec<Effect>)]| {
+                    projection.apply_behind(part)?;
+                    if let Some((sequence, _)) = part.last() {
+                        progress.record(*sequence);
+                    }
+                    Ok::<_, ProjectionError>(())
+                };
                 for message in &batch {
                     let Ok(info) = message.info() else {
                         continue;
@@ -325,8 +333,7 @@ impl Projector {
                         }
                     };
                     if !part.is_empty() && events + decoded.events.len() > APPLY_EVENTS {
-                        projection.apply_behind(&part)?;
-                        progress.record(part.iter().map(|(sequence, _)| *sequence).max().unwrap_or(0));
+                        apply(&part)?;
                         part.clear();
                         events = 0;
                     }
@@ -335,8 +342,7 @@ impl Projector {
                     part.push((sequence, effects(&decoded)));
                 }
                 if !part.is_empty() {
-                    projection.apply_behind(&part)?;
-                    progress.record(part.iter().map(|(sequence, _)| *sequence).max().unwrap_or(0));
+                    apply(&part)?;
                 }
                 Ok::<_, ProjectionError>((batch, statements))
             })

@@ -455,9 +455,9 @@ impl Store {
             }
             let waited = pace.wait(shutdown).await;
             if !waited.is_zero() {
-                tracing::trace!(
+                tracing::debug!(
                     waited_ms = waited.as_millis() as u64,
-                    "waited for the projector"
+                    "waited for the projector beside this store"
                 );
             }
             let pulled = puller.next(shutdown).await;
