@@ -19,6 +19,10 @@ pub const STATEMENTS_REJECTED: &str = "leerspoor_statements_rejected_total";
 pub const STORE_APPLY_SECONDS: &str = "leerspoor_store_apply_seconds";
 /// Histogram: seconds the store took to flush a batch to disk.
 pub const STORE_FLUSH_SECONDS: &str = "leerspoor_store_flush_seconds";
+/// Histogram: seconds the store waited before a pull of `LRS_IN` for the projector beside it
+/// ([`crate::pace`]); only the pulls that waited. Its `_sum` rate is the share of time ingest
+/// was held to the projector's pace.
+pub const STORE_PACE_WAIT_SECONDS: &str = "leerspoor_store_pace_wait_seconds";
 /// Gauge: the store's contiguous applied `LRS_IN` sequence.
 pub const STORE_APPLIED: &str = "leerspoor_store_applied_sequence";
 /// Gauge: the projector's applied `LRS_STORED` sequence.
@@ -54,7 +58,7 @@ pub const DELIVERY_PENDING: &str = "leerspoor_delivery_pending_messages";
 pub const DELIVERY_SECONDS: &str = "leerspoor_delivery_seconds";
 
 /// Every metric name above.
-pub const ALL: [&str; 23] = [
+pub const ALL: [&str; 24] = [
     HTTP_REQUESTS,
     HTTP_SECONDS,
     STATEMENT_WRITES,
@@ -62,6 +66,7 @@ pub const ALL: [&str; 23] = [
     STATEMENTS_REJECTED,
     STORE_APPLY_SECONDS,
     STORE_FLUSH_SECONDS,
+    STORE_PACE_WAIT_SECONDS,
     STORE_APPLIED,
     PROJECTOR_APPLIED,
     PROJECTOR_LAG_SECONDS,

@@ -39,6 +39,11 @@ pub(crate) fn applied(
     }
 }
 
+/// Before a pull that waited for the projector beside the store ([`bus::pace`]).
+pub(crate) fn paced(waited: Duration) {
+    metrics::histogram!(m::STORE_PACE_WAIT_SECONDS).record(waited.as_secs_f64());
+}
+
 /// After a flush: its time, the watermark, and (every 10 s at most) the size on disk.
 pub(crate) fn flushed(db: &Db, through: u64, took: Duration) {
     metrics::histogram!(m::STORE_FLUSH_SECONDS).record(took.as_secs_f64());

@@ -455,6 +455,7 @@ impl Store {
             }
             let waited = pace.wait(shutdown).await;
             if !waited.is_zero() {
+                crate::metrics::paced(waited);
                 tracing::debug!(
                     waited_ms = waited.as_millis() as u64,
                     "waited for the projector beside this store"

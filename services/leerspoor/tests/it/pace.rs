@@ -164,3 +164,103 @@ async fn the_projector_announces_what_it_applied_for_its_store() {
     }
     app.stop().await;
 }
+
+/// `LRS_STORED`'s last sequence.
+async fn stored_last(js: &async_nats::jetstream::Context) -> u64 {
+    js.get_stream(bus::subjects::STREAM_STORED)
+        .await
+        .expect("LRS_STORED")
+        .info()
+        .await
+        .expect("info")
+        .state
+        .last_sequence
+}
+
+/// Until the projector has announced applying `LRS_STORED` through its last message (as of
+/// the call).
+async fn until_projector_applied_all(
+    js: &async_nats::jetstream::Context,
+    announcements: &mut async_nats::Subscriber,
+) -> u64 {
+    let last = stored_last(js).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let message = tokio::time::timeout_at(deadline.into(), announcements.next())
+            .await
+            .expect("the projector announced LRS_STORED's last sequence")
+            .expect("subscription open");
+        let announced: bus::pace::ProjectorApplied =
+            serde_json::from_slice(&message.payload).expect("an announcement");
+        // Beyond it too: a message published since (the projector announces the latest).
+        if announced.applied >= last {
+            return last;
+        }
+    }
+}
+
+/// An operator sees ingest held to the projector's pace: every wait before a pull is a sample
+/// of `leerspoor_store_pace_wait_seconds`.
+#[tokio::test]
+async fn a_store_that_waited_for_its_projector_says_so_in_its_metrics() {
+    let app = TestApp::start().await;
+    app.wait_for_credential().await;
+    let client = app.nats_client().await;
+    let js = async_nats::jetstream::new(client.clone());
+    let mut announcements = client
+        .subscribe(bus::subjects::projector_applied("main"))
+        .await
+        .expect("subscribe");
+    client.flush().await.expect("flush");
+    let post = |n: u64| {
+        let app = &app;
+        async move {
+            let body = json!([statement(
+                &format!("paced{n}@example.org"),
+                "completed",
+                "https://example.org/paced"
+            )]);
+            assert_eq!(app.post_statements(&body).await.status(), 200);
+        }
+    };
+    // One write at a time until `LRS_STORED` holds more messages than the bound (writes that
+    // reach the store together may share one).
+    let bound = bus::pace::Bounds::default().behind;
+    let mut n = 0;
+    while stored_last(&js).await <= bound + 1 {
+        assert!(
+            n < 4 * bound,
+            "{n} writes and still not {bound} LRS_STORED messages"
+        );
+        post(n).await;
+        n += 1;
+    }
+    until_projector_applied_all(&js, &mut announcements).await;
+    let count = |page: &str| {
+        crate::operating::sample(page, "leerspoor_store_pace_wait_seconds_count", &[])
+            .unwrap_or(0.0)
+    };
+    let before = count(&crate::operating::metrics_page(&app.base).await);
+
+    // A projector that says it applied only the first message: after its next write, the
+    // store waits before it pulls again, until the real projector announces it caught up.
+    announce(&client, 1).await;
+    post(n).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let page = loop {
+        let page = crate::operating::metrics_page(&app.base).await;
+        if count(&page) > before {
+            break page;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no wait for the projector in the store's metrics"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let waited = crate::operating::sample(&page, "leerspoor_store_pace_wait_seconds_sum", &[])
+        .expect("the seconds waited");
+    assert!(waited > 0.0, "{waited} s waited");
+    until_projector_applied_all(&js, &mut announcements).await;
+    app.stop().await;
+}
