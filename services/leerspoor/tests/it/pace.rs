@@ -142,27 +142,28 @@ async fn the_projector_announces_what_it_applied_for_its_store() {
     let js = async_nats::jetstream::new(client.clone());
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
-        let message = tokio::time::timeout_at(deadline.into(), announcements.next())
-            .await
-            .expect("the projector announced LRS_STORED's last sequence")
-            .expect("subscription open");
-        let announced: bus::pace::ProjectorApplied =
-            serde_json::from_slice(&message.payload).expect("an announcement");
-        let last = js
-            .get_stream(bus::subjects::STREAM_STORED)
-            .await
-            .expect("LRS_STORED")
-            .info()
-            .await
-            .expect("info")
-            .state
-            .last_sequence;
-        assert!(announced.applied <= last, "never beyond what was published");
-        if announced.applied == last {
+        let applied = next_announced(&mut announcements, deadline).await;
+        let last = stored_last(&js).await;
+        assert!(applied <= last, "never beyond what was published");
+        if applied == last {
             break;
         }
     }
     app.stop().await;
+}
+
+/// The sequence in the next announcement of the projector, which must come before `deadline`.
+async fn next_announced(
+    announcements: &mut async_nats::Subscriber,
+    deadline: std::time::Instant,
+) -> u64 {
+    let message = tokio::time::timeout_at(deadline.into(), announcements.next())
+        .await
+        .expect("the projector announced LRS_STORED's last sequence")
+        .expect("subscription open");
+    serde_json::from_slice::<bus::pace::ProjectorApplied>(&message.payload)
+        .expect("an announcement")
+        .applied
 }
 
 /// `LRS_STORED`'s last sequence.
@@ -182,21 +183,11 @@ async fn stored_last(js: &async_nats::jetstream::Context) -> u64 {
 async fn until_projector_applied_all(
     js: &async_nats::jetstream::Context,
     announcements: &mut async_nats::Subscriber,
-) -> u64 {
+) {
     let last = stored_last(js).await;
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let message = tokio::time::timeout_at(deadline.into(), announcements.next())
-            .await
-            .expect("the projector announced LRS_STORED's last sequence")
-            .expect("subscription open");
-        let announced: bus::pace::ProjectorApplied =
-            serde_json::from_slice(&message.payload).expect("an announcement");
-        // Beyond it too: a message published since (the projector announces the latest).
-        if announced.applied >= last {
-            return last;
-        }
-    }
+    // Beyond it too: a message published since (the projector announces the latest).
+    while next_announced(announcements, deadline).await < last {}
 }
 
 /// An operator sees ingest held to the projector's pace: every wait before a pull is a sample
