@@ -15,14 +15,15 @@ async fn announce(client: &async_nats::Client, applied: u64) {
 
 /// Until `pace` has taken the announcement that puts the projector `behind` messages back.
 async fn until_behind(pace: &mut bus::pace::Pace, behind: u64) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while pace.behind() != Some(behind) {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the announcement never reached the store's pace"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    testkit::wait_until(
+        "the announcement to reach the store's pace",
+        Duration::from_secs(20),
+        || {
+            let reached = pace.behind() == Some(behind);
+            async move { reached.then_some(()) }
+        },
+    )
+    .await;
 }
 
 fn bounds(fresh: Duration, longest_wait: Duration) -> bus::pace::Bounds {
@@ -237,18 +238,15 @@ async fn a_store_that_waited_for_its_projector_says_so_in_its_metrics() {
     // store waits before it pulls again, until the real projector announces it caught up.
     announce(&client, 1).await;
     post(n).await;
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    let page = loop {
-        let page = crate::operating::metrics_page(&app.base).await;
-        if count(&page) > before {
-            break page;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no wait for the projector in the store's metrics"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let page = testkit::wait_until(
+        "a wait for the projector in the store's metrics",
+        Duration::from_secs(20),
+        || async {
+            let page = crate::operating::metrics_page(&app.base).await;
+            (count(&page) > before).then_some(page)
+        },
+    )
+    .await;
     let waited = crate::operating::sample(&page, "leerspoor_store_pace_wait_seconds_sum", &[])
         .expect("the seconds waited");
     assert!(waited > 0.0, "{waited} s waited");
