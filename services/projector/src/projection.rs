@@ -500,10 +500,22 @@ impl Projection {
     /// replica loads its snapshot into it first, so the database is opened once (sled's
     /// threads may hold its lock for a moment after a drop, and a reopen would be refused).
     pub fn open_tree(path: &Path, cache_bytes: u64) -> Result<sled::Db, ProjectionError> {
+        Projection::open_configured(sledconf::config(path), cache_bytes)
+    }
+
+    /// [`Projection::open_tree`] for a compaction's copy, made in the small segments a copy
+    /// takes least in ([`sledconf::copy`]).
+    pub fn open_copy_tree(path: &Path, cache_bytes: u64) -> Result<sled::Db, ProjectionError> {
+        Projection::open_configured(sledconf::copy(path), cache_bytes)
+    }
+
+    fn open_configured(
+        config: sled::Config,
+        cache_bytes: u64,
+    ) -> Result<sled::Db, ProjectionError> {
         // No background flusher: every applied message is flushed before its ack, and a
         // flusher thread would keep the database locked after a drop.
-        Ok(sled::Config::new()
-            .path(path)
+        Ok(config
             .cache_capacity(cache_bytes)
             .flush_every_ms(None)
             .open()?)

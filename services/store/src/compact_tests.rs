@@ -145,7 +145,7 @@ fn a_compaction_cut_short_leaves_store_sled_as_it_was_or_as_copied() {
         let (dir, _) = stopped_store(10);
         let path = dir.path().join(DATABASE);
         let other = dir.path().join("store-1-1.sled");
-        let left = sled::open(&other).expect("the other database");
+        let left = open(&other, DEFAULT_CACHE_BYTES).expect("the other database");
         left.insert(b"only in the other one", b"x").expect("insert");
         left.flush().expect("flush");
         drop(left);
@@ -154,8 +154,8 @@ fn a_compaction_cut_short_leaves_store_sled_as_it_was_or_as_copied() {
             // The exchange done: what store.sled held is the marked one now, and the copy
             // (here: the same entries) is store.sled.
             exchange(&path, &other).expect("exchange");
-            let copy = sled::open(&path).expect("the copy");
-            for item in sled::open(&other).expect("original").iter() {
+            let copy = open(&path, DEFAULT_CACHE_BYTES).expect("the copy");
+            for item in open(&other, DEFAULT_CACHE_BYTES).expect("original").iter() {
                 let (key, value) = item.expect("read");
                 copy.insert(key, value).expect("insert");
             }

@@ -352,10 +352,7 @@ impl Db {
     /// loads its snapshot into it first, so the database is opened once (sled's threads
     /// may hold its lock for a moment after a drop, and a reopen would be refused).
     pub fn open_tree(path: &Path, cache_bytes: u64) -> Result<sled::Db, DbError> {
-        Ok(sled::Config::new()
-            .path(path)
-            .cache_capacity(cache_bytes)
-            .open()?)
+        Ok(sledconf::config(path).cache_capacity(cache_bytes).open()?)
     }
 
     /// The store on an open sled database: migrations, catch-ups and re-indexing first.

@@ -90,6 +90,39 @@ pub(crate) fn by_verb(db: &Db) -> usize {
     }
 }
 
+/// A store made in sled's default segments (before `sledconf`) opens with them (sled refuses
+/// another size) and goes on from what it held; a new one is made in large segments.
+#[test]
+fn a_store_made_in_sleds_default_segments_opens_with_them() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let validator = Validator::new().expect("schemas");
+    let old = sled::Config::new()
+        .path(dir.path())
+        .flush_every_ms(None)
+        .open()
+        .expect("sled");
+    let db = Db::from_tree(old, Limits::default()).expect("store");
+    for sequence in 1..=2 {
+        apply(&db, &validator, sequence);
+    }
+    db.flush().expect("flush");
+    drop(db);
+    let made_with = sledconf::segment_size(dir.path());
+    assert!(made_with.is_some_and(|size| size != sledconf::SEGMENT_BYTES));
+    let db = reopen(dir.path());
+    apply(&db, &validator, 3);
+    assert_eq!(by_verb(&db), 15);
+    drop(db);
+    assert_eq!(sledconf::segment_size(dir.path()), made_with);
+
+    let new = tempfile::tempdir().expect("temp dir");
+    drop(Db::open(new.path()).expect("open"));
+    assert_eq!(
+        sledconf::segment_size(new.path()),
+        Some(sledconf::SEGMENT_BYTES)
+    );
+}
+
 #[test]
 fn indexes_lost_in_a_crash_are_rebuilt_at_open() {
     let dir = tempfile::tempdir().expect("temp dir");

@@ -391,9 +391,16 @@ async fn erasing_a_person_leaves_nothing_of_them_and_everything_else() {
 
     // And nothing is left in either sled database: no value, no key, no index entry.
     let data = app.stop_keeping_data().await;
-    let store = sled::open(data.path().join("store.sled")).expect("store sled");
-    let projection =
-        sled::open(projector::rebuild::active_path(data.path())).expect("projector sled");
+    let store = store::db::Db::open_tree(
+        &data.path().join("store.sled"),
+        store::db::DEFAULT_CACHE_BYTES,
+    )
+    .expect("store sled");
+    let projection = projector::projection::Projection::open_tree(
+        &projector::rebuild::active_path(data.path()),
+        projector::projection::DEFAULT_CACHE_BYTES,
+    )
+    .expect("projector sled");
     for (name, tree) in [("store", &store), ("projector", &projection)] {
         for item in tree.iter() {
             let (key, value) = item.expect("read");

@@ -138,7 +138,8 @@ fn store_differences(dir: &std::path::Path) -> String {
         if !path.exists() {
             return Err(format!("no {}", path.display()));
         }
-        sled::open(&path).map_err(|err| format!("{}: {err}", path.display()))
+        store::db::Db::open_tree(&path, store::db::DEFAULT_CACHE_BYTES)
+            .map_err(|err| format!("{}: {err}", path.display()))
     };
     let (a, b) = match (open("a"), open("b")) {
         (Ok(a), Ok(b)) => (a, b),

@@ -1,0 +1,157 @@
+//! How every Leerspoor database is opened in sled: the one place that says how large the
+//! log's segments are.
+//!
+//! sled writes every change to a log of fixed-size segments and reuses a segment only once
+//! at most half of it is live, and its file never shrinks below the highest segment used.
+//! With sled's default of 512 KiB, a store that took a million statements of the ingest
+//! workload left 2.2 GB on disk and its projector 2.4 GB, for 1.25 GB of statements' JSON;
+//! with segments of [`SEGMENT_BYTES`] the same ingest left 1.3 and 1.9 GB (BENCHMARKS.md,
+//! the thirty-first round). A fresh copy (a compaction's, written once in key order) goes the
+//! other way: the store's copy took 0.87 GB in 512 KiB segments and 1.1 GB in 16 MiB ones,
+//! so a copy is made in [`COPY_SEGMENT_BYTES`] ([`copy`]) and a database the ingest makes in
+//! [`SEGMENT_BYTES`] ([`config`]).
+//!
+//! sled refuses to open a database with another segment size than the one it was made
+//! with, so a database made before, or a copy, keeps its own: it is read from sled's `conf`
+//! file beside the data.
+
+use std::path::Path;
+
+/// The log's segment size for a database made now (sled allows at most 16 MiB).
+pub const SEGMENT_BYTES: usize = 16 * 1024 * 1024;
+
+/// The log's segment size for a copy made now: sled's default.
+pub const COPY_SEGMENT_BYTES: usize = 512 * 1024;
+
+/// sled's configuration for the database at `path`: its path and the segment size it was
+/// made with, or [`SEGMENT_BYTES`] for a new one. The caller adds its cache and flushing.
+pub fn config(path: &Path) -> sled::Config {
+    made_with(path, SEGMENT_BYTES)
+}
+
+/// [`config`] for a copy: a new database is made with [`COPY_SEGMENT_BYTES`].
+pub fn copy(path: &Path) -> sled::Config {
+    made_with(path, COPY_SEGMENT_BYTES)
+}
+
+fn made_with(path: &Path, new: usize) -> sled::Config {
+    sled::Config::new()
+        .path(path)
+        .segment_size(segment_size(path).unwrap_or(new))
+}
+
+/// The segment size the database at `path` was made with, from sled's `conf` file (lines
+/// such as `segment_size: 524288`, then a CRC-32 of four bytes); `None` for a new database.
+/// A `conf` that cannot be read also gives `None`: sled's own open then says what is wrong
+/// with it.
+pub fn segment_size(path: &Path) -> Option<usize> {
+    let conf = std::fs::read(path.join("conf")).ok()?;
+    String::from_utf8_lossy(&conf)
+        .lines()
+        .filter_map(|line| line.split_once(':'))
+        .find(|(key, _)| key.trim() == "segment_size")
+        .and_then(|(_, value)| value.trim().parse().ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_new_database_is_made_with_large_segments() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("new.sled");
+        assert_eq!(segment_size(&path), None);
+        let db = config(&path).flush_every_ms(None).open().expect("open");
+        db.insert(b"key", b"value".as_slice()).expect("insert");
+        db.flush().expect("flush");
+        drop(db);
+        assert_eq!(segment_size(&path), Some(SEGMENT_BYTES));
+        let again = config(&path)
+            .flush_every_ms(None)
+            .open()
+            .expect("open again");
+        assert_eq!(
+            again.get(b"key").expect("get").as_deref(),
+            Some(&b"value"[..])
+        );
+    }
+
+    /// A database made before (sled's default segments) opens with its own size: sled
+    /// refuses it under another, as the first half of the test shows.
+    #[test]
+    fn a_database_made_with_other_segments_keeps_them() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("old.sled");
+        let old = sled::Config::new()
+            .path(&path)
+            .flush_every_ms(None)
+            .open()
+            .expect("open");
+        old.insert(b"key", b"value".as_slice()).expect("insert");
+        old.flush().expect("flush");
+        drop(old);
+        let made_with = segment_size(&path).expect("conf written");
+        assert_ne!(made_with, SEGMENT_BYTES);
+        let refused = sled::Config::new()
+            .path(&path)
+            .segment_size(SEGMENT_BYTES)
+            .open();
+        assert!(refused.is_err(), "sled opened it with another segment size");
+        let db = config(&path)
+            .flush_every_ms(None)
+            .open()
+            .expect("open with its own segments");
+        assert_eq!(db.get(b"key").expect("get").as_deref(), Some(&b"value"[..]));
+        drop(db);
+        assert_eq!(segment_size(&path), Some(made_with));
+    }
+
+    /// A copy is made in small segments; a database of either size opened as a copy (the
+    /// original a compaction reads) keeps its own.
+    #[test]
+    fn a_copy_is_made_with_small_segments() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (copy_path, made_path) = (dir.path().join("copy.sled"), dir.path().join("made.sled"));
+        for (path, open, size) in [
+            (
+                &copy_path,
+                copy as fn(&Path) -> sled::Config,
+                COPY_SEGMENT_BYTES,
+            ),
+            (&made_path, config, SEGMENT_BYTES),
+        ] {
+            let db = open(path).flush_every_ms(None).open().expect("open");
+            db.flush().expect("flush");
+            drop(db);
+            assert_eq!(segment_size(path), Some(size));
+        }
+        let made = copy(&made_path)
+            .flush_every_ms(None)
+            .open()
+            .expect("open as a copy");
+        drop(made);
+        assert_eq!(segment_size(&made_path), Some(SEGMENT_BYTES));
+    }
+
+    /// sled ends its `conf` with a CRC that need not be UTF-8.
+    #[test]
+    fn the_size_is_read_before_sleds_checksum() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut conf = b"segment_size: 1048576\nuse_compression: false\nversion: 0.34\n".to_vec();
+        conf.extend_from_slice(&[0xff, 0xfe, 0x80, 0x00]);
+        std::fs::write(dir.path().join("conf"), conf).expect("write");
+        assert_eq!(segment_size(dir.path()), Some(1024 * 1024));
+    }
+
+    #[test]
+    fn a_conf_without_a_segment_size_gives_none() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::write(
+            dir.path().join("conf"),
+            "use_compression: false\nsegment_size: x\n",
+        )
+        .expect("write");
+        assert_eq!(segment_size(dir.path()), None);
+    }
+}
