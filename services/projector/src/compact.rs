@@ -4,7 +4,11 @@
 //! sled's log keeps the pages each write replaced until a segment is mostly dead, so the
 //! projector's database (which rewrites the same states with every part) grows to several
 //! times its entries: after 100,000 statements of the ingest workload 627 MB on disk for
-//! 41 MB of keys and values, 180 MB as a fresh copy (BENCHMARKS.md, the eleventh round).
+//! 41 MB of keys and values, 180 MB as a fresh copy (BENCHMARKS.md, the eleventh round), in
+//! sled's default segments of 512 KiB. A database made in the 16 MiB segments of
+//! [`sledconf`] stays near what a copy takes (a copy is made in 512 KiB segments, which
+//! suit it best; the thirty-first round), so one started by itself is swapped in only when
+//! [`WORTH`] it.
 //!
 //! A copy starts between two batches. A thread copies every entry while the projector goes
 //! on applying; a sled subscriber on the whole database notes every key written meanwhile,
@@ -42,6 +46,14 @@ pub const QUIET: Duration = Duration::from_secs(30);
 /// Entries per sled batch in the copy.
 const BATCH: usize = 10_000;
 
+/// A copy started by itself is swapped in only when it takes at most this share of what the
+/// database takes (nine tenths): in sled's large segments ([`sledconf::SEGMENT_BYTES`]) a
+/// database the ingest left takes about what a fresh copy does (BENCHMARKS.md, the
+/// thirty-first round), and a copy that gives back little is not worth its swap (nor the
+/// small segments it is made in, [`sledconf::COPY_SEGMENT_BYTES`]). A copy asked for is always
+/// swapped in: it is also how an erasure's bytes leave sled's dead pages.
+pub const WORTH: (u64, u64) = (9, 10);
+
 /// A round that found at most this many keys written says the copy is ready for the pause.
 const PAUSE_KEYS: usize = 20_000;
 
@@ -61,11 +73,17 @@ pub struct CompactReport {
     /// for that round).
     pub written_in_pause: u64,
     pub bytes_before: u64,
+    /// What the copy took (when kept back, what it would have taken).
     pub bytes_after: u64,
     /// How long the copy took, and the pause at its end.
     pub seconds: f64,
     pub pause_seconds: f64,
+    /// The database in use after it.
     pub database: String,
+    /// A copy started by itself that would not have given back enough ([`WORTH`]): removed,
+    /// the database in use stays (and is due again once it takes twice as much).
+    #[serde(default)]
+    pub kept_back: bool,
 }
 
 /// Whether the database is due a copy: `size` bytes on disk against `copied` after the last.
@@ -107,6 +125,9 @@ pub struct Copying {
     watcher: Option<JoinHandle<()>>,
     /// Keys written since the copy (or its last round) read them.
     written: Written,
+    /// Started by itself, not asked for: swapped in only when it takes at most this share
+    /// of the database in use ([`WORTH`]).
+    only_below: Option<(u64, u64)>,
 }
 
 /// Between the projector and its copy thread.
@@ -138,7 +159,7 @@ impl Copying {
     pub fn start(projection: &Projection, data_dir: &Path) -> Result<Copying, ProjectionError> {
         let name = format!("projector-{}.sled", crate::rebuild::unique_suffix());
         let path = data_dir.join(&name);
-        let to = Projection::open_tree(&path, projection.cache_bytes())?;
+        let to = Projection::open_copy_tree(&path, projection.cache_bytes())?;
         let from = projection.db().clone();
         let signals = Arc::new(Signals::default());
         let stop_watching = Arc::new(AtomicBool::new(false));
@@ -183,7 +204,15 @@ impl Copying {
             copier: Some(copier),
             watcher: Some(watcher),
             written,
+            only_below: None,
         })
+    }
+
+    /// A copy the projector started by itself: [`Copying::finish`] keeps the database in use
+    /// when the copy would take more than `share` of it (numerator, denominator; [`WORTH`]).
+    pub fn swapped_in_only_below(mut self, share: (u64, u64)) -> Copying {
+        self.only_below = Some(share);
+        self
     }
 
     /// Whether the thread has copied every entry (then [`Copying::finish`] pauses briefly).
@@ -211,6 +240,28 @@ impl Copying {
         copy_keys(&self.from, &to, keys)?;
         to.flush()?;
         let bytes_after = to.size_on_disk()?;
+        let in_use = self.from.size_on_disk()?;
+        let too_large = |(part, whole): (u64, u64)| {
+            bytes_after.saturating_mul(whole) > in_use.saturating_mul(part)
+        };
+        if self.only_below.is_some_and(too_large) {
+            // Not worth it: the copy goes (with `self`), and the next is due at twice this.
+            drop(to);
+            current.get().set_copied(in_use)?;
+            return Ok(CompactReport {
+                entries,
+                rounds,
+                written_in_pause,
+                bytes_before: in_use,
+                bytes_after,
+                seconds: self.started.elapsed().as_secs_f64(),
+                pause_seconds: paused.elapsed().as_secs_f64(),
+                database: (current.get().path().file_name())
+                    .map(|name| name.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
+                kept_back: true,
+            });
+        }
         let fresh = Projection::from_tree(to, &self.path, current.get().cache_bytes())?;
         fresh.set_copied(bytes_after)?;
         fresh.flush()?;
@@ -226,6 +277,7 @@ impl Copying {
             seconds: self.started.elapsed().as_secs_f64(),
             pause_seconds: paused.elapsed().as_secs_f64(),
             database: std::mem::take(&mut self.name),
+            kept_back: false,
         })
     }
 
@@ -367,6 +419,11 @@ pub enum Step {
 impl Compaction {
     /// Someone asked for a copy now; `reply` is answered when it is in use.
     pub fn ask(&mut self, reply: Option<async_nats::Subject>) {
+        // A copy under way that started by itself now answers the asker: swapped in whatever
+        // it gives back.
+        if let Some(copying) = &mut self.copying {
+            copying.only_below = None;
+        }
         self.asked = true;
         self.waiting.extend(reply);
     }
@@ -409,10 +466,15 @@ impl Compaction {
         if !self.asked && !due(size, projection.copied().unwrap_or(0)) {
             return Step::Nothing;
         }
-        self.asked = false;
+        let by_itself = !std::mem::take(&mut self.asked);
         let data_dir = data_dir.to_owned();
-        let started =
-            tokio::task::spawn_blocking(move || Copying::start(&projection, &data_dir)).await;
+        let started = tokio::task::spawn_blocking(move || {
+            Copying::start(&projection, &data_dir).map(|copying| match by_itself {
+                true => copying.swapped_in_only_below(WORTH),
+                false => copying,
+            })
+        })
+        .await;
         match started {
             Ok(Ok(copying)) => {
                 self.copying = Some(copying);

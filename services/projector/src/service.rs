@@ -478,6 +478,15 @@ impl Projector {
             }
             Step::Done(done, waiting) => {
                 let reply = match done {
+                    Ok(report) if report.kept_back => {
+                        tracing::info!(
+                            bytes_in_use = report.bytes_before,
+                            bytes_of_copy = report.bytes_after,
+                            "a copy of the projector's database would not give back a tenth: \
+                             removed, the database in use stays"
+                        );
+                        serde_json::json!({ "ok": report })
+                    }
                     Ok(report) => {
                         tracing::info!(
                             bytes_before = report.bytes_before,

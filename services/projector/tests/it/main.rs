@@ -1517,7 +1517,12 @@ proptest! {
 /// Applies `count` statements, one a message, spread over six workers, three hubs and
 /// companies, four activities, skills and months.
 fn apply_spread(projection: &Projection, count: usize) {
-    for index in 0..count {
+    apply_spread_from(projection, 0, count);
+}
+
+/// [`apply_spread`]'s statements `from..from + count`, as messages `from + 1` on.
+fn apply_spread_from(projection: &Projection, from: usize, count: usize) {
+    for index in from..from + count {
         let spec = Spec {
             workers: vec![(index % 6) as u8],
             group: false,
@@ -1579,6 +1584,90 @@ fn a_compaction_given_up_leaves_nothing_behind() {
     projector::rebuild::remove_unfinished(data.path(), &first);
     assert_eq!(copies(), 0);
     assert!(first.exists());
+}
+
+/// A projector made in sled's default segments (before `sledconf`) opens with them (sled
+/// refuses another size) and reads what it held.
+#[test]
+fn a_projector_made_in_sleds_default_segments_opens_with_them() {
+    let data = tempfile::tempdir().expect("temp dir");
+    let path = projector::rebuild::active_path(data.path());
+    let old = sled::Config::new()
+        .path(&path)
+        .flush_every_ms(None)
+        .open()
+        .expect("sled");
+    let projection = Projection::from_tree(old, &path, projector::projection::DEFAULT_CACHE_BYTES)
+        .expect("projection");
+    apply_spread(&projection, 10);
+    let digest = projection.digest().expect("digest");
+    projection.flush().expect("flush");
+    drop(projection);
+    let made_with = sledconf::segment_size(&path);
+    assert!(made_with.is_some_and(|size| size != sledconf::SEGMENT_BYTES));
+    let reopened = reopen(&path);
+    assert_eq!(reopened.digest().expect("digest"), digest);
+    drop(reopened);
+    assert_eq!(sledconf::segment_size(&path), made_with);
+}
+
+/// A copy the projector started by itself is swapped in only when it gives back enough of
+/// the database: one that would not (here: any copy at all, a share of 0) goes and the
+/// database in use stays, due again at twice its size; after many states rewritten (sled
+/// keeps what each rewrite replaced) a copy gives back a tenth and is swapped in.
+#[test]
+fn a_copy_started_by_itself_is_swapped_in_only_when_it_gives_back_a_tenth() {
+    let data = tempfile::tempdir().expect("temp dir");
+    let first = projector::rebuild::active_path(data.path());
+    let current = projector::rebuild::Current::new(Projection::open(&first).expect("open"));
+    apply_spread(&current.get(), 40);
+    let asked = projector::compact::Copying::start(&current.get(), data.path())
+        .expect("start")
+        .finish(data.path(), &current)
+        .expect("finish");
+    assert!(!asked.kept_back, "a copy asked for is swapped in");
+    let copied = projector::rebuild::active_path(data.path());
+    assert_ne!(copied, first);
+    let digest = current.get().digest().expect("digest");
+
+    let again = projector::compact::Copying::start(&current.get(), data.path())
+        .expect("start")
+        .swapped_in_only_below((0, 1))
+        .finish(data.path(), &current)
+        .expect("finish");
+    assert!(
+        again.kept_back,
+        "{} -> {} bytes",
+        again.bytes_before, again.bytes_after
+    );
+    assert_eq!(projector::rebuild::active_path(data.path()), copied);
+    assert_eq!(current.get().path(), copied.as_path());
+    assert_eq!(again.database, asked.database);
+    assert_eq!(current.get().copied().expect("copied"), again.bytes_before);
+    assert_eq!(current.get().digest().expect("digest"), digest);
+    let databases = || {
+        std::fs::read_dir(data.path())
+            .expect("read dir")
+            .filter_map(Result::ok)
+            .filter(|entry| entry.file_name().to_string_lossy().ends_with(".sled"))
+            .count()
+    };
+    assert_eq!(databases(), 1, "the copy kept back is removed");
+
+    apply_spread_from(&current.get(), 40, 400);
+    let worth = projector::compact::Copying::start(&current.get(), data.path())
+        .expect("start")
+        .swapped_in_only_below(projector::compact::WORTH)
+        .finish(data.path(), &current)
+        .expect("finish");
+    assert!(
+        !worth.kept_back,
+        "{} -> {} bytes",
+        worth.bytes_before, worth.bytes_after
+    );
+    assert_ne!(projector::rebuild::active_path(data.path()), copied);
+    assert_eq!(databases(), 1, "the database replaced is removed");
+    assert_eq!(current.get().copied().expect("copied"), worth.bytes_after);
 }
 
 /// `leerspoor compact` on a stopped node: the projector's database copied and swapped in with
