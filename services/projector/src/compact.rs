@@ -256,7 +256,10 @@ impl Copying {
                 bytes_after,
                 seconds: self.started.elapsed().as_secs_f64(),
                 pause_seconds: paused.elapsed().as_secs_f64(),
-                database: (current.get().path().file_name())
+                database: current
+                    .get()
+                    .path()
+                    .file_name()
                     .map(|name| name.to_string_lossy().into_owned())
                     .unwrap_or_default(),
                 kept_back: true,

@@ -505,7 +505,10 @@ impl Projection {
 
     /// [`Projection::open_tree`] for a compaction's copy, made in the small segments a copy
     /// takes least in ([`sledconf::copy`]).
-    pub fn open_copy_tree(path: &Path, cache_bytes: u64) -> Result<sled::Db, ProjectionError> {
+    pub(crate) fn open_copy_tree(
+        path: &Path,
+        cache_bytes: u64,
+    ) -> Result<sled::Db, ProjectionError> {
         Projection::open_configured(sledconf::copy(path), cache_bytes)
     }
 

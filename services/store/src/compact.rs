@@ -5,7 +5,8 @@
 //! the store's database grows to several times its entries: at 200,000 statements 473 MB on
 //! disk for 112 MB of keys and values, 231 MB as a fresh copy (BENCHMARKS.md, the thirteenth
 //! round), in sled's default segments of 512 KiB; a database made in the 16 MiB segments of
-//! [`sledconf`] stays near what a copy takes (the thirty-first round). Those dead pages also keep the bytes of what an erasure removed until sled reuses
+//! [`sledconf`] stays near what a copy takes (the thirty-first round). Those dead pages also
+//! keep the bytes of what an erasure removed until sled reuses
 //! their segment; a copy leaves them behind.
 //!
 //! The store is the system of record, so it is copied only while stopped: the copy holds the
