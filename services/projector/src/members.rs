@@ -189,9 +189,32 @@ fn slot_name(set: Set, id: &str, qualifier: &str) -> String {
 /// what the projector wrote (BENCHMARKS.md, "Eighth round"). Two names share a digest with
 /// a probability of about 2^-128 per pair.
 pub fn digest(name: &str) -> String {
+    digest_text(&digest_bytes(name))
+}
+
+/// The 16 bytes [`digest`] writes as text.
+pub fn digest_bytes(name: &str) -> [u8; 16] {
+    xxhash_rust::xxh3::xxh3_128(name.as_bytes()).to_be_bytes()
+}
+
+/// A digest's bytes as [`digest`] writes them.
+pub fn digest_text(bytes: &[u8; 16]) -> String {
     use base64::Engine as _;
-    let hash = xxhash_rust::xxh3::xxh3_128(name.as_bytes());
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(hash.to_be_bytes())
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// The bytes of a digest [`digest`] wrote, or `None` for any other text.
+pub fn bytes_of_digest(digest: &str) -> Option<[u8; 16]> {
+    use base64::Engine as _;
+    if digest.len() != 22 {
+        return None;
+    }
+    // Room for base64's estimate of what 22 characters hold (18); a digest fills 16.
+    let mut bytes = [0; 18];
+    match base64::engine::general_purpose::URL_SAFE_NO_PAD.decode_slice(digest, &mut bytes) {
+        Ok(16) => bytes[..16].try_into().ok(),
+        _ => None,
+    }
 }
 
 /// Whether `name` is already a [`digest`]: 22 characters of URL-safe base64. No name a

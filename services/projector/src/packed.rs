@@ -43,16 +43,84 @@ mod tests {
     use serde_json::json;
 
     fn worker() -> WorkerState {
+        use crate::members::digest;
         serde_json::from_value(json!({
             "statements": 3, "learning_ms": 5_400_000, "attendance": 1,
-            "attended_sessions": {"AAAAAAAAAAAAAAAAAAAAAA": 1}, "attended_ms": 3_600_000,
-            "completed": {"BBBBBBBBBBBBBBBBBBBBBB": 2}, "passed": {}, "failed": {},
+            "attended_sessions": {digest("https://example.org/session/1"): 1},
+            "attended_ms": 3_600_000,
+            "completed": {digest("https://example.org/course/1"): 2}, "passed": {},
+            "failed": {digest("https://example.org/course/2"): 1},
             "scaled_sum_micros": -1_700_000_000_000i64, "scaled_count": 2,
-            "hubs": {"hub-a": 3}, "skills": {"CCCCCCCCCCCCCCCCCCCCCC": 1},
+            // A hub's name of 16 characters: a name, not a digest's bytes.
+            "hubs": {"hub-a": 3, "amsterdam-noord1": 1}, "skills": {"CCCCCCCCCCCCCCCCCCCCCC": 1},
             "months": {"2026-11": {"statements": 3, "learning_ms": 5_400_000}},
-            "memberships": {"DDDDDDDDDDDDDDDDDDDDDD": 3}
+            "memberships": {digest("hw5:hub-a"): 3, digest("hm5:hub-a2026-11"): 3}
         }))
         .expect("a worker's state")
+    }
+
+    /// A worker's state as the binary form's first version wrote it: the same fields, every
+    /// count by its name's text (a digest's 22 characters).
+    fn first_form(worker: &WorkerState) -> Vec<u8> {
+        use std::collections::BTreeMap;
+        type Named = BTreeMap<String, u64>;
+        #[derive(Serialize, serde::Deserialize)]
+        struct First {
+            statements: i128,
+            learning_ms: i128,
+            attendance: i128,
+            attended_sessions: Named,
+            attended_ms: i128,
+            completed: Named,
+            passed: Named,
+            failed: Named,
+            scaled_sum_micros: i128,
+            scaled_count: i128,
+            hubs: Named,
+            skills: Named,
+            months: BTreeMap<String, crate::summary::WorkerMonth>,
+            memberships: Named,
+        }
+        let first: First =
+            serde_json::from_value(serde_json::to_value(worker).expect("json")).expect("first");
+        postcard::to_extend(&first, vec![PACKED]).expect("encoded")
+    }
+
+    #[test]
+    fn digests_are_written_as_their_bytes_and_read_in_either_form() {
+        let worker = worker();
+        let packed = encode(&worker).expect("encoded");
+        let first = first_form(&worker);
+        // Five digests, each 16 bytes instead of 22.
+        assert_eq!(packed.len() + 5 * 6, first.len());
+        let digest = crate::members::digest("hw5:hub-a");
+        let raw = crate::members::digest_bytes("hw5:hub-a");
+        assert!(packed.windows(16).any(|bytes| bytes == raw));
+        assert!(!packed.windows(22).any(|bytes| bytes == digest.as_bytes()));
+        assert!(first.windows(22).any(|bytes| bytes == digest.as_bytes()));
+        assert_eq!(decode::<WorkerState>(&packed), Ok(worker.clone()));
+        assert_eq!(decode::<WorkerState>(&first), Ok(worker.clone()));
+        // Written again, a state read in the first form is in the form written now.
+        let again = encode(&decode::<WorkerState>(&first).expect("read")).expect("encoded");
+        assert_eq!(again, packed);
+    }
+
+    #[test]
+    fn a_name_not_digested_yet_is_written_as_its_digest() {
+        use crate::members::digest;
+        let course = "https://example.org/course/1";
+        let named: WorkerState = serde_json::from_value(json!({
+            "statements": 3, "learning_ms": 0, "attendance": 0, "attended_sessions": {},
+            "attended_ms": 0, "completed": {course: 1, digest(course): 2}, "passed": {},
+            "failed": {}, "scaled_sum_micros": 0, "scaled_count": 0, "hubs": {}, "skills": {},
+            "months": {}, "memberships": {}
+        }))
+        .expect("a worker's state");
+        let read: WorkerState = decode(&encode(&named).expect("encoded")).expect("read");
+        let mut digested = named.clone();
+        assert!(digested.digest_counted());
+        assert_eq!(read, digested);
+        assert_eq!(read.completed.keys().collect::<Vec<_>>(), [&digest(course)]);
     }
 
     #[test]

@@ -84,6 +84,8 @@ const COUNTED_BY_TIMESTAMPS: &[u8] = b"mmarkers1";
 const LISTED_MEMBERS_ONLY: &[u8] = b"mmembers4";
 /// Present once every summary state is in the binary form ([`Projection::pack_states`]).
 const STATES_PACKED: &[u8] = b"mstates1";
+/// Present once the workers' states write their digests as bytes ([`Projection::digests_as_bytes`]).
+const DIGESTS_AS_BYTES: &[u8] = b"mstates2";
 /// `x` + `LRS_STORED` sequence(8) -> [`Parked`] JSON: a message the projector could not read,
 /// kept (not skipped) until a replay applies it.
 const PARKED: u8 = b'x';
@@ -131,10 +133,6 @@ fn parked_key(sequence: u64) -> Vec<u8> {
     let mut key = vec![PARKED];
     key.extend_from_slice(&sequence.to_be_bytes());
     key
-}
-
-fn digest16(name: &str) -> [u8; 16] {
-    xxhash_rust::xxh3::xxh3_128(name.as_bytes()).to_be_bytes()
 }
 
 /// A statement id as the timestamp keys hold it: the UUID's 16 bytes (the text as it is,
@@ -188,7 +186,7 @@ fn skill_prefix(worker: &str, skill: &str) -> Vec<u8> {
     key.push(SKILL_TIMESTAMP);
     key.extend_from_slice(worker.as_bytes());
     key.push(0);
-    key.extend_from_slice(&digest16(skill));
+    key.extend_from_slice(&crate::members::digest_bytes(skill));
     key
 }
 
@@ -199,7 +197,7 @@ fn skill_digests(contribution: &Contribution) -> Vec<u8> {
     let mut digests: Vec<[u8; 16]> = contribution
         .skills
         .iter()
-        .map(|skill| digest16(skill))
+        .map(|skill| crate::members::digest_bytes(skill))
         .collect();
     digests.sort_unstable();
     digests.dedup();
@@ -603,6 +601,9 @@ impl Projection {
         if !projection.tree.contains_key(STATES_PACKED)? {
             projection.pack_states()?;
         }
+        if !projection.tree.contains_key(DIGESTS_AS_BYTES)? {
+            projection.digests_as_bytes()?;
+        }
         if projection.tree.is_empty() || projection.count(WORKER)? == 0 {
             projection.tree.insert(PROGRAMME_KEPT, &[] as &[u8])?;
         }
@@ -655,6 +656,35 @@ impl Projection {
             );
         }
         self.migrated(STATES_PACKED)
+    }
+
+    /// Rewrites the workers' states the binary form's first version wrote (digests as their
+    /// 22 characters) with their digests as bytes (once; [`crate::summary::by_digest`]), in
+    /// sled batches of 20,000, so an interrupted rewrite goes on where it stopped: a state
+    /// whose bytes are already the ones written now is left as it is. A state that does not
+    /// read is left as it was (and counted in the log): reading it says why, as before.
+    fn digests_as_bytes(&self) -> Result<(), ProjectionError> {
+        let (mut rewritten, mut unread) = (0u64, 0u64);
+        self.in_chunks(&[WORKER], |batch, raw_key, value| {
+            let again =
+                packed::decode::<WorkerState>(value).and_then(|state| packed::encode(&state));
+            match again {
+                Ok(bytes) if bytes != value => {
+                    batch.insert(raw_key, bytes);
+                    rewritten += 1;
+                }
+                Ok(_) => {}
+                Err(_) => unread += 1,
+            }
+        })?;
+        if rewritten > 0 || unread > 0 {
+            tracing::info!(
+                states = rewritten,
+                unread,
+                "workers' states now write their digests as bytes"
+            );
+        }
+        self.migrated(DIGESTS_AS_BYTES)
     }
 
     /// Turns the timestamp keys of a database from before [`SHORT_TIMESTAMPS`] into the short
@@ -1770,7 +1800,7 @@ impl Projection {
         let mut firsts: Vec<([u8; 16], Option<String>)> = state
             .skills
             .keys()
-            .map(|skill| (digest16(skill), None))
+            .map(|skill| (crate::members::digest_bytes(skill), None))
             .collect();
         let mut missing = firsts.len();
         let mut range = self.scan_prefix(&prefix, false);

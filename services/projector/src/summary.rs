@@ -91,6 +91,119 @@ impl Counts {
     }
 }
 
+/// How a state's counts by [`crate::members::digest`] are written (`#[serde(with)]`): in JSON
+/// as any [`Counts`], each digest its 22 characters; in the binary form ([`crate::packed`])
+/// each digest as its 16 bytes, which takes a worker's state of the bench's workload from
+/// ~1,030 bytes to ~800 (BENCHMARKS.md, the thirty-second round). A name not digested yet (a
+/// state from before the digests) is written as its digest, counts that meet adding up, as
+/// [`Counts::digested`] does. Reads both forms: 16 bytes are a digest, anything else is text
+/// as the binary form's first version wrote it. Each form's bytes are the same for the same
+/// counts, so replicas' digests of their databases still compare.
+pub(crate) mod by_digest {
+    use std::collections::BTreeMap;
+
+    use serde::de::{Error as _, MapAccess, Visitor};
+    use serde::ser::{Error as _, SerializeMap};
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    use super::Counts;
+    use crate::members::{bytes_of_digest, digest_bytes, digest_text};
+
+    /// A digest's bytes, written as bytes (postcard: their length, then them).
+    struct Raw([u8; 16]);
+
+    impl Serialize for Raw {
+        fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+            serializer.serialize_bytes(&self.0)
+        }
+    }
+
+    pub fn serialize<S: Serializer>(counts: &Counts, serializer: S) -> Result<S::Ok, S::Error> {
+        if serializer.is_human_readable() {
+            return counts.serialize(serializer);
+        }
+        let raw: Option<Vec<([u8; 16], u64)>> = counts
+            .0
+            .iter()
+            .map(|(name, count)| Some((bytes_of_digest(name)?, *count)))
+            .collect();
+        let raw = match raw {
+            Some(raw) => raw,
+            None => {
+                let mut merged: BTreeMap<[u8; 16], u64> = BTreeMap::new();
+                for (name, count) in &counts.0 {
+                    let key = bytes_of_digest(name).unwrap_or_else(|| digest_bytes(name));
+                    let total = merged.entry(key).or_default();
+                    *total = total
+                        .checked_add(*count)
+                        .ok_or_else(|| S::Error::custom("a count past u64"))?;
+                }
+                merged.into_iter().collect()
+            }
+        };
+        let mut map = serializer.serialize_map(Some(raw.len()))?;
+        for (key, count) in raw {
+            map.serialize_entry(&Raw(key), &count)?;
+        }
+        map.end()
+    }
+
+    /// A key as the binary form holds it: a digest's 16 bytes, or text.
+    struct Key(String);
+
+    impl<'de> Deserialize<'de> for Key {
+        fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Key, D::Error> {
+            struct KeyVisitor;
+            impl Visitor<'_> for KeyVisitor {
+                type Value = Key;
+
+                fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                    f.write_str("a digest's 16 bytes or a name")
+                }
+
+                fn visit_bytes<E: serde::de::Error>(self, bytes: &[u8]) -> Result<Key, E> {
+                    match <[u8; 16]>::try_from(bytes) {
+                        Ok(raw) => Ok(Key(digest_text(&raw))),
+                        Err(_) => std::str::from_utf8(bytes)
+                            .map(|text| Key(text.to_owned()))
+                            .map_err(|_| E::custom("a counted name that is not UTF-8")),
+                    }
+                }
+
+                fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<Key, E> {
+                    Ok(Key(text.to_owned()))
+                }
+            }
+            deserializer.deserialize_bytes(KeyVisitor)
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Counts, D::Error> {
+        if deserializer.is_human_readable() {
+            return Counts::deserialize(deserializer);
+        }
+        struct CountsVisitor;
+        impl<'de> Visitor<'de> for CountsVisitor {
+            type Value = Counts;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("counts by digest")
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, mut entries: A) -> Result<Counts, A::Error> {
+                let mut counts = BTreeMap::new();
+                while let Some((Key(name), count)) = entries.next_entry::<Key, u64>()? {
+                    if counts.insert(name, count).is_some() {
+                        return Err(A::Error::custom("a digest counted twice"));
+                    }
+                }
+                Ok(Counts(counts))
+            }
+        }
+        deserializer.deserialize_map(CountsVisitor)
+    }
+}
+
 fn add(total: &mut i128, amount: i64, sign: i64) {
     *total += i128::from(sign) * i128::from(amount);
 }
@@ -108,10 +221,14 @@ pub struct WorkerState {
     pub attendance: i128,
     /// By [`crate::members::digest`] of the session (the attended activity), as the three
     /// sets of activities below by digest of the activity: only counted, never listed.
+    #[serde(with = "by_digest")]
     pub attended_sessions: Counts,
     pub attended_ms: i128,
+    #[serde(with = "by_digest")]
     pub completed: Counts,
+    #[serde(with = "by_digest")]
     pub passed: Counts,
+    #[serde(with = "by_digest")]
     pub failed: Counts,
     pub scaled_sum_micros: i128,
     pub scaled_count: i128,
@@ -120,7 +237,7 @@ pub struct WorkerState {
     pub months: BTreeMap<String, WorkerMonth>,
     /// This worker's counts in the sets of workers ([`Set::OF_WORKERS`], named by
     /// [`crate::members::slot`], a digest): how many of their statements put them in each.
-    #[serde(default)]
+    #[serde(default, with = "by_digest")]
     pub memberships: Counts,
 }
 

@@ -1144,6 +1144,75 @@ fn states_as_json(tree: &sled::Db, interrupted: bool) {
         }
     }
     tree.remove(b"mstates1").expect("remove");
+    tree.remove(b"mstates2").expect("remove");
+}
+
+/// Every worker's state (or, `interrupted`, every other one) as the binary form's first
+/// version wrote it: the same fields, the digests as their 22 characters; without the mark
+/// that the digests are bytes. How many states it rewrote.
+fn digests_as_text(tree: &sled::Db, interrupted: bool) -> usize {
+    type Named = BTreeMap<String, u64>;
+    #[derive(serde::Serialize, serde::Deserialize)]
+    struct First {
+        statements: i128,
+        learning_ms: i128,
+        attendance: i128,
+        attended_sessions: Named,
+        attended_ms: i128,
+        completed: Named,
+        passed: Named,
+        failed: Named,
+        scaled_sum_micros: i128,
+        scaled_count: i128,
+        hubs: Named,
+        skills: Named,
+        months: BTreeMap<String, projector::summary::WorkerMonth>,
+        memberships: Named,
+    }
+    let states: Vec<_> = tree
+        .scan_prefix(b"w")
+        .map(|item| item.expect("read"))
+        .step_by(if interrupted { 2 } else { 1 })
+        .collect();
+    for (key, value) in &states {
+        let state: projector::summary::WorkerState =
+            projector::packed::decode(value).expect("a state");
+        let first: First = serde_json::from_value(serde_json::to_value(&state).expect("json"))
+            .expect("first form");
+        let bytes = postcard::to_extend(&first, vec![value[0]]).expect("encoded");
+        assert!(
+            bytes.len() > value.len(),
+            "{} -> {}",
+            value.len(),
+            bytes.len()
+        );
+        tree.insert(key, bytes).expect("insert");
+    }
+    tree.remove(b"mstates2").expect("remove");
+    states.len()
+}
+
+/// Workers' states with their digests as text (the binary form's first version) are
+/// rewritten at open to exactly what applying the same statements now writes (the digest of
+/// the database reads every state's bytes), and count on to the same projection, voiding and
+/// erasure included; an open interrupted half-way finishes the same.
+#[test]
+fn digests_written_as_text_are_rewritten_as_bytes_at_open() {
+    let upgrade = AcrossAnUpgrade::new();
+    let expected = upgrade.expected();
+    for interrupted in [false, true] {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let before = upgrade.written_before(dir.path());
+        {
+            let tree = free_tree(dir.path());
+            let rewritten = digests_as_text(&tree, interrupted);
+            assert!(rewritten > 3, "{rewritten} states");
+            tree.flush().expect("flush");
+        }
+        upgrade.opened_and_counted_on(dir.path(), &before, &expected);
+        let tree = free_tree(dir.path());
+        assert!(tree.contains_key(b"mstates2").expect("read"));
+    }
 }
 
 /// Summary states are written binary; those written as JSON before read as they were, are
