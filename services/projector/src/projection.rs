@@ -82,6 +82,9 @@ const COUNTED_BY_TIMESTAMPS: &[u8] = b"mmarkers1";
 /// Present once only the sets of workers that lists read keep member keys
 /// ([`crate::members::Set::LISTED`]).
 const LISTED_MEMBERS_ONLY: &[u8] = b"mmembers4";
+/// Present once a hub's workers are listed from its learner groups' member keys and their
+/// own keys are gone ([`Projection::drop_hub_worker_keys`]).
+const HUB_WORKERS_BY_GROUP: &[u8] = b"mmembers5";
 /// Present once every summary state is in the binary form ([`Projection::pack_states`]).
 const STATES_PACKED: &[u8] = b"mstates1";
 /// Present once the workers' states write their digests as bytes ([`Projection::digests_as_bytes`]).
@@ -589,6 +592,9 @@ impl Projection {
         if !projection.tree.contains_key(LISTED_MEMBERS_ONLY)? {
             projection.drop_unlisted_members()?;
         }
+        if !projection.tree.contains_key(HUB_WORKERS_BY_GROUP)? {
+            projection.drop_hub_worker_keys()?;
+        }
         // After the markers went: a counted statement is known by its timestamp keys.
         if !projection.tree.contains_key(SHORT_TIMESTAMPS)? {
             projection.shorten_timestamps()?;
@@ -773,13 +779,72 @@ impl Projection {
     /// before [`crate::members::Set::LISTED`]); their counts are in the workers' states.
     fn drop_unlisted_members(&self) -> Result<(), ProjectionError> {
         let mut removed = 0u64;
-        for set in Set::OF_WORKERS.into_iter().filter(|set| !set.listed()) {
+        // A hub's workers' keys go once their groups are known to hold them (below).
+        let unlisted = Set::OF_WORKERS
+            .into_iter()
+            .filter(|set| !set.listed() && *set != Set::HubWorkers);
+        for set in unlisted {
             removed += self.remove_where(&crate::members::set_prefix(set), |_| true)?;
         }
         if removed > 0 {
             tracing::info!(removed, "member keys nothing lists removed");
         }
         self.migrated(LISTED_MEMBERS_ONLY)
+    }
+
+    /// Removes the member keys of hubs' workers (a database from before
+    /// [`HUB_WORKERS_BY_GROUP`]): a hub's workers are now those of its learner groups. A key
+    /// whose worker is in none of the hub's groups (the groups of a database whose hubs moved
+    /// their members out of their states had none) stays, and the database is rebuilt from
+    /// `LRS_STORED` ([`Projection::needs_rebuild`]) rather than list the hub without them.
+    fn drop_hub_worker_keys(&self) -> Result<(), ProjectionError> {
+        let prefix = crate::members::set_prefix(Set::HubWorkers);
+        let mut groups: HashMap<String, Vec<String>> = HashMap::new();
+        let mut uncovered = 0u64;
+        let mut removed = 0u64;
+        let mut batch = sled::Batch::default();
+        let mut pending = 0;
+        for item in self.tree.scan_prefix(&prefix) {
+            let (raw_key, _) = item?;
+            let Some((hub, _, worker)) = crate::members::parse(&raw_key) else {
+                uncovered += 1;
+                continue;
+            };
+            if !groups.contains_key(hub) {
+                let state: HubState = self.load(&key(HUB, hub))?;
+                groups.insert(hub.to_owned(), state.groups.into_keys().collect());
+            }
+            let mut covered = false;
+            for group in groups.get(hub).into_iter().flatten() {
+                let member = crate::members::key(Set::HubGroupWorkers, hub, group, worker);
+                if self.tree.contains_key(member)? {
+                    covered = true;
+                    break;
+                }
+            }
+            if !covered {
+                uncovered += 1;
+                continue;
+            }
+            batch.remove(raw_key);
+            (pending, removed) = (pending + 1, removed + 1);
+            if pending == 20_000 {
+                self.tree.apply_batch(std::mem::take(&mut batch))?;
+                pending = 0;
+            }
+        }
+        self.tree.apply_batch(batch)?;
+        if uncovered > 0 {
+            tracing::warn!(
+                uncovered,
+                "hubs' workers found in none of their learner groups: the projection is rebuilt"
+            );
+            self.tree.remove(PROGRAMME_KEPT)?;
+        }
+        if removed > 0 {
+            tracing::info!(removed, "hubs' own member keys of their workers removed");
+        }
+        self.migrated(HUB_WORKERS_BY_GROUP)
     }
 
     /// Moves the members of the hubs' and companies' distinct counts of a database made
@@ -1952,8 +2017,8 @@ impl Projection {
 
     /// A list narrowed to a hub's or a company's members: read from the member keys (as many
     /// as the hub or company has, not every summary), sorted in memory, paged.
-    /// A page of a set's members in the whole list's order: the kind's order keys (or its
-    /// summaries by id) walked, each checked for membership.
+    /// A page of the members of `sets` (any of them) in the whole list's order: the kind's
+    /// order keys (or its summaries by id) walked, each checked for membership.
     #[allow(clippy::too_many_arguments)]
     fn walk_members(
         &self,
@@ -1963,8 +2028,7 @@ impl Projection {
         descending: bool,
         offset: usize,
         limit: usize,
-        set: Set,
-        id: &str,
+        sets: &[(Set, String, String)],
     ) -> Result<Vec<Value>, ProjectionError> {
         let key_prefix = match field {
             Some(number) => order::prefix(prefix, u8::try_from(number).unwrap_or(u8::MAX)).to_vec(),
@@ -1983,7 +2047,14 @@ impl Projection {
                 Some(_) => order::id_of(&raw),
                 None => String::from_utf8_lossy(&raw[1..]).into_owned(),
             };
-            if !self.contains(&crate::members::key(set, id, "", &member))? {
+            let mut member_of = false;
+            for (set, id, qualifier) in sets {
+                if self.contains(&crate::members::key(*set, id, qualifier, &member))? {
+                    member_of = true;
+                    break;
+                }
+            }
+            if !member_of {
                 continue;
             }
             if skipped < offset {
@@ -2025,8 +2096,15 @@ impl Projection {
                     .map(|month| (Set::HubMonthWorkers, hub.clone(), month.clone()))
                     .collect()
             }
+            // A hub's workers are those of its learner groups (every statement at the hub
+            // names one).
             (SummaryKind::Worker, Some(hub), None) => {
-                vec![(Set::HubWorkers, hub.clone(), String::new())]
+                let state: HubState = self.load(&key(HUB, hub))?;
+                state
+                    .groups
+                    .into_keys()
+                    .map(|group| (Set::HubGroupWorkers, hub.clone(), group))
+                    .collect()
             }
             (SummaryKind::Worker, None, Some(company)) if !months => {
                 vec![(Set::CompanyWorkers, company.clone(), String::new())]
@@ -2054,22 +2132,23 @@ impl Projection {
             },
             None => None,
         };
-        if let [(set, id, _)] = sets.as_slice() {
-            if !months {
-                let members = match set {
-                    Set::HubWorkers => self.load::<HubState>(&key(HUB, id))?.workers,
-                    Set::HubCompanies => self.load::<HubState>(&key(HUB, id))?.companies,
-                    _ => self.load::<CompanyState>(&key(COMPANY, id))?.workers,
-                };
-                // A big hub: walking everyone in order and keeping its members reads about
-                // (offset + limit) * everyone / members keys, fewer than its members.
-                let wanted = (offset + limit) as u64;
-                let everyone = self.count(prefix)?;
-                if members.saturating_mul(members) > wanted.saturating_mul(everyone) {
-                    let page = self
-                        .walk_members(kind, prefix, field, descending, offset, limit, *set, id)?;
-                    return Ok(Ok((members, page)));
+        if !months {
+            let members = match (kind, &filter.hub, &filter.company) {
+                (SummaryKind::Worker, Some(hub), _) => {
+                    self.load::<HubState>(&key(HUB, hub))?.workers
                 }
+                (_, Some(hub), _) => self.load::<HubState>(&key(HUB, hub))?.companies,
+                (_, _, Some(company)) => self.load::<CompanyState>(&key(COMPANY, company))?.workers,
+                _ => 0,
+            };
+            // A big hub: walking everyone in order and keeping its members reads about
+            // (offset + limit) * everyone / members keys, fewer than its members.
+            let wanted = (offset + limit) as u64;
+            let everyone = self.count(prefix)?;
+            if members.saturating_mul(members) > wanted.saturating_mul(everyone) {
+                let page =
+                    self.walk_members(kind, prefix, field, descending, offset, limit, &sets)?;
+                return Ok(Ok((members, page)));
             }
         }
         let mut ids = std::collections::BTreeSet::new();

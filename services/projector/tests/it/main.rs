@@ -950,6 +950,37 @@ impl AcrossAnUpgrade {
         }
         assert!(added > 50, "{added} member keys as before");
         assert!(tree.remove(b"mmembers4").expect("remove").is_some());
+        assert!(tree.remove(b"mmembers5").expect("remove").is_some());
+    }
+
+    /// Adds the member keys of hubs' workers of the first part, as every Leerspoor before
+    /// their hubs' learner groups listed them wrote them, and takes away the mark that they
+    /// went; and (`stray`) a key of a worker the hub's groups do not hold, as a database
+    /// whose hubs lost their groups in an earlier move could hold. How many keys it added.
+    fn hub_workers_as_before(&self, tree: &sled::Db, stray: bool) -> usize {
+        use projector::members::{key, Set};
+        let mut added = 0;
+        for statement in self.statements.iter().take(30) {
+            for contribution in projector::contribution::contributions(statement) {
+                if let Some(hub) = &contribution.hub {
+                    let member = key(Set::HubWorkers, hub, "", &contribution.worker);
+                    if tree.insert(member, &[] as &[u8]).expect("insert").is_none() {
+                        added += 1;
+                    }
+                }
+            }
+        }
+        if stray {
+            let hub = tree
+                .scan_prefix(b"h")
+                .next()
+                .map(|item| String::from_utf8_lossy(&item.expect("read").0[1..]).into_owned())
+                .expect("a hub");
+            let member = key(Set::HubWorkers, &hub, "", "mbox:mailto:nobody@example.org");
+            tree.insert(member, &[] as &[u8]).expect("insert");
+        }
+        assert!(tree.remove(b"mmembers5").expect("remove").is_some());
+        added
     }
 
     /// Turns the timestamp keys of the first part into the text keys every Leerspoor before
@@ -1190,6 +1221,41 @@ fn digests_as_text(tree: &sled::Db, interrupted: bool) -> usize {
     }
     tree.remove(b"mstates2").expect("remove");
     states.len()
+}
+
+/// A database from before hubs listed their workers from their learner groups' member keys
+/// (each hub's workers had keys of their own) loses those keys at open, to exactly what
+/// applying the same statements now writes, and lists and counts on to the same projection;
+/// an open interrupted half-way finishes the same.
+#[test]
+fn hub_worker_keys_go_at_open() {
+    let upgrade = AcrossAnUpgrade::new();
+    upgrade.upgraded_from(|tree, interrupted| {
+        let added = upgrade.hub_workers_as_before(tree, false);
+        assert!(added > 10, "{added} keys");
+        if interrupted {
+            // Half of them went before the open stopped.
+            let keys: Vec<_> = tree
+                .scan_prefix(b"ghw")
+                .keys()
+                .step_by(2)
+                .map(|key| key.expect("read"))
+                .collect();
+            for key in keys {
+                tree.remove(key).expect("remove");
+            }
+        }
+    });
+    // A key of a worker in none of the hub's groups: kept, and the projection rebuilt.
+    let dir = tempfile::tempdir().expect("temp dir");
+    upgrade.written_before(dir.path());
+    {
+        let tree = free_tree(dir.path());
+        upgrade.hub_workers_as_before(&tree, true);
+        tree.flush().expect("flush");
+    }
+    let projection = reopen(dir.path());
+    assert!(projection.needs_rebuild().expect("read"));
 }
 
 /// Workers' states with their digests as text (the binary form's first version) are
