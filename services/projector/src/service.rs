@@ -232,8 +232,9 @@ impl Projector {
             )
             .await?;
         let mut puller = self.puller.lock().await;
-        // A database made before the programme figures is rebuilt once (retried while the
-        // store cannot answer); its summaries are answered meanwhile.
+        // A database made before the programme figures (or whose hubs held workers their
+        // learner groups did not) is rebuilt once (retried while the store cannot answer);
+        // its summaries are answered meanwhile.
         let mut upgrade_at = self
             .projection
             .get()
@@ -245,7 +246,7 @@ impl Projector {
             if upgrade_at.is_some_and(|at| at <= std::time::Instant::now()) {
                 self.checkpoint().await?;
                 self.compaction_abandoned(&mut compaction).await;
-                tracing::info!("this database predates the programme figures; rebuilding it");
+                tracing::info!("this database is not complete (it predates the programme figures, or its hubs' workers were not all in their learner groups); rebuilding it");
                 match crate::rebuild::rebuild(&self.client, &self.config.data_dir, &self.projection)
                     .await
                 {
