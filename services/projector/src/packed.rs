@@ -59,52 +59,6 @@ mod tests {
         .expect("a worker's state")
     }
 
-    /// A worker's state as the binary form's first version wrote it: the same fields, every
-    /// count by its name's text (a digest's 22 characters).
-    fn first_form(worker: &WorkerState) -> Vec<u8> {
-        use std::collections::BTreeMap;
-        type Named = BTreeMap<String, u64>;
-        #[derive(Serialize, serde::Deserialize)]
-        struct First {
-            statements: i128,
-            learning_ms: i128,
-            attendance: i128,
-            attended_sessions: Named,
-            attended_ms: i128,
-            completed: Named,
-            passed: Named,
-            failed: Named,
-            scaled_sum_micros: i128,
-            scaled_count: i128,
-            hubs: Named,
-            skills: Named,
-            months: BTreeMap<String, crate::summary::WorkerMonth>,
-            memberships: Named,
-        }
-        let first: First =
-            serde_json::from_value(serde_json::to_value(worker).expect("json")).expect("first");
-        postcard::to_extend(&first, vec![PACKED]).expect("encoded")
-    }
-
-    #[test]
-    fn digests_are_written_as_their_bytes_and_read_in_either_form() {
-        let worker = worker();
-        let packed = encode(&worker).expect("encoded");
-        let first = first_form(&worker);
-        // Five digests, each 16 bytes instead of 22.
-        assert_eq!(packed.len() + 5 * 6, first.len());
-        let digest = crate::members::digest("hw5:hub-a");
-        let raw = crate::members::digest_bytes("hw5:hub-a");
-        assert!(packed.windows(16).any(|bytes| bytes == raw));
-        assert!(!packed.windows(22).any(|bytes| bytes == digest.as_bytes()));
-        assert!(first.windows(22).any(|bytes| bytes == digest.as_bytes()));
-        assert_eq!(decode::<WorkerState>(&packed), Ok(worker.clone()));
-        assert_eq!(decode::<WorkerState>(&first), Ok(worker.clone()));
-        // Written again, a state read in the first form is in the form written now.
-        let again = encode(&decode::<WorkerState>(&first).expect("read")).expect("encoded");
-        assert_eq!(again, packed);
-    }
-
     #[test]
     fn a_name_not_digested_yet_is_written_as_its_digest() {
         use crate::members::digest;

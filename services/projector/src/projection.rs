@@ -85,9 +85,9 @@ const LISTED_MEMBERS_ONLY: &[u8] = b"mmembers4";
 /// Present once a hub's workers are listed from its learner groups' member keys and their
 /// own keys are gone ([`Projection::drop_hub_worker_keys`]).
 const HUB_WORKERS_BY_GROUP: &[u8] = b"mmembers5";
-/// Present once every summary state is in the binary form ([`Projection::pack_states`]).
+/// Present once every summary state is in the binary form ([`Projection::repack_states`]).
 const STATES_PACKED: &[u8] = b"mstates1";
-/// Present once the workers' states write their digests as bytes ([`Projection::digests_as_bytes`]).
+/// Present once the workers' states write their digests as bytes ([`Projection::repack_states`]).
 const DIGESTS_AS_BYTES: &[u8] = b"mstates2";
 /// `x` + `LRS_STORED` sequence(8) -> [`Parked`] JSON: a message the projector could not read,
 /// kept (not skipped) until a replay applies it.
@@ -605,10 +605,18 @@ impl Projection {
         }
         // Last: the steps above may write states, and read them in either form.
         if !projection.tree.contains_key(STATES_PACKED)? {
-            projection.pack_states()?;
+            projection.repack_states(
+                &[WORKER, HUB, COMPANY, PROGRAMME[0]],
+                STATES_PACKED,
+                "summary states now kept in binary",
+            )?;
         }
         if !projection.tree.contains_key(DIGESTS_AS_BYTES)? {
-            projection.digests_as_bytes()?;
+            projection.repack_states(
+                &[WORKER],
+                DIGESTS_AS_BYTES,
+                "workers' states now write their digests as bytes",
+            )?;
         }
         if projection.tree.is_empty() || projection.count(WORKER)? == 0 {
             projection.tree.insert(PROGRAMME_KEPT, &[] as &[u8])?;
@@ -625,18 +633,20 @@ impl Projection {
         Ok(projection)
     }
 
-    /// Rewrites the summary states a database from before holds as JSON in the binary form
-    /// (once): in sled batches of 20,000, so an interrupted rewrite goes on where it stopped,
-    /// and a state already binary is left as it is. A state that does not read is left as it
-    /// was (and counted in the log): reading it says why, as before.
-    fn pack_states(&self) -> Result<(), ProjectionError> {
+    /// Rewrites the summary states of the kinds `kinds` whose bytes are not those written now
+    /// (once, then marks the database with `mark`): JSON from before the binary form, or a
+    /// worker's state with its digests as text (the binary form's first version). In sled
+    /// batches of 20,000, so an interrupted rewrite goes on where it stopped: a state already
+    /// in the form written now is left as it is. A state that does not read is left as it was
+    /// (and counted in the log): reading it says why, as before.
+    fn repack_states(&self, kinds: &[u8], mark: &[u8], done: &str) -> Result<(), ProjectionError> {
         fn repack<T: DeserializeOwned + Serialize>(value: &[u8]) -> Option<Vec<u8>> {
             packed::encode(&packed::decode::<T>(value).ok()?).ok()
         }
         let (mut rewritten, mut unread) = (0u64, 0u64);
-        for kind in [WORKER, HUB, COMPANY, PROGRAMME[0]] {
+        for &kind in kinds {
             self.in_chunks(&[kind], |batch, raw_key, value| {
-                if packed::is_packed(value) || (kind == PROGRAMME[0] && raw_key != PROGRAMME) {
+                if kind == PROGRAMME[0] && raw_key != PROGRAMME {
                     return;
                 }
                 let bytes = match kind {
@@ -646,51 +656,19 @@ impl Projection {
                     _ => repack::<ProgrammeState>(value),
                 };
                 match bytes {
-                    Some(bytes) => {
+                    Some(bytes) if bytes != value => {
                         batch.insert(raw_key, bytes);
                         rewritten += 1;
                     }
+                    Some(_) => {}
                     None => unread += 1,
                 }
             })?;
         }
         if rewritten > 0 || unread > 0 {
-            tracing::info!(
-                states = rewritten,
-                unread,
-                "summary states now kept in binary"
-            );
+            tracing::info!(states = rewritten, unread, "{done}");
         }
-        self.migrated(STATES_PACKED)
-    }
-
-    /// Rewrites the workers' states the binary form's first version wrote (digests as their
-    /// 22 characters) with their digests as bytes (once; [`crate::summary::by_digest`]), in
-    /// sled batches of 20,000, so an interrupted rewrite goes on where it stopped: a state
-    /// whose bytes are already the ones written now is left as it is. A state that does not
-    /// read is left as it was (and counted in the log): reading it says why, as before.
-    fn digests_as_bytes(&self) -> Result<(), ProjectionError> {
-        let (mut rewritten, mut unread) = (0u64, 0u64);
-        self.in_chunks(&[WORKER], |batch, raw_key, value| {
-            let again =
-                packed::decode::<WorkerState>(value).and_then(|state| packed::encode(&state));
-            match again {
-                Ok(bytes) if bytes != value => {
-                    batch.insert(raw_key, bytes);
-                    rewritten += 1;
-                }
-                Ok(_) => {}
-                Err(_) => unread += 1,
-            }
-        })?;
-        if rewritten > 0 || unread > 0 {
-            tracing::info!(
-                states = rewritten,
-                unread,
-                "workers' states now write their digests as bytes"
-            );
-        }
-        self.migrated(DIGESTS_AS_BYTES)
+        self.migrated(mark)
     }
 
     /// Turns the timestamp keys of a database from before [`SHORT_TIMESTAMPS`] into the short

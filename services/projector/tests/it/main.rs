@@ -1178,10 +1178,9 @@ fn states_as_json(tree: &sled::Db, interrupted: bool) {
     tree.remove(b"mstates2").expect("remove");
 }
 
-/// Every worker's state (or, `interrupted`, every other one) as the binary form's first
-/// version wrote it: the same fields, the digests as their 22 characters; without the mark
-/// that the digests are bytes. How many states it rewrote.
-fn digests_as_text(tree: &sled::Db, interrupted: bool) -> usize {
+/// A worker's state as the binary form's first version wrote it: the same fields, every
+/// count by its name's text (a digest's 22 characters), behind the same tag.
+fn first_form(state: &projector::summary::WorkerState) -> Vec<u8> {
     type Named = BTreeMap<String, u64>;
     #[derive(serde::Serialize, serde::Deserialize)]
     struct First {
@@ -1200,6 +1199,54 @@ fn digests_as_text(tree: &sled::Db, interrupted: bool) -> usize {
         months: BTreeMap<String, projector::summary::WorkerMonth>,
         memberships: Named,
     }
+    let first: First =
+        serde_json::from_value(serde_json::to_value(state).expect("json")).expect("first form");
+    let tag = projector::packed::encode(state).expect("encoded")[0];
+    postcard::to_extend(&first, vec![tag]).expect("encoded")
+}
+
+/// Workers' states write the digests they count by as their 16 bytes (6 fewer each than
+/// their text), and read a state the first binary form wrote as the same state.
+#[test]
+fn digests_are_written_as_their_bytes_and_read_in_either_form() {
+    use projector::packed::{decode, encode};
+    use projector::summary::WorkerState;
+    let dir = tempfile::tempdir().expect("temp dir");
+    AcrossAnUpgrade::new().written_before(dir.path());
+    let tree = free_tree(dir.path());
+    let mut digests_seen = 0;
+    for item in tree.scan_prefix(b"w") {
+        let (_, value) = item.expect("read");
+        let worker: WorkerState = decode(&value).expect("a state");
+        let digests = [
+            &worker.attended_sessions,
+            &worker.completed,
+            &worker.passed,
+            &worker.failed,
+            &worker.memberships,
+        ]
+        .iter()
+        .map(|counts| counts.distinct())
+        .sum::<usize>();
+        let first = first_form(&worker);
+        assert_eq!(value.len() + 6 * digests, first.len());
+        let text = worker.memberships.keys().next().expect("a membership");
+        let raw = projector::members::bytes_of_digest(text).expect("a digest");
+        assert!(value.windows(16).any(|bytes| bytes == raw));
+        assert!(!value.windows(22).any(|bytes| bytes == text.as_bytes()));
+        assert!(first.windows(22).any(|bytes| bytes == text.as_bytes()));
+        assert_eq!(decode::<WorkerState>(&first), Ok(worker.clone()));
+        // Written again, a state read in the first form is in the form written now.
+        assert_eq!(encode(&worker).expect("encoded"), &value[..]);
+        digests_seen += digests;
+    }
+    assert!(digests_seen > 50, "{digests_seen} digests");
+}
+
+/// Every worker's state (or, `interrupted`, every other one) as the binary form's first
+/// version wrote it ([`first_form`]); without the mark that the digests are bytes. How many
+/// states it rewrote.
+fn digests_as_text(tree: &sled::Db, interrupted: bool) -> usize {
     let states: Vec<_> = tree
         .scan_prefix(b"w")
         .map(|item| item.expect("read"))
@@ -1208,9 +1255,7 @@ fn digests_as_text(tree: &sled::Db, interrupted: bool) -> usize {
     for (key, value) in &states {
         let state: projector::summary::WorkerState =
             projector::packed::decode(value).expect("a state");
-        let first: First = serde_json::from_value(serde_json::to_value(&state).expect("json"))
-            .expect("first form");
-        let bytes = postcard::to_extend(&first, vec![value[0]]).expect("encoded");
+        let bytes = first_form(&state);
         assert!(
             bytes.len() > value.len(),
             "{} -> {}",
