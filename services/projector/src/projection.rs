@@ -2060,14 +2060,18 @@ impl Projection {
         filter: &ListFilter,
     ) -> Result<Result<(u64, Vec<Value>), String>, ProjectionError> {
         let months = filter.from.is_some() || filter.to.is_some();
+        // The hub's state (read once): its months, learner groups and counts.
+        let hub_state: HubState = match &filter.hub {
+            Some(hub) => self.load(&key(HUB, hub))?,
+            None => HubState::default(),
+        };
         let sets: Vec<(Set, String, String)> = match (kind, &filter.hub, &filter.company) {
             (SummaryKind::Worker, Some(hub), None) if months => {
-                let state: HubState = self.load(&key(HUB, hub))?;
                 let range = MonthRange {
                     from: filter.from.clone(),
                     to: filter.to.clone(),
                 };
-                state
+                hub_state
                     .months
                     .keys()
                     .filter(|month| range.contains(month))
@@ -2076,14 +2080,11 @@ impl Projection {
             }
             // A hub's workers are those of its learner groups (every statement at the hub
             // names one).
-            (SummaryKind::Worker, Some(hub), None) => {
-                let state: HubState = self.load(&key(HUB, hub))?;
-                state
-                    .groups
-                    .into_keys()
-                    .map(|group| (Set::HubGroupWorkers, hub.clone(), group))
-                    .collect()
-            }
+            (SummaryKind::Worker, Some(hub), None) => hub_state
+                .groups
+                .keys()
+                .map(|group| (Set::HubGroupWorkers, hub.clone(), group.clone()))
+                .collect(),
             (SummaryKind::Worker, None, Some(company)) if !months => {
                 vec![(Set::CompanyWorkers, company.clone(), String::new())]
             }
@@ -2112,10 +2113,8 @@ impl Projection {
         };
         if !months {
             let members = match (kind, &filter.hub, &filter.company) {
-                (SummaryKind::Worker, Some(hub), _) => {
-                    self.load::<HubState>(&key(HUB, hub))?.workers
-                }
-                (_, Some(hub), _) => self.load::<HubState>(&key(HUB, hub))?.companies,
+                (SummaryKind::Worker, Some(_), _) => hub_state.workers,
+                (_, Some(_), _) => hub_state.companies,
                 (_, _, Some(company)) => self.load::<CompanyState>(&key(COMPANY, company))?.workers,
                 _ => 0,
             };
