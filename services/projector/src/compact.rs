@@ -185,10 +185,16 @@ impl Copying {
             })
             .map_err(|err| io_error(&err))?;
         let (source, signalled, rewritten) = (from.clone(), signals.clone(), written.clone());
+        let (copy_path, cache_bytes) = (path.clone(), projection.cache_bytes());
         let copier = std::thread::Builder::new()
             .name("projector-compact".into())
             .spawn(move || {
                 let entries = copy_entries(&source, &to, &signalled.cancel)?;
+                let to = if signalled.cancel.load(Ordering::Acquire) {
+                    to
+                } else {
+                    without_cleaner(to, &copy_path, cache_bytes)?
+                };
                 let rounds = copy_written(&source, &to, &rewritten, &signalled)?;
                 Ok((to, entries, rounds))
             })
@@ -333,6 +339,24 @@ fn copy_entries(
     to.apply_batch(batch)?;
     to.flush()?;
     Ok(entries)
+}
+
+/// How long [`without_cleaner`] waits for the copy's lock (sled's threads hold it for a
+/// moment after the last handle went).
+const REOPEN_WAIT: Duration = Duration::from_secs(5);
+
+/// The copy, written with sled's segment cleaner beside it ([`sledconf::copy`]), opened
+/// again as the projector opens its database: without a flusher thread (the projector
+/// flushes each checkpoint itself). Takes a few seconds at a million statements, beside the
+/// applying.
+fn without_cleaner(
+    copy: sled::Db,
+    path: &Path,
+    cache_bytes: u64,
+) -> Result<sled::Db, ProjectionError> {
+    copy.flush()?;
+    drop(copy);
+    Projection::open_tree_when_free(path, cache_bytes, REOPEN_WAIT)
 }
 
 /// Rounds beside the applying: the keys written during the round before, copied again, until

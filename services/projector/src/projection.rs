@@ -501,28 +501,22 @@ impl Projection {
     /// replica loads its snapshot into it first, so the database is opened once (sled's
     /// threads may hold its lock for a moment after a drop, and a reopen would be refused).
     pub fn open_tree(path: &Path, cache_bytes: u64) -> Result<sled::Db, ProjectionError> {
-        Projection::open_configured(sledconf::config(path), cache_bytes)
+        // No background flusher: every applied message is flushed before its ack, and a
+        // flusher thread would keep the database locked after a drop.
+        Ok(sledconf::config(path)
+            .cache_capacity(cache_bytes)
+            .flush_every_ms(None)
+            .open()?)
     }
 
     /// [`Projection::open_tree`] for a compaction's copy, made in the small segments a copy
-    /// takes least in ([`sledconf::copy`]).
+    /// takes least in and with sled's segment cleaner running while it is written
+    /// ([`sledconf::copy`]): reopen it with [`Projection::open_tree_when_free`] once written.
     pub(crate) fn open_copy_tree(
         path: &Path,
         cache_bytes: u64,
     ) -> Result<sled::Db, ProjectionError> {
-        Projection::open_configured(sledconf::copy(path), cache_bytes)
-    }
-
-    fn open_configured(
-        config: sled::Config,
-        cache_bytes: u64,
-    ) -> Result<sled::Db, ProjectionError> {
-        // No background flusher: every applied message is flushed before its ack, and a
-        // flusher thread would keep the database locked after a drop.
-        Ok(config
-            .cache_capacity(cache_bytes)
-            .flush_every_ms(None)
-            .open()?)
+        Ok(sledconf::copy(path).cache_capacity(cache_bytes).open()?)
     }
 
     /// [`Projection::open_tree`], waiting up to `wait` for the database's lock: sled's threads

@@ -147,7 +147,7 @@ pub fn compact(
     std::fs::File::create(&marker).map_err(io(format!("writing {}", marker.display())))?;
     sync_dir(data_dir)?;
     let copied = (|| {
-        let copy = open(&path, cache_bytes)?;
+        let copy = open_copy(&path, cache_bytes)?;
         let (entries, bytes_of_entries, digest) = copy_all(&original, &copy)?;
         copy.flush()?;
         let read_back = read_all(&copy)?;
@@ -211,13 +211,18 @@ fn open_when_free(path: &Path, cache_bytes: u64, wait: Duration) -> Result<sled:
     }
 }
 
-/// Opens the original (with the segments it was made with) or makes the copy (in the small
-/// segments a copy takes least in, [`sledconf::copy`]).
+/// Opens the original, with the segments it was made with and no flusher (it is only read).
 fn open(path: &Path, cache_bytes: u64) -> Result<sled::Db, sled::Error> {
-    sledconf::copy(path)
+    sledconf::config(path)
         .cache_capacity(cache_bytes)
         .flush_every_ms(None)
         .open()
+}
+
+/// Makes the copy, in the small segments a copy takes least in and with sled's segment
+/// cleaner running while it is written ([`sledconf::copy`]).
+fn open_copy(path: &Path, cache_bytes: u64) -> Result<sled::Db, sled::Error> {
+    sledconf::copy(path).cache_capacity(cache_bytes).open()
 }
 
 /// What [`copy_all`] and [`read_all`] count: entries, bytes of keys and values, and an
