@@ -205,16 +205,19 @@ pub async fn rebuild(client: &async_nats::Client) -> anyhow::Result<()> {
 /// one while it goes on applying, and swaps it in; this waits for its report.
 pub async fn compact(client: &async_nats::Client) -> anyhow::Result<()> {
     let answer = maintenance(client, "compact").await?;
-    let megabytes = |field: &str| answer[field].as_f64().unwrap_or(0.0) / 1e6;
+    let report: projector::compact::CompactReport = serde_json::from_value(answer.clone())
+        .with_context(|| format!("the projector's report {answer}"))?;
+    let megabytes = |bytes: u64| bytes as f64 / 1e6;
     println!(
-        "compacted: {:.0} MB -> {:.0} MB on disk ({} entries in {:.1} s and {} round(s); applying paused {:.2} s for the {} keys written during the last)",
-        megabytes("bytes_before"),
-        megabytes("bytes_after"),
-        answer["entries"],
-        answer["seconds"].as_f64().unwrap_or(0.0),
-        answer["rounds"],
-        answer["pause_seconds"].as_f64().unwrap_or(0.0),
-        answer["written_in_pause"],
+        "compacted: {:.0} MB -> {:.0} MB on disk ({} entries in {:.1} s and {} round(s); applying paused {:.2} s for the {} keys written during the last){}",
+        megabytes(report.bytes_before),
+        megabytes(report.bytes_after),
+        report.entries,
+        report.seconds,
+        report.rounds,
+        report.pause_seconds,
+        report.written_in_pause,
+        report.larger(),
     );
     Ok(())
 }

@@ -90,12 +90,13 @@ impl Compacted {
         }];
         match &self.projector {
             Some(report) => lines.push(format!(
-                "projector: {:.0} MB -> {:.0} MB on disk ({} entries in {:.1} s; now {})",
+                "projector: {:.0} MB -> {:.0} MB on disk ({} entries in {:.1} s; now {}){}",
                 mb(report.bytes_before),
                 mb(report.bytes_after),
                 report.entries,
                 report.seconds,
-                report.database
+                report.database,
+                report.larger()
             )),
             None => lines.push("projector: no database in this data folder".to_owned()),
         }
@@ -122,9 +123,10 @@ mod tests {
         assert_eq!(std::fs::read_dir(dir.path()).expect("read dir").count(), 0);
     }
 
-    /// A store that came out of its copy larger says why the copy is kept all the same.
+    /// A store or projector that came out of its copy larger says why the copy is kept all
+    /// the same.
     #[test]
-    fn a_store_copied_larger_says_why_it_is_kept() {
+    fn a_database_copied_larger_says_why_it_is_kept() {
         let report = |bytes_before, bytes_after| Compacted {
             store: Some(store::compact::CompactReport {
                 entries: 10,
@@ -133,7 +135,17 @@ mod tests {
                 bytes_after,
                 seconds: 0.5,
             }),
-            projector: None,
+            projector: Some(projector::compact::CompactReport {
+                entries: 20,
+                rounds: 1,
+                written_in_pause: 0,
+                bytes_before,
+                bytes_after,
+                seconds: 0.7,
+                pause_seconds: 0.1,
+                database: "projector-1-2.sled".into(),
+                kept_back: false,
+            }),
         };
         let larger = report(721_000_000, 987_000_000).lines();
         assert!(
@@ -147,12 +159,25 @@ mod tests {
             "{}",
             larger[0]
         );
+        assert!(
+            larger[1].starts_with("projector: 721 MB -> 987 MB on disk"),
+            "{}",
+            larger[1]
+        );
+        assert!(larger[1].contains("larger than before"), "{}", larger[1]);
+        assert!(larger[1].contains("erased workers' bytes"), "{}", larger[1]);
         let smaller = report(2_185_000_000, 998_000_000).lines();
         assert!(!smaller[0].contains("larger"), "{}", smaller[0]);
         assert!(
             smaller[0].ends_with("copied and read back in 0.5 s)"),
             "{}",
             smaller[0]
+        );
+        assert!(!smaller[1].contains("larger"), "{}", smaller[1]);
+        assert!(
+            smaller[1].ends_with("now projector-1-2.sled)"),
+            "{}",
+            smaller[1]
         );
     }
 

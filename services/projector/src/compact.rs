@@ -86,6 +86,22 @@ pub struct CompactReport {
     pub kept_back: bool,
 }
 
+impl CompactReport {
+    /// What a report adds when the copy took more than the database it replaced, and why it
+    /// is kept all the same; empty otherwise. In use, sled's segment cleaner keeps the
+    /// database in its large segments below what a copy takes (BENCHMARKS.md, the
+    /// thirty-third round).
+    pub fn larger(&self) -> &'static str {
+        if self.bytes_after > self.bytes_before && !self.kept_back {
+            "; larger than before: sled's segment cleaner had kept the database in use small, \
+             and the copy is kept all the same, as it is what takes erased workers' bytes out \
+             of sled's old pages"
+        } else {
+            ""
+        }
+    }
+}
+
 /// Whether the database is due a copy: `size` bytes on disk against `copied` after the last.
 pub fn due(size: u64, copied: u64) -> bool {
     size > FACTOR.saturating_mul(copied.max(FLOOR_BYTES))
@@ -193,7 +209,7 @@ impl Copying {
                 let to = if signalled.cancel.load(Ordering::Acquire) {
                     to
                 } else {
-                    without_cleaner(to, &copy_path, cache_bytes)?
+                    reopened(to, &copy_path, cache_bytes)?
                 };
                 let rounds = copy_written(&source, &to, &rewritten, &signalled)?;
                 Ok((to, entries, rounds))
@@ -341,19 +357,14 @@ fn copy_entries(
     Ok(entries)
 }
 
-/// How long [`without_cleaner`] waits for the copy's lock (sled's threads hold it for a
-/// moment after the last handle went).
+/// How long [`reopened`] waits for the copy's lock (sled's threads hold it for a moment after
+/// the last handle went).
 const REOPEN_WAIT: Duration = Duration::from_secs(5);
 
-/// The copy, written with sled's segment cleaner beside it ([`sledconf::copy`]), opened
-/// again as the projector opens its database: without a flusher thread (the projector
-/// flushes each checkpoint itself). Takes a few seconds at a million statements, beside the
-/// applying.
-fn without_cleaner(
-    copy: sled::Db,
-    path: &Path,
-    cache_bytes: u64,
-) -> Result<sled::Db, ProjectionError> {
+/// The copy, written with sled's flusher every [`sledconf::COPY_CLEANING_MS`], opened again
+/// as the projector opens its database (the flusher every [`sledconf::CLEANING_MS`]). Takes a
+/// few seconds at a million statements, beside the applying.
+fn reopened(copy: sled::Db, path: &Path, cache_bytes: u64) -> Result<sled::Db, ProjectionError> {
     copy.flush()?;
     drop(copy);
     Projection::open_tree_when_free(path, cache_bytes, REOPEN_WAIT)

@@ -500,17 +500,14 @@ impl Projection {
     /// Opens (or creates) the sled database itself, for [`Projection::from_tree`]: a new
     /// replica loads its snapshot into it first, so the database is opened once (sled's
     /// threads may hold its lock for a moment after a drop, and a reopen would be refused).
+    /// sled's flusher thread runs beside it ([`sledconf::CLEANING_MS`]): not for flushing
+    /// (each checkpoint is flushed before its acks) but for sled's segment cleaner.
     pub fn open_tree(path: &Path, cache_bytes: u64) -> Result<sled::Db, ProjectionError> {
-        // No background flusher: every applied message is flushed before its ack, and a
-        // flusher thread would keep the database locked after a drop.
-        Ok(sledconf::config(path)
-            .cache_capacity(cache_bytes)
-            .flush_every_ms(None)
-            .open()?)
+        Ok(sledconf::config(path).cache_capacity(cache_bytes).open()?)
     }
 
     /// [`Projection::open_tree`] for a compaction's copy, made in the small segments a copy
-    /// takes least in and with sled's segment cleaner running while it is written
+    /// takes least in and with sled's segment cleaner running more often while it is written
     /// ([`sledconf::copy`]): reopen it with [`Projection::open_tree_when_free`] once written.
     pub(crate) fn open_copy_tree(
         path: &Path,

@@ -25,19 +25,29 @@ pub const SEGMENT_BYTES: usize = 16 * 1024 * 1024;
 /// The log's segment size for a copy made now: sled's default.
 pub const COPY_SEGMENT_BYTES: usize = 512 * 1024;
 
-/// sled's configuration for the database at `path`: its path and the segment size it was
-/// made with, or [`SEGMENT_BYTES`] for a new one. The caller adds its cache and flushing.
+/// How often, in milliseconds, sled's flusher thread runs in a database in use (sled's own
+/// default). Each write is flushed before its ack by the code itself; the thread is there for
+/// sled's segment cleaner, which moves the live pages out of a segment of the log that is at
+/// most half live so that the segment is reused, and which runs only in that thread (besides
+/// one page per page consolidation). The projector ran without it until the thirty-third
+/// round: at a million statements its database as the ingest left it took 1,759–1,978 MB
+/// without the thread and 1,174 MB with it (BENCHMARKS.md).
+pub const CLEANING_MS: u64 = 500;
+
+/// sled's configuration for the database at `path`: its path, the segment size it was made
+/// with ([`SEGMENT_BYTES`] for a new one), and the flusher every [`CLEANING_MS`]. The caller
+/// adds its cache.
 pub fn config(path: &Path) -> sled::Config {
-    made_with(path, SEGMENT_BYTES)
+    made_with(path, SEGMENT_BYTES).flush_every_ms(Some(CLEANING_MS))
 }
 
-/// How often, in milliseconds, the flusher of a copy being written runs. sled moves the live
-/// pages out of a segment of its log that is at most half live (so that the segment can be
-/// reused) only in that thread, besides one page per page consolidation; a copy, written
-/// once in key order, leaves the first versions of its pages dead behind it, and without the
-/// thread its file grows past them. A copy of the bench's projector at a million statements
-/// (6.5 million entries) took 1,640–1,657 MB without it and 1,488–1,499 MB with it, the
-/// store's 992 and 915 (BENCHMARKS.md, the thirty-third round).
+/// How often, in milliseconds, the flusher of a copy being written runs: a copy, written once
+/// in key order, leaves the first versions of its pages dead behind it, and the more often
+/// the cleaner runs the fewer segments it grows past. A copy of the bench's projector at a
+/// million statements (6.5 million entries) took 1,640–1,657 MB without the thread and
+/// 1,488–1,510 MB with it every 50 ms, the store's 986–997 and 915–917; 2 million small keys
+/// 973 MB without it, 814 every 500 ms, 654–711 every 100 and 690 every 50 (BENCHMARKS.md, the
+/// thirty-third round).
 pub const COPY_CLEANING_MS: u64 = 50;
 
 /// [`config`] for a copy being written: a new database is made with [`COPY_SEGMENT_BYTES`],
@@ -75,6 +85,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("temp dir");
         let path = dir.path().join("new.sled");
         assert_eq!(segment_size(&path), None);
+        assert_eq!(config(&path).flush_every_ms, Some(CLEANING_MS));
         let db = config(&path).flush_every_ms(None).open().expect("open");
         db.insert(b"key", b"value".as_slice()).expect("insert");
         db.flush().expect("flush");
