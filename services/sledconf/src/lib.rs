@@ -31,7 +31,7 @@ pub const COPY_SEGMENT_BYTES: usize = 512 * 1024;
 /// most half live so that the segment is reused, and which runs only in that thread (besides
 /// one page per page consolidation). The projector ran without it until the thirty-third
 /// round: at a million statements its database as the ingest left it took 1,759–1,978 MB
-/// without the thread and 1,174 MB with it (BENCHMARKS.md).
+/// without the thread and 1,174–1,309 MB with it (BENCHMARKS.md).
 pub const CLEANING_MS: u64 = 500;
 
 /// sled's configuration for the database at `path`: its path, the segment size it was made
@@ -51,8 +51,8 @@ pub fn config(path: &Path) -> sled::Config {
 pub const COPY_CLEANING_MS: u64 = 50;
 
 /// [`config`] for a copy being written: a new database is made with [`COPY_SEGMENT_BYTES`],
-/// and sled's flusher runs every [`COPY_CLEANING_MS`] (the caller may turn it off after,
-/// by opening the copy again).
+/// and sled's flusher runs every [`COPY_CLEANING_MS`] (once written, the copy is opened again
+/// with [`config`] before it is used).
 pub fn copy(path: &Path) -> sled::Config {
     made_with(path, COPY_SEGMENT_BYTES).flush_every_ms(Some(COPY_CLEANING_MS))
 }
