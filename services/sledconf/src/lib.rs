@@ -44,10 +44,10 @@ pub fn config(path: &Path) -> sled::Config {
 /// How often, in milliseconds, the flusher of a copy being written runs: a copy, written once
 /// in key order, leaves the first versions of its pages dead behind it, and the more often
 /// the cleaner runs the fewer segments it grows past. A copy of the bench's projector at a
-/// million statements (6.5 million entries) took 1,640–1,657 MB without the thread and
-/// 1,488–1,510 MB with it every 50 ms, the store's 986–997 and 915–917; 2 million small keys
-/// 973 MB without it, 814 every 500 ms, 654–711 every 100 and 690 every 50 (BENCHMARKS.md, the
-/// thirty-third round).
+/// million statements (6.5 million entries) took 1,640–1,672 MB without the thread and
+/// 1,488–1,547 MB with it every 50 ms (seven runs), the store's 986–997 and 911–925; 2 million
+/// small keys 973 MB without it, 814 every 500 ms, 654–711 every 100 and 690 every 50
+/// (BENCHMARKS.md, the thirty-third round).
 pub const COPY_CLEANING_MS: u64 = 50;
 
 /// [`config`] for a copy being written: a new database is made with [`COPY_SEGMENT_BYTES`],
