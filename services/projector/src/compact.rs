@@ -179,26 +179,16 @@ impl Copying {
         let from = projection.db().clone();
         let signals = Arc::new(Signals::default());
         let stop_watching = Arc::new(AtomicBool::new(false));
-        let mut subscriber = from.watch_prefix(Vec::<u8>::new());
+        let subscriber = from.watch_prefix(Vec::<u8>::new());
         let written: Written = Arc::default();
         let (stop, noting) = (stop_watching.clone(), written.clone());
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .map_err(|err| io_error(&err))?;
         let watcher = std::thread::Builder::new()
             .name("projector-compact-watch".into())
-            .spawn(move || loop {
-                match subscriber.next_timeout(Duration::from_millis(50)) {
-                    Ok(event) => {
-                        lock(&noting).insert(event.key().clone());
-                    }
-                    // Once told to stop, the writer is paused: every write it made is in
-                    // the channel, so the first quiet moment means all were seen.
-                    Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
-                        if stop.load(Ordering::Acquire) {
-                            return;
-                        }
-                    }
-                    Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return,
-                }
-            })
+            .spawn(move || runtime.block_on(watch(subscriber, &noting, &stop)))
             .map_err(|err| io_error(&err))?;
         let (source, signalled, rewritten) = (from.clone(), signals.clone(), written.clone());
         let (copy_path, cache_bytes) = (path.clone(), projection.cache_bytes());
@@ -326,6 +316,36 @@ impl Drop for Copying {
         self.stop_watcher();
         if !self.path.as_os_str().is_empty() {
             let _ = std::fs::remove_dir_all(&self.path);
+        }
+    }
+}
+
+/// How long the watcher waits for a write before it looks whether it is told to stop.
+const WATCH_TICK: Duration = Duration::from_millis(50);
+
+/// Notes the key of every write `subscriber` reports until `stop` is set and a
+/// [`WATCH_TICK`] passed without one (once told to stop, the writer is paused: every write
+/// it made is in the channel, so the first quiet moment means all were seen), or until the
+/// database closes.
+///
+/// Through sled's `Future` for its subscriber, not `Subscriber::next_timeout`: a write that
+/// changes nothing (a key set to the value it holds, a removal of a key not there, which
+/// the projector's parts make) reaches a subscriber as an empty event, which the future
+/// skips but `next_timeout` (sled 0.34.7) reports as `Disconnected`, and then again at every
+/// call: the watcher stopped there, and the copy missed every key written after it.
+async fn watch(mut subscriber: sled::Subscriber, noting: &Written, stop: &AtomicBool) {
+    loop {
+        match tokio::time::timeout(WATCH_TICK, &mut subscriber).await {
+            Ok(Some(event)) => {
+                lock(noting).insert(event.key().clone());
+            }
+            // The database closed.
+            Ok(None) => return,
+            Err(_) => {
+                if stop.load(Ordering::Acquire) {
+                    return;
+                }
+            }
         }
     }
 }
@@ -566,6 +586,39 @@ mod tests {
         let copied: Vec<_> = to.iter().map(|item| item.expect("read")).collect();
         let expected: Vec<_> = from.iter().map(|item| item.expect("read")).collect();
         assert_eq!(copied, expected);
+    }
+
+    /// A write that changes nothing (the projector's parts set order and presence keys that
+    /// are there already) reaches the watcher as an empty event: the keys written after it
+    /// still reach the copy.
+    #[test]
+    fn a_write_that_changes_nothing_does_not_stop_the_watcher() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let first = crate::rebuild::active_path(dir.path());
+        let current = Current::new(Projection::open(&first).expect("open"));
+        let db = current.get().db().clone();
+        db.insert(b"zkept", b"same".as_slice()).expect("insert");
+        let copying = Copying::start(&current.get(), dir.path()).expect("start");
+        // Every entry copied: what follows reaches the copy only through the watcher.
+        while !copying.is_copied() {
+            std::thread::yield_now();
+        }
+        db.insert(b"zkept", b"same".as_slice())
+            .expect("the same value again");
+        db.remove(b"znever").expect("a key not there removed");
+        db.insert(b"zlater", b"after".as_slice()).expect("insert");
+        db.insert(b"zkept", b"changed".as_slice()).expect("insert");
+        let report = copying.finish(dir.path(), &current).expect("finish");
+        assert!(!first.exists(), "swapped in: {report:?}");
+        let copy = current.get();
+        assert_eq!(
+            copy.db().get(b"zlater").expect("read"),
+            Some("after".into())
+        );
+        assert_eq!(
+            copy.db().get(b"zkept").expect("read"),
+            Some("changed".into())
+        );
     }
 
     /// By itself a copy waits for a database doubled since its last copy and a quiet
