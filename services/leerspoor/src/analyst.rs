@@ -207,11 +207,9 @@ pub async fn compact(client: &async_nats::Client) -> anyhow::Result<()> {
     let answer = maintenance(client, "compact").await?;
     let report: projector::compact::CompactReport = serde_json::from_value(answer.clone())
         .with_context(|| format!("the projector's report {answer}"))?;
-    let megabytes = |bytes: u64| bytes as f64 / 1e6;
     println!(
-        "compacted: {:.0} MB -> {:.0} MB on disk ({} entries in {:.1} s and {} round(s); applying paused {:.2} s for the {} keys written during the last){}",
-        megabytes(report.bytes_before),
-        megabytes(report.bytes_after),
+        "compacted: {} ({} entries in {:.1} s and {} round(s); applying paused {:.2} s for the {} keys written during the last){}",
+        report.sizes(),
         report.entries,
         report.seconds,
         report.rounds,

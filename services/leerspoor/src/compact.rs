@@ -90,9 +90,8 @@ impl Compacted {
         }];
         match &self.projector {
             Some(report) => lines.push(format!(
-                "projector: {:.0} MB -> {:.0} MB on disk ({} entries in {:.1} s; now {}){}",
-                mb(report.bytes_before),
-                mb(report.bytes_after),
+                "projector: {} ({} entries in {:.1} s; now {}){}",
+                report.sizes(),
                 report.entries,
                 report.seconds,
                 report.database,
@@ -127,7 +126,7 @@ mod tests {
     /// the same.
     #[test]
     fn a_database_copied_larger_says_why_it_is_kept() {
-        let report = |bytes_before, bytes_after| Compacted {
+        let report = |bytes_before, bytes_after, kept_back| Compacted {
             store: Some(store::compact::CompactReport {
                 entries: 10,
                 bytes_of_entries: 1_000,
@@ -144,10 +143,11 @@ mod tests {
                 seconds: 0.7,
                 pause_seconds: 0.1,
                 database: "projector-1-2.sled".into(),
-                kept_back: false,
+                kept_back,
+                nothing_erased: kept_back,
             }),
         };
-        let larger = report(721_000_000, 987_000_000).lines();
+        let larger = report(721_000_000, 987_000_000, false).lines();
         assert!(
             larger[0].starts_with("store: 721 MB -> 987 MB on disk"),
             "{}",
@@ -165,8 +165,26 @@ mod tests {
             larger[1]
         );
         assert!(larger[1].contains("larger than before"), "{}", larger[1]);
-        assert!(larger[1].contains("erased workers' bytes"), "{}", larger[1]);
-        let smaller = report(2_185_000_000, 998_000_000).lines();
+        assert!(
+            larger[1].contains("an erasure since the last copy"),
+            "{}",
+            larger[1]
+        );
+        // Nothing erased since its last copy: the projector's database in use stays.
+        let kept = report(721_000_000, 987_000_000, true).lines();
+        assert!(
+            kept[1].starts_with(
+                "projector: 721 MB on disk, kept (its copy took 987 MB and was removed)"
+            ),
+            "{}",
+            kept[1]
+        );
+        assert!(
+            kept[1].contains("no erased statement's bytes"),
+            "{}",
+            kept[1]
+        );
+        let smaller = report(2_185_000_000, 998_000_000, false).lines();
         assert!(!smaller[0].contains("larger"), "{}", smaller[0]);
         assert!(
             smaller[0].ends_with("copied and read back in 0.5 s)"),

@@ -50,8 +50,10 @@ const BATCH: usize = 10_000;
 /// database takes (nine tenths): in sled's large segments ([`sledconf::SEGMENT_BYTES`]) a
 /// database the ingest left takes about what a fresh copy does (BENCHMARKS.md, the
 /// thirty-first round), and a copy that gives back little is not worth its swap (nor the
-/// small segments it is made in, [`sledconf::COPY_SEGMENT_BYTES`]). A copy asked for is always
-/// swapped in: it is also how an erasure's bytes leave sled's dead pages.
+/// small segments it is made in, [`sledconf::COPY_SEGMENT_BYTES`]). A copy asked for is
+/// swapped in unless it takes more than the database in use and no erased statement's bytes
+/// wait in that database's old pages ([`Projection::nothing_erased`]): a copy is how those
+/// leave them.
 pub const WORTH: (u64, u64) = (9, 10);
 
 /// A round that found at most this many keys written says the copy is ready for the pause.
@@ -80,24 +82,54 @@ pub struct CompactReport {
     pub pause_seconds: f64,
     /// The database in use after it.
     pub database: String,
-    /// A copy started by itself that would not have given back enough ([`WORTH`]): removed,
-    /// the database in use stays (and is due again once it takes twice as much).
+    /// A copy started by itself that would not have given back enough ([`WORTH`]), or one
+    /// asked for that took more than the database in use, which held no erased statement's
+    /// bytes: removed, the database in use stays (and is due again once it takes twice as
+    /// much).
     #[serde(default)]
     pub kept_back: bool,
+    /// Whether no erased statement's bytes were in the database in use, before or while the
+    /// copy was made ([`Projection::nothing_erased`]).
+    #[serde(default)]
+    pub nothing_erased: bool,
 }
 
 impl CompactReport {
-    /// What a report adds when the copy took more than the database it replaced, and why it
-    /// is kept all the same; empty otherwise. In use, sled's segment cleaner keeps the
-    /// database in its large segments below what a copy takes (BENCHMARKS.md, the
-    /// thirty-third round).
-    pub fn larger(&self) -> &'static str {
-        if self.bytes_after > self.bytes_before && !self.kept_back {
-            "; larger than before: sled's segment cleaner had kept the database in use small, \
-             and the copy is kept all the same, as it is what takes erased workers' bytes out \
-             of sled's old pages"
+    /// The sizes, as `leerspoor compact` and `leerspoor project --compact` say them: before
+    /// and after, or the database in use and the copy that was removed.
+    pub fn sizes(&self) -> String {
+        let mb = |bytes: u64| bytes as f64 / 1e6;
+        if self.kept_back {
+            format!(
+                "{:.0} MB on disk, kept (its copy took {:.0} MB and was removed)",
+                mb(self.bytes_before),
+                mb(self.bytes_after)
+            )
         } else {
-            ""
+            format!(
+                "{:.0} MB -> {:.0} MB on disk",
+                mb(self.bytes_before),
+                mb(self.bytes_after)
+            )
+        }
+    }
+
+    /// Why a copy that took more than the database in use was kept, or why that database
+    /// stayed; empty otherwise. In use, sled's segment cleaner keeps the database in its large
+    /// segments below what a copy takes (BENCHMARKS.md, the thirty-third round).
+    pub fn larger(&self) -> &'static str {
+        let larger = self.bytes_after > self.bytes_before;
+        match (self.kept_back, self.nothing_erased) {
+            (false, _) if larger => {
+                "; larger than before, kept all the same: an erasure since the last copy left \
+                 its bytes in sled's old pages, and only a copy takes them out"
+            }
+            (true, true) if larger => {
+                "; sled's segment cleaner keeps the database in use smaller than a copy, and \
+                 no erased statement's bytes were in its old pages"
+            }
+            (true, _) => "; the copy would not have given back a tenth",
+            (false, _) => "",
         }
     }
 }
@@ -144,6 +176,12 @@ pub struct Copying {
     /// Started by itself, not asked for: swapped in only when it takes at most this share
     /// of the database in use ([`WORTH`]).
     only_below: Option<(u64, u64)>,
+    /// Whether no erased statement's bytes were in the database when the copy started.
+    nothing_erased: bool,
+    /// The parts that had erased something when the copy started
+    /// ([`Projection::erasures`]): more at the pause, and the copy itself read bytes that
+    /// went.
+    erasures: u64,
 }
 
 /// Between the projector and its copy thread.
@@ -179,6 +217,7 @@ impl Copying {
         let from = projection.db().clone();
         let signals = Arc::new(Signals::default());
         let stop_watching = Arc::new(AtomicBool::new(false));
+        let (nothing_erased, erasures) = (projection.nothing_erased()?, projection.erasures()?);
         let subscriber = from.watch_prefix(Vec::<u8>::new());
         let written: Written = Arc::default();
         let (stop, noting) = (stop_watching.clone(), written.clone());
@@ -217,6 +256,8 @@ impl Copying {
             watcher: Some(watcher),
             written,
             only_below: None,
+            nothing_erased,
+            erasures,
         })
     }
 
@@ -256,8 +297,17 @@ impl Copying {
         let too_large = |(part, whole): (u64, u64)| {
             bytes_after.saturating_mul(whole) > in_use.saturating_mul(part)
         };
-        if self.only_below.is_some_and(too_large) {
-            // Not worth it: the copy goes (with `self`), and the next is due at twice this.
+        // Nothing erased while it was made: the copy holds no erased bytes (and with nothing
+        // erased before, neither does the database in use).
+        let clean = current.get().erasures()? == self.erasures;
+        let nothing_erased = self.nothing_erased && clean;
+        let keep_in_use = match self.only_below {
+            Some(share) => too_large(share),
+            None => nothing_erased && too_large((1, 1)),
+        };
+        if keep_in_use {
+            // Not worth it, or larger with nothing to scrub: the copy goes (with `self`), and
+            // the next is due at twice this.
             drop(to);
             current.get().set_copied(in_use)?;
             return Ok(CompactReport {
@@ -275,10 +325,15 @@ impl Copying {
                     .map(|name| name.to_string_lossy().into_owned())
                     .unwrap_or_default(),
                 kept_back: true,
+                nothing_erased,
             });
         }
         let fresh = Projection::from_tree(to, &self.path, current.get().cache_bytes())?;
         fresh.set_copied(bytes_after)?;
+        if clean {
+            // Its entries were read after every erasure: its pages hold none of their bytes.
+            fresh.mark_nothing_erased()?;
+        }
         fresh.flush()?;
         crate::rebuild::swap_in(data_dir, current, &self.name, Arc::new(fresh))
             .map_err(|err| io_error(&err))?;
@@ -293,6 +348,7 @@ impl Copying {
             pause_seconds: paused.elapsed().as_secs_f64(),
             database: std::mem::take(&mut self.name),
             kept_back: false,
+            nothing_erased,
         })
     }
 
@@ -588,6 +644,16 @@ mod tests {
         assert_eq!(copied, expected);
     }
 
+    /// What a part that erased something leaves: the copy asked for is then swapped in
+    /// whatever it takes (the projector's tests erase through statements).
+    fn erased_once(projection: &Projection) {
+        projection
+            .db()
+            .insert(crate::projection::ERASURES, &1u64.to_be_bytes())
+            .expect("insert");
+        assert!(!projection.nothing_erased().expect("read"));
+    }
+
     /// A write that changes nothing (the projector's parts set order and presence keys that
     /// are there already) reaches the watcher as an empty event: the keys written after it
     /// still reach the copy.
@@ -598,6 +664,7 @@ mod tests {
         let current = Current::new(Projection::open(&first).expect("open"));
         let db = current.get().db().clone();
         db.insert(b"zkept", b"same".as_slice()).expect("insert");
+        erased_once(&current.get());
         let copying = Copying::start(&current.get(), dir.path()).expect("start");
         // Every entry copied: what follows reaches the copy only through the watcher.
         while !copying.is_copied() {
@@ -635,6 +702,7 @@ mod tests {
         let first = crate::rebuild::active_path(dir.path());
         let current = Current::new(Projection::open(&first).expect("open"));
         current.get().set_applied(7).expect("applied");
+        erased_once(&current.get());
         let mut compaction = Compaction::default();
         // Quiet, but a small database is not due.
         assert!(matches!(

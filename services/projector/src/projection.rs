@@ -89,6 +89,15 @@ const HUB_WORKERS_BY_GROUP: &[u8] = b"mmembers5";
 const STATES_PACKED: &[u8] = b"mstates1";
 /// Present once the workers' states write their digests as bytes ([`Projection::repack_states`]).
 const DIGESTS_AS_BYTES: &[u8] = b"mstates2";
+/// How many parts applied an erasure (big-endian u64; absent: none): the bytes of what
+/// each erased stay in sled's old pages until a compaction's copy.
+pub(crate) const ERASURES: &[u8] = b"merasures";
+/// [`ERASURES`] when no page of this database, live or dead, held bytes of an erased
+/// statement: set in a database made empty and in a compaction's copy made while nothing was
+/// erased. While it equals [`ERASURES`], a compaction asked for that would take more than the
+/// database in use keeps that database ([`crate::compact`]); otherwise the copy is what takes
+/// the erased bytes out of sled's old pages.
+const SCRUBBED_AT: &[u8] = b"mscrubbed";
 /// `x` + `LRS_STORED` sequence(8) -> [`Parked`] JSON: a message the projector could not read,
 /// kept (not skipped) until a replay applies it.
 const PARKED: u8 = b'x';
@@ -559,6 +568,7 @@ impl Projection {
         };
         // First: the journal holds writes made after everything below.
         projection.finish_interrupted_part()?;
+        let made_empty = projection.tree.is_empty();
         if !projection.tree.contains_key(MEMBERS_MOVED)? {
             projection.move_members_out()?;
         }
@@ -611,6 +621,9 @@ impl Projection {
         }
         if projection.tree.is_empty() || projection.count(WORKER)? == 0 {
             projection.tree.insert(PROGRAMME_KEPT, &[] as &[u8])?;
+        }
+        if made_empty {
+            projection.mark_nothing_erased()?;
         }
         // Only a size: an unreadable programme state is reported where it is read.
         let held = (projection
@@ -1232,6 +1245,26 @@ impl Projection {
         Ok(())
     }
 
+    /// How many parts applied an erasure ([`ERASURES`]; those applied behind included).
+    pub fn erasures(&self) -> Result<u64, ProjectionError> {
+        Ok(self.get_u64(ERASURES)?)
+    }
+
+    /// Whether no page of this database holds bytes of an erased statement: nothing erased
+    /// since it was made empty or copied ([`SCRUBBED_AT`]).
+    pub fn nothing_erased(&self) -> Result<bool, ProjectionError> {
+        let erasures = self.erasures()?.to_be_bytes();
+        Ok(self.get(SCRUBBED_AT)?.is_some_and(|at| *at == erasures))
+    }
+
+    /// Notes that no page of this database holds bytes of an erased statement: made empty, or
+    /// a copy made while nothing was erased.
+    pub fn mark_nothing_erased(&self) -> Result<(), ProjectionError> {
+        let erasures = self.erasures()?;
+        self.tree.insert(SCRUBBED_AT, &erasures.to_be_bytes())?;
+        Ok(())
+    }
+
     /// The bytes this database took on disk when it was made as a copy (0: never copied).
     pub fn copied(&self) -> Result<u64, ProjectionError> {
         Ok(stored_u64(&self.tree, META_COPIED)?)
@@ -1499,6 +1532,15 @@ impl Projection {
     ) -> Result<(), ProjectionError> {
         let behind = recent.generation;
         let mut batch = Part::default();
+        if touched
+            .markers
+            .values()
+            .any(|marker| marker.as_deref() == Some(ERASED))
+        {
+            // Its bytes stay in sled's old pages until a compaction's copy.
+            let erasures = self.get_u64(ERASURES)?.saturating_add(1);
+            batch.insert(ERASURES, erasures.to_be_bytes());
+        }
         for (id, marker) in touched.markers {
             // A counted statement is known by its timestamp keys (and one without
             // contributions counts nothing).

@@ -483,8 +483,9 @@ impl Projector {
                         tracing::info!(
                             bytes_in_use = report.bytes_before,
                             bytes_of_copy = report.bytes_after,
-                            "a copy of the projector's database would not give back a tenth: \
-                             removed, the database in use stays"
+                            "a copy of the projector's database removed, the database in use \
+                             stays{}",
+                            report.larger()
                         );
                         serde_json::json!({ "ok": report })
                     }

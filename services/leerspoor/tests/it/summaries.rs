@@ -404,13 +404,17 @@ async fn a_rebuild_recomputes_from_the_store_even_when_the_stream_is_gone() {
     .await;
 }
 
+/// `leerspoor project --compact`: with nothing erased, a copy that would take more than the
+/// database in use is removed and the database stays; after an erasure the copy is swapped in
+/// (it takes the erased bytes out), answers the same and goes on.
 #[tokio::test]
 async fn a_compaction_swaps_in_a_copy_that_answers_the_same_and_goes_on() {
     let app = TestApp::start().await;
     let ann = json!({"mbox": "mailto:ann@example.org"});
-    let post = |n: usize| {
+    let bob = json!({"mbox": "mailto:bob@example.org"});
+    let post_by = |who: &Value, n: usize| {
         llo(
-            ann.clone(),
+            who.clone(),
             "http://adlnet.gov/expapi/verbs/attended",
             &format!("https://x.example/s/{n}"),
             "zwolle",
@@ -419,6 +423,7 @@ async fn a_compaction_swaps_in_a_copy_that_answers_the_same_and_goes_on() {
             &format!("2026-03-{:02}T10:00:00Z", n + 1),
         )
     };
+    let post = |n: usize| post_by(&ann, n);
     for n in 0..3 {
         assert_eq!(app.post_statements(&post(n)).await.status(), StatusCode::OK);
     }
@@ -427,20 +432,69 @@ async fn a_compaction_swaps_in_a_copy_that_answers_the_same_and_goes_on() {
         (hub["statements"] == json!(3)).then_some(hub)
     })
     .await;
+    let compact = || async {
+        let compact = tokio::process::Command::new(env!("CARGO_BIN_EXE_leerspoor"))
+            .args(["project", "--compact", "--nats-url"])
+            .arg(app.nats.url())
+            .output()
+            .await
+            .expect("run leerspoor project --compact");
+        assert!(
+            compact.status.success(),
+            "{}",
+            String::from_utf8_lossy(&compact.stderr)
+        );
+        String::from_utf8_lossy(&compact.stdout).into_owned()
+    };
 
-    let compact = tokio::process::Command::new(env!("CARGO_BIN_EXE_leerspoor"))
-        .args(["project", "--compact", "--nats-url"])
-        .arg(app.nats.url())
+    // Nothing erased, and a copy of three statements' summaries takes more than the database
+    // sled wrote them into: the database in use stays.
+    let said = compact().await;
+    assert!(said.starts_with("compacted: "), "{said}");
+    assert!(said.contains("kept (its copy took"), "{said}");
+    assert!(app.data_dir().join("projector.sled").is_dir());
+    assert_eq!(
+        app.summary("/summaries/hubs/zwolle").await,
+        Some(before.clone())
+    );
+
+    // Bob's statement, erased: his bytes are in sled's old pages until a copy.
+    assert_eq!(
+        app.post_statements(&post_by(&bob, 9)).await.status(),
+        StatusCode::OK
+    );
+    wait_until("bob counted", WAIT, || async {
+        let hub = app.summary("/summaries/hubs/zwolle").await?;
+        (hub["statements"] == json!(4)).then_some(())
+    })
+    .await;
+    let erased = tokio::process::Command::new(env!("CARGO_BIN_EXE_leerspoor"))
+        .args([
+            "erase-agent",
+            &bob.to_string(),
+            "--nats-url",
+            &app.nats.url(),
+        ])
         .output()
         .await
-        .expect("run leerspoor project --compact");
-    let said = String::from_utf8_lossy(&compact.stdout);
+        .expect("run leerspoor erase-agent");
     assert!(
-        compact.status.success(),
+        erased.status.success(),
         "{}",
-        String::from_utf8_lossy(&compact.stderr)
+        String::from_utf8_lossy(&erased.stderr)
     );
+    wait_until("bob's statement no longer counted", WAIT, || async {
+        let hub = app.summary("/summaries/hubs/zwolle").await?;
+        (hub["statements"] == json!(3)).then_some(())
+    })
+    .await;
+    let before = app
+        .summary("/summaries/hubs/zwolle")
+        .await
+        .expect("hub before the compaction");
+    let said = compact().await;
     assert!(said.starts_with("compacted: "), "{said}");
+    assert!(!said.contains("kept ("), "{said}");
     // The copy is the database in use, named for restarts; the one it replaced is gone.
     let named = std::fs::read_to_string(app.data_dir().join("projector.current"))
         .expect("projector.current");

@@ -1644,9 +1644,11 @@ proptest! {
 
     /// A compaction copies the database while messages go on being applied to it; the copy
     /// it swaps in holds what the database it replaces holds (the digest covers every
-    /// summary, marker, timestamp and member key and the applied sequence), and goes on.
+    /// summary, marker, timestamp and member key and the applied sequence), and goes on. A
+    /// copy that takes more than the database, with nothing erased before or during it, is
+    /// removed instead, and the database in use goes on.
     #[test]
-    fn a_compaction_while_applying_swaps_in_the_same_database(
+    fn a_compaction_while_applying_leaves_the_same_database_in_use(
         specs in prop::collection::vec(spec(), 2..40),
         split in 1usize..100,
     ) {
@@ -1678,10 +1680,16 @@ proptest! {
         apply(&current.get(), after);
         let report = copying.finish(data.path(), &current).expect("finish");
         prop_assert!(report.rounds >= 1);
-        prop_assert!(!first.exists(), "the database replaced is removed");
+        // A copy of a database this small takes more than it: swapped in only when something
+        // was erased before or during it, else the database in use stays.
+        let erased = messages[..messages.len() - 1].iter().any(|(_, message)| message.events.iter().any(|event| event.kind == EventKind::Erased));
+        prop_assert_eq!(report.kept_back, !erased, "{} -> {} bytes", report.bytes_before, report.bytes_after);
+        prop_assert_eq!(first.exists(), report.kept_back, "the database replaced is removed");
         let active = projector::rebuild::active_path(data.path());
         prop_assert_eq!(active.file_name().map(|name| name.to_string_lossy().into_owned()), Some(report.database.clone()));
-        prop_assert_eq!(current.get().copied().expect("copied"), report.bytes_after);
+        let copied = if report.kept_back { report.bytes_before } else { report.bytes_after };
+        prop_assert_eq!(current.get().copied().expect("copied"), copied);
+        prop_assert!(current.get().nothing_erased().expect("read") || !report.kept_back);
 
         // The copy goes on from where the database it replaced was.
         apply(&current.get(), std::slice::from_ref(last));
@@ -1703,27 +1711,40 @@ fn apply_spread(projection: &Projection, count: usize) {
 /// [`apply_spread`]'s statements `from..from + count`, as messages `from + 1` on.
 fn apply_spread_from(projection: &Projection, from: usize, count: usize) {
     for index in from..from + count {
-        let spec = Spec {
-            workers: vec![(index % 6) as u8],
-            group: false,
-            verb: index % VERBS.len(),
-            activity: (index % 4) as u8,
-            hub: Some((index % 3) as u8),
-            company: Some((index % 3) as u8),
-            duration_ms: 60_000,
-            scaled: None,
-            success: None,
-            completion: None,
-            skills: vec![(index % 4) as u8],
-            month: (index % 4) as u8,
-            voided: false,
-            erased: false,
-        };
         apply_one(
             projection,
             index as u64 + 1,
-            event(EventKind::Stored, &statement(index, &spec)),
+            event(EventKind::Stored, &statement(index, &spread(index))),
         );
+    }
+}
+
+/// Erases [`apply_spread`]'s statement `index`, as message `sequence`.
+fn erase_spread(projection: &Projection, index: usize, sequence: u64) {
+    apply_one(
+        projection,
+        sequence,
+        event(EventKind::Erased, &statement(index, &spread(index))),
+    );
+}
+
+/// The spec of [`apply_spread`]'s statement `index`.
+fn spread(index: usize) -> Spec {
+    Spec {
+        workers: vec![(index % 6) as u8],
+        group: false,
+        verb: index % VERBS.len(),
+        activity: (index % 4) as u8,
+        hub: Some((index % 3) as u8),
+        company: Some((index % 3) as u8),
+        duration_ms: 60_000,
+        scaled: None,
+        success: None,
+        completion: None,
+        skills: vec![(index % 4) as u8],
+        month: (index % 4) as u8,
+        voided: false,
+        erased: false,
     }
 }
 
@@ -1801,6 +1822,8 @@ fn a_copy_started_by_itself_is_swapped_in_only_when_it_gives_back_a_tenth() {
     let first = projector::rebuild::active_path(data.path());
     let current = projector::rebuild::Current::new(Projection::open(&first).expect("open"));
     apply_spread(&current.get(), 40);
+    // Swapped in whatever it takes: it takes the erased statement's bytes out.
+    erase_spread(&current.get(), 0, 41);
     let asked = projector::compact::Copying::start(&current.get(), data.path())
         .expect("start")
         .finish(data.path(), &current)
@@ -1834,7 +1857,7 @@ fn a_copy_started_by_itself_is_swapped_in_only_when_it_gives_back_a_tenth() {
     };
     assert_eq!(databases(), 1, "the copy kept back is removed");
 
-    apply_spread_from(&current.get(), 40, 400);
+    apply_spread_from(&current.get(), 41, 400);
     let worth = projector::compact::Copying::start(&current.get(), data.path())
         .expect("start")
         .swapped_in_only_below(projector::compact::WORTH)
@@ -1848,6 +1871,84 @@ fn a_copy_started_by_itself_is_swapped_in_only_when_it_gives_back_a_tenth() {
     assert_ne!(projector::rebuild::active_path(data.path()), copied);
     assert_eq!(databases(), 1, "the database replaced is removed");
     assert_eq!(current.get().copied().expect("copied"), worth.bytes_after);
+}
+
+/// A compaction asked for keeps a database that holds no erased statement's bytes when its
+/// copy would take more (sled's segment cleaner keeps a database in use small; a small
+/// database here); after an erasure the copy is swapped in whatever it takes, and is itself
+/// free of erased bytes, unless something was erased while it was made.
+#[test]
+fn a_copy_asked_for_is_swapped_in_when_it_takes_less_or_takes_out_erased_bytes() {
+    let data = tempfile::tempdir().expect("temp dir");
+    let first = projector::rebuild::active_path(data.path());
+    let current = projector::rebuild::Current::new(Projection::open(&first).expect("open"));
+    assert!(current.get().nothing_erased().expect("read"), "made empty");
+    apply_spread(&current.get(), 40);
+    assert!(current.get().nothing_erased().expect("read"));
+    let digest = current.get().digest().expect("digest");
+    let compact = || {
+        projector::compact::Copying::start(&current.get(), data.path())
+            .expect("start")
+            .finish(data.path(), &current)
+            .expect("finish")
+    };
+    let databases = || {
+        std::fs::read_dir(data.path())
+            .expect("read dir")
+            .filter_map(Result::ok)
+            .filter(|entry| entry.file_name().to_string_lossy().ends_with(".sled"))
+            .count()
+    };
+
+    let kept = compact();
+    assert!(kept.bytes_after > kept.bytes_before, "{kept:?}");
+    assert!(kept.kept_back, "{kept:?}");
+    assert!(
+        kept.larger().contains("no erased statement's bytes"),
+        "{}",
+        kept.larger()
+    );
+    assert!(
+        kept.sizes().contains("kept (its copy took"),
+        "{}",
+        kept.sizes()
+    );
+    assert_eq!(projector::rebuild::active_path(data.path()), first);
+    assert_eq!(databases(), 1, "the copy is removed");
+    assert_eq!(current.get().digest().expect("digest"), digest);
+
+    erase_spread(&current.get(), 3, 41);
+    assert!(!current.get().nothing_erased().expect("read"));
+    assert_eq!(current.get().erasures().expect("read"), 1);
+    // The same erasure again changes nothing, and is not counted.
+    erase_spread(&current.get(), 3, 42);
+    assert_eq!(current.get().erasures().expect("read"), 1);
+    let digest = current.get().digest().expect("digest");
+    let scrubbed = compact();
+    assert!(!scrubbed.kept_back, "{scrubbed:?}");
+    assert!(
+        scrubbed.larger().is_empty()
+            || scrubbed.larger().contains("an erasure since the last copy"),
+        "{}",
+        scrubbed.larger()
+    );
+    assert!(
+        !first.exists(),
+        "the database with the erased bytes is removed"
+    );
+    assert_eq!(databases(), 1);
+    assert!(
+        current.get().nothing_erased().expect("read"),
+        "the copy read nothing erased"
+    );
+    assert_eq!(current.get().digest().expect("digest"), digest);
+
+    // Erased while the copy is made: the copy read what went, and says so.
+    let copying = projector::compact::Copying::start(&current.get(), data.path()).expect("start");
+    erase_spread(&current.get(), 4, 43);
+    copying.finish(data.path(), &current).expect("finish");
+    assert!(!current.get().nothing_erased().expect("read"));
+    assert_eq!(current.get().erasures().expect("read"), 2);
 }
 
 /// `leerspoor compact` on a stopped node: the projector's database copied and swapped in with
@@ -1867,6 +1968,8 @@ fn a_stopped_projector_is_compacted_into_the_same_database() {
     let first = projector::rebuild::active_path(data.path());
     let projection = Projection::open(&first).expect("open");
     apply_spread(&projection, 40);
+    // Swapped in whatever the copy takes.
+    erase_spread(&projection, 0, 41);
     let (digest, applied) = (
         projection.digest().expect("digest"),
         projection.applied().expect("applied"),
