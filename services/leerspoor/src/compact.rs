@@ -174,7 +174,7 @@ mod tests {
         let kept = report(721_000_000, 987_000_000, true).lines();
         assert!(
             kept[1].starts_with(
-                "projector: 721 MB on disk, kept (its copy took 987 MB and was removed)"
+                "projector: 721 MB on disk, kept; its copy took 987 MB and was removed"
             ),
             "{}",
             kept[1]

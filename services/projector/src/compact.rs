@@ -101,7 +101,7 @@ impl CompactReport {
         let mb = |bytes: u64| bytes as f64 / 1e6;
         if self.kept_back {
             format!(
-                "{:.0} MB on disk, kept (its copy took {:.0} MB and was removed)",
+                "{:.0} MB on disk, kept; its copy took {:.0} MB and was removed",
                 mb(self.bytes_before),
                 mb(self.bytes_after)
             )

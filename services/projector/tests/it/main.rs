@@ -1909,7 +1909,7 @@ fn a_copy_asked_for_is_swapped_in_when_it_takes_less_or_takes_out_erased_bytes()
         kept.larger()
     );
     assert!(
-        kept.sizes().contains("kept (its copy took"),
+        kept.sizes().contains("kept; its copy took"),
         "{}",
         kept.sizes()
     );
