@@ -275,6 +275,10 @@ async fn reader(
     while !stop.load(Ordering::Relaxed) {
         let gateway = &gateways[turn % gateways.len()];
         turn += 1;
+        // Counted in the phase it was sent in: a read sent while a process is down must be
+        // answered, though on a loaded machine its answer may come after the phase ended
+        // (counted at its end, a slow read left a phase with none).
+        let sent_in = phase.load(Ordering::Relaxed);
         let answered = http
             .get(format!("{gateway}/statements?limit=5"))
             .basic_auth(&credential.0, Some(&credential.1))
@@ -284,7 +288,7 @@ async fn reader(
             .is_ok_and(|response| response.status() == reqwest::StatusCode::OK);
         {
             let mut reads = tally.reads.lock().expect("lock");
-            let entry = reads.entry(phase.load(Ordering::Relaxed)).or_default();
+            let entry = reads.entry(sent_in).or_default();
             if answered {
                 entry.0 += 1;
             } else {
