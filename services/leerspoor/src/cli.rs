@@ -135,13 +135,15 @@ pub enum Command {
         #[arg(long)]
         replay_parked: bool,
         /// Copy the projector's database into a fresh one (without the dead pages sled keeps)
-        /// while it goes on applying, and swap it in; it also does so on its own when its
-        /// database has doubled since the last copy and no message came for 30 s.
+        /// while it goes on applying, and swap it in (kept out when it takes more and nothing
+        /// was erased since the last copy); it also does so on its own when its database has
+        /// doubled since the last copy and no message came for 30 s.
         #[arg(long)]
         compact: bool,
     },
     /// Copies a stopped node's store and projector databases into fresh ones, without the
-    /// dead pages sled keeps (and the bytes of what erasures removed), and swaps them in.
+    /// dead pages sled keeps (and the bytes of what erasures removed), and swaps them in (the
+    /// projector's copy only when it takes less, or after an erasure).
     Compact,
     /// The hub registry: each hub's name, type (technohub, fieldlab) and region.
     #[command(subcommand)]

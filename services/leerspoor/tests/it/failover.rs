@@ -259,7 +259,8 @@ async fn writer(
     }
 }
 
-/// Reads a page through each gateway in turn until `stop`, counting per phase.
+/// Sends a read of a page through each gateway in turn every 50 ms until `stop`, each counted
+/// in the phase it was sent in; returns once every read sent was answered or failed.
 async fn reader(
     gateways: Vec<String>,
     credential: (String, String),
@@ -272,21 +273,24 @@ async fn reader(
         .build()
         .expect("http");
     let mut turn = 0;
+    let mut sent = Vec::new();
     while !stop.load(Ordering::Relaxed) {
-        let gateway = &gateways[turn % gateways.len()];
+        let gateway = gateways[turn % gateways.len()].clone();
         turn += 1;
-        // Counted in the phase it was sent in: a read sent while a process is down must be
-        // answered, though on a loaded machine its answer may come after the phase ended
-        // (counted at its end, a slow read left a phase with none).
+        // Counted in the phase it was sent in, and sent whether or not the one before was
+        // answered: a read sent while a process is down must be answered, though on a loaded
+        // machine one read can take seconds (a replica waited for until it has this
+        // gateway's writes), and one at a time a slow read left a phase with none sent.
         let sent_in = phase.load(Ordering::Relaxed);
-        let answered = http
-            .get(format!("{gateway}/statements?limit=5"))
-            .basic_auth(&credential.0, Some(&credential.1))
-            .header("X-Experience-API-Version", "2.0.0")
-            .send()
-            .await
-            .is_ok_and(|response| response.status() == reqwest::StatusCode::OK);
-        {
+        let (http, credential, tally) = (http.clone(), credential.clone(), tally.clone());
+        sent.push(tokio::spawn(async move {
+            let answered = http
+                .get(format!("{gateway}/statements?limit=5"))
+                .basic_auth(&credential.0, Some(&credential.1))
+                .header("X-Experience-API-Version", "2.0.0")
+                .send()
+                .await
+                .is_ok_and(|response| response.status() == reqwest::StatusCode::OK);
             let mut reads = tally.reads.lock().expect("lock");
             let entry = reads.entry(sent_in).or_default();
             if answered {
@@ -294,8 +298,11 @@ async fn reader(
             } else {
                 entry.1 += 1;
             }
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        }));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for read in sent {
+        read.await.expect("read");
     }
 }
 

@@ -1748,6 +1748,15 @@ fn spread(index: usize) -> Spec {
     }
 }
 
+/// How many sled databases (`*.sled` folders) `data_dir` holds.
+fn sled_databases(data_dir: &std::path::Path) -> usize {
+    std::fs::read_dir(data_dir)
+        .expect("read dir")
+        .filter_map(Result::ok)
+        .filter(|entry| entry.file_name().to_string_lossy().ends_with(".sled"))
+        .count()
+}
+
 /// A compaction given up (a rebuild came first, or a shutdown) leaves no copy behind and
 /// releases the database it read; one a crash left behind goes when the projector opens.
 #[test]
@@ -1848,13 +1857,7 @@ fn a_copy_started_by_itself_is_swapped_in_only_when_it_gives_back_a_tenth() {
     assert_eq!(again.database, asked.database);
     assert_eq!(current.get().copied().expect("copied"), again.bytes_before);
     assert_eq!(current.get().digest().expect("digest"), digest);
-    let databases = || {
-        std::fs::read_dir(data.path())
-            .expect("read dir")
-            .filter_map(Result::ok)
-            .filter(|entry| entry.file_name().to_string_lossy().ends_with(".sled"))
-            .count()
-    };
+    let databases = || sled_databases(data.path());
     assert_eq!(databases(), 1, "the copy kept back is removed");
 
     apply_spread_from(&current.get(), 41, 400);
@@ -1892,13 +1895,7 @@ fn a_copy_asked_for_is_swapped_in_when_it_takes_less_or_takes_out_erased_bytes()
             .finish(data.path(), &current)
             .expect("finish")
     };
-    let databases = || {
-        std::fs::read_dir(data.path())
-            .expect("read dir")
-            .filter_map(Result::ok)
-            .filter(|entry| entry.file_name().to_string_lossy().ends_with(".sled"))
-            .count()
-    };
+    let databases = || sled_databases(data.path());
 
     let kept = compact();
     assert!(kept.bytes_after > kept.bytes_before, "{kept:?}");
