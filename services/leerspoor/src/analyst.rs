@@ -215,7 +215,7 @@ pub async fn compact(client: &async_nats::Client) -> anyhow::Result<()> {
         report.rounds,
         report.pause_seconds,
         report.written_in_pause,
-        report.larger(),
+        report.why(),
     );
     Ok(())
 }

@@ -95,7 +95,7 @@ impl Compacted {
                 report.entries,
                 report.seconds,
                 report.database,
-                report.larger()
+                report.why()
             )),
             None => lines.push("projector: no database in this data folder".to_owned()),
         }

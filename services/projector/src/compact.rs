@@ -117,7 +117,7 @@ impl CompactReport {
     /// Why a copy that took more than the database in use was kept, or why that database
     /// stayed; empty otherwise. In use, sled's segment cleaner keeps the database in its large
     /// segments below what a copy takes (BENCHMARKS.md, the thirty-third round).
-    pub fn larger(&self) -> &'static str {
+    pub fn why(&self) -> &'static str {
         let larger = self.bytes_after > self.bytes_before;
         match (self.kept_back, self.nothing_erased) {
             (false, _) if larger => {

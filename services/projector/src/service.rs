@@ -485,7 +485,7 @@ impl Projector {
                             bytes_of_copy = report.bytes_after,
                             "a copy of the projector's database removed, the database in use \
                              stays{}",
-                            report.larger()
+                            report.why()
                         );
                         serde_json::json!({ "ok": report })
                     }

@@ -432,20 +432,9 @@ async fn a_compaction_swaps_in_a_copy_that_answers_the_same_and_goes_on() {
         (hub["statements"] == json!(3)).then_some(hub)
     })
     .await;
-    let compact = || async {
-        let compact = tokio::process::Command::new(env!("CARGO_BIN_EXE_leerspoor"))
-            .args(["project", "--compact", "--nats-url"])
-            .arg(app.nats.url())
-            .output()
-            .await
-            .expect("run leerspoor project --compact");
-        assert!(
-            compact.status.success(),
-            "{}",
-            String::from_utf8_lossy(&compact.stderr)
-        );
-        String::from_utf8_lossy(&compact.stdout).into_owned()
-    };
+    let nats_url = app.nats.url();
+    let compact_args = ["project", "--compact", "--nats-url", &nats_url];
+    let compact = || crate::helpers::leerspoor_ok(&compact_args, None);
 
     // Nothing erased, and a copy of three statements' summaries takes more than the database
     // sled wrote them into: the database in use stays.
@@ -468,21 +457,11 @@ async fn a_compaction_swaps_in_a_copy_that_answers_the_same_and_goes_on() {
         (hub["statements"] == json!(4)).then_some(())
     })
     .await;
-    let erased = tokio::process::Command::new(env!("CARGO_BIN_EXE_leerspoor"))
-        .args([
-            "erase-agent",
-            &bob.to_string(),
-            "--nats-url",
-            &app.nats.url(),
-        ])
-        .output()
-        .await
-        .expect("run leerspoor erase-agent");
-    assert!(
-        erased.status.success(),
-        "{}",
-        String::from_utf8_lossy(&erased.stderr)
-    );
+    crate::helpers::leerspoor_ok(
+        &["erase-agent", &bob.to_string(), "--nats-url", &nats_url],
+        None,
+    )
+    .await;
     wait_until("bob's statement no longer counted", WAIT, || async {
         let hub = app.summary("/summaries/hubs/zwolle").await?;
         (hub["statements"] == json!(3)).then_some(())
