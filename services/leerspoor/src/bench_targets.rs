@@ -258,6 +258,11 @@ pub struct Recorded {
     pub commit: String,
     pub size: usize,
     pub figures: BTreeMap<String, f64>,
+    /// The allocator's settings from the environment (`MIMALLOC_*`): a purge delay of 10 ms
+    /// takes ~100 MiB off the peak and a fifth off hub subjects (BENCHMARKS.md, the
+    /// thirty-fifth round), so figures taken under other settings do not compare.
+    #[serde(default)]
+    pub allocator: BTreeMap<String, String>,
 }
 
 pub struct TargetsArgs {
@@ -285,6 +290,8 @@ pub async fn run(args: TargetsArgs) -> anyhow::Result<()> {
 
     let before = Machine::probe(node.data_dir()).await?;
     println!("{}", before.line("the machine before"));
+    let allocator = allocator_settings(std::env::vars());
+    println!("the allocator: mimalloc, {}", settings_text(&allocator));
     let batches = batches_with_lag(&js, &target, args.statements, &mut json_bytes).await?;
     println!(
         "HTTP batches of 100, 8 clients: {:.0} statements/s ({:.0}/s until stored and projected); projector lag p99 {:.0} ms until summaries show it, {:.0} ms until acknowledged",
@@ -421,10 +428,15 @@ pub async fn run(args: TargetsArgs) -> anyhow::Result<()> {
         commit: commit(),
         size: args.size,
         figures,
+        allocator,
     };
     let slower = compare(last.as_ref(), &now);
     let machine = machine_note(last.as_ref(), &now);
     if let Some(note) = &machine {
+        println!("{note}");
+    }
+    let settings = allocator_note(last.as_ref(), &now);
+    if let Some(note) = &settings {
         println!("{note}");
     }
     if args.record {
@@ -439,10 +451,10 @@ pub async fn run(args: TargetsArgs) -> anyhow::Result<()> {
         slower.is_empty() || args.record,
         "slower than the last recorded figures beyond the noise: {}{}",
         slower.join(", "),
-        if machine.is_some() {
-            " (and so was the machine: run again before believing it)"
-        } else {
-            ""
+        match (&machine, &settings) {
+            (_, Some(_)) => " (under other allocator settings: see above)",
+            (Some(_), None) => " (and so was the machine: run again before believing it)",
+            (None, None) => "",
         }
     );
     Ok(())
@@ -512,6 +524,40 @@ fn machine_note(last: Option<&Recorded>, now: &Recorded) -> Option<String> {
             "the machine was slower than when the last figures were recorded ({}): a figure \
              slower beyond the noise may be the machine's",
             slower.join(", ")
+        )
+    })
+}
+
+/// The allocator's settings a run takes from its environment: mimalloc reads every
+/// `MIMALLOC_*` variable (its purge delay, huge pages) when the process starts.
+fn allocator_settings(
+    vars: impl IntoIterator<Item = (String, String)>,
+) -> BTreeMap<String, String> {
+    vars.into_iter()
+        .filter(|(name, _)| name.starts_with("MIMALLOC_"))
+        .collect()
+}
+
+fn settings_text(settings: &BTreeMap<String, String>) -> String {
+    match settings.is_empty() {
+        true => "its defaults (no MIMALLOC_* in the environment)".into(),
+        false => settings
+            .iter()
+            .map(|(name, value)| format!("{name}={value}"))
+            .collect::<Vec<_>>()
+            .join(" "),
+    }
+}
+
+/// When the last figures were recorded under other allocator settings: what to say about it.
+fn allocator_note(last: Option<&Recorded>, now: &Recorded) -> Option<String> {
+    let last = last?;
+    (last.allocator != now.allocator).then(|| {
+        format!(
+            "the allocator's settings differ from the last recorded figures' ({} then, {} now): \
+             memory and throughput move with them",
+            settings_text(&last.allocator),
+            settings_text(&now.allocator)
         )
     })
 }
@@ -1007,6 +1053,7 @@ mod tests {
                 .into_iter()
                 .chain(fsync.map(|fsync| ("machine_fsync_ms".to_owned(), fsync)))
                 .collect(),
+            allocator: BTreeMap::new(),
         };
         let last = recorded(100.0, Some(0.5));
         assert_eq!(machine_note(Some(&last), &recorded(120.0, Some(0.6))), None);
@@ -1023,6 +1070,47 @@ mod tests {
             machine_note(Some(&recorded(100.0, None)), &recorded(100.0, Some(9.0))),
             None
         );
+    }
+
+    /// A run keeps the allocator's variables of its environment and no other; figures
+    /// recorded under other settings (or before runs kept them) are said to be.
+    #[test]
+    fn other_allocator_settings_are_named() {
+        let vars = |pairs: &[(&str, &str)]| {
+            pairs
+                .iter()
+                .map(|(name, value)| (name.to_string(), value.to_string()))
+                .collect::<Vec<_>>()
+        };
+        let settings = allocator_settings(vars(&[
+            ("PATH", "/usr/bin"),
+            ("MIMALLOC_PURGE_DELAY", "10"),
+            ("NATS_SERVER_BIN", "/x"),
+        ]));
+        assert_eq!(settings_text(&settings), "MIMALLOC_PURGE_DELAY=10");
+        let recorded = |allocator: BTreeMap<String, String>| Recorded {
+            recorded: "then".into(),
+            commit: "abc".into(),
+            size: 1,
+            figures: BTreeMap::new(),
+            allocator,
+        };
+        let (tuned, plain) = (recorded(settings.clone()), recorded(BTreeMap::new()));
+        assert_eq!(allocator_note(Some(&tuned), &recorded(settings)), None);
+        assert_eq!(allocator_note(None, &tuned), None);
+        let note = allocator_note(Some(&plain), &tuned).expect("differs");
+        assert!(
+            note.contains(
+                "its defaults (no MIMALLOC_* in the environment) then, MIMALLOC_PURGE_DELAY=10 now"
+            ),
+            "{note}"
+        );
+        // A file recorded before runs kept the allocator's settings reads as its defaults.
+        let old: Recorded = serde_json::from_str(
+            r#"{"recorded": "then", "commit": "abc", "size": 1, "figures": {}}"#,
+        )
+        .expect("an old baseline");
+        assert!(old.allocator.is_empty());
     }
 
     /// The verdicts on the spread of two runs of the same code are "within noise"; moves
