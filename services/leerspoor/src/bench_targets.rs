@@ -42,6 +42,14 @@ struct Metric {
     floor: f64,
 }
 
+impl Metric {
+    /// Whether the figure is taken at `--size` (its label says so: the grown store's ingest
+    /// and reads, memory, disk): it compares only with figures recorded at the same size.
+    fn at_size(&self) -> bool {
+        self.label.starts_with("at --size")
+    }
+}
+
 /// The floor of "read since the newest": a poll that finds no rows, whose p99 is the
 /// scheduler's more than the query's. Runs of code that does not touch it gave 2.2–9.9 ms
 /// (BENCHMARKS.md, the eighteenth and nineteenth rounds), and the guard called two of them
@@ -636,7 +644,7 @@ fn compare(last: Option<&Recorded>, now: &Recorded) -> Vec<String> {
             figure(metric.target)
         );
         let was = last
-            .filter(|last| last.size == now.size || !metric.key.starts_with("grown"))
+            .filter(|last| last.size == now.size || !metric.at_size())
             .and_then(|last| last.figures.get(metric.key).copied());
         let meets = if metric.higher_is_better {
             value >= metric.target
@@ -1111,6 +1119,42 @@ mod tests {
         )
         .expect("an old baseline");
         assert!(old.allocator.is_empty());
+    }
+
+    /// Figures taken at `--size` (the grown store's, memory, disk) compare only with figures
+    /// recorded at the same size; the empty store's compare whatever the size.
+    #[test]
+    fn figures_at_another_size_are_not_compared() {
+        let recorded = |size: usize, batches: f64, disk: f64, grown: f64| Recorded {
+            recorded: "then".into(),
+            commit: "abc".into(),
+            size,
+            figures: [
+                ("http_batch_100".to_owned(), batches),
+                ("disk_vs_json".to_owned(), disk),
+                ("grown_http_batch_100".to_owned(), grown),
+            ]
+            .into_iter()
+            .collect(),
+            allocator: BTreeMap::new(),
+        };
+        let last = recorded(1_000_000, 8_000.0, 2.0, 5_000.0);
+        // A small run: a larger disk ratio and a slower grown store than the million's.
+        assert!(compare(Some(&last), &recorded(10_000, 8_000.0, 5.0, 1_000.0)).is_empty());
+        assert_eq!(
+            compare(Some(&last), &recorded(10_000, 2_000.0, 5.0, 1_000.0)),
+            ["http_batch_100"]
+        );
+        assert_eq!(
+            compare(Some(&last), &recorded(1_000_000, 8_000.0, 5.0, 1_000.0)),
+            ["grown_http_batch_100", "disk_vs_json"]
+        );
+        for metric in METRICS {
+            let sized = metric.key.starts_with("grown")
+                || metric.key.starts_with("disk_")
+                || metric.key.ends_with("resident_mb");
+            assert_eq!(metric.at_size(), sized, "{}", metric.key);
+        }
     }
 
     /// The verdicts on the spread of two runs of the same code are "within noise"; moves
