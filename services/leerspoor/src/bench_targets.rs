@@ -267,7 +267,7 @@ pub struct Recorded {
     pub size: usize,
     pub figures: BTreeMap<String, f64>,
     /// The allocator's settings from the environment (`MIMALLOC_*`): a purge delay of 10 ms
-    /// takes ~100 MiB off the peak and a fifth off hub subjects (BENCHMARKS.md, the
+    /// takes ~130 MiB off the peak and a fifth off hub subjects (BENCHMARKS.md, the
     /// thirty-fifth round), so figures taken under other settings do not compare.
     #[serde(default)]
     pub allocator: BTreeMap<String, String>,
@@ -298,7 +298,13 @@ pub async fn run(args: TargetsArgs) -> anyhow::Result<()> {
 
     let before = Machine::probe(node.data_dir()).await?;
     println!("{}", before.line("the machine before"));
-    let allocator = allocator_settings(std::env::vars());
+    // `vars_os`: a variable that is not UTF-8 is no reason for a bench to panic.
+    let allocator = allocator_settings(std::env::vars_os().map(|(name, value)| {
+        (
+            name.to_string_lossy().into_owned(),
+            value.to_string_lossy().into_owned(),
+        )
+    }));
     println!("the allocator: mimalloc, {}", settings_text(&allocator));
     let batches = batches_with_lag(&js, &target, args.statements, &mut json_bytes).await?;
     println!(
