@@ -98,12 +98,13 @@ pub struct BenchArgs {
 /// A fresh, durable Leerspoor in this process for a benchmark: its own nats-server, the
 /// store, projector and gateway, and the bench credential with every scope and no rate limit.
 pub(crate) struct BenchNode {
-    pub dir: tempfile::TempDir,
     pub nats: LocalServer,
     /// The gateway's base URL.
     pub base: String,
     pub shutdown: CancellationToken,
     pub running: tokio::task::JoinHandle<anyhow::Result<()>>,
+    /// Last: dropped (removed) after its nats-server is killed.
+    pub dir: tempfile::TempDir,
 }
 
 impl BenchNode {
@@ -148,11 +149,11 @@ impl BenchNode {
         let running = tokio::spawn(node.run(shutdown.clone()));
         wait_for_credential(&base, KEY, SECRET).await?;
         Ok(BenchNode {
-            dir,
             nats,
             base,
             shutdown,
             running,
+            dir,
         })
     }
 

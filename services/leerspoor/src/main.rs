@@ -52,7 +52,18 @@ async fn main() -> anyhow::Result<()> {
             let copies = config.replicas.stream_replicas;
             return leerspoor::targets::webhooks(&client, copies, command).await;
         }
-        cli::Command::Bench(args) => return leerspoor::bench::run(args).await,
+        cli::Command::Bench(args) => {
+            // A bench stopped by a signal (an operator's Ctrl-C) drops its node first: the
+            // data folder it made in the temporary directory (gigabytes at a million
+            // statements) goes with it, and its nats-server is killed.
+            let bench = Box::pin(leerspoor::bench::run(args));
+            tokio::select! {
+                done = bench => return done,
+                _ = wait_for_signal() => {}
+            }
+            eprintln!("leerspoor bench: stopped by a signal; its data folder is removed");
+            std::process::exit(130);
+        }
         cli::Command::Demo(args) => {
             let local = with_local_credentials(&config);
             let auth = local.nats.user.clone().zip(local.nats.password.clone());

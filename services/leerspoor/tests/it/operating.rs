@@ -343,3 +343,61 @@ async fn the_health_command_says_ready_or_not() {
     let down = run_leerspoor(&["health", "--url", &ready], None).await;
     assert_eq!(down.status.code(), Some(1));
 }
+
+/// An operator's Ctrl-C on a bench removes the data folder it made in the temporary directory
+/// (gigabytes at a million statements) and its nats-server's files with it; the bench says it
+/// was stopped and exits with a failure.
+#[tokio::test]
+async fn a_bench_stopped_by_a_signal_leaves_no_data_folder_behind() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let baseline = tmp.path().join("none.json");
+    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_leerspoor"))
+        .args([
+            "bench",
+            "--targets",
+            "--statements",
+            "200000",
+            "--size",
+            "0",
+        ])
+        .arg("--baseline")
+        .arg(&baseline)
+        .env("TMPDIR", tmp.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn leerspoor bench");
+    let made = || {
+        std::fs::read_dir(tmp.path())
+            .expect("temp dir")
+            .flatten()
+            .any(|entry| entry.path().join("store.sled").is_dir())
+    };
+    tokio::time::timeout(Duration::from_secs(60), async {
+        while !made() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("the bench's node made its databases");
+    let pid = child.id().expect("pid").to_string();
+    let status = std::process::Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .expect("kill -INT");
+    assert!(status.success());
+    let output = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
+        .await
+        .expect("the bench stops")
+        .expect("wait");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(130), "{stderr}");
+    assert!(stderr.contains("stopped by a signal"), "{stderr}");
+    let left: Vec<_> = std::fs::read_dir(tmp.path())
+        .expect("temp dir")
+        .flatten()
+        .map(|entry| entry.path())
+        .collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
