@@ -1048,6 +1048,24 @@ fn folder_bytes(path: &Path) -> anyhow::Result<u64> {
 mod tests {
     use super::*;
 
+    /// Figures recorded at `size`, under `allocator`.
+    fn recorded(
+        size: usize,
+        figures: &[(&str, f64)],
+        allocator: &BTreeMap<String, String>,
+    ) -> Recorded {
+        Recorded {
+            recorded: "then".into(),
+            commit: "abc".into(),
+            size,
+            figures: figures
+                .iter()
+                .map(|(key, value)| ((*key).to_owned(), *value))
+                .collect(),
+            allocator: allocator.clone(),
+        }
+    }
+
     fn metric(key: &str) -> &'static Metric {
         METRICS
             .iter()
@@ -1059,15 +1077,12 @@ mod tests {
     /// that, or with nothing recorded to compare, is not.
     #[test]
     fn a_slower_machine_is_named_with_its_probe() {
-        let recorded = |cpu: f64, fsync: Option<f64>| Recorded {
-            recorded: "then".into(),
-            commit: "abc".into(),
-            size: 1,
-            figures: [("machine_cpu_ms".to_owned(), cpu)]
+        let recorded = |cpu: f64, fsync: Option<f64>| {
+            let figures: Vec<_> = [("machine_cpu_ms", cpu)]
                 .into_iter()
-                .chain(fsync.map(|fsync| ("machine_fsync_ms".to_owned(), fsync)))
-                .collect(),
-            allocator: BTreeMap::new(),
+                .chain(fsync.map(|fsync| ("machine_fsync_ms", fsync)))
+                .collect();
+            recorded(1, &figures, &BTreeMap::new())
         };
         let last = recorded(100.0, Some(0.5));
         assert_eq!(machine_note(Some(&last), &recorded(120.0, Some(0.6))), None);
@@ -1102,15 +1117,12 @@ mod tests {
             ("NATS_SERVER_BIN", "/x"),
         ]));
         assert_eq!(settings_text(&settings), "MIMALLOC_PURGE_DELAY=10");
-        let recorded = |allocator: BTreeMap<String, String>| Recorded {
-            recorded: "then".into(),
-            commit: "abc".into(),
-            size: 1,
-            figures: BTreeMap::new(),
-            allocator,
-        };
-        let (tuned, plain) = (recorded(settings.clone()), recorded(BTreeMap::new()));
-        assert_eq!(allocator_note(Some(&tuned), &recorded(settings)), None);
+        let tuned = recorded(1, &[], &settings);
+        let plain = recorded(1, &[], &BTreeMap::new());
+        assert_eq!(
+            allocator_note(Some(&tuned), &recorded(1, &[], &settings)),
+            None
+        );
         assert_eq!(allocator_note(None, &tuned), None);
         let note = allocator_note(Some(&plain), &tuned).expect("differs");
         assert!(
@@ -1131,18 +1143,13 @@ mod tests {
     /// recorded at the same size; the empty store's compare whatever the size.
     #[test]
     fn figures_at_another_size_are_not_compared() {
-        let recorded = |size: usize, batches: f64, disk: f64, grown: f64| Recorded {
-            recorded: "then".into(),
-            commit: "abc".into(),
-            size,
-            figures: [
-                ("http_batch_100".to_owned(), batches),
-                ("disk_vs_json".to_owned(), disk),
-                ("grown_http_batch_100".to_owned(), grown),
-            ]
-            .into_iter()
-            .collect(),
-            allocator: BTreeMap::new(),
+        let recorded = |size: usize, batches: f64, disk: f64, grown: f64| {
+            let figures = [
+                ("http_batch_100", batches),
+                ("disk_vs_json", disk),
+                ("grown_http_batch_100", grown),
+            ];
+            recorded(size, &figures, &BTreeMap::new())
         };
         let last = recorded(1_000_000, 8_000.0, 2.0, 5_000.0);
         // A small run: a larger disk ratio and a slower grown store than the million's.

@@ -56,12 +56,11 @@ async fn main() -> anyhow::Result<()> {
             // A bench stopped by a signal (an operator's Ctrl-C) drops its node first: the
             // data folder it made in the temporary directory (gigabytes at a million
             // statements) goes with it, and its nats-server is killed.
-            let bench = Box::pin(leerspoor::bench::run(args));
             tokio::select! {
-                done = bench => return done,
+                done = leerspoor::bench::run(args) => return done,
                 _ = wait_for_signal() => {}
             }
-            eprintln!("leerspoor bench: stopped by a signal; its data folder is removed");
+            eprintln!("leerspoor bench: stopped by a signal");
             std::process::exit(130);
         }
         cli::Command::Demo(args) => {
