@@ -21,8 +21,6 @@ use crate::error::ApiError;
 use crate::params::{parse_pairs, parse_timestamp_param};
 use crate::AppState;
 
-const READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
-
 /// The parameters a resource takes, and which of them name the document.
 pub struct Resource {
     kind: DocumentKind,
@@ -277,7 +275,7 @@ async fn document_inner(
     if writes {
         return write(state, payload).await;
     }
-    let reply = ask(state, subjects::API_DOCUMENTS, payload).await?;
+    let reply = state.ask_store(subjects::API_DOCUMENTS, payload).await?;
     let (reply, body): (DocumentReply, &[u8]) = bus::wire::unframe(&reply).map_err(|reason| {
         tracing::error!(%reason, "unreadable document reply");
         ApiError::Internal
@@ -378,18 +376,6 @@ pub fn set_last_modified(response: &mut Response, updated: Option<&str>) {
     }
 }
 
-/// A read from the store, answered from a state that includes this gateway's writes.
-async fn ask(
-    state: &AppState,
-    subject: &'static str,
-    payload: Vec<u8>,
-) -> Result<bytes::Bytes, ApiError> {
-    let to = bus::request::Ask::store(subject, READ_TIMEOUT)
-        .retrying_every(bus::request::READ_ATTEMPT)
-        .after(state.watermarks.current());
-    Ok(bus::request::ask(&state.client, to, payload.into()).await?)
-}
-
 /// The value of a resource's one required parameter; anything else in the query is a 400.
 fn only_parameter(raw: Option<&str>, wanted: &str, resource: &str) -> Result<String, ApiError> {
     let mut found = None;
@@ -429,7 +415,7 @@ pub async fn activities(
     let authority = confined_to(&state, &caller)?;
     let payload = serde_json::to_vec(&ObjectQuery::Activity { id, authority })
         .map_err(|_| ApiError::Internal)?;
-    let reply = ask(&state, subjects::API_OBJECTS, payload).await?;
+    let reply = state.ask_store(subjects::API_OBJECTS, payload).await?;
     let activity: Value = serde_json::from_slice(&reply).map_err(|_| ApiError::Internal)?;
     if activity.get("error").is_some() {
         return Err(ApiError::Internal);
@@ -450,7 +436,7 @@ pub async fn agents(
     let authority = confined_to(&state, &caller)?;
     let payload = serde_json::to_vec(&ObjectQuery::Person { ifi, authority })
         .map_err(|_| ApiError::Internal)?;
-    let reply = ask(&state, subjects::API_OBJECTS, payload).await?;
+    let reply = state.ask_store(subjects::API_OBJECTS, payload).await?;
     let known: Value = serde_json::from_slice(&reply).map_err(|_| ApiError::Internal)?;
     let mut names: Vec<Value> = known
         .get("names")

@@ -137,6 +137,31 @@ pub struct AppState {
     pub targets: Arc<tokio::sync::OnceCell<bus::targets::Targets>>,
     pub stream_replicas: usize,
     pub programme: Programme,
+    /// The store of this process, asked first for reads (`leerspoor serve`); `None` when the
+    /// gateway runs alone and every read goes over NATS.
+    pub store_here: Option<Arc<dyn bus::request::Here>>,
+    /// The projector of this process, asked first for summaries.
+    pub projector_here: Option<Arc<dyn bus::request::Here>>,
+}
+
+/// How long a read waits for the store.
+const READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+impl AppState {
+    /// A read from the store (statements, documents, activities and agents), answered from a
+    /// state that includes this gateway's writes: by the store of this process when there is
+    /// one and it has applied them, else by the store's queue group over NATS.
+    pub(crate) async fn ask_store(
+        &self,
+        subject: &'static str,
+        payload: Vec<u8>,
+    ) -> Result<bytes::Bytes, error::ApiError> {
+        let to = bus::request::Ask::store(subject, READ_TIMEOUT)
+            .retrying_every(bus::request::READ_ATTEMPT)
+            .after(self.watermarks.current());
+        let here = self.store_here.as_deref();
+        Ok(bus::request::ask_here_first(here, &self.client, to, payload.into()).await?)
+    }
 }
 
 pub struct Gateway {
@@ -175,6 +200,8 @@ impl Gateway {
             targets: Arc::default(),
             stream_replicas: config.topology.stream_replicas,
             programme: config.programme.clone(),
+            store_here: None,
+            projector_here: None,
         };
         Ok(Gateway {
             listener,
@@ -186,6 +213,19 @@ impl Gateway {
     /// Serves `/metrics` and `/health/*` on the gateway's listener too, without credentials.
     pub fn with_ops(mut self, ops: ops::Ops) -> Self {
         self.ops = Some(ops);
+        self
+    }
+
+    /// Asks the store of this process for statements and documents before the store's queue
+    /// group on NATS ([`bus::request::ask_here_first`]).
+    pub fn with_store_here(mut self, store: Arc<dyn bus::request::Here>) -> Self {
+        self.state.store_here = Some(store);
+        self
+    }
+
+    /// Asks the projector of this process for summaries before the projector's queue group.
+    pub fn with_projector_here(mut self, projector: Arc<dyn bus::request::Here>) -> Self {
+        self.state.projector_here = Some(projector);
         self
     }
 

@@ -23,9 +23,6 @@ use crate::AppState;
 
 pub const CONSISTENT_THROUGH: &str = "X-Experience-API-Consistent-Through";
 
-/// How long a read waits for the store.
-const READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
-
 pub async fn post(
     State(state): State<AppState>,
     Extension(version): Extension<XapiVersion>,
@@ -423,14 +420,11 @@ fn set_consistent_through(response: &mut Response, value: &str) {
 
 /// A statement query, answered from a state that includes this gateway's writes.
 async fn ask_store(state: &AppState, query: &StatementQuery) -> Result<Bytes, ApiError> {
-    let to = bus::request::Ask::store(subjects::API_STATEMENTS, READ_TIMEOUT)
-        .retrying_every(bus::request::READ_ATTEMPT)
-        .after(state.watermarks.current());
     let payload = serde_json::to_vec(query).map_err(|err| {
         tracing::error!(error = %err, "cannot encode a statement query");
         ApiError::Internal
     })?;
-    Ok(bus::request::ask(&state.client, to, payload.into()).await?)
+    state.ask_store(subjects::API_STATEMENTS, payload).await
 }
 
 /// Language tags of `Accept-Language`, most wanted first.

@@ -145,7 +145,8 @@ fn options(
 pub(crate) async fn ask(state: &AppState, query: &SummaryQuery) -> Result<SummaryReply, ApiError> {
     let to = bus::request::Ask::projector(subjects::API_SUMMARIES, TIMEOUT)
         .retrying_every(bus::request::READ_ATTEMPT);
-    match bus::request::ask_json(&state.client, to, query).await? {
+    let here = state.projector_here.as_deref();
+    match bus::request::ask_json_here_first(here, &state.client, to, query).await? {
         SummaryReply::Error { message } => {
             tracing::error!(%message, "projector refused a query");
             Err(ApiError::Internal)

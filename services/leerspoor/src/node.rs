@@ -106,7 +106,15 @@ impl Node {
         let ops = gateway::ops::Ops::new(client.clone(), policy);
         let gateway = match gateway_config {
             Some(gateway_config) => {
-                let gateway = Gateway::build(client.clone(), gateway_config).await?;
+                let mut gateway = Gateway::build(client.clone(), gateway_config).await?;
+                // In one process, reads go to the store and the projector beside the gateway
+                // without the trip through nats-server (BENCHMARKS.md, the thirty-sixth round).
+                if let Some(store) = &store {
+                    gateway = gateway.with_store_here(store.here());
+                }
+                if let Some(projector) = &projector {
+                    gateway = gateway.with_projector_here(projector.here());
+                }
                 Some(if config.ops.on_gateway {
                     gateway.with_ops(ops.clone())
                 } else {

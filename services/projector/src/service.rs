@@ -127,6 +127,16 @@ impl Projector {
         })
     }
 
+    /// This projector's summaries for a gateway in the same process: the answers it gives
+    /// over NATS, without the trip through nats-server ([`bus::request::ask_here_first`]).
+    pub fn here(&self) -> Arc<dyn bus::request::Here> {
+        Arc::new(Here {
+            projection: self.projection.clone(),
+            gate: Arc::new(tokio::sync::Semaphore::new(CONCURRENT_QUERIES)),
+            budget: reply_budget(&self.client),
+        })
+    }
+
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let api = serve_api(
             self.client.clone(),
@@ -624,7 +634,7 @@ async fn serve_api(
     let requests = client
         .queue_subscribe(subjects::API_SUMMARIES, subjects::SUMMARY_QUEUE.to_owned())
         .await?;
-    let handle_all = requests.for_each_concurrent(16, |request| {
+    let handle_all = requests.for_each_concurrent(CONCURRENT_QUERIES, |request| {
         let client = client.clone();
         let projection = projection.get();
         async move {
@@ -632,10 +642,7 @@ async fn serve_api(
                 return;
             };
             let payload = request.payload.clone();
-            let budget = client
-                .server_info()
-                .max_payload
-                .saturating_sub(bus::HEADROOM);
+            let budget = reply_budget(&client);
             let answer =
                 tokio::task::spawn_blocking(move || answer(&projection, &payload, budget)).await;
             let Ok(body) = answer else {
@@ -650,6 +657,44 @@ async fn serve_api(
     tokio::select! {
         _ = shutdown.cancelled() => Ok(()),
         _ = handle_all => Ok(()),
+    }
+}
+
+/// Summary queries answered at a time, over NATS and in process each.
+const CONCURRENT_QUERIES: usize = 16;
+
+/// The bytes a summary reply may take: one NATS message, less room for its headers.
+fn reply_budget(client: &async_nats::Client) -> usize {
+    client
+        .server_info()
+        .max_payload
+        .saturating_sub(bus::HEADROOM)
+}
+
+/// The projector's side of [`bus::request::Here`]: summaries need no applied sequence (they
+/// follow the store), so every query is answered here.
+struct Here {
+    projection: Current,
+    gate: Arc<tokio::sync::Semaphore>,
+    budget: usize,
+}
+
+impl bus::request::Here for Here {
+    fn answer(
+        &self,
+        _subject: &'static str,
+        payload: bytes::Bytes,
+        _min_applied: u64,
+    ) -> futures::future::BoxFuture<'static, Option<bytes::Bytes>> {
+        let (projection, gate, budget) = (self.projection.get(), self.gate.clone(), self.budget);
+        Box::pin(async move {
+            let _permit = gate.acquire_owned().await.ok()?;
+            tokio::task::spawn_blocking(move || answer(&projection, &payload, budget))
+                .await
+                .map_err(|err| tracing::error!(error = %err, "summary task failed"))
+                .ok()
+                .map(Into::into)
+        })
     }
 }
 

@@ -59,7 +59,7 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     let subscriptions = subscriptions.0;
     let requests = futures::stream::select_all(subscriptions);
-    let handle_all = requests.for_each_concurrent(32, |request| {
+    let handle_all = requests.for_each_concurrent(CONCURRENT, |request| {
         let client = client.clone();
         let db = db.clone();
         let mut applied = applied.clone();
@@ -68,25 +68,15 @@ pub async fn serve(
                 return;
             };
             let needed = bus::request::min_applied(&request);
-            if needed > 0 {
-                // A replica far behind (catching up after a restart) says so at once, so the
-                // caller asks another instead of waiting here.
-                let close = needed.saturating_sub(*applied.borrow()) <= BEHIND_CLOSE;
-                let reached = close
-                    && tokio::time::timeout(BEHIND_WAIT, applied.wait_for(|at| *at >= needed))
-                        .await
-                        .is_ok_and(|waited| waited.is_ok());
-                if !reached {
-                    let at = *applied.borrow();
-                    let behind = bus::request::behind(at);
-                    if let Err(err) = client
-                        .publish_with_headers(reply_to, behind, Vec::new().into())
-                        .await
-                    {
-                        tracing::warn!(error = %err, "cannot send api reply");
-                    }
-                    return;
+            if needed > 0 && !caught_up(&mut applied, needed).await {
+                let behind = bus::request::behind(*applied.borrow());
+                if let Err(err) = client
+                    .publish_with_headers(reply_to, behind, Vec::new().into())
+                    .await
+                {
+                    tracing::warn!(error = %err, "cannot send api reply");
                 }
+                return;
             }
             let subject = request.subject.to_string();
             let payload = request.payload.clone();
@@ -107,6 +97,70 @@ pub async fn serve(
     tokio::select! {
         _ = shutdown.cancelled() => Ok(()),
         _ = handle_all => Ok(()),
+    }
+}
+
+/// Whether this replica has applied `needed`, after waiting a moment for it. A replica far
+/// behind (catching up after a restart) says so at once, so the caller asks another instead
+/// of waiting here.
+async fn caught_up(applied: &mut tokio::sync::watch::Receiver<u64>, needed: u64) -> bool {
+    let close = needed.saturating_sub(*applied.borrow()) <= BEHIND_CLOSE;
+    close
+        && tokio::time::timeout(BEHIND_WAIT, applied.wait_for(|at| *at >= needed))
+            .await
+            .is_ok_and(|waited| waited.is_ok())
+}
+
+/// The store's request side for a gateway in the same process ([`bus::request::Here`]): the
+/// same answers as over NATS, from a state that includes what the request needs, without
+/// the trip through nats-server.
+pub struct Here {
+    db: Arc<Db>,
+    applied: tokio::sync::watch::Receiver<u64>,
+    /// At most as many requests at a time as over NATS, each on a blocking thread.
+    gate: Arc<tokio::sync::Semaphore>,
+    /// The NATS server's `max_payload`: an answer is held to what it would be over NATS.
+    max_payload: usize,
+}
+
+/// Requests answered at a time, over NATS and here each.
+const CONCURRENT: usize = 32;
+
+impl Here {
+    pub(crate) fn new(
+        db: Arc<Db>,
+        applied: tokio::sync::watch::Receiver<u64>,
+        max_payload: usize,
+    ) -> Here {
+        Here {
+            db,
+            applied,
+            gate: Arc::new(tokio::sync::Semaphore::new(CONCURRENT)),
+            max_payload,
+        }
+    }
+}
+
+impl bus::request::Here for Here {
+    fn answer(
+        &self,
+        subject: &'static str,
+        payload: bytes::Bytes,
+        min_applied: u64,
+    ) -> futures::future::BoxFuture<'static, Option<bytes::Bytes>> {
+        let (db, mut applied, gate) = (self.db.clone(), self.applied.clone(), self.gate.clone());
+        let max_payload = self.max_payload;
+        Box::pin(async move {
+            if min_applied > 0 && !caught_up(&mut applied, min_applied).await {
+                return None;
+            }
+            let _permit = gate.acquire_owned().await.ok()?;
+            let body = tokio::task::spawn_blocking(move || answer(&db, subject, &payload))
+                .await
+                .map_err(|err| tracing::error!(error = %err, "api task failed"))
+                .ok()?;
+            Some(fit_reply(subject, body, max_payload).into())
+        })
     }
 }
 

@@ -346,6 +346,16 @@ impl Store {
         })
     }
 
+    /// This store's request side for a gateway in the same process: the answers it gives over
+    /// NATS, without the trip through nats-server ([`bus::request::ask_here_first`]).
+    pub fn here(&self) -> Arc<dyn bus::request::Here> {
+        Arc::new(crate::api::Here::new(
+            self.db.clone(),
+            self.applied.subscribe(),
+            self.client.server_info().max_payload,
+        ))
+    }
+
     /// Runs until `shutdown`: finishes the batch in hand, flushes, acks, then returns.
     pub async fn run(mut self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let api = crate::api::serve(

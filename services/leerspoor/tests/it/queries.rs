@@ -427,3 +427,218 @@ async fn a_page_from_a_store_that_does_not_join_pages_is_answered_alike() {
     assert!(more.contains("cursor=41"), "{more}");
     gateway.stop().await;
 }
+
+/// The `consistent_through` of [`stand_in_replica`]'s pages.
+const STAND_IN_TIME: &str = "2026-03-01T10:00:10.000Z";
+
+/// Answers every request on `subject` in the queue group `queue` with `reply`, counting them:
+/// a stand-in replica that a read which went over NATS could reach.
+async fn stand_in(
+    client: &async_nats::Client,
+    subject: &'static str,
+    queue: &str,
+    reply: Value,
+) -> std::sync::Arc<std::sync::atomic::AtomicUsize> {
+    use futures::StreamExt;
+    let asked = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut requests = client
+        .queue_subscribe(subject, queue.to_owned())
+        .await
+        .expect("subscribe");
+    // The server has the subscription before anyone asks.
+    client.flush().await.expect("flush");
+    let (client, counted) = (client.clone(), asked.clone());
+    let body = serde_json::to_vec(&reply).expect("json");
+    tokio::spawn(async move {
+        while let Some(request) = requests.next().await {
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            if let Some(to) = request.reply {
+                let _ = client.publish(to, body.clone().into()).await;
+            }
+        }
+    });
+    asked
+}
+
+/// A stand-in store replica that answers every statement query with an empty page.
+async fn stand_in_replica(
+    client: &async_nats::Client,
+) -> std::sync::Arc<std::sync::atomic::AtomicUsize> {
+    let page = json!({"kind": "page", "statements": [], "next_after": null,
+        "consistent_through": STAND_IN_TIME});
+    stand_in(
+        client,
+        bus::subjects::API_STATEMENTS,
+        bus::subjects::API_QUEUE,
+        page,
+    )
+    .await
+}
+
+/// `serve` reads statements, documents and summaries from the store and the projector in its
+/// own process, never through nats-server: other replicas on their queue groups (here
+/// stand-ins that answer empty pages, or nonsense) are never asked, and every read sees what
+/// was just written.
+#[tokio::test]
+async fn serve_reads_from_its_own_store_and_projector_without_nats() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let app = TestApp::start().await;
+    let client = app.nats_client().await;
+    let statements = stand_in_replica(&client).await;
+    let (documents, objects, summaries) = (
+        stand_in(
+            &client,
+            bus::subjects::API_DOCUMENTS,
+            bus::subjects::API_QUEUE,
+            json!("x"),
+        )
+        .await,
+        stand_in(
+            &client,
+            bus::subjects::API_OBJECTS,
+            bus::subjects::API_QUEUE,
+            json!("x"),
+        )
+        .await,
+        stand_in(
+            &client,
+            bus::subjects::API_SUMMARIES,
+            bus::subjects::SUMMARY_QUEUE,
+            json!("x"),
+        )
+        .await,
+    );
+    let posted = post_each(
+        &app,
+        &[
+            statement("ann@example.org", "attended", "https://x.example/session/1"),
+            statement("ann@example.org", "completed", "https://x.example/module/1"),
+        ],
+    )
+    .await;
+    let ann = r#"{"mbox":"mailto:ann@example.org"}"#;
+    let state = format!(
+        "/xapi/activities/state?{}",
+        serde_urlencoded::to_string([
+            ("activityId", "https://x.example/module/1"),
+            ("agent", ann),
+            ("stateId", "bookmark")
+        ])
+        .expect("query")
+    );
+    let put = app
+        .request(reqwest::Method::PUT, &state)
+        .header("Content-Type", "application/json")
+        .body(r#"{"page": 7}"#)
+        .send()
+        .await
+        .expect("http");
+    assert_eq!(put.status(), StatusCode::NO_CONTENT);
+    let by_agent = format!(
+        "/xapi/statements?{}",
+        serde_urlencoded::to_string([("agent", ann)]).expect("query")
+    );
+    let summary = format!(
+        "/summaries/workers?{}",
+        serde_urlencoded::to_string([("agent", ann)]).expect("query")
+    );
+    // The projector follows the store: its summary shows both statements in a moment.
+    let worker = testkit::wait_until(
+        "ann's summary",
+        std::time::Duration::from_secs(20),
+        || async {
+            let found = crate::helpers::summary_at(&app.base, &summary).await?;
+            (found["statements"] == json!(2)).then_some(found)
+        },
+    )
+    .await;
+    let newest_first: Vec<String> = posted.iter().rev().cloned().collect();
+    for round in 0..5 {
+        let page: Value = app.get(&by_agent).await.json().await.expect("page");
+        let found = page["statements"].as_array().expect("statements");
+        assert_eq!(ids(found), newest_first, "round {round}");
+        let one: Value = app
+            .get(&format!("/xapi/statements?statementId={}", posted[0]))
+            .await
+            .json()
+            .await
+            .expect("statement");
+        assert_eq!(one["id"], json!(posted[0]), "round {round}");
+        let document: Value = app.get(&state).await.json().await.expect("document");
+        assert_eq!(document, json!({"page": 7}), "round {round}");
+        let activity = app
+            .get("/xapi/activities?activityId=https%3A%2F%2Fx.example%2Fmodule%2F1")
+            .await;
+        assert_eq!(activity.status(), StatusCode::OK, "round {round}");
+        let read = crate::helpers::summary_at(&app.base, &summary).await;
+        assert_eq!(read.as_ref(), Some(&worker), "round {round}");
+    }
+    for (what, asked) in [
+        ("a statement read", &statements),
+        ("a document read", &documents),
+        ("an activity read", &objects),
+        ("a summary read", &summaries),
+    ] {
+        assert_eq!(asked.load(SeqCst), 0, "{what} went over NATS");
+    }
+}
+
+/// A store asked in its own process answers what it would answer over NATS, but only from a
+/// state that includes what the read needs: a store behind that leaves the read to its queue
+/// group, where another replica answers.
+#[tokio::test]
+async fn a_store_behind_a_read_leaves_it_to_the_queue_group() {
+    use bus::request::{ask_here_first, Ask};
+    let nats = testkit::Nats::start().await;
+    let data = tempfile::tempdir().expect("temp dir");
+    let config = config(&nats.url(), data.path());
+    let client = async_nats::connect(nats.url()).await.expect("nats");
+    // Built, not run: its database has applied nothing. Dropped, so that its subscriptions
+    // to the queue group go and only the stand-in below answers there.
+    let store = store::Store::build(client.clone(), config.store().expect("store config"))
+        .await
+        .expect("the store builds");
+    let here = store.here();
+    drop(store);
+    client.flush().await.expect("flush");
+    let query = bus::wire::StatementQuery {
+        limit: 10,
+        ..Default::default()
+    };
+    let payload = serde_json::to_vec(&query).expect("json");
+    let subject = bus::subjects::API_STATEMENTS;
+
+    let own = here
+        .answer(subject, payload.clone().into(), 0)
+        .await
+        .expect("a read that needs nothing is answered here");
+    let own: Value = serde_json::from_slice(&own).expect("a JSON page");
+    assert_eq!(own["kind"], json!("page"));
+    assert_eq!(own["statements"], json!([]));
+    assert!(
+        here.answer(subject, payload.clone().into(), 10_000)
+            .await
+            .is_none(),
+        "a store far behind answered"
+    );
+
+    let asked = stand_in_replica(&client).await;
+    let to = Ask::store(subject, std::time::Duration::from_secs(10));
+    let answered = ask_here_first(Some(here.as_ref()), &client, to, payload.clone().into())
+        .await
+        .expect("answered here");
+    let answered: Value = serde_json::from_slice(&answered).expect("json");
+    // The store's own page (its `consistent_through` is the time of the answer, as nothing
+    // was applied), not the stand-in's.
+    assert_eq!(answered["kind"], own["kind"]);
+    assert_eq!(answered["statements"], own["statements"]);
+    assert_ne!(answered["consistent_through"], json!(STAND_IN_TIME));
+    assert_eq!(asked.load(std::sync::atomic::Ordering::SeqCst), 0);
+    let behind = to.after(10_000);
+    let answered = ask_here_first(Some(here.as_ref()), &client, behind, payload.into())
+        .await
+        .expect("answered over NATS");
+    let answered: Value = serde_json::from_slice(&answered).expect("json");
+    assert_eq!(answered["consistent_through"], json!(STAND_IN_TIME));
+    assert_eq!(asked.load(std::sync::atomic::Ordering::SeqCst), 1);
+}
