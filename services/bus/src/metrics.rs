@@ -11,6 +11,11 @@ pub const HTTP_SECONDS: &str = "leerspoor_http_request_duration_seconds";
 /// `alone` (a message of its own) or `bundled` (in one message with others, see
 /// [`crate::PARTS_HEADER`]).
 pub const STATEMENT_WRITES: &str = "leerspoor_gateway_statement_writes_total";
+/// Counter: reads the gateway asked of the store or the projector, by `service` (`store`,
+/// `projector`) and `via`: `process` (answered by the one in the gateway's own process,
+/// `leerspoor serve`) or `nats` (asked of the queue group: a gateway alone, or one whose store
+/// had not applied what the read needed; see [`crate::request::ask_here_first`]).
+pub const READS: &str = "leerspoor_gateway_reads_total";
 /// Counter: statements the store accepted, by `source` (`http`, `hub.<hub>`, `admin.import`).
 pub const STATEMENTS_ACCEPTED: &str = "leerspoor_statements_accepted_total";
 /// Counter: statements the store refused (invalid, conflicting), by `source`.
@@ -58,10 +63,11 @@ pub const DELIVERY_PENDING: &str = "leerspoor_delivery_pending_messages";
 pub const DELIVERY_SECONDS: &str = "leerspoor_delivery_seconds";
 
 /// Every metric name above.
-pub const ALL: [&str; 24] = [
+pub const ALL: [&str; 25] = [
     HTTP_REQUESTS,
     HTTP_SECONDS,
     STATEMENT_WRITES,
+    READS,
     STATEMENTS_ACCEPTED,
     STATEMENTS_REJECTED,
     STORE_APPLY_SECONDS,

@@ -167,21 +167,30 @@ pub trait Here: Send + Sync {
     ) -> futures::future::BoxFuture<'static, Option<Bytes>>;
 }
 
-/// [`ask`], answered by `here` when it is given and has applied what the request needs.
+/// [`ask`], answered by `here` when it is given and has applied what the request needs;
+/// counted in [`crate::metrics::READS`] by the way it was answered.
 pub async fn ask_here_first(
     here: Option<&dyn Here>,
     client: &async_nats::Client,
     to: Ask,
     payload: Bytes,
 ) -> Result<Bytes, AskError> {
+    let service = if to.subject == crate::subjects::API_SUMMARIES {
+        "projector"
+    } else {
+        "store"
+    };
     if let Some(here) = here {
         if let Some(answer) = here
             .answer(to.subject, payload.clone(), to.min_applied)
             .await
         {
+            metrics::counter!(crate::metrics::READS, "service" => service, "via" => "process")
+                .increment(1);
             return Ok(answer);
         }
     }
+    metrics::counter!(crate::metrics::READS, "service" => service, "via" => "nats").increment(1);
     ask(client, to, payload).await
 }
 
@@ -191,7 +200,8 @@ pub async fn ask_json<Request: Serialize, Reply: DeserializeOwned>(
     to: Ask,
     request: &Request,
 ) -> Result<Reply, AskError> {
-    ask_json_here_first(None, client, to, request).await
+    let reply = ask(client, to, encode(to, request)?).await?;
+    decode(to, &reply)
 }
 
 /// [`ask_here_first`] with a JSON request and a JSON reply.
@@ -201,12 +211,21 @@ pub async fn ask_json_here_first<Request: Serialize, Reply: DeserializeOwned>(
     to: Ask,
     request: &Request,
 ) -> Result<Reply, AskError> {
-    let payload = serde_json::to_vec(request).map_err(|err| AskError::Unreadable {
-        service: to.service,
-        reason: format!("cannot encode the request: {err}"),
-    })?;
-    let reply = ask_here_first(here, client, to, payload.into()).await?;
-    serde_json::from_slice(&reply).map_err(|err| AskError::Unreadable {
+    let reply = ask_here_first(here, client, to, encode(to, request)?).await?;
+    decode(to, &reply)
+}
+
+fn encode<Request: Serialize>(to: Ask, request: &Request) -> Result<Bytes, AskError> {
+    serde_json::to_vec(request)
+        .map(Bytes::from)
+        .map_err(|err| AskError::Unreadable {
+            service: to.service,
+            reason: format!("cannot encode the request: {err}"),
+        })
+}
+
+fn decode<Reply: DeserializeOwned>(to: Ask, reply: &[u8]) -> Result<Reply, AskError> {
+    serde_json::from_slice(reply).map_err(|err| AskError::Unreadable {
         service: to.service,
         reason: err.to_string(),
     })

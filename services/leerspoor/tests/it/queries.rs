@@ -581,6 +581,19 @@ async fn serve_reads_from_its_own_store_and_projector_without_nats() {
     ] {
         assert_eq!(asked.load(SeqCst), 0, "{what} went over NATS");
     }
+    // And an operator sees it: reads by way of the process, none by way of NATS.
+    let page = crate::operating::metrics_page(&app.base).await;
+    for service in ["store", "projector"] {
+        let via = |how: &str| {
+            crate::operating::sample(
+                &page,
+                "leerspoor_gateway_reads_total",
+                &[&format!("service=\"{service}\""), &format!("via=\"{how}\"")],
+            )
+        };
+        assert!(via("process").is_some_and(|reads| reads > 0.0), "{page}");
+        assert_eq!(via("nats"), None, "{page}");
+    }
 }
 
 /// A store asked in its own process answers what it would answer over NATS, but only from a
