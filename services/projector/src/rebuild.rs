@@ -39,9 +39,25 @@ impl Current {
             .clone()
     }
 
+    /// A handle that does not keep the database open: [`Weak::get`] gives the database in use
+    /// while the projector holds it, nothing once the projector has stopped.
+    pub fn downgrade(&self) -> Weak {
+        Weak(Arc::downgrade(&self.0))
+    }
+
     fn replace(&self, projection: Arc<Projection>) -> Arc<Projection> {
         let mut current = self.0.write().unwrap_or_else(|poison| poison.into_inner());
         std::mem::replace(&mut *current, projection)
+    }
+}
+
+/// [`Current::downgrade`].
+#[derive(Clone)]
+pub struct Weak(std::sync::Weak<RwLock<Arc<Projection>>>);
+
+impl Weak {
+    pub fn get(&self) -> Option<Arc<Projection>> {
+        self.0.upgrade().map(|current| Current(current).get())
     }
 }
 

@@ -131,7 +131,7 @@ impl Projector {
     /// over NATS, without the trip through nats-server ([`bus::request::ask_here_first`]).
     pub fn here(&self) -> Arc<dyn bus::request::Here> {
         Arc::new(Here {
-            projection: self.projection.clone(),
+            projection: self.projection.downgrade(),
             gate: Arc::new(tokio::sync::Semaphore::new(CONCURRENT_QUERIES)),
             budget: reply_budget(&self.client),
         })
@@ -672,9 +672,10 @@ fn reply_budget(client: &async_nats::Client) -> usize {
 }
 
 /// The projector's side of [`bus::request::Here`]: summaries need no applied sequence (they
-/// follow the store), so every query is answered here.
+/// follow the store), so every query is answered here while the projector runs (it does not
+/// keep the database open after the projector stopped).
 struct Here {
-    projection: Current,
+    projection: crate::rebuild::Weak,
     gate: Arc<tokio::sync::Semaphore>,
     budget: usize,
 }
@@ -688,6 +689,7 @@ impl bus::request::Here for Here {
     ) -> futures::future::BoxFuture<'static, Option<bytes::Bytes>> {
         let (projection, gate, budget) = (self.projection.get(), self.gate.clone(), self.budget);
         Box::pin(async move {
+            let projection = projection?;
             let _permit = gate.acquire_owned().await.ok()?;
             tokio::task::spawn_blocking(move || answer(&projection, &payload, budget))
                 .await

@@ -115,7 +115,8 @@ async fn caught_up(applied: &mut tokio::sync::watch::Receiver<u64>, needed: u64)
 /// same answers as over NATS, from a state that includes what the request needs, without
 /// the trip through nats-server.
 pub struct Here {
-    db: Arc<Db>,
+    /// Not kept open by this: once the store has stopped, reads go over NATS.
+    db: std::sync::Weak<Db>,
     applied: tokio::sync::watch::Receiver<u64>,
     /// At most as many requests at a time as over NATS, each on a blocking thread.
     gate: Arc<tokio::sync::Semaphore>,
@@ -128,12 +129,12 @@ const CONCURRENT: usize = 32;
 
 impl Here {
     pub(crate) fn new(
-        db: Arc<Db>,
+        db: &Arc<Db>,
         applied: tokio::sync::watch::Receiver<u64>,
         max_payload: usize,
     ) -> Here {
         Here {
-            db,
+            db: Arc::downgrade(db),
             applied,
             gate: Arc::new(tokio::sync::Semaphore::new(CONCURRENT)),
             max_payload,
@@ -151,6 +152,7 @@ impl bus::request::Here for Here {
         let (db, mut applied, gate) = (self.db.clone(), self.applied.clone(), self.gate.clone());
         let max_payload = self.max_payload;
         Box::pin(async move {
+            let db = db.upgrade()?;
             if min_applied > 0 && !caught_up(&mut applied, min_applied).await {
                 return None;
             }

@@ -350,7 +350,7 @@ impl Store {
     /// NATS, without the trip through nats-server ([`bus::request::ask_here_first`]).
     pub fn here(&self) -> Arc<dyn bus::request::Here> {
         Arc::new(crate::api::Here::new(
-            self.db.clone(),
+            &self.db,
             self.applied.subscribe(),
             self.client.server_info().max_payload,
         ))

@@ -606,14 +606,14 @@ async fn a_store_behind_a_read_leaves_it_to_the_queue_group() {
     let data = tempfile::tempdir().expect("temp dir");
     let config = config(&nats.url(), data.path());
     let client = async_nats::connect(nats.url()).await.expect("nats");
-    // Built, not run: its database has applied nothing. Dropped, so that its subscriptions
-    // to the queue group go and only the stand-in below answers there.
+    // Built, not run: its database has applied nothing. Its requests come over another NATS,
+    // where only the stand-in below is in the store's queue group.
     let store = store::Store::build(client.clone(), config.store().expect("store config"))
         .await
         .expect("the store builds");
     let here = store.here();
-    drop(store);
-    client.flush().await.expect("flush");
+    let elsewhere = testkit::Nats::start().await;
+    let client = async_nats::connect(elsewhere.url()).await.expect("nats");
     let query = bus::wire::StatementQuery {
         limit: 10,
         ..Default::default()
@@ -648,10 +648,18 @@ async fn a_store_behind_a_read_leaves_it_to_the_queue_group() {
     assert_ne!(answered["consistent_through"], json!(STAND_IN_TIME));
     assert_eq!(asked.load(std::sync::atomic::Ordering::SeqCst), 0);
     let behind = to.after(10_000);
-    let answered = ask_here_first(Some(here.as_ref()), &client, behind, payload.into())
+    let answered = ask_here_first(Some(here.as_ref()), &client, behind, payload.clone().into())
         .await
         .expect("answered over NATS");
     let answered: Value = serde_json::from_slice(&answered).expect("json");
     assert_eq!(answered["consistent_through"], json!(STAND_IN_TIME));
     assert_eq!(asked.load(std::sync::atomic::Ordering::SeqCst), 1);
+
+    // A store that stopped does not keep its database open for the gateway: reads go over
+    // NATS.
+    drop(store);
+    assert!(
+        here.answer(subject, payload.into(), 0).await.is_none(),
+        "a stopped store answered"
+    );
 }
