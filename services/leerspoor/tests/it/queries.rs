@@ -485,29 +485,11 @@ async fn serve_reads_from_its_own_store_and_projector_without_nats() {
     let app = TestApp::start().await;
     let client = app.nats_client().await;
     let statements = stand_in_replica(&client).await;
-    let (documents, objects, summaries) = (
-        stand_in(
-            &client,
-            bus::subjects::API_DOCUMENTS,
-            bus::subjects::API_QUEUE,
-            json!("x"),
-        )
-        .await,
-        stand_in(
-            &client,
-            bus::subjects::API_OBJECTS,
-            bus::subjects::API_QUEUE,
-            json!("x"),
-        )
-        .await,
-        stand_in(
-            &client,
-            bus::subjects::API_SUMMARIES,
-            bus::subjects::SUMMARY_QUEUE,
-            json!("x"),
-        )
-        .await,
-    );
+    let nonsense = |subject, queue| stand_in(&client, subject, queue, json!("x"));
+    let (store_queue, projector_queue) = (bus::subjects::API_QUEUE, bus::subjects::SUMMARY_QUEUE);
+    let documents = nonsense(bus::subjects::API_DOCUMENTS, store_queue).await;
+    let objects = nonsense(bus::subjects::API_OBJECTS, store_queue).await;
+    let summaries = nonsense(bus::subjects::API_SUMMARIES, projector_queue).await;
     let posted = post_each(
         &app,
         &[
