@@ -10,7 +10,7 @@
 //! a replica that is caught up).
 //!
 //! A replica in the caller's own process (`leerspoor serve`) is asked first, without the trip
-//! through nats-server ([`Here`], [`ask_here_first`]): a page of statements is ~100 KB that
+//! through nats-server ([`Here`], [`ask_here_first`]): a page of statements is ~140 KB that
 //! would otherwise go from the store to nats-server and back into the same process, a
 //! quarter of the page's CPU (BENCHMARKS.md, the thirtieth and thirty-sixth rounds). It
 //! answers only from a state that includes what the request needs, as over NATS; when it has
@@ -153,8 +153,8 @@ pub async fn ask(client: &async_nats::Client, ask: Ask, payload: Bytes) -> Resul
     }
 }
 
-/// A replica of this process that answers requests without NATS: the store's request side,
-/// handed to the gateway when both run in one process.
+/// A replica of this process that answers requests without NATS: the store's or the
+/// projector's request side, handed to the gateway when they run in its process.
 pub trait Here: Send + Sync {
     /// The answer to `payload` on `subject`, as the replica would send it over NATS; `None`
     /// when this replica has not applied `min_applied` within the wait a NATS request gets
