@@ -122,14 +122,48 @@ pub fn time(data: &[u8]) {
     let _ = xapi::statement::equivalent(&with, &with);
 }
 
-/// The store's database for [`ingest`]: one per process, in a temp folder.
-fn database() -> &'static (tempfile::TempDir, store::db::Db) {
-    static DB: OnceLock<(tempfile::TempDir, store::db::Db)> = OnceLock::new();
+/// The store's database for [`ingest`]: one per process, in a folder of the temporary
+/// directory named for the process. It is kept in a static, and a static is never dropped, so
+/// the folder outlives its process (a `TempDir` here was never removed: one left in `/tmp` by
+/// every test run); each process first removes the folders of processes that are gone.
+fn database() -> &'static store::db::Db {
+    static DB: OnceLock<store::db::Db> = OnceLock::new();
     DB.get_or_init(|| {
-        let dir = tempfile::tempdir().expect("a temp folder");
-        let db = store::db::Db::open(dir.path()).expect("sled opens");
-        (dir, db)
+        let temp = std::env::temp_dir();
+        remove_gone(&temp);
+        let dir = temp.join(format!("{DATABASE_PREFIX}{}", std::process::id()));
+        // Left by an earlier process with the same id.
+        let _ = std::fs::remove_dir_all(&dir);
+        store::db::Db::open(&dir).expect("sled opens")
     })
+}
+
+/// The name of a [`database`] folder, before its process's id.
+const DATABASE_PREFIX: &str = "leerspoor-fuzz-";
+
+/// Removes the [`database`] folders in `temp` whose process is gone (on a system that lists
+/// its processes in `/proc`; elsewhere none).
+fn remove_gone(temp: &std::path::Path) {
+    let processes = std::path::Path::new("/proc");
+    let Ok(entries) = std::fs::read_dir(temp) else {
+        return;
+    };
+    if !processes.join("self").exists() {
+        return;
+    }
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(process) = name
+            .to_str()
+            .and_then(|name| name.strip_prefix(DATABASE_PREFIX))
+            .filter(|id| !id.is_empty() && id.bytes().all(|byte| byte.is_ascii_digit()))
+        else {
+            continue;
+        };
+        if !processes.join(process).exists() {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
 }
 
 /// A message as it arrives on `LRS_IN`: the first byte picks the subject (a hub, a tool, the
@@ -149,7 +183,7 @@ pub fn ingest(data: &[u8]) {
         5 => bus::subjects::IN_CREDENTIALS,
         _ => "lrs.in.hub.",
     };
-    let (_, db) = database();
+    let db = database();
     let sequence = SEQUENCE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let incoming = store::db::Incoming {
         sequence,
@@ -165,5 +199,37 @@ pub fn ingest(data: &[u8]) {
     if let Ok(entries) = db.outbox_page(None, None, 64) {
         let keys: Vec<sled::IVec> = entries.into_iter().flat_map(|entry| entry.keys).collect();
         let _ = db.remove_outbox(&keys);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The database folder of a process that is gone is removed; this process's, and folders
+    /// that are not such a database's, stay.
+    #[test]
+    fn the_databases_of_gone_processes_are_removed() {
+        let temp = tempfile::tempdir().expect("temp dir");
+        // Above Linux's largest process id (2^22).
+        let gone = temp.path().join(format!("{DATABASE_PREFIX}4294967295"));
+        let alive = temp
+            .path()
+            .join(format!("{DATABASE_PREFIX}{}", std::process::id()));
+        let others = [
+            temp.path().join(format!("{DATABASE_PREFIX}x")),
+            temp.path().join(DATABASE_PREFIX),
+            temp.path().join("leerspoor-other-1"),
+        ];
+        for dir in others.iter().chain([&gone, &alive]) {
+            std::fs::create_dir(dir).expect("create");
+            std::fs::write(dir.join("db"), b"x").expect("write");
+        }
+        remove_gone(temp.path());
+        assert!(!gone.exists());
+        assert!(alive.exists());
+        for dir in &others {
+            assert!(dir.exists(), "{} was removed", dir.display());
+        }
     }
 }
