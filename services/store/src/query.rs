@@ -2,9 +2,10 @@
 
 use std::borrow::Cow;
 use std::collections::BTreeSet;
+use std::ops::Range;
 
 use bus::wire::{StatementQuery, StatementReply};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize, Serializer};
 use serde_json::value::RawValue;
 use serde_json::Value;
 use uuid::Uuid;
@@ -13,7 +14,31 @@ use xapi::statement::{index_terms, IndexTerms};
 use crate::db::{Db, DbError, StoredRecord};
 use crate::keys::{self, IndexKind};
 
-pub fn run(db: &Db, query: &StatementQuery) -> Result<StatementReply<Box<RawValue>>, DbError> {
+/// A statement as a reply carries it: the JSON text it was stored as, left where it is in its
+/// record's text, never parsed and written again.
+#[derive(Debug, Clone)]
+pub struct StoredText {
+    record: String,
+    /// Where the statement lies in `record`: on character boundaries (checked when read).
+    statement: Range<usize>,
+}
+
+impl StoredText {
+    pub fn get(&self) -> &str {
+        &self.record[self.statement.clone()]
+    }
+}
+
+/// Written into a reply that is JSON (a joined page takes [`StoredText::get`] as it is), after
+/// `serde_json` checks it again as it would a statement read as a `RawValue`.
+impl Serialize for StoredText {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let raw: &RawValue = serde_json::from_str(self.get()).map_err(serde::ser::Error::custom)?;
+        raw.serialize(serializer)
+    }
+}
+
+pub fn run(db: &Db, query: &StatementQuery) -> Result<StatementReply<StoredText>, DbError> {
     let consistent_through = db.consistent_through();
     let by_id = match (&query.statement_id, &query.voided_statement_id) {
         (Some(id), _) => Some((id, false)),
@@ -25,10 +50,12 @@ pub fn run(db: &Db, query: &StatementQuery) -> Result<StatementReply<Box<RawValu
             Ok(uuid) => db.record_bytes(&uuid)?,
             Err(_) => None,
         };
-        let statement = match &found {
+        let statement = match found {
             Some((key, bytes)) => {
-                let record = StoredRecord::read(key, bytes)?;
-                (record.voided == voided).then(|| record.statement.to_owned())
+                let record = text(&key, bytes.to_vec())?;
+                let found = read_text(&key, &record)?;
+                let statement = found.statement.clone();
+                (found.voided == voided).then_some(StoredText { record, statement })
             }
             None => None,
         };
@@ -50,7 +77,7 @@ pub fn run(db: &Db, query: &StatementQuery) -> Result<StatementReply<Box<RawValu
     // NATS message that carries the reply); the first always goes, whatever its size.
     let budget = db.page_budget();
     let mut size = 0;
-    let mut statements: Vec<Box<RawValue>> = Vec::with_capacity(limit.min(64));
+    let mut statements: Vec<StoredText> = Vec::with_capacity(limit.min(64));
     // The position of the last statement taken: where the next page starts.
     let mut last = None;
     let mut next_after = None;
@@ -65,31 +92,28 @@ pub fn run(db: &Db, query: &StatementQuery) -> Result<StatementReply<Box<RawValu
             continue;
         }
         // A walk over records has read the record already; one over postings reads it now.
-        let record = match read {
-            Some(packed) => {
-                let key = keys::record(position);
-                let json = crate::db::unpacked(&key, packed)?;
-                Some((key, json))
-            }
-            None => db.record_bytes_at(position)?,
+        let key = keys::record(position);
+        let packed = match read {
+            Some(packed) => packed,
+            None => match db.tree().get(&key)? {
+                Some(packed) => packed,
+                None => continue,
+            },
         };
-        let Some((key, bytes)) = record else {
-            continue;
-        };
-        let record = StoredRecord::read(&key, &bytes)?;
-        if record.voided && !query.include_voided {
+        let record = text(&key, crate::db::unpack(&key, &packed)?.into_owned())?;
+        let found = read_text(&key, &record)?;
+        if found.voided && !query.include_voided {
             continue;
         }
-        let Some(stored) = matches(db, &key, record.statement, query)? else {
+        let statement = found.statement.clone();
+        let Some(stored) = matches(db, &key, found.parts, query)? else {
             continue;
         };
-        if statements.len() == limit || (!statements.is_empty() && size + bytes.len() > budget) {
+        if statements.len() == limit || (!statements.is_empty() && size + record.len() > budget) {
             next_after = last;
             break;
         }
-        size += bytes.len();
-        // The statement goes out as the JSON text it was stored as, never parsed.
-        statements.push(record.statement.to_owned());
+        size += record.len();
         last = Some(position);
         if !stored.is_empty()
             && last_modified
@@ -98,6 +122,8 @@ pub fn run(db: &Db, query: &StatementQuery) -> Result<StatementReply<Box<RawValu
         {
             last_modified = Some(stored.into_owned());
         }
+        // The statement goes out as the JSON text it was stored as, never parsed.
+        statements.push(StoredText { record, statement });
     }
     // A joined page goes out without attachments: no bodies to allow.
     let bodies = if query.joined {
@@ -120,14 +146,14 @@ pub fn run(db: &Db, query: &StatementQuery) -> Result<StatementReply<Box<RawValu
 fn bodies_for(
     db: &Db,
     query: &StatementQuery,
-    statements: &[Box<RawValue>],
+    statements: &[StoredText],
 ) -> Result<Option<Vec<String>>, DbError> {
     let Some(authority) = &query.authority else {
         return Ok(None);
     };
     let mut wanted = Vec::new();
     for statement in statements {
-        let statement: Value = parse(&[], statement)?;
+        let statement: Value = crate::db::read_json(&[], statement.get().as_bytes())?;
         wanted.extend(index_terms(&statement).attachments);
     }
     wanted.sort();
@@ -500,6 +526,72 @@ impl Iterator for Descending {
     }
 }
 
+/// A record's JSON text, as unpacked: unreadable as text, it is corrupt.
+fn text(key: &[u8], json: Vec<u8>) -> Result<String, DbError> {
+    String::from_utf8(json).map_err(|err| DbError::Corrupt {
+        key: key.to_vec(),
+        reason: err.to_string(),
+    })
+}
+
+/// A record as a query reads it: its statement's parts for the filters, where the statement's
+/// text lies in the record, and whether it is voided.
+struct Read<'a> {
+    parts: Parts<'a>,
+    statement: Range<usize>,
+    voided: bool,
+}
+
+/// How a record's text starts as `serde_json` writes a [`crate::db::Record`]: with its
+/// statement, whose text follows.
+const RECORD_HEAD: &str = r#"{"statement":"#;
+
+/// What a record says after its statement.
+#[derive(Deserialize)]
+struct RecordTail {
+    voided: bool,
+}
+
+/// Reads a record's text in one pass over its statement: the statement's parts, and the end of
+/// its text where that pass stopped (reading the record's statement as a `RawValue` and then
+/// its parts went over every statement twice). A record in another order (none is written so)
+/// is read in two.
+fn read_text<'a>(key: &[u8], record: &'a str) -> Result<Read<'a>, DbError> {
+    let corrupt = |reason: String| DbError::Corrupt {
+        key: key.to_vec(),
+        reason,
+    };
+    let Some(rest) = record.strip_prefix(RECORD_HEAD) else {
+        let whole = StoredRecord::read(key, record.as_bytes())?;
+        let text = whole.statement.get();
+        // The statement's text is a slice of the record's: its place is the pointers' difference.
+        let start = text.as_ptr() as usize - record.as_ptr() as usize;
+        let statement = start..start + text.len();
+        return Ok(Read {
+            parts: crate::db::read_json(key, text.as_bytes())?,
+            statement,
+            voided: whole.voided,
+        });
+    };
+    let mut stream = serde_json::Deserializer::from_str(rest).into_iter::<Parts>();
+    let parts = match stream.next() {
+        Some(Ok(parts)) => parts,
+        Some(Err(err)) => return Err(corrupt(err.to_string())),
+        None => return Err(corrupt("no statement in the record".into())),
+    };
+    let end = RECORD_HEAD.len() + stream.byte_offset();
+    let tail = record
+        .get(end..)
+        .and_then(|tail| tail.strip_prefix(','))
+        .ok_or_else(|| corrupt("nothing after the record's statement".into()))?;
+    let tail: RecordTail = crate::db::read_json(key, format!("{{{tail}").as_bytes())?;
+    Ok(Read {
+        parts,
+        statement: RECORD_HEAD.len()..end,
+        voided: tail.voided,
+    })
+}
+
 /// The parts of a stored statement the filters look at, each left as JSON text until a filter
 /// needs it: a page by verb parses only each statement's verb.
 #[derive(Deserialize)]
@@ -532,10 +624,9 @@ struct ObjectType<'a> {
 fn matches<'a>(
     db: &Db,
     key: &[u8],
-    statement: &'a RawValue,
+    mut parts: Parts<'a>,
     query: &StatementQuery,
 ) -> Result<Option<Cow<'a, str>>, DbError> {
-    let mut parts: Parts = parse(key, statement)?;
     let stored = parts.stored.take().unwrap_or_default();
     let within = query.since.as_deref().is_none_or(|since| *stored > *since)
         && query.until.as_deref().is_none_or(|until| *stored <= *until);
@@ -936,8 +1027,9 @@ mod tests {
         let mut matched = 0;
         for query in &queries {
             for (statement, bytes) in statements.iter().zip(&raws) {
-                let record = StoredRecord::read(&[], bytes).expect("stored record");
-                let found = matches(&db, &[], record.statement, query).expect("parts");
+                let record = std::str::from_utf8(bytes).expect("text");
+                let parts = read_text(&[], record).expect("record").parts;
+                let found = matches(&db, &[], parts, query).expect("parts");
                 let parts = found.is_some();
                 let whole = whole_matches(&db, statement, query);
                 assert_eq!(parts, whole, "{query:?} on {}", statement["id"]);
@@ -952,6 +1044,79 @@ mod tests {
             matched > 20 && matched < queries.len() * statements.len() / 2,
             "{matched}"
         );
+    }
+
+    /// A record read in one pass gives the statement's text, parts and voided flag it gives
+    /// read whole, for records as they are written, in another order, and with text that
+    /// needs care (escapes, characters of several bytes); a damaged one is an error at every
+    /// length it could be cut to, never a panic.
+    #[test]
+    fn a_record_read_in_one_pass_reads_as_it_does_whole() {
+        use serde_json::json;
+        let statement = json!({
+            "id": "00000000-0000-4000-8000-000000000001",
+            "stored": "2026-01-01T00:00:01.000Z",
+            "actor": {"name": "Zoë \"Ω\" 🚀", "mbox": "mailto:z@example.org"},
+            "verb": {"id": "https://example.org/v", "display": {"nl-NL": "voltooid}{,\""}},
+            "object": {"id": "https://example.org/a", "objectType": "Activity"},
+            "result": {"response": "[{,}]", "score": {"scaled": 0.5}},
+        });
+        for voided in [false, true] {
+            let written = serde_json::to_string(&crate::db::Record {
+                statement: statement.clone(),
+                voided,
+                position: 7,
+                defines: false,
+                bodies: vec!["abc".into()],
+            })
+            .expect("record");
+            let reordered = format!(
+                r#"{{"position":7,"voided":{voided},"statement":{}}}"#,
+                serde_json::to_string(&statement).expect("statement")
+            );
+            assert!(written.starts_with(RECORD_HEAD), "{written}");
+            for record in [&written, &reordered] {
+                let whole = StoredRecord::read(b"k", record.as_bytes()).expect("whole");
+                let once = read_text(b"k", record).expect("one pass");
+                assert_eq!(&record[once.statement.clone()], whole.statement.get());
+                assert_eq!(once.voided, voided);
+                let parts: Parts =
+                    crate::db::read_json(b"k", whole.statement.get().as_bytes()).expect("parts");
+                assert_eq!(once.parts.stored, parts.stored);
+                for (one, other) in [
+                    (once.parts.actor, parts.actor),
+                    (once.parts.verb, parts.verb),
+                    (once.parts.object, parts.object),
+                    (once.parts.context, parts.context),
+                ] {
+                    assert_eq!(one.map(RawValue::get), other.map(RawValue::get));
+                }
+                let text = StoredText {
+                    record: record.clone(),
+                    statement: once.statement,
+                };
+                let back: Value = serde_json::from_str(text.get()).expect("statement");
+                assert_eq!(back, statement);
+                let reply: Value = serde_json::to_value(&text).expect("serialized");
+                assert_eq!(reply, statement);
+            }
+            for cut in 0..written.len() {
+                if let Some(damaged) = written.get(..cut) {
+                    assert!(read_text(b"k", damaged).is_err(), "{damaged}");
+                }
+            }
+        }
+        let mut bytes = serde_json::to_vec(&crate::db::Record {
+            statement,
+            voided: false,
+            position: 7,
+            defines: true,
+            bodies: Vec::new(),
+        })
+        .expect("record");
+        let at = bytes.len() / 2;
+        bytes[at] = 0xff;
+        assert!(text(b"k", bytes).is_err());
     }
 
     /// The filters on the whole statement, as they were checked before parts.
