@@ -86,8 +86,7 @@ pub fn effects(message: &StoredEvents) -> Vec<Effect> {
 /// The contributions of a stored statement (none for a voiding statement, or an actor without
 /// an identified agent).
 pub fn contributions(statement: &Value) -> Vec<Contribution> {
-    let verb = statement
-        .pointer("/verb/id")
+    let verb = xapi::json::at(statement, &["verb", "id"])
         .and_then(Value::as_str)
         .unwrap_or("");
     if verb == xapi::VERB_VOIDED {
@@ -120,8 +119,7 @@ pub fn contributions(statement: &Value) -> Vec<Contribution> {
         .unwrap_or_default()
         .to_owned();
     let extension = |key: &str| {
-        statement
-            .pointer("/context/extensions")
+        xapi::json::at(statement, &["context", "extensions"])
             .and_then(|extensions| extensions.get(key))
     };
     let text = |key: &str| extension(key).and_then(Value::as_str).map(str::to_owned);
@@ -176,7 +174,7 @@ pub fn contributions(statement: &Value) -> Vec<Contribution> {
             passed: when(verb == PASSED),
             failed: when(verb == FAILED),
             scaled_micros: result
-                .and_then(|result| result.pointer("/score/scaled"))
+                .and_then(|result| xapi::json::at(result, &["score", "scaled"]))
                 .and_then(Value::as_f64)
                 .map(|scaled| (scaled * 1_000_000.0).round() as i64),
             skills: skills.clone(),

@@ -92,9 +92,8 @@ fn collect_activities<'a>(statement: &'a Value, id: &str, found: &mut Vec<&'a Ma
             consider(object);
         }
     }
-    if let Some(lists) = statement
-        .pointer("/context/contextActivities")
-        .and_then(Value::as_object)
+    if let Some(lists) =
+        xapi::json::at(statement, &["context", "contextActivities"]).and_then(Value::as_object)
     {
         for list in lists.values() {
             match list {

@@ -168,12 +168,12 @@ fn slim_for_projection(statement: &Value) -> Value {
                 kept.insert(key.into(), value.clone());
             }
         }
-        if let Some(scaled) = result.pointer("/score/scaled") {
+        if let Some(scaled) = xapi::json::at(result, &["score", "scaled"]) {
             kept.insert("score".into(), serde_json::json!({ "scaled": scaled }));
         }
         slim.insert("result".into(), Value::Object(kept));
     }
-    if let Some(extensions) = statement.pointer("/context/extensions") {
+    if let Some(extensions) = xapi::json::at(statement, &["context", "extensions"]) {
         slim.insert(
             "context".into(),
             serde_json::json!({ "extensions": extensions }),

@@ -12,11 +12,13 @@
 //! - [`llo`]: the LLO profile's IRIs (extensions, sources, attendance).
 //! - [`limits`]: the limits contract: every bound on input, and the error naming it.
 //! - [`agent`]: inverse functional identifiers, canonical keys for indexes and filters.
+//! - [`json`]: a field some levels down a JSON value, without a pointer's text.
 //! - [`time`]: timestamps and durations.
 //! - [`statement`]: what the LRS adds on store (id, stored, authority, version), equivalence
 //!   for conflicts, and the `ids` / `canonical` output formats.
 
 pub mod agent;
+pub mod json;
 pub mod limits;
 pub mod llo;
 pub mod rules;

@@ -60,7 +60,7 @@ pub fn skill_labels(statement: &serde_json::Value) -> Vec<(String, serde_json::V
         return Vec::new();
     };
     let skills: Vec<&str> = context
-        .pointer("/extensions")
+        .get("extensions")
         .and_then(|extensions| extensions.get(SKILLS))
         .and_then(Value::as_array)
         .map(|skills| skills.iter().filter_map(Value::as_str).collect())
@@ -70,7 +70,7 @@ pub fn skill_labels(statement: &serde_json::Value) -> Vec<(String, serde_json::V
     }
     let mut found = Vec::new();
     for kind in ["category", "other", "grouping", "parent"] {
-        let activities = match context.pointer(&format!("/contextActivities/{kind}")) {
+        let activities = match crate::json::at(context, &["contextActivities", kind]) {
             Some(Value::Array(activities)) => activities.iter().collect::<Vec<_>>(),
             Some(activity @ Value::Object(_)) => vec![activity],
             _ => continue,
@@ -78,7 +78,7 @@ pub fn skill_labels(statement: &serde_json::Value) -> Vec<(String, serde_json::V
         for activity in activities {
             let (Some(id), Some(name)) = (
                 activity.get("id").and_then(Value::as_str),
-                activity.pointer("/definition/name"),
+                crate::json::at(activity, &["definition", "name"]),
             ) else {
                 continue;
             };

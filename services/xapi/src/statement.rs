@@ -106,8 +106,7 @@ pub fn complete_for_store(
 
 /// xAPI lets a client send one context activity as an object; the LRS returns arrays.
 fn normalize_context_activities(statement: &mut Value) {
-    if let Some(lists) = statement
-        .pointer_mut("/context/contextActivities")
+    if let Some(lists) = crate::json::at_mut(statement, &["context", "contextActivities"])
         .and_then(Value::as_object_mut)
     {
         for list in lists.values_mut() {
@@ -116,9 +115,7 @@ fn normalize_context_activities(statement: &mut Value) {
             }
         }
     }
-    if statement
-        .pointer("/object/objectType")
-        .and_then(Value::as_str)
+    if crate::json::at(statement, &["object", "objectType"]).and_then(Value::as_str)
         == Some("SubStatement")
     {
         if let Some(sub) = statement.get_mut("object") {
@@ -167,14 +164,12 @@ pub fn equivalent(stored: &Value, incoming: &Value) -> bool {
 
 /// xAPI compares durations to 0.01 s: `PT1.2345S`, `PT1.23S` and `PT1.230S` are one duration.
 fn truncate_durations(statement: &mut Value) {
-    if let Some(duration) = statement.pointer_mut("/result/duration") {
+    if let Some(duration) = crate::json::at_mut(statement, &["result", "duration"]) {
         if let Some(text) = duration.as_str() {
             *duration = Value::String(hundredths(text));
         }
     }
-    if statement
-        .pointer("/object/objectType")
-        .and_then(Value::as_str)
+    if crate::json::at(statement, &["object", "objectType"]).and_then(Value::as_str)
         == Some("SubStatement")
     {
         if let Some(sub) = statement.get_mut("object") {
@@ -245,12 +240,10 @@ pub fn authority_names(statement: &Value, key: &str) -> bool {
 
 pub fn index_terms(statement: &Value) -> IndexTerms {
     let mut terms = IndexTerms {
-        verb: statement
-            .pointer("/verb/id")
+        verb: crate::json::at(statement, &["verb", "id"])
             .and_then(Value::as_str)
             .map(str::to_owned),
-        registration: statement
-            .pointer("/context/registration")
+        registration: crate::json::at(statement, &["context", "registration"])
             .and_then(Value::as_str)
             .map(str::to_lowercase),
         attachments: statement

@@ -82,8 +82,14 @@ impl Validator {
             return bounded(schema_violations);
         }
         let mut violations = rules::check(statement, version);
-        for at in ["/context/extensions", "/object/context/extensions"] {
-            if let Some(extensions) = statement.pointer(at) {
+        for (at, path) in [
+            ("/context/extensions", &["context", "extensions"][..]),
+            (
+                "/object/context/extensions",
+                &["object", "context", "extensions"][..],
+            ),
+        ] {
+            if let Some(extensions) = crate::json::at(statement, path) {
                 violations.extend(self.schema.check_llo_extensions(extensions, at));
             }
         }
