@@ -46,13 +46,16 @@ pub fn run(db: &Db, query: &StatementQuery) -> Result<StatementReply<StoredText>
         (None, None) => None,
     };
     if let Some((id, voided)) = by_id {
-        let found = match Uuid::parse_str(id) {
-            Ok(uuid) => db.record_bytes(&uuid)?,
+        let position = match Uuid::parse_str(id) {
+            Ok(uuid) => db.position_of(&uuid)?,
             Err(_) => None,
         };
+        let found = match position {
+            Some(position) => record_text(db, position, None)?,
+            None => None,
+        };
         let statement = match found {
-            Some((key, bytes)) => {
-                let record = text(&key, bytes.to_vec())?;
+            Some((key, record)) => {
                 let found = read_text(&key, &record)?;
                 let statement = found.statement.clone();
                 (found.voided == voided).then_some(StoredText { record, statement })
@@ -91,16 +94,9 @@ pub fn run(db: &Db, query: &StatementQuery) -> Result<StatementReply<StoredText>
             walk.skip(block, &excluded);
             continue;
         }
-        // A walk over records has read the record already; one over postings reads it now.
-        let key = keys::record(position);
-        let packed = match read {
-            Some(packed) => packed,
-            None => match db.tree().get(&key)? {
-                Some(packed) => packed,
-                None => continue,
-            },
+        let Some((key, record)) = record_text(db, position, read)? else {
+            continue;
         };
-        let record = text(&key, crate::db::unpack(&key, &packed)?.into_owned())?;
         let found = read_text(&key, &record)?;
         if found.voided && !query.include_voided {
             continue;
@@ -524,6 +520,25 @@ impl Iterator for Descending {
             }
         }
     }
+}
+
+/// The record at `position` (its key and text), unpacked once: from what a walk over records
+/// read, or else (a walk over postings, a read by id) from the tree; `None` when none is there.
+fn record_text(
+    db: &Db,
+    position: u64,
+    read: Option<sled::IVec>,
+) -> Result<Option<(Vec<u8>, String)>, DbError> {
+    let key = keys::record(position);
+    let packed = match read {
+        Some(packed) => packed,
+        None => match db.tree().get(&key)? {
+            Some(packed) => packed,
+            None => return Ok(None),
+        },
+    };
+    let record = text(&key, crate::db::unpack(&key, &packed)?.into_owned())?;
+    Ok(Some((key, record)))
 }
 
 /// A record's JSON text, as unpacked: unreadable as text, it is corrupt.
