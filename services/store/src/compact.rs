@@ -211,11 +211,11 @@ fn open_when_free(path: &Path, cache_bytes: u64, wait: Duration) -> Result<sled:
     }
 }
 
-/// Opens the original, with the segments it was made with and no flusher (it is only read).
+/// Opens the original as the store opens it, with the segments it was made with and no
+/// flusher (it is only read).
 fn open(path: &Path, cache_bytes: u64) -> Result<sled::Db, sled::Error> {
-    sledconf::config(path)
+    sledconf::cleaned_as_written(path)
         .cache_capacity(cache_bytes)
-        .flush_every_ms(None)
         .open()
 }
 

@@ -205,9 +205,10 @@ impl Db {
                     keys::META_ERASING,
                     serde_json::to_vec(&progress).unwrap_or_default(),
                 );
-                // Not flushed here (sled's own flusher writes it within half a second; a
-                // flush per chunk cost 10% and saved no memory): a crash resumes from the last
-                // chunk on disk, and the message counts as applied only with the last chunk.
+                // Not flushed here (the next flush writes it, or sled once its buffer is full;
+                // a flush per chunk cost 10% and saved no memory): a crash resumes from the
+                // last chunk on disk, and the message counts as applied only with the last
+                // chunk.
                 self.tree().apply_batch(batch)?;
                 continue;
             }
