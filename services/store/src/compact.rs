@@ -214,9 +214,7 @@ fn open_when_free(path: &Path, cache_bytes: u64, wait: Duration) -> Result<sled:
 /// Opens the original as the store opens it, with the segments it was made with and no
 /// flusher (it is only read).
 fn open(path: &Path, cache_bytes: u64) -> Result<sled::Db, sled::Error> {
-    sledconf::cleaned_as_written(path)
-        .cache_capacity(cache_bytes)
-        .open()
+    crate::db::Db::sled_config(path, cache_bytes).open()
 }
 
 /// Makes the copy, in the small segments a copy takes least in and with sled's segment

@@ -350,14 +350,17 @@ impl Db {
 
     /// Opens (or creates) the sled database itself, for [`Db::from_tree`]: a new replica
     /// loads its snapshot into it first, so the database is opened once (sled's threads
-    /// may hold its lock for a moment after a drop, and a reopen would be refused). Without
-    /// sled's flusher thread ([`sledconf::cleaned_as_written`]): every write is flushed before
-    /// its ack here, and the thread's segment cleaner rewrote a reopened store's log without
-    /// end.
+    /// may hold its lock for a moment after a drop, and a reopen would be refused).
     pub fn open_tree(path: &Path, cache_bytes: u64) -> Result<sled::Db, DbError> {
-        Ok(sledconf::cleaned_as_written(path)
-            .cache_capacity(cache_bytes)
-            .open()?)
+        Ok(Db::sled_config(path, cache_bytes).open()?)
+    }
+
+    /// How the store's sled database at `path` is opened, here and by a compaction of it:
+    /// the segments it was made with, a page cache of `cache_bytes`, and no flusher thread
+    /// ([`sledconf::cleaned_as_written`]): every write is flushed before its ack here, and the
+    /// thread's segment cleaner rewrote a reopened store's log without end.
+    pub fn sled_config(path: &Path, cache_bytes: u64) -> sled::Config {
+        sledconf::cleaned_as_written(path).cache_capacity(cache_bytes)
     }
 
     /// The store on an open sled database: migrations, catch-ups and re-indexing first.
