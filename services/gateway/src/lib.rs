@@ -115,9 +115,23 @@ impl Default for GatewayConfig {
     }
 }
 
-/// What every handler shares.
+/// What every handler shares, behind one `Arc`: axum clones the state for each middleware and
+/// each extractor of every request, and a clone of the fields themselves (NATS clients, the
+/// JetStream contexts, the bundler's queue) took ~5% of `serve`'s CPU answering statement
+/// reads (BENCHMARKS.md, the thirty-ninth round).
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// The fields of [`AppState`].
+pub struct Shared {
     pub credentials: auth::Credentials,
     pub authority_home_page: Arc<str>,
     pub validator: Arc<Validator>,
@@ -147,7 +161,7 @@ pub struct AppState {
 /// How long a read waits for the store.
 const READ_TIMEOUT: Duration = Duration::from_secs(10);
 
-impl AppState {
+impl Shared {
     /// A read from the store (statements, documents, activities and agents), answered from a
     /// state that includes this gateway's writes: by the store of this process when there is
     /// one and it has applied them, else by the store's queue group over NATS.
@@ -166,7 +180,7 @@ impl AppState {
 
 pub struct Gateway {
     listener: TcpListener,
-    state: AppState,
+    state: Shared,
     ops: Option<ops::Ops>,
 }
 
@@ -184,7 +198,7 @@ impl Gateway {
             attachments::AttachmentStore::open(&js, config.topology.stream_replicas).await?;
         // Without a store yet, the first request loads them.
         let watermarks = Watermarks::new(client.clone());
-        let state = AppState {
+        let state = Shared {
             bundler: bundle::Bundler::start(js.clone(), watermarks.clone()),
             attachments,
             credentials: auth::Credentials::new(client.clone(), config.default_requests_per_minute),
@@ -237,21 +251,22 @@ impl Gateway {
 
     /// Serves until `shutdown`; in-flight requests finish first.
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        let follow = self.state.watermarks.clone().follow(shutdown.clone());
-        let limits = self.state.limits.clone();
-        let credentials = self.state.credentials.clone();
+        let state = AppState(Arc::new(self.state));
+        let follow = state.watermarks.clone().follow(shutdown.clone());
+        let limits = state.limits.clone();
+        let credentials = state.credentials.clone();
         if let Err(err) = credentials.load(0).await {
             tracing::warn!(error = %err, "credentials not loaded yet; the first request retries");
         }
         let follow_credentials = credentials.follow(shutdown.clone());
         // The rewrite wraps the router instead of being one of its layers: a router's own
         // layers run after routing, and the rewrite changes the method and the query.
-        let mut routes = router(self.state.clone());
+        let mut routes = router(state.clone());
         if let Some(ops) = self.ops {
             routes = ops.router().merge(routes);
         }
         let app = tower::Layer::layer(
-            &axum::middleware::from_fn_with_state(self.state.clone(), alternate::rewrite),
+            &axum::middleware::from_fn_with_state(state, alternate::rewrite),
             routes,
         );
         // Browser-based tools call from other origins; preflights are answered here, before
