@@ -117,7 +117,7 @@ impl Default for GatewayConfig {
 
 /// What every handler shares, behind one `Arc`: axum clones the state for each middleware and
 /// each extractor of every request, and a clone of the fields themselves (NATS clients, the
-/// JetStream contexts, the bundler's queue) took ~5% of `serve`'s CPU answering statement
+/// JetStream contexts, the bundler's queue) took ~6% of `serve`'s CPU answering statement
 /// reads (BENCHMARKS.md, the thirty-ninth round).
 #[derive(Clone)]
 pub struct AppState(Arc<Shared>);
