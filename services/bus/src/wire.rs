@@ -248,6 +248,43 @@ fn none<T>() -> Option<T> {
     None
 }
 
+impl<S> StatementReply<S> {
+    /// The same reply, each statement made by `read`.
+    pub fn try_map<T>(
+        self,
+        read: impl Fn(S) -> Result<T, String>,
+    ) -> Result<StatementReply<T>, String> {
+        Ok(match self {
+            StatementReply::One {
+                statement,
+                consistent_through,
+                bodies,
+            } => StatementReply::One {
+                statement: statement.map(&read).transpose()?,
+                consistent_through,
+                bodies,
+            },
+            StatementReply::Page {
+                statements,
+                next_after,
+                consistent_through,
+                bodies,
+                last_modified,
+            } => StatementReply::Page {
+                statements: statements
+                    .into_iter()
+                    .map(&read)
+                    .collect::<Result<_, _>>()?,
+                next_after,
+                consistent_through,
+                bodies,
+                last_modified,
+            },
+            StatementReply::Error { message } => StatementReply::Error { message },
+        })
+    }
+}
+
 impl<S> StatementReplyWire<S> {
     /// The reply, its statements made by `read`.
     pub fn read<T>(

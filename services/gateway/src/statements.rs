@@ -272,12 +272,25 @@ async fn get_inner(
             tracing::error!(error = %err, "unreadable statement reply");
             ApiError::Internal
         })?;
-    let reply =
-        raw.read(|statement| serde_json::from_str(statement.get()).map_err(|err| err.to_string()));
-    let mut reply = reply.map_err(|reason| {
+    let unreadable = |reason: String| {
         tracing::error!(%reason, "unreadable statement reply");
         ApiError::Internal
-    })?;
+    };
+    let reply = match raw.read(Ok).map_err(unreadable)? {
+        // One statement in the exact format goes out as stored, as a page's do: not built
+        // into a value and written again.
+        StatementReply::One {
+            statement: Some(statement),
+            consistent_through,
+            ..
+        } if params.format == Format::Exact && !params.attachments && mine.is_none() => {
+            return Ok(exact_one(&statement, &consistent_through));
+        }
+        reply => reply.try_map(|statement: Box<RawValue>| {
+            serde_json::from_str(statement.get()).map_err(|err| err.to_string())
+        }),
+    };
+    let mut reply = reply.map_err(unreadable)?;
     if let (
         Some(mine),
         StatementReply::One {
@@ -372,6 +385,27 @@ fn exact_page(head: PageHead, statements: &[u8], echo: &[(String, String)]) -> R
     )
         .into_response();
     with_read_headers(response, &head.consistent_through, head.last_modified)
+}
+
+/// One statement in the `exact` format without attachments, as the store holds it; its
+/// `Last-Modified` from its `stored`.
+fn exact_one(statement: &RawValue, consistent_through: &str) -> Response {
+    #[derive(serde::Deserialize)]
+    struct Stored {
+        stored: Option<String>,
+    }
+    let stored = serde_json::from_str::<Stored>(statement.get())
+        .ok()
+        .and_then(|read| read.stored);
+    let response = (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        statement.get().to_owned(),
+    )
+        .into_response();
+    with_read_headers(response, consistent_through, stored)
 }
 
 /// The `more` link of a page: the same query from behind its last statement, or "".

@@ -269,6 +269,46 @@ async fn head_answers_like_get_without_a_body() {
     assert_eq!(missing.status(), StatusCode::NOT_FOUND);
 }
 
+/// A statement by id in the exact format (sent as the store holds it, as a page's are) is the
+/// text a page holds for it, as JSON, with its `stored` as its `Last-Modified`.
+#[tokio::test]
+async fn a_statement_by_id_is_sent_as_a_page_sends_it() {
+    #[derive(serde::Deserialize)]
+    struct Page {
+        statements: Vec<Box<serde_json::value::RawValue>>,
+    }
+    let app = TestApp::start().await;
+    let mut sent = statement("a@example.org", "attended", "https://x.example/1");
+    sent["context"] = json!({"language": "nl-NL", "platform": "fieldlab"});
+    let posted = post_each(&app, &[sent]).await;
+    let page = app.get("/xapi/statements?limit=1").await.text().await;
+    let page: Page = serde_json::from_str(&page.expect("body")).expect("page");
+    let one = app
+        .get(&format!("/xapi/statements?statementId={}", posted[0]))
+        .await;
+    assert_eq!(one.status(), StatusCode::OK);
+    assert_eq!(
+        one.headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok()),
+        Some("application/json")
+    );
+    let last_modified = one
+        .headers()
+        .get("last-modified")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+        .expect("last-modified");
+    let text = one.text().await.expect("body");
+    assert_eq!(text, page.statements[0].get());
+    let read: Value = serde_json::from_str(&text).expect("json");
+    assert_eq!(read["id"], json!(posted[0]));
+    let stored = chrono::DateTime::parse_from_rfc3339(read["stored"].as_str().expect("stored"))
+        .expect("stored time");
+    let modified = chrono::DateTime::parse_from_rfc2822(&last_modified).expect("an HTTP date");
+    assert_eq!(modified.timestamp(), stored.timestamp());
+}
+
 #[tokio::test]
 async fn every_get_answer_says_how_consistent_it_is_errors_included() {
     let app = TestApp::start().await;
