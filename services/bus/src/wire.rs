@@ -286,11 +286,9 @@ impl<S> StatementReply<S> {
 }
 
 impl<S> StatementReplyWire<S> {
-    /// The reply, its statements made by `read`.
-    pub fn read<T>(
-        self,
-        read: impl Fn(S) -> Result<T, String>,
-    ) -> Result<StatementReply<T>, String> {
+    /// The reply it carries (its statements as they came: [`StatementReply::try_map`] makes
+    /// them into something else).
+    pub fn reply(self) -> Result<StatementReply<S>, String> {
         let consistent_through = || {
             self.consistent_through
                 .clone()
@@ -299,17 +297,14 @@ impl<S> StatementReplyWire<S> {
         match self.kind.as_str() {
             "one" => Ok(StatementReply::One {
                 consistent_through: consistent_through()?,
-                statement: self.statement.map(&read).transpose()?,
+                statement: self.statement,
                 bodies: self.bodies,
             }),
             "page" => Ok(StatementReply::Page {
                 consistent_through: consistent_through()?,
                 statements: self
                     .statements
-                    .ok_or_else(|| "missing field `statements`".to_owned())?
-                    .into_iter()
-                    .map(&read)
-                    .collect::<Result<_, _>>()?,
+                    .ok_or_else(|| "missing field `statements`".to_owned())?,
                 next_after: self.next_after,
                 bodies: self.bodies,
                 last_modified: self.last_modified,
@@ -327,7 +322,7 @@ impl<S> StatementReplyWire<S> {
 impl<'de, S: Deserialize<'de>> Deserialize<'de> for StatementReply<S> {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         StatementReplyWire::<S>::deserialize(deserializer)?
-            .read(Ok)
+            .reply()
             .map_err(serde::de::Error::custom)
     }
 }

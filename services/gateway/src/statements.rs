@@ -276,7 +276,7 @@ async fn get_inner(
         tracing::error!(%reason, "unreadable statement reply");
         ApiError::Internal
     };
-    let reply = match raw.read(Ok).map_err(unreadable)? {
+    let reply = match raw.reply().map_err(unreadable)? {
         // One statement in the exact format goes out as stored, as a page's do: not built
         // into a value and written again.
         StatementReply::One {
