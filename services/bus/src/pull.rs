@@ -83,9 +83,17 @@ pub fn batch_bytes(max_payload: usize) -> usize {
     (32 * 1024 * 1024).max(max_payload.saturating_mul(2))
 }
 
+/// A batch whose first message had at least this many messages behind it on the consumer
+/// does not linger: the consumer is behind, and what is there fills the batch. Lingering then
+/// only delayed every message of it (a projector applying batches of 100 statements spent
+/// 25 ms of each ~150 ms cycle waiting with messages pending; BENCHMARKS.md, the fortieth
+/// round).
+pub const LINGER_UNLESS_BEHIND: u64 = 1;
+
 /// The next batch: waits up to [`PULL_WAIT`] for a first message (`None` if none came), then
 /// adds whatever else is available, up to `max_batch` messages and [`batch_bytes`] in all;
-/// with a `linger`, what else arrives within it too, until the batch is full. `shutdown` ends
+/// with a `linger`, what else arrives within it too, until the batch is full, unless the
+/// first message had [`LINGER_UNLESS_BEHIND`] or more behind it. `shutdown` ends
 /// the wait for a first message (`None`); a batch begun is completed and returned, to be
 /// applied and acknowledged rather than left to come back after `ack_wait`.
 pub async fn next_batch(
@@ -110,9 +118,12 @@ pub async fn next_batch(
     let Some(first) = first else {
         return Ok(None);
     };
-    let mut batch = vec![first.map_err(|err| failed("receiving", stream, err))?];
+    let first = first.map_err(|err| failed("receiving", stream, err))?;
+    // Messages behind the first: a backlog fills the batch without waiting.
+    let behind = first.info().map_or(0, |info| info.pending);
+    let mut batch = vec![first];
     if max_batch > 1 {
-        let rest = if linger.is_zero() {
+        let rest = if linger.is_zero() || behind >= LINGER_UNLESS_BEHIND {
             consumer
                 .fetch()
                 .max_messages(max_batch - 1)

@@ -711,7 +711,8 @@ const APPLY_EVENTS: usize = 10_000;
 /// sled batch, a flush and two pull requests whatever it holds: single-statement requests
 /// arriving one by one made pulls of a message or two, at ~600 µs of the projector's CPU per
 /// statement (BENCHMARKS.md, "Fifth round"). Nobody waits on the projector's acks; its lag
-/// target is 250 ms.
+/// target is 250 ms. A pull with messages behind its first does not linger
+/// ([`bus::pull::LINGER_UNLESS_BEHIND`]): under a backlog it only delayed them.
 const LINGER: std::time::Duration = std::time::Duration::from_millis(25);
 /// How often what was applied behind is written to sled and its messages acknowledged
 /// ([`crate::overlay`]): a key written by the pulls in between reaches sled once.

@@ -113,3 +113,21 @@ async fn shutdown_while_a_pull_lingers_keeps_the_messages_delivered() {
     shutdown.cancel();
     assert_eq!(batch_of(pull, Duration::from_secs(30)).await, ["1"]);
 }
+
+/// A consumer behind does not linger: a pull whose first message has others behind it takes
+/// what is there and returns, where a linger would hold every one of them (the projector
+/// under a backlog spent a sixth of each cycle so).
+#[tokio::test]
+async fn a_pull_with_messages_behind_its_first_takes_them_without_lingering() {
+    let nats = testkit::Nats::start().await;
+    let (js, consumer) = stream_and_consumer(&nats).await;
+    publish(&js, "1").await;
+    publish(&js, "2").await;
+    let pull = start_pull(
+        &consumer,
+        Duration::from_secs(120),
+        &CancellationToken::new(),
+    );
+    // Not full (three at most), yet back long before the linger would be over.
+    assert_eq!(batch_of(pull, Duration::from_secs(60)).await, ["1", "2"]);
+}
