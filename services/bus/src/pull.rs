@@ -178,7 +178,11 @@ impl InFlight {
     }
 
     pub fn done(&self, message: &jetstream::Message) {
-        if let Some(reply) = &message.reply {
+        self.done_reply(message.reply.as_ref());
+    }
+
+    fn done_reply(&self, reply: Option<&async_nats::Subject>) {
+        if let Some(reply) = reply {
             self.locked().remove(reply.as_str());
         }
     }
@@ -189,6 +193,39 @@ impl InFlight {
 
     pub fn is_empty(&self) -> bool {
         self.locked().is_empty()
+    }
+}
+
+/// What acknowledging a message applied takes, without the message. A message's payload is a
+/// slice of the read buffer of the NATS connection it came on, and keeps that whole chunk of
+/// the buffer alive, the other messages' bytes with it: the projector held its messages until
+/// the checkpoint that acknowledges them (every second), the store until its outbox was
+/// published, and at the peak of an ingest 84 MB of the node's heap were read buffers held so
+/// (a heap profile of `leerspoor bench --targets --size 300000`; BENCHMARKS.md, the
+/// forty-first round). Made once a message is applied; the payload goes with the message.
+pub struct Ack {
+    reply: Option<async_nats::Subject>,
+    acker: jetstream::message::Acker,
+}
+
+impl From<jetstream::Message> for Ack {
+    fn from(message: jetstream::Message) -> Ack {
+        let reply = message.reply.clone();
+        let (_, acker) = message.split();
+        Ack { reply, acker }
+    }
+}
+
+impl Ack {
+    /// Sends the acknowledgement `kind` and takes the message off `in_flight`.
+    pub async fn send(
+        &self,
+        kind: jetstream::AckKind,
+        in_flight: &InFlight,
+    ) -> Result<(), async_nats::Error> {
+        let sent = self.acker.ack_with(kind).await;
+        in_flight.done_reply(self.reply.as_ref());
+        sent
     }
 }
 

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use async_nats::jetstream::{self, AckKind};
-use bus::pull::{InFlight, Pulled, Puller};
+use bus::pull::{Ack, InFlight, Pulled, Puller};
 use bus::subjects;
 use bus::wire::{StoredEvents, SummaryQuery, SummaryReply};
 use futures::{FutureExt as _, StreamExt};
@@ -46,7 +46,7 @@ pub struct Projector {
     puller: tokio::sync::Mutex<Puller>,
     config: ProjectorConfig,
     /// Messages applied behind, acknowledged after the checkpoint that writes them.
-    held: std::sync::Mutex<Vec<jetstream::Message>>,
+    held: std::sync::Mutex<Vec<Ack>>,
     /// Asks for a checkpoint before [`CHECKPOINT_EVERY`] is up (the overlay is full).
     checkpoint_due: tokio::sync::Notify,
     /// The last `LRS_STORED` sequence applied, announced to the store beside this projector
@@ -211,10 +211,9 @@ impl Projector {
         let written = started.elapsed();
         for message in &messages {
             // A lost ack is harmless: the message comes back and changes nothing twice.
-            if let Err(err) = message.ack_with(AckKind::Ack).await {
+            if let Err(err) = message.send(AckKind::Ack, &self.in_flight).await {
                 tracing::warn!(error = %err, "acking LRS_STORED failed; it will be redelivered");
             }
-            self.in_flight.done(message);
         }
         tracing::debug!(
             messages = messages.len(),
@@ -301,7 +300,7 @@ impl Projector {
             let pulling = std::time::Instant::now();
             let pulled = puller.next(shutdown).await;
             let waited = pulling.elapsed();
-            let batch = match pulled {
+            let mut batch = match pulled {
                 Pulled::Batch(batch) => batch,
                 Pulled::Nothing if shutdown.is_cancelled() => return Ok(()),
                 Pulled::Nothing => continue,
@@ -329,17 +328,20 @@ impl Projector {
                     }
                     Ok::<_, ProjectionError>(())
                 };
-                for message in &batch {
+                for message in &mut batch {
                     let Ok(info) = message.info() else {
                         continue;
                     };
                     let sequence = info.stream_sequence;
-                    let decoded = match serde_json::from_slice::<StoredEvents>(&message.payload) {
+                    // Taken out, to go once decoded: the rest of the message waits for its
+                    // ack, and a payload keeps its connection's read buffer alive (`Ack`).
+                    let payload = std::mem::take(&mut message.message.payload);
+                    let decoded = match serde_json::from_slice::<StoredEvents>(&payload) {
                         Ok(decoded) => decoded,
                         Err(err) => {
                             // Kept with the reason for `leerspoor project --replay-parked`.
                             tracing::error!(sequence, error = %err, "unreadable LRS_STORED message parked");
-                            projection.park(sequence, &err.to_string(), &message.payload)?;
+                            projection.park(sequence, &err.to_string(), &payload)?;
                             continue;
                         }
                     };
@@ -376,7 +378,7 @@ impl Projector {
             self.held
                 .lock()
                 .unwrap_or_else(|poisoned| poisoned.into_inner())
-                .extend(batch);
+                .extend(batch.into_iter().map(Ack::from));
             let behind = projection.behind_bytes();
             if behind >= 2 * BEHIND_BYTES {
                 // Checkpoints fall behind the pulls: this pull waits for one.

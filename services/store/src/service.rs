@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use async_nats::jetstream::{self, AckKind};
-use bus::pull::{Backoff, InFlight, Pulled, Puller};
+use bus::pull::{Ack, Backoff, InFlight, Pulled, Puller};
 use bus::subjects;
 use bus::wire::{Applied, Verdict};
 use futures::{FutureExt as _, StreamExt as _};
@@ -176,7 +176,7 @@ const APPLY_ATTEMPTS: u32 = 5;
 struct Finish {
     /// Each is acknowledged on its own (`AckPolicy::Explicit`): a cumulative ack would also
     /// acknowledge an earlier message still waiting for redelivery.
-    messages: Vec<jetstream::Message>,
+    messages: Vec<Ack>,
     through: u64,
     /// The last outbox key the batch's flush covered.
     outbox_through: Option<sled::IVec>,
@@ -435,10 +435,9 @@ impl Store {
                 .await?;
             for message in &done.messages {
                 // A lost ack is harmless: the message comes back and is skipped as applied.
-                if let Err(err) = message.ack_with(AckKind::Ack).await {
+                if let Err(err) = message.send(AckKind::Ack, &self.in_flight).await {
                     tracing::warn!(error = %err, through = done.through, "acking LRS_IN failed; it will be redelivered and skipped");
                 }
-                self.in_flight.done(message);
             }
             self.housekeeping.notify_one();
         }
@@ -760,7 +759,12 @@ impl Store {
             flush_us = flush_started.elapsed().as_micros() as u64,
             "batch applied"
         );
-        let messages = Arc::try_unwrap(batch).unwrap_or_else(|shared| (*shared).clone());
+        // What the finisher acknowledges, without the payloads it no longer needs.
+        let messages: Vec<Ack> = Arc::try_unwrap(batch)
+            .unwrap_or_else(|shared| (*shared).clone())
+            .into_iter()
+            .map(Ack::from)
+            .collect();
         Ok((!messages.is_empty() || any_filled).then_some(Finish {
             messages,
             through,

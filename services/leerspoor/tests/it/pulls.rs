@@ -131,3 +131,51 @@ async fn a_pull_with_messages_behind_its_first_takes_them_without_lingering() {
     // Not full (three at most), yet back long before the linger would be over.
     assert_eq!(batch_of(pull, Duration::from_secs(60)).await, ["1", "2"]);
 }
+
+/// A message applied is acknowledged through its `Ack`, which keeps nothing of the payload:
+/// the server takes the ack (nothing pending, the ack floor at the message) and the message
+/// leaves the set kept in progress. Before the ack the server still counts it pending.
+#[tokio::test]
+async fn a_message_is_acknowledged_through_its_ack_without_its_payload() {
+    let nats = testkit::Nats::start().await;
+    let (js, mut consumer) = stream_and_consumer(&nats).await;
+    publish(&js, "applied").await;
+    let batch = bus::pull::next_batch(
+        &consumer,
+        STREAM,
+        3,
+        1 << 20,
+        Duration::ZERO,
+        &CancellationToken::new(),
+    )
+    .await
+    .expect("pull")
+    .expect("a batch");
+    let in_flight = bus::pull::InFlight::default();
+    in_flight.add(&batch);
+    let acks: Vec<bus::pull::Ack> = batch.into_iter().map(bus::pull::Ack::from).collect();
+    assert_eq!(acks.len(), 1);
+    assert_eq!(in_flight.len(), 1);
+    let info = consumer.info().await.expect("consumer info");
+    assert_eq!(
+        info.num_ack_pending, 1,
+        "delivered and not yet acknowledged"
+    );
+    acks[0]
+        .send(jetstream::AckKind::Ack, &in_flight)
+        .await
+        .expect("ack sent");
+    assert!(in_flight.is_empty());
+    testkit::wait_until(
+        "the server to take the ack",
+        Duration::from_secs(20),
+        || {
+            let mut consumer = consumer.clone();
+            async move {
+                let info = consumer.info().await.ok()?;
+                (info.num_ack_pending == 0 && info.ack_floor.stream_sequence == 1).then_some(())
+            }
+        },
+    )
+    .await;
+}
