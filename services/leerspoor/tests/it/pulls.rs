@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use async_nats::jetstream::{self, consumer::pull, consumer::Consumer, stream};
+use async_nats::jetstream::{self, consumer, consumer::pull, consumer::Consumer, stream};
 use tokio_util::sync::CancellationToken;
 
 const STREAM: &str = "PULLS";
@@ -44,19 +44,26 @@ fn start_pull(
     })
 }
 
+/// Until the server says of the consumer what `holds` asks.
+async fn until_consumer(
+    consumer: &Consumer<pull::Config>,
+    what: &str,
+    holds: fn(&consumer::Info) -> bool,
+) {
+    testkit::wait_until(what, Duration::from_secs(20), || {
+        let mut consumer = consumer.clone();
+        async move { holds(consumer.info().await.ok()?).then_some(()) }
+    })
+    .await;
+}
+
 /// Until the first message is delivered and the pull for the rest waits on the server (a
 /// pull without linger has returned with what was there by then).
 async fn lingering(consumer: &Consumer<pull::Config>) {
-    testkit::wait_until(
+    until_consumer(
+        consumer,
         "the first message delivered and a pull waiting for more",
-        Duration::from_secs(20),
-        || {
-            let mut consumer = consumer.clone();
-            async move {
-                let info = consumer.info().await.ok()?;
-                (info.num_ack_pending == 1 && info.num_waiting == 1).then_some(())
-            }
-        },
+        |info| info.num_ack_pending == 1 && info.num_waiting == 1,
     )
     .await;
 }
@@ -166,16 +173,8 @@ async fn a_message_is_acknowledged_through_its_ack_without_its_payload() {
         .await
         .expect("ack sent");
     assert!(in_flight.is_empty());
-    testkit::wait_until(
-        "the server to take the ack",
-        Duration::from_secs(20),
-        || {
-            let mut consumer = consumer.clone();
-            async move {
-                let info = consumer.info().await.ok()?;
-                (info.num_ack_pending == 0 && info.ack_floor.stream_sequence == 1).then_some(())
-            }
-        },
-    )
+    until_consumer(&consumer, "the server to take the ack", |info| {
+        info.num_ack_pending == 0 && info.ack_floor.stream_sequence == 1
+    })
     .await;
 }
