@@ -6,6 +6,7 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 deploy/install-nats.sh
+deploy/install-build-tools.sh
 export NATS_SERVER_BIN="${NATS_SERVER_BIN:-$root/.tools/nats/bin/nats-server}"
 cargo build --release -p leerspoor
 exec target/release/leerspoor serve --data-dir "${LEERSPOOR_DATA_DIR:-$root/data}" "$@"

@@ -5,6 +5,7 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 deploy/install-nats.sh
+deploy/install-build-tools.sh
 export NATS_SERVER_BIN="${NATS_SERVER_BIN:-$root/.tools/nats/bin/nats-server}"
 # A real xAPI client library for the interoperability test (PyPI's tincan), in its own venv.
 clients="$root/.tools/clients/venv"

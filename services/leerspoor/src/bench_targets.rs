@@ -266,9 +266,11 @@ pub struct Recorded {
     pub commit: String,
     pub size: usize,
     pub figures: BTreeMap<String, f64>,
-    /// The allocator's settings from the environment (`MIMALLOC_*`): a purge delay of 10 ms
-    /// takes ~130 MiB off the peak and a fifth off hub subjects (BENCHMARKS.md, the
-    /// thirty-fifth round), so figures taken under other settings do not compare.
+    /// The allocator and its settings, as built and from the environment: mimalloc's purge
+    /// delay of 10 ms took ~130 MiB off the peak and a fifth off hub subjects (BENCHMARKS.md,
+    /// the thirty-fifth round), jemalloc took ~300 MiB off it (the forty-second), so figures
+    /// taken under other settings do not compare. Empty in figures recorded before runs named
+    /// it (mimalloc's defaults).
     #[serde(default)]
     pub allocator: BTreeMap<String, String>,
 }
@@ -299,13 +301,16 @@ pub async fn run(args: TargetsArgs) -> anyhow::Result<()> {
     let before = Machine::probe(node.data_dir()).await?;
     println!("{}", before.line("the machine before"));
     // `vars_os`: a variable that is not UTF-8 is no reason for a bench to panic.
-    let allocator = allocator_settings(std::env::vars_os().map(|(name, value)| {
-        (
-            name.to_string_lossy().into_owned(),
-            value.to_string_lossy().into_owned(),
-        )
-    }));
-    println!("the allocator: mimalloc, {}", settings_text(&allocator));
+    let allocator = allocator_settings(
+        std::env::vars_os().map(|(name, value)| {
+            (
+                name.to_string_lossy().into_owned(),
+                value.to_string_lossy().into_owned(),
+            )
+        }),
+        BUILT_CONF,
+    );
+    println!("the allocator: {}", settings_text(&allocator));
     let batches = batches_with_lag(&js, &target, args.statements, &mut json_bytes).await?;
     println!(
         "HTTP batches of 100, 8 clients: {:.0} statements/s ({:.0}/s until stored and projected); projector lag p99 {:.0} ms until summaries show it, {:.0} ms until acknowledged",
@@ -542,24 +547,46 @@ fn machine_note(last: Option<&Recorded>, now: &Recorded) -> Option<String> {
     })
 }
 
-/// The allocator's settings a run takes from its environment: mimalloc reads every
-/// `MIMALLOC_*` variable (its purge delay, huge pages) when the process starts.
+/// jemalloc's options built into this binary (`JEMALLOC_SYS_WITH_MALLOC_CONF` in
+/// `.cargo/config.toml`; empty when it was built without them).
+const BUILT_CONF: &str = match option_env!("JEMALLOC_SYS_WITH_MALLOC_CONF") {
+    Some(conf) => conf,
+    None => "",
+};
+
+/// The key of the allocator's name among its settings.
+const ALLOCATOR: &str = "allocator";
+
+/// The allocator's settings a run works under: jemalloc's options as built (`built`) and the
+/// variable that overrides them when the process starts (`_RJEM_MALLOC_CONF`, the name this
+/// build of jemalloc reads).
 fn allocator_settings(
     vars: impl IntoIterator<Item = (String, String)>,
+    built: &str,
 ) -> BTreeMap<String, String> {
-    vars.into_iter()
-        .filter(|(name, _)| name.starts_with("MIMALLOC_"))
-        .collect()
+    let mut settings: BTreeMap<String, String> = vars
+        .into_iter()
+        .filter(|(name, _)| name == "_RJEM_MALLOC_CONF")
+        .collect();
+    settings.insert(ALLOCATOR.into(), "jemalloc".into());
+    if !built.is_empty() {
+        settings.insert("built".into(), built.into());
+    }
+    settings
 }
 
+/// The allocator and its settings in words; figures recorded before runs named the
+/// allocator ran on mimalloc (with the `MIMALLOC_*` variables they kept, if any).
 fn settings_text(settings: &BTreeMap<String, String>) -> String {
-    match settings.is_empty() {
-        true => "its defaults (no MIMALLOC_* in the environment)".into(),
-        false => settings
-            .iter()
-            .map(|(name, value)| format!("{name}={value}"))
-            .collect::<Vec<_>>()
-            .join(" "),
+    let name = settings.get(ALLOCATOR).map_or("mimalloc", String::as_str);
+    let rest: Vec<String> = settings
+        .iter()
+        .filter(|(key, _)| *key != ALLOCATOR)
+        .map(|(key, value)| format!("{key}={value}"))
+        .collect();
+    match rest.is_empty() {
+        true => format!("{name}, its defaults"),
+        false => format!("{name}, {}", rest.join(" ")),
     }
 }
 
@@ -1161,12 +1188,23 @@ mod tests {
                 .map(|(name, value)| (name.to_string(), value.to_string()))
                 .collect::<Vec<_>>()
         };
-        let settings = allocator_settings(vars(&[
-            ("PATH", "/usr/bin"),
-            ("MIMALLOC_PURGE_DELAY", "10"),
-            ("NATS_SERVER_BIN", "/x"),
-        ]));
-        assert_eq!(settings_text(&settings), "MIMALLOC_PURGE_DELAY=10");
+        let settings = allocator_settings(
+            vars(&[
+                ("PATH", "/usr/bin"),
+                ("_RJEM_MALLOC_CONF", "narenas:2"),
+                ("MIMALLOC_PURGE_DELAY", "10"),
+                ("NATS_SERVER_BIN", "/x"),
+            ]),
+            "percpu_arena:percpu",
+        );
+        assert_eq!(
+            settings_text(&settings),
+            "jemalloc, _RJEM_MALLOC_CONF=narenas:2 built=percpu_arena:percpu"
+        );
+        assert_eq!(
+            settings_text(&allocator_settings(vars(&[]), "")),
+            "jemalloc, its defaults"
+        );
         let tuned = recorded(1, &[], &settings);
         let plain = recorded(1, &[], &BTreeMap::new());
         assert_eq!(
@@ -1177,7 +1215,8 @@ mod tests {
         let note = allocator_note(Some(&plain), &tuned).expect("differs");
         assert!(
             note.contains(
-                "its defaults (no MIMALLOC_* in the environment) then, MIMALLOC_PURGE_DELAY=10 now"
+                "(mimalloc, its defaults then, \
+                 jemalloc, _RJEM_MALLOC_CONF=narenas:2 built=percpu_arena:percpu now)"
             ),
             "{note}"
         );
@@ -1187,6 +1226,8 @@ mod tests {
         )
         .expect("an old baseline");
         assert!(old.allocator.is_empty());
+        let purged = BTreeMap::from([("MIMALLOC_PURGE_DELAY".into(), "10".into())]);
+        assert_eq!(settings_text(&purged), "mimalloc, MIMALLOC_PURGE_DELAY=10");
     }
 
     /// Figures taken at `--size` (the grown store's, memory, disk) compare only with figures

@@ -5,11 +5,14 @@ use leerspoor::node::{Node, Parts};
 
 mod cli;
 
-/// mimalloc instead of glibc's malloc: with glibc, the threads that apply, index, project and
-/// answer each grew an arena of their own and `serve` held 6.4 GB resident at a million
-/// statements with 384 MB of sled caches (BENCHMARKS.md, issue 14).
+/// jemalloc, with an arena per CPU and no transparent huge pages (`percpu_arena:percpu` and
+/// `thp:never`, built in through `.cargo/config.toml`). With glibc's malloc the threads that
+/// apply, index, project and answer each grew an arena of their own and `serve` held 6.4 GB
+/// resident at a million statements; with mimalloc, each thread's freed pages stayed in its
+/// own heap and the peak of the grow to a million was 1,085–1,245 MiB, with jemalloc so
+/// 767–867 (BENCHMARKS.md, issue 14, the forty-second round).
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 /// Like `println!`, but a closed stdout (a supervisor that stopped reading) is not a reason
 /// for a running LRS to panic.

@@ -401,3 +401,21 @@ async fn a_bench_stopped_by_a_signal_leaves_no_data_folder_behind() {
         .collect();
     assert!(left.is_empty(), "left behind: {left:?}");
 }
+
+/// The binary allocates with jemalloc under the options `.cargo/config.toml` builds in (an
+/// arena per CPU, no transparent huge pages): built without them, the peak memory of a grow
+/// to a million statements goes back over the target (BENCHMARKS.md, the forty-second round).
+/// jemalloc prints its options in use when asked to print its statistics at exit.
+#[test]
+fn the_binary_allocates_with_jemalloc_as_configured() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_leerspoor"))
+        .arg("--version")
+        .env("_RJEM_MALLOC_CONF", "stats_print:true")
+        .output()
+        .expect("run leerspoor --version");
+    assert!(out.status.success(), "{out:?}");
+    let stats = String::from_utf8_lossy(&out.stderr);
+    for option in [r#"opt.percpu_arena: "percpu""#, r#"opt.thp: "never""#] {
+        assert!(stats.contains(option), "no {option} in:\n{stats}");
+    }
+}

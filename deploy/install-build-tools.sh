@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Installs Debian's make when the machine has none: jemalloc, Leerspoor's allocator, is built
+# from C by its crate's build script with `make` (and the C compiler Rust already needs).
+set -euo pipefail
+if command -v make >/dev/null 2>&1; then
+  exit 0
+fi
+echo "build tools: installing Debian's make (jemalloc is built with it)" >&2
+as_root=()
+if [ "$(id -u)" -ne 0 ]; then
+  as_root=(sudo)
+fi
+"${as_root[@]}" apt-get update -qq
+DEBIAN_FRONTEND=noninteractive "${as_root[@]}" apt-get install -y -qq make
+make --version | head -1 >&2
