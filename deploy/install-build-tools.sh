@@ -6,10 +6,5 @@ if command -v make >/dev/null 2>&1; then
   exit 0
 fi
 echo "build tools: installing Debian's make (jemalloc is built with it)" >&2
-as_root=()
-if [ "$(id -u)" -ne 0 ]; then
-  as_root=(sudo)
-fi
-"${as_root[@]}" apt-get update -qq
-DEBIAN_FRONTEND=noninteractive "${as_root[@]}" apt-get install -y -qq make
+"$(dirname "${BASH_SOURCE[0]}")/apt-install.sh" make
 make --version | head -1 >&2

