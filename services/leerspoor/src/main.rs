@@ -9,8 +9,8 @@ mod cli;
 /// `thp:never`, built in through `.cargo/config.toml`). With glibc's malloc the threads that
 /// apply, index, project and answer each grew an arena of their own and `serve` held 6.4 GB
 /// resident at a million statements; with mimalloc, each thread's freed pages stayed in its
-/// own heap and the peak of the grow to a million was 1,085–1,245 MiB, with jemalloc so
-/// 767–867 (BENCHMARKS.md, issue 14, the forty-second round).
+/// own heap and the peak of the grow to a million was 1,048–1,128 MiB, with jemalloc as built
+/// here 767–834 (BENCHMARKS.md, issue 14, the forty-second round).
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
