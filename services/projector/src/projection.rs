@@ -445,7 +445,7 @@ struct TreeMembers<'a> {
     members: &'a mut HashMap<Vec<u8>, u64>,
     /// The worker of the contribution being applied, and their state's memberships.
     worker: &'a str,
-    memberships: Option<&'a mut crate::summary::Counts>,
+    memberships: Option<&'a mut crate::summary::DigestCounts>,
     /// Member keys of the sets of workers to add (true) or remove (false).
     presence: &'a mut HashMap<Vec<u8>, bool>,
 }
@@ -467,7 +467,7 @@ impl Members for TreeMembers<'_> {
         }
         if set.of_workers() && member == self.worker {
             if let Some(memberships) = self.memberships.as_deref_mut() {
-                let change = memberships.step(&crate::members::slot(set, id, month), sign);
+                let change = memberships.step(crate::members::slot(set, id, month), sign);
                 if change != 0 && set.listed() {
                     self.presence
                         .insert(crate::members::key(set, id, month, member), change > 0);
@@ -915,7 +915,8 @@ impl Projection {
             let mut start = prefix.clone();
             loop {
                 let mut moved: Vec<sled::IVec> = Vec::new();
-                let mut counts: HashMap<String, Vec<(String, u64)>> = HashMap::new();
+                let mut counts: HashMap<String, Vec<(crate::members::Digest, u64)>> =
+                    HashMap::new();
                 let mut last = None;
                 for item in self.tree.range(start.clone()..end.clone()).take(CHUNK) {
                     let (raw_key, value) = item?;

@@ -7,11 +7,14 @@
 
 use std::collections::BTreeMap;
 
-use serde::{Deserialize, Serialize};
+use std::collections::btree_map::Entry;
+
+use serde::de::{Error as _, MapAccess, Visitor};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::{json, Value};
 
 use crate::contribution::Contribution;
-use crate::members::{Members, Set};
+use crate::members::{Digest, Members, Set};
 
 /// How many contributions name each value; a value with no contributions left is removed,
 /// so `len()` is the distinct count.
@@ -69,135 +72,166 @@ impl Counts {
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
+}
 
-    /// The same counts under [`crate::members::digest`]s of the names not digested yet
-    /// (counts of names that meet under one digest add up); whether any name changed.
-    pub fn digested(&mut self) -> bool {
-        if self.0.keys().all(|name| crate::members::is_digest(name)) {
-            return false;
-        }
-        let mut digested: BTreeMap<String, u64> = BTreeMap::new();
-        for (name, count) in std::mem::take(&mut self.0) {
-            let name = if crate::members::is_digest(&name) {
-                name
-            } else {
-                crate::members::digest(&name)
-            };
-            let total = digested.entry(name).or_default();
-            *total = total.saturating_add(count);
-        }
-        self.0 = digested;
-        true
+/// How many contributions name each [`Digest`]: what a worker's state only counts (its
+/// slots in the sets of workers, its sessions and its completed, passed and failed
+/// activities), held and written as the digests' bytes.
+///
+/// Written in JSON as any [`Counts`], each digest its 22 characters; in the binary form
+/// ([`crate::packed`]) each digest as its 16 bytes, which takes a worker's state of the
+/// bench's workload from ~1,030 bytes to ~800 (BENCHMARKS.md, the thirty-second round).
+/// Reads both forms and what came before them: 16 bytes are a digest, text is a digest's
+/// 22 characters (the binary form's first version) or a name not digested yet (a state
+/// from before the digests), which is counted under its digest, counts that meet adding up.
+#[derive(Debug, Clone, Default)]
+pub struct DigestCounts {
+    counts: BTreeMap<Digest, u64>,
+    /// Read with names not digested yet: the state is written back once
+    /// ([`WorkerState::digest_counted`]).
+    read_named: bool,
+}
+
+impl PartialEq for DigestCounts {
+    fn eq(&self, other: &DigestCounts) -> bool {
+        self.counts == other.counts
     }
 }
 
-/// How a state's counts by [`crate::members::digest`] are written (`#[serde(with)]`): in JSON
-/// as any [`Counts`], each digest its 22 characters; in the binary form ([`crate::packed`])
-/// each digest as its 16 bytes, which takes a worker's state of the bench's workload from
-/// ~1,030 bytes to ~800 (BENCHMARKS.md, the thirty-second round). A name not digested yet (a
-/// state from before the digests) is written as its digest, counts that meet adding up, as
-/// [`Counts::digested`] does. Reads both forms: 16 bytes are a digest, anything else is text
-/// as the binary form's first version wrote it. Each form's bytes are the same for the same
-/// counts, so replicas' digests of their databases still compare.
-pub(crate) mod by_digest {
-    use std::collections::BTreeMap;
+impl DigestCounts {
+    /// Adds `sign` to `digest`'s count; the change in distinct values (-1, 0 or 1).
+    pub fn step(&mut self, digest: Digest, sign: i64) -> i64 {
+        match (sign.signum(), self.counts.entry(digest)) {
+            (1, Entry::Occupied(mut count)) => {
+                *count.get_mut() = count.get().saturating_add(1);
+                0
+            }
+            (1, Entry::Vacant(entry)) => {
+                entry.insert(1);
+                1
+            }
+            (-1, Entry::Occupied(mut count)) if *count.get() > 1 => {
+                *count.get_mut() -= 1;
+                0
+            }
+            (-1, Entry::Occupied(count)) => {
+                count.remove();
+                -1
+            }
+            _ => 0,
+        }
+    }
 
-    use serde::de::{Error as _, MapAccess, Visitor};
-    use serde::ser::{Error as _, SerializeMap};
-    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+    /// Sets `digest`'s count (0 removes it).
+    pub fn set(&mut self, digest: Digest, count: u64) {
+        if count == 0 {
+            self.counts.remove(&digest);
+        } else {
+            self.counts.insert(digest, count);
+        }
+    }
 
-    use super::Counts;
-    use crate::members::{bytes_of_digest, digest_bytes, digest_text};
+    pub fn distinct(&self) -> usize {
+        self.counts.len()
+    }
 
-    /// A digest's bytes, written as bytes (postcard: their length, then them).
-    struct Raw([u8; 16]);
+    pub fn keys(&self) -> impl DoubleEndedIterator<Item = &Digest> {
+        self.counts.keys()
+    }
 
-    impl Serialize for Raw {
-        fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+    fn add(&mut self, digest: Digest, count: u64) {
+        let total = self.counts.entry(digest).or_default();
+        *total = total.saturating_add(count);
+    }
+}
+
+impl Serialize for Digest {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        if serializer.is_human_readable() {
+            serializer.serialize_str(&self.text())
+        } else {
             serializer.serialize_bytes(&self.0)
         }
     }
+}
 
-    pub fn serialize<S: Serializer>(counts: &Counts, serializer: S) -> Result<S::Ok, S::Error> {
-        if serializer.is_human_readable() {
-            return counts.serialize(serializer);
-        }
-        let raw: Option<Vec<([u8; 16], u64)>> = counts
-            .0
-            .iter()
-            .map(|(name, count)| Some((bytes_of_digest(name)?, *count)))
-            .collect();
-        let raw = match raw {
-            Some(raw) => raw,
-            None => {
-                let mut merged: BTreeMap<[u8; 16], u64> = BTreeMap::new();
-                for (name, count) in &counts.0 {
-                    let key = bytes_of_digest(name).unwrap_or_else(|| digest_bytes(name));
-                    let total = merged.entry(key).or_default();
-                    *total = total
-                        .checked_add(*count)
-                        .ok_or_else(|| S::Error::custom("a count past u64"))?;
-                }
-                merged.into_iter().collect()
-            }
-        };
-        let mut map = serializer.serialize_map(Some(raw.len()))?;
-        for (key, count) in raw {
-            map.serialize_entry(&Raw(key), &count)?;
-        }
-        map.end()
+impl Serialize for DigestCounts {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_map(&self.counts)
     }
+}
 
-    /// A key as the binary form holds it: a digest's 16 bytes, or text.
-    struct Key(String);
+/// A key of [`DigestCounts`] as read: a digest, or a name not digested yet.
+enum Key {
+    Digest(Digest),
+    Named(String),
+}
 
-    impl<'de> Deserialize<'de> for Key {
-        fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Key, D::Error> {
-            struct KeyVisitor;
-            impl Visitor<'_> for KeyVisitor {
-                type Value = Key;
+impl<'de> Deserialize<'de> for Key {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Key, D::Error> {
+        struct KeyVisitor;
+        impl Visitor<'_> for KeyVisitor {
+            type Value = Key;
 
-                fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                    f.write_str("a digest's 16 bytes or a name")
-                }
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a digest's 16 bytes or a name")
+            }
 
-                fn visit_bytes<E: serde::de::Error>(self, bytes: &[u8]) -> Result<Key, E> {
-                    match <[u8; 16]>::try_from(bytes) {
-                        Ok(raw) => Ok(Key(digest_text(&raw))),
-                        Err(_) => std::str::from_utf8(bytes)
-                            .map(|text| Key(text.to_owned()))
-                            .map_err(|_| E::custom("a counted name that is not UTF-8")),
-                    }
-                }
-
-                fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<Key, E> {
-                    Ok(Key(text.to_owned()))
+            fn visit_bytes<E: serde::de::Error>(self, bytes: &[u8]) -> Result<Key, E> {
+                match <[u8; 16]>::try_from(bytes) {
+                    Ok(raw) => Ok(Key::Digest(Digest(raw))),
+                    Err(_) => std::str::from_utf8(bytes)
+                        .map_err(|_| E::custom("a counted name that is not UTF-8"))
+                        .and_then(|text| self.visit_str(text)),
                 }
             }
+
+            fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<Key, E> {
+                Ok(match Digest::parse(text) {
+                    Some(digest) => Key::Digest(digest),
+                    None => Key::Named(text.to_owned()),
+                })
+            }
+        }
+        if deserializer.is_human_readable() {
+            deserializer.deserialize_str(KeyVisitor)
+        } else {
             deserializer.deserialize_bytes(KeyVisitor)
         }
     }
+}
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Counts, D::Error> {
-        if deserializer.is_human_readable() {
-            return Counts::deserialize(deserializer);
-        }
+impl<'de> Deserialize<'de> for DigestCounts {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<DigestCounts, D::Error> {
         struct CountsVisitor;
         impl<'de> Visitor<'de> for CountsVisitor {
-            type Value = Counts;
+            type Value = DigestCounts;
 
             fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
                 f.write_str("counts by digest")
             }
 
-            fn visit_map<A: MapAccess<'de>>(self, mut entries: A) -> Result<Counts, A::Error> {
-                let mut counts = BTreeMap::new();
-                while let Some((Key(name), count)) = entries.next_entry::<Key, u64>()? {
-                    if counts.insert(name, count).is_some() {
-                        return Err(A::Error::custom("a digest counted twice"));
+            fn visit_map<A: MapAccess<'de>>(
+                self,
+                mut entries: A,
+            ) -> Result<DigestCounts, A::Error> {
+                let mut counts = DigestCounts::default();
+                while let Some((key, count)) = entries.next_entry::<Key, u64>()? {
+                    match key {
+                        // Only names meet a digest already read.
+                        Key::Digest(digest) if !counts.read_named => {
+                            if counts.counts.insert(digest, count).is_some() {
+                                return Err(A::Error::custom("a digest counted twice"));
+                            }
+                        }
+                        Key::Digest(digest) => counts.add(digest, count),
+                        Key::Named(name) => {
+                            counts.read_named = true;
+                            counts.add(Digest::of(&name), count);
+                        }
                     }
                 }
-                Ok(Counts(counts))
+                Ok(counts)
             }
         }
         deserializer.deserialize_map(CountsVisitor)
@@ -221,15 +255,11 @@ pub struct WorkerState {
     pub attendance: i128,
     /// By [`crate::members::digest`] of the session (the attended activity), as the three
     /// sets of activities below by digest of the activity: only counted, never listed.
-    #[serde(with = "by_digest")]
-    pub attended_sessions: Counts,
+    pub attended_sessions: DigestCounts,
     pub attended_ms: i128,
-    #[serde(with = "by_digest")]
-    pub completed: Counts,
-    #[serde(with = "by_digest")]
-    pub passed: Counts,
-    #[serde(with = "by_digest")]
-    pub failed: Counts,
+    pub completed: DigestCounts,
+    pub passed: DigestCounts,
+    pub failed: DigestCounts,
     pub scaled_sum_micros: i128,
     pub scaled_count: i128,
     pub hubs: Counts,
@@ -237,8 +267,8 @@ pub struct WorkerState {
     pub months: BTreeMap<String, WorkerMonth>,
     /// This worker's counts in the sets of workers ([`Set::OF_WORKERS`], named by
     /// [`crate::members::slot`], a digest): how many of their statements put them in each.
-    #[serde(default, with = "by_digest")]
-    pub memberships: Counts,
+    #[serde(default)]
+    pub memberships: DigestCounts,
 }
 
 impl WorkerState {
@@ -247,8 +277,7 @@ impl WorkerState {
         add(&mut self.learning_ms, contribution.learning_ms, sign);
         if let Some(session) = &contribution.attended {
             add(&mut self.attendance, 1, sign);
-            self.attended_sessions
-                .change(&crate::members::digest(session), sign);
+            self.attended_sessions.step(Digest::of(session), sign);
             add(&mut self.attended_ms, contribution.learning_ms, sign);
         }
         for (counts, activity) in [
@@ -257,7 +286,7 @@ impl WorkerState {
             (&mut self.failed, &contribution.failed),
         ] {
             if let Some(activity) = activity {
-                counts.change(&crate::members::digest(activity), sign);
+                counts.step(Digest::of(activity), sign);
             }
         }
         if let Some(scaled) = contribution.scaled_micros {
@@ -282,8 +311,9 @@ impl WorkerState {
         self.statements == 0
     }
 
-    /// Names what this state only counts by digests ([`crate::members::digest`]), as a
-    /// state written before them did not; whether anything changed.
+    /// Whether this state was read with names it only counts not digested yet (a state written
+    /// before the digests): they are counted by digest since they were read, and the state is
+    /// to be written back (once; the flag is cleared).
     pub fn digest_counted(&mut self) -> bool {
         let mut changed = false;
         for counts in [
@@ -293,7 +323,7 @@ impl WorkerState {
             &mut self.failed,
             &mut self.memberships,
         ] {
-            changed |= counts.digested();
+            changed |= std::mem::take(&mut counts.read_named);
         }
         changed
     }
@@ -887,21 +917,40 @@ mod tests {
     #[test]
     fn counted_names_are_digested_once_and_their_counts_kept() {
         let activity = "https://hub.example/activities/1";
-        let other = crate::members::digest("https://hub.example/activities/2");
-        let mut counts = Counts::default();
-        counts.set(activity.to_owned(), 2);
-        counts.set(crate::members::digest(activity), 1);
-        counts.set(other.clone(), 4);
-        assert!(counts.digested());
-        let mut expected = Counts::default();
-        expected.set(crate::members::digest(activity), 3);
+        let other = Digest::of("https://hub.example/activities/2");
+        let named = json!({
+            activity: 2, Digest::of(activity).text(): 1, other.text(): 4,
+            // 22 characters of base64 that no 16 bytes are: a name.
+            "CCCCCCCCCCCCCCCCCCCCCC": 5
+        });
+        let mut expected = DigestCounts::default();
+        expected.set(Digest::of(activity), 3);
         expected.set(other, 4);
-        assert_eq!(counts, expected);
-        assert!(!counts.digested(), "a digest is never digested again");
-        assert_eq!(counts, expected);
+        expected.set(Digest::of("CCCCCCCCCCCCCCCCCCCCCC"), 5);
+        let mut read: DigestCounts = serde_json::from_value(named).expect("counts");
+        assert_eq!(read, expected);
+        assert!(std::mem::take(&mut read.read_named));
+        let again: DigestCounts =
+            serde_json::from_value(serde_json::to_value(&read).expect("json")).expect("read");
+        assert_eq!(again, expected);
+        assert!(!again.read_named, "a digest is never digested again");
         assert!(!crate::members::is_digest(activity));
-        assert!(!crate::members::is_digest(
-            "3f1e0f0c-5b8f-4c41-9d0e-6f3b1a2c4d5e"
-        ));
+    }
+
+    #[test]
+    fn a_digest_counted_twice_in_the_binary_form_does_not_read() {
+        let digest = Digest::of("https://hub.example/activities/1");
+        let mut bytes = postcard::to_extend(&DigestCounts::default(), Vec::new()).expect("empty");
+        bytes[0] = 2;
+        for _ in 0..2 {
+            bytes.extend(postcard::to_extend(&(digest, 1u64), Vec::new()).expect("entry"));
+        }
+        assert!(postcard::from_bytes::<DigestCounts>(&bytes).is_err());
+        bytes[0] = 1;
+        bytes.truncate(bytes.len() - 18);
+        assert_eq!(
+            postcard::from_bytes::<DigestCounts>(&bytes).map(|read| read.distinct()),
+            Ok(1)
+        );
     }
 }
