@@ -186,7 +186,8 @@ fn slot_name(set: Set, id: &str, qualifier: &str) -> String {
 
 /// How a worker's state names the members of the sets it only counts (its slots in the sets
 /// of workers, its sessions and its completed, passed and failed activities): the 128-bit
-/// xxh3 of the name in URL-safe base64, 22 characters. Those names are read back nowhere,
+/// xxh3 of the name, held and written as its 16 bytes ([`Digest`]) and shown as this text,
+/// URL-safe base64 in 22 characters (a state's JSON form). Those names are read back nowhere,
 /// only counted, and a slot such as a hub's month of an ESCO skill is ~100 characters: a
 /// worker's state is rewritten with every part that touches them, so its size was most of
 /// what the projector wrote (BENCHMARKS.md, "Eighth round"). Two names share a digest with
