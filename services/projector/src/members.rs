@@ -166,7 +166,7 @@ pub fn prefix(set: Set, id: &str, month: &str) -> Vec<u8> {
     key(set, id, month, "")
 }
 
-/// A worker's count in a set of workers, as named in the worker's state: the [`digest`] of
+/// A worker's count in a set of workers, as named in the worker's state: the [`Digest`] of
 /// the set's tag, the summary id's length and the id, then the qualifier (unambiguous
 /// whatever the id holds).
 pub fn slot(set: Set, id: &str, qualifier: &str) -> Digest {
@@ -186,48 +186,24 @@ fn slot_name(set: Set, id: &str, qualifier: &str) -> String {
 
 /// How a worker's state names the members of the sets it only counts (its slots in the sets
 /// of workers, its sessions and its completed, passed and failed activities): the 128-bit
-/// xxh3 of the name, held and written as its 16 bytes ([`Digest`]) and shown as this text,
-/// URL-safe base64 in 22 characters (a state's JSON form). Those names are read back nowhere,
-/// only counted, and a slot such as a hub's month of an ESCO skill is ~100 characters: a
-/// worker's state is rewritten with every part that touches them, so its size was most of
-/// what the projector wrote (BENCHMARKS.md, "Eighth round"). Two names share a digest with
-/// a probability of about 2^-128 per pair.
-pub fn digest(name: &str) -> String {
-    digest_text(&digest_bytes(name))
-}
-
-/// The 16 bytes [`digest`] writes as text.
-pub fn digest_bytes(name: &str) -> [u8; 16] {
-    xxhash_rust::xxh3::xxh3_128(name.as_bytes()).to_be_bytes()
-}
-
-/// A digest's bytes as [`digest`] writes them.
-pub fn digest_text(bytes: &[u8; 16]) -> String {
-    use base64::Engine as _;
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
-}
-
-/// The bytes of a digest [`digest`] wrote, or `None` for any other text.
-pub fn bytes_of_digest(digest: &str) -> Option<[u8; 16]> {
-    use base64::Engine as _;
-    if digest.len() != 22 {
-        return None;
-    }
-    // Room for base64's estimate of what 22 characters hold (18); a digest fills 16.
-    let mut bytes = [0; 18];
-    match base64::engine::general_purpose::URL_SAFE_NO_PAD.decode_slice(digest, &mut bytes) {
-        Ok(16) => bytes[..16].try_into().ok(),
-        _ => None,
-    }
-}
-
-/// A [`digest`] as its 16 bytes, which is how a worker's state holds and writes the names it
-/// only counts: the text was decoded with every write of the state, a fifth of the
+/// xxh3 of the name, held and written as its 16 bytes and shown as URL-safe base64 in 22
+/// characters (a state's JSON form, and the binary form's first version). Those names are read
+/// back nowhere, only counted, and a slot such as a hub's month of an ESCO skill is ~100
+/// characters: a worker's state is rewritten with every part that touches them, so its size
+/// was most of what the projector wrote (BENCHMARKS.md, "Eighth round"). Two names share a
+/// digest with a probability of about 2^-128 per pair.
+///
+/// Held as bytes since the text was decoded with every write of a state, a fifth of the
 /// projector's CPU under HTTP batches (BENCHMARKS.md, "Forty-third round"). Ordered as the
 /// text sorts, so a state's counts are written in the order they were when they were text
 /// and a state's bytes did not change with this (replicas compare their databases' digests).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Digest(pub [u8; 16]);
+
+/// The 16 bytes of `name`'s [`Digest`] (also what the skills' timestamp keys hold).
+pub fn digest_bytes(name: &str) -> [u8; 16] {
+    xxhash_rust::xxh3::xxh3_128(name.as_bytes()).to_be_bytes()
+}
 
 impl Digest {
     /// The digest of `name`.
@@ -235,14 +211,27 @@ impl Digest {
         Digest(digest_bytes(name))
     }
 
-    /// As [`digest`] writes it.
+    /// Its text: 22 characters of URL-safe base64.
     pub fn text(&self) -> String {
-        digest_text(&self.0)
+        use base64::Engine as _;
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(self.0)
     }
 
-    /// The digest `text` is ([`digest`]'s 22 characters), or `None` for any other text.
+    /// The digest `text` is (what [`Digest::text`] writes), or `None` for any other text. No
+    /// name a digest is made of reads as one: slots hold a `:`, and sessions (attended
+    /// activities) and activities are IRIs, which the statements' schema requires to have a
+    /// scheme and a `:`.
     pub fn parse(text: &str) -> Option<Digest> {
-        bytes_of_digest(text).map(Digest)
+        use base64::Engine as _;
+        if text.len() != 22 {
+            return None;
+        }
+        // Room for base64's estimate of what 22 characters hold (18); a digest fills 16.
+        let mut bytes = [0; 18];
+        match base64::engine::general_purpose::URL_SAFE_NO_PAD.decode_slice(text, &mut bytes) {
+            Ok(16) => bytes[..16].try_into().ok().map(Digest),
+            _ => None,
+        }
     }
 }
 
@@ -281,16 +270,6 @@ impl PartialOrd for Digest {
     fn partial_cmp(&self, other: &Digest) -> Option<std::cmp::Ordering> {
         Some(self.cmp(other))
     }
-}
-
-/// Whether `name` is already a [`digest`]: 22 characters of URL-safe base64. No name a
-/// digest is made of is one: slots hold a `:`, and sessions (attended activities) and
-/// activities are IRIs, which the statements' schema requires to have a scheme and a `:`.
-pub fn is_digest(name: &str) -> bool {
-    name.len() == 22
-        && name
-            .bytes()
-            .all(|byte| byte.is_ascii_alphanumeric() || byte == b'-' || byte == b'_')
 }
 
 /// Where the member counts live: the projection, with what a batch changed so far.

@@ -42,8 +42,12 @@ mod tests {
     use crate::summary::{CompanyState, HubState, ProgrammeState, WorkerState};
     use serde_json::json;
 
+    /// A name's digest as a state's JSON form writes it.
+    fn digest(name: &str) -> String {
+        crate::members::Digest::of(name).text()
+    }
+
     fn worker() -> WorkerState {
-        use crate::members::digest;
         serde_json::from_value(json!({
             "statements": 3, "learning_ms": 5_400_000, "attendance": 1,
             "attended_sessions": {digest("https://example.org/session/1"): 1},
@@ -61,7 +65,6 @@ mod tests {
 
     #[test]
     fn a_name_not_digested_yet_is_written_as_its_digest() {
-        use crate::members::digest;
         let course = "https://example.org/course/1";
         let named: WorkerState = serde_json::from_value(json!({
             "statements": 3, "learning_ms": 0, "attendance": 0, "attended_sessions": {},

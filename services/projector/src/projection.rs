@@ -71,7 +71,7 @@ const MEMBERS_MOVED: &[u8] = b"mmembers1";
 /// Present once the counts of the sets of workers live in the workers' states.
 const MEMBERSHIPS_IN_WORKERS: &[u8] = b"mmembers2";
 /// Present once the workers' states name what they only count by digests
-/// ([`crate::members::digest`]).
+/// ([`crate::members::Digest`]).
 const COUNTED_BY_DIGEST: &[u8] = b"mdigests1";
 /// Present once the sets of [`Set::COUNTED_BY_FINER`] count their finer members and the
 /// programme's companies per month are no longer kept ([`Projection::count_by_finer`]).

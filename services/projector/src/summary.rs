@@ -5,9 +5,8 @@
 //! some 292 million years): 2^64 statements of the largest amount still fit, so adding and
 //! taking back stay exact at any extreme a statement can reach.
 
-use std::collections::BTreeMap;
-
 use std::collections::btree_map::Entry;
+use std::collections::BTreeMap;
 
 use serde::de::{Error as _, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -161,10 +160,10 @@ impl Serialize for DigestCounts {
     }
 }
 
-/// A key of [`DigestCounts`] as read: a digest, or a name not digested yet.
+/// A key of [`DigestCounts`] as read: a digest, or the digest of a name not digested yet.
 enum Key {
     Digest(Digest),
-    Named(String),
+    Named(Digest),
 }
 
 impl<'de> Deserialize<'de> for Key {
@@ -189,7 +188,7 @@ impl<'de> Deserialize<'de> for Key {
             fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<Key, E> {
                 Ok(match Digest::parse(text) {
                     Some(digest) => Key::Digest(digest),
-                    None => Key::Named(text.to_owned()),
+                    None => Key::Named(Digest::of(text)),
                 })
             }
         }
@@ -225,9 +224,9 @@ impl<'de> Deserialize<'de> for DigestCounts {
                             }
                         }
                         Key::Digest(digest) => counts.add(digest, count),
-                        Key::Named(name) => {
+                        Key::Named(digest) => {
                             counts.read_named = true;
-                            counts.add(Digest::of(&name), count);
+                            counts.add(digest, count);
                         }
                     }
                 }
@@ -253,7 +252,7 @@ pub struct WorkerState {
     pub statements: i128,
     pub learning_ms: i128,
     pub attendance: i128,
-    /// By [`crate::members::digest`] of the session (the attended activity), as the three
+    /// By [`crate::members::Digest`] of the session (the attended activity), as the three
     /// sets of activities below by digest of the activity: only counted, never listed.
     pub attended_sessions: DigestCounts,
     pub attended_ms: i128,
@@ -934,7 +933,6 @@ mod tests {
             serde_json::from_value(serde_json::to_value(&read).expect("json")).expect("read");
         assert_eq!(again, expected);
         assert!(!again.read_named, "a digest is never digested again");
-        assert!(!crate::members::is_digest(activity));
     }
 
     #[test]

@@ -1436,7 +1436,7 @@ fn names_as_before_digests(tree: &sled::Db, statements: &[Value]) -> usize {
     }
     let by_digest: BTreeMap<String, String> = names
         .into_iter()
-        .map(|name| (projector::members::digest(&name), name))
+        .map(|name| (projector::members::Digest::of(&name).text(), name))
         .collect();
     let mut changed = 0;
     for item in tree.scan_prefix(b"w") {
