@@ -21,7 +21,7 @@
 
 use std::collections::BTreeMap;
 use std::ops::Bound;
-use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, Condvar, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use crate::part::Writes;
 
@@ -181,6 +181,74 @@ impl Layers {
                 self.active_bytes = (self.active_bytes + value_bytes).saturating_sub(old_bytes);
             }
             None => self.active_bytes += key_bytes + value_bytes,
+        }
+    }
+}
+
+/// Parts being applied behind, which a checkpoint's sled batches wait for
+/// ([`Applying::wait_for_none`]).
+///
+/// sled 0.34 holds one process-wide lock for each batch, and every read and write of any of
+/// the process's databases waits for it meanwhile. A pull applied beside a checkpoint read its
+/// states and counts from sled between the checkpoint's batches: it took 95–138 ms per 400
+/// statements in the median, against 44–63 otherwise (BENCHMARKS.md, the forty-third round),
+/// and the projector's lag came from those pulls. So a checkpoint writes while no part is
+/// applied. It cannot be held back for long: once the active layer holds twice
+/// `BEHIND_BYTES`, the pulls wait for the checkpoint instead (`crate::service`).
+#[derive(Default)]
+pub struct Applying {
+    state: Mutex<Counted>,
+    none: Condvar,
+}
+
+#[derive(Default)]
+struct Counted {
+    /// Parts being applied.
+    parts: usize,
+    /// Checkpoints waiting for them.
+    waiting: usize,
+}
+
+/// A part being applied: [`Applying`] counts it until this is dropped.
+pub struct Apply<'a>(&'a Applying);
+
+impl Applying {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Counted> {
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Counts a part as applied until the guard is dropped.
+    pub fn begin(&self) -> Apply<'_> {
+        self.lock().parts += 1;
+        Apply(self)
+    }
+
+    /// Returns once no part is being applied.
+    pub fn wait_for_none(&self) {
+        let mut counted = self.lock();
+        counted.waiting += 1;
+        let mut counted = self
+            .none
+            .wait_while(counted, |counted| counted.parts > 0)
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        counted.waiting -= 1;
+    }
+
+    /// How many checkpoints wait for the parts (for tests).
+    #[cfg(test)]
+    pub fn waiting(&self) -> usize {
+        self.lock().waiting
+    }
+}
+
+impl Drop for Apply<'_> {
+    fn drop(&mut self) {
+        let mut counted = self.0.lock();
+        counted.parts -= 1;
+        if counted.parts == 0 {
+            self.0.none.notify_all();
         }
     }
 }
@@ -424,6 +492,26 @@ mod tests {
         overlay.merge(one(b"c"), Forgets::default());
         overlay.merge(Writes::new(), forget(b"c", second));
         assert_eq!(overlay.get(b"c"), None);
+    }
+
+    /// A wait for the parts being applied ends at once when none is, and with the last one.
+    #[test]
+    fn a_wait_for_the_parts_ends_with_the_last() {
+        let applying = Applying::default();
+        applying.wait_for_none();
+        let (first, second) = (applying.begin(), applying.begin());
+        std::thread::scope(|scope| {
+            let waiter = scope.spawn(|| applying.wait_for_none());
+            while applying.waiting() == 0 && !waiter.is_finished() {
+                std::thread::yield_now();
+            }
+            assert!(!waiter.is_finished(), "waits while a part is applied");
+            drop(first);
+            drop(second);
+            waiter.join().expect("waiter");
+        });
+        assert_eq!(applying.waiting(), 0);
+        applying.wait_for_none();
     }
 
     /// The active layer's bytes follow what it holds: a key written again counts once.

@@ -106,7 +106,7 @@ impl Part {
         for key in std::mem::take(&mut self.forgets) {
             self.writes.entry(key).or_insert(None);
         }
-        apply_writes(tree, &self.writes, one_batch, sub_batch)
+        apply_writes(tree, &self.writes, one_batch, sub_batch, &|| {})
     }
 
     /// The writes and the keys to forget, for a projection that keeps them in memory a while
@@ -117,12 +117,15 @@ impl Part {
 }
 
 /// Applies `writes` as a part does ([`Part::apply`]): in one sled batch when they are at most
-/// `one_batch`, else journaled and in batches of `sub_batch`.
+/// `one_batch`, else journaled and in batches of `sub_batch`. `before_batch` is called before
+/// each sled batch: a checkpoint waits there while a part is applied
+/// ([`crate::overlay::Applying`]).
 pub fn apply_writes(
     tree: &sled::Db,
     writes: &Writes,
     one_batch: usize,
     sub_batch: usize,
+    before_batch: &dyn Fn(),
 ) -> Result<(), PartError> {
     if writes.len() <= one_batch.max(1) {
         // One batch whatever `sub_batch` is: nothing else makes these writes one.
@@ -130,13 +133,14 @@ pub fn apply_writes(
         for (key, value) in writes {
             add(&mut batch, key, value.clone());
         }
+        before_batch();
         return Ok(tree.apply_batch(batch)?);
     }
-    let journal = write_journal(tree, writes)?;
+    let journal = write_journal(tree, writes, before_batch)?;
     let borrowed = writes
         .iter()
         .map(|(key, value)| (key.as_slice(), value.clone()));
-    apply_in_batches(tree, borrowed, sub_batch.max(1), journal)
+    apply_in_batches(tree, borrowed, sub_batch.max(1), journal, before_batch)
 }
 
 fn journal_key(chunk: u32) -> Vec<u8> {
@@ -145,8 +149,12 @@ fn journal_key(chunk: u32) -> Vec<u8> {
     key
 }
 
-/// Writes the journal in one sled batch; returns its keys.
-fn write_journal(tree: &sled::Db, writes: &Writes) -> Result<Vec<Vec<u8>>, PartError> {
+/// Writes the journal in one sled batch, after `before_batch` returns; returns its keys.
+fn write_journal(
+    tree: &sled::Db,
+    writes: &Writes,
+    before_batch: &dyn Fn(),
+) -> Result<Vec<Vec<u8>>, PartError> {
     let mut journal = sled::Batch::default();
     let mut keys = Vec::new();
     let mut compressor = zstd::bulk::Compressor::new(LEVEL).map_err(PartError::Compress)?;
@@ -172,6 +180,7 @@ fn write_journal(tree: &sled::Db, writes: &Writes) -> Result<Vec<Vec<u8>>, PartE
     if !chunk.is_empty() {
         written(&chunk)?;
     }
+    before_batch();
     tree.apply_batch(journal)?;
     Ok(keys)
 }
@@ -237,13 +246,14 @@ fn decode(
     Ok(())
 }
 
-/// Applies the writes of a part whose `journal` is in sled, in sled batches of `sub_batch`;
-/// the last also removes the journal's keys.
+/// Applies the writes of a part whose `journal` is in sled, in sled batches of `sub_batch`,
+/// each after `before_batch` returns; the last also removes the journal's keys.
 fn apply_in_batches<K: AsRef<[u8]>, V: Into<sled::IVec>>(
     tree: &sled::Db,
     writes: impl IntoIterator<Item = (K, Option<V>)>,
     sub_batch: usize,
     journal: Vec<Vec<u8>>,
+    before_batch: &dyn Fn(),
 ) -> Result<(), PartError> {
     let mut batch = sled::Batch::default();
     let mut in_batch = 0;
@@ -258,6 +268,7 @@ fn apply_in_batches<K: AsRef<[u8]>, V: Into<sled::IVec>>(
                 }
                 applied += 1;
             }
+            before_batch();
             tree.apply_batch(std::mem::take(&mut batch))?;
             in_batch = 0;
         }
@@ -271,6 +282,7 @@ fn apply_in_batches<K: AsRef<[u8]>, V: Into<sled::IVec>>(
     for key in journal {
         batch.remove(key);
     }
+    before_batch();
     Ok(tree.apply_batch(batch)?)
 }
 
@@ -307,7 +319,7 @@ pub fn finish_interrupted(tree: &sled::Db, sub_batch: usize) -> Result<Option<us
         return Ok(None);
     }
     let count = writes.len();
-    apply_in_batches(tree, writes, sub_batch.max(1), journal)?;
+    apply_in_batches(tree, writes, sub_batch.max(1), journal, &|| {})?;
     Ok(Some(count))
 }
 

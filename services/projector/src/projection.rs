@@ -324,6 +324,8 @@ pub struct Projection {
     /// Held by a checkpoint from its freeze until sled holds the frozen layer, so that
     /// checkpoints write one after another.
     checkpointing: Mutex<()>,
+    /// Parts being applied behind, which a checkpoint's sled batches wait for.
+    applying: crate::overlay::Applying,
 }
 
 /// The [`Projection::seen`] filter, sized for the `held` statements the programme counts and
@@ -565,6 +567,7 @@ impl Projection {
             seen: idfilter::IdFilter::unfilled(),
             overlay: crate::overlay::Overlay::default(),
             checkpointing: Mutex::new(()),
+            applying: crate::overlay::Applying::default(),
         };
         // First: the journal holds writes made after everything below.
         projection.finish_interrupted_part()?;
@@ -1372,6 +1375,7 @@ impl Projection {
     /// [`Projection::apply_effects`], written behind ([`crate::overlay`]): the part is read at
     /// once and reaches sled at the next [`Projection::checkpoint`].
     pub fn apply_behind(&self, messages: &[(u64, Vec<Effect>)]) -> Result<(), ProjectionError> {
+        let _applying = self.applying.begin();
         self.apply_part(messages, true)
     }
 
@@ -1386,7 +1390,13 @@ impl Projection {
         let mut written = 0;
         // A layer a failed checkpoint left frozen first; then what is active now.
         while let Some((frozen, leftover)) = self.overlay.freeze() {
-            crate::part::apply_writes(&self.tree, &frozen, self.one_batch, self.sub_batch)?;
+            crate::part::apply_writes(
+                &self.tree,
+                &frozen,
+                self.one_batch,
+                self.sub_batch,
+                &|| self.applying.wait_for_none(),
+            )?;
             self.tree.flush()?;
             self.overlay.written();
             written += frozen.len();

@@ -362,3 +362,46 @@ fn pulls_of_one_layer_write_what_one_part_of_them_writes() {
     split.checkpoint().expect("checkpoint");
     assert_eq!(entries(&split), entries(&through));
 }
+
+/// A checkpoint writes nothing to sled while a part is being applied behind (its sled
+/// batches would hold the part's every read: sled's process-wide lock), and everything once
+/// no part is.
+#[test]
+fn a_checkpoint_writes_once_no_part_is_being_applied() {
+    let (first, _) = messages();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let projection = std::sync::Arc::new(
+        Projection::open(&dir.path().join("behind"))
+            .expect("open")
+            .with_sub_batch(7),
+    );
+    let opened = entries(&projection);
+    projection
+        .apply_behind(&effects_of(&first))
+        .expect("applied");
+    let part = projection.applying.begin();
+    let checkpoint = std::thread::spawn({
+        let projection = projection.clone();
+        move || projection.checkpoint()
+    });
+    while projection.applying.waiting() == 0 && !checkpoint.is_finished() {
+        std::thread::yield_now();
+    }
+    assert!(
+        !checkpoint.is_finished(),
+        "the checkpoint waits for the part"
+    );
+    assert_eq!(entries(&projection), opened, "nothing written meanwhile");
+    assert!(projection.is_behind());
+
+    drop(part);
+    let written = checkpoint
+        .join()
+        .expect("checkpoint thread")
+        .expect("checkpoint");
+    assert!(written > 7, "a journaled checkpoint: {written} writes");
+    assert!(!projection.is_behind());
+    let through = Projection::open(&dir.path().join("through")).expect("open");
+    applied(&through, &first).expect("applied");
+    assert_eq!(entries(&projection), entries(&through));
+}

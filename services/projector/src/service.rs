@@ -190,7 +190,8 @@ impl Projector {
 
     /// Writes what was applied behind to sled and flushes ([`Projection::checkpoint`]), then
     /// acknowledges the messages it held: after it, every message applied before it is
-    /// acknowledged. One at a time (the projection's own lock); reads go on meanwhile.
+    /// acknowledged. One at a time (the projection's own lock); reads go on meanwhile, and
+    /// its sled batches wait while a part is applied ([`crate::overlay::Applying`]).
     async fn checkpoint(&self) -> anyhow::Result<()> {
         // Taken before the freeze: each was applied before it, so the checkpoint writes it.
         let messages = std::mem::take(
@@ -720,7 +721,8 @@ const LINGER: std::time::Duration = std::time::Duration::from_millis(25);
 /// ([`crate::overlay`]): a key written by the pulls in between reaches sled once.
 const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
 /// Bytes of keys and values applied behind after which a checkpoint starts at once; at twice
-/// this the pulls wait for one. Bounds the overlay's memory whatever the pace.
+/// this the pulls wait for one. Bounds the overlay's memory whatever the pace, and how long a
+/// checkpoint waits for the parts being applied ([`crate::overlay::Applying`]).
 const BEHIND_BYTES: usize = 16 * 1024 * 1024;
 
 fn answer(projection: &Arc<Projection>, payload: &[u8], budget: usize) -> Vec<u8> {
