@@ -438,12 +438,12 @@ fn copy_entries(
 const REOPEN_WAIT: Duration = Duration::from_secs(5);
 
 /// The copy, written with sled's flusher every [`sledconf::COPY_CLEANING_MS`], opened again
-/// as the projector opens its database (the flusher every [`sledconf::CLEANING_MS`]). Takes a
-/// few seconds at a million statements, beside the applying.
+/// as the projector opens a database it made (the flusher every [`sledconf::CLEANING_MS`]).
+/// Takes a few seconds at a million statements, beside the applying.
 fn reopened(copy: sled::Db, path: &Path, cache_bytes: u64) -> Result<sled::Db, ProjectionError> {
     copy.flush()?;
     drop(copy);
-    Projection::open_tree_when_free(path, cache_bytes, REOPEN_WAIT)
+    Projection::open_written_when_free(path, cache_bytes, REOPEN_WAIT)
 }
 
 /// Rounds beside the applying: the keys written during the round before, copied again, until
