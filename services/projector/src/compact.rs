@@ -438,12 +438,14 @@ fn copy_entries(
 const REOPEN_WAIT: Duration = Duration::from_secs(5);
 
 /// The copy, written with sled's flusher every [`sledconf::COPY_CLEANING_MS`], opened again
-/// as the projector opens a database it made (the flusher every [`sledconf::CLEANING_MS`]).
-/// Takes a few seconds at a million statements, beside the applying.
+/// as the projector opens a database after a restart: without the flusher thread, cleaned as
+/// it is written ([`sledconf::cleaned_unless_reopened`]). With the thread, a copy swapped in
+/// after an erasure was rewritten at ~2 MB/s while the node was idle (BENCHMARKS.md, the
+/// forty-fifth round). Takes a few seconds at a million statements, beside the applying.
 fn reopened(copy: sled::Db, path: &Path, cache_bytes: u64) -> Result<sled::Db, ProjectionError> {
     copy.flush()?;
     drop(copy);
-    Projection::open_written_when_free(path, cache_bytes, REOPEN_WAIT)
+    Projection::open_tree_when_free(path, cache_bytes, REOPEN_WAIT)
 }
 
 /// Rounds beside the applying: the keys written during the round before, copied again, until

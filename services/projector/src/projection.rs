@@ -492,26 +492,6 @@ impl Members for TreeMembers<'_> {
     }
 }
 
-/// Opens a sled database with `open`, tried again every 20 ms for up to `wait` while another
-/// handle's threads still hold its lock.
-fn when_free(
-    wait: std::time::Duration,
-    open: impl Fn() -> sled::Result<sled::Db>,
-) -> Result<sled::Db, ProjectionError> {
-    let deadline = std::time::Instant::now() + wait;
-    loop {
-        match open() {
-            Err(sled::Error::Io(err))
-                if err.to_string().contains("could not acquire lock")
-                    && std::time::Instant::now() < deadline =>
-            {
-                std::thread::sleep(std::time::Duration::from_millis(20));
-            }
-            opened => return Ok(opened?),
-        }
-    }
-}
-
 /// sled's page cache for the projector's database unless configured
 /// (`[memory] projector_cache_mb`; sled's own default is 1 GB). At 32 MiB its lag under
 /// ingest (p99 647-785 ms) and its catch-up after a million statements moved within what runs
@@ -533,9 +513,9 @@ impl Projection {
     /// threads may hold its lock for a moment after a drop, and a reopen would be refused).
     /// A database made now runs sled's flusher thread beside it ([`sledconf::CLEANING_MS`]):
     /// not for flushing (each checkpoint is flushed before its acks) but for sled's segment
-    /// cleaner. One a process before this one made (a restart) runs without it
-    /// ([`sledconf::cleaned_unless_reopened`]): at a million statements the cleaner of such a
-    /// one rewrote its log without end, with nothing sent.
+    /// cleaner. One opened again runs without it ([`sledconf::cleaned_unless_reopened`]): a
+    /// restart's (at a million statements its cleaner rewrote the log without end, nothing
+    /// sent) and a compaction's copy once written (~2 MB/s while idle).
     pub fn open_tree(path: &Path, cache_bytes: u64) -> Result<sled::Db, ProjectionError> {
         Ok(sledconf::cleaned_unless_reopened(path)
             .cache_capacity(cache_bytes)
@@ -544,7 +524,7 @@ impl Projection {
 
     /// [`Projection::open_tree`] for a compaction's copy, made in the small segments a copy
     /// takes least in and with sled's segment cleaner running more often while it is written
-    /// ([`sledconf::copy`]): reopen it with [`Projection::open_written_when_free`] once written.
+    /// ([`sledconf::copy`]): reopen it with [`Projection::open_tree_when_free`] once written.
     pub(crate) fn open_copy_tree(
         path: &Path,
         cache_bytes: u64,
@@ -560,25 +540,18 @@ impl Projection {
         cache_bytes: u64,
         wait: std::time::Duration,
     ) -> Result<sled::Db, ProjectionError> {
-        when_free(wait, || {
-            sledconf::cleaned_unless_reopened(path)
-                .cache_capacity(cache_bytes)
-                .open()
-        })
-    }
-
-    /// A database this process has just written (a compaction's copy) opened again when its
-    /// lock is free, with sled's flusher thread as a database made now ([`sledconf::config`]):
-    /// written once in key order with the cleaner running, its log is not one the cleaner
-    /// loops in.
-    pub(crate) fn open_written_when_free(
-        path: &Path,
-        cache_bytes: u64,
-        wait: std::time::Duration,
-    ) -> Result<sled::Db, ProjectionError> {
-        when_free(wait, || {
-            sledconf::config(path).cache_capacity(cache_bytes).open()
-        })
+        let deadline = std::time::Instant::now() + wait;
+        loop {
+            match Projection::open_tree(path, cache_bytes) {
+                Err(ProjectionError::Sled(sled::Error::Io(err)))
+                    if err.to_string().contains("could not acquire lock")
+                        && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                opened => return opened,
+            }
+        }
     }
 
     /// The projection on an open sled database at `path`: migrations first.
