@@ -517,9 +517,12 @@ impl Projection {
     /// restart's (at a million statements its cleaner rewrote the log without end, nothing
     /// sent) and a compaction's copy once written (~2 MB/s while idle).
     pub fn open_tree(path: &Path, cache_bytes: u64) -> Result<sled::Db, ProjectionError> {
-        Ok(sledconf::cleaned_unless_reopened(path)
-            .cache_capacity(cache_bytes)
-            .open()?)
+        Ok(Projection::tree_config(path, cache_bytes).open()?)
+    }
+
+    /// How [`Projection::open_tree`] opens the database at `path`.
+    pub(crate) fn tree_config(path: &Path, cache_bytes: u64) -> sled::Config {
+        sledconf::cleaned_unless_reopened(path).cache_capacity(cache_bytes)
     }
 
     /// [`Projection::open_tree`] for a compaction's copy, made in the small segments a copy

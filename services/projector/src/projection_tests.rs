@@ -405,3 +405,16 @@ fn a_checkpoint_writes_once_no_part_is_being_applied() {
     applied(&through, &first).expect("applied");
     assert_eq!(entries(&projection), entries(&through));
 }
+
+/// The projector's database runs sled's flusher thread while it is new, and none once opened
+/// again (a restart, a compaction's copy once written): in a database opened again that
+/// thread's segment cleaner rewrote the log without end (BENCHMARKS.md, the forty-fifth round).
+#[test]
+fn a_database_opened_again_runs_without_sleds_flusher() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("projector.sled");
+    let flusher = |path: &Path| Projection::tree_config(path, DEFAULT_CACHE_BYTES).flush_every_ms;
+    assert_eq!(flusher(&path), Some(sledconf::CLEANING_MS));
+    drop(Projection::open(&path).expect("open"));
+    assert_eq!(flusher(&path), None);
+}

@@ -44,7 +44,7 @@ pub const COPY_SEGMENT_BYTES: usize = 512 * 1024;
 /// was watched (BENCHMARKS.md, the thirty-eighth round). The store is opened
 /// [`cleaned_as_written`] for that reason. The projector's database, as the ingest of a
 /// million statements left it, did the same once a `serve` started on it again had written
-/// once: ~24 MB/s with a third of a core for as long as it was watched, nothing sent
+/// once: 17–30 MB/s with a third of a core for as long as it was watched, nothing sent
 /// (the forty-fifth round); it is opened [`cleaned_unless_reopened`].
 pub const CLEANING_MS: u64 = 500;
 
