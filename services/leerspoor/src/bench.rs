@@ -772,6 +772,35 @@ fn stage_profile() -> anyhow::Result<()> {
         Ok(())
     })?;
     let (store_apply, store_indexed) = store_apply_per_message(&validator)?;
+    // The batch as the store publishes it on `LRS_STORED`: completed, with an authority.
+    let authority = json!({"objectType": "Agent", "account": {"homePage": "https://leerspoor.example", "name": KEY}});
+    let stored_message = serde_json::to_vec(&bus::wire::StoredEvents {
+        sequence: 1,
+        events: batch
+            .iter()
+            .enumerate()
+            .map(|(n, statement)| {
+                let mut statement = statement.clone();
+                let stored = "2026-12-01T10:00:00.000Z";
+                xapi::statement::complete_for_store(
+                    &mut statement,
+                    stored,
+                    &authority,
+                    xapi::XapiVersion::V2_0_0,
+                );
+                bus::wire::StoredEvent {
+                    kind: bus::wire::EventKind::Stored,
+                    position: n as u64 + 1,
+                    statement,
+                }
+            })
+            .collect(),
+    })?;
+    let projector_read = time(&mut || {
+        let message = projector::events::decode(&stored_message)?;
+        std::hint::black_box(projector::contribution::effects(&message));
+        Ok(())
+    })?;
     println!();
     println!("stage profile, one batch of 100 statements ({} bytes, {index_entries} index entries), mean of {ROUNDS} rounds:", body.len());
     for (stage, micros) in [
@@ -782,6 +811,7 @@ fn stage_profile() -> anyhow::Result<()> {
         ("sled flush (fsync)", flush),
         ("store: apply one message", store_apply),
         ("store: ... and index it", store_indexed),
+        ("projector: read 100 events", projector_read),
         (
             "projector: apply 100 events",
             100.0 / crate::bench_summaries::projection_events_per_second()? * 1e6,

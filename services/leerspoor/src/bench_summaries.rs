@@ -387,7 +387,7 @@ pub fn projector_apply(statements: usize) -> anyhow::Result<()> {
         let started = Instant::now();
         for (index, payload) in payloads.iter().enumerate() {
             let at = Instant::now();
-            let message: StoredEvents = serde_json::from_slice(payload)?;
+            let message = projector::events::decode(payload)?;
             events += message.events.len();
             pending.push((index as u64 + 1, projector::contribution::effects(&message)));
             decoding += at.elapsed();

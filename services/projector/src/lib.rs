@@ -7,6 +7,7 @@
 //! stored, non-voided statements.
 //!
 //! # Layout
+//! - [`events`]: an `LRS_STORED` message read with only what [`contribution`] looks at.
 //! - [`contribution`]: what one statement adds, per worker (pure).
 //! - [`summary`]: the exactly-reversible summary state and its JSON views.
 //! - [`packed`]: a summary state as stored (binary, behind a tag; JSON from before reads).
@@ -23,6 +24,7 @@ pub use service::{Projector, ProjectorConfig};
 
 pub mod compact;
 pub mod contribution;
+pub mod events;
 pub mod members;
 pub mod order;
 pub mod overlay;

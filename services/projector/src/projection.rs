@@ -1809,7 +1809,7 @@ impl Projection {
         let mut applied = 0;
         let mut left = 0;
         for parked in self.parked()? {
-            match serde_json::from_str::<StoredEvents>(&parked.payload) {
+            match crate::events::decode(parked.payload.as_bytes()) {
                 Ok(events) => {
                     self.apply(parked.sequence, &events)?;
                     self.tree.remove(parked_key(parked.sequence))?;

@@ -10,7 +10,7 @@ use anyhow::Context as _;
 use async_nats::jetstream::{self, AckKind};
 use bus::pull::{Ack, InFlight, Pulled, Puller};
 use bus::subjects;
-use bus::wire::{StoredEvents, SummaryQuery, SummaryReply};
+use bus::wire::{SummaryQuery, SummaryReply};
 use futures::{FutureExt as _, StreamExt};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
@@ -337,7 +337,7 @@ impl Projector {
                     // Taken out, to go once decoded: the rest of the message waits for its
                     // ack, and a payload keeps its connection's read buffer alive (`Ack`).
                     let payload = std::mem::take(&mut message.message.payload);
-                    let decoded = match serde_json::from_slice::<StoredEvents>(&payload) {
+                    let decoded = match crate::events::decode(&payload) {
                         Ok(decoded) => decoded,
                         Err(err) => {
                             // Kept with the reason for `leerspoor project --replay-parked`.
