@@ -86,6 +86,11 @@ pub struct BenchArgs {
     /// With --targets: keep this run's figures in --baseline as the ones to compare with.
     #[arg(long)]
     pub record: bool,
+    /// With --targets: whole runs, each on a fresh node; the figures compared (and recorded)
+    /// are each figure's median over them. A reference wants three or more: one run on this
+    /// kind of machine can be a third off the next.
+    #[arg(long, default_value_t = 1)]
+    pub runs: usize,
     #[arg(
         long,
         default_value = "bench",
@@ -234,6 +239,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             size: args.size,
             baseline: args.baseline.clone(),
             record: args.record,
+            runs: args.runs,
         })
         .await;
     }

@@ -7,7 +7,8 @@
 //!
 //! It is a benchmark, not a test: it says which figures moved beyond this machine's noise, and
 //! exits non-zero when one got worse by more than that, so a change can be checked before it
-//! lands. `--record` writes the new figures as the ones to compare with next time.
+//! lands. `--record` writes the new figures as the ones to compare with next time; `--runs N`
+//! makes them each figure's median over N whole runs, each on a fresh node.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -273,6 +274,14 @@ pub struct Recorded {
     /// it (mimalloc's defaults).
     #[serde(default)]
     pub allocator: BTreeMap<String, String>,
+    /// How many runs the figures are the medians of (1 in figures recorded before runs were
+    /// counted).
+    #[serde(default = "one")]
+    pub runs: usize,
+}
+
+fn one() -> usize {
+    1
 }
 
 pub struct TargetsArgs {
@@ -280,10 +289,121 @@ pub struct TargetsArgs {
     pub size: usize,
     pub baseline: PathBuf,
     pub record: bool,
+    /// Whole runs, each on a fresh node; the figures compared and recorded are their medians.
+    pub runs: usize,
 }
 
 pub async fn run(args: TargetsArgs) -> anyhow::Result<()> {
     let last = read_baseline(&args.baseline)?;
+    let runs = args.runs.max(1);
+    let mut each = Vec::with_capacity(runs);
+    let mut allocator = BTreeMap::new();
+    for run in 1..=runs {
+        if runs > 1 {
+            println!("run {run} of {runs}");
+        }
+        let (figures, settings) = one_run(&args).await?;
+        each.push(figures);
+        allocator = settings;
+    }
+    let figures = medians(&each);
+    if runs > 1 {
+        print_runs(&each, &figures);
+    }
+    let now = Recorded {
+        recorded: chrono::Utc::now().format("%Y-%m-%d %H:%M UTC").to_string(),
+        commit: commit(),
+        size: args.size,
+        figures,
+        allocator,
+        runs,
+    };
+    let slower = compare(last.as_ref(), &now);
+    let machine = machine_note(last.as_ref(), &now);
+    if let Some(note) = &machine {
+        println!("{note}");
+    }
+    let settings = allocator_note(last.as_ref(), &now);
+    if let Some(note) = &settings {
+        println!("{note}");
+    }
+    if args.record {
+        std::fs::write(&args.baseline, serde_json::to_string_pretty(&now)? + "\n")
+            .with_context(|| format!("writing {}", args.baseline.display()))?;
+        println!(
+            "recorded as the figures to compare with: {}",
+            args.baseline.display()
+        );
+    }
+    anyhow::ensure!(
+        slower.is_empty() || args.record,
+        "slower than the last recorded figures beyond the noise: {}{}",
+        slower.join(", "),
+        match (&machine, &settings) {
+            (_, Some(_)) => " (under other allocator settings: see above)",
+            (Some(_), None) => " (and so was the machine: run again before believing it)",
+            (None, None) => "",
+        }
+    );
+    Ok(())
+}
+
+/// Each figure's median over the runs that have it (of an even number, the mean of the two
+/// in the middle): one slow or fast run moves a median of three no further than the others.
+fn medians(runs: &[BTreeMap<String, f64>]) -> BTreeMap<String, f64> {
+    let mut all: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
+    for figures in runs {
+        for (key, value) in figures {
+            all.entry(key).or_default().push(*value);
+        }
+    }
+    all.into_iter()
+        .map(|(key, mut values)| {
+            values.sort_by(f64::total_cmp);
+            let middle = values.len() / 2;
+            let median = if values.len() % 2 == 0 {
+                (values[middle - 1] + values[middle]) / 2.0
+            } else {
+                values[middle]
+            };
+            (key.to_owned(), median)
+        })
+        .collect()
+}
+
+/// Every run's figure beside the median, for the metrics the table shows.
+fn print_runs(each: &[BTreeMap<String, f64>], medians: &BTreeMap<String, f64>) {
+    println!();
+    println!(
+        "{} runs, each figure per run and the median compared below:",
+        each.len()
+    );
+    for metric in METRICS {
+        let Some(median) = medians.get(metric.key) else {
+            continue;
+        };
+        let values: Vec<String> = each
+            .iter()
+            .map(|figures| {
+                figures
+                    .get(metric.key)
+                    .map(|value| figure(*value))
+                    .unwrap_or_default()
+            })
+            .collect();
+        println!(
+            "{:<58} {:>24}  median {}",
+            metric.label,
+            values.join(" / "),
+            figure(*median)
+        );
+    }
+}
+
+/// One whole run on a fresh node: its figures and the allocator's settings.
+async fn one_run(
+    args: &TargetsArgs,
+) -> anyhow::Result<(BTreeMap<String, f64>, BTreeMap<String, String>)> {
     let node = BenchNode::start().await?;
     let js = jetstream::new(async_nats::connect(node.nats.url()).await?);
     let mut figures = BTreeMap::new();
@@ -442,41 +562,7 @@ pub async fn run(args: TargetsArgs) -> anyhow::Result<()> {
         stopped as f64 / json_bytes.max(1) as f64,
     );
 
-    let now = Recorded {
-        recorded: chrono::Utc::now().format("%Y-%m-%d %H:%M UTC").to_string(),
-        commit: commit(),
-        size: args.size,
-        figures,
-        allocator,
-    };
-    let slower = compare(last.as_ref(), &now);
-    let machine = machine_note(last.as_ref(), &now);
-    if let Some(note) = &machine {
-        println!("{note}");
-    }
-    let settings = allocator_note(last.as_ref(), &now);
-    if let Some(note) = &settings {
-        println!("{note}");
-    }
-    if args.record {
-        std::fs::write(&args.baseline, serde_json::to_string_pretty(&now)? + "\n")
-            .with_context(|| format!("writing {}", args.baseline.display()))?;
-        println!(
-            "recorded as the figures to compare with: {}",
-            args.baseline.display()
-        );
-    }
-    anyhow::ensure!(
-        slower.is_empty() || args.record,
-        "slower than the last recorded figures beyond the noise: {}{}",
-        slower.join(", "),
-        match (&machine, &settings) {
-            (_, Some(_)) => " (under other allocator settings: see above)",
-            (Some(_), None) => " (and so was the machine: run again before believing it)",
-            (None, None) => "",
-        }
-    );
-    Ok(())
+    Ok((figures, allocator))
 }
 
 /// The same fixed work timed on this machine before and after the scenarios: the figures of
@@ -657,8 +743,14 @@ fn compare(last: Option<&Recorded>, now: &Recorded) -> Vec<String> {
     println!();
     match last {
         Some(last) => println!(
-            "compared with the figures recorded {} at {} (size {})",
-            last.recorded, last.commit, last.size
+            "compared with the figures recorded {} at {} (size {}{})",
+            last.recorded,
+            last.commit,
+            last.size,
+            match last.runs {
+                1 => String::new(),
+                runs => format!(", medians of {runs} runs"),
+            }
         ),
         None => println!("no recorded figures to compare with yet (--record keeps these)"),
     }
@@ -1140,6 +1232,7 @@ mod tests {
                 .map(|(key, value)| ((*key).to_owned(), *value))
                 .collect(),
             allocator: allocator.clone(),
+            runs: 1,
         }
     }
 
@@ -1228,6 +1321,57 @@ mod tests {
         assert!(old.allocator.is_empty());
         let purged = BTreeMap::from([("MIMALLOC_PURGE_DELAY".into(), "10".into())]);
         assert_eq!(settings_text(&purged), "mimalloc, MIMALLOC_PURGE_DELAY=10");
+    }
+
+    #[test]
+    fn medians_take_the_middle_run_of_each_figure() {
+        let run = |figures: &[(&str, f64)]| -> BTreeMap<String, f64> {
+            figures
+                .iter()
+                .map(|(key, value)| ((*key).to_owned(), *value))
+                .collect()
+        };
+        let three = [
+            run(&[("http_batch_100", 9_000.0), ("peak_resident_mb", 790.0)]),
+            run(&[("http_batch_100", 5_000.0), ("peak_resident_mb", 800.0)]),
+            run(&[
+                ("http_batch_100", 7_000.0),
+                ("peak_resident_mb", 760.0),
+                ("read_id_p99_ms", 1.5),
+            ]),
+        ];
+        let median = medians(&three);
+        assert_eq!(median["http_batch_100"], 7_000.0);
+        assert_eq!(median["peak_resident_mb"], 790.0);
+        // A figure only one run has is that run's.
+        assert_eq!(median["read_id_p99_ms"], 1.5);
+        // Of two, the mean of both.
+        assert_eq!(medians(&three[..2])["http_batch_100"], 7_000.0);
+        assert_eq!(medians(&three[..1]), three[0]);
+    }
+
+    #[test]
+    fn figures_recorded_before_runs_were_counted_are_one_runs() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("targets.json");
+        std::fs::write(
+            &path,
+            r#"{"recorded": "then", "commit": "abc", "size": 1000000, "figures": {"http_batch_100": 10865.0}}"#,
+        )
+        .expect("write");
+        let read = read_baseline(&path).expect("read").expect("recorded");
+        assert_eq!(read.runs, 1);
+        let mut medians_of_three = read;
+        medians_of_three.runs = 3;
+        std::fs::write(
+            &path,
+            serde_json::to_string(&medians_of_three).expect("json"),
+        )
+        .expect("write");
+        assert_eq!(
+            read_baseline(&path).expect("read").expect("recorded").runs,
+            3
+        );
     }
 
     /// Figures taken at `--size` (the grown store's, memory, disk) compare only with figures
