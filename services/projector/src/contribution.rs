@@ -84,7 +84,8 @@ pub fn effects(message: &StoredEvents) -> Vec<Effect> {
 }
 
 /// The contributions of a stored statement (none for a voiding statement, or an actor without
-/// an identified agent).
+/// an identified agent). The service reads statements with only the members
+/// [`crate::events`] keeps: a member read here for the first time must be kept there too.
 pub fn contributions(statement: &Value) -> Vec<Contribution> {
     let verb = xapi::json::at(statement, &["verb", "id"])
         .and_then(Value::as_str)
