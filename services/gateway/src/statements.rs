@@ -8,11 +8,13 @@ use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use bus::access::Scope;
 use bus::subjects;
-use bus::wire::{HttpBatch, PageHead, StatementQuery, StatementReply, StatementReplyWire, Verdict};
+use bus::wire::{
+    HttpBatchText, PageHead, StatementQuery, StatementReply, StatementReplyWire, Verdict,
+};
 use chrono::{DateTime, Utc};
 use serde_json::value::RawValue;
 use serde_json::{json, Value};
-use xapi::statement::{authority_names, ensure_id_from, format_canonical, format_ids};
+use xapi::statement::{authority_names, format_canonical, format_ids};
 use xapi::{BatchViolation, Violation, XapiVersion};
 
 use crate::auth::{caller_ifi, Caller};
@@ -133,26 +135,41 @@ async fn submit(
         validator.check_batch(&statements, version)
     };
     checked.map_err(ApiError::InvalidStatement)?;
-    let attempt = state.unconfirmed.attempt(xapi::statement::request_seed(
+    let texts = xapi::statement::StatementTexts::of(&statements);
+    let attempt = state.unconfirmed.attempt(xapi::statement::request_seed_of(
         &caller.0.key,
         version,
-        &statements,
+        &texts,
         put_id,
     ));
     let seed = attempt.seed();
+    let mut written = Vec::with_capacity(texts.iter().map(|text| text.len() + 64).sum());
     let ids: Vec<String> = statements
         .iter_mut()
         .enumerate()
-        .map(|(index, statement)| ensure_id_from(statement, &seed, index))
+        .map(|(index, statement)| {
+            if index > 0 {
+                written.push(b',');
+            }
+            xapi::statement::ensure_id_written(
+                statement,
+                texts.get(index),
+                &seed,
+                index,
+                &mut written,
+            )
+        })
         .collect();
-    let batch = HttpBatch {
-        authority: caller.0.authority(&state.authority_home_page),
-        version: version.as_str().to_owned(),
-        statements,
+    let bodies: Vec<String> = attachments.keys().cloned().collect();
+    let payload = HttpBatchText {
+        authority: &caller.0.authority(&state.authority_home_page),
+        version: version.as_str(),
+        statements: &written,
         define: caller.has_any(&[Scope::All, Scope::Define]),
-        bodies: attachments.keys().cloned().collect(),
-    };
-    let payload = serde_json::to_vec(&batch).map_err(|err| {
+        bodies: &bodies,
+    }
+    .to_vec()
+    .map_err(|err| {
         tracing::error!(error = %err, "cannot encode batch");
         ApiError::Internal
     })?;

@@ -53,6 +53,16 @@ pub fn request_seed(
     statements: &[Value],
     put_id: Option<&str>,
 ) -> [u8; 32] {
+    request_seed_of(key, version, &StatementTexts::of(statements), put_id)
+}
+
+/// [`request_seed`] of statements already written as text.
+pub fn request_seed_of(
+    key: &str,
+    version: XapiVersion,
+    texts: &StatementTexts,
+    put_id: Option<&str>,
+) -> [u8; 32] {
     use sha2::Digest as _;
     let mut hasher = sha2::Sha256::new();
     for part in [
@@ -63,18 +73,89 @@ pub fn request_seed(
         hasher.update((part.len() as u64).to_be_bytes());
         hasher.update(part);
     }
-    // Each statement as compact JSON, the bytes `Value::to_string` gives, written by
-    // serde_json's own writer into one buffer: through `Display` it took four times as long,
-    // a sixth of the gateway's CPU under batches (BENCHMARKS.md, eighteenth round).
-    let mut text = Vec::new();
-    for statement in statements {
-        text.clear();
-        // Writing a `Value` into a `Vec` cannot fail.
-        let _ = serde_json::to_writer(&mut text, statement);
+    for text in texts.iter() {
         hasher.update((text.len() as u64).to_be_bytes());
-        hasher.update(&text);
+        hasher.update(text);
     }
     hasher.finalize().into()
+}
+
+/// Statements as compact JSON, one after another in one buffer: the bytes `Value::to_string`
+/// gives each, written by serde_json's own writer (through `Display` it took four times as
+/// long, a sixth of the gateway's CPU under batches; BENCHMARKS.md, eighteenth round). What
+/// [`request_seed_of`] digests, and, with the ids [`ensure_id_written`] gives, what the gateway
+/// publishes: each statement of a request written once, not once for the seed and again for
+/// the bus (BENCHMARKS.md, the forty-seventh round).
+#[derive(Debug, Default)]
+pub struct StatementTexts {
+    bytes: Vec<u8>,
+    /// Where each statement's text ends in `bytes`.
+    ends: Vec<usize>,
+}
+
+impl StatementTexts {
+    pub fn of(statements: &[Value]) -> StatementTexts {
+        let mut texts = StatementTexts {
+            bytes: Vec::new(),
+            ends: Vec::with_capacity(statements.len()),
+        };
+        for statement in statements {
+            // Writing a `Value` into a `Vec` cannot fail.
+            let _ = serde_json::to_writer(&mut texts.bytes, statement);
+            texts.ends.push(texts.bytes.len());
+        }
+        texts
+    }
+
+    /// The text of the `index`th statement (empty past the last).
+    pub fn get(&self, index: usize) -> &[u8] {
+        let start = match index {
+            0 => 0,
+            _ => self
+                .ends
+                .get(index - 1)
+                .copied()
+                .unwrap_or(self.bytes.len()),
+        };
+        let end = self.ends.get(index).copied().unwrap_or(start);
+        &self.bytes[start..end]
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &[u8]> {
+        (0..self.ends.len()).map(|index| self.get(index))
+    }
+}
+
+/// [`ensure_id_from`], and the statement's JSON as it is then appended to `out`, made from
+/// `sent` (its text as [`StatementTexts`] wrote it before): as sent when it had an id, else
+/// with the new id put first. A statement whose `id` was not one (validation lets none
+/// through) is written again whole.
+pub fn ensure_id_written(
+    statement: &mut Value,
+    sent: &[u8],
+    seed: &[u8; 32],
+    index: usize,
+    out: &mut Vec<u8>,
+) -> String {
+    let had_id = statement_id(statement).is_some();
+    let had_member = statement.get("id").is_some();
+    let id = ensure_id_from(statement, seed, index);
+    match sent.strip_prefix(b"{") {
+        _ if had_id => out.extend_from_slice(sent),
+        Some(rest) if !had_member && statement.is_object() => {
+            out.extend_from_slice(br#"{"id":"#);
+            // A string into a `Vec` cannot fail.
+            let _ = serde_json::to_writer(&mut *out, &id);
+            if rest != b"}" {
+                out.push(b',');
+            }
+            out.extend_from_slice(rest);
+        }
+        _ => {
+            let _ = serde_json::to_writer(&mut *out, statement);
+        }
+    }
+    id
 }
 
 /// The statement's id in canonical (lowercase hyphenated) form.
@@ -448,6 +529,41 @@ fn reduce_language_maps(value: &mut Value, languages: &[String], key: Option<&st
 mod tests {
     use super::*;
     use serde_json::json;
+
+    /// The text a statement is published as, made from its text as sent, reads as the
+    /// statement `ensure_id_from` makes: with an id of its own (kept as sent), without one,
+    /// empty, and with an `id` that is not one (written again).
+    #[test]
+    fn a_statement_written_with_its_id_reads_as_the_statement_with_it() {
+        let seed = [7; 32];
+        let statements = [
+            sample(),
+            json!({"actor": {"mbox": "mailto:a@example.org"}, "verb": {"id": "https://v"}}),
+            json!({}),
+            json!({"id": 5, "actor": {"mbox": "mailto:a@example.org"}}),
+        ];
+        let texts = StatementTexts::of(&statements);
+        assert_eq!(texts.iter().count(), statements.len());
+        for (index, statement) in statements.iter().enumerate() {
+            assert_eq!(texts.get(index), statement.to_string().as_bytes());
+            let (mut expected, mut written) = (statement.clone(), statement.clone());
+            let id = ensure_id_from(&mut expected, &seed, index);
+            let mut out = b"[".to_vec();
+            assert_eq!(
+                ensure_id_written(&mut written, texts.get(index), &seed, index, &mut out),
+                id
+            );
+            out.push(b']');
+            let read: Vec<Value> = serde_json::from_slice(&out).expect("JSON");
+            assert_eq!(read, [expected.clone()], "statement {index}");
+            assert_eq!(written, expected);
+        }
+        assert_eq!(texts.get(statements.len()), b"");
+        assert_eq!(
+            request_seed("k", XapiVersion::V2_0_0, &statements, None),
+            request_seed_of("k", XapiVersion::V2_0_0, &texts, None)
+        );
+    }
 
     fn sample() -> Value {
         json!({
