@@ -372,7 +372,7 @@ struct Recent {
     /// Written behind: the sort values of each summary the overlay's active layer has
     /// touched, as the layers beneath it hold them (`None`: no summary), so that an order key
     /// an earlier pull of the layer wrote is forgotten, not removed ([`order::update`]).
-    beneath: HashMap<(u8, String), Option<Vec<f64>>>,
+    beneath: PartMap<(u8, String), Option<Vec<f64>>>,
     /// The active layer `beneath` is of (`None`: written through).
     generation: Option<u64>,
 }
@@ -394,7 +394,7 @@ impl Recent {
             hubs: lru::LruCache::new(RECENT_STATES),
             companies: lru::LruCache::new(RECENT_STATES),
             programme: None,
-            beneath: HashMap::new(),
+            beneath: PartMap::default(),
             generation: None,
         }
     }
@@ -418,24 +418,29 @@ fn counts_capacity(cache_bytes: u64) -> std::num::NonZeroUsize {
     std::num::NonZeroUsize::new(entries.max(1024)).unwrap_or(std::num::NonZeroUsize::MIN)
 }
 
+/// A part's maps: hashed with foldhash, seeded per map, not std's SipHash (hashing their keys
+/// was a twentieth of the projector's apply under a backlog; BENCHMARKS.md, the forty-seventh
+/// round).
+type PartMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
 /// The summaries one message touches, loaded once and written back together.
 #[derive(Default)]
 struct Touched {
-    workers: HashMap<String, WorkerState>,
-    hubs: HashMap<String, HubState>,
-    companies: HashMap<String, CompanyState>,
+    workers: PartMap<String, WorkerState>,
+    hubs: PartMap<String, HubState>,
+    companies: PartMap<String, CompanyState>,
     programme: Option<ProgrammeState>,
     /// Skill names found in the statements' contexts, the latest-stored one's per skill.
-    labels: HashMap<String, SkillLabel>,
-    markers: HashMap<String, Option<Vec<u8>>>,
+    labels: PartMap<String, SkillLabel>,
+    markers: PartMap<String, Option<Vec<u8>>>,
     /// Timestamp keys to add (with their value) or remove (`None`).
     timestamps: Vec<(Vec<u8>, Option<Vec<u8>>)>,
     /// The sort values of each summary loaded, as they were before (`None`: none yet).
-    before: HashMap<(u8, String), Option<Vec<f64>>>,
+    before: PartMap<(u8, String), Option<Vec<f64>>>,
     /// Member counts of hubs' and companies' distinct sets, as they will be (0: remove).
-    members: HashMap<Vec<u8>, u64>,
+    members: PartMap<Vec<u8>, u64>,
     /// Member keys of the sets of workers, present (true) or gone (false).
-    presence: HashMap<Vec<u8>, bool>,
+    presence: PartMap<Vec<u8>, bool>,
 }
 
 /// The member counts as a batch sees them: what it changed, else what is stored; for the
@@ -444,12 +449,12 @@ struct TreeMembers<'a> {
     projection: &'a Projection,
     /// The counts recent parts wrote, consulted before sled.
     written: &'a mut Counts,
-    members: &'a mut HashMap<Vec<u8>, u64>,
+    members: &'a mut PartMap<Vec<u8>, u64>,
     /// The worker of the contribution being applied, and their state's memberships.
     worker: &'a str,
     memberships: Option<&'a mut crate::summary::DigestCounts>,
     /// Member keys of the sets of workers to add (true) or remove (false).
-    presence: &'a mut HashMap<Vec<u8>, bool>,
+    presence: &'a mut PartMap<Vec<u8>, bool>,
 }
 
 impl Members for TreeMembers<'_> {
@@ -2248,8 +2253,8 @@ impl Projection {
 /// The sort values of each summary a part loaded, as they were before it; written behind,
 /// also as the layers beneath the active one hold them ([`Recent::beneath`]).
 type SortValues<'a> = (
-    &'a HashMap<(u8, String), Option<Vec<f64>>>,
-    Option<&'a mut HashMap<(u8, String), Option<Vec<f64>>>>,
+    &'a PartMap<(u8, String), Option<Vec<f64>>>,
+    Option<&'a mut PartMap<(u8, String), Option<Vec<f64>>>>,
 );
 
 /// Writes the touched summaries of one kind and their order keys; returns the change in how
@@ -2258,7 +2263,7 @@ type SortValues<'a> = (
 fn write_states<T: Serialize>(
     batch: &mut Part,
     prefix: u8,
-    states: &HashMap<String, T>,
+    states: &PartMap<String, T>,
     (before, mut beneath): SortValues<'_>,
     sort_values: impl Fn(&T) -> Option<Vec<f64>>,
 ) -> Result<i64, ProjectionError> {
