@@ -145,19 +145,13 @@ async fn submit(
     let seed = attempt.seed();
     let mut written = Vec::with_capacity(texts.iter().map(|text| text.len() + 64).sum());
     let ids: Vec<String> = statements
-        .iter_mut()
+        .iter()
         .enumerate()
         .map(|(index, statement)| {
             if index > 0 {
                 written.push(b',');
             }
-            xapi::statement::ensure_id_written(
-                statement,
-                texts.get(index),
-                &seed,
-                index,
-                &mut written,
-            )
+            xapi::statement::write_with_id(statement, texts.get(index), &seed, index, &mut written)
         })
         .collect();
     let bodies: Vec<String> = attachments.keys().cloned().collect();

@@ -171,11 +171,11 @@ pub fn prefix(set: Set, id: &str, month: &str) -> Vec<u8> {
 /// whatever the id holds).
 pub fn slot(set: Set, id: &str, qualifier: &str) -> Digest {
     // The bytes of [`slot_name`], put together without `format!`: a slot is digested for every
-    // set of workers a statement touches (about a tenth of the projector's apply under a
-    // backlog; BENCHMARKS.md, the forty-seventh round).
+    // set of workers a statement touches (naming it with `format!` was a twentieth of the
+    // projector's apply under a backlog; BENCHMARKS.md, the forty-seventh round).
     let (kind, tag) = set.tag();
-    let mut length = [0u8; 20];
-    let digits = decimal(id.len(), &mut length);
+    let mut length = itoa::Buffer::new();
+    let digits = length.format(id.len()).as_bytes();
     let mut name = Vec::with_capacity(3 + digits.len() + id.len() + qualifier.len());
     name.extend_from_slice(&[kind, tag]);
     name.extend_from_slice(digits);
@@ -183,19 +183,6 @@ pub fn slot(set: Set, id: &str, qualifier: &str) -> Digest {
     name.extend_from_slice(id.as_bytes());
     name.extend_from_slice(qualifier.as_bytes());
     Digest(xxhash_rust::xxh3::xxh3_128(&name).to_be_bytes())
-}
-
-/// `number` in decimal digits, written at the end of `buffer`.
-fn decimal(mut number: usize, buffer: &mut [u8; 20]) -> &[u8] {
-    let mut start = buffer.len();
-    loop {
-        start -= 1;
-        buffer[start] = b'0' + (number % 10) as u8;
-        number /= 10;
-        if number == 0 {
-            return &buffer[start..];
-        }
-    }
 }
 
 /// What [`slot`] digests (a slot as databases before the digests named it).

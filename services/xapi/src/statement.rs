@@ -27,6 +27,15 @@ pub fn ensure_id_from(statement: &mut Value, seed: &[u8; 32], index: usize) -> S
     if let Some(id) = statement_id(statement) {
         return id;
     }
+    let id = derived_id(seed, index);
+    if let Some(object) = statement.as_object_mut() {
+        object.insert("id".into(), Value::String(id.clone()));
+    }
+    id
+}
+
+/// The id [`ensure_id_from`] gives the `index`th statement of a request with `seed`.
+fn derived_id(seed: &[u8; 32], index: usize) -> String {
     let mut bytes = [0u8; 16];
     for (at, byte) in bytes.iter_mut().enumerate() {
         *byte = seed[at];
@@ -35,13 +44,9 @@ pub fn ensure_id_from(statement: &mut Value, seed: &[u8; 32], index: usize) -> S
     for (at, byte) in index_bytes.iter().enumerate() {
         bytes[8 + at] ^= *byte;
     }
-    let id = uuid::Builder::from_random_bytes(bytes)
+    uuid::Builder::from_random_bytes(bytes)
         .into_uuid()
-        .to_string();
-    if let Some(object) = statement.as_object_mut() {
-        object.insert("id".into(), Value::String(id.clone()));
-    }
-    id
+        .to_string()
 }
 
 /// A digest of who sent what: the credential's key, the xAPI version, the statements as sent
@@ -83,7 +88,7 @@ pub fn request_seed_of(
 /// Statements as compact JSON, one after another in one buffer: the bytes `Value::to_string`
 /// gives each, written by serde_json's own writer (through `Display` it took four times as
 /// long, a sixth of the gateway's CPU under batches; BENCHMARKS.md, eighteenth round). What
-/// [`request_seed_of`] digests, and, with the ids [`ensure_id_written`] gives, what the gateway
+/// [`request_seed_of`] digests, and, with the ids [`write_with_id`] gives, what the gateway
 /// publishes: each statement of a request written once, not once for the seed and again for
 /// the bus (BENCHMARKS.md, the forty-seventh round).
 #[derive(Debug, Default)]
@@ -126,23 +131,25 @@ impl StatementTexts {
     }
 }
 
-/// [`ensure_id_from`], and the statement's JSON as it is then appended to `out`, made from
-/// `sent` (its text as [`StatementTexts`] wrote it before): as sent when it had an id, else
-/// with the new id put first. A statement whose `id` was not one (validation lets none
-/// through) is written again whole.
-pub fn ensure_id_written(
-    statement: &mut Value,
+/// Appends the statement as [`ensure_id_from`] makes it to `out`, from `sent` (its text as
+/// [`StatementTexts`] wrote it), and returns its id: as sent when it has an id, else with the
+/// id put first. The statement itself is left as it is (the gateway publishes the text, not
+/// the value); one whose `id` is not one, which validation lets none through, is written again
+/// whole.
+pub fn write_with_id(
+    statement: &Value,
     sent: &[u8],
     seed: &[u8; 32],
     index: usize,
     out: &mut Vec<u8>,
 ) -> String {
-    let had_id = statement_id(statement).is_some();
-    let had_member = statement.get("id").is_some();
-    let id = ensure_id_from(statement, seed, index);
+    if let Some(id) = statement_id(statement) {
+        out.extend_from_slice(sent);
+        return id;
+    }
     match sent.strip_prefix(b"{") {
-        _ if had_id => out.extend_from_slice(sent),
-        Some(rest) if !had_member && statement.is_object() => {
+        Some(rest) if statement.get("id").is_none() => {
+            let id = derived_id(seed, index);
             out.extend_from_slice(br#"{"id":"#);
             // A string into a `Vec` cannot fail.
             let _ = serde_json::to_writer(&mut *out, &id);
@@ -150,12 +157,15 @@ pub fn ensure_id_written(
                 out.push(b',');
             }
             out.extend_from_slice(rest);
+            id
         }
         _ => {
-            let _ = serde_json::to_writer(&mut *out, statement);
+            let mut with_id = statement.clone();
+            let id = ensure_id_from(&mut with_id, seed, index);
+            let _ = serde_json::to_writer(&mut *out, &with_id);
+            id
         }
     }
-    id
 }
 
 /// The statement's id in canonical (lowercase hyphenated) form.
@@ -546,17 +556,16 @@ mod tests {
         assert_eq!(texts.iter().count(), statements.len());
         for (index, statement) in statements.iter().enumerate() {
             assert_eq!(texts.get(index), statement.to_string().as_bytes());
-            let (mut expected, mut written) = (statement.clone(), statement.clone());
+            let mut expected = statement.clone();
             let id = ensure_id_from(&mut expected, &seed, index);
             let mut out = b"[".to_vec();
             assert_eq!(
-                ensure_id_written(&mut written, texts.get(index), &seed, index, &mut out),
+                write_with_id(statement, texts.get(index), &seed, index, &mut out),
                 id
             );
             out.push(b']');
             let read: Vec<Value> = serde_json::from_slice(&out).expect("JSON");
-            assert_eq!(read, [expected.clone()], "statement {index}");
-            assert_eq!(written, expected);
+            assert_eq!(read, [expected], "statement {index}");
         }
         assert_eq!(texts.get(statements.len()), b"");
         assert_eq!(
