@@ -675,48 +675,46 @@ struct Registered<'a> {
 }
 
 /// Whether the statement plainly matches the filters most pages have (an agent as its actor,
-/// its verb, an activity as its object, its registration), told from those members alone
-/// without building any into a `Value`; `false` when it cannot tell, and the full check
-/// decides. Every candidate of a page goes through here, and building its object (definition
-/// and all) for the full check was a ninth of a page by activity at a million statements
-/// (BENCHMARKS.md, the forty-eighth round). A member these cannot read (a duplicate name, an id
-/// that is not a string) is left to the full check, which reads it as `serde_json` does.
+/// its verb, an activity as its object, its registration): [`terms_match`] on the terms of
+/// those members alone, read without building any into a `Value`; `false` when it cannot tell,
+/// and the full check decides. Every candidate of a page goes through here, and building its
+/// object (definition and all) for the full check was a ninth of a page by activity at a
+/// million statements (BENCHMARKS.md, the forty-eighth round).
 fn plainly_matches(parts: &Parts, query: &StatementQuery) -> bool {
+    plain_terms(parts, query).is_some_and(|terms| terms_match(&terms, query))
+}
+
+/// The terms [`index_terms`] gives the members the query's plain filters name, and no others;
+/// `None` for a query with other filters (related agents or activities, an authority) or a
+/// member these cannot read (a duplicate name, an id that is not a string), which the full
+/// check reads as `serde_json` does.
+fn plain_terms(parts: &Parts, query: &StatementQuery) -> Option<IndexTerms> {
     if query.authority.is_some() || query.related_agents || query.related_activities {
-        return false;
+        return None;
     }
     fn read<'a, T: Deserialize<'a>>(part: Option<&'a RawValue>) -> Option<T> {
         serde_json::from_str(part?.get()).ok()
     }
-    let agent = || {
+    let mut terms = IndexTerms::default();
+    if query.agent.is_some() {
         let actor: Value = read(parts.actor)?;
-        xapi::agent::ifi_key(&actor)
-    };
-    let verb = || read::<Identified>(parts.verb)?.id;
-    let activity = || {
+        terms.agents.extend(xapi::agent::ifi_key(&actor));
+    }
+    if query.verb.is_some() {
+        terms.verb = read::<Identified>(parts.verb)?.id.map(Cow::into_owned);
+    }
+    if query.activity.is_some() {
         let object: Identified = read(parts.object)?;
-        match object.object_type.as_deref() {
-            None | Some("Activity") => object.id,
-            Some(_) => None,
+        if matches!(object.object_type.as_deref(), None | Some("Activity")) {
+            terms.activity = object.id.map(Cow::into_owned);
         }
-    };
-    let registration = || read::<Registered>(parts.context)?.registration;
-    query
-        .agent
-        .as_ref()
-        .is_none_or(|wanted| agent().is_some_and(|agent| agent == *wanted))
-        && query
-            .verb
-            .as_ref()
-            .is_none_or(|wanted| verb().is_some_and(|verb| verb == *wanted))
-        && query
-            .activity
-            .as_ref()
-            .is_none_or(|wanted| activity().is_some_and(|activity| activity == *wanted))
-        && query.registration.as_ref().is_none_or(|wanted| {
-            registration()
-                .is_some_and(|registration| registration.to_lowercase() == wanted.to_lowercase())
-        })
+    }
+    if query.registration.is_some() {
+        terms.registration = read::<Registered>(parts.context)?
+            .registration
+            .map(|registration| registration.to_lowercase());
+    }
+    Some(terms)
 }
 
 /// The filters other than the time window, on the statement's parts built as JSON values
