@@ -4,14 +4,16 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 /// What the gateway publishes on `lrs.in.http`: one HTTP request's statements, already
-/// validated and given ids, as one message so that one fsync covers the whole batch.
+/// validated and given ids, as one message so that one fsync covers the whole batch. The store
+/// reads the statements as the text the gateway wrote (`HttpBatch<Box<RawValue>>`), and builds
+/// a statement into a `Value` only when it must.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct HttpBatch {
+pub struct HttpBatch<S = Value> {
     /// The authority the credential maps to; the store sets it on every statement.
     pub authority: Value,
     /// `1.0.3` or `2.0.0`: the version the client spoke, which decides the rules applied.
     pub version: String,
-    pub statements: Vec<Value>,
+    pub statements: Vec<S>,
     /// Whether the credential may (re)define activities (the `define` scope); statements
     /// written without it do not change what the Activities resource returns.
     #[serde(default = "yes")]

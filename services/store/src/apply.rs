@@ -16,9 +16,10 @@ use xapi::Validator;
 
 use crate::db::{Db, DbError, Incoming, Record};
 use crate::indexer::IndexJob;
-use crate::ingest::{Batch, Ingest};
+use crate::ingest::{Batch, BatchSettings, Ingest, Statements};
 use crate::keys;
 use crate::outbox::{OutboxEvent, OutboxItem};
+use crate::written::{Kept, Written, WrittenRecord};
 
 impl Db {
     /// Applies one message as one atomic sled batch (not flushed: the caller flushes once per
@@ -190,26 +191,37 @@ impl Db {
         // `lrs.in.http`, which only Leerspoor's own NATS users may publish to; a second pass
         // here cost ~5% of an apply. Everything published straight (hubs, tools, imports) is
         // validated here.
-        let checked = if incoming.subject == bus::subjects::IN_HTTP {
+        let not_objects = || xapi::BatchViolation {
+            statement: None,
+            violation: xapi::Violation {
+                path: String::new(),
+                rule: "statement.object".into(),
+                message: "a gateway batch holds something other than a statement object".into(),
+            },
+        };
+        let checked = match (&statements.statements, incoming.subject) {
             // Still never anything but objects, whatever reaches the subject.
-            match statements
-                .statements
-                .iter()
-                .position(|statement| !statement.is_object())
-            {
-                None => Ok(()),
-                Some(index) => Err(xapi::BatchViolation {
-                    statement: Some(index),
-                    violation: xapi::Violation {
-                        path: String::new(),
-                        rule: "statement.object".into(),
-                        message: "a gateway batch holds something other than a statement object"
-                            .into(),
-                    },
-                }),
+            (Statements::Written(texts), bus::subjects::IN_HTTP) => {
+                match texts.iter().position(|text| !text.get().starts_with('{')) {
+                    None => Ok(()),
+                    Some(index) => Err(xapi::BatchViolation {
+                        statement: Some(index),
+                        ..not_objects()
+                    }),
+                }
             }
-        } else {
-            validator.check_batch(&statements.statements, statements.version)
+            (Statements::Parsed(values), bus::subjects::IN_HTTP) => {
+                match values.iter().position(|statement| !statement.is_object()) {
+                    None => Ok(()),
+                    Some(index) => Err(xapi::BatchViolation {
+                        statement: Some(index),
+                        ..not_objects()
+                    }),
+                }
+            }
+            (Statements::Parsed(values), _) => validator.check_batch(values, statements.version),
+            // Only the gateway's messages are read as its text.
+            (Statements::Written(_), _) => Err(not_objects()),
         };
         checked.err().map(|violation| {
             Verdict::Rejected(Rejection {
@@ -293,124 +305,230 @@ impl Db {
     ) -> Result<Result<(), Verdict>, DbError> {
         let first = plan.planned;
         plan.planned += parsed.statements.len();
-        for (index, mut statement) in parsed.statements.into_iter().enumerate() {
-            let id = match statement_id(&statement).and_then(|id| Uuid::parse_str(&id).ok()) {
-                Some(id) => id,
-                None => {
-                    let id = generated_id(&plan.stream, incoming.sequence, first + index);
-                    if let Some(object) = statement.as_object_mut() {
-                        object.insert("id".into(), Value::String(id.to_string()));
+        let (statements, batch) = parsed.split();
+        match statements {
+            Statements::Parsed(values) => {
+                for (index, statement) in values.into_iter().enumerate() {
+                    let at = Place { first, index };
+                    if let Err(verdict) = self.plan_built(incoming, plan, &batch, at, statement)? {
+                        return Ok(Err(verdict));
                     }
-                    id
-                }
-            };
-            // A part before this one in a bundle stored it as a message before would have.
-            let existing = plan
-                .pending
-                .get(&id)
-                .cloned()
-                .map_or_else(|| self.record_if_stored(&id), |record| Ok(Some(record)))?;
-            if let Some(existing) = existing {
-                if equivalent(&existing.statement, &statement) {
-                    continue;
-                }
-                return Ok(Err(Verdict::Conflict {
-                    statement: index,
-                    id: id.to_string(),
-                }));
-            }
-            let original = parsed
-                .keep_original
-                .then(|| original_stored_and_authority(&statement));
-            complete_for_store(
-                &mut statement,
-                &plan.stored,
-                &parsed.authority,
-                parsed.version,
-            );
-            if let (Some((stored, authority)), Some(object)) = (original, statement.as_object_mut())
-            {
-                if let Some(stored) = stored {
-                    object.insert("stored".into(), stored);
-                }
-                if let Some(authority) = authority {
-                    object.insert("authority".into(), authority);
                 }
             }
-            let position = plan.next_position;
-            plan.next_position += 1;
-            let brought: Vec<String> = index_terms(&statement)
-                .attachments
-                .into_iter()
-                .filter(|sha2| {
-                    parsed
-                        .bodies
-                        .iter()
-                        .any(|body| body.eq_ignore_ascii_case(sha2))
-                })
-                .collect();
-            let mut record = Record {
-                statement,
-                voided: false,
-                position,
-                defines: parsed.define,
-                bodies: brought,
-            };
-            if let Some(target) = voided_target(&record.statement) {
-                let target = Uuid::parse_str(&target).unwrap_or_default();
-                let target_record = plan
-                    .pending
-                    .get(&target)
-                    .cloned()
-                    .map_or_else(|| self.record(&target), |record| Ok(Some(record)))?;
-                match target_record {
-                    Some(target_record) if voided_target(&target_record.statement).is_some() => {
-                        return Ok(Err(Verdict::Rejected(Rejection {
-                            statement: Some(index),
-                            path: "/object/id".into(),
-                            rule: "voiding.target_not_voiding".into(),
-                            message: format!(
-                                "statement {target} is itself a voiding statement and cannot be voided"
-                            ),
-                        })));
-                    }
-                    Some(mut target_record) => {
-                        if !target_record.voided {
-                            target_record.voided = true;
-                            plan.write_record(&target_record);
-                            plan.events
-                                .push(OutboxEvent::At(EventKind::Voided, target_record.position));
-                            plan.keep(target, target_record);
+            Statements::Written(texts) => {
+                let owned = OwnedByStore {
+                    authority: serde_json::to_string(&batch.authority).unwrap_or_default(),
+                    terms: crate::written::authority_terms(&batch.authority),
+                };
+                for (index, text) in texts.into_iter().enumerate() {
+                    let at = Place { first, index };
+                    let written = (!batch.keep_original)
+                        .then(|| Written::read(text.get()))
+                        .flatten();
+                    let planned = match written {
+                        Some(written) => self.plan_written(
+                            incoming,
+                            plan,
+                            &batch,
+                            &owned,
+                            at,
+                            text.get(),
+                            written,
+                        )?,
+                        None => {
+                            let statement = built(text.get(), plan.next_position)?;
+                            self.plan_built(incoming, plan, &batch, at, statement)?
                         }
-                    }
-                    None => {
-                        plan.write(keys::pending_void(&target), Some(id.as_bytes().to_vec()));
-                        plan.wait_for_void(target);
+                    };
+                    if let Err(verdict) = planned {
+                        return Ok(Err(verdict));
                     }
                 }
             }
-            plan.events
-                .push(OutboxEvent::At(EventKind::Stored, position));
-            if plan.take_waiting_void(&id) || self.tree.contains_key(keys::pending_void(&id))? {
-                record.voided = true;
-                plan.write(keys::pending_void(&id), None);
-                plan.events
-                    .push(OutboxEvent::At(EventKind::Voided, position));
-            }
-            plan.write_record(&record);
-            self.note_id(&id);
-            plan.write(keys::statement(&id), Some(position.to_be_bytes().to_vec()));
-            let stored = record.statement["stored"].as_str().unwrap_or_default();
-            let span = keys::Span {
-                earliest: stored.to_owned(),
-                latest: stored.to_owned(),
-                through: position,
-            };
-            crate::db::widen_span(&self.tree, &mut plan.spans, position, span)?;
-            let entries = self.index_entries(&record, &plan.pending)?;
-            plan.index_entries.extend(entries);
-            plan.keep(id, record);
         }
+        Ok(Ok(()))
+    }
+
+    /// Plans a statement of the gateway's read as [`Written`]: it is stored as its text with
+    /// the store's members put in front, indexed under the terms read from it. One whose id is
+    /// planned or stored already is built whole, for [`Db::plan_built`] to decide.
+    #[allow(clippy::too_many_arguments)]
+    fn plan_written(
+        &self,
+        incoming: &Incoming<'_>,
+        plan: &mut Planning,
+        batch: &BatchSettings,
+        owned: &OwnedByStore,
+        at: Place,
+        text: &str,
+        written: Written,
+    ) -> Result<Result<(), Verdict>, DbError> {
+        let id = written.id;
+        if plan.pending.contains_key(&id) || self.record_if_stored(&id)?.is_some() {
+            let statement = built(text, plan.next_position)?;
+            return self.plan_built(incoming, plan, batch, at, statement);
+        }
+        let position = plan.next_position;
+        plan.next_position += 1;
+        plan.events
+            .push(OutboxEvent::At(EventKind::Stored, position));
+        let mut voided = false;
+        if plan.take_waiting_void(&id) || self.tree.contains_key(keys::pending_void(&id))? {
+            voided = true;
+            plan.write(keys::pending_void(&id), None);
+            plan.events
+                .push(OutboxEvent::At(EventKind::Voided, position));
+        }
+        let record = WrittenRecord {
+            statement: written.stored_text(text, &plan.stored, &owned.authority, batch.version),
+            voided,
+            position,
+            defines: batch.define,
+        };
+        plan.write(
+            keys::record(position),
+            Some(crate::packed::pack(&record.to_bytes())),
+        );
+        self.note_id(&id);
+        plan.write(keys::statement(&id), Some(position.to_be_bytes().to_vec()));
+        let span = keys::Span {
+            earliest: plan.stored.clone(),
+            latest: plan.stored.clone(),
+            through: position,
+        };
+        crate::db::widen_span(&self.tree, &mut plan.spans, position, span)?;
+        plan.index_entries
+            .push((position, written.terms(&owned.terms)));
+        plan.keep(id, Kept::Written(record));
+        Ok(Ok(()))
+    }
+
+    /// Plans a statement built whole: any statement a straight publisher sent, and those of
+    /// the gateway's that [`Written`] does not read.
+    fn plan_built(
+        &self,
+        incoming: &Incoming<'_>,
+        plan: &mut Planning,
+        batch: &BatchSettings,
+        at: Place,
+        mut statement: Value,
+    ) -> Result<Result<(), Verdict>, DbError> {
+        let Place { first, index } = at;
+        let id = match statement_id(&statement).and_then(|id| Uuid::parse_str(&id).ok()) {
+            Some(id) => id,
+            None => {
+                let id = generated_id(&plan.stream, incoming.sequence, first + index);
+                if let Some(object) = statement.as_object_mut() {
+                    object.insert("id".into(), Value::String(id.to_string()));
+                }
+                id
+            }
+        };
+        // A part before this one in a bundle stored it as a message before would have.
+        let existing = match plan.pending.get(&id) {
+            Some(kept) => Some(kept.record()?),
+            None => self.record_if_stored(&id)?,
+        };
+        if let Some(existing) = existing {
+            if equivalent(&existing.statement, &statement) {
+                return Ok(Ok(()));
+            }
+            return Ok(Err(Verdict::Conflict {
+                statement: index,
+                id: id.to_string(),
+            }));
+        }
+        let original = batch
+            .keep_original
+            .then(|| original_stored_and_authority(&statement));
+        complete_for_store(
+            &mut statement,
+            &plan.stored,
+            &batch.authority,
+            batch.version,
+        );
+        if let (Some((stored, authority)), Some(object)) = (original, statement.as_object_mut()) {
+            if let Some(stored) = stored {
+                object.insert("stored".into(), stored);
+            }
+            if let Some(authority) = authority {
+                object.insert("authority".into(), authority);
+            }
+        }
+        let position = plan.next_position;
+        plan.next_position += 1;
+        let terms = index_terms(&statement);
+        let brought: Vec<String> = terms
+            .attachments
+            .iter()
+            .filter(|sha2| {
+                batch
+                    .bodies
+                    .iter()
+                    .any(|body| body.eq_ignore_ascii_case(sha2))
+            })
+            .cloned()
+            .collect();
+        let mut record = Record {
+            statement,
+            voided: false,
+            position,
+            defines: batch.define,
+            bodies: brought,
+        };
+        if let Some(target) = voided_target(&record.statement) {
+            let target = Uuid::parse_str(&target).unwrap_or_default();
+            let target_record = match plan.pending.get(&target) {
+                Some(kept) => Some(kept.record()?),
+                None => self.record(&target)?,
+            };
+            match target_record {
+                Some(target_record) if voided_target(&target_record.statement).is_some() => {
+                    return Ok(Err(Verdict::Rejected(Rejection {
+                        statement: Some(index),
+                        path: "/object/id".into(),
+                        rule: "voiding.target_not_voiding".into(),
+                        message: format!(
+                            "statement {target} is itself a voiding statement and cannot be voided"
+                        ),
+                    })));
+                }
+                Some(mut target_record) => {
+                    if !target_record.voided {
+                        target_record.voided = true;
+                        plan.write_record(&target_record);
+                        plan.events
+                            .push(OutboxEvent::At(EventKind::Voided, target_record.position));
+                        plan.keep(target, Kept::Built(target_record));
+                    }
+                }
+                None => {
+                    plan.write(keys::pending_void(&target), Some(id.as_bytes().to_vec()));
+                    plan.wait_for_void(target);
+                }
+            }
+        }
+        plan.events
+            .push(OutboxEvent::At(EventKind::Stored, position));
+        if plan.take_waiting_void(&id) || self.tree.contains_key(keys::pending_void(&id))? {
+            record.voided = true;
+            plan.write(keys::pending_void(&id), None);
+            plan.events
+                .push(OutboxEvent::At(EventKind::Voided, position));
+        }
+        plan.write_record(&record);
+        self.note_id(&id);
+        plan.write(keys::statement(&id), Some(position.to_be_bytes().to_vec()));
+        let stored = record.statement["stored"].as_str().unwrap_or_default();
+        let span = keys::Span {
+            earliest: stored.to_owned(),
+            latest: stored.to_owned(),
+            through: position,
+        };
+        crate::db::widen_span(&self.tree, &mut plan.spans, position, span)?;
+        let entries = self.index_entries_with(terms, &record, &plan.pending)?;
+        plan.index_entries.extend(entries);
+        plan.keep(id, Kept::Built(record));
         Ok(Ok(()))
     }
 
@@ -494,6 +612,31 @@ fn generated_id(stream: &str, sequence: u64, index: usize) -> Uuid {
     uuid::Builder::from_custom_bytes(digest).into_uuid()
 }
 
+/// Where a statement is in its message: its batch's first and its own index in the batch.
+#[derive(Clone, Copy)]
+struct Place {
+    first: usize,
+    index: usize,
+}
+
+/// What the store puts into each statement of a batch, written once for the batch.
+struct OwnedByStore {
+    /// The authority as JSON text.
+    authority: String,
+    /// Its related-agent terms ([`crate::written::authority_terms`]).
+    terms: Vec<String>,
+}
+
+/// A statement of the gateway's built whole. Its text was valid JSON when the message was
+/// read; one that does not build (nested deeper than `serde_json` builds) is refused as a
+/// statement the store cannot apply.
+fn built(text: &str, position: u64) -> Result<Value, DbError> {
+    serde_json::from_str(text).map_err(|err| DbError::Corrupt {
+        key: keys::record(position),
+        reason: format!("a statement of the gateway's does not build: {err}"),
+    })
+}
+
 /// What a message's statements make, decided part by part (a bundle's parts see the parts
 /// before them as stored) and written into the message's batch once all are decided.
 struct Planning {
@@ -505,7 +648,7 @@ struct Planning {
     /// Statements the message has met so far.
     planned: usize,
     /// Statements of this message, by id, as they will be after the batch.
-    pending: HashMap<Uuid, Record>,
+    pending: HashMap<Uuid, Kept>,
     /// Voids of this message whose target was not found (yet).
     voids_waiting: HashSet<Uuid>,
     events: Vec<OutboxEvent>,
@@ -519,7 +662,7 @@ struct Planning {
 }
 
 enum Undo {
-    Kept(Uuid, Option<Record>),
+    Kept(Uuid, Option<Kept>),
     WaitedFor(Uuid),
     TookWaiting(Uuid),
 }
@@ -572,7 +715,7 @@ impl Planning {
         self.spans = mark.spans;
     }
 
-    fn keep(&mut self, id: Uuid, record: Record) {
+    fn keep(&mut self, id: Uuid, record: Kept) {
         let before = self.pending.insert(id, record);
         self.undo.push(Undo::Kept(id, before));
     }

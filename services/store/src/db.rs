@@ -17,6 +17,7 @@ use xapi::time::format_timestamp;
 
 use crate::indexer::{IndexJob, Indexer};
 use crate::keys;
+use crate::written::Kept;
 
 /// A stored statement and whether it has been voided.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -435,9 +436,19 @@ impl Db {
     pub(crate) fn index_entries(
         &self,
         record: &Record,
-        pending: &HashMap<Uuid, Record>,
+        pending: &HashMap<Uuid, Kept>,
     ) -> Result<Vec<(u64, IndexTerms)>, DbError> {
-        let mut entries = vec![(record.position, index_terms(&record.statement))];
+        self.index_entries_with(index_terms(&record.statement), record, pending)
+    }
+
+    /// [`Db::index_entries`] with the record's own terms found already.
+    pub(crate) fn index_entries_with(
+        &self,
+        terms: IndexTerms,
+        record: &Record,
+        pending: &HashMap<Uuid, Kept>,
+    ) -> Result<Vec<(u64, IndexTerms)>, DbError> {
+        let mut entries = vec![(record.position, terms)];
         // A statement that references another is found by the filters its target matches.
         for target in self.reference_chain(&record.statement, pending)? {
             let mut terms = index_terms(&target);
@@ -651,7 +662,7 @@ impl Db {
     pub fn reference_chain(
         &self,
         statement: &Value,
-        pending: &HashMap<Uuid, Record>,
+        pending: &HashMap<Uuid, Kept>,
     ) -> Result<Vec<Value>, DbError> {
         const MAX_DEPTH: usize = 8;
         let mut chain = Vec::new();
@@ -664,7 +675,7 @@ impl Db {
                 break;
             };
             let record = match pending.get(&target) {
-                Some(record) => Some(record.clone()),
+                Some(kept) => Some(kept.record()?),
                 None => self.record(&target)?,
             };
             let Some(record) = record else {

@@ -5,6 +5,7 @@
 use bus::access::{CredentialChange, EraseCommand};
 use bus::subjects;
 use bus::wire::{DocumentOp, DocumentRequest, HttpBatch, Rejection};
+use serde_json::value::RawValue;
 use serde_json::{json, Value};
 use xapi::limits::{BodyError, Exceeded, Limit, Limits};
 use xapi::XapiVersion;
@@ -14,13 +15,70 @@ use xapi::XapiVersion;
 pub struct Batch {
     pub authority: Value,
     pub version: XapiVersion,
-    pub statements: Vec<Value>,
+    pub statements: Statements,
     /// Whether the writer may (re)define activities (see [`crate::db::Record::defines`]).
     pub define: bool,
     /// SHA-2 of the attachment bodies the request brought (see [`bus::wire::HttpBatch`]).
     pub bodies: Vec<String>,
     /// An import: a statement keeps the `stored` and `authority` it brings.
     pub keep_original: bool,
+}
+
+/// A [`Batch`] but its statements: what each of them is planned with.
+#[derive(Debug)]
+pub struct BatchSettings {
+    pub authority: Value,
+    pub version: XapiVersion,
+    pub define: bool,
+    pub bodies: Vec<String>,
+    pub keep_original: bool,
+}
+
+impl Batch {
+    /// The statements, and what they are planned with.
+    pub fn split(self) -> (Statements, BatchSettings) {
+        let Batch {
+            authority,
+            version,
+            statements,
+            define,
+            bodies,
+            keep_original,
+        } = self;
+        (
+            statements,
+            BatchSettings {
+                authority,
+                version,
+                define,
+                bodies,
+                keep_original,
+            },
+        )
+    }
+}
+
+/// A batch's statements: as the gateway wrote them, or parsed (and validated) here.
+#[derive(Debug)]
+pub enum Statements {
+    /// The gateway's: validated there, kept as its text until the store needs more
+    /// ([`crate::written`]).
+    Written(Vec<Box<RawValue>>),
+    /// A straight publisher's.
+    Parsed(Vec<Value>),
+}
+
+impl Statements {
+    pub fn len(&self) -> usize {
+        match self {
+            Statements::Written(texts) => texts.len(),
+            Statements::Parsed(values) => values.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 /// What an `LRS_IN` message asks, by its subject: the store's one typed view of its input.
@@ -105,7 +163,7 @@ pub fn decode(
 
 /// The gateway's bundle: a JSON array of as many [`HttpBatch`] as its header says.
 fn bundle(payload: &[u8], parts: &str) -> Result<Ingest, Rejection> {
-    let batches: Vec<HttpBatch> = serde_json::from_slice(payload)
+    let batches: Vec<HttpBatch<Box<RawValue>>> = serde_json::from_slice(payload)
         .map_err(|err| malformed(format!("gateway bundle is not valid: {err}")))?;
     if parts.parse::<usize>().ok() != Some(batches.len()) || batches.is_empty() {
         return Err(malformed(format!(
@@ -122,13 +180,13 @@ fn bundle(payload: &[u8], parts: &str) -> Result<Ingest, Rejection> {
 }
 
 /// A batch the gateway validated and wrote, as the store applies it.
-fn gateway_batch(batch: HttpBatch) -> Result<Batch, Rejection> {
+fn gateway_batch(batch: HttpBatch<Box<RawValue>>) -> Result<Batch, Rejection> {
     let version = XapiVersion::from_header(&batch.version)
         .ok_or_else(|| malformed(format!("unknown xAPI version {:?}", batch.version)))?;
     Ok(Batch {
         authority: batch.authority,
         version,
-        statements: batch.statements,
+        statements: Statements::Written(batch.statements),
         define: batch.define,
         bodies: batch.bodies,
         keep_original: false,
@@ -188,7 +246,7 @@ pub fn parse(
 ) -> Result<Batch, Rejection> {
     if subject == bus::subjects::IN_HTTP {
         // Written by the gateway, which enforced the limits on the request.
-        let batch: HttpBatch = serde_json::from_slice(payload)
+        let batch: HttpBatch<Box<RawValue>> = serde_json::from_slice(payload)
             .map_err(|err| malformed(format!("gateway batch is not valid: {err}")))?;
         return gateway_batch(batch);
     }
@@ -229,7 +287,7 @@ pub fn parse(
     Ok(Batch {
         authority: source_authority(source),
         version,
-        statements,
+        statements: Statements::Parsed(statements),
         define: true,
         bodies: Vec::new(),
         keep_original: import,

@@ -52,5 +52,6 @@ pub mod registry;
 mod replica;
 pub mod service;
 pub mod snapshot;
+pub mod written;
 
 pub use service::{Store, StoreConfig};
