@@ -1,6 +1,7 @@
 //! The store: Leerspoor's system of record.
 //!
-//! It pulls `LRS_IN`, validates every message again (hubs publish straight to NATS), applies
+//! It pulls `LRS_IN`, validates every message but the gateway's (hubs and tools publish
+//! straight to NATS; only Leerspoor's own users may publish on `lrs.in.http`), applies
 //! each message to sled as one atomic batch together with the last applied stream sequence,
 //! flushes, and only then acknowledges. A redelivered message at or below the applied
 //! sequence changes nothing, so every message takes effect exactly once.
@@ -11,6 +12,8 @@
 //!   version), a document write, a credential change or an erasure.
 //! - [`db`]: the database: records, verdicts, the applied sequence; reading back.
 //! - `apply`: applying one `LRS_IN` message (statements, documents, credentials), the write path.
+//! - [`written`]: a gateway statement read for its id and index terms, and stored as the text
+//!   the gateway wrote, without being built into a `Value`.
 //! - [`digest`]: a digest of a replica's content, equal on replicas at the same sequence.
 //! - [`identity`]: which `LRS_IN` the store applied; refusing another.
 //! - [`documents`]: the State, Activity Profile and Agent Profile resources.
