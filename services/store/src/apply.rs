@@ -191,8 +191,8 @@ impl Db {
         // `lrs.in.http`, which only Leerspoor's own NATS users may publish to; a second pass
         // here cost ~5% of an apply. Everything published straight (hubs, tools, imports) is
         // validated here.
-        let not_objects = || xapi::BatchViolation {
-            statement: None,
+        let not_object = |statement| xapi::BatchViolation {
+            statement,
             violation: xapi::Violation {
                 path: String::new(),
                 rule: "statement.object".into(),
@@ -201,27 +201,15 @@ impl Db {
         };
         let checked = match (&statements.statements, incoming.subject) {
             // Still never anything but objects, whatever reaches the subject.
-            (Statements::Written(texts), bus::subjects::IN_HTTP) => {
-                match texts.iter().position(|text| !text.get().starts_with('{')) {
-                    None => Ok(()),
-                    Some(index) => Err(xapi::BatchViolation {
-                        statement: Some(index),
-                        ..not_objects()
-                    }),
-                }
+            (statements, bus::subjects::IN_HTTP) => match statements.first_not_object() {
+                None => Ok(()),
+                Some(index) => Err(not_object(Some(index))),
+            },
+            (Statements::Parsed(values), _) => {
+                validator.check_batch(values, statements.settings.version)
             }
-            (Statements::Parsed(values), bus::subjects::IN_HTTP) => {
-                match values.iter().position(|statement| !statement.is_object()) {
-                    None => Ok(()),
-                    Some(index) => Err(xapi::BatchViolation {
-                        statement: Some(index),
-                        ..not_objects()
-                    }),
-                }
-            }
-            (Statements::Parsed(values), _) => validator.check_batch(values, statements.version),
             // Only the gateway's messages are read as its text.
-            (Statements::Written(_), _) => Err(not_objects()),
+            (Statements::Written(_), _) => Err(not_object(None)),
         };
         checked.err().map(|violation| {
             Verdict::Rejected(Rejection {
@@ -305,7 +293,10 @@ impl Db {
     ) -> Result<Result<(), Verdict>, DbError> {
         let first = plan.planned;
         plan.planned += parsed.statements.len();
-        let (statements, batch) = parsed.split();
+        let Batch {
+            statements,
+            settings: batch,
+        } = parsed;
         match statements {
             Statements::Parsed(values) => {
                 for (index, statement) in values.into_iter().enumerate() {
@@ -370,18 +361,9 @@ impl Db {
         }
         let position = plan.next_position;
         plan.next_position += 1;
-        plan.events
-            .push(OutboxEvent::At(EventKind::Stored, position));
-        let mut voided = false;
-        if plan.take_waiting_void(&id) || self.tree.contains_key(keys::pending_void(&id))? {
-            voided = true;
-            plan.write(keys::pending_void(&id), None);
-            plan.events
-                .push(OutboxEvent::At(EventKind::Voided, position));
-        }
         let record = WrittenRecord {
             statement: written.stored_text(text, &plan.stored, &owned.authority, batch.version),
-            voided,
+            voided: self.stored_event(plan, &id, position)?,
             position,
             defines: batch.define,
         };
@@ -389,14 +371,8 @@ impl Db {
             keys::record(position),
             Some(crate::packed::pack(&record.to_bytes())),
         );
-        self.note_id(&id);
-        plan.write(keys::statement(&id), Some(position.to_be_bytes().to_vec()));
-        let span = keys::Span {
-            earliest: plan.stored.clone(),
-            latest: plan.stored.clone(),
-            through: position,
-        };
-        crate::db::widen_span(&self.tree, &mut plan.spans, position, span)?;
+        let stored = plan.stored.clone();
+        self.place(plan, &id, position, &stored)?;
         plan.index_entries
             .push((position, written.terms(&owned.terms)));
         plan.keep(id, Kept::Written(record));
@@ -508,28 +484,48 @@ impl Db {
                 }
             }
         }
+        record.voided = self.stored_event(plan, &id, position)?;
+        plan.write_record(&record);
+        // An import's own `stored`, else the plan's.
+        let stored = record.statement["stored"].as_str().unwrap_or_default();
+        self.place(plan, &id, position, stored)?;
+        let entries = self.index_entries_with(terms, &record, &plan.pending)?;
+        plan.index_entries.extend(entries);
+        plan.keep(id, Kept::Built(record));
+        Ok(Ok(()))
+    }
+
+    /// The `stored` event of a new statement at `position`, and whether it is voided already:
+    /// a voiding statement of this message or of one before waited for it.
+    fn stored_event(&self, plan: &mut Planning, id: &Uuid, position: u64) -> Result<bool, DbError> {
         plan.events
             .push(OutboxEvent::At(EventKind::Stored, position));
-        if plan.take_waiting_void(&id) || self.tree.contains_key(keys::pending_void(&id))? {
-            record.voided = true;
-            plan.write(keys::pending_void(&id), None);
+        let voided =
+            plan.take_waiting_void(id) || self.tree.contains_key(keys::pending_void(id))?;
+        if voided {
+            plan.write(keys::pending_void(id), None);
             plan.events
                 .push(OutboxEvent::At(EventKind::Voided, position));
         }
-        plan.write_record(&record);
-        self.note_id(&id);
-        plan.write(keys::statement(&id), Some(position.to_be_bytes().to_vec()));
-        let stored = record.statement["stored"].as_str().unwrap_or_default();
+        Ok(voided)
+    }
+
+    /// A new statement's id, its id key, and the `stored` span of its block.
+    fn place(
+        &self,
+        plan: &mut Planning,
+        id: &Uuid,
+        position: u64,
+        stored: &str,
+    ) -> Result<(), DbError> {
+        self.note_id(id);
+        plan.write(keys::statement(id), Some(position.to_be_bytes().to_vec()));
         let span = keys::Span {
             earliest: stored.to_owned(),
             latest: stored.to_owned(),
             through: position,
         };
-        crate::db::widen_span(&self.tree, &mut plan.spans, position, span)?;
-        let entries = self.index_entries_with(terms, &record, &plan.pending)?;
-        plan.index_entries.extend(entries);
-        plan.keep(id, Kept::Built(record));
-        Ok(Ok(()))
+        crate::db::widen_span(&self.tree, &mut plan.spans, position, span)
     }
 
     /// Writes what `plan` decided into the message's `batch`, returning the index work.

@@ -13,49 +13,21 @@ use xapi::XapiVersion;
 /// One `LRS_IN` message, ready to apply.
 #[derive(Debug)]
 pub struct Batch {
+    pub statements: Statements,
+    pub settings: BatchSettings,
+}
+
+/// What each statement of a [`Batch`] is planned with.
+#[derive(Debug)]
+pub struct BatchSettings {
     pub authority: Value,
     pub version: XapiVersion,
-    pub statements: Statements,
     /// Whether the writer may (re)define activities (see [`crate::db::Record::defines`]).
     pub define: bool,
     /// SHA-2 of the attachment bodies the request brought (see [`bus::wire::HttpBatch`]).
     pub bodies: Vec<String>,
     /// An import: a statement keeps the `stored` and `authority` it brings.
     pub keep_original: bool,
-}
-
-/// A [`Batch`] but its statements: what each of them is planned with.
-#[derive(Debug)]
-pub struct BatchSettings {
-    pub authority: Value,
-    pub version: XapiVersion,
-    pub define: bool,
-    pub bodies: Vec<String>,
-    pub keep_original: bool,
-}
-
-impl Batch {
-    /// The statements, and what they are planned with.
-    pub fn split(self) -> (Statements, BatchSettings) {
-        let Batch {
-            authority,
-            version,
-            statements,
-            define,
-            bodies,
-            keep_original,
-        } = self;
-        (
-            statements,
-            BatchSettings {
-                authority,
-                version,
-                define,
-                bodies,
-                keep_original,
-            },
-        )
-    }
 }
 
 /// A batch's statements: as the gateway wrote them, or parsed (and validated) here.
@@ -78,6 +50,16 @@ impl Statements {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// The first that is not a JSON object, if any.
+    pub fn first_not_object(&self) -> Option<usize> {
+        match self {
+            Statements::Written(texts) => {
+                texts.iter().position(|text| !text.get().starts_with('{'))
+            }
+            Statements::Parsed(values) => values.iter().position(|value| !value.is_object()),
+        }
     }
 }
 
@@ -184,12 +166,14 @@ fn gateway_batch(batch: HttpBatch<Box<RawValue>>) -> Result<Batch, Rejection> {
     let version = XapiVersion::from_header(&batch.version)
         .ok_or_else(|| malformed(format!("unknown xAPI version {:?}", batch.version)))?;
     Ok(Batch {
-        authority: batch.authority,
-        version,
         statements: Statements::Written(batch.statements),
-        define: batch.define,
-        bodies: batch.bodies,
-        keep_original: false,
+        settings: BatchSettings {
+            authority: batch.authority,
+            version,
+            define: batch.define,
+            bodies: batch.bodies,
+            keep_original: false,
+        },
     })
 }
 
@@ -285,12 +269,14 @@ pub fn parse(
         check_hub(&statements, hub)?;
     }
     Ok(Batch {
-        authority: source_authority(source),
-        version,
         statements: Statements::Parsed(statements),
-        define: true,
-        bodies: Vec::new(),
-        keep_original: import,
+        settings: BatchSettings {
+            authority: source_authority(source),
+            version,
+            define: true,
+            bodies: Vec::new(),
+            keep_original: import,
+        },
     })
 }
 
@@ -315,8 +301,8 @@ mod tests {
     fn hub_messages_get_the_authority_of_their_subject() {
         let body = br#"{"actor": {}, "context": {"extensions": {"https://w3id.org/xapi/llo/extensions/hub": "eindhoven"}}}"#;
         let batch = parse("lrs.in.hub.eindhoven", body, None, &Limits::default()).expect("parses");
-        assert_eq!(batch.authority["account"]["name"], "hub.eindhoven");
-        assert_eq!(batch.version, XapiVersion::V2_0_0);
+        assert_eq!(batch.settings.authority["account"]["name"], "hub.eindhoven");
+        assert_eq!(batch.settings.version, XapiVersion::V2_0_0);
         assert_eq!(batch.statements.len(), 1);
     }
 

@@ -407,6 +407,36 @@ fn a_database_fed_written_statements_is_the_one_fed_them_whole() {
             "message {sequence}"
         );
     }
+    // What the messages say, not only the same both ways: voided in the same message, before
+    // arriving, and a message later; the rest not; the message with a conflict not stored.
+    let voided = |n: u8| {
+        let id = Uuid::parse_str(&id(n)).expect("uuid");
+        written
+            .record(&id)
+            .expect("read")
+            .map(|record| record.voided)
+    };
+    assert_eq!(
+        [1, 2, 3, 4, 5, 7, 10, 12].map(voided),
+        [
+            Some(true),
+            Some(false),
+            Some(false),
+            None,
+            Some(true),
+            Some(false),
+            Some(true),
+            Some(false)
+        ]
+    );
+    assert_eq!(
+        written
+            .record(&Uuid::parse_str(&id(2)).expect("uuid"))
+            .expect("read")
+            .map(|record| record.statement["verb"]["id"].clone()),
+        Some(json!("https://example.org/did")),
+        "the conflicting statement did not replace the stored one"
+    );
     let (written, whole) = (contents(&written), contents(&whole));
     assert!(written.len() > 40, "{}", written.len());
     assert_eq!(written, whole);
