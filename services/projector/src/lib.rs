@@ -18,6 +18,7 @@
 //! - [`programme`]: the programme summary (reach against the target, by type and region).
 //! - [`compact`]: copying the database into a fresh one beside it while applying, and the swap.
 //! - [`rebuild`]: recomputing every summary from the stored statements, and the swap.
+//! - [`pulls`]: `LRS_STORED` pulls read beside the apply, and the parts they are applied in.
 //! - [`service`]: the NATS side: the `LRS_STORED` consumer and `lrs.api.summaries`.
 
 pub use service::{Projector, ProjectorConfig};
@@ -32,6 +33,7 @@ pub mod packed;
 pub mod part;
 pub mod programme;
 pub mod projection;
+pub mod pulls;
 pub mod rebuild;
 pub mod service;
 pub mod summary;

@@ -16,8 +16,8 @@ use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
 use crate::compact::{Compaction, Step};
-use crate::contribution::{effects, Effect};
 use crate::projection::{Projection, ProjectionError};
+use crate::pulls::{Pull, APPLY_EVENTS};
 use crate::rebuild::Current;
 use crate::summary::MonthRange;
 
@@ -113,8 +113,7 @@ impl Projector {
             config.max_batch,
         )
         .await
-        .context("the projector's durable consumer on LRS_STORED")?
-        .with_linger(LINGER);
+        .context("the projector's durable consumer on LRS_STORED")?;
         Ok(Projector {
             in_flight: puller.in_flight(),
             puller: tokio::sync::Mutex::new(puller),
@@ -143,7 +142,7 @@ impl Projector {
             self.projection.clone(),
             shutdown.clone(),
         );
-        let pull = stops_all(self.pull_and_apply(&shutdown), &shutdown);
+        let pull = self.pull_and_apply(&shutdown);
         let progress = bus::pull::keep_in_progress(
             self.client.clone(),
             self.in_flight.clone(),
@@ -226,10 +225,70 @@ impl Projector {
         Ok(())
     }
 
-    /// Pulls and applies until shutdown. A NATS outage pauses it (the client reconnects; the
-    /// durable consumer is made again if it went); a message it cannot read is parked, not
-    /// skipped; it stops on its own only when its database fails.
+    /// Pulls, reads and applies until shutdown: [`Projector::pull_and_read`] beside
+    /// [`Projector::apply_pulls`] ([`crate::pulls`]). A NATS outage pauses it (the client
+    /// reconnects; the durable consumer is made again if it went); a message it cannot read is
+    /// parked, not skipped; it stops on its own only when its database fails.
     async fn pull_and_apply(&self, shutdown: &CancellationToken) -> anyhow::Result<()> {
+        let (pulls, taken) = tokio::sync::mpsc::unbounded_channel();
+        // Either side's end ends the other: the reader at shutdown, the applier when the
+        // reader's pulls end.
+        let (read, applied) = tokio::join!(
+            stops_all(self.pull_and_read(pulls, shutdown), shutdown),
+            stops_all(self.apply_pulls(taken), shutdown)
+        );
+        read.and(applied)
+    }
+
+    /// Pulls `LRS_STORED` and reads each pull on a blocking thread as it arrives, while the
+    /// pulls read before are applied; at most [`crate::pulls::AHEAD_EVENTS`] wait read. Ends
+    /// at shutdown (a batch begun is completed and handed on) or when nothing applies.
+    ///
+    /// A pull takes what is there and does not wait for more: the applying side takes every
+    /// pull read meanwhile at once, so small pulls make no small parts while it is busy. (The
+    /// projector's pulls lingered 25 ms after a lone first message, when each pull was a part
+    /// and a sled flush; reading beside the apply, that wait put a message read after the
+    /// apply that could have taken it, and the lag p99 under HTTP batches halved without it:
+    /// BENCHMARKS.md, the fiftieth round.)
+    async fn pull_and_read(
+        &self,
+        pulls: tokio::sync::mpsc::UnboundedSender<Pull>,
+        shutdown: &CancellationToken,
+    ) -> anyhow::Result<()> {
+        let mut puller = self.puller.lock().await;
+        let ahead = crate::pulls::ahead();
+        loop {
+            let pulling = std::time::Instant::now();
+            let pulled = puller.next(shutdown).await;
+            let waited = pulling.elapsed();
+            let batch = match pulled {
+                Pulled::Batch(batch) => batch,
+                Pulled::Nothing if shutdown.is_cancelled() || pulls.is_closed() => return Ok(()),
+                Pulled::Nothing => continue,
+                Pulled::Failed => {
+                    puller.reopen().await;
+                    continue;
+                }
+            };
+            let mut pull = tokio::task::spawn_blocking(move || Pull::read(batch, waited))
+                .await
+                .context("reading task")?;
+            pull.hold(&ahead).await;
+            if pulls.send(pull).is_err() {
+                // The applying side stopped (its error ends the projector).
+                return Ok(());
+            }
+        }
+    }
+
+    /// Applies what [`Projector::pull_and_read`] read, every pull read meanwhile at once, in
+    /// parts of at most [`APPLY_EVENTS`] statements written behind (acknowledged after the
+    /// checkpoint that writes them); between two, what waits: a rebuild, a snapshot, a
+    /// compaction's step. Ends when the reading side has ended.
+    async fn apply_pulls(
+        &self,
+        mut taken: tokio::sync::mpsc::UnboundedReceiver<Pull>,
+    ) -> anyhow::Result<()> {
         let mut rebuilds = self
             .client
             .queue_subscribe(subjects::API_REBUILD, subjects::SUMMARY_QUEUE.to_owned())
@@ -241,7 +300,6 @@ impl Projector {
                 subjects::SUMMARY_QUEUE.to_owned(),
             )
             .await?;
-        let mut puller = self.puller.lock().await;
         // A database made before the programme figures (or whose hubs held workers their
         // learner groups did not) is rebuilt once (retried while the store cannot answer);
         // its summaries are answered meanwhile.
@@ -298,65 +356,48 @@ impl Projector {
                 self.checkpoint().await?;
                 self.answer_snapshot(request).await;
             }
-            let pulling = std::time::Instant::now();
-            let pulled = puller.next(shutdown).await;
-            let waited = pulling.elapsed();
-            let mut batch = match pulled {
-                Pulled::Batch(batch) => batch,
-                Pulled::Nothing if shutdown.is_cancelled() => return Ok(()),
-                Pulled::Nothing => continue,
-                Pulled::Failed => {
-                    puller.reopen().await;
-                    continue;
-                }
+            let first = tokio::select! {
+                pull = taken.recv() => pull,
+                // Nothing for a while: what waits between two applies is looked at again.
+                _ = tokio::time::sleep(bus::pull::PULL_WAIT) => continue,
             };
+            let Some(first) = first else {
+                // The reading side ended: shutdown, or its error.
+                return Ok(());
+            };
+            let mut pulls = vec![first];
+            while let Ok(more) = taken.try_recv() {
+                pulls.push(more);
+            }
+            let waited = pulls[0].waited;
             let projection = self.projection.get();
             let applying = std::time::Instant::now();
             let progress = self.progress.clone();
             let (batch, statements) = tokio::task::spawn_blocking(move || {
-                // Applied behind in parts of at most APPLY_EVENTS statements (acknowledged
-                // after the checkpoint that writes them), each message reduced to its effects
-                // as soon as it is decoded: parsed,
-                // a pull of 256 messages of 100 statements held ~300 MB (a heap profile of the
-                // projector under ingest; BENCHMARKS.md); its effects take a few MB.
-                let mut part: Vec<(u64, Vec<Effect>)> = Vec::new();
-                let (mut events, mut statements) = (0, 0);
-                // Each part's last sequence is how far this projector applied, for its store.
-                let apply = |part: &[(u64, Vec<Effect>)]| {
-                    projection.apply_behind(part)?;
+                let mut batch = Vec::new();
+                let mut read = Vec::new();
+                for pull in pulls {
+                    for unreadable in &pull.unreadable {
+                        // Kept with the reason for `leerspoor project --replay-parked`.
+                        tracing::error!(sequence = unreadable.sequence, error = %unreadable.reason, "unreadable LRS_STORED message parked");
+                        projection.park(
+                            unreadable.sequence,
+                            &unreadable.reason,
+                            &unreadable.payload,
+                        )?;
+                    }
+                    let Pull { messages, read: each, .. } = pull;
+                    batch.extend(messages);
+                    read.extend(each);
+                }
+                let statements = read.iter().map(|read| read.events).sum::<usize>();
+                for part in crate::pulls::parts(read, APPLY_EVENTS) {
+                    projection.apply_behind(&part)?;
+                    // Each part's last sequence is how far this projector applied, for its
+                    // store.
                     if let Some((sequence, _)) = part.last() {
                         progress.record(*sequence);
                     }
-                    Ok::<_, ProjectionError>(())
-                };
-                for message in &mut batch {
-                    let Ok(info) = message.info() else {
-                        continue;
-                    };
-                    let sequence = info.stream_sequence;
-                    // Taken out, to go once decoded: the rest of the message waits for its
-                    // ack, and a payload keeps its connection's read buffer alive (`Ack`).
-                    let payload = std::mem::take(&mut message.message.payload);
-                    let decoded = match crate::events::decode(&payload) {
-                        Ok(decoded) => decoded,
-                        Err(err) => {
-                            // Kept with the reason for `leerspoor project --replay-parked`.
-                            tracing::error!(sequence, error = %err, "unreadable LRS_STORED message parked");
-                            projection.park(sequence, &err.to_string(), &payload)?;
-                            continue;
-                        }
-                    };
-                    if !part.is_empty() && events + decoded.events.len() > APPLY_EVENTS {
-                        apply(&part)?;
-                        part.clear();
-                        events = 0;
-                    }
-                    events += decoded.events.len();
-                    statements += decoded.events.len();
-                    part.push((sequence, effects(&decoded)));
-                }
-                if !part.is_empty() {
-                    apply(&part)?;
                 }
                 Ok::<_, ProjectionError>((batch, statements))
             })
@@ -703,20 +744,6 @@ impl bus::request::Here for Here {
     }
 }
 
-/// The most statements one part of the projector applies. Smaller parts cost throughput: each
-/// writes the touched hubs', companies' and programme's states again (30 s after 300,000
-/// statements over HTTP, parts of 10,000 had caught up and parts of 2,000 were 80,000
-/// statements behind). A part of 10,000 statements writes ~75,000 keys; sled keeps every tree
-/// node a batch replaces until the batch ends, so a larger part is applied in sled batches of
-/// [`crate::part::SUB_BATCH`] writes ([`crate::part`]) and its size no longer bounds that memory.
-const APPLY_EVENTS: usize = 10_000;
-/// How long a pull waits for more `LRS_STORED` messages after its first. Each pull costs a
-/// sled batch, a flush and two pull requests whatever it holds: single-statement requests
-/// arriving one by one made pulls of a message or two, at ~600 µs of the projector's CPU per
-/// statement (BENCHMARKS.md, "Fifth round"). Nobody waits on the projector's acks; its lag
-/// target is 250 ms. A pull with messages behind its first does not linger
-/// ([`bus::pull::LINGER_UNLESS_BEHIND`]): under a backlog it only delayed them.
-const LINGER: std::time::Duration = std::time::Duration::from_millis(25);
 /// How often what was applied behind is written to sled and its messages acknowledged
 /// ([`crate::overlay`]): a key written by the pulls in between reaches sled once.
 const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
