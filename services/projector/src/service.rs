@@ -1,5 +1,5 @@
-//! The projector on NATS: pull `LRS_STORED` -> apply (behind: [`crate::overlay`]) -> a
-//! checkpoint writes and flushes -> ack; answer summary queries on `lrs.api.summaries`; say
+//! The projector on NATS: pull and read `LRS_STORED` (beside the apply: [`crate::pulls`]) ->
+//! apply (behind: [`crate::overlay`]) -> a checkpoint writes and flushes -> ack; answer summary queries on `lrs.api.summaries`; say
 //! how far it applied, for the store beside it to wait by ([`bus::pace`]).
 
 use std::path::PathBuf;
