@@ -84,9 +84,10 @@ async fn batch_of(
         .collect()
 }
 
-/// The projector's pulls linger: after a batch's first message the pull waits for more, and
-/// returns as soon as the batch is full. Under single-statement load that makes fewer,
-/// fuller batches, each one sled flush and two pull requests.
+/// A lingering pull (`Puller::with_linger`): after a batch's first message the pull waits for
+/// more, and returns as soon as the batch is full: fewer, fuller batches for a consumer whose
+/// cost is per batch. (The projector's pulls lingered until its reader took pulls beside the
+/// apply; no service lingers now.)
 #[tokio::test]
 async fn a_lingering_pull_takes_what_arrives_after_its_first_message_until_full() {
     let nats = testkit::Nats::start().await;
@@ -122,8 +123,8 @@ async fn shutdown_while_a_pull_lingers_keeps_the_messages_delivered() {
 }
 
 /// A consumer behind does not linger: a pull whose first message has others behind it takes
-/// what is there and returns, where a linger would hold every one of them (the projector
-/// under a backlog spent a sixth of each cycle so).
+/// what is there and returns, where a linger would hold every one of them (the projector,
+/// when it lingered, spent a sixth of each cycle so under a backlog).
 #[tokio::test]
 async fn a_pull_with_messages_behind_its_first_takes_them_without_lingering() {
     let nats = testkit::Nats::start().await;
